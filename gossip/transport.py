@@ -48,6 +48,10 @@ class FrameTooLargeError(TransportError):
         self.limit = limit
 
 
+class RemoteHandlerError(TransportError):
+    """The peer received the request but its handler failed; ``detail`` carries the peer's short explanation."""
+
+
 class PeerTimeoutError(GossipError, TimeoutError):
     """The peer did not answer a stream request within the allotted time."""
 

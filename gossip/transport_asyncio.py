@@ -1,0 +1,320 @@
+"""The real `Transport`: UDP datagrams and TCP request/response streams on one port, optionally sealed by a `Keyring`.
+
+Like memberlist's NetTransport, one port number serves both protocols so a member is one address. Everything that can
+be refused is refused here, before protocol code sees it, and counted in `TransportStats.dropped` by reason:
+oversized datagrams or frames, plaintext when a keyring is configured, sealed data when none is, undecryptable data,
+connections over the limit. Streams carry one request frame and one response frame per exchange; a frame is a 4-byte
+big-endian length then the (possibly sealed) body, whose first plaintext byte of a response says ok or error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import struct
+
+from gossip.clock import Address
+from gossip.security import CONTEXT_PACKET, CONTEXT_STREAM, SEAL_OVERHEAD, DecryptError, Keyring, is_sealed
+from gossip.transport import (
+    STREAM_LENGTH_PREFIX_BYTES,
+    FrameTooLargeError,
+    PacketHandler,
+    PeerTimeoutError,
+    PeerUnreachableError,
+    RemoteHandlerError,
+    RequestHandler,
+    TransportClosedError,
+    TransportError,
+    TransportStats,
+)
+
+log = logging.getLogger(__name__)
+
+_LENGTH = struct.Struct(">I")
+_STATUS_OK = 0
+_STATUS_ERROR = 1
+_UDP_RECV_BUFFER_BYTES = 2 * 1024 * 1024
+_MAX_ERROR_DETAIL = 200
+
+
+class _DatagramEndpoint(asyncio.DatagramProtocol):
+    def __init__(self, owner: AsyncioTransport) -> None:
+        self._owner = owner
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self._owner._on_datagram(data, (str(addr[0]), int(addr[1])))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and friends: a lost packet, which the protocol already tolerates.
+        self._owner.stats.send_errors += 1
+
+
+class AsyncioTransport:
+    """UDP + TCP on ``bind`` (port 0 picks a free port shared by both). Loopback IPv4 and IPv6 both work.
+
+    ``max_packet_bytes`` bounds a datagram's plaintext (the protocol's packet budget); ``max_stream_bytes`` bounds a
+    stream frame's plaintext. ``stream_timeout_s`` bounds how long an inbound connection may take to deliver a frame
+    and how long it may sit idle, so a silent peer cannot hold one of the ``max_connections`` slots forever.
+    """
+
+    def __init__(
+        self,
+        bind: Address,
+        keyring: Keyring | None = None,
+        max_packet_bytes: int = 1400,
+        max_stream_bytes: int = 4 * 1024 * 1024,
+        *,
+        max_connections: int = 64,
+        stream_timeout_s: float = 10.0,
+    ) -> None:
+        if max_packet_bytes <= 0 or max_stream_bytes <= 0 or max_connections <= 0 or stream_timeout_s <= 0:
+            raise ValueError("transport limits must be positive")
+        self._bind = bind
+        self.keyring = keyring
+        self.max_packet_bytes = max_packet_bytes
+        self.max_stream_bytes = max_stream_bytes
+        self.max_connections = max_connections
+        self.stream_timeout_s = stream_timeout_s
+        self.stats = TransportStats()
+        self._overhead = SEAL_OVERHEAD if keyring is not None else 0
+        self._address: Address | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self._server: asyncio.Server | None = None
+        self._on_packet: PacketHandler | None = None
+        self._on_request: RequestHandler | None = None
+        self._inbound: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    @property
+    def local_address(self) -> Address:
+        """The bound address; before `start` the requested bind address (whose port may still be 0)."""
+        return self._address if self._address is not None else self._bind
+
+    @property
+    def running(self) -> bool:
+        return self._address is not None and not self._closed
+
+    async def start(self, on_packet: PacketHandler, on_request: RequestHandler) -> None:
+        if self._address is not None or self._closed:
+            raise TransportClosedError("a transport starts once")
+        self._on_packet, self._on_request = on_packet, on_request
+        loop = asyncio.get_running_loop()
+        host, port = self._bind
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        # With port 0 the kernel picks a TCP port that may be taken for UDP: retry a few times.
+        for attempt in range(8):
+            server = await asyncio.start_server(self._serve, host, port, family=family, reuse_address=True)
+            bound = server.sockets[0].getsockname()
+            try:
+                udp, _ = await loop.create_datagram_endpoint(
+                    lambda: _DatagramEndpoint(self), local_addr=(host, bound[1]), family=family
+                )
+            except OSError:
+                server.close()
+                await server.wait_closed()
+                if port != 0 or attempt == 7:
+                    raise
+                continue
+            break
+        self._server, self._udp = server, udp
+        sock = udp.get_extra_info("socket")
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _UDP_RECV_BUFFER_BYTES)
+        self._address = (str(bound[0]), int(bound[1]))
+
+    # ---------------------------------------------------------------- datagrams
+
+    def send_packet(self, addr: Address, data: bytes) -> None:
+        if self._udp is None or self._closed:
+            self.stats.drop("send_while_closed")
+            return
+        if len(data) > self.max_packet_bytes:
+            # A protocol bug, not a network event; counted rather than raised so a bad payload cannot kill a loop.
+            self.stats.drop("send_oversize")
+            return
+        wire = self.keyring.seal(data, CONTEXT_PACKET) if self.keyring is not None else data
+        try:
+            self._udp.sendto(wire, addr)
+        except (OSError, ValueError, TypeError):
+            self.stats.send_errors += 1
+            return
+        self.stats.packets_sent += 1
+        self.stats.bytes_sent += len(wire)
+
+    def _on_datagram(self, wire: bytes, addr: Address) -> None:
+        self.stats.packets_received += 1
+        self.stats.bytes_received += len(wire)
+        if len(wire) > self.max_packet_bytes + self._overhead:
+            self.stats.drop("oversize")
+            return
+        data = self._unseal(wire, CONTEXT_PACKET)
+        if data is None or self._on_packet is None:
+            return
+        try:
+            self._on_packet(data, addr)
+        except Exception:
+            self.stats.drop("handler_error")
+            log.exception("packet handler failed on a datagram from %s", addr)
+
+    def _unseal(self, wire: bytes, context: bytes) -> bytes | None:
+        """Open ``wire`` according to this node's policy, or count why not and return None."""
+        if not wire:
+            self.stats.drop("empty")
+            return None
+        if self.keyring is None:
+            if is_sealed(wire):
+                self.stats.drop("sealed_refused")
+                return None
+            return wire
+        if not is_sealed(wire):
+            self.stats.drop("plaintext_refused")
+            return None
+        try:
+            return self.keyring.open(wire, context)
+        except DecryptError as exc:
+            self.stats.drop(f"decrypt_{exc.reason}")
+            return None
+
+    # ---------------------------------------------------------------- streams (client side)
+
+    async def request(self, addr: Address, data: bytes, timeout_s: float) -> bytes:
+        if not self.running:
+            raise TransportClosedError()
+        if len(data) > self.max_stream_bytes:
+            raise FrameTooLargeError(addr, len(data), self.max_stream_bytes)
+        writer: asyncio.StreamWriter | None = None
+        try:
+            async with asyncio.timeout(timeout_s):
+                try:
+                    reader, writer = await asyncio.open_connection(addr[0], addr[1])
+                except OSError as exc:
+                    raise PeerUnreachableError(addr, f"connect failed: {exc}") from exc
+                self.stats.streams_opened += 1
+                await self._write_frame(writer, data)
+                body = await self._read_frame(reader, addr, self.max_stream_bytes + 1)
+        except TimeoutError as exc:
+            raise PeerTimeoutError(addr, timeout_s) from exc
+        finally:
+            if writer is not None:
+                writer.close()
+        if body is None:
+            raise PeerUnreachableError(addr, "connection closed before a response arrived")
+        plain = self._unseal(body, CONTEXT_STREAM)
+        if plain is None or not plain:
+            raise TransportError(addr, "response refused (encryption mismatch, wrong key or empty)")
+        if plain[0] == _STATUS_OK:
+            return plain[1:]
+        raise RemoteHandlerError(addr, plain[1:].decode("utf-8", "replace"))
+
+    async def _write_frame(self, writer: asyncio.StreamWriter, payload: bytes) -> None:
+        wire = self.keyring.seal(payload, CONTEXT_STREAM) if self.keyring is not None else payload
+        writer.write(_LENGTH.pack(len(wire)) + wire)
+        await writer.drain()
+        self.stats.stream_bytes_sent += STREAM_LENGTH_PREFIX_BYTES + len(wire)
+
+    async def _read_frame(self, reader: asyncio.StreamReader, addr: Address, max_plain: int) -> bytes | None:
+        """One frame's (still sealed) body, or None on a clean EOF before the frame began."""
+        try:
+            header = await reader.readexactly(STREAM_LENGTH_PREFIX_BYTES)
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial:
+                raise PeerUnreachableError(addr, "connection closed inside a frame header") from exc
+            return None
+        except OSError as exc:
+            raise PeerUnreachableError(addr, f"read failed: {exc}") from exc
+        (size,) = _LENGTH.unpack(header)
+        if size > max_plain + self._overhead:
+            self.stats.drop("frame_too_large")
+            raise FrameTooLargeError(addr, size, max_plain + self._overhead)
+        try:
+            body = await reader.readexactly(size)
+        except (asyncio.IncompleteReadError, OSError) as exc:
+            raise PeerUnreachableError(addr, "connection closed inside a frame") from exc
+        self.stats.stream_bytes_received += STREAM_LENGTH_PREFIX_BYTES + size
+        return body
+
+    # ---------------------------------------------------------------- streams (server side)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        addr: Address = (str(peer[0]), int(peer[1])) if peer else ("?", 0)
+        if self._closed or len(self._inbound) >= self.max_connections:
+            self.stats.drop("connection_limit")
+            writer.close()
+            return
+        task = asyncio.current_task()
+        self._inbound.add(writer)
+        if task is not None:
+            self._handlers.add(task)  # type: ignore[arg-type]
+        self.stats.streams_accepted += 1
+        try:
+            while not self._closed:
+                try:
+                    async with asyncio.timeout(self.stream_timeout_s):
+                        body = await self._read_frame(reader, addr, self.max_stream_bytes)
+                except (TimeoutError, TransportError):
+                    # Timeout, oversized or broken frame: the connection is no longer trustworthy.
+                    break
+                if body is None:
+                    break
+                request = self._unseal(body, CONTEXT_STREAM)
+                if request is None:
+                    break
+                response = await self._answer(request, addr)
+                if len(response) > self.max_stream_bytes + 1:
+                    self.stats.drop("response_too_large")
+                    response = bytes((_STATUS_ERROR,)) + b"response exceeds the stream frame limit"
+                await self._write_frame(writer, response)
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._inbound.discard(writer)
+            if task is not None:
+                self._handlers.discard(task)  # type: ignore[arg-type]
+            writer.close()
+
+    async def _answer(self, request: bytes, addr: Address) -> bytes:
+        assert self._on_request is not None
+        try:
+            result = await self._on_request(request, addr)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.stats.drop("request_handler_error")
+            detail = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_DETAIL]
+            return bytes((_STATUS_ERROR,)) + detail.encode("utf-8", "replace")
+        return bytes((_STATUS_OK,)) + result
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._udp is not None:
+            self._udp.close()
+        if self._server is not None:
+            self._server.close()
+        for writer in list(self._inbound):
+            writer.close()
+        current = asyncio.current_task()
+        pending = [task for task in self._handlers if task is not current]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(OSError):
+                await asyncio.wait_for(self._server.wait_closed(), timeout=1.0)
+
+    async def __aenter__(self) -> AsyncioTransport:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"AsyncioTransport({self._address or self._bind}, sealed={self.keyring is not None})"
