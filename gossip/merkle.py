@@ -1,0 +1,240 @@
+"""A hash tree over a keyspace (key -> 16-byte digest of the key's encoded state), for anti-entropy.
+
+Why this shape:
+
+* **Keys are bucketed by a hash of the key, not by key order** (as Cassandra's and Riak's active anti-entropy do).
+  The tree is a complete ``fanout``-ary tree of fixed ``depth``; key ``k`` lives in leaf
+  ``blake2b(k) mod fanout**depth``. Every replica therefore builds the *same shape* whatever its keys look like, so
+  two trees compare node by node with no negotiation, and a hot key range does not unbalance anything.
+* **A node's hash is the XOR of the entry hashes below it**, where an entry hash is ``blake2b(key || digest)``.
+  XOR is its own inverse, so changing one key costs ``depth + 1`` integer XORs (remove the old entry hash, add the
+  new one on the leaf-to-root path): O(depth) per write, never a rebuild, and the result is independent of the order
+  of writes (incremental update equals full rebuild, which the tests check). Entry hashes are 128-bit, keys in a map
+  are distinct, so an accidental cancellation has probability ~2**-128; this is not an adversarial setting (the
+  keyring authenticates peers), which is what makes the cheap combiner acceptable.
+* **Defaults ``fanout=8, depth=5``** (32,768 leaves, ~3 keys a leaf at 100k keys) were chosen from the anti-entropy
+  byte model in ``anti_entropy.py``: a small fanout keeps the cost of locating ``d`` differences near
+  ``d * fanout * 4 bytes`` per level, and the session sends two levels per round trip to keep round trips down.
+
+Digests are computed by the caller with `state_digest` over the deterministic encoding of a state, so equal states
+have equal digests on every replica. A leaf holds a plain dict (a few keys each; sorted only when listed):
+32k `SortedDict`s cost 3x more to build than the whole tree otherwise does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from hashlib import blake2b
+
+from gossip.errors import ConfigError
+
+DIGEST_BYTES = 16
+"""Width of a state digest and of a full node hash."""
+
+KEY_HASH_BYTES = 4
+"""Width of the key fingerprint used to name a key inside one leaf on the wire."""
+
+MAX_LEAVES = 1 << 20
+"""Upper bound on ``fanout ** depth``: the tree is preallocated, so its size must stay modest."""
+
+
+def state_digest(state: bytes) -> bytes:
+    """The 16-byte digest of one key's encoded state: what the tree stores and what peers compare."""
+    return blake2b(state, digest_size=DIGEST_BYTES).digest()
+
+
+def key_hash(key: bytes) -> bytes:
+    """16 bytes derived from the key alone: bytes 0..7 choose the leaf, bytes 8..11 are the wire fingerprint."""
+    return blake2b(key, digest_size=16, person=b"rumor-merkle-key").digest()
+
+
+def key_fingerprint(key: bytes) -> bytes:
+    """The short name of a key within its leaf (collisions inside a leaf are tolerated: all matches are sent)."""
+    return key_hash(key)[8 : 8 + KEY_HASH_BYTES]
+
+
+def _entry_hash(key: bytes, digest: bytes) -> int:
+    # digest has a fixed width, so key || digest is unambiguous.
+    return int.from_bytes(blake2b(key + digest, digest_size=16, person=b"rumor-merkle-ent").digest(), "big")
+
+
+class MerkleTree:
+    """Fixed-shape hash tree over ``key -> digest``; see the module docstring for why it looks like this.
+
+    Levels are numbered from the root (level 0, one node) to the leaves (level ``depth``, ``fanout**depth`` nodes).
+    Node ``i`` at level ``L`` has children ``i*fanout .. i*fanout+fanout-1`` at level ``L+1``.
+    """
+
+    __slots__ = ("_count", "_depth", "_fanout", "_leaf_count", "_leaves", "_levels")
+
+    def __init__(self, fanout: int = 8, depth: int = 5) -> None:
+        if not 2 <= fanout <= 256:
+            raise ConfigError("fanout", fanout, "must be in 2..256")
+        if depth < 1:
+            raise ConfigError("depth", depth, "must be >= 1")
+        if fanout**depth > MAX_LEAVES:
+            raise ConfigError("depth", depth, f"fanout**depth must be <= {MAX_LEAVES}")
+        self._fanout = fanout
+        self._depth = depth
+        self._leaf_count = fanout**depth
+        self._levels: list[list[int]] = [[0] * (fanout**level) for level in range(depth + 1)]
+        self._leaves: dict[int, dict[bytes, bytes]] = {}
+        self._count = 0
+
+    @classmethod
+    def from_items(cls, items: Iterable[tuple[bytes, bytes]], fanout: int = 8, depth: int = 5) -> MerkleTree:
+        """Build a tree in one pass: leaves first, then each level from the one below (cheaper than N `set` calls)."""
+        tree = cls(fanout, depth)
+        leaf_level = tree._levels[depth]
+        for key, digest in items:
+            tree._check_digest(digest)
+            leaf = tree.leaf_of(key)
+            bucket = tree._leaves.get(leaf)
+            if bucket is None:
+                bucket = tree._leaves[leaf] = {}
+            old = bucket.get(key)
+            if old is not None:
+                leaf_level[leaf] ^= _entry_hash(key, old)
+            else:
+                tree._count += 1
+            bucket[key] = digest
+            leaf_level[leaf] ^= _entry_hash(key, digest)
+        for level in range(depth - 1, -1, -1):
+            below = tree._levels[level + 1]
+            here = tree._levels[level]
+            for i in range(len(here)):
+                acc = 0
+                for child in below[i * fanout : (i + 1) * fanout]:
+                    acc ^= child
+                here[i] = acc
+        return tree
+
+    # -- shape -------------------------------------------------------------------------------------------------
+
+    @property
+    def fanout(self) -> int:
+        return self._fanout
+
+    @property
+    def depth(self) -> int:
+        return self._depth
+
+    @property
+    def leaf_count(self) -> int:
+        return self._leaf_count
+
+    def level_size(self, level: int) -> int:
+        """Number of nodes at ``level`` (``fanout ** level``)."""
+        return len(self._levels[level])
+
+    def leaf_of(self, key: bytes) -> int:
+        """The leaf bucket that holds ``key``; the same on every replica with the same shape."""
+        return int.from_bytes(key_hash(key)[:8], "big") % self._leaf_count
+
+    # -- mutation ----------------------------------------------------------------------------------------------
+
+    def set(self, key: bytes, digest: bytes) -> None:
+        """Insert or update one key in O(depth); call it on every local write and every merge."""
+        self._check_digest(digest)
+        leaf = self.leaf_of(key)
+        bucket = self._leaves.get(leaf)
+        if bucket is None:
+            bucket = self._leaves[leaf] = {}
+        old = bucket.get(key)
+        if old == digest:
+            return
+        delta = _entry_hash(key, digest)
+        if old is None:
+            self._count += 1
+        else:
+            delta ^= _entry_hash(key, old)
+        bucket[key] = digest
+        self._apply(leaf, delta)
+
+    def remove(self, key: bytes) -> bool:
+        """Forget a key (e.g. after garbage collection); returns whether it was present."""
+        leaf = self.leaf_of(key)
+        bucket = self._leaves.get(leaf)
+        if bucket is None or key not in bucket:
+            return False
+        old = bucket.pop(key)
+        if not bucket:
+            del self._leaves[leaf]
+        self._count -= 1
+        self._apply(leaf, _entry_hash(key, old))
+        return True
+
+    def _apply(self, leaf: int, delta: int) -> None:
+        index = leaf
+        for level in range(self._depth, -1, -1):
+            self._levels[level][index] ^= delta
+            index //= self._fanout
+
+    def _check_digest(self, digest: bytes) -> None:
+        if len(digest) != DIGEST_BYTES:
+            raise ValueError(f"digest must be {DIGEST_BYTES} bytes, got {len(digest)}")
+
+    # -- reading -----------------------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, bytes):
+            return False
+        bucket = self._leaves.get(self.leaf_of(key))
+        return bucket is not None and key in bucket
+
+    def get(self, key: bytes) -> bytes | None:
+        """The digest stored for ``key``, or None."""
+        bucket = self._leaves.get(self.leaf_of(key))
+        return None if bucket is None else bucket.get(key)
+
+    def root(self) -> bytes:
+        """The full 16-byte root hash: equal roots mean equal keyspaces (up to ~2**-128)."""
+        return self._levels[0][0].to_bytes(DIGEST_BYTES, "big")
+
+    def node(self, level: int, index: int) -> bytes:
+        """The full 16-byte hash of one node."""
+        return self._levels[level][index].to_bytes(DIGEST_BYTES, "big")
+
+    def node_int(self, level: int, index: int) -> int:
+        """The hash of one node as a 128-bit integer (cheap to slice for the wire)."""
+        return self._levels[level][index]
+
+    def children_ints(self, level: int, index: int) -> list[int]:
+        """Hashes of the ``fanout`` children (at ``level + 1``) of node ``index`` at ``level``."""
+        start = index * self._fanout
+        return self._levels[level + 1][start : start + self._fanout]
+
+    def leaf_items(self, leaf: int) -> list[tuple[bytes, bytes]]:
+        """The ``(key, digest)`` pairs in one leaf, in key order."""
+        bucket = self._leaves.get(leaf)
+        return [] if bucket is None else sorted(bucket.items())
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every ``(key, digest)``, leaf by leaf (the order is deterministic for a given key set)."""
+        for leaf in sorted(self._leaves):
+            yield from sorted(self._leaves[leaf].items())
+
+    def node_table(self) -> list[list[int]]:
+        """A copy of every level's hashes, for tests that compare trees structurally."""
+        return [list(level) for level in self._levels]
+
+
+def slice_hash(value: int, offset: int, width: int) -> bytes:
+    """``width`` bytes of a 128-bit node hash starting at byte ``offset`` (the session picks the offset)."""
+    shift = 8 * (DIGEST_BYTES - offset - width)
+    return ((value >> shift) & ((1 << (8 * width)) - 1)).to_bytes(width, "big")
+
+
+__all__ = [
+    "DIGEST_BYTES",
+    "KEY_HASH_BYTES",
+    "MAX_LEAVES",
+    "MerkleTree",
+    "key_fingerprint",
+    "key_hash",
+    "slice_hash",
+    "state_digest",
+]

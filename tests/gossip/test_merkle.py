@@ -1,0 +1,133 @@
+"""The hash tree: incremental updates equal a full rebuild, and equal key sets give equal trees on any replica."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gossip.errors import ConfigError, GossipError
+from gossip.merkle import DIGEST_BYTES, MerkleTree, key_fingerprint, slice_hash, state_digest
+
+SMALL = {"fanout": 4, "depth": 3}
+
+keys = st.binary(min_size=0, max_size=6)
+ops = st.lists(
+    st.tuples(st.sampled_from(["set", "remove"]), keys, st.binary(max_size=4)),
+    max_size=60,
+)
+
+
+def model_after(operations: list[tuple[str, bytes, bytes]]) -> dict[bytes, bytes]:
+    model: dict[bytes, bytes] = {}
+    for op, key, value in operations:
+        if op == "set":
+            model[key] = state_digest(value)
+        else:
+            model.pop(key, None)
+    return model
+
+
+@given(ops)
+def test_incremental_updates_equal_full_rebuild(operations: list[tuple[str, bytes, bytes]]) -> None:
+    tree = MerkleTree(**SMALL)
+    for op, key, value in operations:
+        if op == "set":
+            tree.set(key, state_digest(value))
+        else:
+            tree.remove(key)
+    model = model_after(operations)
+    rebuilt = MerkleTree.from_items(model.items(), **SMALL)
+    assert tree.node_table() == rebuilt.node_table()
+    assert len(tree) == len(model)
+    assert dict(tree.items()) == model
+    assert all(tree.get(k) == d for k, d in model.items())
+
+
+@given(st.dictionaries(keys, st.binary(max_size=4), max_size=40), st.randoms(use_true_random=False))
+def test_insertion_order_does_not_change_the_tree(data: dict[bytes, bytes], rnd: random.Random) -> None:
+    items = [(k, state_digest(v)) for k, v in data.items()]
+    shuffled = list(items)
+    rnd.shuffle(shuffled)
+    a = MerkleTree(**SMALL)
+    for k, d in items:
+        a.set(k, d)
+    b = MerkleTree(**SMALL)
+    for k, d in shuffled:
+        b.set(k, d)
+    assert a.root() == b.root()
+    assert a.node_table() == b.node_table()
+
+
+def test_one_changed_key_changes_exactly_its_leaf_to_root_path() -> None:
+    items = [(b"k%d" % i, state_digest(b"v%d" % i)) for i in range(500)]
+    a = MerkleTree.from_items(items, **SMALL)
+    b = MerkleTree.from_items(items, **SMALL)
+    b.set(b"k7", state_digest(b"other"))
+    leaf = b.leaf_of(b"k7")
+    changed = {
+        (level, i)
+        for level, (row_a, row_b) in enumerate(zip(a.node_table(), b.node_table(), strict=True))
+        for i, (x, y) in enumerate(zip(row_a, row_b, strict=True))
+        if x != y
+    }
+    path = {(level, leaf // SMALL["fanout"] ** (SMALL["depth"] - level)) for level in range(SMALL["depth"] + 1)}
+    assert changed == path
+
+
+def test_setting_the_same_digest_twice_is_a_no_op_and_remove_restores() -> None:
+    tree = MerkleTree(**SMALL)
+    empty_root = tree.root()
+    tree.set(b"a", state_digest(b"1"))
+    root = tree.root()
+    tree.set(b"a", state_digest(b"1"))
+    assert tree.root() == root and len(tree) == 1
+    assert tree.remove(b"a") is True
+    assert tree.remove(b"a") is False
+    assert tree.root() == empty_root == bytes(DIGEST_BYTES)
+    assert b"a" not in tree and tree.get(b"a") is None
+
+
+def test_leaf_items_are_sorted_and_hold_only_their_keys() -> None:
+    items = [(b"key:%04d" % i, state_digest(b"%d" % i)) for i in range(300)]
+    tree = MerkleTree.from_items(items, **SMALL)
+    seen = 0
+    for leaf in range(tree.leaf_count):
+        listing = tree.leaf_items(leaf)
+        assert listing == sorted(listing)
+        assert all(tree.leaf_of(k) == leaf for k, _ in listing)
+        seen += len(listing)
+    assert seen == 300
+
+
+def test_shape_and_digest_are_validated() -> None:
+    with pytest.raises(ConfigError):
+        MerkleTree(fanout=1)
+    with pytest.raises(ConfigError):
+        MerkleTree(fanout=16, depth=6)
+    with pytest.raises(GossipError):
+        MerkleTree(depth=0)
+    with pytest.raises(ValueError, match="16 bytes"):
+        MerkleTree().set(b"k", b"short")
+
+
+def test_slice_hash_and_fingerprints() -> None:
+    value = int.from_bytes(bytes(range(16)), "big")
+    assert slice_hash(value, 0, 4) == bytes([0, 1, 2, 3])
+    assert slice_hash(value, 12, 4) == bytes([12, 13, 14, 15])
+    assert len(key_fingerprint(b"x")) == 4
+    assert key_fingerprint(b"x") == key_fingerprint(b"x") != key_fingerprint(b"y")
+
+
+@settings(max_examples=5)
+@given(st.integers(min_value=0, max_value=2**32))
+def test_bulk_build_matches_sets_at_a_few_thousand_keys(seed: int) -> None:
+    items = [(b"%d:%d" % (seed, i), state_digest(b"%d" % (i * seed))) for i in range(3000)]
+    bulk = MerkleTree.from_items(items)
+    one_by_one = MerkleTree()
+    for k, d in items:
+        one_by_one.set(k, d)
+    assert bulk.root() == one_by_one.root()
+    assert len(bulk) == 3000
