@@ -1,1 +1,36 @@
-"""placeholder"""
+"""Pure CRDT algebra for rumor: causal building blocks, delta-state types, op-based delivery, encoding.
+
+No I/O, no clock, no randomness: callers pass replica ids, physical time and contexts in.
+"""
+
+from crdt.causal_context import CausalContext
+from crdt.dot import Dot
+from crdt.dot_kernel import DotKernel
+from crdt.errors import (
+    BufferFullError,
+    CausalGapError,
+    CRDTError,
+    DecodeError,
+    InvalidOperationError,
+    TypeMismatchError,
+)
+from crdt.hlc import HLCTimestamp, HybridLogicalClock
+from crdt.protocol import CRDT
+from crdt.version_vector import Ordering, VersionVector
+
+__all__ = [
+    "CRDT",
+    "BufferFullError",
+    "CRDTError",
+    "CausalContext",
+    "CausalGapError",
+    "DecodeError",
+    "Dot",
+    "DotKernel",
+    "HLCTimestamp",
+    "HybridLogicalClock",
+    "InvalidOperationError",
+    "Ordering",
+    "TypeMismatchError",
+    "VersionVector",
+]

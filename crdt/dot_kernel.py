@@ -1,0 +1,256 @@
+"""The dot-store kernel of delta-state CRDTs (Almeida, Shoker, Baquero 2018), written once for every type.
+
+A causal CRDT is a pair (dot store, causal context). Every type here uses one store shape,
+``DotMap<key, DotFun<payload>>``, flattened: each *dot* (one event) carries a ``key`` (set element, map field,
+counter replica, or ``None`` for registers) and an immutable ``payload`` (the value written by that event).
+
+* ORSet       = key: element,  payload: None              (a DotMap<elem, DotSet>)
+* MVRegister  = key: None,     payload: value             (a DotFun<value>)
+* LWWRegister = key: None,     payload: (hlc, replica, value); value() is the max by (hlc, replica, counter)
+* LWWMap      = key: field,    payload: (hlc, replica, value)
+* GCounter    = key: replica,  payload: that replica's running total (Riak's embedded counter: one entry per
+  replica, tagged with its latest dot; an increment's delta covers the replica's previous dot so it replaces it)
+
+Join of (s1, c1) with (s2, c2): a dot survives if it is in both stores, or in one store and not covered by the
+other context. Because every dot belongs to exactly one key, the flat join equals the nested DotMap join.
+The join runs in place and costs O(|s2| + |c2 cloud| + removed entries): for each replica in c2's compact
+vector it walks whichever is smaller, the covered counter range or this store's dots of that replica (a
+per-replica index ``_dots``), so applying a one-dot delta to a million-entry store touches one entry.
+
+Subclasses (the CRDT types) set ``TYPE_NAME``, implement ``value()``, and may override the wire hooks used by
+``crdt.encoding`` (``_check_key`` / ``_payload_to_wire`` / ``_payload_from_wire``). Protected attributes are
+part of the kernel API for subclasses in this package (LWWMap, ORMap): read them, mutate only through
+``_join_store`` / ``merge``.
+
+Embedding (ORMap): a nested store may *share* its parent's context object (``_bound_to``); ``_join_store``
+then joins only the entries, against the two given contexts, and the parent merges its context once. It
+returns the dots it added and removed so a parent can maintain a dot -> key index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Iterator
+from typing import Any, ClassVar, Self
+
+from crdt.causal_context import CausalContext
+from crdt.dot import Dot
+from crdt.errors import TypeMismatchError
+
+DotT = tuple[str, int]
+_EMPTY: dict[int, Any] = {}
+
+
+class DotKernel:
+    """Flat dot store + causal context; base class of every causal CRDT type.
+
+    ``_keys``: key -> {dot: payload}   (dot as plain ``(replica, counter)`` tuple)
+    ``_dots``: replica -> {counter: key}  (index for O(delta) removals)
+    ``_ctx``:  causal context (every dot ever seen by this state)
+    """
+
+    __slots__ = ("_ctx", "_dots", "_keys")
+
+    TYPE_NAME: ClassVar[str] = "dotkernel"
+
+    def __init__(self) -> None:
+        self._keys: dict[Hashable, dict[DotT, Any]] = {}
+        self._dots: dict[str, dict[int, Hashable]] = {}
+        self._ctx = CausalContext()
+
+    # -- construction ----------------------------------------------------------------------------------------
+    @classmethod
+    def _bound_to(cls, ctx: CausalContext) -> Self:
+        """Empty store that shares (not copies) ``ctx``: how ORMap embeds a nested value."""
+        new = cls.__new__(cls)
+        new._keys = {}
+        new._dots = {}
+        new._ctx = ctx
+        return new
+
+    def _delta(self, entries: Iterable[tuple[DotT, Hashable, Any]], covered: Iterable[DotT]) -> Self:
+        """A delta holding ``entries`` whose context is their dots plus ``covered`` (what they replace)."""
+        d = type(self)._bound_to(CausalContext())
+        ctx = d._ctx
+        for dot, key, payload in entries:
+            d._insert(dot, key, payload)
+            ctx.add(dot)
+        for dot in covered:
+            ctx.add(dot)
+        return d
+
+    def _insert(self, dot: DotT, key: Hashable, payload: Any) -> None:
+        r, c = dot
+        per = self._dots.get(r)
+        if per is None:
+            self._dots[r] = {c: key}
+        else:
+            per[c] = key
+        kd = self._keys.get(key)
+        if kd is None:
+            self._keys[key] = {dot: payload}
+        else:
+            kd[dot] = payload
+
+    def _discard(self, r: str, c: int) -> None:
+        per = self._dots[r]
+        key = per.pop(c)
+        if not per:
+            del self._dots[r]
+        kd = self._keys[key]
+        del kd[(r, c)]
+        if not kd:
+            del self._keys[key]
+
+    # -- delta mutators (read self, return a delta; never modify self) ---------------------------------------
+    def _observed(self, key: Hashable, context: CausalContext | None) -> list[DotT]:
+        kd = self._keys.get(key)
+        if not kd:
+            return []
+        if context is None:
+            return list(kd)
+        return [d for d in kd if context.contains(d)]
+
+    def _write_delta(
+        self, replica: str, key: Hashable, payload: Any, context: CausalContext | None = None
+    ) -> Self:
+        """Delta writing ``payload`` under ``key`` with a fresh dot, replacing the key's observed dots.
+
+        ``context`` limits what is replaced to what the caller observed (default: everything this state has).
+        """
+        dot = (replica, self._ctx._vv.get(replica, 0) + 1)
+        d = type(self)._bound_to(CausalContext())
+        d._keys[key] = {dot: payload}
+        d._dots[replica] = {dot[1]: key}
+        ctx = d._ctx
+        if dot[1] == 1:
+            ctx._vv[replica] = 1
+        else:
+            ctx._cloud[replica] = {dot[1]}
+        kd = self._keys.get(key)
+        if kd:
+            for od in kd:
+                if context is None or context.contains(od):
+                    ctx.add(od)
+        return d
+
+    def _remove_delta(self, keys: Iterable[Hashable], context: CausalContext | None = None) -> Self:
+        """Delta removing the observed dots of ``keys`` (limited to ``context`` when given)."""
+        return self._delta((), (d for k in keys for d in self._observed(k, context)))
+
+    def clear(self, context: CausalContext | None = None) -> Self:
+        """Observed-reset delta: removes every entry covered by ``context`` (default: all observed).
+
+        Entries written concurrently (not covered) survive. Cost O(size of self).
+        """
+        if context is None:
+            covered: Iterable[DotT] = (d for kd in self._keys.values() for d in kd)
+        else:
+            covered = (d for kd in self._keys.values() for d in kd if context.contains(d))
+        return self._delta((), covered)
+
+    # -- join -----------------------------------------------------------------------------------------------
+    def merge(self, other: Self) -> None:
+        """Join ``other`` into ``self`` in place (commutative, associative, idempotent). O(size of other)."""
+        if type(other) is not type(self):
+            raise TypeMismatchError(self.TYPE_NAME, getattr(other, "TYPE_NAME", type(other).__name__))
+        self._join_store(other)
+        self._ctx.merge(other._ctx)
+
+    def _join_store(self, other: DotKernel) -> tuple[list[DotT], list[DotT]]:
+        """Join entries only (contexts untouched), judging coverage by ``self._ctx`` and ``other._ctx``.
+
+        Returns ``(added, removed)`` dots. The caller merges the contexts afterwards (``merge`` does).
+        """
+        sdots = self._dots
+        odots = other._dots
+        octx = other._ctx
+        removed: list[DotT] = []
+        # 1. entries of self covered by other's context but absent from other's store are gone.
+        if sdots:
+            for r, n in octx._vv.items():
+                mine = sdots.get(r)
+                if not mine:
+                    continue
+                theirs = odots.get(r, _EMPTY)
+                if len(mine) <= n:
+                    gone = [c for c in mine if c <= n and c not in theirs]
+                else:
+                    gone = [c for c in range(1, n + 1) if c in mine and c not in theirs]
+                for c in gone:
+                    self._discard(r, c)
+                    removed.append((r, c))
+            for r, cs in octx._cloud.items():
+                mine = sdots.get(r)
+                if not mine:
+                    continue
+                theirs = odots.get(r, _EMPTY)
+                for c in cs:
+                    if c in mine and c not in theirs:
+                        self._discard(r, c)
+                        removed.append((r, c))
+        # 2. entries of other neither in self nor covered by self's context are new.
+        added: list[DotT] = []
+        svv = self._ctx._vv
+        scloud = self._ctx._cloud
+        skeys = self._keys
+        for key, okd in other._keys.items():
+            kd = None
+            for dot, payload in okd.items():
+                r, c = dot
+                mine = sdots.get(r)
+                if mine is not None and c in mine:
+                    continue
+                if c <= svv.get(r, 0):
+                    continue
+                cl = scloud.get(r)
+                if cl is not None and c in cl:
+                    continue
+                if mine is None:
+                    sdots[r] = {c: key}
+                else:
+                    mine[c] = key
+                if kd is None:
+                    kd = skeys.get(key)
+                    if kd is None:
+                        kd = skeys[key] = {}
+                kd[dot] = payload
+                added.append(dot)
+        return added, removed
+
+    # -- reads ----------------------------------------------------------------------------------------------
+    def context(self) -> CausalContext:
+        """What this state has observed (a copy): pass it back to a remove/overwrite to limit it."""
+        return self._ctx.copy()
+
+    def is_empty(self) -> bool:
+        """True when no entry is visible (value is bottom), whatever the context remembers."""
+        return not self._keys
+
+    def _entries(self) -> Iterator[tuple[Dot, Hashable, Any]]:
+        """All (dot, key, payload), sorted by dot: for encoding and debugging."""
+        for r in sorted(self._dots):
+            per = self._dots[r]
+            for c in sorted(per):
+                key = per[c]
+                yield Dot(r, c), key, self._keys[key][(r, c)]
+
+    def _entry_count(self) -> int:
+        return sum(len(per) for per in self._dots.values())
+
+    def copy(self) -> Self:
+        new = type(self).__new__(type(self))
+        new._keys = {k: dict(kd) for k, kd in self._keys.items()}
+        new._dots = {r: dict(per) for r, per in self._dots.items()}
+        new._ctx = self._ctx.copy()
+        return new
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, DotKernel)
+        return self._ctx == other._ctx and self._keys == other._keys
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({list(self._entries())!r}, {self._ctx!r})"
