@@ -1,0 +1,141 @@
+"""`rumor`: run a node (`rumor serve`) or talk to one (`rumor get/put/incr/add/remove/del/keys/members`).
+
+Client commands print the server's JSON answer on stdout and exit non-zero on errors. Values and set elements on the
+command line are parsed as JSON when they parse (`42`, `true`, `[1,2]`, `"x"`) and taken as strings otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from server.client import RumorClient, RumorHTTPError
+from server.config import MIB, TIMING_PRESETS, env_name, load_config
+from server.errors import ConfigError
+
+DEFAULT_NODE_URL = "http://127.0.0.1:7000"
+
+# (flag, config field, help) for `rumor serve`; each is also RUMOR_<FIELD> in the environment and <field> in TOML.
+_SERVE_OPTIONS: list[tuple[str, str, dict[str, Any], str]] = [
+    ("--node-id", "node_id", {}, "replica id of this node (default: derived once, then persisted in the data dir)"),
+    ("--http-addr", "http_addr", {}, "host:port of the HTTP API (default 127.0.0.1:7000; port 0 = any free port)"),
+    ("--gossip-addr", "gossip_addr", {}, "host:port for gossip, UDP and TCP (default 127.0.0.1:7946)"),
+    ("--seed", "seeds", {"action": "append"}, "gossip address of a node to join through (repeatable; env: comma list)"),
+    ("--data-dir", "data_dir", {}, "directory of the SQLite database (default ./rumor-data)"),
+    ("--cluster-key", "cluster_key", {}, "shared secret that encrypts gossip (default: none, plaintext)"),
+    ("--api-token", "api_token", {}, "require 'Authorization: Bearer <token>' on every API call but /health"),
+    ("--timing", "timing", {"choices": TIMING_PRESETS}, "gossip timing preset: lan (default), wan or local"),
+    ("--clock-offset-ms", "clock_offset_ms", {"type": int}, "added to the wall clock feeding the HLC (tests: skew)"),
+    ("--max-body-bytes", "max_body_bytes", {"type": int}, f"largest accepted request body (default {MIB} = 1 MiB)"),
+    ("--in-memory", "in_memory", {"action": "store_const", "const": True},
+     "keep everything in memory: nothing survives a restart"),
+]
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rumor", description="Available-first replicated store of CRDTs.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve", help="run a node",
+        description="Run a node. Precedence: flags > RUMOR_* environment variables > --config TOML file > defaults.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    serve.add_argument("--config", type=Path, help="TOML file whose top-level keys are the option names "
+                       "with underscores (e.g. http_addr = \"127.0.0.1:7000\"); env: RUMOR_CONFIG")
+    for flag, field_name, extra, help_text in _SERVE_OPTIONS:
+        serve.add_argument(flag, dest=field_name, default=None, help=f"{help_text} [env {env_name(field_name)}]",
+                           **extra)
+
+    def client_command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--node", default=os.environ.get("RUMOR_NODE", DEFAULT_NODE_URL),
+                         help=f"node URL (default $RUMOR_NODE or {DEFAULT_NODE_URL})")
+        sub.add_argument("--token", default=os.environ.get("RUMOR_API_TOKEN"), help="API token ($RUMOR_API_TOKEN)")
+        return sub
+
+    client_command("get", "print a key's item").add_argument("key")
+    put = client_command("put", "write a register (value parsed as JSON when it parses)")
+    put.add_argument("key")
+    put.add_argument("value")
+    incr = client_command("incr", "increment a counter (negative amounts decrement)")
+    incr.add_argument("key")
+    incr.add_argument("amount", nargs="?", type=int, default=1)
+    for name, verb in (("add", "add elements to"), ("remove", "remove elements from")):
+        sub = client_command(name, f"{verb} a set")
+        sub.add_argument("key")
+        sub.add_argument("elements", nargs="+")
+    client_command("del", "delete a key (observed-remove)").add_argument("key")
+    keys = client_command("keys", "list keys in order")
+    keys.add_argument("--prefix", default="")
+    keys.add_argument("--limit", type=int, default=None, help="one page of at most this many keys")
+    client_command("members", "list cluster members as this node sees them")
+    return parser
+
+
+async def _run_client(args: argparse.Namespace) -> Any:
+    async with RumorClient(args.node, token=args.token) as client:
+        match args.command:
+            case "get":
+                return await client.get(args.key)
+            case "put":
+                return await client.put(args.key, _parse_value(args.value))
+            case "incr":
+                return await client.incr(args.key, args.amount)
+            case "add":
+                return await client.add(args.key, *map(_parse_value, args.elements))
+            case "remove":
+                return await client.remove(args.key, *map(_parse_value, args.elements))
+            case "del":
+                return await client.delete(args.key)
+            case "keys":
+                if args.limit is not None:
+                    return await client.keys(args.prefix, limit=args.limit)
+                return await client.all_keys(args.prefix)
+            case "members":
+                return await client.members()
+    raise AssertionError(args.command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        from server.serve import run
+
+        flags = {field_name: getattr(args, field_name) for _, field_name, _, _ in _SERVE_OPTIONS}
+        try:
+            config = load_config(flags, os.environ, args.config)
+        except ConfigError as exc:
+            print(f"rumor: {exc}", file=sys.stderr)
+            return 2
+        return run(config)
+    try:
+        result = asyncio.run(_run_client(args))
+    except RumorHTTPError as exc:
+        print(f"rumor: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"rumor: cannot reach {args.node}: {exc}", file=sys.stderr)
+        return 1
+    if args.command == "get" and result is None:
+        print(f"rumor: key not found: {args.key}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2, ensure_ascii=False) if result is not None else "deleted")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

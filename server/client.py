@@ -1,0 +1,173 @@
+"""A small async client for one rumor node's HTTP API (used by the CLI, tests, the demo and benchmarks).
+
+    async with RumorClient("http://127.0.0.1:7000") as client:
+        await client.incr("visits", 5)
+        item = await client.get("visits")   # {"key", "type", "value", "context"} or None
+
+Errors come back as `RumorHTTPError` carrying the status and the server's error code.
+"""
+
+from __future__ import annotations
+
+import json
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import msgpack
+
+from server.errors import ServerError
+from server.negotiation import JSON, MSGPACK, decode_body, encode_body
+
+
+class RumorHTTPError(ServerError):
+    """The node answered with an error status."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _options(**options: Any) -> dict[str, str]:
+    return {name: str(value) for name, value in options.items() if value is not None}
+
+
+class RumorClient:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        use_msgpack: bool = False,
+        timeout_s: float = 10.0,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._format = MSGPACK if use_msgpack else JSON
+        self._headers = {"Accept": self._format}
+        if token is not None:
+            self._headers["Authorization"] = f"Bearer {token}"
+        self._own_session = session is None
+        self._session = session or aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s))
+
+    async def __aenter__(self) -> RumorClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._own_session:
+            await self._session.close()
+
+    async def request(
+        self, method: str, path: str, *, body: Any = None, has_body: bool = False, params: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        """One request; returns (status, decoded body or None). Raises RumorHTTPError for 4xx/5xx."""
+        headers = dict(self._headers)
+        data = None
+        if has_body or body is not None:
+            data = encode_body(body, self._format)
+            headers["Content-Type"] = self._format
+        async with self._session.request(method, self.base_url + path, data=data, params=params,
+                                         headers=headers) as response:
+            raw = await response.read()
+            media = response.content_type
+            if response.status >= 400:
+                raise self._error(response.status, raw)
+            if not raw:
+                return response.status, None
+            if media == MSGPACK:
+                return response.status, msgpack.unpackb(raw, raw=False)
+            if media == JSON:
+                return response.status, decode_body(raw, JSON)
+            return response.status, raw.decode()
+
+    @staticmethod
+    def _error(status: int, raw: bytes) -> RumorHTTPError:
+        """Error bodies are always JSON `{"error": {"code", "message"}}` (proxies may answer with anything)."""
+        try:
+            error = json.loads(raw)["error"]
+            return RumorHTTPError(status, str(error["code"]), str(error["message"]))
+        except (ValueError, KeyError, TypeError):
+            return RumorHTTPError(status, "http_error", raw.decode(errors="replace"))
+
+    @staticmethod
+    def _key_path(key: str) -> str:
+        return "/v1/kv/" + quote(key, safe="")
+
+    # -- key/value -------------------------------------------------------------------------------------------------
+
+    async def get(self, key: str, *, r: str | None = None, timeout_ms: int | None = None) -> dict[str, Any] | None:
+        """The item, or None when the key is absent."""
+        try:
+            _, item = await self.request("GET", self._key_path(key), params=_options(r=r, timeout_ms=timeout_ms))
+        except RumorHTTPError as exc:
+            if exc.status == 404 and exc.code == "not_found":
+                return None
+            raise
+        return item
+
+    async def put(
+        self, key: str, value: Any, *, context: str | None = None, op_id: str | None = None, w: str | None = None
+    ) -> dict[str, Any]:
+        """Writes a last-writer-wins register."""
+        _, item = await self.request("PUT", self._key_path(key), body=value, has_body=True,
+                                     params=_options(context=context, op_id=op_id, w=w))
+        return item
+
+    async def update(self, key: str, update: dict[str, Any], *, w: str | None = None,
+                     timeout_ms: int | None = None) -> dict[str, Any]:
+        """A typed update (the POST body as documented), e.g. {"type": "set", "add": [1]}."""
+        _, item = await self.request("POST", self._key_path(key), body=update,
+                                     params=_options(w=w, timeout_ms=timeout_ms))
+        return item
+
+    async def incr(self, key: str, amount: int = 1, *, op_id: str | None = None) -> dict[str, Any]:
+        return await self.update(key, {"type": "counter", "increment": amount} | _options(op_id=op_id))
+
+    async def add(self, key: str, *elements: Any, op_id: str | None = None) -> dict[str, Any]:
+        return await self.update(key, {"type": "set", "add": list(elements)} | _options(op_id=op_id))
+
+    async def remove(self, key: str, *elements: Any, context: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"type": "set", "remove": list(elements)}
+        return await self.update(key, body | ({"context": context} if context else {}))
+
+    async def delete(self, key: str, *, context: str | None = None, op_id: str | None = None) -> dict[str, Any] | None:
+        """Observed-remove of the key; returns the surviving item (concurrent updates) or None."""
+        _, item = await self.request("DELETE", self._key_path(key), params=_options(context=context, op_id=op_id))
+        return item
+
+    async def keys(self, prefix: str = "", *, after: str | None = None, limit: int | None = None) -> dict[str, Any]:
+        """One page: {"keys": [{"key", "type"}], "next": cursor or None}."""
+        _, page = await self.request("GET", "/v1/kv", params=_options(prefix=prefix or None, after=after, limit=limit))
+        return page
+
+    async def all_keys(self, prefix: str = "", *, page_size: int = 1000) -> list[dict[str, str]]:
+        keys: list[dict[str, str]] = []
+        after = None
+        while True:
+            page = await self.keys(prefix, after=after, limit=page_size)
+            keys.extend(page["keys"])
+            after = page["next"]
+            if after is None:
+                return keys
+
+    # -- node ------------------------------------------------------------------------------------------------------
+
+    async def members(self) -> list[dict[str, Any]]:
+        _, body = await self.request("GET", "/v1/members")
+        return body["members"]
+
+    async def health(self) -> dict[str, Any]:
+        _, body = await self.request("GET", "/health")
+        return body
+
+    async def metrics(self) -> str:
+        _, text = await self.request("GET", "/metrics")
+        return text

@@ -1,0 +1,159 @@
+"""Node configuration: one frozen, documented dataclass, filled from flags > RUMOR_* environment > TOML file > defaults.
+
+The gossip-related fields (gossip address, seeds, cluster key, timing preset) are parsed and validated here so that
+`rumor serve` accepts its whole command line today; the replication layer reads them from `ServerConfig`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from server.errors import ConfigError
+
+MIB = 1024 * 1024
+TIMING_PRESETS = ("lan", "wan", "local")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything a node needs to start. Units are in the field names."""
+
+    #: Replica id used in every dot this node creates. None = derived once and persisted in the data dir.
+    node_id: str | None = None
+    #: host:port of the HTTP API. Loopback by default: exposing a node is a deliberate act.
+    http_addr: str = "127.0.0.1:7000"
+    #: host:port for gossip (UDP packets + TCP streams), used by the replication layer.
+    gossip_addr: str = "127.0.0.1:7946"
+    #: gossip addresses of nodes to join through.
+    seeds: tuple[str, ...] = ()
+    #: where the SQLite database (WAL) lives.
+    data_dir: Path = Path("rumor-data")
+    #: shared secret that encrypts gossip (None = plaintext gossip).
+    cluster_key: str | None = None
+    #: bearer token required on every API request except /health (None = no auth).
+    api_token: str | None = None
+    #: gossip timing preset: lan, wan or local (fast timers for tests and demos).
+    timing: str = "lan"
+    #: added to the physical clock before it feeds the HLC: lets tests simulate skewed nodes.
+    clock_offset_ms: int = 0
+    #: requests with a larger body get 413 before anything is decoded.
+    max_body_bytes: int = MIB
+    #: keep everything in memory: no durability at all (tests, demos).
+    in_memory: bool = False
+    #: how often the background checkpointer folds logged deltas of dirty keys into full states.
+    checkpoint_interval_s: float = 1.0
+    #: at most this many dirty keys are checkpointed per round, bounding each round's work.
+    checkpoint_batch_keys: int = 256
+    #: how many op_id -> result entries are kept for retried requests.
+    op_id_retention: int = 10_000
+
+    def __post_init__(self) -> None:
+        parse_host_port(self.http_addr, "http_addr")
+        parse_host_port(self.gossip_addr, "gossip_addr")
+        for seed in self.seeds:
+            parse_host_port(seed, "seed")
+        if self.timing not in TIMING_PRESETS:
+            raise ConfigError(f"timing must be one of {', '.join(TIMING_PRESETS)}, got {self.timing!r}")
+        if self.max_body_bytes < 1:
+            raise ConfigError("max_body_bytes must be >= 1")
+        if self.checkpoint_interval_s <= 0 or self.checkpoint_batch_keys < 1 or self.op_id_retention < 0:
+            raise ConfigError("checkpoint_interval_s > 0, checkpoint_batch_keys >= 1, op_id_retention >= 0")
+        if self.node_id is not None and not (0 < len(self.node_id) <= 128):
+            raise ConfigError("node_id must be 1..128 characters")
+
+    @property
+    def http_host_port(self) -> tuple[str, int]:
+        return parse_host_port(self.http_addr, "http_addr")
+
+
+def parse_host_port(value: str, name: str = "address") -> tuple[str, int]:
+    """'host:port' or '[v6]:port' -> (host, port)."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not (0 <= int(port_text) <= 65535):
+        raise ConfigError(f"{name} must be host:port, got {value!r}")
+    return host.strip("[]"), int(port_text)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(ServerConfig)}
+
+
+def _coerce(name: str, raw: Any) -> Any:
+    """Turns a string (env) or TOML value into the field's type."""
+    kind = _FIELDS[name].type
+    try:
+        if name == "seeds":
+            if isinstance(raw, str):
+                return tuple(s.strip() for s in raw.split(",") if s.strip())
+            if isinstance(raw, list | tuple) and all(isinstance(s, str) for s in raw):
+                return tuple(raw)
+            raise TypeError("a list of host:port strings")
+        if name == "data_dir":
+            return Path(raw)
+        if kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            if isinstance(raw, str) and raw.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off", ""}:
+                return raw.lower() in {"1", "true", "yes", "on"}
+            raise TypeError("a boolean")
+        if kind == "int":
+            if isinstance(raw, bool):
+                raise TypeError("an integer")
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if not isinstance(raw, str):
+            raise TypeError("a string")
+        return raw
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name}: cannot use {raw!r} ({exc})") from exc
+
+
+def env_name(field_name: str) -> str:
+    return "RUMOR_" + field_name.upper()
+
+
+def load_config(
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    toml_path: Path | None = None,
+) -> ServerConfig:
+    """Merges the sources, highest precedence first: flags (None = not given), RUMOR_* env, TOML file, defaults.
+
+    The TOML file is `toml_path` or else `$RUMOR_CONFIG`; its top-level keys are the field names.
+    """
+    flags = flags or {}
+    env = env or {}
+    values: dict[str, Any] = {}
+    path = toml_path or (Path(env["RUMOR_CONFIG"]) if env.get("RUMOR_CONFIG") else None)
+    if path is not None:
+        try:
+            document = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        unknown = set(document) - set(_FIELDS)
+        if unknown:
+            raise ConfigError(f"unknown key(s) in {path}: {', '.join(sorted(unknown))}")
+        values.update({k: _coerce(k, v) for k, v in document.items()})
+    for name in _FIELDS:
+        if env_name(name) in env:
+            values[name] = _coerce(name, env[env_name(name)])
+    for name, raw in flags.items():
+        if raw is None:
+            continue
+        if name not in _FIELDS:
+            raise ConfigError(f"unknown option {name!r}")
+        values[name] = _coerce(name, raw)
+    return ServerConfig(**values)
+
+
+def with_overrides(config: ServerConfig, **changes: Any) -> ServerConfig:
+    """A copy with some fields replaced (tests use it to set a port or a data dir)."""
+    return dataclasses.replace(config, **changes)
+
+
+__all__ = ["MIB", "TIMING_PRESETS", "ServerConfig", "env_name", "load_config", "parse_host_port", "with_overrides"]

@@ -1,0 +1,139 @@
+"""The server's error tree: one root (`ServerError`), precise subclasses that carry what went wrong.
+
+Each subclass names a stable machine-readable `code`; `server.http_errors` is the single place that maps these to
+HTTP statuses, so library code (keyspace, storage, node) never thinks about HTTP.
+"""
+
+from __future__ import annotations
+
+
+class ServerError(Exception):
+    """Root of every error raised by `server/`."""
+
+    code = "server_error"
+
+
+class ConfigError(ServerError, ValueError):
+    """A configuration value (flag, environment variable or TOML entry) is invalid."""
+
+    code = "bad_config"
+
+
+class BadRequestError(ServerError, ValueError):
+    """The request is malformed: bad encoding, wrong types, unknown fields or an unknown operation."""
+
+    code = "bad_request"
+
+
+class MalformedBodyError(BadRequestError):
+    """The body could not be decoded (bad JSON or msgpack) or holds data outside the JSON data model."""
+
+    code = "malformed_body"
+
+
+class InvalidKeyError(BadRequestError):
+    """Keys are 1..1024 bytes of UTF-8."""
+
+    code = "invalid_key"
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"invalid key: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class UnknownFieldError(BadRequestError):
+    """The body names fields this operation does not have: rejected rather than silently ignored."""
+
+    code = "unknown_field"
+
+    def __init__(self, fields: list[str]) -> None:
+        super().__init__(f"unknown field(s): {', '.join(sorted(fields))}")
+        self.fields = sorted(fields)
+
+
+class InvalidOperationError(BadRequestError):
+    """The operation is understood but its arguments are invalid (zero increment, wrong value type, ...)."""
+
+    code = "invalid_operation"
+
+
+class BadContextError(BadRequestError):
+    """The opaque causal context handed back by a client does not decode."""
+
+    code = "bad_context"
+
+
+class InvalidOptionError(BadRequestError):
+    """A query option (w, r, timeout_ms, limit, ...) is invalid."""
+
+    code = "invalid_option"
+
+
+class KeyNotFoundError(ServerError, KeyError):
+    """The key holds no value (never written, or empty after a delete)."""
+
+    code = "not_found"
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+    def __str__(self) -> str:
+        return f"key not found: {self.key!r}"
+
+
+class TypeConflictError(ServerError, TypeError):
+    """A key's CRDT type is fixed by its first write; another type was asked for."""
+
+    code = "type_mismatch"
+
+    def __init__(self, key: str, existing: str, requested: str) -> None:
+        super().__init__(f"key {key!r} holds a {existing}, not a {requested}")
+        self.key = key
+        self.existing = existing
+        self.requested = requested
+
+
+class PayloadTooLargeError(ServerError, ValueError):
+    """The body is over the configured limit."""
+
+    code = "payload_too_large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"body over the limit of {limit} bytes")
+        self.limit = limit
+
+
+class UnsupportedMediaTypeError(ServerError, ValueError):
+    """Bodies are application/json or application/msgpack."""
+
+    code = "unsupported_media_type"
+
+    def __init__(self, media_type: str) -> None:
+        super().__init__(f"unsupported media type {media_type!r}: use application/json or application/msgpack")
+        self.media_type = media_type
+
+
+class UnauthorizedError(ServerError, PermissionError):
+    """An API token is configured and the request did not present it."""
+
+    code = "unauthorized"
+
+
+class StorageError(ServerError, OSError):
+    """The durable store failed: the update was NOT acknowledged."""
+
+    code = "storage_error"
+
+
+class StorageCorruptError(StorageError):
+    """Recovery found data it cannot decode; refusing to start rather than serving a wrong state."""
+
+    code = "storage_corrupt"
+
+
+class NodeNotRunningError(ServerError, RuntimeError):
+    """The node is not started (or already stopped)."""
+
+    code = "unavailable"

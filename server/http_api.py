@@ -1,0 +1,215 @@
+"""The HTTP API: a thin aiohttp layer over `Node` (parse, validate, call, render).
+
+Every request passes one middleware that checks the token, times the request for /metrics and turns any escaping
+exception into the JSON error body (via `server.http_errors`). Handlers validate everything (key, query options,
+body) before calling the node, and the node checks the key's type before touching state: a rejected request changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from server.consistency import Consistency, parse_consistency
+from server.errors import (
+    InvalidOptionError,
+    KeyNotFoundError,
+    MalformedBodyError,
+    PayloadTooLargeError,
+    UnauthorizedError,
+    UnknownFieldError,
+)
+from server.http_errors import response_for
+from server.keyspace import Item
+from server.negotiation import decode_body, encode_body, request_format, response_format
+from server.node import Node, WriteResult
+from server.updates import RegisterWrite, parse_context, parse_op_id, parse_update
+from server.values import check_key
+
+NODE_KEY: web.AppKey[Node] = web.AppKey("node", Node)
+MAX_LIST_LIMIT = 1000
+DEFAULT_LIST_LIMIT = 100
+_PUBLIC_PATHS = frozenset({"/health"})
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _route_name(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    node = request.app[NODE_KEY]
+    started = time.perf_counter()
+    try:
+        _authenticate(request, node.config.api_token)
+        response = await handler(request)
+    except Exception as exc:  # the single place errors become responses
+        response = response_for(exc)
+    route = _route_name(request)
+    node.metrics.http_requests.inc(route, request.method, str(response.status))
+    node.metrics.http_latency.observe(time.perf_counter() - started, route)
+    return response
+
+
+def _authenticate(request: web.Request, token: str | None) -> None:
+    if token is None or request.path in _PUBLIC_PATHS:
+        return
+    header = request.headers.get("Authorization", "")
+    scheme, _, presented = header.partition(" ")
+    # compare_digest on equal-type bytes: the time taken does not depend on how much of the token matched.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
+        raise UnauthorizedError("missing or wrong API token (send 'Authorization: Bearer <token>')")
+
+
+def _query(request: web.Request, allowed: frozenset[str]) -> dict[str, str]:
+    unknown = set(request.query) - allowed
+    if unknown:
+        raise InvalidOptionError(f"unknown query option(s): {', '.join(sorted(unknown))}")
+    duplicated = [name for name in request.query if len(request.query.getall(name)) > 1]
+    if duplicated:
+        raise InvalidOptionError(f"query option(s) given more than once: {', '.join(sorted(set(duplicated)))}")
+    return dict(request.query)
+
+
+async def _body(request: web.Request, *, optional: bool = False) -> Any:
+    """Reads and decodes the body, enforcing the size limit before decoding anything."""
+    limit = request.app[NODE_KEY].config.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLargeError(limit)
+    fmt = request_format(request.headers.get("Content-Type"))
+    data = await request.read()  # aiohttp enforces client_max_size (413) for chunked bodies too
+    if len(data) > limit:
+        raise PayloadTooLargeError(limit)
+    if not data:
+        if optional:
+            return None
+        raise MalformedBodyError("a body is required")
+    return decode_body(data, fmt)
+
+
+def _render(request: web.Request, value: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    fmt = response_format(request.headers.get("Accept"))
+    return web.Response(body=encode_body(value, fmt), status=status, content_type=fmt, headers=headers)
+
+
+def _key(request: web.Request) -> str:
+    return check_key(request.match_info["key"])
+
+
+def _write_response(request: web.Request, result: WriteResult) -> web.StreamResponse:
+    headers = {"X-Rumor-Replayed": "true"} if result.replayed else None
+    if result.item is None:
+        return web.Response(status=204, headers=headers)
+    body = result.item.to_json()
+    if not result.satisfied:
+        body |= {"acks": result.acks, "required": result.required}
+        return _render(request, body, 202, headers)
+    return _render(request, body, 200, headers)
+
+
+def _consistency(options: dict[str, str], name: str) -> Consistency:
+    return parse_consistency(options.get(name), options.get("timeout_ms"), name=name)
+
+
+# -- handlers ----------------------------------------------------------------------------------------------------------
+
+_READ_OPTIONS = frozenset({"r", "timeout_ms"})
+_WRITE_OPTIONS = frozenset({"w", "timeout_ms"})
+_PUT_OPTIONS = _WRITE_OPTIONS | {"context", "op_id"}
+
+
+async def get_item(request: web.Request) -> web.StreamResponse:
+    key = _key(request)
+    options = _query(request, _READ_OPTIONS)
+    item: Item | None = await request.app[NODE_KEY].read(key, _consistency(options, "r"))
+    if item is None:
+        raise KeyNotFoundError(key)
+    return _render(request, item.to_json())
+
+
+async def put_item(request: web.Request) -> web.StreamResponse:
+    key = _key(request)
+    options = _query(request, _PUT_OPTIONS)
+    consistency = _consistency(options, "w")
+    update = RegisterWrite(value=await _body(request), context=parse_context(options.get("context")))
+    result = await request.app[NODE_KEY].update(key, update, op_id=parse_op_id(options.get("op_id")),
+                                                consistency=consistency)
+    return _write_response(request, result)
+
+
+async def post_item(request: web.Request) -> web.StreamResponse:
+    key = _key(request)
+    consistency = _consistency(_query(request, _WRITE_OPTIONS), "w")
+    update, op_id = parse_update(await _body(request))
+    result = await request.app[NODE_KEY].update(key, update, op_id=op_id, consistency=consistency)
+    return _write_response(request, result)
+
+
+async def delete_item(request: web.Request) -> web.StreamResponse:
+    """Context and op_id come from the query or from an optional body `{"context": ..., "op_id": ...}`."""
+    key = _key(request)
+    options: dict[str, Any] = _query(request, _PUT_OPTIONS)
+    body = await _body(request, optional=True)
+    if body is not None:
+        if not isinstance(body, dict):
+            raise MalformedBodyError("a DELETE body must be an object with 'context' and/or 'op_id'")
+        unknown = set(body) - {"context", "op_id"}
+        if unknown:
+            raise UnknownFieldError(sorted(unknown))
+        twice = set(body) & set(options)
+        if twice:
+            raise InvalidOptionError(f"given both in the query and the body: {', '.join(sorted(twice))}")
+        options |= body
+    consistency = _consistency({k: v for k, v in options.items() if k in _WRITE_OPTIONS}, "w")
+    result = await request.app[NODE_KEY].delete(key, parse_context(options.get("context")),
+                                                op_id=parse_op_id(options.get("op_id")), consistency=consistency)
+    return _write_response(request, result)
+
+
+async def list_keys(request: web.Request) -> web.StreamResponse:
+    options = _query(request, frozenset({"prefix", "after", "limit"}))
+    raw_limit = options.get("limit", str(DEFAULT_LIST_LIMIT))
+    if not raw_limit.isdigit() or not (1 <= int(raw_limit) <= MAX_LIST_LIMIT):
+        raise InvalidOptionError(f"limit must be an integer in 1..{MAX_LIST_LIMIT}")
+    page = request.app[NODE_KEY].keys(options.get("prefix", ""), options.get("after"), int(raw_limit))
+    return _render(request, {"keys": [{"key": k, "type": t} for k, t in page.keys], "next": page.next})
+
+
+async def members(request: web.Request) -> web.StreamResponse:
+    return _render(request, {"members": request.app[NODE_KEY].members()})
+
+
+async def health(request: web.Request) -> web.StreamResponse:
+    """Liveness is answering at all; readiness (status 200 vs 503) is 'started and storage healthy'."""
+    node = request.app[NODE_KEY]
+    body = {"status": "ok" if node.ready else "unavailable", "node": node.node_id, "ready": node.ready,
+            "durable": node.storage.durable}
+    return _render(request, body, 200 if node.ready else 503)
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE_KEY]
+    return web.Response(body=node.metrics.render().encode(), headers={"Content-Type": node.metrics.CONTENT_TYPE})
+
+
+def create_app(node: Node) -> web.Application:
+    """The aiohttp application for `node` (which the caller starts and stops)."""
+    app = web.Application(middlewares=[api_middleware], client_max_size=node.config.max_body_bytes)
+    app[NODE_KEY] = node
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/v1/members", members)
+    app.router.add_get("/v1/kv", list_keys)
+    app.router.add_get("/v1/kv/{key:.+}", get_item)
+    app.router.add_put("/v1/kv/{key:.+}", put_item)
+    app.router.add_post("/v1/kv/{key:.+}", post_item)
+    app.router.add_delete("/v1/kv/{key:.+}", delete_item)
+    return app

@@ -1,0 +1,188 @@
+"""The keyspace: key -> (API type name, CRDT state), ordered, with change listeners. In memory only.
+
+This is the seam the replication layer builds on:
+- `apply_local(key, update) -> (item, delta)`: a local update; listeners receive the delta to gossip.
+- `merge_remote(key, type_name, state_or_delta)`: a received delta or full state (anti-entropy); merge is idempotent
+  so duplicates and re-deliveries are harmless.
+- `subscribe(callback)`: `callback(key, type_name, delta)` after every local update (and remote merges too when
+  subscribed with `remote=True`).
+- `encoded_state(key) -> bytes`: deterministic encoding (crdt.encode), for anti-entropy digests.
+
+Durability is not done here: `server.node.Node` wraps these calls with the storage log.
+A key keeps its type and state after a delete (the state's causal context is what lets a concurrent update on another
+node survive the delete); an empty value simply reads as absent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sortedcontainers import SortedDict
+
+from crdt import encode
+from server.errors import KeyNotFoundError, TypeConflictError
+from server.hlc_source import HLCSource
+from server.updates import Clear, Update, apply_update, new_state
+from server.values import TYPES, encode_read_context, render_value
+
+Listener = Callable[[str, str, Any], None]
+
+
+@dataclass(frozen=True)
+class Item:
+    """What a read shows: the value in its JSON shape plus the opaque context to hand back with a later update."""
+
+    key: str
+    type_name: str
+    value: Any
+    context: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "type": self.type_name, "value": self.value, "context": self.context}
+
+
+@dataclass
+class Entry:
+    type_name: str
+    state: Any
+
+
+@dataclass(frozen=True)
+class KeyPage:
+    """One page of a listing; `next` is the cursor for the following page (None = no more keys)."""
+
+    keys: list[tuple[str, str]]
+    next: str | None
+
+
+class Keyspace:
+    def __init__(self, replica: str, hlc: HLCSource) -> None:
+        self.replica = replica
+        self.hlc = hlc
+        self._entries: SortedDict = SortedDict()
+        self._local_listeners: list[Listener] = []
+        self._remote_listeners: list[Listener] = []
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def entry(self, key: str) -> Entry | None:
+        return self._entries.get(key)
+
+    def type_of(self, key: str) -> str | None:
+        entry = self._entries.get(key)
+        return None if entry is None else entry.type_name
+
+    def item(self, key: str) -> Item | None:
+        """The current value, or None when the key was never written or is empty."""
+        entry = self._entries.get(key)
+        if entry is None or entry.state.is_empty():
+            return None
+        return self._item(key, entry)
+
+    def _item(self, key: str, entry: Entry) -> Item:
+        return Item(key, entry.type_name, render_value(entry.type_name, entry.state),
+                    encode_read_context(entry.state.context()))
+
+    def check_type(self, key: str, update: Update) -> None:
+        """Raises what `apply_local` would raise for a type problem, without changing anything."""
+        entry = self._entries.get(key)
+        if isinstance(update, Clear):
+            if entry is None or entry.state.is_empty():
+                raise KeyNotFoundError(key)
+        elif entry is not None and entry.type_name != update.type_name:
+            raise TypeConflictError(key, entry.type_name, str(update.type_name))
+
+    def apply_local(self, key: str, update: Update) -> tuple[Item | None, Any]:
+        """Applies a validated update made on this node. Returns (item after the update, the delta).
+
+        The item is None only for a `Clear` that left the key empty. The type is fixed by the key's first write.
+        """
+        self.check_type(key, update)
+        entry = self._entries.get(key)
+        created = entry is None
+        if entry is None:
+            assert update.type_name is not None
+            entry = Entry(update.type_name, new_state(update.type_name))
+            self._entries[key] = entry
+        try:
+            delta = apply_update(entry.state, update, self.replica, self.hlc)
+        except BaseException:
+            if created:
+                del self._entries[key]
+            raise
+        for listener in self._local_listeners:
+            listener(key, entry.type_name, delta)
+        if isinstance(update, Clear) and entry.state.is_empty():
+            return None, delta
+        return self._item(key, entry), delta
+
+    def load(self, key: str, type_name: str, state: Any) -> None:
+        """Recovery: installs a decoded state (or joins it into what is there) without telling listeners."""
+        entry = self._entries.get(key)
+        if entry is None:
+            self._entries[key] = Entry(type_name, state)
+        elif entry.type_name != type_name:
+            raise TypeConflictError(key, entry.type_name, type_name)
+        else:
+            entry.state.merge(state)
+
+    def merge_remote(self, key: str, type_name: str, state_or_delta: Any) -> None:
+        """Joins a delta or full state received from another node (or replayed from the log)."""
+        entry = self._entries.get(key)
+        if entry is None:
+            if type_name not in TYPES:
+                raise TypeConflictError(key, "nothing", type_name)
+            entry = Entry(type_name, new_state(type_name))
+            self._entries[key] = entry
+        elif entry.type_name != type_name:
+            raise TypeConflictError(key, entry.type_name, type_name)
+        entry.state.merge(state_or_delta)
+        for listener in self._remote_listeners:
+            listener(key, type_name, state_or_delta)
+
+    def subscribe(self, callback: Listener, *, remote: bool = False) -> Callable[[], None]:
+        """Calls `callback(key, type_name, delta)` after each local update (and each remote merge if `remote`).
+
+        Listeners run synchronously inside the update: keep them cheap (queue the delta). Returns an unsubscribe.
+        """
+        self._local_listeners.append(callback)
+        if remote:
+            self._remote_listeners.append(callback)
+
+        def unsubscribe() -> None:
+            for listeners in (self._local_listeners, self._remote_listeners):
+                if callback in listeners:
+                    listeners.remove(callback)
+
+        return unsubscribe
+
+    def encoded_state(self, key: str) -> bytes:
+        entry = self._entries.get(key)
+        if entry is None:
+            raise KeyNotFoundError(key)
+        return encode(entry.state)
+
+    def page(self, prefix: str = "", after: str | None = None, limit: int = 100) -> KeyPage:
+        """Non-empty keys starting with `prefix`, strictly after `after`, in key order, at most `limit`."""
+        keys: list[tuple[str, str]] = []
+        start = prefix if after is None or after < prefix else after
+        inclusive = (after is None or after < prefix, True)
+        for key in self._entries.irange(minimum=start, inclusive=inclusive):
+            if not key.startswith(prefix):
+                break
+            entry = self._entries[key]
+            if entry.state.is_empty():
+                continue
+            if len(keys) == limit:
+                return KeyPage(keys, keys[-1][0])
+            keys.append((key, entry.type_name))
+        return KeyPage(keys, None)

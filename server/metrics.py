@@ -1,0 +1,185 @@
+"""Prometheus metrics in the text exposition format (version 0.0.4), written here rather than with prometheus-client.
+
+Why not the library: we need three metric kinds (counter, gauge, histogram) with a few labels and one text renderer,
+about 150 lines; the library would be a new runtime dependency for every install and, with its process-global default
+registry, would make several in-process nodes (tests, the demo) share counters unless every call site passes a
+registry. Here each `Node` owns one `Metrics`.
+
+The replication layer fills the gossip hooks (`gossip_bytes`, `gossip_packets`, `gossip_dropped`,
+`anti_entropy_exchanges`, `members`): they exist (at zero) from the start so dashboards need not special-case a
+single node.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections.abc import Callable
+
+LabelValues = tuple[str, ...]
+
+DEFAULT_LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(names: tuple[str, ...], values: LabelValues, extra: str = "") -> str:
+    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
+    if extra:
+        parts.append(extra)
+    return "{" + ",".join(parts) + "}" if parts else ""
+
+
+def _number(value: float) -> str:
+    if isinstance(value, int):
+        return str(value)
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
+
+
+class _Metric:
+    kind = ""
+
+    def __init__(self, name: str, help_text: str, labels: tuple[str, ...] = ()) -> None:
+        self.name = name
+        self.help = help_text
+        self.label_names = labels
+
+    def header(self) -> list[str]:
+        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
+
+    def samples(self) -> list[str]:
+        raise NotImplementedError
+
+
+class Counter(_Metric):
+    """Monotonic count per label combination."""
+
+    kind = "counter"
+
+    def __init__(self, name: str, help_text: str, labels: tuple[str, ...] = ()) -> None:
+        super().__init__(name, help_text, labels)
+        self._values: dict[LabelValues, float] = {} if labels else {(): 0}
+
+    def inc(self, *label_values: str, amount: float = 1) -> None:
+        self._values[label_values] = self._values.get(label_values, 0) + amount
+
+    def get(self, *label_values: str) -> float:
+        return self._values.get(label_values, 0)
+
+    def samples(self) -> list[str]:
+        return [f"{self.name}{_labels(self.label_names, k)} {_number(v)}" for k, v in sorted(self._values.items())]
+
+
+class Gauge(_Metric):
+    """A value that goes up and down; either set directly or read from a callback at scrape time."""
+
+    kind = "gauge"
+
+    def __init__(self, name: str, help_text: str, labels: tuple[str, ...] = ()) -> None:
+        super().__init__(name, help_text, labels)
+        self._values: dict[LabelValues, float] = {} if labels else {(): 0}
+        self._source: Callable[[], dict[LabelValues, float]] | None = None
+
+    def set(self, value: float, *label_values: str) -> None:
+        self._values[label_values] = value
+
+    def get(self, *label_values: str) -> float:
+        return self._current().get(label_values, 0)
+
+    def set_source(self, source: Callable[[], dict[LabelValues, float]]) -> None:
+        """Reads the values at scrape time (e.g. the key count): nothing to keep in sync."""
+        self._source = source
+
+    def _current(self) -> dict[LabelValues, float]:
+        return self._source() if self._source is not None else self._values
+
+    def samples(self) -> list[str]:
+        return [f"{self.name}{_labels(self.label_names, k)} {_number(v)}" for k, v in sorted(self._current().items())]
+
+
+class Histogram(_Metric):
+    """Cumulative buckets, sum and count per label combination."""
+
+    kind = "histogram"
+
+    def __init__(
+        self,
+        name: str,
+        help_text: str,
+        labels: tuple[str, ...] = (),
+        buckets: tuple[float, ...] = DEFAULT_LATENCY_BUCKETS_S,
+    ) -> None:
+        super().__init__(name, help_text, labels)
+        self.buckets = tuple(sorted(buckets))
+        self._series: dict[LabelValues, list[float]] = {}  # per-bucket counts (non-cumulative) + [sum, count]
+
+    def observe(self, value: float, *label_values: str) -> None:
+        series = self._series.get(label_values)
+        if series is None:
+            series = self._series[label_values] = [0.0] * (len(self.buckets) + 3)
+        series[bisect_left(self.buckets, value)] += 1
+        series[-2] += value
+        series[-1] += 1
+
+    def count(self, *label_values: str) -> int:
+        series = self._series.get(label_values)
+        return int(series[-1]) if series else 0
+
+    def samples(self) -> list[str]:
+        lines = []
+        for key, series in sorted(self._series.items()):
+            cumulative = 0.0
+            for bound, n in zip((*self.buckets, math.inf), series, strict=False):
+                cumulative += n
+                le = 'le="' + _number(float(bound)) + '"'
+                lines.append(f"{self.name}_bucket{_labels(self.label_names, key, le)} {int(cumulative)}")
+            lines.append(f"{self.name}_sum{_labels(self.label_names, key)} {_number(series[-2])}")
+            lines.append(f"{self.name}_count{_labels(self.label_names, key)} {int(series[-1])}")
+        return lines
+
+
+class Metrics:
+    """Every metric one node exports. Attribute names are the hooks other layers call."""
+
+    CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+    def __init__(self) -> None:
+        self.http_requests = Counter("rumor_http_requests_total", "HTTP requests by route, method and status.",
+                                     ("route", "method", "status"))
+        self.http_latency = Histogram("rumor_http_request_duration_seconds", "HTTP request latency by route.",
+                                      ("route",))
+        self.keys = Gauge("rumor_keys", "Keys held by this node (including emptied ones kept for their context).")
+        self.storage_commit_latency = Histogram("rumor_storage_commit_duration_seconds",
+                                                "Duration of one group commit (one SQLite transaction + fsync).")
+        self.storage_commit_records = Counter("rumor_storage_commit_records_total",
+                                              "Records (deltas, states, op results) written by group commits.")
+        self.checkpoints = Counter("rumor_storage_checkpoints_total", "Full states written by the checkpointer.")
+        self.members = Gauge("rumor_members", "Cluster members by status, as this node sees them.", ("status",))
+        self.gossip_bytes = Counter("rumor_gossip_bytes_total", "Gossip bytes sent/received.", ("direction",))
+        self.gossip_packets = Counter("rumor_gossip_packets_total", "Gossip packets sent/received.", ("direction",))
+        self.gossip_dropped = Counter("rumor_gossip_dropped_packets_total", "Gossip packets dropped, by reason.",
+                                      ("reason",))
+        self.anti_entropy_exchanges = Counter("rumor_anti_entropy_exchanges_total",
+                                              "Anti-entropy exchanges, by result.", ("result",))
+        self.members.set(1, "alive")
+        for direction in ("in", "out"):
+            self.gossip_bytes.inc(direction, amount=0)
+            self.gossip_packets.inc(direction, amount=0)
+
+    def all(self) -> list[_Metric]:
+        return [m for m in vars(self).values() if isinstance(m, _Metric)]
+
+    def observe_commit(self, seconds: float, records: int) -> None:
+        self.storage_commit_latency.observe(seconds)
+        self.storage_commit_records.inc(amount=records)
+
+    def render(self) -> str:
+        lines: list[str] = []
+        for metric in self.all():
+            lines.extend(metric.header())
+            lines.extend(metric.samples())
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,81 @@
+"""Body formats: JSON by default, msgpack when asked for (`Content-Type` / `Accept: application/msgpack`).
+
+Both decoders feed the same validator (`values.check_json_value`), so a msgpack body can carry exactly what a JSON
+body can: no bytes, no extension types, no non-string map keys. Anything else is a MalformedBodyError (400).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgpack
+
+from server.errors import MalformedBodyError, UnsupportedMediaTypeError
+from server.values import check_json_value
+
+JSON = "application/json"
+MSGPACK = "application/msgpack"
+_MSGPACK_ALIASES = frozenset({MSGPACK, "application/x-msgpack", "application/vnd.msgpack"})
+_JSON_ALIASES = frozenset({JSON, "text/json"})
+
+
+def _media_type(header: str) -> str:
+    return header.split(";", 1)[0].strip().lower()
+
+
+def request_format(content_type: str | None) -> str:
+    """JSON or MSGPACK for a request's Content-Type (absent = JSON); anything else is 415."""
+    media = _media_type(content_type or "")
+    if media in ("", *_JSON_ALIASES):
+        return JSON
+    if media in _MSGPACK_ALIASES:
+        return MSGPACK
+    raise UnsupportedMediaTypeError(media)
+
+
+def _reject_constant(name: str) -> Any:
+    raise MalformedBodyError(f"{name} is not valid JSON")
+
+
+def decode_body(data: bytes, fmt: str) -> Any:
+    """Bytes -> a validated JSON-model value."""
+    try:
+        if fmt == MSGPACK:
+            value = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        else:
+            value = json.loads(data, parse_constant=_reject_constant)
+    except MalformedBodyError:
+        raise
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise MalformedBodyError(f"body is not valid {'msgpack' if fmt == MSGPACK else 'JSON'}: {exc}") from exc
+    return check_json_value(value)
+
+
+def response_format(accept: str | None) -> str:
+    """MSGPACK only when the client names it and does not rank JSON at least as high; JSON otherwise."""
+    if not accept:
+        return JSON
+    json_q, msgpack_q = -1.0, -1.0
+    for part in accept.split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        media = media.lower()
+        if media in _MSGPACK_ALIASES:
+            msgpack_q = max(msgpack_q, q)
+        elif media in _JSON_ALIASES:
+            json_q = max(json_q, q)
+    return MSGPACK if msgpack_q > 0 and msgpack_q > json_q else JSON
+
+
+def encode_body(value: Any, fmt: str) -> bytes:
+    if fmt == MSGPACK:
+        return msgpack.packb(value, use_bin_type=True)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

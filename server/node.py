@@ -1,0 +1,299 @@
+"""`Node`: the embeddable runtime (keyspace + durable storage + HLC + replication), usable without HTTP.
+
+    async with Node(ServerConfig(in_memory=True)) as node:
+        result = await node.update("visits", Increment(amount=1))
+        item = await node.read("visits")
+
+Guarantees:
+- An update is in the keyspace and durably logged before `update` returns (acknowledged = on disk).
+- A read never shows a local write that is not yet durable: it waits for the commit of the key's latest write.
+- A retried `op_id` (per key) returns the first result and is applied once; results are kept for
+  `config.op_id_retention` ops, on disk too.
+- Received deltas (`merge_remote`) are durable before it returns, like local ones.
+
+The HTTP layer (`server.http_api`) is a thin translation over these methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import secrets
+import socket
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import msgpack
+
+from crdt import CRDTError, decode, encode
+from server.config import ServerConfig
+from server.consistency import Consistency
+from server.errors import InvalidOperationError, NodeNotRunningError, StorageCorruptError
+from server.hlc_source import HLCSource, wall_clock_ms
+from server.keyspace import Item, KeyPage, Keyspace
+from server.metrics import Metrics
+from server.standalone import Replication, Standalone
+from server.storage import Recovered, Storage
+from server.updates import Clear, Update
+from server.values import TYPES, check_key
+
+log = logging.getLogger(__name__)
+
+_NOT_CACHED = object()
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """Outcome of a write: the item after it (None when a delete emptied the key) and how many replicas acked."""
+
+    item: Item | None
+    acks: int = 1
+    required: int = 1
+    replayed: bool = False  # True when this is the stored result of an earlier request with the same op_id
+
+    @property
+    def satisfied(self) -> bool:
+        return self.acks >= self.required
+
+
+def derive_node_id() -> str:
+    """Readable and unique enough: the host name plus 48 random bits."""
+    host = socket.gethostname().split(".")[0] or "node"
+    return f"{host}-{secrets.token_hex(6)}"
+
+
+class Node:
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        physical_ms: Callable[[], int] = wall_clock_ms,
+        replication: Replication | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.hlc = HLCSource(physical_ms, config.clock_offset_ms)
+        self.replication: Replication = replication or Standalone()
+        self.storage = Storage(
+            None if config.in_memory else config.data_dir,
+            op_retention=config.op_id_retention,
+            on_commit=self.metrics.observe_commit,
+        )
+        self.node_id = config.node_id or ""
+        self._keyspace: Keyspace | None = None
+        self._running = False
+        self._dirty: dict[str, None] = {}  # keys whose log rows are not yet folded into a checkpoint (FIFO)
+        self._last_write: dict[str, asyncio.Future[None]] = {}
+        self._op_results: OrderedDict[tuple[str, str], Item | None] = OrderedDict()
+        self._op_inflight: dict[tuple[str, str], asyncio.Future[WriteResult]] = {}
+        self._checkpointer: asyncio.Task[None] | None = None
+        self.metrics.keys.set_source(lambda: {(): len(self._keyspace) if self._keyspace is not None else 0})
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+
+    @property
+    def keyspace(self) -> Keyspace:
+        if self._keyspace is None:
+            raise NodeNotRunningError("node not started")
+        return self._keyspace
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    @property
+    def ready(self) -> bool:
+        return self._running and self.storage.healthy
+
+    async def start(self) -> None:
+        if self._running:
+            return
+        recovered = await self.storage.open()
+        stored_id = recovered.meta.get("node_id")
+        self.node_id = self.config.node_id or stored_id or derive_node_id()
+        if self.node_id != stored_id:
+            await self.storage.put_meta("node_id", self.node_id)
+        self._keyspace = Keyspace(self.node_id, self.hlc)
+        self._recover(recovered)
+        self._running = True
+        await self.replication.start(self)
+        if self.storage.durable:
+            self._checkpointer = asyncio.create_task(self._checkpoint_loop())
+
+    def _recover(self, recovered: Recovered) -> None:
+        keyspace = self.keyspace
+        try:
+            for key, type_name, blob in recovered.states:
+                keyspace.load(key, type_name, decode(blob))
+            for _seq, key, type_name, blob in recovered.deltas:
+                keyspace.load(key, type_name, decode(blob))
+                self._dirty[key] = None
+            for key, op_id, blob in recovered.op_results:
+                raw = msgpack.unpackb(blob)
+                self._remember_op((key, op_id), None if raw is None else Item(**raw))
+        except (CRDTError, ValueError, TypeError) as exc:
+            raise StorageCorruptError(f"cannot recover: {exc}") from exc
+        log.info("node %s recovered %d keys (%d states, %d logged deltas)", self.node_id, len(keyspace),
+                 len(recovered.states), len(recovered.deltas))
+
+    async def stop(self) -> None:
+        """Stops replication, folds every dirty key into a checkpoint, flushes and closes storage."""
+        if not self._running:
+            return
+        self._running = False
+        await self.replication.stop()
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpointer
+            self._checkpointer = None
+        if self.storage.durable and self.storage.healthy:
+            self.checkpoint(len(self._dirty))
+        await self.storage.close()
+
+    async def __aenter__(self) -> Node:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # -- reads and writes ------------------------------------------------------------------------------------------
+
+    def _check_running(self) -> None:
+        if not self._running:
+            raise NodeNotRunningError("node is not running")
+
+    async def read(self, key: str, consistency: Consistency | None = None) -> Item | None:
+        """The key's value, or None. With r > 1 the replication layer first merges other replicas' states."""
+        self._check_running()
+        check_key(key)
+        consistency = consistency or Consistency()
+        needed = consistency.level.required(self.replication.cluster_size())
+        if needed > 1:
+            await self.replication.gather(key, needed - 1, consistency.timeout_s)
+        pending = self._last_write.get(key)
+        if pending is not None and not pending.done():
+            await asyncio.shield(pending)
+        return self.keyspace.item(key)
+
+    async def update(
+        self, key: str, update: Update, *, op_id: str | None = None, consistency: Consistency | None = None
+    ) -> WriteResult:
+        """Applies `update` locally, makes it durable, then waits for as many replicas as `consistency` asks."""
+        self._check_running()
+        check_key(key)
+        if op_id is None:
+            return await self._update(key, update, None, consistency or Consistency())
+        op = (key, op_id)
+        cached = self._op_results.get(op, _NOT_CACHED)
+        if cached is not _NOT_CACHED:
+            assert cached is None or isinstance(cached, Item)
+            return WriteResult(cached, replayed=True)
+        inflight = self._op_inflight.get(op)
+        if inflight is not None:
+            first = await asyncio.shield(inflight)
+            return WriteResult(first.item, first.acks, first.required, replayed=True)
+        future: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._op_inflight[op] = future
+        try:
+            result = await self._update(key, update, op_id, consistency or Consistency())
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        else:
+            future.set_result(result)
+            return result
+        finally:
+            del self._op_inflight[op]
+
+    async def delete(
+        self, key: str, context: Any = None, *, op_id: str | None = None, consistency: Consistency | None = None
+    ) -> WriteResult:
+        """Observed-remove of the whole key (limited to `context`, a `CausalContext`, when given)."""
+        return await self.update(key, Clear(context=context), op_id=op_id, consistency=consistency)
+
+    async def _update(self, key: str, update: Update, op_id: str | None, consistency: Consistency) -> WriteResult:
+        keyspace = self.keyspace
+        item, delta = keyspace.apply_local(key, update)
+        type_name = keyspace.type_of(key)
+        assert type_name is not None
+        durable = self._log(key, type_name, delta)
+        if op_id is not None:
+            result = None if item is None else dataclasses.asdict(item)
+            self.storage.put_op_result(key, op_id, msgpack.packb(result))
+        await durable
+        if op_id is not None:
+            self._remember_op((key, op_id), item)
+        needed = consistency.level.required(self.replication.cluster_size())
+        acks = 1
+        if needed > 1:
+            acks += await self.replication.replicate(key, type_name, delta, needed - 1, consistency.timeout_s)
+        return WriteResult(item, acks, needed)
+
+    async def merge_remote(self, key: str, type_name: str, state_or_delta: Any) -> None:
+        """Joins a delta/state received from another node and returns once it is durable."""
+        self._check_running()
+        if type_name not in TYPES:
+            raise InvalidOperationError(f"unknown type {type_name!r}")
+        self.keyspace.merge_remote(key, type_name, state_or_delta)
+        await self._log(key, type_name, state_or_delta)
+
+    def keys(self, prefix: str = "", after: str | None = None, limit: int = 100) -> KeyPage:
+        self._check_running()
+        return self.keyspace.page(prefix, after, limit)
+
+    def members(self) -> list[dict[str, Any]]:
+        return self.replication.members()
+
+    # -- durability ------------------------------------------------------------------------------------------------
+
+    def _log(self, key: str, type_name: str, delta: Any) -> asyncio.Future[None]:
+        future = self.storage.append_delta(key, type_name, encode(delta))
+        if self.storage.durable:
+            self._dirty[key] = None
+            self._last_write[key] = future
+            future.add_done_callback(lambda f, k=key: self._forget_write(k, f))
+        return future
+
+    def _forget_write(self, key: str, future: asyncio.Future[None]) -> None:
+        if self._last_write.get(key) is future:
+            del self._last_write[key]
+
+    def _remember_op(self, op: tuple[str, str], item: Item | None) -> None:
+        self._op_results[op] = item
+        self._op_results.move_to_end(op)
+        while len(self._op_results) > self.config.op_id_retention:
+            self._op_results.popitem(last=False)
+
+    def checkpoint(self, max_keys: int) -> int:
+        """Queues full states for up to `max_keys` dirty keys (oldest first); their log rows go in the same commit.
+
+        Bounded work per call; the state encodes every delta logged so far for the key, so `last_seq` is the bound.
+        """
+        done = 0
+        keyspace = self.keyspace
+        while self._dirty and done < max_keys:
+            key = next(iter(self._dirty))
+            del self._dirty[key]
+            entry = keyspace.entry(key)
+            if entry is None:
+                continue
+            self.storage.checkpoint(key, entry.type_name, encode(entry.state), self.storage.last_seq)
+            done += 1
+        self.metrics.checkpoints.inc(amount=done)
+        return done
+
+    async def _checkpoint_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.checkpoint_interval_s)
+            if self._dirty and self.storage.healthy:
+                self.checkpoint(self.config.checkpoint_batch_keys)

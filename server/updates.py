@@ -1,0 +1,195 @@
+"""Typed updates: parsing a request body into one, and applying one to a CRDT state (returning the delta).
+
+An `Update` is a plain value usable from Python without HTTP (`node.update("k", Increment(amount=5))`). Parsing
+validates everything (types, unknown fields, overlaps, the context) before any state is touched, so a rejected
+request changes nothing. Applying follows the crdt rule "generate a delta, merge it, then generate the next", and
+returns the join of the deltas it made: that one delta is what storage logs and replication gossips.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from crdt import CausalContext
+from server.errors import InvalidOperationError, MalformedBodyError, UnknownFieldError
+from server.hlc_source import HLCSource
+from server.values import TYPES, decode_read_context, to_element
+
+MAX_OP_ID_CHARS = 256
+
+
+@dataclass(frozen=True, kw_only=True)
+class Update:
+    """Base of every update. `context` (from an earlier read) limits removes/overwrites to what that read saw."""
+
+    type_name: ClassVar[str | None] = None
+    context: CausalContext | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Increment(Update):
+    type_name: ClassVar[str | None] = "counter"
+    amount: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetChange(Update):
+    """Removes then adds (the two never overlap). Elements are JSON values."""
+
+    type_name: ClassVar[str | None] = "set"
+    add: tuple[Any, ...] = ()
+    remove: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class MapChange(Update):
+    type_name: ClassVar[str | None] = "map"
+    set: tuple[tuple[str, Any], ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegisterWrite(Update):
+    """Last-writer-wins register write, ordered by the node's HLC."""
+
+    type_name: ClassVar[str | None] = "register"
+    value: Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class MVRegisterWrite(Update):
+    """Multi-value register write: concurrent writes are all kept as siblings."""
+
+    type_name: ClassVar[str | None] = "mvregister"
+    value: Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class Clear(Update):
+    """Observed-remove of the whole key (`DELETE`): works on any type; concurrent updates survive."""
+
+
+_FIELDS: dict[str, frozenset[str]] = {
+    "counter": frozenset({"increment"}),
+    "set": frozenset({"add", "remove"}),
+    "map": frozenset({"set", "remove"}),
+    "register": frozenset({"value"}),
+    "mvregister": frozenset({"value"}),
+}
+_COMMON = frozenset({"type", "context", "op_id"})
+
+
+def parse_op_id(raw: Any) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not (0 < len(raw) <= MAX_OP_ID_CHARS):
+        raise InvalidOperationError(f"op_id must be a string of 1..{MAX_OP_ID_CHARS} characters")
+    return raw
+
+
+def parse_context(raw: Any) -> CausalContext | None:
+    return None if raw is None else decode_read_context(raw)
+
+
+def _unique(values: list[Any], what: str) -> tuple[Any, ...]:
+    seen: dict[Any, Any] = {}
+    for value in values:
+        seen.setdefault(to_element(value), value)
+    return tuple(seen.values())
+
+
+def _list(body: dict[str, Any], name: str) -> list[Any]:
+    value = body.get(name, [])
+    if not isinstance(value, list):
+        raise InvalidOperationError(f"{name!r} must be a list")
+    return value
+
+
+def parse_update(body: Any) -> tuple[Update, str | None]:
+    """A POST body -> (update, op_id). Raises a BadRequestError subclass for anything invalid."""
+    if not isinstance(body, dict):
+        raise MalformedBodyError("the body must be an object like {\"type\": \"counter\", \"increment\": 1}")
+    type_name = body.get("type")
+    if not isinstance(type_name, str) or type_name not in _FIELDS:
+        raise InvalidOperationError(f"'type' must be one of {', '.join(sorted(_FIELDS))}")
+    unknown = set(body) - _COMMON - _FIELDS[type_name]
+    if unknown:
+        raise UnknownFieldError(sorted(unknown))
+    if not set(body) & _FIELDS[type_name]:
+        raise InvalidOperationError(f"a {type_name} update needs {' or '.join(sorted(_FIELDS[type_name]))}")
+    op_id = parse_op_id(body.get("op_id"))
+    context = parse_context(body.get("context"))
+    update: Update
+    if type_name == "counter":
+        amount = body["increment"]
+        if not isinstance(amount, int) or isinstance(amount, bool) or amount == 0:
+            raise InvalidOperationError("'increment' must be a non-zero integer")
+        update = Increment(amount=amount, context=context)
+    elif type_name == "set":
+        add, remove = _unique(_list(body, "add"), "add"), _unique(_list(body, "remove"), "remove")
+        both = {to_element(v) for v in add} & {to_element(v) for v in remove}
+        if both:
+            raise InvalidOperationError("an element cannot be both added and removed in one update")
+        update = SetChange(add=add, remove=remove, context=context)
+    elif type_name == "map":
+        fields = body.get("set", {})
+        if not isinstance(fields, dict):
+            raise InvalidOperationError("'set' must be an object of field -> value")
+        removed = _list(body, "remove")
+        if not all(isinstance(name, str) for name in removed):
+            raise InvalidOperationError("'remove' must list field names (strings)")
+        if set(fields) & set(removed):
+            raise InvalidOperationError("a field cannot be both set and removed in one update")
+        update = MapChange(set=tuple(sorted(fields.items())), remove=tuple(dict.fromkeys(removed)), context=context)
+    elif type_name == "register":
+        update = RegisterWrite(value=body["value"], context=context)
+    else:
+        update = MVRegisterWrite(value=body["value"], context=context)
+    return update, op_id
+
+
+def new_state(type_name: str) -> Any:
+    return TYPES[type_name]()
+
+
+def _join(total: Any, delta: Any) -> Any:
+    if total is None:
+        return delta
+    total.merge(delta)
+    return total
+
+
+def apply_update(state: Any, update: Update, replica: str, hlc: HLCSource) -> Any:
+    """Mutates `state` in place by `update` and returns the delta that did it (the join of each mutator's delta)."""
+    total: Any = None
+
+    def step(delta: Any) -> None:
+        nonlocal total
+        state.merge(delta)
+        total = _join(total, delta.copy())
+
+    ctx = update.context
+    if isinstance(update, Increment):
+        step(state.increment(replica, update.amount))
+    elif isinstance(update, SetChange):
+        if update.remove:
+            step(state.remove_all([to_element(v) for v in update.remove], ctx))
+        if update.add:
+            step(state.add_all(replica, [to_element(v) for v in update.add]))
+    elif isinstance(update, MapChange):
+        for name in update.remove:
+            step(state.remove(name, ctx))
+        if update.set:
+            stamp = hlc.now()
+            for name, value in update.set:
+                step(state.set(replica, name, value, stamp, ctx))
+    elif isinstance(update, RegisterWrite):
+        step(state.write(replica, update.value, hlc.now(after=state.timestamp()), ctx))
+    elif isinstance(update, MVRegisterWrite):
+        step(state.write(replica, update.value, ctx))
+    elif isinstance(update, Clear):
+        step(state.clear(ctx))
+    else:
+        raise InvalidOperationError(f"unknown update {type(update).__name__}")
+    return total if total is not None else type(state)()
