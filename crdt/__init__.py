@@ -14,7 +14,13 @@ from crdt.errors import (
     InvalidOperationError,
     TypeMismatchError,
 )
+from crdt.gcounter import GCounter
 from crdt.hlc import HLCTimestamp, HybridLogicalClock
+from crdt.lww_register import LWWRegister
+from crdt.mv_register import MVRegister
+from crdt.orset import ORSet
+from crdt.plain_value import order_key
+from crdt.pncounter import PNCounter
 from crdt.protocol import CRDT
 from crdt.version_vector import Ordering, VersionVector
 
@@ -27,10 +33,16 @@ __all__ = [
     "DecodeError",
     "Dot",
     "DotKernel",
+    "GCounter",
     "HLCTimestamp",
     "HybridLogicalClock",
     "InvalidOperationError",
+    "LWWRegister",
+    "MVRegister",
+    "ORSet",
     "Ordering",
+    "PNCounter",
     "TypeMismatchError",
     "VersionVector",
+    "order_key",
 ]

@@ -45,8 +45,12 @@ class CausalContext:
     __contains__ = contains
 
     def next_dot(self, replica: str) -> Dot:
-        """The dot ``replica`` would use for its next event. Does not record it: merging the delta does."""
-        return Dot(replica, self._vv.get(replica, 0) + 1)
+        """The dot ``replica`` would use for its next event. Does not record it: merging the delta does.
+
+        It is past every dot seen from ``replica`` (cloud included), so a replica that restarted from an old
+        snapshot and then heard of its own later events never reuses a dot.
+        """
+        return Dot(replica, self.max_counter(replica) + 1)
 
     def max_counter(self, replica: str) -> int:
         """Highest counter seen from ``replica`` (including the cloud)."""
@@ -108,7 +112,7 @@ class CausalContext:
         """Union, in place; cost O(size of ``other``) plus the cloud dots it makes contiguous."""
         vv = self._vv
         cloud = self._cloud
-        for r, n in other._vv.items():
+        for r, n in other._vv.items() if other._vv else ():
             old = vv.get(r, 0)
             if n > old:
                 vv[r] = n
@@ -120,14 +124,19 @@ class CausalContext:
                     else:
                         cl.difference_update([c for c in cl if c <= n])
                     self._fold(r)
-        for r, cs in other._cloud.items():
+        for r, cs in other._cloud.items() if other._cloud else ():
             top = vv.get(r, 0)
             cl = cloud.get(r)
             if cl is None:
+                if len(cs) == 1:  # the common delta shape: one fresh dot
+                    for c in cs:
+                        if c == top + 1:
+                            vv[r] = c
+                        elif c > top:
+                            cloud[r] = {c}
+                    continue
                 cl = cloud[r] = set()
-            for c in cs:
-                if c > top:
-                    cl.add(c)
+            cl.update([c for c in cs if c > top])
             self._fold(r)
 
     def _fold(self, replica: str) -> None:

@@ -38,6 +38,7 @@ from crdt.errors import TypeMismatchError
 
 DotT = tuple[str, int]
 _EMPTY: dict[int, Any] = {}
+_new = object.__new__
 
 
 class DotKernel:
@@ -61,7 +62,7 @@ class DotKernel:
     @classmethod
     def _bound_to(cls, ctx: CausalContext) -> Self:
         """Empty store that shares (not copies) ``ctx``: how ORMap embeds a nested value."""
-        new = cls.__new__(cls)
+        new = _new(cls)
         new._keys = {}
         new._dots = {}
         new._ctx = ctx
@@ -111,21 +112,28 @@ class DotKernel:
         return [d for d in kd if context.contains(d)]
 
     def _write_delta(
-        self, replica: str, key: Hashable, payload: Any, context: CausalContext | None = None
+        self, replica: str, key: Hashable, payload: Any = None, context: CausalContext | None = None
     ) -> Self:
         """Delta writing ``payload`` under ``key`` with a fresh dot, replacing the key's observed dots.
 
         ``context`` limits what is replaced to what the caller observed (default: everything this state has).
+        This is the hot path of every mutator, hence the hand-built objects.
         """
-        dot = (replica, self._ctx._vv.get(replica, 0) + 1)
-        d = type(self)._bound_to(CausalContext())
-        d._keys[key] = {dot: payload}
-        d._dots[replica] = {dot[1]: key}
-        ctx = d._ctx
-        if dot[1] == 1:
-            ctx._vv[replica] = 1
+        sctx = self._ctx
+        c = sctx._vv.get(replica, 0) + 1
+        if replica in sctx._cloud:
+            c = sctx.max_counter(replica) + 1
+        dot = (replica, c)
+        d = _new(type(self))
+        d._keys = {key: {dot: payload}}
+        d._dots = {replica: {c: key}}
+        ctx = d._ctx = _new(CausalContext)
+        if c == 1:
+            ctx._vv = {replica: 1}
+            ctx._cloud = {}
         else:
-            ctx._cloud[replica] = {dot[1]}
+            ctx._vv = {}
+            ctx._cloud = {replica: {c}}
         kd = self._keys.get(key)
         if kd:
             for od in kd:
@@ -153,43 +161,93 @@ class DotKernel:
         """Join ``other`` into ``self`` in place (commutative, associative, idempotent). O(size of other)."""
         if type(other) is not type(self):
             raise TypeMismatchError(self.TYPE_NAME, getattr(other, "TYPE_NAME", type(other).__name__))
+        octx = other._ctx
+        ocloud = octx._cloud
+        if not octx._vv and len(ocloud) == 1 and len(other._keys) == 1 and self._apply_fresh(other, ocloud):
+            return
         self._join_store(other)
-        self._ctx.merge(other._ctx)
+        self._ctx.merge(octx)
 
-    def _join_store(self, other: DotKernel) -> tuple[list[DotT], list[DotT]]:
+    def _apply_fresh(self, other: DotKernel, ocloud: dict[str, set[int]]) -> bool:
+        """Fast path for the commonest delta, one entry whose context is just its own dot (a fresh add).
+
+        Equivalent to the general join for that shape (nothing of self can be covered except that dot, which
+        self either has already or lacks); returns False to fall back when the shape does not match.
+        """
+        for r, cs in ocloud.items():
+            if len(cs) != 1:
+                return False
+            for c in cs:
+                sctx = self._ctx
+                svv = sctx._vv
+                top = svv.get(r, 0)
+                if c <= top:
+                    return True
+                scl = sctx._cloud.get(r)
+                if scl is not None and c in scl:
+                    return True
+                for key, okd in other._keys.items():
+                    if len(okd) != 1 or (r, c) not in okd:
+                        return False
+                    kd = self._keys.get(key)
+                    if kd is None:
+                        self._keys[key] = okd.copy()
+                    else:
+                        kd.update(okd)
+                    mine = self._dots.get(r)
+                    if mine is None:
+                        self._dots[r] = {c: key}
+                    else:
+                        mine[c] = key
+                if c == top + 1 and scl is None:
+                    svv[r] = c
+                else:
+                    sctx.add((r, c))
+        return True
+
+    def _join_store(self, other: DotKernel, changes: list[DotT] | None = None) -> None:
         """Join entries only (contexts untouched), judging coverage by ``self._ctx`` and ``other._ctx``.
 
-        Returns ``(added, removed)`` dots. The caller merges the contexts afterwards (``merge`` does).
+        When ``changes`` is given, every dot added or removed is appended to it (a parent such as ORMap uses
+        this to keep a dot -> key index). The caller merges the contexts afterwards (``merge`` does).
         """
         sdots = self._dots
         odots = other._dots
         octx = other._ctx
-        removed: list[DotT] = []
         # 1. entries of self covered by other's context but absent from other's store are gone.
         if sdots:
-            for r, n in octx._vv.items():
-                mine = sdots.get(r)
-                if not mine:
-                    continue
-                theirs = odots.get(r, _EMPTY)
-                if len(mine) <= n:
-                    gone = [c for c in mine if c <= n and c not in theirs]
-                else:
-                    gone = [c for c in range(1, n + 1) if c in mine and c not in theirs]
-                for c in gone:
-                    self._discard(r, c)
-                    removed.append((r, c))
-            for r, cs in octx._cloud.items():
-                mine = sdots.get(r)
-                if not mine:
-                    continue
-                theirs = odots.get(r, _EMPTY)
-                for c in cs:
-                    if c in mine and c not in theirs:
-                        self._discard(r, c)
-                        removed.append((r, c))
+            ovv = octx._vv
+            if ovv:
+                for r, n in ovv.items():
+                    mine = sdots.get(r)
+                    if not mine:
+                        continue
+                    theirs = odots.get(r, _EMPTY)
+                    gone = None
+                    # walk whichever is smaller: our dots of r, or the range of r's counters other covers
+                    for c in mine if len(mine) <= n else range(1, n + 1):
+                        if c <= n and c not in theirs and c in mine:
+                            if gone is None:
+                                gone = [c]
+                            else:
+                                gone.append(c)
+                    if gone is not None:
+                        for c in gone:
+                            self._discard(r, c)
+                            if changes is not None:
+                                changes.append((r, c))
+            ocloud = octx._cloud
+            if ocloud:
+                for r, cs in ocloud.items():
+                    mine = sdots.get(r)
+                    if not mine:
+                        continue
+                    for c in cs:
+                        if c in mine and c not in odots.get(r, _EMPTY):
+                            self._discard(r, c)
+                            if changes is not None:
+                                changes.append((r, c))
         # 2. entries of other neither in self nor covered by self's context are new.
-        added: list[DotT] = []
         svv = self._ctx._vv
         scloud = self._ctx._cloud
         skeys = self._keys
@@ -197,14 +255,14 @@ class DotKernel:
             kd = None
             for dot, payload in okd.items():
                 r, c = dot
-                mine = sdots.get(r)
-                if mine is not None and c in mine:
-                    continue
+                # self's entries are all covered by self's context, so one coverage test decides: a covered
+                # dot is either already here (dots are unique, payloads equal) or was removed since.
                 if c <= svv.get(r, 0):
                     continue
                 cl = scloud.get(r)
                 if cl is not None and c in cl:
                     continue
+                mine = sdots.get(r)
                 if mine is None:
                     sdots[r] = {c: key}
                 else:
@@ -214,8 +272,8 @@ class DotKernel:
                     if kd is None:
                         kd = skeys[key] = {}
                 kd[dot] = payload
-                added.append(dot)
-        return added, removed
+                if changes is not None:
+                    changes.append(dot)
 
     # -- reads ----------------------------------------------------------------------------------------------
     def context(self) -> CausalContext:

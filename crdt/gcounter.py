@@ -1,0 +1,40 @@
+"""Grow-only counter, embeddable: one entry per replica holding its running total, tagged with its latest dot.
+
+This is Riak's embedded counter: an increment's delta carries the replica's new total under a fresh dot and
+covers the replica's previous dot, so the join (the shared dot-kernel join) replaces the old entry. Standalone
+it behaves as the classic G-Counter (per-replica max); inside an ORMap the dots give it observed-reset
+semantics (``clear``). Known reset caveat, as in Riak: an increment concurrent with a reset carries its
+replica's whole running total, so that replica's pre-reset contribution survives with it.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from crdt.dot_kernel import DotKernel
+from crdt.errors import InvalidOperationError
+
+
+def _check_amount(amount: object, *, allow_negative: bool) -> int:
+    if type(amount) is not int:
+        raise InvalidOperationError(f"counter amount must be an int, got {type(amount).__name__}")
+    if amount == 0 or (amount < 0 and not allow_negative):
+        raise InvalidOperationError(f"invalid counter amount {amount}")
+    return amount
+
+
+class GCounter(DotKernel):
+    """Grow-only counter. ``increment`` returns a delta; apply it with ``merge``."""
+
+    __slots__ = ()
+
+    TYPE_NAME: ClassVar[str] = "gcounter"
+
+    def increment(self, replica: str, amount: int = 1) -> GCounter:
+        _check_amount(amount, allow_negative=False)
+        kd = self._keys.get(replica)
+        total = sum(kd.values()) if kd else 0
+        return self._write_delta(replica, replica, total + amount)
+
+    def value(self) -> int:
+        return sum(p for kd in self._keys.values() for p in kd.values())

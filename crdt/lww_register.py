@@ -1,0 +1,48 @@
+"""Last-writer-wins register on a causal core: ``DotFun<(hlc, replica, value)>`` whose value is the maximum.
+
+A write covers the dots it observed, so a causally later write replaces earlier ones whatever the clocks say
+(an hour-behind wall clock cannot lose to what it saw). Only concurrent writes remain side by side; the
+largest ``(timestamp, replica)`` wins (then the dot counter, so the choice is total and deterministic).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from crdt.causal_context import CausalContext
+from crdt.dot_kernel import DotKernel
+from crdt.errors import InvalidOperationError
+from crdt.hlc import HLCTimestamp
+
+
+def lww_winner(entries: dict[tuple[str, int], tuple[HLCTimestamp, str, Any]]) -> tuple[HLCTimestamp, str, Any]:
+    """The winning ``(timestamp, replica, value)`` among concurrent entries (non-empty)."""
+    best_dot = max(entries, key=lambda d: (entries[d][0], entries[d][1], d[1]))
+    return entries[best_dot]
+
+
+class LWWRegister(DotKernel):
+    """Register whose concurrent writes are resolved by hybrid logical clock, then replica id."""
+
+    __slots__ = ()
+
+    TYPE_NAME: ClassVar[str] = "lwwregister"
+
+    def write(
+        self, replica: str, value: Any, timestamp: HLCTimestamp, context: CausalContext | None = None
+    ) -> LWWRegister:
+        if not isinstance(timestamp, HLCTimestamp):
+            raise InvalidOperationError(f"timestamp must be an HLCTimestamp, got {type(timestamp).__name__}")
+        return self._write_delta(replica, None, (timestamp, replica, value), context)
+
+    def _winner(self) -> tuple[HLCTimestamp, str, Any] | None:
+        kd = self._keys.get(None)
+        return lww_winner(kd) if kd else None
+
+    def value(self) -> Any | None:
+        w = self._winner()
+        return None if w is None else w[2]
+
+    def timestamp(self) -> HLCTimestamp | None:
+        w = self._winner()
+        return None if w is None else w[0]

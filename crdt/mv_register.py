@@ -1,0 +1,33 @@
+"""Multi-value register: ``DotFun<value>``. Concurrent writes survive side by side as siblings until a write
+that observed them replaces them all (Dynamo/Riak siblings)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from crdt.causal_context import CausalContext
+from crdt.dot_kernel import DotKernel
+from crdt.plain_value import order_key
+
+
+class MVRegister(DotKernel):
+    """Register keeping every concurrent value."""
+
+    __slots__ = ()
+
+    TYPE_NAME: ClassVar[str] = "mvregister"
+
+    def write(self, replica: str, value: Any, context: CausalContext | None = None) -> MVRegister:
+        """Write ``value``, replacing the siblings covered by ``context`` (default: all observed)."""
+        return self._write_delta(replica, None, value, context)
+
+    def value(self) -> list[Any]:
+        """Sibling values sorted by the plain-value order, equal values listed once."""
+        kd = self._keys.get(None)
+        if not kd:
+            return []
+        out: list[Any] = []
+        for v in sorted(kd.values(), key=order_key):
+            if not out or order_key(out[-1]) != order_key(v):
+                out.append(v)
+        return out

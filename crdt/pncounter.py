@@ -1,0 +1,47 @@
+"""Positive-negative counter: per replica a ``(increments, decrements)`` pair of running totals.
+
+Same embedding as ``GCounter`` (one dot-tagged entry per replica, replaced by that replica's next delta);
+arbitrary-precision ints throughout.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from crdt.dot_kernel import DotKernel
+from crdt.gcounter import _check_amount
+
+
+class PNCounter(DotKernel):
+    """Counter that goes up and down. Mutators return deltas; apply them with ``merge``."""
+
+    __slots__ = ()
+
+    TYPE_NAME: ClassVar[str] = "pncounter"
+
+    def increment(self, replica: str, amount: int) -> PNCounter:
+        """Add ``amount`` (negative means decrement; zero is invalid)."""
+        _check_amount(amount, allow_negative=True)
+        p = n = 0
+        kd = self._keys.get(replica)
+        if kd:
+            for ep, en in kd.values():
+                p += ep
+                n += en
+        if amount > 0:
+            p += amount
+        else:
+            n -= amount
+        return self._write_delta(replica, replica, (p, n))
+
+    def decrement(self, replica: str, amount: int = 1) -> PNCounter:
+        """Subtract ``amount`` (>= 1)."""
+        _check_amount(amount, allow_negative=False)
+        return self.increment(replica, -amount)
+
+    def value(self) -> int:
+        total = 0
+        for kd in self._keys.values():
+            for p, n in kd.values():
+                total += p - n
+        return total
