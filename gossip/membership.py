@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from gossip.awareness import Awareness
@@ -150,6 +151,8 @@ class Membership:
         self._left = False
         self._user_overhead = len(encode(UserBroadcast(node_id, b""))) + 1 + _PART_OVERHEAD
         self.stats = MembershipStats()
+        self.observer: Callable[[Member | None, Member], None] | None = None
+        """Called with (old, new) on every change to a member entry: for simulators and metrics, not for apps."""
         stagger = rng.random()
         self._next_probe_at = now + stagger * config.probe_interval_s
         self._next_gossip_at = now + stagger * config.gossip_interval_s
@@ -629,7 +632,10 @@ class Membership:
 
     def _set(self, member: Member) -> None:
         """The one place a member's entry changes, keeping the peer list, gone set and probe order in step."""
+        old = self._members.get(member.id)
         self._members[member.id] = member
+        if self.observer is not None:
+            self.observer(old, member)
         if member.id == self.id:
             return
         if member.status.is_gone:
