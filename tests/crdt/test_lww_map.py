@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crdt import HLCTimestamp
-from crdt.lww_map import LWWMap
 from crdt.errors import TypeMismatchError
+from crdt.lww_map import LWWMap
 
 HOUR_MS = 3_600_000
 
