@@ -4,8 +4,19 @@ No I/O, no clock, no randomness: callers pass replica ids, physical time and con
 """
 
 from crdt.causal_context import CausalContext
+from crdt.causal_delivery import CausalDelivery, Op, OpEmitter, OpLog
 from crdt.dot import Dot
 from crdt.dot_kernel import DotKernel
+from crdt.encoding import (
+    TYPES,
+    decode,
+    decode_context,
+    decode_op,
+    encode,
+    encode_context,
+    encode_op,
+    register_type,
+)
 from crdt.errors import (
     BufferFullError,
     CausalGapError,
@@ -26,9 +37,11 @@ from crdt.version_vector import Ordering, VersionVector
 
 __all__ = [
     "CRDT",
+    "TYPES",
     "BufferFullError",
     "CRDTError",
     "CausalContext",
+    "CausalDelivery",
     "CausalGapError",
     "DecodeError",
     "Dot",
@@ -40,9 +53,34 @@ __all__ = [
     "LWWRegister",
     "MVRegister",
     "ORSet",
+    "Op",
+    "OpEmitter",
+    "OpLog",
     "Ordering",
     "PNCounter",
     "TypeMismatchError",
     "VersionVector",
+    "decode",
+    "decode_context",
+    "decode_op",
+    "encode",
+    "encode_context",
+    "encode_op",
     "order_key",
+    "register_type",
 ]
+
+try:  # LWWMap / ORMap are written by a sibling on top of the kernel; exported once present
+    from crdt.lww_map import LWWMap
+
+    register_type(LWWMap)
+    __all__ += ["LWWMap"]
+except ImportError:  # pragma: no cover - transitional until crdt/lww_map.py lands
+    pass
+try:
+    from crdt.ormap import ORMap
+
+    register_type(ORMap)
+    __all__ += ["ORMap"]
+except ImportError:  # pragma: no cover - transitional until crdt/ormap.py lands
+    pass

@@ -295,6 +295,14 @@ class DotKernel:
     def _entry_count(self) -> int:
         return sum(len(per) for per in self._dots.values())
 
+    @classmethod
+    def _entry_from_wire(cls, replica: str, key: Any, payload: Any) -> tuple[Hashable, Any]:
+        """Validate (and rebuild) one decoded entry of ``replica``; raise ``ValueError``/``CRDTError`` if bad.
+
+        Subclasses override this to enforce their entry shape (``crdt.encoding`` wraps errors in DecodeError).
+        """
+        return key, payload
+
     def copy(self) -> Self:
         new = type(self).__new__(type(self))
         new._keys = {k: dict(kd) for k, kd in self._keys.items()}

@@ -9,7 +9,8 @@ replica's whole running total, so that replica's pre-reset contribution survives
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Hashable
+from typing import Any, ClassVar
 
 from crdt.dot_kernel import DotKernel
 from crdt.errors import InvalidOperationError
@@ -38,3 +39,11 @@ class GCounter(DotKernel):
 
     def value(self) -> int:
         return sum(p for kd in self._keys.values() for p in kd.values())
+
+    @classmethod
+    def _entry_from_wire(cls, replica: str, key: Any, payload: Any) -> tuple[Hashable, Any]:
+        if key != replica or type(key) is not str:
+            raise ValueError("a counter entry is keyed by its own replica")
+        if type(payload) is not int or payload < 1:
+            raise ValueError("grow-only totals are positive ints")
+        return key, payload

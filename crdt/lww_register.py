@@ -7,6 +7,7 @@ largest ``(timestamp, replica)`` wins (then the dot counter, so the choice is to
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any, ClassVar
 
 from crdt.causal_context import CausalContext
@@ -19,6 +20,16 @@ def lww_winner(entries: dict[tuple[str, int], tuple[HLCTimestamp, str, Any]]) ->
     """The winning ``(timestamp, replica, value)`` among concurrent entries (non-empty)."""
     best_dot = max(entries, key=lambda d: (entries[d][0], entries[d][1], d[1]))
     return entries[best_dot]
+
+
+def lww_payload_from_wire(replica: str, payload: Any) -> tuple[HLCTimestamp, str, Any]:
+    """Validate a decoded ``(timestamp, replica, value)`` written by ``replica``; raise ``ValueError`` if bad."""
+    if type(payload) is not tuple or len(payload) != 3 or payload[1] != replica:
+        raise ValueError("LWW payload must be (timestamp, writing replica, value)")
+    ts = payload[0]
+    if type(ts) is not tuple or len(ts) != 2:
+        raise ValueError("timestamp must be (wall_ms, logical)")
+    return HLCTimestamp.checked(ts[0], ts[1]), replica, payload[2]
 
 
 class LWWRegister(DotKernel):
@@ -46,3 +57,9 @@ class LWWRegister(DotKernel):
     def timestamp(self) -> HLCTimestamp | None:
         w = self._winner()
         return None if w is None else w[0]
+
+    @classmethod
+    def _entry_from_wire(cls, replica: str, key: Any, payload: Any) -> tuple[Hashable, Any]:
+        if key is not None:
+            raise ValueError("register entries have no key")
+        return None, lww_payload_from_wire(replica, payload)

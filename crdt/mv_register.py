@@ -3,6 +3,7 @@ that observed them replaces them all (Dynamo/Riak siblings)."""
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any, ClassVar
 
 from crdt.causal_context import CausalContext
@@ -31,3 +32,9 @@ class MVRegister(DotKernel):
             if not out or order_key(out[-1]) != order_key(v):
                 out.append(v)
         return out
+
+    @classmethod
+    def _entry_from_wire(cls, replica: str, key: Any, payload: Any) -> tuple[Hashable, Any]:
+        if key is not None:
+            raise ValueError("register entries have no key")
+        return None, payload

@@ -9,10 +9,11 @@ causal context, which compacts into one counter per replica: the state never gro
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Iterator
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from crdt.causal_context import CausalContext
 from crdt.dot_kernel import DotKernel, DotT
+from crdt.plain_value import is_hashable_plain
 
 
 class ORSet(DotKernel):
@@ -66,3 +67,11 @@ class ORSet(DotKernel):
 
     def value(self) -> frozenset[Hashable]:
         return frozenset(self._keys)
+
+    @classmethod
+    def _entry_from_wire(cls, replica: str, key: Any, payload: Any) -> tuple[Hashable, Any]:
+        if not is_hashable_plain(key):
+            raise ValueError("set element must be a hashable plain value")
+        if payload is not None:
+            raise ValueError("set entries carry no payload")
+        return key, None

@@ -6,7 +6,8 @@ arbitrary-precision ints throughout.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Hashable
+from typing import Any, ClassVar
 
 from crdt.dot_kernel import DotKernel
 from crdt.gcounter import _check_amount
@@ -45,3 +46,16 @@ class PNCounter(DotKernel):
             for p, n in kd.values():
                 total += p - n
         return total
+
+    @classmethod
+    def _entry_from_wire(cls, replica: str, key: Any, payload: Any) -> tuple[Hashable, Any]:
+        if key != replica or type(key) is not str:
+            raise ValueError("a counter entry is keyed by its own replica")
+        if (
+            type(payload) is not tuple
+            or len(payload) != 2
+            or any(type(x) is not int or x < 0 for x in payload)
+            or payload == (0, 0)
+        ):
+            raise ValueError("pn totals are a pair of non-negative ints, not both zero")
+        return key, payload

@@ -1,0 +1,291 @@
+"""Versioned, deterministic msgpack encoding of CRDT states, contexts and ops, with a type registry.
+
+Same state -> same bytes (anti-entropy compares digests): entries are sorted by dot, contexts by replica,
+dict values by key. Tuples and big ints, which msgpack cannot tell apart from lists / cannot hold, travel as
+ext types. Decoding treats its input as hostile: it enforces size and depth limits, validates every field
+and invariant (each dot covered by the context, counters non-negative, per-type entry shapes), and finally
+re-encodes the result and demands identical bytes, which rejects every non-canonical form (duplicate keys,
+unsorted maps, non-minimal ints, uncompacted contexts) with one rule. Only ``DecodeError`` escapes.
+
+Wire layout (lists, append-only versioning): ``[VERSION, type_name, body]``; a dot-kernel body is
+``[context, [[replica, [[counter, key, payload], ...]], ...]]``; a context is
+``[[[replica, n], ...], [[replica, [counter, ...]], ...]]``; an op is
+``[VERSION, "op", replica, counter, deps, type_name, body]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import msgpack
+
+from crdt.causal_context import CausalContext
+from crdt.causal_delivery import Op
+from crdt.dot import Dot
+from crdt.dot_kernel import DotKernel
+from crdt.errors import CRDTError, DecodeError, InvalidOperationError
+from crdt.gcounter import GCounter
+from crdt.lww_register import LWWRegister
+from crdt.mv_register import MVRegister
+from crdt.orset import ORSet
+from crdt.pncounter import PNCounter
+from crdt.version_vector import VersionVector
+
+VERSION = 1
+EXT_TUPLE = 1
+EXT_BIGINT = 2
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_DEPTH = 32
+_MIN_INT = -(2**63)
+_MAX_INT = 2**64 - 1
+
+_TYPES: dict[str, type] = {}
+TYPES: Mapping[str, type] = _TYPES
+
+
+def register_type(cls: type) -> type:
+    """Add a CRDT class to the registry under its ``TYPE_NAME`` (usable as a decorator)."""
+    name = getattr(cls, "TYPE_NAME", None)
+    if not isinstance(name, str):
+        raise InvalidOperationError(f"{cls!r} has no TYPE_NAME")
+    _TYPES[name] = cls
+    return cls
+
+
+for _cls in (GCounter, PNCounter, ORSet, LWWRegister, MVRegister):
+    register_type(_cls)
+
+
+def _register_late_types() -> None:
+    """LWWMap / ORMap live in sibling modules that build on this one; register them once importable."""
+    for module, name in (("crdt.lww_map", "LWWMap"), ("crdt.ormap", "ORMap")):
+        try:
+            mod = __import__(module, fromlist=[name])
+        except ImportError:
+            continue
+        cls = getattr(mod, name, None)
+        if cls is not None and getattr(cls, "TYPE_NAME", None) not in _TYPES:
+            register_type(cls)
+
+
+# -- plain values -------------------------------------------------------------------------------------------
+def value_to_wire(value: Any) -> Any:
+    """Plain value -> msgpack-ready structure (canonical: dicts sorted, tuples/big ints as ext types)."""
+    t = type(value)
+    if value is None or t is bool or t is str or t is bytes or t is float:
+        return value
+    if t is int:
+        if _MIN_INT <= value <= _MAX_INT:
+            return value
+        mag = abs(value)
+        return msgpack.ExtType(EXT_BIGINT, (b"-" if value < 0 else b"+") + mag.to_bytes((mag.bit_length() + 7) // 8))
+    if isinstance(value, tuple):
+        return msgpack.ExtType(EXT_TUPLE, _pack([value_to_wire(v) for v in value]))
+    if t is list:
+        return [value_to_wire(v) for v in value]
+    if t is dict:
+        if not all(type(k) is str for k in value):
+            raise InvalidOperationError("dict keys must be str")
+        return {k: value_to_wire(value[k]) for k in sorted(value)}
+    raise InvalidOperationError(f"not a plain value: {type(value).__name__}")
+
+
+def value_from_wire(obj: Any, depth: int, max_depth: int) -> Any:
+    """Inverse of ``value_to_wire`` for decoded msgpack data; raises ``DecodeError``."""
+    if depth > max_depth:
+        raise DecodeError(f"nesting deeper than {max_depth}")
+    t = type(obj)
+    if obj is None or t in (bool, int, float, str, bytes):
+        return obj
+    if t is list:
+        return [value_from_wire(v, depth + 1, max_depth) for v in obj]
+    if t is dict:
+        if not all(type(k) is str for k in obj):
+            raise DecodeError("dict keys must be str")
+        return {k: value_from_wire(v, depth + 1, max_depth) for k, v in obj.items()}
+    if t is msgpack.ExtType:
+        if obj.code == EXT_TUPLE:
+            items = _unpack(obj.data, len(obj.data))
+            if type(items) is not list:
+                raise DecodeError("tuple ext must hold an array")
+            return tuple(value_from_wire(v, depth + 1, max_depth) for v in items)
+        if obj.code == EXT_BIGINT:
+            if len(obj.data) < 2 or obj.data[:1] not in (b"+", b"-"):
+                raise DecodeError("malformed big int")
+            mag = int.from_bytes(obj.data[1:])
+            return -mag if obj.data[:1] == b"-" else mag
+    raise DecodeError(f"unexpected wire value of type {t.__name__}")
+
+
+def _pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def _unpack(data: bytes, max_bytes: int) -> Any:
+    if len(data) > max_bytes:
+        raise DecodeError(f"input of {len(data)} bytes exceeds the {max_bytes}-byte limit")
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+    except Exception as exc:  # msgpack raises a zoo of ValueError/TypeError/StackError subclasses
+        raise DecodeError(f"malformed msgpack: {exc}") from exc
+
+
+# -- contexts -----------------------------------------------------------------------------------------------
+def context_to_wire(ctx: CausalContext) -> list[Any]:
+    return [
+        [[r, n] for r, n in sorted(ctx._vv.items())],
+        [[r, sorted(cs)] for r, cs in sorted(ctx._cloud.items())],
+    ]
+
+
+def _is_counter(x: object) -> bool:
+    return type(x) is int and x >= 1
+
+
+def context_from_wire(obj: Any) -> CausalContext:
+    if type(obj) is not list or len(obj) != 2 or type(obj[0]) is not list or type(obj[1]) is not list:
+        raise DecodeError("context must be [vector, cloud]")
+    ctx = CausalContext()
+    for entry in obj[0]:
+        if type(entry) is not list or len(entry) != 2 or type(entry[0]) is not str or not _is_counter(entry[1]):
+            raise DecodeError("context vector entries must be [replica, counter>=1]")
+        ctx._vv[entry[0]] = entry[1]
+    for entry in obj[1]:
+        if type(entry) is not list or len(entry) != 2 or type(entry[0]) is not str or type(entry[1]) is not list:
+            raise DecodeError("context cloud entries must be [replica, [counter, ...]]")
+        for c in entry[1]:
+            if not _is_counter(c):
+                raise DecodeError("cloud counters must be ints >= 1")
+            ctx.add((entry[0], c))
+    return ctx
+
+
+# -- states -------------------------------------------------------------------------------------------------
+def state_to_wire(state: Any) -> Any:
+    """Body of a state; dot-kernel types share one layout, others provide ``_to_wire()``."""
+    if isinstance(state, DotKernel):
+        entries: list[Any] = []
+        for r in sorted(state._dots):
+            per = state._dots[r]
+            rows = []
+            for c in sorted(per):
+                key = per[c]
+                rows.append([c, value_to_wire(key), value_to_wire(state._keys[key][(r, c)])])
+            entries.append([r, rows])
+        return [context_to_wire(state._ctx), entries]
+    return state._to_wire()
+
+
+def state_from_wire(cls: type, body: Any, depth: int, max_depth: int) -> Any:
+    """Build a ``cls`` from its wire body, validating every invariant; raises ``DecodeError``."""
+    if not issubclass(cls, DotKernel):
+        return cls._from_wire(body, depth, max_depth)  # type: ignore[attr-defined]
+    if type(body) is not list or len(body) != 2 or type(body[1]) is not list:
+        raise DecodeError(f"{cls.TYPE_NAME} body must be [context, entries]")
+    state = cls()
+    state._ctx = context_from_wire(body[0])
+    for group in body[1]:
+        if type(group) is not list or len(group) != 2 or type(group[0]) is not str or type(group[1]) is not list:
+            raise DecodeError("entry groups must be [replica, rows]")
+        r = group[0]
+        for row in group[1]:
+            if type(row) is not list or len(row) != 3 or not _is_counter(row[0]):
+                raise DecodeError("entries must be [counter>=1, key, payload]")
+            dot = (r, row[0])
+            if not state._ctx.contains(dot):
+                raise DecodeError(f"entry dot {dot} is not covered by the context")
+            key = value_from_wire(row[1], depth + 1, max_depth)
+            payload = value_from_wire(row[2], depth + 1, max_depth)
+            try:
+                key, payload = cls._entry_from_wire(r, key, payload)
+                hash(key)
+            except (CRDTError, TypeError, ValueError) as exc:
+                raise DecodeError(f"invalid {cls.TYPE_NAME} entry at {dot}: {exc}") from exc
+            state._insert(dot, key, payload)
+    return state
+
+
+def encode(state: Any) -> bytes:
+    """Deterministic bytes for ``state`` (a registered CRDT type)."""
+    if TYPES.get(state.TYPE_NAME) is not type(state):
+        _register_late_types()
+    return _pack([VERSION, state.TYPE_NAME, state_to_wire(state)])
+
+
+def _envelope(data: bytes, max_bytes: int, kind: str | None) -> list[Any]:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise DecodeError(f"expected bytes, got {type(data).__name__}")
+    obj = _unpack(bytes(data), max_bytes)
+    if type(obj) is not list or len(obj) < 3 or obj[0] != VERSION or type(obj[0]) is not int:
+        raise DecodeError("not a version-1 rumor CRDT envelope")
+    if kind is not None and obj[1] != kind:
+        raise DecodeError(f"expected a {kind!r} envelope, got {obj[1]!r}")
+    return obj
+
+
+def _canonical(result: Any, data: bytes, again: bytes) -> Any:
+    if again != bytes(data):
+        raise DecodeError("non-canonical encoding (unsorted, duplicated or non-minimal fields)")
+    return result
+
+
+def _type_for(name: object) -> type:
+    if type(name) is not str:
+        raise DecodeError("type name must be a string")
+    cls = TYPES.get(name)
+    if cls is None:
+        _register_late_types()
+        cls = TYPES.get(name)
+    if cls is None:
+        raise DecodeError(f"unknown CRDT type {name!r}")
+    return cls
+
+
+def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
+    """Rebuild a state from ``encode`` output; raises only ``DecodeError`` on bad input."""
+    obj = _envelope(data, max_bytes, None)
+    if len(obj) != 3:
+        raise DecodeError("state envelope must be [version, type, body]")
+    state = state_from_wire(_type_for(obj[1]), obj[2], 1, max_depth)
+    try:
+        again = encode(state)
+    except CRDTError as exc:
+        raise DecodeError(f"decoded state does not re-encode: {exc}") from exc
+    return _canonical(state, data, again)
+
+
+def encode_context(ctx: CausalContext) -> bytes:
+    return _pack([VERSION, "ctx", context_to_wire(ctx)])
+
+
+def decode_context(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> CausalContext:
+    obj = _envelope(data, max_bytes, "ctx")
+    if len(obj) != 3:
+        raise DecodeError("context envelope must be [version, 'ctx', context]")
+    ctx = context_from_wire(obj[2])
+    return _canonical(ctx, data, encode_context(ctx))
+
+
+def encode_op(op: Op) -> bytes:
+    deps = [[r, n] for r, n in op.deps.items()]
+    return _pack([VERSION, "op", op.dot.replica, op.dot.counter, deps, op.type_name, state_to_wire(op.delta)])
+
+
+def decode_op(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_depth: int = DEFAULT_MAX_DEPTH) -> Op:
+    obj = _envelope(data, max_bytes, "op")
+    if len(obj) != 7 or type(obj[2]) is not str or not _is_counter(obj[3]) or type(obj[4]) is not list:
+        raise DecodeError("op envelope must be [version, 'op', replica, counter, deps, type, body]")
+    deps = VersionVector()
+    for entry in obj[4]:
+        if type(entry) is not list or len(entry) != 2 or type(entry[0]) is not str or not _is_counter(entry[1]):
+            raise DecodeError("op deps must be [replica, counter>=1] pairs")
+        deps._v[entry[0]] = entry[1]
+    cls = _type_for(obj[5])
+    delta = state_from_wire(cls, obj[6], 1, max_depth)
+    op = Op(Dot(obj[2], obj[3]), deps, obj[5], delta)
+    try:
+        again = encode_op(op)
+    except CRDTError as exc:
+        raise DecodeError(f"decoded op does not re-encode: {exc}") from exc
+    return _canonical(op, data, again)
