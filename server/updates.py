@@ -181,6 +181,9 @@ def apply_update(state: Any, update: Update, replica: str, hlc: HLCSource) -> An
         for name in update.remove:
             step(state.remove(name, ctx))
         if update.set:
+            for name, _ in update.set:  # a field write sorts after the value it overwrites, like a register write
+                version = state.field_versions(name)
+                hlc.observe(None if version is None else version.timestamp)
             stamp = hlc.now()
             for name, value in update.set:
                 step(state.set(replica, name, value, stamp, ctx))

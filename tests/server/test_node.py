@@ -1,0 +1,150 @@
+"""`Node` used from Python (no HTTP) and the `Keyspace` seam: updates, reads, listeners, recovery, op ids."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crdt import ORSet, PNCounter, decode
+from server.config import ServerConfig, with_overrides
+from server.errors import KeyNotFoundError, NodeNotRunningError, TypeConflictError
+from server.node import Node
+from server.storage import DB_FILE
+from server.updates import Clear, Increment, MapChange, RegisterWrite, SetChange
+
+
+async def test_embedded_use_without_http() -> None:
+    async with Node(ServerConfig(in_memory=True, node_id="a")) as node:
+        result = await node.update("visits", Increment(amount=2))
+        assert result.item is not None and result.item.value == 2 and result.satisfied and not result.replayed
+        await node.update("tags", SetChange(add=("x", "y")))
+        await node.update("profile", MapChange(set=(("name", "ada"),)))
+        item = await node.read("tags")
+        assert item is not None and item.value == ["x", "y"]
+        assert await node.read("nothing") is None
+        assert node.keys().keys == [("profile", "map"), ("tags", "set"), ("visits", "counter")]
+        deleted = await node.delete("tags")
+        assert deleted.item is None and await node.read("tags") is None
+        with pytest.raises(KeyNotFoundError):
+            await node.delete("nothing")
+    with pytest.raises(NodeNotRunningError):
+        await node.read("visits")
+
+
+async def test_keyspace_listeners_get_local_deltas_and_optionally_remote_ones() -> None:
+    async with Node(ServerConfig(in_memory=True, node_id="a")) as node:
+        local: list[tuple[str, str, Any]] = []
+        both: list[tuple[str, str, Any]] = []
+        node.keyspace.subscribe(lambda *change: local.append(change))
+        unsubscribe = node.keyspace.subscribe(lambda *change: both.append(change), remote=True)
+        await node.update("c", Increment(amount=3))
+        await node.merge_remote("c", "counter", PNCounter().increment("b", 4))
+        assert [(k, t) for k, t, _ in local] == [("c", "counter")]
+        assert [(k, t) for k, t, _ in both] == [("c", "counter"), ("c", "counter")]
+        # the delta a listener gets, merged into an empty state elsewhere, reproduces the update
+        replica = PNCounter()
+        replica.merge(local[0][2])
+        assert replica.value() == 3
+        unsubscribe()
+        await node.update("c", Increment(amount=1))
+        assert len(both) == 2
+        item = await node.read("c")
+        assert item is not None and item.value == 8
+        assert decode(node.keyspace.encoded_state("c")).value() == 8
+        with pytest.raises(TypeConflictError):
+            await node.merge_remote("c", "set", ORSet())
+
+
+async def test_failed_update_leaves_no_trace() -> None:
+    async with Node(ServerConfig(in_memory=True, node_id="a")) as node:
+        await node.update("c", Increment(amount=1))
+        with pytest.raises(TypeConflictError):
+            await node.update("c", SetChange(add=("x",)))
+        assert node.keyspace.type_of("c") == "counter"
+        assert node.keys().keys == [("c", "counter")]
+
+
+async def test_restart_recovers_from_log_and_from_checkpoints(disk_config: ServerConfig) -> None:
+    async with Node(disk_config) as node:
+        for i in range(20):
+            await node.update("c", Increment(amount=1))
+            await node.update("s", SetChange(add=(f"e{i}",)))
+        assert node.checkpoint(1) == 1  # only one key folded: the other stays as log rows only
+        await node.storage.flush()
+        await node.update("c", Increment(amount=100))
+        await node.update("r", RegisterWrite(value={"x": 1}))
+        await node.update("s", SetChange(remove=("e0",)))
+        # simulate a crash: close storage without the graceful final checkpoint
+        node._running = False
+        await node.storage.close()
+    async with Node(disk_config) as restarted:
+        assert (await restarted.read("c")).value == 120  # type: ignore[union-attr]
+        assert (await restarted.read("r")).value == {"x": 1}  # type: ignore[union-attr]
+        assert (await restarted.read("s")).value == sorted(f"e{i}" for i in range(1, 20))  # type: ignore[union-attr]
+        # a second graceful stop folds everything into states: the log is empty afterwards
+    with sqlite3.connect(disk_config.data_dir / DB_FILE) as db:
+        assert db.execute("SELECT COUNT(*) FROM deltas").fetchone() == (0,)
+        assert db.execute("SELECT COUNT(*) FROM states").fetchone() == (3,)
+    async with Node(disk_config) as again:
+        assert (await again.read("c")).value == 120  # type: ignore[union-attr]
+
+
+async def test_node_id_is_derived_once_and_persisted(tmp_path: Path) -> None:
+    config = ServerConfig(data_dir=tmp_path)
+    async with Node(config) as first:
+        derived = first.node_id
+        assert derived
+    async with Node(config) as second:
+        assert second.node_id == derived
+    async with Node(with_overrides(config, node_id="explicit")) as third:
+        assert third.node_id == "explicit"
+
+
+async def test_op_id_results_survive_a_restart_and_are_bounded(disk_config: ServerConfig) -> None:
+    config = with_overrides(disk_config, op_id_retention=3)
+    async with Node(config) as node:
+        for i in range(5):
+            await node.update("c", Increment(amount=1), op_id=f"op{i}")
+        replay = await node.update("c", Increment(amount=1), op_id="op4")
+        assert replay.replayed and replay.item is not None and replay.item.value == 5
+    async with Node(config) as restarted:
+        replay = await restarted.update("c", Increment(amount=1), op_id="op3")
+        assert replay.replayed and (await restarted.read("c")).value == 5  # type: ignore[union-attr]
+        fresh = await restarted.update("c", Increment(amount=1), op_id="op0")  # aged out: applied again
+        assert not fresh.replayed and fresh.item is not None and fresh.item.value == 6
+    with sqlite3.connect(config.data_dir / DB_FILE) as db:
+        assert db.execute("SELECT COUNT(*) FROM op_results").fetchone()[0] <= 3
+
+
+async def test_concurrent_retries_of_one_op_id_apply_once() -> None:
+    async with Node(ServerConfig(in_memory=True, node_id="a")) as node:
+        results = await asyncio.gather(*(node.update("c", Increment(amount=1), op_id="same") for _ in range(5)))
+        assert sum(not r.replayed for r in results) == 1
+        assert (await node.read("c")).value == 1  # type: ignore[union-attr]
+
+
+async def test_group_commit_batches_concurrent_updates(disk_config: ServerConfig) -> None:
+    async with Node(disk_config) as node:
+        await asyncio.gather(*(node.update(f"k{i}", Increment(amount=1)) for i in range(200)))
+        commits = node.metrics.storage_commit_latency.count()
+        assert 1 <= commits < 50  # 200 updates, far fewer transactions
+        assert node.metrics.storage_commit_records.get() >= 200
+
+
+async def test_remote_merges_are_durable_and_delete_keeps_concurrent_adds(disk_config: ServerConfig) -> None:
+    async with Node(disk_config) as node:
+        await node.update("s", SetChange(add=("mine",)))
+        item = await node.read("s")
+        assert item is not None
+        from server.values import decode_read_context
+
+        observed = decode_read_context(item.context)
+        await node.merge_remote("s", "set", ORSet().add("other", "theirs"))
+        result = await node.update("s", Clear(context=observed))
+        assert result.item is not None and result.item.value == ["theirs"]
+    async with Node(disk_config) as restarted:
+        assert (await restarted.read("s")).value == ["theirs"]  # type: ignore[union-attr]

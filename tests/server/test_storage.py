@@ -1,0 +1,91 @@
+"""Group-commit storage: batching, recovery order, checkpoints that drop folded log rows, op-result retention."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from server.errors import StorageError
+from server.storage import DB_FILE, Storage
+
+
+async def test_records_are_on_disk_when_the_future_resolves(tmp_path: Path) -> None:
+    commits: list[int] = []
+    storage = Storage(tmp_path, on_commit=lambda _s, n: commits.append(n))
+    await storage.open()
+    await storage.append_delta("k", "counter", b"d1")
+    with sqlite3.connect(tmp_path / DB_FILE) as db:  # a second connection sees the committed row
+        assert db.execute("SELECT seq, key, type, delta FROM deltas").fetchall() == [(1, "k", "counter", b"d1")]
+    assert commits == [1]
+    await storage.close()
+
+
+async def test_everything_queued_during_a_commit_goes_into_the_next_one(tmp_path: Path) -> None:
+    commits: list[int] = []
+    storage = Storage(tmp_path, on_commit=lambda _s, n: commits.append(n))
+    await storage.open()
+    first = storage.append_delta("a", "counter", b"x")  # starts commit 1
+    await asyncio.sleep(0)  # let the commit start running in its thread
+    later = [storage.append_delta(f"k{i}", "counter", b"y") for i in range(100)]
+    assert len({id(f) for f in later}) == 1  # all joined one pending batch
+    await asyncio.gather(first, *later)
+    assert sum(commits) == 101 and len(commits) <= 2
+    await storage.close()
+
+
+async def test_recovery_returns_states_then_log_in_order(tmp_path: Path) -> None:
+    storage = Storage(tmp_path)
+    await storage.open()
+    storage.append_delta("a", "set", b"a1")
+    storage.append_delta("b", "set", b"b1")
+    storage.put_op_result("a", "op", b"result")
+    storage.checkpoint("a", "set", b"A-state", storage.last_seq)
+    await storage.append_delta("a", "set", b"a2")
+    await storage.close()
+
+    reopened = Storage(tmp_path)
+    recovered = await reopened.open()
+    assert recovered.states == [("a", "set", b"A-state")]
+    assert recovered.deltas == [(2, "b", "set", b"b1"), (3, "a", "set", b"a2")]  # a1 was folded into A-state
+    assert recovered.op_results == [("a", "op", b"result")]
+    assert reopened.last_seq == recovered.deltas[-1][0]  # new seqs continue after the recovered ones
+    await reopened.close()
+
+
+async def test_op_results_are_bounded(tmp_path: Path) -> None:
+    storage = Storage(tmp_path, op_retention=5)
+    await storage.open()
+    for i in range(12):
+        await storage.put_op_result("k", f"op{i}", b"r")
+    await storage.close()
+    reopened = Storage(tmp_path)
+    recovered = await reopened.open()
+    assert [op for _, op, _ in recovered.op_results] == [f"op{i}" for i in range(7, 12)]
+    await reopened.close()
+
+
+async def test_in_memory_storage_resolves_at_once_and_writes_nothing(tmp_path: Path) -> None:
+    storage = Storage(None)
+    recovered = await storage.open()
+    assert recovered.states == [] and not storage.durable
+    future = storage.append_delta("k", "set", b"x")
+    assert future.done()
+    await storage.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_failed_commit_is_reported_and_marks_storage_unhealthy(tmp_path: Path) -> None:
+    storage = Storage(tmp_path)
+    await storage.open()
+    await storage.append_delta("k", "set", b"x")
+    with sqlite3.connect(tmp_path / DB_FILE) as db:
+        db.execute("DROP TABLE deltas")
+    with pytest.raises(StorageError):
+        await storage.append_delta("k", "set", b"y")
+    assert not storage.healthy
+    await storage.close()
+    with pytest.raises(StorageError):
+        storage.append_delta("k", "set", b"z")
