@@ -133,6 +133,8 @@ class Membership:
         self.id = node_id
         self._rng = rng
         self._delegate = delegate or Delegate()
+        # Skip building empty gossip packets when nobody could fill them (most ticks of an idle cluster).
+        self._delegate_broadcasts = getattr(type(self._delegate), "get_broadcasts", None) is not Delegate.get_broadcasts
         self._members: dict[str, Member] = {node_id: Member(node_id, address, incarnation, MemberStatus.ALIVE,
                                                             meta, now)}
         self._peers: list[str] = []  # non-gone members except us, for O(1) random picks
@@ -592,6 +594,8 @@ class Membership:
     # -- dissemination ----------------------------------------------------------------------------------------------
 
     def _gossip(self, now: float) -> list[Outgoing]:
+        if not self._queue and not self._delegate_broadcasts:
+            return []
         targets = self._random_peers(self.config.gossip_nodes)
         cutoff = now - self.config.gossip_to_the_dead_s
         recently_gone = [m for m in self._gone if self._members[m].status_changed_at >= cutoff]

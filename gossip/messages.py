@@ -308,14 +308,19 @@ _CHECKERS: dict[str, Any] = {
 }
 
 
+_SCHEMAS: dict[type[Any], list[tuple[str, Any]]] = {
+    cls: [(f.name, _CHECKERS[str(f.type)]) for f in fields(cls)] for cls in (*MESSAGE_CLASSES.values(), RemoteState)
+}
+
+
 def _from_map(cls: type[Any], data: Any) -> Any:
     if type(data) is not dict:
         raise PacketDecodeError("bad_body", f"{cls.__name__}: expected a map")
     values = {}
-    for f in fields(cls):
-        if f.name not in data:
-            raise _bad(f.name, "missing")
-        values[f.name] = _CHECKERS[str(f.type)](f.name, data[f.name])
+    for name, check in _SCHEMAS[cls]:
+        if name not in data:
+            raise _bad(name, "missing")
+        values[name] = check(name, data[name])
     return cls(**values)
 
 
