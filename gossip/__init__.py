@@ -1,1 +1,62 @@
-"""placeholder"""
+"""Membership and dissemination for rumor: SWIM + Lifeguard failure detection, gossip, push-pull, anti-entropy.
+
+The protocol core is a set of pure state machines (`Membership` and its parts) that take ``now`` and a seeded
+``random.Random`` and return what to send; drivers (the asyncio `Memberlist`, the `Simulation`) do the I/O.
+Application data rides through a `Delegate` as opaque bytes: this package never knows what a CRDT is.
+"""
+
+from gossip.awareness import Awareness
+from gossip.broadcast_queue import BroadcastQueue
+from gossip.clock import Address, Clock, ManualClock, MonotonicClock
+from gossip.config import Config
+from gossip.delegate import Delegate, NoRequestHandlerError
+from gossip.errors import ConfigError, GossipError, PacketDecodeError, PacketTooLargeError, UnknownMemberError
+from gossip.member import Member, MemberStatus
+from gossip.membership import JoinStatus, Membership, MembershipStats
+from gossip.messages import MessageType, decode_app_response, encode_app_error, encode_app_response
+from gossip.outgoing import Outgoing, Packet, StreamReply, StreamRequest
+from gossip.probe_order import ProbeOrder
+from gossip.sim_network import FaultPlan, MemoryNetwork, SimulationError
+from gossip.simulation import ScenarioResult, SimNode, Simulation, StatusEvent, run_scenario
+from gossip.suspicion import Suspicion, remaining_suspicion_time
+
+__all__ = [
+    "Address",
+    "Awareness",
+    "BroadcastQueue",
+    "Clock",
+    "Config",
+    "ConfigError",
+    "Delegate",
+    "FaultPlan",
+    "GossipError",
+    "JoinStatus",
+    "ManualClock",
+    "Member",
+    "MemberStatus",
+    "Membership",
+    "MembershipStats",
+    "MemoryNetwork",
+    "MessageType",
+    "MonotonicClock",
+    "NoRequestHandlerError",
+    "Outgoing",
+    "Packet",
+    "PacketDecodeError",
+    "PacketTooLargeError",
+    "ProbeOrder",
+    "ScenarioResult",
+    "SimNode",
+    "Simulation",
+    "SimulationError",
+    "StatusEvent",
+    "StreamReply",
+    "StreamRequest",
+    "Suspicion",
+    "UnknownMemberError",
+    "decode_app_response",
+    "encode_app_error",
+    "encode_app_response",
+    "remaining_suspicion_time",
+    "run_scenario",
+]
