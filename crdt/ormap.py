@@ -1,0 +1,222 @@
+"""Observed-remove map of keys to nested CRDTs (any type, ORMap included), with reset-remove semantics.
+
+Store shape (Almeida, Shoker, Baquero 2018, "ORMap"): ``DotMap<key, nested dot store>`` under ONE causal context
+shared with every nested value. Nested values draw their dots from that shared context, so a dot is unique across
+the whole map and a remove can name exactly the events it observed, at any depth.
+
+Representation: the shared kernel's flat form. Every dot of a nested value is stored under the composite key
+``(key, kind TYPE_NAME, nested key)`` with the nested payload; a nested ORMap's own keys are composite, so depth
+just nests tuples. Because every dot belongs to exactly one key, the kernel's flat join IS the nested DotMap
+join: there is no ORMap-specific join, and merging a delta costs O(size of the delta) like every other type. An
+``_index`` (key -> kind -> nested keys, kept exact by the kernel's insert/discard hooks) finds a key's entries
+without a scan.
+
+Semantics of ``remove(key)`` (observed reset, as in Riak's ``riak_dt_map``): the delta covers exactly the dots of
+the key's entries that the remover observed (limited further by ``context`` when given) and nothing else.
+
+* An update concurrent with the remove carries dots the remove never saw, so the key stays (add wins) holding
+  only those concurrent effects; everything the remover observed is reset. For an ORSet: only the elements added
+  concurrently remain; for registers and LWWMap fields: only the concurrent writes; for a nested ORMap: the same
+  rule, recursively.
+* Counters (GCounter, PNCounter) keep one entry per replica holding that replica's running total. A concurrent
+  increment therefore carries its replica's whole total, so that replica's pre-remove contribution survives with
+  it, while the observed contributions of other replicas are reset. This is Riak's embedded-counter behaviour
+  (riak_dt issue #98); with no concurrent increment the counter is gone entirely.
+* An update that causally follows the remove starts from the empty value.
+
+Kinds: a key is bound to the kind of its live entries. Using it with another kind raises ``TypeMismatchError``;
+once all its entries are removed it may be rebound. If two replicas bind one key to different kinds concurrently,
+both are kept (as Riak keys fields by name and type); reads show the kind whose ``TYPE_NAME`` sorts first,
+``kinds(key)`` lists all, either may be updated, and ``remove(key)`` resets all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterator
+from typing import Any, ClassVar, Self, TypeVar
+
+from crdt.causal_context import CausalContext
+from crdt.dot_kernel import DotKernel, DotT
+from crdt.errors import InvalidOperationError, TypeMismatchError
+from crdt.gcounter import GCounter
+from crdt.lww_map import LWWMap
+from crdt.lww_register import LWWRegister
+from crdt.mv_register import MVRegister
+from crdt.orset import ORSet
+from crdt.pncounter import PNCounter
+
+T = TypeVar("T", bound=DotKernel)
+FlatKey = tuple[str, str, Hashable]
+
+
+class ORMap(DotKernel):
+    """Keys (str) -> nested CRDTs. Mutators return deltas; apply them (local or remote) with ``merge``."""
+
+    __slots__ = ("_index",)
+
+    TYPE_NAME: ClassVar[str] = "ormap"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._index: dict[str, dict[str, set[Hashable]]] = {}
+
+    # -- kernel hooks: keep the key index exact whichever path adds or drops an entry -------------------------
+    @classmethod
+    def _bound_to(cls, ctx: CausalContext) -> Self:
+        new = super()._bound_to(ctx)
+        new._index = {}
+        return new
+
+    def _insert(self, dot: DotT, key: Hashable, payload: Any) -> None:
+        super()._insert(dot, key, payload)
+        self._index_key(key)
+
+    def _discard(self, r: str, c: int) -> None:
+        key = self._dots[r][c]
+        super()._discard(r, c)
+        if key not in self._keys:
+            k, name, inner = key
+            kinds = self._index[k]
+            inners = kinds[name]
+            inners.discard(inner)
+            if not inners:
+                del kinds[name]
+                if not kinds:
+                    del self._index[k]
+
+    def _index_key(self, key: Hashable) -> None:
+        k, name, inner = key  # type: ignore[misc]
+        kinds = self._index.get(k)
+        if kinds is None:
+            self._index[k] = {name: {inner}}
+        else:
+            inners = kinds.get(name)
+            if inners is None:
+                kinds[name] = {inner}
+            else:
+                inners.add(inner)
+
+    def merge(self, other: Self) -> None:
+        """Join in place: the kernel's join, then index what arrived. O(size of ``other``)."""
+        if type(other) is not type(self):
+            raise TypeMismatchError(self.TYPE_NAME, getattr(other, "TYPE_NAME", type(other).__name__))
+        self._join_store(other)
+        self._ctx.merge(other._ctx)
+        keys = self._keys
+        for key in other._keys:
+            if key in keys:
+                self._index_key(key)
+
+    def copy(self) -> Self:
+        new = super().copy()
+        new._index = {k: {name: set(inners) for name, inners in kinds.items()} for k, kinds in self._index.items()}
+        return new
+
+    # -- delta mutators ---------------------------------------------------------------------------------------
+    def update(self, replica: str, key: str, kind: type[T], mutate: Callable[[T], T]) -> ORMap:
+        """Delta applying one nested mutation to ``key``'s value of type ``kind`` (empty if the key is absent).
+
+        ``mutate`` receives the current nested value (a copy sharing a snapshot of this map's context, so its
+        mutators draw map-wide unique dots) and must return the delta made by one of that value's mutators.
+        The returned ORMap delta holds only that key's entries: its size is the nested delta's size.
+        """
+        if not isinstance(key, str):
+            raise InvalidOperationError(f"ORMap keys must be str, got {type(key).__name__}")
+        name = getattr(kind, "TYPE_NAME", None)
+        if name not in KINDS or KINDS[name] is not kind:
+            raise InvalidOperationError(f"{kind!r} is not an embeddable CRDT type")
+        bound = self._index.get(key)
+        if bound and name not in bound:
+            raise TypeMismatchError(min(bound), name)
+        ctx = self._ctx.copy()
+        current = self._nested(key, name, ctx) if bound else kind._bound_to(ctx)
+        nested_delta = mutate(current)
+        if type(nested_delta) is not kind:
+            raise TypeMismatchError(name, getattr(nested_delta, "TYPE_NAME", type(nested_delta).__name__))
+        dctx = nested_delta._ctx
+        if dctx is ctx:
+            raise InvalidOperationError("mutate must return a delta from one of the nested value's mutators")
+        self._check_scope(replica, key, name, dctx)
+        delta = ORMap._bound_to(dctx.copy())
+        for inner, kd in nested_delta._keys.items():
+            flat = (key, name, inner)
+            for dot, payload in kd.items():
+                delta._insert(dot, flat, payload)
+        return delta
+
+    def _check_scope(self, replica: str, key: str, name: str, dctx: CausalContext) -> None:
+        """A nested delta may only cover dots of that nested value, plus fresh dots of ``replica``.
+
+        Anything wider (e.g. a whole nested state, whose context is the map's) would, once merged, remove
+        other keys' entries; refuse it rather than corrupt the map. Cost O(dots in the delta's context).
+        """
+        sctx = self._ctx
+        sdots = self._dots
+        for dot in dctx.dots():
+            r, c = dot
+            if not sctx.contains(dot):
+                if r != replica:
+                    raise InvalidOperationError(f"nested delta made a dot for {r!r}, update was for {replica!r}")
+                continue
+            flat = sdots.get(r, {}).get(c)
+            if flat is None or flat[0] != key or flat[1] != name:
+                raise InvalidOperationError(f"nested delta for key {key!r} covers dot {dot} outside that value")
+
+    def remove(self, key: str, context: CausalContext | None = None) -> ORMap:
+        """Observed-reset of ``key`` (every kind bound to it), limited to ``context`` when given."""
+        kinds = self._index.get(key)
+        if not kinds:
+            return ORMap()
+        return self._remove_delta(
+            [(key, name, inner) for name, inners in kinds.items() for inner in inners], context
+        )
+
+    # -- reads ------------------------------------------------------------------------------------------------
+    def _nested(self, key: str, name: str, ctx: CausalContext) -> DotKernel:
+        """The nested value of ``key`` as kind ``name``, built from its entries over ``ctx``."""
+        nested = KINDS[name]._bound_to(ctx)
+        keys = self._keys
+        for inner in self._index[key][name]:
+            for dot, payload in keys[(key, name, inner)].items():
+                nested._insert(dot, inner, payload)
+        return nested
+
+    def get(self, key: str) -> Any | None:
+        """An independent copy of ``key``'s nested value (the first kind by name if bound to several), or None."""
+        kinds = self._index.get(key)
+        if not kinds:
+            return None
+        return self._nested(key, min(kinds), self._ctx.copy())
+
+    def kinds(self, key: str) -> list[type[DotKernel]]:
+        """The kinds ``key`` is bound to, sorted by ``TYPE_NAME`` (several only after concurrent bindings)."""
+        return [KINDS[name] for name in sorted(self._index.get(key, ()))]
+
+    def value(self) -> dict[str, Any]:
+        """``{key: nested value()}``, sorted by key."""
+        index = self._index
+        ctx = self._ctx  # read-only use: nested values built here never escape
+        return {k: self._nested(k, min(index[k]), ctx).value() for k in sorted(index)}
+
+    def keys(self) -> list[str]:
+        """Present keys, sorted."""
+        return sorted(self._index)
+
+    def entry_count(self) -> int:
+        """Number of dot-tagged entries stored, at every depth (a delta's size measure)."""
+        return self._entry_count()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._index
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+
+KINDS: dict[str, type[DotKernel]] = {
+    cls.TYPE_NAME: cls for cls in (GCounter, PNCounter, ORSet, LWWRegister, MVRegister, LWWMap, ORMap)
+}
+"""The types an ORMap can embed, by ``TYPE_NAME``: every type whose state is a dot store (all of them)."""
