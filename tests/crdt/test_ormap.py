@@ -1,0 +1,333 @@
+"""ORMap semantics: observed-remove of keys with reset of the nested value, nesting, type binding, small deltas."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from crdt import GCounter, HLCTimestamp, LWWRegister, MVRegister, ORSet, PNCounter
+from crdt.errors import InvalidOperationError, TypeMismatchError
+from crdt.lww_map import LWWMap
+from crdt.ormap import ORMap
+
+
+def apply(state: ORMap, delta: ORMap) -> ORMap:
+    state.merge(delta)
+    return delta
+
+
+def add(state: ORMap, replica: str, key: str, element: object) -> ORMap:
+    return apply(state, state.update(replica, key, ORSet, lambda s: s.add(replica, element)))
+
+
+def test_empty_map_is_bottom() -> None:
+    m = ORMap()
+    assert m.is_empty()
+    assert m.value() == {}
+    assert m.get("k") is None
+    assert "k" not in m
+    assert len(m) == 0
+    assert ORMap.TYPE_NAME == "ormap"
+
+
+def test_update_get_and_value() -> None:
+    m = ORMap()
+    add(m, "a", "tags", "x")
+    add(m, "a", "tags", "y")
+    apply(m, m.update("a", "hits", GCounter, lambda c: c.increment("a", 3)))
+    apply(m, m.update("a", "name", LWWRegister, lambda r: r.write("a", "rumor", HLCTimestamp(wall_ms=5, logical=0))))
+    nested = m.get("tags")
+    assert isinstance(nested, ORSet)
+    assert nested.value() == frozenset({"x", "y"})
+    assert m.value() == {"hits": 3, "name": "rumor", "tags": frozenset({"x", "y"})}
+    assert list(m.value()) == sorted(m.value())
+    assert "tags" in m and len(m) == 3
+    assert sorted(m.keys()) == ["hits", "name", "tags"]
+
+
+def test_get_returns_an_independent_copy() -> None:
+    m = ORMap()
+    add(m, "a", "tags", "x")
+    nested = m.get("tags")
+    assert nested is not None
+    nested.merge(nested.add("a", "sneaky"))
+    assert m.value() == {"tags": frozenset({"x"})}
+
+
+def test_mutators_do_not_touch_self() -> None:
+    m = ORMap()
+    add(m, "a", "tags", "x")
+    before = m.copy()
+    m.update("a", "tags", ORSet, lambda s: s.add("a", "y"))
+    m.remove("tags")
+    m.clear()
+    assert m == before
+
+
+def test_concurrent_remove_and_nested_add_keeps_only_the_concurrent_add() -> None:
+    a, b = ORMap(), ORMap()
+    b.merge(add(a, "a", "tags", "x"))
+    b.merge(add(a, "a", "tags", "y"))
+    d_remove = apply(a, a.remove("tags"))
+    d_add = add(b, "b", "tags", "z")
+    a.merge(d_add)
+    b.merge(d_remove)
+    # add-wins for the key, reset for its contents: the observed x and y are gone.
+    assert a.value() == b.value() == {"tags": frozenset({"z"})}
+    assert a == b
+
+
+def test_concurrent_remove_and_nested_remove_of_element() -> None:
+    a, b = ORMap(), ORMap()
+    b.merge(add(a, "a", "tags", "x"))
+    d1 = apply(a, a.remove("tags"))
+    d2 = apply(b, b.update("b", "tags", ORSet, lambda s: s.remove("x")))
+    a.merge(d2)
+    b.merge(d1)
+    assert a.value() == b.value() == {}
+    assert a.is_empty() and b.is_empty()
+
+
+def test_remove_with_read_context_spares_unseen_updates() -> None:
+    a, b = ORMap(), ORMap()
+    b.merge(add(a, "a", "tags", "x"))
+    read_ctx = b.context()
+    b.merge(add(a, "a", "tags", "y"))
+    apply(b, b.remove("tags", read_ctx))
+    assert b.value() == {"tags": frozenset({"y"})}
+
+
+def test_clear_is_observed_reset_of_every_key() -> None:
+    a, b = ORMap(), ORMap()
+    b.merge(add(a, "a", "k1", 1))
+    b.merge(add(a, "a", "k2", 2))
+    d_concurrent = add(a, "a", "k2", 3)
+    d_clear = apply(b, b.clear())
+    assert b.is_empty()
+    a.merge(d_clear)
+    b.merge(d_concurrent)
+    assert a.value() == b.value() == {"k2": frozenset({3})}
+
+
+def test_nested_maps_two_levels_deep() -> None:
+    a, b = ORMap(), ORMap()
+
+    def add_deep(state: ORMap, replica: str, outer: str, inner: str, element: object) -> ORMap:
+        return apply(
+            state,
+            state.update(
+                replica, outer, ORMap, lambda m: m.update(replica, inner, ORSet, lambda s: s.add(replica, element))
+            ),
+        )
+
+    b.merge(add_deep(a, "a", "users", "alice", "admin"))
+    b.merge(add_deep(a, "a", "users", "bob", "dev"))
+    assert a.value() == {"users": {"alice": frozenset({"admin"}), "bob": frozenset({"dev"})}}
+
+    # a drops the whole "users" key; b concurrently adds a role to alice two levels down.
+    d_remove = apply(a, a.remove("users"))
+    d_deep = add_deep(b, "b", "users", "alice", "ops")
+    a.merge(d_deep)
+    b.merge(d_remove)
+    assert a.value() == b.value() == {"users": {"alice": frozenset({"ops"})}}
+
+    # removing an inner key from inside the nested map
+    d_inner = apply(a, a.update("a", "users", ORMap, lambda m: m.remove("alice")))
+    b.merge(d_inner)
+    assert a.value() == b.value() == {}
+    assert a == b
+
+
+def test_lwwmap_and_registers_nested() -> None:
+    a, b = ORMap(), ORMap()
+    t = HLCTimestamp(wall_ms=1_000, logical=0)
+    b.merge(apply(a, a.update("a", "profile", LWWMap, lambda p: p.set("a", "city", "Lisbon", t))))
+    d1 = apply(a, a.update("a", "note", MVRegister, lambda r: r.write("a", "from a")))
+    d2 = apply(b, b.update("b", "note", MVRegister, lambda r: r.write("b", "from b")))
+    # b's write follows a's profile write causally even though its clock is behind
+    d3 = apply(
+        b,
+        b.update("b", "profile", LWWMap, lambda p: p.set("b", "city", "Porto", HLCTimestamp(wall_ms=1, logical=0))),
+    )
+    for d in (d2, d3):
+        a.merge(d)
+    b.merge(d1)
+    assert a == b
+    assert a.value()["profile"] == {"city": "Porto"}
+    assert sorted(a.value()["note"]) == ["from a", "from b"]
+
+
+def inc(state: ORMap, replica: str, key: str, amount: int) -> ORMap:
+    return apply(state, state.update(replica, key, PNCounter, lambda c: c.increment(replica, amount)))
+
+
+def test_counters_in_maps_sum_contributions_of_every_replica() -> None:
+    a, b = ORMap(), ORMap()
+    d1 = inc(a, "a", "score", 5)
+    d2 = inc(b, "b", "score", -2)
+    d3 = apply(b, b.update("b", "hits", GCounter, lambda c: c.increment("b", 4)))
+    for d in (d2, d3):
+        a.merge(d)
+    b.merge(d1)
+    assert a.value() == b.value() == {"hits": 4, "score": 3}
+    b.merge(inc(a, "a", "score", 1))
+    assert b.value() == {"hits": 4, "score": 4}
+
+
+def test_counter_reset_keeps_the_concurrent_incrementers_running_total() -> None:
+    a, b = ORMap(), ORMap()
+    b.merge(inc(a, "a", "score", 5))
+    a.merge(inc(b, "b", "score", 3))
+    d_remove = apply(b, b.remove("score"))
+    d_inc = inc(a, "a", "score", 2)
+    a.merge(d_remove)
+    b.merge(d_inc)
+    # b's observed 3 is reset; a's entry carries a's whole running total (5 + 2), as Riak's embedded counter.
+    assert a.value() == b.value() == {"score": 7}
+
+
+def test_counter_reset_without_concurrent_increment_starts_from_zero() -> None:
+    a, b = ORMap(), ORMap()
+    b.merge(inc(a, "a", "score", 5))
+    a.merge(apply(b, b.remove("score")))
+    assert a.value() == {}
+    b.merge(inc(a, "a", "score", 2))  # causally after the remove: counts from the empty value
+    assert a.value() == b.value() == {"score": 2}
+
+
+def test_mutate_must_return_a_scoped_delta() -> None:
+    m = ORMap()
+    add(m, "a", "k1", 1)
+    add(m, "a", "k2", 2)
+    # returning the whole nested value (whose context is the map's) would reset the other keys once merged
+    try:
+        m.update("a", "k1", ORSet, lambda s: s)
+    except InvalidOperationError:
+        pass
+    else:
+        raise AssertionError("expected InvalidOperationError")
+    try:
+        m.update("a", "k1", ORSet, lambda s: s.add("someone-else", 9))
+    except InvalidOperationError:
+        pass
+    else:
+        raise AssertionError("expected InvalidOperationError")
+    assert m.value() == {"k1": frozenset({1}), "k2": frozenset({2})}
+
+
+def test_key_used_with_another_kind_raises() -> None:
+    m = ORMap()
+    add(m, "a", "k", 1)
+    try:
+        m.update("a", "k", GCounter, lambda c: c.increment("a"))
+    except TypeMismatchError:
+        pass
+    else:
+        raise AssertionError("expected TypeMismatchError")
+    # mutate must return a delta of the declared kind
+    try:
+        m.update("a", "other", ORSet, lambda s: GCounter().increment("a"))  # type: ignore[arg-type,return-value]
+    except TypeMismatchError:
+        pass
+    else:
+        raise AssertionError("expected TypeMismatchError")
+    # after a remove the key may be rebound to another kind
+    apply(m, m.remove("k"))
+    apply(m, m.update("a", "k", GCounter, lambda c: c.increment("a", 2)))
+    assert m.value() == {"k": 2}
+
+
+def test_concurrent_binding_to_two_kinds_converges_deterministically() -> None:
+    a, b = ORMap(), ORMap()
+    da = add(a, "a", "k", "x")
+    db = apply(b, b.update("b", "k", GCounter, lambda c: c.increment("b", 4)))
+    a.merge(db)
+    b.merge(da)
+    assert a == b
+    assert a.value() == b.value()
+    assert sorted(k.TYPE_NAME for k in a.kinds("k")) == ["gcounter", "orset"]
+    # either bound kind can still be updated; a remove resets both
+    apply(a, a.update("a", "k", GCounter, lambda c: c.increment("a")))
+    apply(a, a.remove("k"))
+    assert a.value() == {}
+
+
+def test_merge_rejects_other_type() -> None:
+    try:
+        ORMap().merge(ORSet())  # type: ignore[arg-type]
+    except TypeMismatchError:
+        pass
+    else:
+        raise AssertionError("expected TypeMismatchError")
+
+
+def test_delta_of_one_key_in_a_large_map_stays_small() -> None:
+    m = ORMap()
+    n = 20_000
+    for i in range(n):
+        add(m, "a", f"k{i}", i)
+    delta = m.update("a", "k123", ORSet, lambda s: s.add("a", "extra"))
+    assert list(delta.keys()) == ["k123"]
+    assert delta.entry_count() == 1
+    m.merge(delta)
+    assert m.get("k123") is not None
+    assert m.value()["k123"] == frozenset({123, "extra"})
+    assert len(m) == n
+    removal = m.remove("k999")
+    assert removal.entry_count() == 0
+    assert len(removal.context().vector) + len(list(removal.context().dots())) <= 2
+
+
+_REPLICAS = ("a", "b", "c")
+_op = st.tuples(
+    st.integers(0, 2),
+    st.sampled_from(["add", "add", "remove_el", "remove_key", "inc", "deep", "sync"]),
+    st.sampled_from(["k", "m"]),
+    st.integers(0, 3),
+)
+
+
+def _do(r: ORMap, replica: str, kind: str, key: str, n: int) -> ORMap | None:
+    if kind == "add":
+        return r.update(replica, key, ORSet, lambda s: s.add(replica, n))
+    if kind == "remove_el":
+        return r.update(replica, key, ORSet, lambda s: s.remove(n))
+    if kind == "remove_key":
+        return r.remove(key)
+    if kind == "inc":
+        return r.update(replica, f"{key}-count", PNCounter, lambda c: c.increment(replica, n - 1 or 1))
+    if kind == "deep":
+        return r.update(
+            replica, f"{key}-deep", ORMap, lambda inner: inner.update(replica, "s", ORSet, lambda s: s.add(replica, n))
+        )
+    return None
+
+
+@given(st.lists(_op, max_size=30))
+@settings(max_examples=60)
+def test_replicas_converge_in_any_delivery_order(ops: list[tuple[int, str, str, int]]) -> None:
+    replicas = [ORMap() for _ in _REPLICAS]
+    deltas: list[ORMap] = []
+    for idx, kind, key, n in ops:
+        r = replicas[idx]
+        try:
+            delta = _do(r, _REPLICAS[idx], kind, key, n)
+        except TypeMismatchError:
+            continue
+        if delta is None:
+            r.merge(replicas[(idx + 1) % 3])
+            continue
+        deltas.append(apply(r, delta))
+    forward, backward = ORMap(), ORMap()
+    for d in deltas:
+        forward.merge(d)
+    for d in reversed(deltas):
+        backward.merge(d)
+        backward.merge(d)
+    snapshot = [r.copy() for r in replicas]
+    for r in replicas:
+        for other in snapshot:
+            r.merge(other)
+        assert r == forward
+        assert r.value() == forward.value()
+    assert backward == forward
