@@ -15,9 +15,9 @@ def test_concurrent_lww_writes_tie_break_by_timestamp_then_replica() -> None:
     y.merge(a)
     assert x == y
     assert x.value() == "from-b"  # equal clocks: larger replica id wins
-    later = base.write("A", "late-a", HLCTimestamp(101, 0))
+    later = LWWRegister().write("C", "late-c", HLCTimestamp(101, 0))  # concurrent, larger clock
     x.merge(later)
-    assert x.value() == "late-a"
+    assert x.value() == "late-c"
 
 
 def test_causally_later_write_wins_even_with_a_clock_an_hour_behind() -> None:
