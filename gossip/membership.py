@@ -388,12 +388,16 @@ class Membership:
             probe.stream_pending = True
             request_id = next(self._request_ids)
             self._streams[request_id] = ("probe", probe.seq)
-            timeout = self._awareness.scale(self.config.probe_interval_s - self.config.probe_timeout_s)
+            timeout = self._awareness.scale(self._indirect_window_s())
             out.append(StreamRequest(request_id, target.address, encode(Ping(probe.seq, target.id, self.id)),
                                      timeout))
         probe.phase = "indirect"
-        remaining = self.config.probe_interval_s - self.config.probe_timeout_s
-        probe.deadline = now + self._awareness.scale(remaining)
+        probe.deadline = now + self._awareness.scale(self._indirect_window_s())
+
+    def _indirect_window_s(self) -> float:
+        """How long indirect probes get: the rest of the period, but at least one probe timeout, so relays (which
+        nack after 80% of theirs, as Lifeguard does) are heard before we judge."""
+        return max(self.config.probe_interval_s - self.config.probe_timeout_s, self.config.probe_timeout_s)
 
     def _probe_succeeded(self) -> None:
         self._probe = None
@@ -438,7 +442,7 @@ class Membership:
                 self._probe.nacks += 1
         elif isinstance(message, IndirectPing):
             seq = next(self._seq)
-            self._relays[seq] = _Relay(sender, message.seq, message.nack, now + self.config.probe_timeout_s)
+            self._relays[seq] = _Relay(sender, message.seq, message.nack, now + 0.8 * self.config.probe_timeout_s)
             out.append(self._packet(message.target_address, [encode(Ping(seq, message.target, self.id))]))
         elif isinstance(message, Alive):
             self._on_alive(message, now)
