@@ -1,0 +1,373 @@
+"""The asyncio driver: runs the pure `Membership` state machine over a real `Transport`.
+
+Everything the protocol decides happens in `Membership`; this module only moves bytes and time. One timer is armed
+at ``next_deadline()`` and re-armed after every input; datagrams go straight into ``receive``; stream requests the
+protocol asks for run as tasks whose outcome is reported back with ``stream_response``. Keeping the driver this thin
+is what lets the simulator exercise exactly the same protocol code with no sockets and no sleeps.
+
+It also carries the application channel the replication layer needs: `send_to` (best-effort datagram), `request`
+(stream request/response) and, on the receiving side, the delegate's ``handle_request``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from gossip.clock import Address, Clock, MonotonicClock
+from gossip.config import Config, retransmit_limit
+from gossip.delegate import Delegate
+from gossip.errors import GossipError, PacketDecodeError
+from gossip.member import Member
+from gossip.membership import JoinStatus, Membership, MembershipStats
+from gossip.messages import decode_app_response, encode_app_error, encode_app_response
+from gossip.outgoing import Outgoing, Packet, StreamRequest
+from gossip.transport import CountingTransport, PeerTimeoutError, Transport, TransportError, format_address
+
+log = logging.getLogger(__name__)
+
+_MAX_ERROR_CHARS = 200
+
+
+class NotRunningError(GossipError, RuntimeError):
+    """The memberlist was used before `start()` or after `shutdown()`."""
+
+
+class JoinError(GossipError, ConnectionError):
+    """No seed answered a join after every retry."""
+
+    def __init__(self, seeds: list[Address], attempts: int) -> None:
+        shown = ", ".join(format_address(s) for s in seeds) or "no seeds"
+        super().__init__(f"could not join through {shown} after {attempts} attempt(s)")
+        self.seeds = seeds
+        self.attempts = attempts
+
+
+class AppRequestError(GossipError):
+    """The peer's ``handle_request`` raised; ``error`` is its short explanation."""
+
+    def __init__(self, member_id: str, error: str) -> None:
+        super().__init__(f"request to {member_id!r} failed remotely: {error}")
+        self.member_id = member_id
+        self.error = error
+
+
+class StreamDeclinedError(GossipError):
+    """An incoming stream message needs no answer (a stream probe for another node); the requester gets an error."""
+
+
+@dataclass
+class MemberlistStats:
+    """Traffic as the protocol sees it (plaintext), plus the transport's wire counters and the protocol's own.
+
+    ``dropped`` counts by reason every input refused above the transport (undecodable packets, refused streams);
+    ``stream_failures`` counts outgoing stream requests that ended without a reply.
+    """
+
+    packets_in: int = 0
+    bytes_in: int = 0
+    packets_out: int = 0
+    bytes_out: int = 0
+    streams_in: int = 0
+    streams_out: int = 0
+    app_messages_out: int = 0
+    app_requests_out: int = 0
+    app_requests_in: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    stream_failures: Counter[str] = field(default_factory=Counter)
+    transport: Any = None
+    protocol: MembershipStats | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            name: getattr(self, name)
+            for name in ("packets_in", "bytes_in", "packets_out", "bytes_out", "streams_in", "streams_out",
+                         "app_messages_out", "app_requests_out", "app_requests_in")
+        }
+        out["dropped"] = dict(self.dropped)
+        out["stream_failures"] = dict(self.stream_failures)
+        if self.transport is not None:
+            out["transport"] = self.transport.as_dict()
+        if self.protocol is not None:
+            out["protocol"] = {k: getattr(self.protocol, k) for k in self.protocol.__slots__}  # type: ignore[attr-defined]
+        return out
+
+
+class Memberlist:
+    """One cluster member on a real network. Use as ``async with Memberlist(...) as ml: await ml.join(seeds)``.
+
+    ``node_id`` may be empty: the member is then named after the address the transport bound (``host:port``).
+    """
+
+    def __init__(self, config: Config, node_id: str, transport: Transport, delegate: Delegate | None = None,
+                 clock: Clock | None = None, rng: random.Random | None = None, meta: bytes = b"") -> None:
+        self.config = config
+        self.transport = transport
+        self.delegate = delegate or Delegate()
+        self._node_id = node_id
+        self._clock = clock or MonotonicClock()
+        self._rng = rng or random.Random()
+        self._meta = meta
+        self.stats = MemberlistStats()
+        if isinstance(transport, CountingTransport):
+            self.stats.transport = transport.stats
+        self._membership: Membership | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._changed = asyncio.Event()
+        self._stopped = False
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._membership is not None or self._stopped:
+            raise NotRunningError("a memberlist starts once")
+        await self.transport.start(self._on_packet, self._on_request)
+        address = self.transport.local_address
+        node_id = self._node_id or format_address(address)
+        self._membership = Membership(self.config, node_id, address, self._rng, self._clock.now(),
+                                      delegate=self.delegate, meta=self._meta)
+        self._membership.observer = self._on_member_change
+        self.stats.protocol = self._membership.stats
+        self._arm()
+
+    async def join(self, seeds: list[Address]) -> int:
+        """Contact ``seeds`` by push-pull (the protocol retries with exponential backoff); return how many answered.
+
+        Raises `JoinError` if every attempt failed.
+        """
+        membership = self._running()
+        self._dispatch(membership.join(list(seeds), self._clock.now()))
+        self._arm()
+        status = await self._wait_join()
+        if not status.done or status.failed:
+            raise JoinError(list(seeds), status.attempts)
+        return status.contacted
+
+    async def leave(self, timeout_s: float) -> None:
+        """Announce that we leave, and keep gossiping until the news has been sent out (or ``timeout_s`` passed)."""
+        membership = self._running()
+        if membership.has_left:
+            return
+        peers = membership.num_alive() - 1
+        self._dispatch(membership.leave(self._clock.now()))
+        self._arm()
+        if peers <= 0 or timeout_s <= 0:
+            return
+        # The Left message is retransmitted this many times, gossip_nodes at a time, once per gossip interval.
+        rounds = math.ceil(retransmit_limit(self.config.retransmit_mult, peers + 1) / max(1, self.config.gossip_nodes))
+        await asyncio.sleep(min(timeout_s, (rounds + 1) * self.config.gossip_interval_s))
+
+    async def shutdown(self) -> None:
+        """Stop timers and tasks and close the transport (no goodbye: call `leave` first for a graceful exit)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
+        current = asyncio.current_task()
+        pending = [t for t in self._tasks if t is not current]
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self.transport.close()
+        self._changed.set()
+
+    async def __aenter__(self) -> Memberlist:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.shutdown()
+
+    # -- queries ---------------------------------------------------------------------------------------------------
+
+    @property
+    def local_member(self) -> Member:
+        return self._running().local_member
+
+    @property
+    def membership(self) -> Membership:
+        """The state machine itself, for inspection (do not drive it directly while the memberlist runs)."""
+        return self._running()
+
+    def members(self) -> list[Member]:
+        """Every known member including ourselves, dead and left ones too until reaped."""
+        return self._running().members()
+
+    def alive_members(self) -> list[Member]:
+        """Alive or suspected members, ourselves included."""
+        return self._running().alive_members()
+
+    def member(self, member_id: str) -> Member | None:
+        return self._running().member(member_id)
+
+    def update_meta(self, meta: bytes) -> None:
+        """Publish new metadata for ourselves (spreads by gossip with a new incarnation)."""
+        self._running().update_meta(meta, self._clock.now())
+        self._arm()
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout_s: float) -> None:
+        """Return once ``predicate()`` holds, re-checking on every membership change; `TimeoutError` after timeout_s.
+
+        Event-driven: the predicate is evaluated when some member entry changes, never on a polling interval.
+        """
+        async with asyncio.timeout(timeout_s):
+            while not predicate():
+                if self._stopped:
+                    raise NotRunningError("memberlist stopped while waiting")
+                self._changed.clear()
+                await self._changed.wait()
+
+    # -- application channel ---------------------------------------------------------------------------------------
+
+    def send_to(self, member_id: str, payload: bytes) -> None:
+        """Best-effort datagram to a live member; its delegate gets ``notify_message(payload, our_id)``.
+
+        Raises `UnknownMemberError` for an unknown or gone member, `PacketTooLargeError` if it cannot fit a packet.
+        """
+        packet = self._running().app_message(member_id, payload)
+        self.stats.app_messages_out += 1
+        self._send(packet)
+
+    async def request(self, member_id: str, payload: bytes, timeout_s: float) -> bytes:
+        """Ask a live member's ``delegate.handle_request`` over a stream and return its answer.
+
+        Raises `PeerTimeoutError`, `PeerUnreachableError`/`TransportError`, `AppRequestError` (the handler raised),
+        `UnknownMemberError`, or `PacketDecodeError` for a malformed reply.
+        """
+        address, data = self._running().app_request(member_id, payload)
+        self.stats.app_requests_out += 1
+        self.stats.streams_out += 1
+        raw = await self.transport.request(address, data, timeout_s)
+        response = decode_app_response(raw, self.config.max_stream_bytes)
+        if response.error:
+            raise AppRequestError(member_id, response.error)
+        return response.payload
+
+    # -- driving the state machine ---------------------------------------------------------------------------------
+
+    def _running(self) -> Membership:
+        if self._membership is None or self._stopped:
+            raise NotRunningError("memberlist is not running (call start() or use it as an async context manager)")
+        return self._membership
+
+    def _arm(self) -> None:
+        """(Re)schedule the single protocol timer at the state machine's next deadline."""
+        if self._stopped or self._membership is None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        delay = max(0.0, self._membership.next_deadline() - self._clock.now())
+        self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._stopped or self._membership is None:
+            return
+        try:
+            self._dispatch(self._membership.tick(self._clock.now()))
+        except Exception:
+            # A bug in a tick must not silently stop failure detection: count it, log it, keep the timer going.
+            self.stats.dropped["tick_error"] += 1
+            log.exception("membership tick failed")
+        self._arm()
+
+    def _dispatch(self, outgoing: list[Outgoing]) -> None:
+        for item in outgoing:
+            if isinstance(item, Packet):
+                self._send(item)
+            elif isinstance(item, StreamRequest):
+                self._spawn(self._stream(item))
+
+    def _send(self, packet: Packet) -> None:
+        self.stats.packets_out += 1
+        self.stats.bytes_out += len(packet.data)
+        self.transport.send_packet(packet.address, packet.data)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _stream(self, request: StreamRequest) -> None:
+        self.stats.streams_out += 1
+        reply: bytes | None = None
+        try:
+            reply = await self.transport.request(request.address, request.data, request.timeout_s)
+        except PeerTimeoutError:
+            self.stats.stream_failures["timeout"] += 1
+        except TransportError as exc:
+            self.stats.stream_failures[type(exc).__name__] += 1
+        except GossipError as exc:
+            self.stats.stream_failures[type(exc).__name__] += 1
+        if self._stopped or self._membership is None:
+            return
+        self._dispatch(self._membership.stream_response(request.request_id, reply, self._clock.now()))
+        self._arm()
+        self._changed.set()
+
+    def _on_packet(self, data: bytes, sender: Address) -> None:
+        if self._stopped or self._membership is None:
+            return
+        self.stats.packets_in += 1
+        self.stats.bytes_in += len(data)
+        try:
+            outgoing = self._membership.receive(data, sender, self._clock.now())
+        except PacketDecodeError as exc:
+            self.stats.dropped[exc.reason] += 1
+            return
+        self._dispatch(outgoing)
+        self._arm()
+
+    async def _on_request(self, data: bytes, sender: Address) -> bytes:
+        membership = self._running()
+        self.stats.streams_in += 1
+        try:
+            reply = membership.receive_stream(data, sender, self._clock.now())
+        except PacketDecodeError as exc:
+            self.stats.dropped[exc.reason] += 1
+            raise
+        finally:
+            self._arm()
+        if reply.app_request is not None:
+            self.stats.app_requests_in += 1
+            request = reply.app_request
+            try:
+                result = await self.delegate.handle_request(request.payload, request.source)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                return encode_app_error(f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS])
+            return encode_app_response(result)
+        if reply.reply is None:
+            raise StreamDeclinedError("no reply for this stream message")
+        return reply.reply
+
+    def _on_member_change(self, old: Member | None, new: Member) -> None:
+        self._changed.set()
+
+    async def _wait_join(self) -> JoinStatus:
+        membership = self._running()
+        while True:
+            status = membership.join_status
+            if status is None or status.done or status.failed:
+                return status or JoinStatus(done=True, failed=False, contacted=0, attempts=0)
+            self._changed.clear()
+            await self._changed.wait()
+            if self._stopped:
+                raise NotRunningError("memberlist stopped while joining")
+
+    def __repr__(self) -> str:
+        name = self._membership.id if self._membership is not None else self._node_id or "?"
+        return f"Memberlist({name!r}, running={self._membership is not None and not self._stopped})"
+
