@@ -1,0 +1,131 @@
+"""Configuration precedence, the JSON <-> crdt value mapping, consistency levels and the metrics text format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crdt import CausalContext
+from server.config import ServerConfig, load_config
+from server.consistency import Level, parse_consistency
+from server.errors import BadContextError, ConfigError, InvalidOptionError, MalformedBodyError
+from server.metrics import Metrics
+from server.negotiation import JSON, MSGPACK, response_format
+from server.values import (
+    check_json_value,
+    decode_read_context,
+    encode_read_context,
+    from_element,
+    sorted_json,
+    to_element,
+)
+
+
+def test_config_precedence_flags_over_env_over_file_over_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "rumor.toml"
+    path.write_text('http_addr = "127.0.0.1:7100"\ntiming = "wan"\nseeds = ["10.0.0.1:7946"]\nmax_body_bytes = 10\n')
+    config = load_config(
+        {"timing": "local", "in_memory": None},
+        {"RUMOR_TIMING": "lan", "RUMOR_MAX_BODY_BYTES": "20", "RUMOR_SEEDS": "127.0.0.1:1, 127.0.0.1:2",
+         "RUMOR_IN_MEMORY": "true", "RUMOR_CONFIG": str(path)},
+    )
+    assert config.http_addr == "127.0.0.1:7100"  # file
+    assert config.max_body_bytes == 20  # env over file
+    assert config.seeds == ("127.0.0.1:1", "127.0.0.1:2")
+    assert config.timing == "local"  # flag over env
+    assert config.in_memory is True
+    assert load_config() == ServerConfig()
+    assert ServerConfig().http_addr == "127.0.0.1:7000" and ServerConfig().max_body_bytes == 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "toml"),
+    [
+        ({"http_addr": "nope"}, {}, ""),
+        ({"timing": "fast"}, {}, ""),
+        ({}, {"RUMOR_CLOCK_OFFSET_MS": "soon"}, ""),
+        ({}, {"RUMOR_IN_MEMORY": "maybe"}, ""),
+        ({}, {}, "unknown_key = 1\n"),
+        ({}, {}, "max_body_bytes = 0\n"),
+        ({}, {}, "this is not toml"),
+        ({"seeds": ["no-port"]}, {}, ""),
+    ],
+)
+def test_bad_config_is_a_config_error(tmp_path: Path, flags: dict[str, Any], env: dict[str, str], toml: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError):
+        load_config(flags, env, path)
+
+
+@pytest.mark.parametrize("value", ["s", 7, True, False, None, 1.0, 1.5, [1, "a"], {"b": [None], "a": 1}, [], {}])
+def test_set_elements_round_trip_and_stay_distinct(value: Any) -> None:
+    element = to_element(value)
+    hash(element)
+    back = from_element(element)
+    assert back == value and type(back) is type(value)
+    assert to_element(1) != to_element(True) and to_element(1) != to_element(1.0)
+    assert to_element({"a": 1, "b": 2}) == to_element({"b": 2, "a": 1})
+
+
+def test_sorted_json_is_a_total_deterministic_order() -> None:
+    values = [{"a": 1}, [2], [1], "b", "a", 3, 1.5, 1, True, False, None, 1.0]
+    expected = [None, False, True, 1, 1.0, 1.5, 3, "a", "b", [1], [2], {"a": 1}]
+    assert sorted_json(values) == expected
+    assert sorted_json(reversed(values)) == expected
+    assert [type(v) for v in sorted_json(values)] == [type(v) for v in expected]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), b"x", {1: 2}, (1, 2), {"a": {3}}])
+def test_values_outside_the_json_model_are_rejected(value: Any) -> None:
+    with pytest.raises(MalformedBodyError):
+        check_json_value(value)
+
+
+def test_read_context_round_trips_and_rejects_garbage() -> None:
+    context = CausalContext([("n1", 1), ("n1", 2), ("n2", 5)])
+    text = encode_read_context(context)
+    assert "=" not in text and decode_read_context(text) == context
+    for bad in ("***", text[:-3] + "!!!", 5, "A"):
+        with pytest.raises(BadContextError):
+            decode_read_context(bad)
+
+
+def test_consistency_levels() -> None:
+    assert [Level.QUORUM.required(n) for n in (1, 2, 3, 4, 5)] == [1, 2, 2, 3, 3]
+    assert Level.ALL.required(5) == 5 and Level.ONE.required(5) == 1
+    parsed = parse_consistency("quorum", "250", name="w")
+    assert parsed.level is Level.QUORUM and parsed.timeout_s == 0.25
+    with pytest.raises(InvalidOptionError):
+        parse_consistency("2", None, name="w")
+
+
+def test_accept_negotiation() -> None:
+    assert response_format(None) == JSON
+    assert response_format("application/msgpack") == MSGPACK
+    assert response_format("application/msgpack, */*;q=0.1") == MSGPACK
+    assert response_format("application/json, application/msgpack") == JSON
+    assert response_format("application/msgpack;q=0") == JSON
+    assert response_format("text/html") == JSON
+
+
+def test_metrics_text_format() -> None:
+    metrics = Metrics()
+    metrics.http_requests.inc("/v1/kv", "GET", "200")
+    metrics.http_latency.observe(0.003, "/v1/kv")
+    metrics.http_latency.observe(7.0, "/v1/kv")
+    metrics.gossip_dropped.inc("bad_mac", amount=3)
+    metrics.keys.set_source(lambda: {(): 42})
+    text = metrics.render()
+    assert 'rumor_http_requests_total{route="/v1/kv",method="GET",status="200"} 1' in text
+    assert 'rumor_http_request_duration_seconds_bucket{route="/v1/kv",le="0.0025"} 0' in text
+    assert 'rumor_http_request_duration_seconds_bucket{route="/v1/kv",le="0.005"} 1' in text
+    assert 'rumor_http_request_duration_seconds_bucket{route="/v1/kv",le="+Inf"} 2' in text
+    assert 'rumor_http_request_duration_seconds_count{route="/v1/kv"} 2' in text
+    assert 'rumor_gossip_dropped_packets_total{reason="bad_mac"} 3' in text
+    assert "rumor_keys 42" in text
+    assert 'rumor_members{status="alive"} 1' in text
+    for line in text.splitlines():
+        assert line.startswith("# ") or line.split(" ")[-1].replace(".", "", 1).replace("e-", "").isdigit()
