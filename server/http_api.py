@@ -70,6 +70,8 @@ def _authenticate(request: web.Request, token: str | None) -> None:
 
 
 def _query(request: web.Request, allowed: frozenset[str]) -> dict[str, str]:
+    if not request.query:
+        return {}
     unknown = set(request.query) - allowed
     if unknown:
         raise InvalidOptionError(f"unknown query option(s): {', '.join(sorted(unknown))}")

@@ -47,6 +47,8 @@ class Item:
 class Entry:
     type_name: str
     state: Any
+    #: the rendered read of `state`, rebuilt after each change: repeated reads cost nothing, even of a huge set
+    cached: Item | None = None
 
 
 @dataclass(frozen=True)
@@ -89,8 +91,10 @@ class Keyspace:
         return self._item(key, entry)
 
     def _item(self, key: str, entry: Entry) -> Item:
-        return Item(key, entry.type_name, render_value(entry.type_name, entry.state),
-                    encode_read_context(entry.state.context()))
+        if entry.cached is None:
+            entry.cached = Item(key, entry.type_name, render_value(entry.type_name, entry.state),
+                                encode_read_context(entry.state.context()))
+        return entry.cached
 
     def check_type(self, key: str, update: Update) -> None:
         """Raises what `apply_local` would raise for a type problem, without changing anything."""
@@ -113,6 +117,7 @@ class Keyspace:
             assert update.type_name is not None
             entry = Entry(update.type_name, new_state(update.type_name))
             self._entries[key] = entry
+        entry.cached = None
         try:
             delta = apply_update(entry.state, update, self.replica, self.hlc)
         except BaseException:
@@ -134,6 +139,7 @@ class Keyspace:
             raise TypeConflictError(key, entry.type_name, type_name)
         else:
             entry.state.merge(state)
+            entry.cached = None
 
     def merge_remote(self, key: str, type_name: str, state_or_delta: Any) -> None:
         """Joins a delta or full state received from another node (or replayed from the log)."""
@@ -146,6 +152,7 @@ class Keyspace:
         elif entry.type_name != type_name:
             raise TypeConflictError(key, entry.type_name, type_name)
         entry.state.merge(state_or_delta)
+        entry.cached = None
         for listener in self._remote_listeners:
             listener(key, type_name, state_or_delta)
 

@@ -1,0 +1,197 @@
+"""HTTP throughput of one rumor node vs a bare aiohttp key-value server, measured in the same run with wrk.
+
+The baseline is the least a node could be: an aiohttp app with a dict, the same JSON library (stdlib json) and no
+access log. rumor adds routing through the middleware (auth check, metrics, error mapping), CRDT mutation, delta
+encoding and, for PUT, a durable group commit (SQLite WAL, synchronous=FULL) before answering.
+
+Server and load generator are pinned to separate cores (taskset) when there are at least two; every run is bounded
+by --duration. Requires `wrk` (Debian package `wrk`).
+
+    .venv/bin/python bench/http_bench.py [--duration 5] [--connections 32] [--json]
+
+Keys printed with --json: get_rps, put_rps, get_vs_bare, put_vs_bare (targets >= 0.8 and >= 0.6 durable),
+get_p99_ms, put_p99_ms, bare_get_rps, bare_put_rps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+KEYS = 1000
+
+PUT_LUA = """
+counter = 0
+request = function()
+  counter = counter + 1
+  local path = "/v1/kv/bench-" .. (counter % %KEYS%)
+  return wrk.format("PUT", path, {["Content-Type"] = "application/json"}, '{"n": ' .. counter .. ', "s": "value"}')
+end
+"""
+
+
+def bare_server(port: int) -> None:
+    """The baseline: a dict behind aiohttp, same response shape and JSON library as rumor."""
+    from aiohttp import web
+
+    store: dict[str, object] = {}
+
+    def dumps(value: object) -> bytes:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+    async def get(request: web.Request) -> web.Response:
+        key = request.match_info["key"]
+        if key not in store:
+            return web.Response(status=404, body=dumps({"error": {"code": "not_found", "message": key}}),
+                                content_type="application/json")
+        return web.Response(body=dumps({"key": key, "type": "register", "value": store[key]}),
+                            content_type="application/json")
+
+    async def put(request: web.Request) -> web.Response:
+        key = request.match_info["key"]
+        store[key] = json.loads(await request.read())
+        return web.Response(body=dumps({"key": key, "type": "register", "value": store[key]}),
+                            content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/v1/kv/{key:.+}", get)
+    app.router.add_put("/v1/kv/{key:.+}", put)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=lambda *_: None)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pinned(cpu: int | None, argv: list[str]) -> list[str]:
+    return ["taskset", "-c", str(cpu), *argv] if cpu is not None and shutil.which("taskset") else argv
+
+
+def wait_until_up(url: str, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return
+        except urllib.error.HTTPError:  # answering at all (even 404) means it is up
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"server at {url} did not come up")
+
+
+def put(url: str, value: object) -> None:
+    request = urllib.request.Request(url, data=json.dumps(value).encode(), method="PUT",
+                                     headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=5).close()
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
+
+
+def run_wrk(url: str, duration_s: int, connections: int, cpu: int | None, script: Path | None) -> tuple[float, float]:
+    """Returns (requests per second, p99 latency in ms)."""
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "--latency", "--timeout", "5s"]
+    if script is not None:
+        argv += ["-s", str(script)]
+    out = subprocess.run(pinned(cpu, [*argv, url]), capture_output=True, text=True, check=True,
+                         timeout=duration_s + 30).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    if "Non-2xx" in out:
+        raise SystemExit(f"wrk saw error responses:\n{out}")
+    return rps, p99
+
+
+def measure(name: str, argv: list[str], base: str, args: argparse.Namespace, script: Path) -> dict[str, float]:
+    proc = subprocess.Popen(pinned(args.server_cpu, argv), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_until_up(base + "/v1/kv/warm" if name == "bare" else base + "/health")
+        for i in range(KEYS):  # GET reads existing keys; PUT overwrites them
+            put(f"{base}/v1/kv/bench-{i}", {"n": i, "s": "value"})
+        get_rps, get_p99 = run_wrk(base + "/v1/kv/bench-7", args.duration, args.connections, args.wrk_cpu, None)
+        put_rps, put_p99 = run_wrk(base + "/", args.duration, args.connections, args.wrk_cpu, script)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return {"get_rps": get_rps, "get_p99_ms": get_p99, "put_rps": put_rps, "put_p99_ms": put_p99}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run (4 runs)")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--in-memory", action="store_true", help="run rumor without durability")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.bare_server is not None:
+        bare_server(args.bare_server)
+        return
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk not found: apt-get install wrk")
+    two_cores = (os.cpu_count() or 1) >= 2
+    args.server_cpu, args.wrk_cpu = (0, 1) if two_cores else (None, None)
+
+    with tempfile.TemporaryDirectory(prefix="rumor-bench-") as tmp:
+        script = Path(tmp) / "put.lua"
+        script.write_text(PUT_LUA.replace("%KEYS%", str(KEYS)))
+        port = free_port()
+        bare = measure("bare", [sys.executable, __file__, "--bare-server", str(port)], f"http://127.0.0.1:{port}",
+                       args, script)
+        port = free_port()
+        rumor_argv = [sys.executable, "-m", "server.cli", "serve", "--http-addr", f"127.0.0.1:{port}",
+                      "--data-dir", str(Path(tmp) / "data"), "--node-id", "bench"]
+        if args.in_memory:
+            rumor_argv.append("--in-memory")
+        ours = measure("rumor", rumor_argv, f"http://127.0.0.1:{port}", args, script)
+
+    result = {
+        "get_rps": round(ours["get_rps"]),
+        "put_rps": round(ours["put_rps"]),
+        "get_vs_bare": round(ours["get_rps"] / bare["get_rps"], 3),
+        "put_vs_bare": round(ours["put_rps"] / bare["put_rps"], 3),
+        "get_p99_ms": round(ours["get_p99_ms"], 2),
+        "put_p99_ms": round(ours["put_p99_ms"], 2),
+        "bare_get_rps": round(bare["get_rps"]),
+        "bare_put_rps": round(bare["put_rps"]),
+        "durable": not args.in_memory,
+        "connections": args.connections,
+        "duration_s": args.duration,
+        "pinned": two_cores,
+    }
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"{'':10} {'rumor rps':>10} {'bare rps':>10} {'ratio':>7} {'p99 ms':>8}")
+    for op in ("get", "put"):
+        print(f"{op.upper():10} {result[f'{op}_rps']:>10} {result[f'bare_{op}_rps']:>10} "
+              f"{result[f'{op}_vs_bare']:>7} {result[f'{op}_p99_ms']:>8}")
+    print(f"(rumor {'in memory' if args.in_memory else 'durable: SQLite WAL, synchronous=FULL, group commit'}; "
+          f"{args.connections} connections, {args.duration}s per run, pinned={two_cores})")
+
+
+if __name__ == "__main__":
+    main()
