@@ -148,3 +148,15 @@ async def test_remote_merges_are_durable_and_delete_keeps_concurrent_adds(disk_c
         assert result.item is not None and result.item.value == ["theirs"]
     async with Node(disk_config) as restarted:
         assert (await restarted.read("s")).value == ["theirs"]  # type: ignore[union-attr]
+
+
+async def test_a_small_update_to_a_big_set_logs_a_small_delta(disk_config: ServerConfig) -> None:
+    async with Node(disk_config) as node:
+        await node.update("big", SetChange(add=tuple(f"element-{i}" for i in range(20_000))))
+        node.checkpoint(10)
+        await node.update("big", SetChange(add=("one-more",)))
+        with sqlite3.connect(disk_config.data_dir / DB_FILE) as db:
+            (state_bytes,) = db.execute("SELECT length(state) FROM states WHERE key = 'big'").fetchone()
+            rows = db.execute("SELECT length(delta) FROM deltas WHERE key = 'big'").fetchall()
+        assert state_bytes > 100_000
+        assert len(rows) == 1 and rows[0][0] < 200  # the add was logged as a delta, not a rewrite of the state
