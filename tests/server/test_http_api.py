@@ -393,3 +393,47 @@ async def test_health_is_503_once_the_node_stopped(api: TestClient, node: Node) 
     response = await api.get("/health")
     assert response.status == 503 and (await response.json())["ready"] is False
     assert await error_code(await api.get("/v1/kv/k"), 503) == "unavailable"
+
+
+class ThreeNodesOneSilent:
+    """A stand-in replication layer: three replicas, one acknowledges writes and answers reads, one never does."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+
+    async def start(self, node: Node) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    def cluster_size(self) -> int:
+        return 3
+
+    async def replicate(self, key: str, type_name: str, delta: Any, needed: int, timeout_s: float) -> int:
+        self.calls.append(("replicate", needed))
+        return min(needed, 1)
+
+    async def gather(self, key: str, needed: int, timeout_s: float) -> int:
+        self.calls.append(("gather", needed))
+        return min(needed, 1)
+
+    def members(self) -> list[dict[str, Any]]:
+        return []
+
+
+async def test_write_levels_through_the_replication_seam() -> None:
+    from aiohttp.test_utils import TestServer
+
+    from server.config import ServerConfig
+    from server.http_api import create_app
+
+    replication = ThreeNodesOneSilent()
+    async with Node(ServerConfig(in_memory=True, node_id="n1"), replication=replication) as node, \
+            TestClient(TestServer(create_app(node))) as api:
+        assert (await post(api, "c", {"type": "counter", "increment": 1}, w="quorum"))["value"] == 1
+        accepted = await post(api, "c", {"type": "counter", "increment": 1}, status=202, w="all", timeout_ms="50")
+        assert accepted["value"] == 2 and (accepted["acks"], accepted["required"]) == (2, 3)
+        await post(api, "c", {"type": "counter", "increment": 1})  # w=1: nobody else is asked
+        assert (await api.get("/v1/kv/c", params={"r": "all"})).status == 200
+        assert replication.calls == [("replicate", 1), ("replicate", 2), ("gather", 2)]
