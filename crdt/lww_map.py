@@ -17,14 +17,14 @@ remove never saw) survives. There are no tombstones: a removed field leaves only
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from typing import Any, ClassVar, NamedTuple
 
 from crdt.causal_context import CausalContext
 from crdt.dot_kernel import DotKernel
 from crdt.errors import InvalidOperationError
 from crdt.hlc import HLCTimestamp
-from crdt.lww_register import lww_winner
+from crdt.lww_register import lww_payload_from_wire, lww_winner
 from crdt.version_vector import VersionVector
 
 
@@ -103,3 +103,9 @@ class LWWMap(DotKernel):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys())
+
+    @classmethod
+    def _entry_from_wire(cls, replica: str, key: Any, payload: Any) -> tuple[Hashable, Any]:
+        if type(key) is not str:
+            raise ValueError("LWWMap fields are str")
+        return key, lww_payload_from_wire(replica, payload)

@@ -112,6 +112,14 @@ class ORMap(DotKernel):
         new._index = {k: {name: set(inners) for name, inners in kinds.items()} for k, kinds in self._index.items()}
         return new
 
+    @classmethod
+    def _entry_from_wire(cls, replica: str, key: Any, payload: Any) -> tuple[Hashable, Any]:
+        """A decoded entry is ``(key, kind, nested key)``: validate the shape, then let the kind check the rest."""
+        if type(key) is not tuple or len(key) != 3 or type(key[0]) is not str or key[1] not in KINDS:
+            raise ValueError("ORMap entries are keyed (str key, embeddable TYPE_NAME, nested key)")
+        inner, payload = KINDS[key[1]]._entry_from_wire(replica, key[2], payload)
+        return (key[0], key[1], inner), payload
+
     # -- delta mutators ---------------------------------------------------------------------------------------
     def update(self, replica: str, key: str, kind: type[T], mutate: Callable[[T], T]) -> ORMap:
         """Delta applying one nested mutation to ``key``'s value of type ``kind`` (empty if the key is absent).
