@@ -1,0 +1,27 @@
+"""Replication of the keyspace between nodes: delta dissemination, anti-entropy, causal-metadata GC, w/r levels.
+
+Layering (each module is one concept; the pure ones take ``now`` and a ``random.Random`` and never read a clock):
+
+- `wire`: the messages this layer puts on gossip's application channel (type byte + msgpack, append-only types).
+- `digests`: per-key digests in gossip's hash tree, kept current lazily (dirty keys rehashed in bounded batches).
+- `coverage`: which delta groups this replica holds (per-origin vectors), dedupe, and membership-driven GC of them.
+- `disseminator`: batched delta groups pushed each interval to a few random live members, forwarded epidemically.
+- `sync`: one anti-entropy session (gossip's push-pull hash-tree protocol) plus the vector handshake around it.
+- `quorum`: counting acknowledgements for ``w``/``r`` levels.
+- `replica`: `ReplicaCore`, the pure replica tying the above to a `Store`; drivers call ``tick``/``handle_*``.
+- `runtime`: the asyncio binding (`Replication`) to a `server.node.Node` and a `gossip.Memberlist`.
+- `simulation`: the same core on gossip's in-memory `Simulation` (virtual time, seeded faults).
+"""
+
+from server.replication.config import ReplicationConfig
+from server.replication.errors import ReplicationError, ReplicationProtocolError
+from server.replication.replica import KeyspaceStore, ReplicaCore, Store
+
+__all__ = [
+    "KeyspaceStore",
+    "ReplicaCore",
+    "ReplicationConfig",
+    "ReplicationError",
+    "ReplicationProtocolError",
+    "Store",
+]

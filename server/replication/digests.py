@@ -1,0 +1,74 @@
+"""Per-key digests for anti-entropy, kept current incrementally: mark on change, rehash lazily in bounded batches.
+
+Why lazy: a hot key written 1,000 times between two anti-entropy sessions should be encoded and hashed once, not
+1,000 times, and a write must stay O(delta) (encoding a million-element set on every add would not be). So a change
+only marks the key dirty (a dict insert); `flush` rehashes at most ``max_keys`` dirty keys per call, and the drivers
+call it once per tick and before each session. The whole keyspace is never re-encoded per exchange: only what
+changed since the last flush.
+
+The exception is a state merged *by* anti-entropy: the session needs its new digest at once (to decide whether to
+push the merged state back), and the encoding is at hand, so `set_blob` updates the tree immediately.
+
+A stale digest is harmless for correctness (the session then just sees a spurious difference, and always sends the
+*current* state); it only matters for the vector claims in `sync`, which are made only when nothing is dirty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from gossip.merkle import MerkleTree, state_digest
+
+Encoder = Callable[[str], "bytes | None"]
+"""key -> the key's anti-entropy blob (type name + encoded state), or None if the key does not exist."""
+
+
+class DigestIndex:
+    def __init__(self, encode_key: Encoder, fanout: int = 8, depth: int = 5) -> None:
+        self.tree = MerkleTree(fanout, depth)
+        self._encode_key = encode_key
+        self._dirty: dict[str, None] = {}
+        self.rehashed = 0
+        """Keys rehashed so far (tests use it to prove work stays proportional to what changed)."""
+
+    def mark(self, key: str) -> None:
+        """The key's state changed: rehash it before the next session (O(1) now)."""
+        self._dirty[key] = None
+
+    def mark_all(self, keys: Iterable[str]) -> None:
+        """E.g. when attaching to a keyspace that already holds data: its digests get built batch by batch."""
+        for key in keys:
+            self._dirty[key] = None
+
+    @property
+    def dirty(self) -> int:
+        return len(self._dirty)
+
+    def flush(self, max_keys: int) -> int:
+        """Rehash up to ``max_keys`` dirty keys (oldest marks first); returns how many were done."""
+        done = 0
+        dirty = self._dirty
+        while dirty and done < max_keys:
+            key = next(iter(dirty))
+            del dirty[key]
+            self._rehash(key)
+            done += 1
+        return done
+
+    def _rehash(self, key: str) -> None:
+        blob = self._encode_key(key)
+        name = key.encode("utf-8")
+        if blob is None:
+            self.tree.remove(name)
+        else:
+            self.tree.set(name, state_digest(blob))
+        self.rehashed += 1
+
+    def set_blob(self, key: str, blob: bytes) -> None:
+        """The key's current blob is known (just merged or just encoded): record its digest now."""
+        self._dirty.pop(key, None)
+        self.tree.set(key.encode("utf-8"), state_digest(blob))
+        self.rehashed += 1
+
+
+__all__ = ["DigestIndex", "Encoder"]

@@ -1,0 +1,341 @@
+"""`ReplicaCore`: one replica's whole replication logic as a pure object, shared by the simulator and the runtime.
+
+A driver (the asyncio `runtime.Replication`, or `simulation.ReplicaApp` on gossip's virtual-time simulator) does
+only I/O: it calls `tick(now, live)` each interval and sends what it returns, hands every app datagram to
+`handle_message` and every app request to `handle_request`, and runs the anti-entropy sessions `tick` asks for with
+`start_sync`. The core never reads a clock, never draws global randomness, never touches a socket.
+
+It reaches the data through a `Store` (key -> (API type name, CRDT state), plus a synchronous `merge`): a
+`KeyspaceStore` over `server.keyspace.Keyspace` for tests and the simulator, the runtime's node store in production
+(which also makes merges durable). Local deltas enter through `on_local` (the driver subscribes it to the
+keyspace), so local and received deltas take the same dissemination path.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from crdt import CRDTError, decode, encode
+from gossip.anti_entropy import AntiEntropyConfig, AntiEntropyResponder
+from gossip.chunking import Reassembler
+from server.errors import ServerError
+from server.keyspace import Keyspace
+from server.replication.config import ReplicationConfig
+from server.replication.coverage import Coverage
+from server.replication.digests import DigestIndex
+from server.replication.disseminator import Disseminator
+from server.replication.errors import ReplicationProtocolError
+from server.replication.sync import SyncInitiator, open_message, parse_done, parse_open
+from server.replication.wire import (
+    DeltaGroup,
+    Kind,
+    OriginKey,
+    body_of,
+    kind_of,
+    pack,
+    split_state_blob,
+    state_blob,
+    unpack_push,
+)
+from server.values import TYPES
+
+MAX_STATE_DECODE_BYTES = 512 * 1024 * 1024
+REPL_FIELDS: dict[str, tuple[type, ...]] = {"d": (bytes,), "k": (str,), "t": (str,)}
+READ_FIELDS: dict[str, tuple[type, ...]] = {"k": (str,)}
+STATE_FIELDS: dict[str, tuple[type, ...]] = {"s": (bytes, type(None)), "t": (str, type(None))}
+
+
+class Store(Protocol):
+    def keys(self) -> Iterable[str]: ...
+
+    def get(self, key: str) -> tuple[str, Any] | None:
+        """(API type name, CRDT state) of ``key``, or None if it was never written here."""
+
+    def merge(self, key: str, type_name: str, state: Any) -> None:
+        """Join a received delta or state into ``key`` (synchronously; durability may complete later)."""
+
+
+class KeyspaceStore:
+    """`Store` over a `Keyspace`; ``on_merge(key, type_name, state)`` runs after each merge (e.g. durable logging)."""
+
+    def __init__(self, keyspace: Keyspace, on_merge: Callable[[str, str, Any], None] | None = None) -> None:
+        self.keyspace = keyspace
+        self.on_merge = on_merge
+
+    def keys(self) -> Iterable[str]:
+        return list(self.keyspace)
+
+    def get(self, key: str) -> tuple[str, Any] | None:
+        entry = self.keyspace.entry(key)
+        return None if entry is None else (entry.type_name, entry.state)
+
+    def merge(self, key: str, type_name: str, state: Any) -> None:
+        self.keyspace.merge_remote(key, type_name, state)
+        if self.on_merge is not None:
+            self.on_merge(key, type_name, state)
+
+
+@dataclass(slots=True)
+class TickResult:
+    pushes: list[tuple[str, bytes]] = field(default_factory=list)
+    sync_with: str | None = None
+
+
+@dataclass(slots=True)
+class CoreStats:
+    deltas_merged: int = 0
+    states_merged: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    syncs_started: int = 0
+    syncs_complete: int = 0
+    sync_bytes: int = 0
+    requests_served: int = 0
+
+
+def decode_state(type_name: str, data: bytes) -> Any:
+    """Decode a received state/delta and check it is of the type it claims; `ReplicationProtocolError` otherwise."""
+    cls = TYPES.get(type_name)
+    if cls is None:
+        raise ReplicationProtocolError("unknown_type_name", type_name)
+    try:
+        state = decode(data, max_bytes=MAX_STATE_DECODE_BYTES)
+    except CRDTError as exc:
+        raise ReplicationProtocolError("bad_state", str(exc)[:200]) from None
+    if type(state) is not cls:
+        raise ReplicationProtocolError("type_mismatch", f"{type_name} carried a {type(state).__name__}")
+    return state
+
+
+class ReplicaCore:
+    def __init__(self, node_id: str, store: Store, config: ReplicationConfig, rng: random.Random, now: float,
+                 epoch: int) -> None:
+        self.node_id = node_id
+        self.store = store
+        self.config = config
+        self.rng = rng
+        self.origin: OriginKey = (node_id, epoch)
+        self.stats = CoreStats()
+        self.coverage = Coverage(self.origin, now, config.dedupe_window)
+        self.disseminator = Disseminator(node_id, self.origin, config, self.coverage)
+        self.digests = DigestIndex(self.encode_key)
+        self.digests.mark_all(store.keys())
+        self.ae_config = AntiEntropyConfig(max_message_bytes=config.sync_message_bytes,
+                                           hash_bytes=config.sync_hash_bytes, max_rounds=config.sync_max_rounds)
+        self.reassembler = Reassembler(max_buffer_bytes=config.max_reassembly_bytes)
+        self.responder = AntiEntropyResponder(self.digests.tree, self.get_blob, self.merge_blob, self.ae_config,
+                                              reassembler=Reassembler(max_buffer_bytes=config.max_reassembly_bytes))
+        self.next_sync_at = now + rng.uniform(0, config.sync_interval_s)
+        self.syncing: SyncInitiator | None = None
+        self.last_outcome = None
+
+    # -- the store, as anti-entropy sees it ------------------------------------------------------------------------
+
+    def encode_key(self, key: str) -> bytes | None:
+        held = self.store.get(key)
+        return None if held is None else state_blob(held[0], encode(held[1]))
+
+    def get_blob(self, key: bytes) -> bytes | None:
+        return self.encode_key(key.decode("utf-8"))
+
+    def merge_blob(self, key_bytes: bytes, blob: bytes) -> None:
+        try:
+            key = key_bytes.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ReplicationProtocolError("bad_key", "not UTF-8") from None
+        type_name, data = split_state_blob(blob)
+        state = decode_state(type_name, data)
+        fresh = self.store.get(key) is None
+        self._merge(key, type_name, state)
+        self.stats.states_merged += 1
+        # A key we did not have now holds exactly the received state: its blob is the one we got.
+        merged = blob if fresh else self.encode_key(key)
+        if merged is not None:
+            self.digests.set_blob(key, merged)
+
+    def _merge(self, key: str, type_name: str, state: Any) -> None:
+        try:
+            self.store.merge(key, type_name, state)
+        except (ServerError, CRDTError) as exc:  # type conflict between replicas: count, keep ours
+            raise ReplicationProtocolError("merge_refused", f"{type(exc).__name__}: {exc}"[:200]) from None
+
+    # -- local changes ----------------------------------------------------------------------------------------------
+
+    def on_local(self, key: str, type_name: str, delta: Any) -> None:
+        """Subscribed to the keyspace's local updates: join into this interval's batch and mark the digest stale."""
+        self.disseminator.record_local(key, type_name, delta)
+        self.digests.mark(key)
+
+    def on_changed(self, key: str) -> None:
+        self.digests.mark(key)
+
+    # -- timers -------------------------------------------------------------------------------------------------------
+
+    def next_deadline(self) -> float:
+        deadline = min(self.disseminator.next_push_at, self.next_sync_at)
+        if self.digests.dirty:
+            deadline = min(deadline, self.disseminator.next_push_at)
+        return deadline
+
+    def tick(self, now: float, live: list[str]) -> TickResult:
+        """Push round, bounded digest flush, GC, and whether to start an anti-entropy session (and with whom)."""
+        result = TickResult()
+        live_set = set(live)
+        if self.disseminator.due(now):
+            result.pushes = self.disseminator.tick(now, live, self.rng)
+            self.digests.flush(self.config.digest_batch_keys)
+            self.coverage.observe_live(live_set, now)
+            self.coverage.collect(live_set, now, self.config.gc_grace_s)
+        peers = [m for m in live if m != self.node_id]
+        if self.disseminator.sync_wanted and self.syncing is None:
+            self.disseminator.sync_wanted = False
+            self.next_sync_at = min(self.next_sync_at, now)
+        if now >= self.next_sync_at and self.syncing is None:
+            self.next_sync_at = now + self.config.sync_interval_s
+            if peers:
+                result.sync_with = self.rng.choice(sorted(peers))
+        return result
+
+    def start_sync(self, peer: str, now: float) -> tuple[SyncInitiator, bytes]:
+        """Begin a session with ``peer``: flush digests (bounded) first, so claims are possible when idle."""
+        self.digests.flush(self.config.digest_batch_keys)
+        session = SyncInitiator(peer, self.digests, self.coverage, self.get_blob, self.merge_blob, self.rng,
+                                self.ae_config, self.reassembler)
+        self.syncing = session
+        self.stats.syncs_started += 1
+        return session, session.open()
+
+    def sync_finished(self, session: SyncInitiator) -> None:
+        if self.syncing is session:
+            self.syncing = None
+        outcome = session.outcome
+        self.last_outcome = outcome
+        if outcome is not None:
+            self.stats.sync_bytes += outcome.bytes_sent + outcome.bytes_received
+            if outcome.complete:
+                self.stats.syncs_complete += 1
+
+    # -- incoming -----------------------------------------------------------------------------------------------------
+
+    def handle_message(self, payload: bytes, sender: str, now: float) -> None:
+        """An app datagram (or a one-way stream message): pushes and DONE."""
+        try:
+            kind = kind_of(payload)
+            if kind is Kind.PUSH:
+                self.merge_groups(self.disseminator.receive(unpack_push(payload), sender, now))
+            elif kind is Kind.DONE:
+                self._done(payload, sender, now)
+            else:
+                raise ReplicationProtocolError("unexpected_type", kind.name)
+        except ReplicationProtocolError as exc:
+            self._reject(exc.reason)
+
+    def merge_groups(self, groups: list[DeltaGroup]) -> None:
+        for group in groups:
+            for entry in group.entries:
+                try:
+                    state = decode_state(entry.type_name, entry.delta)
+                    self._merge(entry.key, entry.type_name, state)
+                except ReplicationProtocolError as exc:
+                    self._reject(exc.reason)
+                    continue
+                self.digests.mark(entry.key)
+                self.stats.deltas_merged += 1
+
+    def _done(self, payload: bytes, sender: str, now: float) -> None:
+        vector = parse_done(payload)
+        self.coverage.note_ack(sender, vector, [])
+        self.coverage.raise_to(vector, now)
+
+    def handle_request(self, payload: bytes, sender: str, now: float) -> bytes:
+        """An app request: anti-entropy steps, REPL (merge + ack), READ. Bad input raises `ReplicationProtocolError`."""
+        self.stats.requests_served += 1
+        try:
+            kind = kind_of(payload)
+            if kind is Kind.OPEN:
+                ae, _claim, vector, retired = parse_open(payload, Kind.OPEN)
+                self.coverage.note_ack(sender, vector, retired)
+                self.digests.flush(self.config.digest_batch_keys)
+                claim = self.digests.dirty == 0
+                reply = self.responder.handle(ae)
+                return open_message(Kind.OPENED, reply, self.coverage, claim)
+            if kind is Kind.STEP:
+                return bytes([Kind.STEP]) + self.responder.handle(payload[1:])
+            if kind is Kind.DONE:
+                self._done(payload, sender, now)
+                return pack(Kind.ACK, {})
+            if kind is Kind.REPL:
+                key, type_name, state = self.parse_repl(payload)
+                self._merge(key, type_name, state)
+                self.digests.mark(key)
+                return pack(Kind.ACK, {})
+            if kind is Kind.READ:
+                return self.state_reply(body_of(payload, Kind.READ, READ_FIELDS)["k"])
+            if kind is Kind.PUSH:
+                self.handle_message(payload, sender, now)
+                return pack(Kind.ACK, {})
+            raise ReplicationProtocolError("unexpected_type", kind.name)
+        except ReplicationProtocolError as exc:
+            self._reject(exc.reason)
+            raise
+
+    def _reject(self, reason: str) -> None:
+        self.stats.rejected[reason] = self.stats.rejected.get(reason, 0) + 1
+
+    # -- w / r levels ---------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def repl_request(key: str, type_name: str, delta: Any) -> bytes:
+        return pack(Kind.REPL, {"d": encode(delta), "k": key, "t": type_name})
+
+    @staticmethod
+    def parse_repl(payload: bytes) -> tuple[str, str, Any]:
+        body = body_of(payload, Kind.REPL, REPL_FIELDS)
+        return body["k"], body["t"], decode_state(body["t"], body["d"])
+
+    @staticmethod
+    def is_ack(payload: bytes) -> bool:
+        try:
+            body_of(payload, Kind.ACK, {})
+        except ReplicationProtocolError:
+            return False
+        return True
+
+    @staticmethod
+    def read_request(key: str) -> bytes:
+        return pack(Kind.READ, {"k": key})
+
+    def state_reply(self, key: str) -> bytes:
+        held = self.store.get(key)
+        if held is None:
+            return pack(Kind.STATE, {"s": None, "t": None})
+        data = encode(held[1])
+        if len(data) + len(held[0]) + 64 > self.config.sync_message_bytes:
+            raise ReplicationProtocolError("state_too_large", f"{len(data)} bytes; anti-entropy carries it")
+        return pack(Kind.STATE, {"s": data, "t": held[0]})
+
+    def merge_state_reply(self, key: str, payload: bytes) -> bytes | None:
+        """Merge a READ answer; returns the replier's encoded state (None if it had nothing) for read repair."""
+        body = body_of(payload, Kind.STATE, STATE_FIELDS)
+        if body["s"] is None or body["t"] is None:
+            return None
+        state = decode_state(body["t"], body["s"])
+        self._merge(key, body["t"], state)
+        self.digests.mark(key)
+        return body["s"]
+
+    def repair_requests(self, key: str, replies: dict[str, bytes | None]) -> list[tuple[str, bytes]]:
+        """Read repair: REPL our merged state to every replier whose state differs from it."""
+        held = self.store.get(key)
+        if held is None:
+            return []
+        merged = encode(held[1])
+        if len(merged) + len(key) + 64 > self.config.sync_message_bytes:
+            return []
+        payload = pack(Kind.REPL, {"d": merged, "k": key, "t": held[0]})
+        return [(member, payload) for member, theirs in sorted(replies.items()) if theirs != merged]
+
+
+__all__ = ["CoreStats", "KeyspaceStore", "ReplicaCore", "Store", "TickResult", "decode_state"]

@@ -1,0 +1,138 @@
+"""One anti-entropy session with one peer: gossip's hash-tree push-pull wrapped in a vector handshake.
+
+The tree protocol (`gossip.anti_entropy`) moves only what differs: a converged pair exchanges one HELLO and one
+IN_SYNC; ``d`` differing keys cost about ``d`` states plus a few KB of hashes; big states travel as bounded chunks.
+This module adds what the replication layer needs around it, in the same round trips:
+
+- OPEN carries the initiator's per-origin vector and the HELLO; OPENED carries the responder's vector and its answer.
+  Each side records the other's vector as that member's acknowledgement (`Coverage.note_ack`), which is what GC needs.
+- A vector is *claimed* only if the sender's digests were fully up to date (nothing dirty) when it sent it: only then
+  does "our trees agree" imply "the peer's state includes every group its vector covers".
+- When the session ends complete (not aborted, not cut short), the initiator raises its vector to the responder's
+  claim and sends DONE with its own claimed vector, so the responder raises too. Both states now include the other's
+  state as it was at OPEN, hence every group the other's vector covered.
+
+Pure: the caller sends each request and feeds back each reply (`SyncInitiator.receive`); timeouts and failures just
+abandon the session (`fail`), which changes nothing but statistics.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from gossip.anti_entropy import AntiEntropyConfig, AntiEntropySession, GetState, Merge
+from gossip.chunking import Reassembler
+from gossip.errors import GossipError
+from server.replication.coverage import Coverage
+from server.replication.digests import DigestIndex
+from server.replication.errors import ReplicationProtocolError
+from server.replication.wire import (
+    Kind,
+    Vector,
+    body_of,
+    kind_of,
+    origins_from_wire,
+    origins_to_wire,
+    pack,
+    vector_from_wire,
+    vector_to_wire,
+)
+
+OPEN_FIELDS: dict[str, tuple[type, ...]] = {"a": (bytes,), "c": (bool,), "r": (list,), "v": (list,)}
+DONE_FIELDS: dict[str, tuple[type, ...]] = {"v": (list,)}
+
+
+@dataclass(slots=True)
+class SyncOutcome:
+    peer: str
+    complete: bool
+    bytes_sent: int
+    bytes_received: int
+    states_sent: int
+    states_received: int
+    rounds: int
+    error: str | None = None
+
+
+def open_message(kind: Kind, ae: bytes, coverage: Coverage, claim: bool) -> bytes:
+    return pack(kind, {"a": ae, "c": claim, "r": origins_to_wire(coverage.advertised_retired()),
+                       "v": vector_to_wire(coverage.vector())})
+
+
+def parse_open(payload: bytes, kind: Kind) -> tuple[bytes, bool, Vector, list]:
+    body = body_of(payload, kind, OPEN_FIELDS)
+    return body["a"], body["c"], vector_from_wire(body["v"]), origins_from_wire(body["r"])
+
+
+def done_message(vector: Vector) -> bytes:
+    return pack(Kind.DONE, {"v": vector_to_wire(vector)})
+
+
+def parse_done(payload: bytes) -> Vector:
+    return vector_from_wire(body_of(payload, Kind.DONE, DONE_FIELDS)["v"])
+
+
+class SyncInitiator:
+    def __init__(self, peer: str, digests: DigestIndex, coverage: Coverage, get_state: GetState, merge: Merge,
+                 rng: random.Random, config: AntiEntropyConfig, reassembler: Reassembler) -> None:
+        self.peer = peer
+        self.coverage = coverage
+        self._session = AntiEntropySession(digests.tree, get_state, merge, rng, config, reassembler=reassembler)
+        self._claim = digests.dirty == 0
+        self._snapshot: Vector = coverage.vector() if self._claim else {}
+        self._peer_vector: Vector | None = None
+        self.done_message: bytes | None = None
+        """Set when the session completed and we may tell the peer so: the driver sends it (best effort)."""
+        self.outcome: SyncOutcome | None = None
+        self.wire_sent = 0
+        self.wire_received = 0
+
+    def open(self) -> bytes:
+        message = open_message(Kind.OPEN, self._session.start(), self.coverage, self._claim)
+        self.wire_sent += len(message)
+        return message
+
+    def receive(self, reply: bytes, now: float) -> bytes | None:
+        """Feed the peer's reply; returns the next request, or None when the session is over (see `outcome`)."""
+        self.wire_received += len(reply)
+        try:
+            kind = kind_of(reply)
+            if kind is Kind.OPENED:
+                ae, claim, vector, retired = parse_open(reply, Kind.OPENED)
+                self.coverage.note_ack(self.peer, vector, retired)
+                self._peer_vector = vector if claim else None
+            elif kind is Kind.STEP:
+                ae = reply[1:]
+            else:
+                raise ReplicationProtocolError("unexpected_type", kind.name)
+            inner = self._session.receive(ae)
+        except (GossipError, ReplicationProtocolError) as exc:
+            self._finish(now, f"{type(exc).__name__}: {exc}")
+            return None
+        if inner is None:
+            self._finish(now, None)
+            return None
+        message = bytes([Kind.STEP]) + inner
+        self.wire_sent += len(message)
+        return message
+
+    def fail(self, reason: str, now: float) -> None:
+        self._finish(now, reason)
+
+    def _finish(self, now: float, error: str | None) -> None:
+        if self.outcome is not None:
+            return
+        session = self._session
+        complete = error is None and session.done and session.aborted is None and not session.incomplete
+        if complete:
+            if self._peer_vector is not None:
+                self.coverage.raise_to(self._peer_vector, now)
+            if self._claim:
+                self.done_message = done_message(self._snapshot)
+        stats = session.stats
+        self.outcome = SyncOutcome(self.peer, complete, self.wire_sent, self.wire_received, stats.states_sent,
+                                   stats.states_received, stats.rounds, error)
+
+
+__all__ = ["SyncInitiator", "SyncOutcome", "done_message", "open_message", "parse_done", "parse_open"]
