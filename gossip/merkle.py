@@ -48,9 +48,14 @@ def key_hash(key: bytes) -> bytes:
     return blake2b(key, digest_size=16, person=b"rumor-merkle-key").digest()
 
 
-def key_fingerprint(key: bytes) -> bytes:
-    """The short name of a key within its leaf (collisions inside a leaf are tolerated: all matches are sent)."""
-    return key_hash(key)[8 : 8 + KEY_HASH_BYTES]
+def key_fingerprint(key: bytes, salt: int = 0) -> bytes:
+    """The short name of a key within its leaf, taken at a per-session offset of the key hash.
+
+    Two keys of one leaf may share a fingerprint in one session (the anti-entropy session then repairs one of them
+    and leaves the other for later); rotating the offset with ``salt`` makes such a collision transient.
+    """
+    offset = 8 + salt % (8 - KEY_HASH_BYTES + 1)
+    return key_hash(key)[offset : offset + KEY_HASH_BYTES]
 
 
 def _entry_hash(key: bytes, digest: bytes) -> int:
