@@ -12,9 +12,9 @@ from gossip.config import Config
 from gossip.delegate import Delegate, NoRequestHandlerError
 from gossip.errors import ConfigError, GossipError, PacketDecodeError, PacketTooLargeError, UnknownMemberError
 from gossip.member import Member, MemberStatus
-from gossip.membership import JoinStatus, Membership, MembershipStats
+from gossip.membership import Membership
 from gossip.messages import MessageType, decode_app_response, encode_app_error, encode_app_response
-from gossip.outgoing import Outgoing, Packet, StreamReply, StreamRequest
+from gossip.outgoing import JoinStatus, MembershipStats, Outgoing, Packet, StreamReply, StreamRequest
 from gossip.probe_order import ProbeOrder
 from gossip.sim_network import FaultPlan, MemoryNetwork, SimulationError
 from gossip.simulation import ScenarioResult, SimNode, Simulation, StatusEvent, run_scenario

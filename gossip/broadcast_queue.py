@@ -15,6 +15,9 @@ from sortedcontainers import SortedList
 
 from gossip.config import retransmit_limit
 
+_MAX_MISSES = 8
+"""Stop looking for a smaller update that still fits after this many too-big ones: keeps a call O(fit), not O(queue)."""
+
 
 @dataclass(slots=True)
 class _Entry:
@@ -57,11 +60,12 @@ class BroadcastQueue:
             return []
         max_transmits = retransmit_limit(self.retransmit_mult, n_members)
         taken: list[_Entry] = []
-        used = 0
+        used = misses = 0
         for entry in self._queue:
             cost = overhead + len(entry.data)
             if used + cost > limit:
-                if limit - used <= overhead:
+                misses += 1
+                if limit - used <= overhead or misses > _MAX_MISSES:
                     break
                 continue
             used += cost

@@ -20,6 +20,7 @@ Nothing here reads a clock, draws global randomness or does I/O, so a whole clus
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -55,42 +56,13 @@ from gossip.messages import (
     encode_compound,
     encode_within,
 )
-from gossip.outgoing import Outgoing, Packet, StreamReply, StreamRequest
+from gossip.outgoing import JoinStatus, MembershipStats, Outgoing, Packet, StreamReply, StreamRequest
 from gossip.probe_order import ProbeOrder
 from gossip.suspicion import Suspicion
 
 __all__ = ["JoinStatus", "Membership", "MembershipStats", "Outgoing", "Packet", "StreamReply", "StreamRequest"]
 
 _PART_OVERHEAD = 3  # msgpack bin16 header: the most one compound part below 64 KiB can cost
-
-
-@dataclass(frozen=True, slots=True)
-class JoinStatus:
-    done: bool
-    failed: bool
-    contacted: int
-    attempts: int
-
-
-@dataclass(slots=True)
-class MembershipStats:
-    """Counters for observability and benchmarks; ``dropped`` counts rejected input by reason."""
-
-    probes: int = 0
-    indirect_probes: int = 0
-    probe_failures: int = 0
-    suspicions: int = 0
-    deaths_declared: int = 0
-    refutations: int = 0
-    stalls: int = 0
-    push_pulls_started: int = 0
-    push_pulls_served: int = 0
-    packets_built: int = 0
-    bytes_built: int = 0
-    dropped: dict[str, int] = field(default_factory=dict)
-
-    def count_drop(self, reason: str) -> None:
-        self.dropped[reason] = self.dropped.get(reason, 0) + 1
 
 
 @dataclass(slots=True)
@@ -198,26 +170,37 @@ class Membership:
         return len(self._peers) + (0 if self._left else 1)
 
     def next_deadline(self) -> float:
-        """The earliest time ``tick`` has something to do."""
-        times = [self._next_gossip_at, self._next_reap_at]
+        """The earliest time ``tick`` has something to do (``math.inf`` if nothing is scheduled).
+
+        Idle timers (gossip with nothing queued, reaping with nobody gone) are left out so an idle node is woken
+        only by its probe period; when they gain work their time may already be past, meaning "tick now".
+        """
+        t = self._next_reap_at if self._gone else math.inf
+        if self._queue or self._delegate_broadcasts:
+            t = min(t, self._next_gossip_at)
         if not self._left:
-            times.append(self._probe.deadline if self._probe is not None else self._next_probe_at)
+            t = min(t, self._probe.deadline if self._probe is not None else self._next_probe_at)
             if self._next_push_pull_at is not None:
-                times.append(self._next_push_pull_at)
-            if self._next_reconnect_at is not None:
-                times.append(self._next_reconnect_at)
+                t = min(t, self._next_push_pull_at)
+            if self._next_reconnect_at is not None and self._gone:
+                t = min(t, self._next_reconnect_at)
         if self._join is not None and self._join.retry_at is not None:
-            times.append(self._join.retry_at)
-        times.extend(s.deadline for s in self._suspicions.values())
-        times.extend(r.deadline for r in self._relays.values())
-        return min(times)
+            t = min(t, self._join.retry_at)
+        for suspicion in self._suspicions.values():
+            if suspicion.deadline < t:
+                t = suspicion.deadline
+        for relay in self._relays.values():
+            if relay.deadline < t:
+                t = relay.deadline
+        return t
 
     # -- driver entry points ---------------------------------------------------------------------------------------
 
     def tick(self, now: float) -> list[Outgoing]:
         """Run every timer that is due at ``now``."""
         out: list[Outgoing] = []
-        if now - self.next_deadline() > self.config.probe_interval_s:
+        probe_due = self._probe.deadline if self._probe is not None else self._next_probe_at
+        if not self._left and now - probe_due > self.config.probe_interval_s:
             self._recover_from_stall(now)
         if self._join is not None and self._join.retry_at is not None and now >= self._join.retry_at:
             out.extend(self._join_attempt(now))
@@ -235,12 +218,12 @@ class Membership:
                 if current is not None and current.status is MemberStatus.SUSPECT:
                     self.stats.deaths_declared += 1
                     self._on_dead(Dead(node, current.incarnation, self.id), now)
-        if now >= self._next_gossip_at:
+        if now >= self._next_gossip_at and (self._queue or self._delegate_broadcasts):
             self._next_gossip_at = now + self.config.gossip_interval_s
             out.extend(self._gossip(now))
         if not self._left:
             self._periodic_push_pull(now, out)
-        if now >= self._next_reap_at:
+        if now >= self._next_reap_at and self._gone:
             self._next_reap_at = now + self.config.probe_interval_s
             self._reap(now)
         return out
@@ -319,6 +302,17 @@ class Membership:
         self._set(replace(me, status=MemberStatus.LEFT, status_changed_at=now))
         self._queue.enqueue(self.id, encode(Left(self.id, me.incarnation)))
         return self._gossip(now)
+
+    def adopt(self, members: list[Member], now: float) -> None:
+        """Take ``members`` as known without gossiping them: restoring a saved table, or bootstrapping a simulation.
+
+        Entries follow the usual precedence (an older incarnation than what we know is ignored); ourselves is skipped.
+        """
+        for member in members:
+            current = self._members.get(member.id)
+            if member.id == self.id or (current is not None and member.incarnation <= current.incarnation):
+                continue
+            self._set(replace(member, status_changed_at=now))
 
     def update_meta(self, meta: bytes, now: float) -> None:
         """Change our metadata: a new incarnation makes every member accept the new value."""
@@ -615,6 +609,11 @@ class Membership:
 
     def _packet(self, address: Address, parts: list[bytes]) -> Packet:
         """Fill a datagram: the given parts, then queued updates, then delegate broadcasts, never over the limit."""
+        if not self._queue and not self._delegate_broadcasts and len(parts) == 1:
+            data = parts[0]  # the common case of an idle cluster: a lone ping or ack
+            self.stats.packets_built += 1
+            self.stats.bytes_built += len(data)
+            return Packet(address, data)
         limit = self.config.max_packet_bytes
         used = compound_overhead(255) + sum(bin_overhead(len(p)) + len(p) for p in parts)
         parts = parts + self._queue.get_broadcasts(_PART_OVERHEAD, limit - used, self.num_alive())

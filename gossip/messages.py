@@ -181,27 +181,24 @@ MESSAGE_CLASSES: dict[MessageType, type[Any]] = {
                               AppMessage, AppRequest, AppResponse)
 }
 
+_SORTED_NAMES = {cls: sorted(f.name for f in fields(cls)) for cls in MESSAGE_CLASSES.values()}
+_TYPE_BYTES = {cls: bytes((cls.TYPE,)) for cls in MESSAGE_CLASSES.values()}
+
 
 # -- encoding ----------------------------------------------------------------------------------------------------
 
-def _to_wire(value: Any) -> Any:
-    if isinstance(value, RemoteState):
-        return _fields_to_map(value)
-    if isinstance(value, MemberStatus):
-        return int(value)
-    if isinstance(value, tuple):
-        return [_to_wire(v) for v in value]
-    return value
-
-
-def _fields_to_map(obj: Any) -> dict[str, Any]:
-    return {f.name: _to_wire(getattr(obj, f.name)) for f in sorted(fields(obj), key=lambda f: f.name)}
+def _push_pull_map(message: PushPull) -> dict[str, Any]:
+    states = [{"address": s.address, "incarnation": s.incarnation, "meta": s.meta, "node": s.node,
+               "status": int(s.status)} for s in message.states]
+    return {"app_state": message.app_state, "join": message.join, "source": message.source, "states": states}
 
 
 def encode(message: Message) -> bytes:
     """One message: type byte + msgpack map (sorted keys). Deterministic: equal messages give equal bytes."""
-    body = msgpack.packb(_fields_to_map(message), use_bin_type=True)
-    return bytes((message.TYPE,)) + body
+    cls = type(message)
+    # Flat messages need no conversion: every value is a msgpack native (tuples pack as arrays).
+    body = _push_pull_map(message) if cls is PushPull else {n: getattr(message, n) for n in _SORTED_NAMES[cls]}
+    return _TYPE_BYTES[cls] + msgpack.packb(body, use_bin_type=True)
 
 
 def compound_overhead(part_count: int) -> int:

@@ -1,12 +1,14 @@
-"""What the membership state machine asks its driver to do: send a datagram, or make a stream request.
+"""The types a driver exchanges with the membership state machine.
 
-Returning these instead of doing I/O is what keeps the protocol pure: the asyncio driver turns them into socket
-calls, the simulator into events on a virtual network, and unit tests simply inspect them.
+Mostly what the machine asks its driver to do (send a datagram, make a stream request, answer a stream), plus the
+progress and counters the driver reports. Returning requests instead of doing I/O is what keeps the protocol pure:
+the asyncio driver turns them into socket calls, the simulator into events on a virtual network, and unit tests
+simply inspect them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gossip.clock import Address
 from gossip.messages import AppRequest
@@ -39,3 +41,32 @@ class StreamReply:
 
     reply: bytes | None = None
     app_request: AppRequest | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JoinStatus:
+    done: bool
+    failed: bool
+    contacted: int
+    attempts: int
+
+
+@dataclass(slots=True)
+class MembershipStats:
+    """Counters for observability and benchmarks; ``dropped`` counts rejected input by reason."""
+
+    probes: int = 0
+    indirect_probes: int = 0
+    probe_failures: int = 0
+    suspicions: int = 0
+    deaths_declared: int = 0
+    refutations: int = 0
+    stalls: int = 0
+    push_pulls_started: int = 0
+    push_pulls_served: int = 0
+    packets_built: int = 0
+    bytes_built: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def count_drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1

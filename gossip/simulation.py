@@ -11,8 +11,7 @@ Applications ride along the way they do in production: give ``delegate_factory``
 
 from __future__ import annotations
 
-import heapq
-import itertools
+import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -100,9 +99,7 @@ class Simulation:
         self.nodes: list[SimNode] = []
         self.events: list[StatusEvent] = []
         self._by_address: dict[Address, SimNode] = {}
-        self._heap: list[tuple[float, int, int, int]] = []  # (deadline, order, node index, version)
-        self._versions: list[int] = []
-        self._order = itertools.count()
+        self._scheduled: list[float] = []  # per node: the deadline its pending wake-up event is for
         for _ in range(n):
             self.add_node()
 
@@ -116,7 +113,7 @@ class Simulation:
         index = len(self.nodes)
         node = SimNode(self, index, node_id or f"node-{index:03d}", (f"10.0.{index // 250}.{index % 250 + 1}", 7946))
         self.nodes.append(node)
-        self._versions.append(0)
+        self._scheduled.append(math.nan)
         self._by_address[node.address] = node
         self.network.register(node.address, lambda data, src: self._on_packet(node, data, src),
                               lambda data, src: self._on_request(node, data, src))
@@ -145,6 +142,17 @@ class Simulation:
         if not self.run_until_true(self.converged, max_s):
             raise SimulationError(f"cluster of {len(self.nodes)} did not converge in {max_s}s (seed {self.seed})")
         return self.clock.now() - start
+
+    def bootstrap(self) -> None:
+        """Make every node know every other as alive at once, as if the cluster had long converged.
+
+        Much cheaper than `form_cluster` (no O(N^2) join gossip): for tests about what happens *after* formation.
+        """
+        now = self.clock.now()
+        table = [n.membership.local_member for n in self.nodes]
+        for node in self.nodes:
+            node.membership.adopt(table, now)
+            self.wake(node)
 
     def restart(self, node: SimNode, seeds: Iterable[SimNode]) -> None:
         """A crashed process comes back with the same id and address but a fresh state (incarnation 0)."""
@@ -199,31 +207,35 @@ class Simulation:
 
     def wake(self, node: SimNode) -> None:
         """Recompute when ``node`` next needs to run (call after poking its delegate from outside)."""
-        self._versions[node.index] += 1
         deadline = node.membership.next_deadline()
         app_deadline = getattr(node.app, "next_deadline", None)
         if app_deadline is not None:
             extra = app_deadline()
             if extra is not None:
                 deadline = min(deadline, extra)
-        heapq.heappush(self._heap, (deadline, next(self._order), node.index, self._versions[node.index]))
+        if deadline == self._scheduled[node.index] or deadline == math.inf:
+            return  # the pending wake-up event still stands (or there is nothing to wake up for)
+        self._scheduled[node.index] = deadline
+        self.network.schedule(max(deadline, self.clock.now()), lambda: self._wake_up(node, deadline))
+
+    def _wake_up(self, node: SimNode, deadline: float) -> None:
+        if self._scheduled[node.index] != deadline:
+            return  # superseded by a later wake()
+        self._scheduled[node.index] = math.nan
+        if node.is_up:
+            self._tick(node)
+        # a paused node is woken by on_resume; a crashed one never
 
     def run_for(self, seconds: float) -> None:
         self.run_until(self.clock.now() + seconds)
 
     def run_until(self, t_end: float) -> None:
-        while True:
-            t_net = self.network.next_event_time()
-            t_node = self._peek_node()
-            candidates = [t for t in (t_net, t_node) if t is not None]
-            if not candidates or min(candidates) > t_end:
-                break
-            t = max(min(candidates), self.clock.now())
-            self.clock.set(t)
-            self.network.run_due(t)
-            while (t_node := self._peek_node()) is not None and t_node <= t:
-                _, _, index, _ = heapq.heappop(self._heap)
-                self._tick(self.nodes[index])
+        """Advance virtual time to ``t_end``, running every packet delivery and node timer on the way, in order."""
+        network = self.network
+        while (t := network.next_event_time()) is not None and t <= t_end:
+            if t > self.clock.now():
+                self.clock.set(t)
+            network.run_due(t)
         self.clock.set(max(t_end, self.clock.now()))
 
     def run_until_true(self, predicate: Callable[[], bool], max_s: float, check_every_s: float = 0.1) -> bool:
@@ -235,18 +247,9 @@ class Simulation:
             self.run_until(min(deadline, self.clock.now() + check_every_s))
         return True
 
-    def _peek_node(self) -> float | None:
-        heap = self._heap
-        while heap:
-            deadline, _, index, version = heap[0]
-            if version == self._versions[index] and self.nodes[index].is_up:
-                return deadline
-            heapq.heappop(heap)
-        return None
-
     def _tick(self, node: SimNode) -> None:
         now = self.clock.now()
-        self.dispatch(node, node.membership.tick(now))
+        self._send(node, node.membership.tick(now))
         app_tick = getattr(node.app, "tick", None)
         if app_tick is not None:
             app_tick(now)
@@ -254,6 +257,10 @@ class Simulation:
 
     def dispatch(self, node: SimNode, outgoing: list[Outgoing]) -> None:
         """Carry out what a node's state machine asked for, then reschedule it."""
+        self._send(node, outgoing)
+        self.wake(node)
+
+    def _send(self, node: SimNode, outgoing: list[Outgoing]) -> None:
         membership = node.membership
         for item in outgoing:
             if isinstance(item, Packet):
@@ -264,7 +271,6 @@ class Simulation:
                         self.dispatch(node, membership.stream_response(request_id, reply, self.clock.now()))
                 self.network.request(node.address, item.address, item.data, item.timeout_s,
                                      self.deferred(node, done))
-        self.wake(node)
 
     def deferred(self, node: SimNode, action: Callable[[bytes | None], None]) -> Callable[[bytes | None], None]:
         """Wrap a stream callback so it waits while the node is paused and vanishes if it crashed."""
