@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import msgpack
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crdt import (
+    DecodeError,
     GCounter,
     HLCTimestamp,
     InvalidOperationError,
@@ -19,6 +22,7 @@ from crdt import (
     decode,
     encode,
 )
+from crdt.encoding import value_to_wire
 
 
 def wire(state: ORMap) -> ORMap:
@@ -219,37 +223,21 @@ def test_mutate_must_return_a_scoped_delta() -> None:
     add(m, "a", "k1", 1)
     add(m, "a", "k2", 2)
     # returning the whole nested value (whose context is the map's) would reset the other keys once merged
-    try:
+    with pytest.raises(InvalidOperationError):
         m.update("a", "k1", ORSet, lambda s: s)
-    except InvalidOperationError:
-        pass
-    else:
-        raise AssertionError("expected InvalidOperationError")
-    try:
+    with pytest.raises(InvalidOperationError):
         m.update("a", "k1", ORSet, lambda s: s.add("someone-else", 9))
-    except InvalidOperationError:
-        pass
-    else:
-        raise AssertionError("expected InvalidOperationError")
     assert m.value() == {"k1": frozenset({1}), "k2": frozenset({2})}
 
 
 def test_key_used_with_another_kind_raises() -> None:
     m = ORMap()
     add(m, "a", "k", 1)
-    try:
+    with pytest.raises(TypeMismatchError):
         m.update("a", "k", GCounter, lambda c: c.increment("a"))
-    except TypeMismatchError:
-        pass
-    else:
-        raise AssertionError("expected TypeMismatchError")
     # mutate must return a delta of the declared kind
-    try:
+    with pytest.raises(TypeMismatchError):
         m.update("a", "other", ORSet, lambda s: GCounter().increment("a"))  # type: ignore[arg-type,return-value]
-    except TypeMismatchError:
-        pass
-    else:
-        raise AssertionError("expected TypeMismatchError")
     # after a remove the key may be rebound to another kind
     apply(m, m.remove("k"))
     apply(m, m.update("a", "k", GCounter, lambda c: c.increment("a", 2)))
@@ -272,12 +260,8 @@ def test_concurrent_binding_to_two_kinds_converges_deterministically() -> None:
 
 
 def test_merge_rejects_other_type() -> None:
-    try:
+    with pytest.raises(TypeMismatchError):
         ORMap().merge(ORSet())  # type: ignore[arg-type]
-    except TypeMismatchError:
-        pass
-    else:
-        raise AssertionError("expected TypeMismatchError")
 
 
 def test_delta_of_one_key_in_a_large_map_stays_small() -> None:
@@ -355,3 +339,66 @@ def test_replicas_converge_in_any_delivery_order(ops: list[tuple[int, str, str, 
         assert r == forward
         assert r.value() == forward.value()
     assert backward == forward
+
+
+def _ormap_bytes(replica: str, counter: int, key: object, payload: object) -> bytes:
+    body = [[[[replica, counter]], []], [[replica, [[counter, value_to_wire(key), value_to_wire(payload)]]]]]
+    return msgpack.packb([1, "ormap", body], use_bin_type=True)
+
+
+def test_decoding_validates_nested_entries_by_their_kind() -> None:
+    ok = decode(_ormap_bytes("a", 1, ("k", "gcounter", "a"), 5))
+    assert isinstance(ok, ORMap) and ok.value() == {"k": 5}
+    deep = decode(_ormap_bytes("a", 1, ("k", "ormap", ("j", "orset", 7)), None))
+    assert isinstance(deep, ORMap) and deep.value() == {"k": {"j": frozenset({7})}}
+    bad = [
+        (("k", "nosuchtype", 1), None),  # unknown kind
+        (("k", "orset"), None),  # wrong key shape
+        ((1, "orset", 1), None),  # non-str map key
+        ("k", None),  # not a composite key
+        (("k", "gcounter", "b"), 5),  # counter entry keyed by another replica
+        (("k", "gcounter", "a"), 0),  # non-positive total
+        (("k", "orset", [1]), None),  # unhashable element
+        (("k", "ormap", ("j", "lwwregister", None)), "not-a-timestamp-triple"),  # bad payload two levels down
+    ]
+    for key, payload in bad:
+        with pytest.raises(DecodeError):
+            decode(_ormap_bytes("a", 1, key, payload))
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["add", "discard", "drop", "inc"]), st.sampled_from(["x", "y"]), st.integers(1, 3)
+        ),
+        max_size=25,
+    )
+)
+@settings(max_examples=50)
+def test_single_replica_matches_a_dict_model(ops: list[tuple[str, str, int]]) -> None:
+    m = ORMap()
+    model_sets: dict[str, set[int]] = {}
+    model_counts: dict[str, int] = {}
+    for op, key, n in ops:
+        if op == "add":
+            m.merge(m.update("a", key, ORSet, lambda s, n=n: s.add("a", n)))
+            model_sets.setdefault(key, set()).add(n)
+        elif op == "discard":
+            m.merge(m.update("a", key, ORSet, lambda s, n=n: s.remove(n)))
+            if n in model_sets.get(key, set()):
+                model_sets[key].discard(n)
+                if not model_sets[key]:
+                    del model_sets[key]
+        elif op == "drop":
+            m.merge(m.remove(key))
+            m.merge(m.remove(f"{key}#"))
+            model_sets.pop(key, None)
+            model_counts.pop(f"{key}#", None)
+        else:
+            m.merge(m.update("a", f"{key}#", GCounter, lambda c, n=n: c.increment("a", n)))
+            model_counts[f"{key}#"] = model_counts.get(f"{key}#", 0) + n
+    expected: dict[str, object] = {k: frozenset(v) for k, v in model_sets.items()}
+    expected.update(model_counts)
+    assert m.value() == dict(sorted(expected.items()))
+    assert m.keys() == sorted(expected)
+    assert wire(m) == m
