@@ -338,4 +338,25 @@ class ReplicaCore:
         return [(member, payload) for member, theirs in sorted(replies.items()) if theirs != merged]
 
 
-__all__ = ["CoreStats", "KeyspaceStore", "ReplicaCore", "Store", "TickResult", "decode_state"]
+def sync_pair(initiator: ReplicaCore, responder: ReplicaCore, now: float,
+              observe: Callable[[bytes], None] | None = None) -> SyncInitiator:
+    """Run one whole session between two in-process cores (tests, benches, local catch-up); ``observe`` sees
+    every message both ways. Returns the finished session (see ``outcome``)."""
+    session, request = initiator.start_sync(responder.node_id, now)
+    message: bytes | None = request
+    while message is not None:
+        if observe is not None:
+            observe(message)
+        reply = responder.handle_request(message, initiator.node_id, now)
+        if observe is not None:
+            observe(reply)
+        message = session.receive(reply, now)
+    initiator.sync_finished(session)
+    if session.done_message is not None:
+        if observe is not None:
+            observe(session.done_message)
+        responder.handle_request(session.done_message, initiator.node_id, now)
+    return session
+
+
+__all__ = ["CoreStats", "KeyspaceStore", "ReplicaCore", "Store", "TickResult", "decode_state", "sync_pair"]
