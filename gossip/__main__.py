@@ -62,6 +62,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="lan")
     parser.add_argument("--probe-interval", type=float, help="override probe_interval_s")
     parser.add_argument("--probe-timeout", type=float, help="override probe_timeout_s")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override any Config field, e.g. --set retransmit_mult=4 (repeatable)")
     parser.add_argument("--key", help="hex AES key (16/24/32 bytes) sealing all traffic")
     parser.add_argument("--stats-interval", type=float, default=0.0, help="print wire counters this often (0: never)")
     parser.add_argument("--run-for", type=float, default=0.0, help="leave and exit after this many seconds (0: never)")
@@ -69,7 +71,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def build_config(args: argparse.Namespace) -> Config:
-    overrides: dict[str, float] = {}
+    overrides: dict[str, Any] = {}
+    defaults = Config().describe()
+    for item in args.set:
+        name, sep, text = item.partition("=")
+        if not sep or name not in defaults:
+            raise SystemExit(f"--set expects FIELD=VALUE with a Config field, got {item!r}")
+        kind = type(defaults[name])
+        overrides[name] = kind(float(text)) if kind in (int, float) else kind(text)
     if args.probe_interval is not None:
         overrides["probe_interval_s"] = args.probe_interval
     if args.probe_timeout is not None:

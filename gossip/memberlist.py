@@ -217,9 +217,10 @@ class Memberlist:
         self._arm()
 
     async def wait_until(self, predicate: Callable[[], bool], timeout_s: float) -> None:
-        """Return once ``predicate()`` holds, re-checking on every membership change; `TimeoutError` after timeout_s.
+        """Return once ``predicate()`` holds; `TimeoutError` after ``timeout_s``.
 
-        Event-driven: the predicate is evaluated when some member entry changes, never on a polling interval.
+        Event-driven: the predicate is re-evaluated after every member change and every input (datagram, stream
+        reply), never on a polling interval.
         """
         async with asyncio.timeout(timeout_s):
             while not predicate():
@@ -325,9 +326,11 @@ class Memberlist:
             outgoing = self._membership.receive(data, sender, self._clock.now())
         except PacketDecodeError as exc:
             self.stats.dropped[exc.reason] += 1
+            self._changed.set()
             return
         self._dispatch(outgoing)
         self._arm()
+        self._changed.set()
 
     async def _on_request(self, data: bytes, sender: Address) -> bytes:
         membership = self._running()
