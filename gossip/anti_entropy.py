@@ -45,12 +45,14 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from gossip.anti_entropy_wire import (
+    SIZE_HINT_BYTES,
     AntiEntropyProtocolError,
     Composer,
     Exchange,
     decode_message,
     encode_message,
     reply_content_limit,
+    size_hint,
 )
 from gossip.chunking import Chunk, ChunkError, Reassembler, transfer_id_of
 from gossip.errors import ConfigError, GossipError
@@ -200,9 +202,20 @@ class _Replica:
         return [(k, d) for k, d in self.tree.leaf_items(leaf) if key_fingerprint(k, salt) == fingerprint]
 
     def _diff_leaf(self, leaf: int, entries: bytes, salt: int) -> list[Item]:
-        width, step = self.config.hash_bytes, KEY_HASH_BYTES + self.config.hash_bytes
-        theirs = {entries[i : i + step] for i in range(0, len(entries), step)}
-        their_fps = {e[:KEY_HASH_BYTES] for e in theirs}
+        """Compare the peer's listing of a leaf with ours: push what they lack, want what we lack.
+
+        For a key both hold differently, the side whose encoded state is larger (the size hint in the listing) is
+        guessed to be newer and pushes first; the other merges and pushes back only if the result still differs.
+        """
+        width = self.config.hash_bytes
+        entry_bytes = KEY_HASH_BYTES + width
+        step = entry_bytes + SIZE_HINT_BYTES
+        theirs: set[bytes] = set()
+        their_size: dict[bytes, int] = {}
+        for i in range(0, len(entries), step):
+            theirs.add(entries[i : i + entry_bytes])
+            fp = entries[i : i + KEY_HASH_BYTES]
+            their_size[fp] = max(their_size.get(fp, 0), int.from_bytes(entries[i + entry_bytes : i + step], "big"))
         matched: set[bytes] = set()
         my_fps: set[bytes] = set()
         work: list[Item] = []
@@ -213,10 +226,12 @@ class _Replica:
             entry = fp + digest[salt : salt + width]
             if entry in theirs:
                 matched.add(entry)
-            elif fp in their_fps:
-                wanted.add(fp)
-            else:
+            elif fp not in their_size:
                 work.append(("s", key, False))
+            elif size_hint(self.tree.size_of(key)) > their_size[fp] > 0:
+                work.append(("s", key, True))
+            else:
+                wanted.add(fp)
         wanted.update(e[:KEY_HASH_BYTES] for e in theirs - matched if e[:KEY_HASH_BYTES] not in my_fps)
         work.extend(("w", leaf, fp) for fp in sorted(wanted))
         return work
@@ -276,7 +291,8 @@ class _Replica:
             if level < tree.depth:
                 blob = b"".join(slice_hash(v, salt, width) for v in tree.children_ints(level, node))
                 return None if composer.add_group(level + 1, node, blob) else item
-            listing = [key_fingerprint(k, salt) + d[salt : salt + width] for k, d in tree.leaf_items(node)]
+            listing = [key_fingerprint(k, salt) + d[salt : salt + width] + size_hint(tree.size_of(k)).to_bytes(
+                SIZE_HINT_BYTES, "big") for k, d in tree.leaf_items(node)]
             estimate = self.entry_reply_estimate(len(listing))
             return None if composer.add_entries(node, b"".join(listing), len(listing), estimate) else item
         if kind == "w":

@@ -12,7 +12,7 @@ key   value                              meaning
 s     int                                slice offset for this session (requests only)
 n     int                                the responder's key count (first reply only)
 g     [[level, bin]]                     records ``id | fanout x width`` hash slices of id's children
-e     bin                                records ``leaf | n (2) | n x (key fingerprint (4) | digest slice)``
+e     bin                                records ``leaf | n (2) | n x (fingerprint (4) | digest slice | size (2))``
 d     [[level, bin]]                     records ``id``: nodes known to differ, for the receiver to expand
 w     bin                                records ``leaf | fingerprint``: send me these keys' states
 k     [[key, state, flag]]               states; flag = push your merged state back if it differs
@@ -37,6 +37,9 @@ from gossip.merkle import DIGEST_BYTES, KEY_HASH_BYTES, MerkleTree
 if TYPE_CHECKING:
     from gossip.anti_entropy import AntiEntropyConfig
 
+SIZE_HINT_BYTES = 2
+"""Width of the encoded-state size hint in leaf listings (sizes saturate at 65535)."""
+
 _KNOWN_TYPES = frozenset({0x41, 0x42, 0x43, 0x44})
 _FIELDS = frozenset({"s", "n", "g", "e", "d", "w", "k", "c", "m", "cw", "x"})
 _LIST_OVERHEAD = 8  # field name + array header, upper bound
@@ -50,6 +53,11 @@ class AntiEntropyProtocolError(GossipError, ValueError):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+
+def size_hint(size: int) -> int:
+    """A state size as sent in leaf listings: exact below 64 KiB, saturated above (0 means unknown)."""
+    return min(size, (1 << (8 * SIZE_HINT_BYTES)) - 1)
 
 
 def id_width(tree: MerkleTree) -> int:
@@ -137,7 +145,7 @@ class Exchange:
                 parent = _int(int.from_bytes(blob[i : i + idw], "big"), 0, tree.level_size(level - 1), "parent")
                 ex.groups.append((level, parent, blob[i + idw : i + step]))
         blob = _bin(body.get("e", b""), "entries")
-        step, i = KEY_HASH_BYTES + width, 0
+        step, i = KEY_HASH_BYTES + width + SIZE_HINT_BYTES, 0
         while i < len(blob):
             if i + idw + 2 > len(blob):
                 raise _fail("truncated entries header")
@@ -349,4 +357,5 @@ __all__ = [
     "encode_message",
     "id_width",
     "reply_content_limit",
+    "size_hint",
 ]

@@ -70,7 +70,7 @@ class MerkleTree:
     Node ``i`` at level ``L`` has children ``i*fanout .. i*fanout+fanout-1`` at level ``L+1``.
     """
 
-    __slots__ = ("_count", "_depth", "_fanout", "_leaf_count", "_leaves", "_levels")
+    __slots__ = ("_count", "_depth", "_fanout", "_leaf_count", "_leaves", "_levels", "_sizes")
 
     def __init__(self, fanout: int = 8, depth: int = 5) -> None:
         if not 2 <= fanout <= 256:
@@ -84,14 +84,21 @@ class MerkleTree:
         self._leaf_count = fanout**depth
         self._levels: list[list[int]] = [[0] * (fanout**level) for level in range(depth + 1)]
         self._leaves: dict[int, dict[bytes, bytes]] = {}
+        self._sizes: dict[bytes, int] = {}  # encoded state sizes, when the caller gives them (a hint, not hashed)
         self._count = 0
 
     @classmethod
-    def from_items(cls, items: Iterable[tuple[bytes, bytes]], fanout: int = 8, depth: int = 5) -> MerkleTree:
-        """Build a tree in one pass: leaves first, then each level from the one below (cheaper than N `set` calls)."""
+    def from_items(cls, items: Iterable[tuple[bytes, bytes] | tuple[bytes, bytes, int]], fanout: int = 8,
+                   depth: int = 5) -> MerkleTree:
+        """Build a tree in one pass: leaves first, then each level from the one below (cheaper than N `set` calls).
+
+        Items are ``(key, digest)`` or ``(key, digest, encoded_size)``.
+        """
         tree = cls(fanout, depth)
         leaf_level = tree._levels[depth]
-        for key, digest in items:
+        for key, digest, *size in items:
+            if size and size[0]:
+                tree._sizes[key] = size[0]
             tree._check_digest(digest)
             leaf = tree.leaf_of(key)
             bucket = tree._leaves.get(leaf)
@@ -138,9 +145,17 @@ class MerkleTree:
 
     # -- mutation ----------------------------------------------------------------------------------------------
 
-    def set(self, key: bytes, digest: bytes) -> None:
-        """Insert or update one key in O(depth); call it on every local write and every merge."""
+    def set(self, key: bytes, digest: bytes, size: int = 0) -> None:
+        """Insert or update one key in O(depth); call it on every local write and every merge.
+
+        ``size`` (the encoded state's length, 0 = unknown) is a hint anti-entropy uses to guess, for a key that
+        differs on both sides, which side's state is newer: join-semilattice states tend to grow.
+        """
         self._check_digest(digest)
+        if size:
+            self._sizes[key] = size
+        else:
+            self._sizes.pop(key, None)
         leaf = self.leaf_of(key)
         bucket = self._leaves.get(leaf)
         if bucket is None:
@@ -163,6 +178,7 @@ class MerkleTree:
         if bucket is None or key not in bucket:
             return False
         old = bucket.pop(key)
+        self._sizes.pop(key, None)
         if not bucket:
             del self._leaves[leaf]
         self._count -= 1
@@ -194,6 +210,10 @@ class MerkleTree:
         """The digest stored for ``key``, or None."""
         bucket = self._leaves.get(self.leaf_of(key))
         return None if bucket is None else bucket.get(key)
+
+    def size_of(self, key: bytes) -> int:
+        """The encoded size hint given for ``key`` (0 when unknown)."""
+        return self._sizes.get(key, 0)
 
     def root(self) -> bytes:
         """The full 16-byte root hash: equal roots mean equal keyspaces (up to ~2**-128)."""

@@ -29,7 +29,7 @@ class GSetReplica:
 
     def __init__(self, items: dict[bytes, bytes] | None = None, fanout: int = 8, depth: int = 5) -> None:
         self.data = dict(items or {})
-        self.tree = MerkleTree.from_items(((k, state_digest(v)) for k, v in self.data.items()), fanout, depth)
+        self.tree = MerkleTree.from_items(((k, state_digest(v), len(v)) for k, v in self.data.items()), fanout, depth)
         self.merges = 0
 
     def get_state(self, key: bytes) -> bytes | None:
@@ -43,7 +43,7 @@ class GSetReplica:
 
     def put(self, key: bytes, state: bytes) -> None:
         self.data[key] = state
-        self.tree.set(key, state_digest(state))
+        self.tree.set(key, state_digest(state), len(state))
 
     def add(self, key: bytes, element: bytes) -> None:
         old = self.data.get(key)

@@ -85,7 +85,6 @@ def test_batches_respect_the_byte_limit_and_the_backlog_stays_bounded(
     for key, delta in writes:
         dropped.update(buffer.add(b"key%d" % key, delta))
         assert buffer.total_bytes <= 800
-    assert dropped.isdisjoint(k for k in dropped if k in buffer and buffer.pending(k) is None)
     seen: dict[bytes, bytes] = {}
     for peer in ["a", "b", "c", "d"] * 30:
         message = buffer.take_batch(peer, limit)
