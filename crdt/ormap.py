@@ -32,7 +32,8 @@ both are kept (as Riak keys fields by name and type); reads show the kind whose 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar, Self, TypeVar
 
 from crdt.causal_context import CausalContext
@@ -47,6 +48,70 @@ from crdt.pncounter import PNCounter
 
 T = TypeVar("T", bound=DotKernel)
 FlatKey = tuple[str, str, Hashable]
+
+
+class _NestedEntries(Mapping[Hashable, Mapping[DotT, Any]]):
+    """Read-only window onto one key's entries in the parent's flat store: nested key -> {dot: payload}.
+
+    Handing ``mutate`` (and ``value``) this window instead of a copy makes an update cost O(its delta), not
+    O(size of the nested value). Writes are impossible through it (no ``__setitem__``, payload dicts behind
+    ``MappingProxyType``), so a stray ``merge`` on the nested value fails instead of corrupting the map.
+    """
+
+    __slots__ = ("_flat", "_inners", "_key", "_name")
+
+    def __init__(self, flat: dict[Hashable, dict[DotT, Any]], key: str, name: str, inners: set[Hashable]) -> None:
+        self._flat = flat
+        self._key = key
+        self._name = name
+        self._inners = inners
+
+    def __getitem__(self, inner: Hashable) -> Mapping[DotT, Any]:
+        if inner not in self._inners:
+            raise KeyError(inner)
+        return MappingProxyType(self._flat[(self._key, self._name, inner)])
+
+    def get(self, inner: Hashable, default: Any = None) -> Any:
+        if inner in self._inners:
+            return MappingProxyType(self._flat[(self._key, self._name, inner)])
+        return default
+
+    def __contains__(self, inner: object) -> bool:
+        return inner in self._inners
+
+    def __iter__(self) -> Iterator[Hashable]:
+        return iter(self._inners)
+
+    def __len__(self) -> int:
+        return len(self._inners)
+
+
+class _NestedDots(Mapping[str, Mapping[int, Hashable]]):
+    """The nested value's replica -> {counter: nested key} index, built only if something asks (copy, repr)."""
+
+    __slots__ = ("_built", "_entries")
+
+    def __init__(self, entries: _NestedEntries) -> None:
+        self._entries = entries
+        self._built: dict[str, Mapping[int, Hashable]] | None = None
+
+    def _index(self) -> dict[str, Mapping[int, Hashable]]:
+        if self._built is None:
+            per: dict[str, dict[int, Hashable]] = {}
+            for inner, kd in self._entries.items():
+                for r, c in kd:
+                    per.setdefault(r, {})[c] = inner
+            self._built = {r: MappingProxyType(cs) for r, cs in per.items()}
+        return self._built
+
+    def __getitem__(self, replica: str) -> Mapping[int, Hashable]:
+        return self._index()[replica]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index())
+
+    def __len__(self) -> int:
+        return len(self._index())
 
 
 class ORMap(DotKernel):
@@ -124,9 +189,10 @@ class ORMap(DotKernel):
     def update(self, replica: str, key: str, kind: type[T], mutate: Callable[[T], T]) -> ORMap:
         """Delta applying one nested mutation to ``key``'s value of type ``kind`` (empty if the key is absent).
 
-        ``mutate`` receives the current nested value (a copy sharing a snapshot of this map's context, so its
-        mutators draw map-wide unique dots) and must return the delta made by one of that value's mutators.
-        The returned ORMap delta holds only that key's entries: its size is the nested delta's size.
+        ``mutate`` receives the current nested value, a read-only view valid during the call, over a snapshot
+        of this map's context (so its mutators draw map-wide unique dots), and must return the delta made by one
+        of that value's mutators. Cost O(delta) for every kind but ORMap, whose nested index is rebuilt
+        (O(that nested map)). The returned ORMap delta holds only that key's entries.
         """
         if not isinstance(key, str):
             raise InvalidOperationError(f"ORMap keys must be str, got {type(key).__name__}")
@@ -137,7 +203,7 @@ class ORMap(DotKernel):
         if bound and name not in bound:
             raise TypeMismatchError(min(bound), name)
         ctx = self._ctx.copy()
-        current = self._nested(key, name, ctx) if bound else kind._bound_to(ctx)
+        current = self._view(key, name, ctx) if bound else kind._bound_to(ctx)
         nested_delta = mutate(current)
         if type(nested_delta) is not kind:
             raise TypeMismatchError(name, getattr(nested_delta, "TYPE_NAME", type(nested_delta).__name__))
@@ -189,6 +255,17 @@ class ORMap(DotKernel):
                 nested._insert(dot, inner, payload)
         return nested
 
+    def _view(self, key: str, name: str, ctx: CausalContext) -> DotKernel:
+        """The nested value of ``key`` as kind ``name`` without copying its entries (read-only; see above)."""
+        cls = KINDS[name]
+        if cls is ORMap:  # a nested map needs its own key index: materialize
+            return self._nested(key, name, ctx)
+        nested = cls._bound_to(ctx)
+        entries = _NestedEntries(self._keys, key, name, self._index[key][name])
+        nested._keys = entries  # type: ignore[assignment]
+        nested._dots = _NestedDots(entries)  # type: ignore[assignment]
+        return nested
+
     def get(self, key: str) -> Any | None:
         """An independent copy of ``key``'s nested value (the first kind by name if bound to several), or None."""
         kinds = self._index.get(key)
@@ -204,7 +281,7 @@ class ORMap(DotKernel):
         """``{key: nested value()}``, sorted by key."""
         index = self._index
         ctx = self._ctx  # read-only use: nested values built here never escape
-        return {k: self._nested(k, min(index[k]), ctx).value() for k in sorted(index)}
+        return {k: self._view(k, min(index[k]), ctx).value() for k in sorted(index)}
 
     def keys(self) -> list[str]:
         """Present keys, sorted."""

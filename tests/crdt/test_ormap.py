@@ -230,6 +230,41 @@ def test_mutate_must_return_a_scoped_delta() -> None:
     assert m.value() == {"k1": frozenset({1}), "k2": frozenset({2})}
 
 
+def test_value_handed_to_mutate_is_read_only() -> None:
+    m = ORMap()
+    add(m, "a", "tags", "x")
+    add(m, "a", "hits", 1)
+    m.merge(m.update("a", "n", GCounter, lambda c: c.increment("a", 2)))
+    before = m.copy()
+
+    def sneaky_set(s: ORSet) -> ORSet:
+        s.merge(s.add("a", "y"))  # merging into the value under update instead of returning the delta
+        return s.add("a", "z")
+
+    def sneaky_counter(c: GCounter) -> GCounter:
+        c.merge(c.increment("a", 5))
+        return c.increment("a")
+
+    with pytest.raises((TypeError, AttributeError)):
+        m.update("a", "tags", ORSet, sneaky_set)
+    with pytest.raises((TypeError, AttributeError)):
+        m.update("a", "n", GCounter, sneaky_counter)
+    assert m == before
+    # reading and copying the value under update is fine and consistent
+    seen: list[object] = []
+
+    def reader(s: ORSet) -> ORSet:
+        snapshot = s.copy()
+        snapshot.merge(snapshot.add("a", "local-only"))
+        seen.append(snapshot.value())
+        seen.append(s.value())
+        return s.add("a", "y")
+
+    m.merge(m.update("a", "tags", ORSet, reader))
+    assert seen == [frozenset({"x", "local-only"}), frozenset({"x"})]
+    assert m.value()["tags"] == frozenset({"x", "y"})
+
+
 def test_key_used_with_another_kind_raises() -> None:
     m = ORMap()
     add(m, "a", "k", 1)
