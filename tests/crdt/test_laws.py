@@ -1,0 +1,197 @@
+"""The algebra every registered CRDT type must obey, checked on states built by replaying random replica histories.
+
+Registry-driven: each test is parametrized over ``crdt.TYPES`` (plus modelled types already importable), and
+``test_every_registered_type_has_an_op_model`` fails the moment a type is registered without an op generator in
+``crdt_strategies.MODELS``. Merge works in place, so every law is checked on copies.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+from crdt_strategies import MODELS, Replay, available_type_names, registered_types, replay, replays
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import crdt
+
+TYPE_NAMES = available_type_names()
+CONTRACT_TYPES = {"gcounter", "pncounter", "orset", "lwwregister", "mvregister", "lwwmap", "ormap"}
+
+
+def join(*states: Any) -> Any:
+    acc = states[0].copy()
+    for s in states[1:]:
+        acc.merge(s.copy())
+    return acc
+
+
+def assert_same(a: Any, b: Any) -> None:
+    """Equal as states, as values and, when encoding is available, as bytes."""
+    assert a == b
+    assert a.value() == b.value()
+    assert crdt.encode(a) == crdt.encode(b)
+
+
+def pick(r: Replay, data: st.DataObject, k: int) -> list[Any]:
+    """k replica states (with repetition), sometimes the empty state: laws must hold for bottom too."""
+    pool = [*r.states, r.empty()]
+    return [pool[data.draw(st.integers(0, len(pool) - 1))] for _ in range(k)]
+
+
+# ------------------------------------------------------------------------------------------------ registry
+
+
+def test_every_registered_type_has_an_op_model() -> None:
+    registry = registered_types()
+    assert set(registry) >= CONTRACT_TYPES, f"contract types missing from crdt.TYPES: {CONTRACT_TYPES - set(registry)}"
+    missing = sorted(set(registry) - set(MODELS))
+    assert missing == [], f"registered CRDT types without an op generator in crdt_strategies.MODELS: {missing}"
+
+
+@pytest.mark.parametrize("type_name", TYPE_NAMES)
+def test_registry_entry_matches_model_class(type_name: str) -> None:
+    cls = MODELS[type_name].cls
+    assert type_name == cls.TYPE_NAME
+    assert registered_types()[type_name] is cls
+
+
+@pytest.mark.parametrize(("left", "right"), list(itertools.permutations(TYPE_NAMES, 2)))
+def test_merging_different_types_is_a_type_mismatch(left: str, right: str) -> None:
+    a = MODELS[left].cls()
+    with pytest.raises(crdt.TypeMismatchError):
+        a.merge(MODELS[right].cls())
+    assert a == MODELS[left].cls()
+
+
+# ------------------------------------------------------------------------------------------------ join laws
+# Generating a replayed history costs more than checking a law on it, so related laws share one test and one
+# draw; max_examples is lowered to keep the suite inside its time budget (every law still sees ~60 histories
+# per type per run, and dev runs draw new ones each time).
+
+
+@pytest.mark.parametrize("type_name", TYPE_NAMES)
+@settings(max_examples=60)
+@given(data=st.data())
+def test_merge_is_a_join(type_name: str, data: st.DataObject) -> None:
+    """Commutative, associative, idempotent, bottom is the identity, and any merge order converges."""
+    r = data.draw(replays(type_name))
+    a, b, c = pick(r, data, 3)
+    bottom = r.empty()
+    assert bottom.is_empty()
+    assert_same(join(a, b), join(b, a))  # commutative
+    assert_same(join(join(a, b), c), join(a, join(b, c)))  # associative
+    ab = join(a, b)
+    assert_same(join(a, a), a)  # idempotent
+    assert_same(join(ab, b), ab)
+    assert_same(join(ab, a), ab)
+    assert_same(join(a, bottom), a)  # identity
+    assert_same(join(bottom, a), a)
+    order = data.draw(st.permutations(range(len(r.states))))
+    assert_same(join(bottom, *(r.states[i] for i in order)), r.joined())  # order-independent convergence
+    if ab.is_empty():  # the converse is not required: a PNCounter at 0 after +n-n still has history
+        assert ab.value() == bottom.value()
+
+
+@pytest.mark.parametrize("type_name", TYPE_NAMES)
+@settings(max_examples=40)
+@given(data=st.data())
+def test_merge_leaves_its_argument_alone_and_copies_are_independent(type_name: str, data: st.DataObject) -> None:
+    r = data.draw(replays(type_name))
+    a, b = pick(r, data, 2)
+    b_before, a_before = b.copy(), a.copy()
+    target = a.copy()
+    target.merge(b)
+    assert b == b_before
+    assert a == a_before
+    # mutate the merged copy further: neither source may change (no shared mutable structure)
+    i = data.draw(st.integers(0, len(r.envs) - 1))
+    target.merge(r.model.apply(target, r.envs[i], data.draw(r.model.ops)))
+    assert b == b_before
+    assert a == a_before
+
+
+# ------------------------------------------------------------------------------------------------ mutators
+
+
+@pytest.mark.parametrize("type_name", TYPE_NAMES)
+@settings(max_examples=60)
+@given(data=st.data())
+def test_mutators_are_pure_and_the_delta_equals_shipping_the_full_state(type_name: str, data: st.DataObject) -> None:
+    """``s.merge(s.m())`` and shipping the delta to a replica t that has seen s equals shipping s's new full state."""
+    r = data.draw(replays(type_name))
+    i = data.draw(st.integers(0, len(r.states) - 1))
+    j = data.draw(st.integers(0, len(r.states) - 1))
+    s = r.states[i]
+    before = s.copy()
+    delta = r.model.apply(s, r.envs[i], data.draw(r.model.ops))
+    assert s == before, "a mutator modified the state it was called on"
+    after = s.copy()
+    after.merge(delta)
+    assert_same(join(after, delta), after)  # the delta is below the new state
+    t = join(r.states[j], s)  # t has observed everything s had
+    assert_same(join(t, delta), join(t, after))
+    # every replica's context covers the deltas it made, and the cluster's join covers them all
+    for origin, delta in r.deltas:
+        assert r.states[origin].context().covers(delta.context())
+    whole = r.joined()
+    for _, delta in r.deltas:
+        assert whole.context().covers(delta.context())
+
+
+@pytest.mark.parametrize("type_name", TYPE_NAMES)
+@settings(max_examples=40)
+@given(data=st.data())
+def test_clear_resets_what_was_observed_and_keeps_concurrent_updates(type_name: str, data: st.DataObject) -> None:
+    r = data.draw(replays(type_name, min_replicas=2))
+    s, t = r.states[0].copy(), r.states[1].copy()
+    s.merge(s.clear())
+    assert s.is_empty()
+    # t's updates that s never observed survive s's clear; those s observed do not.
+    merged = join(s, t)
+    assert_same(merged, join(t, s))
+    if t.context().covers(r.states[0].context()) and r.states[0].context().covers(t.context()):
+        assert merged.is_empty()
+
+
+# ------------------------------------------------------------------------------------------------ encoding
+
+
+@pytest.mark.parametrize("type_name", TYPE_NAMES)
+@settings(max_examples=60)
+@given(data=st.data())
+def test_encoding_round_trips_and_is_deterministic(type_name: str, data: st.DataObject) -> None:
+    """decode(encode(s)) == s, re-encoding gives the same bytes, and states equal through different merge
+    orders (or built from deltas in reverse order) encode to the same bytes."""
+    r = data.draw(replays(type_name))
+    whole = r.joined()
+    for s in [*r.states, whole]:
+        blob = crdt.encode(s)
+        back = crdt.decode(blob)
+        assert type(back) is type(s)
+        assert back == s
+        assert back.value() == s.value()
+        assert crdt.encode(back) == blob
+        assert crdt.decode_context(crdt.encode_context(s.context())) == s.context()
+    for _, delta in r.deltas:
+        assert crdt.decode(crdt.encode(delta)) == delta
+    order = data.draw(st.permutations(range(len(r.states))))
+    pairwise = r.states[order[0]].copy()
+    for i in order[1:]:
+        pairwise.merge(r.states[i].copy())
+    from_deltas = r.empty()
+    for _, delta in reversed(r.deltas):
+        from_deltas.merge(delta)
+    assert crdt.encode(pairwise) == crdt.encode(whole)
+    assert_same(from_deltas, whole)
+
+
+@pytest.mark.parametrize("type_name", TYPE_NAMES)
+@settings(max_examples=10)
+@given(data=st.data())
+def test_replay_is_deterministic(type_name: str, data: st.DataObject) -> None:
+    """The strategies themselves: replaying one scenario twice gives equal states (no hidden randomness)."""
+    scenario = data.draw(replays(type_name)).scenario
+    assert [crdt.encode(s) for s in replay(scenario).states] == [crdt.encode(s) for s in replay(scenario).states]
