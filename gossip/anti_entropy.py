@@ -7,30 +7,45 @@ Shape of a session (initiator ``I``, responder ``R``; ``R`` keeps **no per-sessi
 2. Otherwise the two sides alternate EXCHANGE messages. Whoever learns that node ``n`` differs sends *its own*
    hashes of ``n``'s children; the other compares them with its own and answers with the children hashes of the
    ones that differ, so each message descends one level and every round trip descends two. At a leaf the sender
-   lists its ``(key fingerprint, digest slice)`` entries; the receiver then pushes the states the other lacks and
-   asks ("wants") for the ones it lacks or holds differently. An answered want carries a flag: the receiver merges
-   and, if its merged state's digest differs from the one it received, pushes its merged state back. Both directions
-   are repaired in one session, and a key where one side dominates costs one state transfer, not two.
+   lists its ``(key fingerprint, digest slice, size hint)`` entries; the receiver then pushes the states the other
+   lacks and asks ("wants") for the ones it lacks; for a key held differently by both, the side with the larger
+   state pushes it. Such a push (and an answered want) carries a flag: the receiver merges and, if its merged
+   state's digest differs from the one it received, pushes its merged state back. Both directions are repaired in
+   one session, and a key where one side dominates usually costs one state transfer, not two.
 3. States too big for one message go as `gossip.chunking` chunks, reassembled in a bounded `Reassembler`.
 
-Why the wire uses **4-byte slices** of the 16-byte node hashes and digests: locating ``d`` differences costs about
-``d * fanout * width`` bytes per level near the leaves, so width dominates. A 4-byte slice lets a differing node pass
-as equal with probability 2**-32; the initiator draws the slice *offset* ``s`` per session from its injected
-``random.Random``, so an unlucky collision is not repeated by the next session. The root is always compared in full.
+Why the wire uses **3-byte slices** (``hash_bytes``) of the 16-byte node hashes and digests: locating ``d``
+differences costs about ``d * fanout * width`` bytes per level near the leaves, so width dominates. A 3-byte slice
+lets a differing node pass as equal with probability 2**-24; the initiator draws the slice *offset* ``s`` per session
+from its injected ``random.Random`` (key fingerprints rotate with it), so an unlucky collision only delays that key to
+a later session instead of hiding it forever. The root is always compared in full.
 
-Expected bytes at 100k keys (fanout 8, depth 5: 32,768 leaves, ~3 keys a leaf; measured by
-``bench/anti_entropy_bench.py``):
+Why listings carry a **size hint**: for a key both sides hold differently, one side must send first. Sending the
+smaller state first wastes a transfer whenever the other side dominates; join-semilattice states grow, so the larger
+state is usually the newer one, and that side pushes first (`MerkleTree.set` takes the size; 0 means unknown).
 
-* idle (converged): HELLO ~45 bytes + IN_SYNC 1 byte, ~50 bytes in all (target < 2 KiB).
-* 100 differing keys: nodes that differ per level ~1, 8, 51, 91, 99, 100; each sends 8 x 4 bytes of child hashes
-  plus a 2-byte id, ~9.5 KB; leaf entries ~100 x 4 keys x 8 bytes = 3.2 KB; wants ~1 KB. About 14 KB of overhead
-  against ~13 KB of states (100 x 64-200 bytes) sent once (one side dominates) or twice (concurrent edits), so the
-  total is ~2x-3x the states and ~0.002x a full-state transfer (~14 MB).
+Expected bytes at 100k keys (fanout 8, depth 5: 32,768 leaves, ~3 keys a leaf):
+
+* idle (converged): HELLO 44 bytes + IN_SYNC 2 bytes = 46 bytes, whatever the key count (target < 2 KiB).
+* 100 differing keys: nodes that differ per level ~1, 8, 51, 91, 99, 100; each sends 8 x 3 bytes of child hashes
+  plus a 2-byte id: ~6.5 KB. Leaf listings ~100 x 4 keys x 9 bytes = 3.6 KB, wants ~0.6 KB, keys and framing of
+  the states ~1.6 KB: ~12 KB of overhead beside ~14 KB of states (100 x 64-200 bytes) sent once, or both sides'
+  states for concurrent edits. Measured by ``bench/anti_entropy_bench.py``: 26.6 KB (1.9x the states) when either
+  side is newer, 46 KB (1.5x both sides' states) for concurrent edits; 0.002-0.003x a 14.8 MB full-state transfer;
+  4-5 round trips.
 
 Bounded everything: each message is at most ``max_message_bytes`` (framing included, checked on the encoded bytes);
-the responder turns work that does not fit its reply into tiny deferrals the initiator re-asks for, and drops
-(counts) what not even those fit; the initiator's queue holds at most ``max_pending`` items and a session at most
-``max_rounds`` round trips. A fresh node catching up therefore costs the server one bounded step per request.
+requests are capped in the work they can ask for, the responder does lazy work (leaf diffs, state reads) only while
+its reply has room and turns the rest into tiny deferrals the initiator re-asks for (dropping and counting only
+what not even those fit); the initiator's queue holds at most ``max_pending`` items and a session at most
+``max_rounds`` round trips. A fresh node catching up 100k keys therefore costs the serving node one bounded step
+per request (measured: ~390 requests, every message <= 53 KB, slowest step ~80 ms on a loaded 2-core box).
+
+Caller contract: ``merge(key, state)`` must join the state into the store *and* update the tree
+(``tree.set(key, state_digest(new), len(new))``), as every local write does; ``get_state`` returns the
+deterministic encoding (equal states, equal bytes) or None. ``check(key, state)``, if given, runs on every state of
+a message before any of them is merged, so a state it rejects aborts the session with nothing from that message
+merged.
 
 Garbage from the peer (bad type, bad msgpack, wrong shapes, out-of-range ids, bad chunks) raises
 `AntiEntropyProtocolError` before anything in that message is merged, and aborts the initiator's session.
@@ -302,8 +317,7 @@ class _Replica:
             state = self.get_state(key)
             if state is None:
                 return None
-            if composer.fits_state(key, state):
-                composer.add_state(key, state, flag)
+            if composer.add_state(key, state, flag):
                 self._sent(state)
                 return None
             if len(state) + len(key) + 64 <= self.chunk_bytes_base:

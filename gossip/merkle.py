@@ -14,7 +14,7 @@ Why this shape:
   keyring authenticates peers), which is what makes the cheap combiner acceptable.
 * **Defaults ``fanout=8, depth=5``** (32,768 leaves, ~3 keys a leaf at 100k keys) were chosen from the anti-entropy
   byte model in ``anti_entropy.py``: a small fanout keeps the cost of locating ``d`` differences near
-  ``d * fanout * 4 bytes`` per level, and the session sends two levels per round trip to keep round trips down.
+  ``d * fanout * 3 bytes`` per level, and the session descends two levels per round trip to keep round trips down.
 
 Digests are computed by the caller with `state_digest` over the deterministic encoding of a state, so equal states
 have equal digests on every replica. A leaf holds a plain dict (a few keys each; sorted only when listed):

@@ -131,3 +131,16 @@ def test_bulk_build_matches_sets_at_a_few_thousand_keys(seed: int) -> None:
         one_by_one.set(k, d)
     assert bulk.root() == one_by_one.root()
     assert len(bulk) == 3000
+
+
+def test_size_hints_do_not_change_hashes() -> None:
+    plain = MerkleTree(**SMALL)
+    hinted = MerkleTree(**SMALL)
+    plain.set(b"k", state_digest(b"state"))
+    hinted.set(b"k", state_digest(b"state"), size=5)
+    assert plain.node_table() == hinted.node_table()
+    assert hinted.size_of(b"k") == 5 and plain.size_of(b"k") == 0
+    bulk = MerkleTree.from_items([(b"k", state_digest(b"state"), 5)], **SMALL)
+    assert bulk.size_of(b"k") == 5 and bulk.root() == hinted.root()
+    hinted.remove(b"k")
+    assert hinted.size_of(b"k") == 0
