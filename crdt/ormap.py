@@ -9,7 +9,8 @@ Representation: the shared kernel's flat form. Every dot of a nested value is st
 just nests tuples. Because every dot belongs to exactly one key, the kernel's flat join IS the nested DotMap
 join: there is no ORMap-specific join, and merging a delta costs O(size of the delta) like every other type. An
 ``_index`` (key -> kind -> nested keys, kept exact by the kernel's insert/discard hooks) finds a key's entries
-without a scan.
+without a scan, and ``update`` hands ``mutate`` a read-only view of them rather than a copy, so producing a
+delta costs O(delta) too (a nested ORMap is the exception: its own index is rebuilt, O(that nested map)).
 
 Semantics of ``remove(key)`` (observed reset, as in Riak's ``riak_dt_map``): the delta covers exactly the dots of
 the key's entries that the remover observed (limited further by ``context`` when given) and nothing else.
