@@ -250,3 +250,57 @@ def test_config_is_validated() -> None:
         AntiEntropyConfig(max_message_bytes=100)
     with pytest.raises(ValueError, match="hash_bytes"):
         AntiEntropyConfig(hash_bytes=1)
+
+
+big_edits = st.lists(
+    st.tuples(st.sampled_from("ab"), st.integers(0, 20), st.integers(0, 3), st.integers(0, 2500)), max_size=12
+)
+
+
+@settings(max_examples=15)
+@given(edits=big_edits, seed=st.integers(0, 2**16))
+def test_sessions_with_big_states_converge_within_the_limit(edits: list[tuple[str, int, int, int]], seed: int) -> None:
+    a, b = GSetReplica(fanout=4, depth=3), GSetReplica(fanout=4, depth=3)
+    for side, key, element, pad in edits:
+        (a if side == "a" else b).add(b"k%d" % key, b"e%d-" % element + b"p" * pad * 4)  # up to 10 KB states
+    session, _, _ = sync(a, b, seed, AntiEntropyConfig(max_message_bytes=4096))
+    assert converged(a, b), f"seed={seed}"
+    assert not session.incomplete
+
+
+def test_replayed_requests_are_harmless() -> None:
+    """A driver that retries a request (timeout, reconnect) must not corrupt anything: merges are joins."""
+    base = keyspace(500, seed=5)
+    a, b = GSetReplica(base, fanout=4, depth=3), GSetReplica(base, fanout=4, depth=3)
+    for i in range(0, 500, 7):
+        a.add(b"key:%07d" % i, b"a")
+        b.add(b"key:%07d" % (i + 3), b"b")
+    session = AntiEntropySession(a.tree, a.get_state, a.merge, random.Random(1))
+    responder = AntiEntropyResponder(b.tree, b.get_state, b.merge)
+    request = session.start()
+    while request is not None:
+        responder.handle(request)
+        request = session.receive(responder.handle(request))
+    assert converged(a, b)
+
+
+def test_random_pairwise_sessions_converge_a_small_cluster() -> None:
+    rng = random.Random(11)
+    replicas = [GSetReplica(fanout=4, depth=3) for _ in range(4)]
+    for _ in range(300):
+        rng.choice(replicas).add(b"k%d" % rng.randrange(80), b"e%d" % rng.randrange(1000))
+    for round_no in range(6):
+        for i, replica in enumerate(replicas):
+            peer = replicas[(i + 1 + round_no) % len(replicas)]
+            if peer is not replica:
+                sync(replica, peer, seed=rng.randrange(2**16))
+    assert all(converged(replicas[0], r) for r in replicas[1:])
+
+
+def test_responder_merges_nothing_from_a_request_with_a_bad_part() -> None:
+    b = GSetReplica({b"k": b"v"})
+    responder = AntiEntropyResponder(b.tree, b.get_state, b.merge)
+    reply = responder.handle(exchange({"s": 0, "k": [[b"k", b"evil", True]], "w": b"\x00\x00\x00"}))
+    assert reply[0] == AntiEntropyMessageType.ERROR
+    assert b.data == {b"k": b"v"} and b.merges == 0
+    assert responder.stats.errors == {"malformed_exchange": 1}
