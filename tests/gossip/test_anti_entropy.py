@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from hashlib import blake2b
 
 import msgpack
 import pytest
@@ -304,3 +305,15 @@ def test_responder_merges_nothing_from_a_request_with_a_bad_part() -> None:
     assert reply[0] == AntiEntropyMessageType.ERROR
     assert b.data == {b"k": b"v"} and b.merges == 0
     assert responder.stats.errors == {"malformed_exchange": 1}
+
+
+def test_wire_format_is_pinned() -> None:
+    """Golden bytes: a change to the anti-entropy encoding must be deliberate (bump PROTOCOL_VERSION)."""
+    a = GSetReplica({b"k%d" % i: b"v%d" % i for i in range(40)}, fanout=4, depth=3)
+    b = GSetReplica({b"k%d" % i: b"v%d" % (i % 37) for i in range(45)}, fanout=4, depth=3)
+    _, _, messages = sync(a, b, seed=3)
+    assert messages[0].hex() == (
+        "4187a14403a16604a16e28a172c410bcbfa8fa33b59be1ed9e19e92066cc49a17303a17601a17703"
+    )
+    assert len(messages) == 8
+    assert blake2b(b"".join(messages), digest_size=16).hexdigest() == "b9ffe9a7e13af253228fdb14e6d440f6"

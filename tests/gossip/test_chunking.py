@@ -126,3 +126,9 @@ def test_memory_is_bounded_and_oldest_partial_transfers_are_evicted() -> None:
 def test_empty_value_is_one_chunk() -> None:
     (only,) = chunks_of(b"")
     assert Reassembler().add(only) == b""
+
+
+def test_chunk_wire_format_is_pinned() -> None:
+    assert encode_chunk(next(iter(split(b"hello", 1024)))).hex() == (
+        "5096c410b3236849cbedd76060fda83469e40bbd000105c408e9ad6d707e85549dc40568656c6c6f"
+    )
