@@ -3,7 +3,8 @@
 How a driver runs it (the asyncio `Memberlist` and the simulator both do exactly this):
 
 * Create ``Membership(config, node_id, address, rng, now)``; optionally ``join(seeds, now)``.
-* Call ``tick(now)`` whenever ``now >= next_deadline()`` (calling it early is harmless).
+* Call ``tick(now)`` whenever ``now >= next_deadline()`` (calling it early is harmless; the deadline may be
+  ``math.inf`` after a leave, when nothing is left to do, and may lie in the past, meaning "now").
 * For every datagram received: ``receive(data, sender_address, now)``. It raises `PacketDecodeError` (and changes
   nothing) for garbage: drop the packet and count ``exc.reason``.
 * For every incoming stream request: ``receive_stream(data, sender_address, now)`` returns a `StreamReply`. Send back
@@ -452,8 +453,9 @@ class Membership:
     def _on_alive(self, msg: Alive, now: float) -> None:
         if msg.node == self.id:
             me = self.local_member
-            if msg.incarnation > me.incarnation or (
-                    msg.incarnation == me.incarnation and (msg.address != me.address or msg.meta != me.meta)):
+            newer = msg.incarnation > me.incarnation
+            conflicting = msg.incarnation == me.incarnation and (msg.address, msg.meta) != (me.address, me.meta)
+            if not self._left and (newer or conflicting):
                 self._refute(msg.incarnation)
             return
         if len(msg.meta) > self.config.max_meta_bytes:
