@@ -97,7 +97,7 @@ class AntiEntropyPeerError(GossipError):
         self.reason = reason
 
 
-class AntiEntropyMergeError(GossipError):
+class AntiEntropyMergeError(GossipError, ValueError):
     """The caller's ``check``/``merge`` refused a state received from the peer; the session was aborted."""
 
     def __init__(self, key: bytes, cause: BaseException) -> None:
@@ -140,9 +140,12 @@ class AntiEntropyStats:
     errors: dict[str, int] = field(default_factory=dict)
 
 
-# Work items. Kinds: "x" expand (level, node) | "w" want (leaf, fingerprint) | "s" send state (key, flag)
-# | "c" send chunks (key, transfer id, first index, flag) | "m" want more chunks (key, transfer id, index, flag)
-# | "g" transfer gone (transfer id).
+# Work items, in the order they are placed into outgoing messages. Kinds:
+#   "x" (level, node): send my hashes of node's children, or my leaf listing at the leaf level
+#   "w" (leaf, fingerprint): ask for states    "s" (key, flag): send my state    "c" (key, tid, index, flag): chunks
+#   "m" (key, tid, index, flag): ask for more chunks
+# and two lazy kinds, done only while the message has room: "e" (leaf, listing) diff a peer's leaf listing,
+# "wi" (leaf, fingerprint) answer a peer's want.
 Item = tuple
 
 
