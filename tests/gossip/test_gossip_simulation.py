@@ -1,11 +1,14 @@
 """Whole clusters in virtual time: joins, crashes, partitions, pauses, loss and stalls, reproducible from a seed."""
 
+import random
+
 import pytest
 
+from gossip.clock import Address, ManualClock
 from gossip.config import Config
 from gossip.delegate import Delegate
 from gossip.member import Member, MemberStatus
-from gossip.sim_network import FaultPlan
+from gossip.sim_network import FaultPlan, MemoryNetwork
 from gossip.simulation import SimNode, Simulation, run_scenario
 
 GONE = {MemberStatus.DEAD}
@@ -221,3 +224,75 @@ def test_run_scenario_reports_the_bench_figures() -> None:
     assert result.update_reach_all_rounds is not None
     assert 0 < result.idle_bytes_per_member_per_s < 1000
     assert set(result.as_dict()) >= {"n", "seed", "false_deaths"}
+
+
+# -- the network itself ------------------------------------------------------------------------------------------
+
+A, B, C = ("10.9.0.1", 1), ("10.9.0.2", 1), ("10.9.0.3", 1)
+
+
+def network(faults: FaultPlan, seed: int = 1) -> tuple[MemoryNetwork, ManualClock, dict[Address, list[bytes]]]:
+    clock = ManualClock()
+    net = MemoryNetwork(random.Random(seed), clock, faults)
+    inbox: dict[Address, list[bytes]] = {A: [], B: [], C: []}
+    for address in inbox:
+        net.register(address, lambda data, src, a=address: inbox[a].append(data), lambda data, src: data + b"!")
+    return net, clock, inbox
+
+
+def drain(net: MemoryNetwork, clock: ManualClock, until: float = 10.0) -> None:
+    while (t := net.next_event_time()) is not None and t <= until:
+        clock.set(max(t, clock.now()))
+        net.run_due(t)
+
+
+def test_latency_reorders_and_the_rates_are_honoured() -> None:
+    net, clock, inbox = network(FaultPlan(drop_rate=0.2, duplicate_rate=0.1, latency_s=(0.001, 0.5)))
+    for i in range(2000):
+        net.send_packet(A, B, i.to_bytes(2, "big"))
+    drain(net, clock)
+    got = [int.from_bytes(d, "big") for d in inbox[B]]
+    assert got != sorted(got), "random latency reorders"
+    assert 0.15 < net.stats.dropped / 2000 < 0.25
+    assert 0.05 < net.stats.duplicated / 2000 < 0.15
+    assert len(got) == 2000 - net.stats.dropped + net.stats.duplicated
+
+
+def test_partitions_one_way_blocks_and_heal() -> None:
+    faults = FaultPlan()
+    net, clock, inbox = network(faults)
+    faults.partition([A], [B])
+    faults.block(A, C)
+    for dst in (B, C):
+        net.send_packet(A, dst, b"a")
+    net.send_packet(C, A, b"c")
+    drain(net, clock)
+    assert inbox == {A: [b"c"], B: [], C: []}
+    faults.heal()
+    net.send_packet(A, B, b"again")
+    drain(net, clock)
+    assert inbox[B] == [b"again"]
+
+
+def test_a_paused_node_gets_its_backlog_in_order_when_it_resumes() -> None:
+    net, clock, inbox = network(FaultPlan(latency_s=(0.01, 0.01)))
+    net.pause(B, 5.0)
+    for i in range(5):
+        net.send_packet(A, B, bytes([i]))
+    drain(net, clock, until=4.9)
+    assert inbox[B] == []
+    drain(net, clock)
+    assert inbox[B] == [bytes([i]) for i in range(5)]
+
+
+def test_streams_answer_reliably_or_time_out() -> None:
+    faults = FaultPlan(drop_rate=1.0)
+    net, clock, _ = network(faults)
+    replies: list[tuple[float, bytes | None]] = []
+    net.request(A, B, b"q", 2.0, lambda r: replies.append((clock.now(), r)))
+    net.crash(C)
+    net.request(A, C, b"q", 2.0, lambda r: replies.append((clock.now(), r)))
+    drain(net, clock)
+    assert replies[0][1] == b"q!" and replies[0][0] < 1.0, "datagram loss does not touch streams"
+    assert replies[1] == (2.0, None)
+    assert net.stats.stream_failures == 1
