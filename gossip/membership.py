@@ -287,6 +287,7 @@ class Membership:
     def join(self, seeds: list[Address], now: float) -> list[Outgoing]:
         """Start joining through ``seeds`` by push-pull; progress is in ``join_status`` (retries with backoff)."""
         own = self.local_member.address
+        self._broadcast_alive()  # announce ourselves too, not only through the seed (memberlist's setAlive)
         self._join = _Join(seeds=[s for s in dict.fromkeys(seeds) if s != own])
         if not self._join.seeds:
             self._join.done = True
