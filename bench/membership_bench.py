@@ -17,7 +17,9 @@ Internal mode: ``--swim-node`` runs one swim-protocol member and prints JSON-lin
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
+import math
 import os
 import queue
 import signal
@@ -78,12 +80,11 @@ def swim_node(args: argparse.Namespace) -> None:
             emit(ev="status", member=member.name, status=names.get(member.status, member.status.name.lower()))
 
     async def main() -> None:
-        config = UdpConfig(
-            local_name=args.swim_node, peers=args.peer, secret="bench", ping_interval=args.probe_interval,
-            ping_timeout=args.probe_timeout, ping_req_count=args.indirect_checks,
-            ping_req_timeout=args.probe_interval - args.probe_timeout, suspect_timeout=args.suspect_timeout,
-            sync_interval=args.sync_interval,
-        )
+        # Only the probe interval and timeout are aligned with ours; everything else keeps swim-protocol's defaults
+        # unless the bench was told otherwise (--swim-suspect-timeout).
+        extra = {} if args.suspect_timeout is None else {"suspect_timeout": args.suspect_timeout}
+        config = UdpConfig(local_name=args.swim_node, peers=args.peer, secret="bench",
+                           ping_interval=args.probe_interval, ping_timeout=args.probe_timeout, **extra)
         members = Members(config)
         worker = Worker(config, members)
         transport = UdpTransport(config, worker)
@@ -190,10 +191,9 @@ class Cluster:
             else:
                 argv = [str(BENCH_PYTHON), __file__, "--swim-node", name, "--stats-interval", "1",
                         "--probe-interval", str(settings["probe_interval"]),
-                        "--probe-timeout", str(settings["probe_timeout"]),
-                        "--indirect-checks", str(int(settings["indirect_checks"])),
-                        "--suspect-timeout", str(settings["suspect_timeout"]),
-                        "--sync-interval", str(settings["sync_interval"])]
+                        "--probe-timeout", str(settings["probe_timeout"])]
+                if settings.get("swim_suspect_timeout"):
+                    argv += ["--suspect-timeout", str(settings["swim_suspect_timeout"])]
                 for other in others:
                     argv += ["--peer", other]
             self.nodes.append(NodeProcess(name, argv))
@@ -245,17 +245,16 @@ class Cluster:
             node.kill()
 
 
-def run_real(trials: int, idle_window_s: float) -> dict[str, Any]:
+def run_real(trials: int, idle_window_s: float, swim_suspect_timeout: float | None) -> dict[str, Any]:
     from gossip.config import Config, suspicion_timeout_s
 
     config = Config.lan()
-    settings = {
+    settings: dict[str, Any] = {
         "probe_interval": config.probe_interval_s,
         "probe_timeout": config.probe_timeout_s,
-        "indirect_checks": config.indirect_checks,
-        # swim-protocol has a fixed suspicion timeout: give it our minimum for this cluster size.
-        "suspect_timeout": suspicion_timeout_s(config, CLUSTER_SIZE),
-        "sync_interval": config.gossip_interval_s,
+        "our_min_suspicion_s": suspicion_timeout_s(config, CLUSTER_SIZE),
+        # swim-protocol's own default (5.0 s in 0.6.3) unless overridden; its suspicion timeout is fixed.
+        "swim_suspect_timeout": swim_suspect_timeout,
     }
     kinds = ["ours"] + (["swim_protocol"] if BENCH_PYTHON.exists() else [])
     detect: dict[str, list[float]] = {k: [] for k in kinds}
@@ -325,17 +324,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--trials", type=int, default=5, help="real SIGKILL trials per implementation")
     parser.add_argument("--idle-window", type=float, default=30.0, help="seconds of idle traffic measured")
+    parser.add_argument("--swim-suspect-timeout", type=float, default=None,
+                        help="give swim-protocol this fixed suspicion timeout (default: its own default)")
     parser.add_argument("--skip-sim", action="store_true")
     parser.add_argument("--skip-real", action="store_true")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--sim-trials", type=int, default=8, help="crashes and updates per simulated cluster")
     node = parser.add_argument_group("internal: one swim-protocol member")
     node.add_argument("--swim-node", metavar="HOST:PORT")
     node.add_argument("--peer", action="append", default=[])
     node.add_argument("--probe-interval", type=float, default=1.0)
     node.add_argument("--probe-timeout", type=float, default=0.5)
-    node.add_argument("--indirect-checks", type=int, default=3)
-    node.add_argument("--suspect-timeout", type=float, default=4.0)
-    node.add_argument("--sync-interval", type=float, default=0.2)
+    node.add_argument("--suspect-timeout", type=float, default=None)
     node.add_argument("--stats-interval", type=float, default=1.0)
     args = parser.parse_args(argv)
     if args.swim_node:
@@ -344,10 +344,13 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT))
     started = time.monotonic()
     results: dict[str, Any] = {}
-    if not args.skip_sim:
-        results.update(run_sim(args.seed))
-    if not args.skip_real:
-        results.update(run_real(max(1, args.trials), args.idle_window))
+    # The simulator is CPU-bound and the real clusters mostly wait on timers: run them side by side in two processes.
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1) as pool:
+        sim = None if args.skip_sim else pool.submit(run_sim, args.seed, args.sim_trials)
+        if not args.skip_real:
+            results.update(run_real(max(1, args.trials), args.idle_window, args.swim_suspect_timeout))
+        if sim is not None:
+            results.update(sim.result())
     results["bench_runtime_s"] = round(time.monotonic() - started, 1)
     if args.json:
         print(json.dumps(results, sort_keys=True))
@@ -356,8 +359,103 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_sim(seed: int) -> dict[str, Any]:
-    return {}
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (with few samples p99 is the maximum, which is the honest reading)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def sim_figures(n: int, seed: int, trials: int, loss_window_s: float) -> dict[str, Any]:
+    """SWIM figures for one cluster size, from bootstrapped simulated clusters (virtual time, seeded)."""
+    from gossip.config import Config
+    from gossip.member import MemberStatus
+    from gossip.simulation import Simulation
+
+    config = Config.lan()
+    sim = Simulation(n, config, seed)
+    sim.bootstrap()
+    sim.run_for(5.0)
+    idle_window = 30.0
+    before = sim.network.stats.bytes_sent
+    sim.run_for(idle_window)
+    idle = (sim.network.stats.bytes_sent - before) / n / idle_window
+
+    rounds: list[float] = []
+    for k in range(trials):
+        node = sim.nodes[(7 * k + 3) % n]
+        start = sim.clock.now()
+        node.membership.update_meta(b"v%d" % k, start)
+        sim.wake(node)
+        wanted = node.membership.local_member.incarnation
+        reached = sim.run_until_true(
+            lambda node=node, wanted=wanted: all(
+                (m := o.membership.member(node.id)) is not None and m.incarnation >= wanted for o in sim.up_nodes()),
+            60.0, check_every_s=config.gossip_interval_s / 4)
+        if reached:
+            rounds.append((sim.clock.now() - start) / config.gossip_interval_s)
+        sim.run_for(2.0)
+
+    first_suspect: list[float] = []
+    dead_everywhere: list[float] = []
+    victims = []
+    for k in range(trials):
+        victim = sim.nodes[n - 1 - k]
+        victims.append(victim)
+        sim.run_for(3.0)
+        crashed_at = sim.clock.now()
+        sim.crash(victim)
+        if sim.run_until_true(lambda victim=victim: sim.all_see(victim, {MemberStatus.DEAD}), 120.0):
+            dead_everywhere.append(sim.clock.now() - crashed_at)
+        suspected = [e.time for e in sim.events
+                     if e.subject == victim.id and e.time >= crashed_at and e.status is MemberStatus.SUSPECT]
+        if suspected:
+            first_suspect.append((min(suspected) - crashed_at) / config.probe_interval_s)
+    false_deaths_crashes = len(sim.false_deaths(exempt=victims))
+
+    lossy = Simulation(n, config, seed + 1)
+    lossy.bootstrap()
+    lossy.faults.drop_rate = 0.05
+    lossy.run_for(loss_window_s)
+
+    stalled = Simulation(n, config, seed + 2)
+    stalled.bootstrap()
+    stalled.run_for(5.0)
+    stall_s = 0.6 * (config.suspicion_mult * max(1.0, math.log10(n)) * config.probe_interval_s)
+    for k in range(5):  # five members freeze in turn, each for 60% of the minimum suspicion timeout
+        stalled.pause(stalled.nodes[(11 * k + 1) % n], stall_s)
+        stalled.run_for(stall_s + 3.0)
+    stalled.run_for(10.0)
+
+    return {
+        "first_suspect_periods_median": statistics.median(first_suspect) if first_suspect else None,
+        "dead_everywhere_s_p50": statistics.median(dead_everywhere) if dead_everywhere else None,
+        "dead_everywhere_s_p99": percentile(dead_everywhere, 99),
+        "false_deaths_loss5": len(lossy.false_deaths()),
+        "false_deaths_stalled": len(stalled.false_deaths()),
+        "false_deaths_during_crashes": false_deaths_crashes,
+        "rounds_to_all_p99": percentile(rounds, 99),
+        "bytes_per_member_per_s": idle,
+        "sim_trials": trials,
+        "loss5_window_s": loss_window_s,
+        "stall_s": round(stall_s, 2),
+    }
+
+
+def run_sim(seed: int, trials: int) -> dict[str, Any]:
+    """N=50 (loss run: 10 simulated minutes) and N=200 (same figures, shorter loss window to bound runtime)."""
+    from gossip.config import Config
+    from gossip.simulation import run_scenario
+
+    out = sim_figures(50, seed, trials, loss_window_s=600.0)
+    out.update({f"{k}_n200": v for k, v in sim_figures(200, seed, trials, loss_window_s=120.0).items()})
+    # Cross-check with the protocol core's own end-to-end scenario (formation by real joins included).
+    scenario = run_scenario(50, Config.lan(), seed=seed, idle_s=10.0)
+    out["scenario_n50_first_suspect_periods"] = scenario.crash_to_first_suspicion_periods
+    out["scenario_n50_dead_everywhere_s"] = scenario.crash_to_dead_everywhere_s
+    out["scenario_n50_formation_s"] = scenario.formation_s
+    return out
 
 
 if __name__ == "__main__":
