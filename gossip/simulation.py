@@ -20,7 +20,7 @@ from typing import Any
 from gossip.clock import Address, ManualClock
 from gossip.config import Config
 from gossip.delegate import Delegate
-from gossip.errors import GossipError, PacketDecodeError
+from gossip.errors import PacketDecodeError
 from gossip.member import Member, MemberStatus
 from gossip.membership import Membership
 from gossip.messages import decode_app_response, encode_app_error, encode_app_response
@@ -74,14 +74,17 @@ class SimNode:
                 return  # this process restarted meanwhile
             if reply is None:
                 on_done(None, "unreachable or timed out")
-                return
-            try:
-                response = decode_app_response(reply, membership.config.max_stream_bytes)
-            except PacketDecodeError as exc:
-                on_done(None, f"bad response: {exc}")
-                return
-            on_done(None, response.error) if response.error else on_done(response.payload, None)
-            self.sim.wake(self)
+            else:
+                try:
+                    response = decode_app_response(reply, membership.config.max_stream_bytes)
+                except PacketDecodeError as exc:
+                    on_done(None, f"bad response: {exc}")
+                else:
+                    if response.error:
+                        on_done(None, response.error)
+                    else:
+                        on_done(response.payload, None)
+            self.sim.wake(self)  # the callback may have given the app new timers
 
         self.sim.network.request(self.address, address, data, timeout_s, self.sim.deferred(self, done))
 
@@ -303,8 +306,10 @@ class Simulation:
         request = result.app_request
         try:
             return encode_app_response(_run_to_completion(node.app.handle_request(request.payload, request.source)))
-        except GossipError as exc:
-            return encode_app_error(str(exc))
+        except SimulationError:
+            raise
+        except Exception as exc:  # the app's failure becomes the requester's error, as over a real stream
+            return encode_app_error(f"{type(exc).__name__}: {exc}")
         finally:
             self.wake(node)
 
