@@ -309,7 +309,7 @@ class Memberlist:
             self.stats.stream_failures["timeout"] += 1
         except TransportError as exc:
             self.stats.stream_failures[type(exc).__name__] += 1
-        except GossipError as exc:
+        except (GossipError, OSError) as exc:
             self.stats.stream_failures[type(exc).__name__] += 1
         if self._stopped or self._membership is None:
             return

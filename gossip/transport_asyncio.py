@@ -197,6 +197,10 @@ class AsyncioTransport:
                 body = await self._read_frame(reader, addr, self.max_stream_bytes + 1)
         except TimeoutError as exc:
             raise PeerTimeoutError(addr, timeout_s) from exc
+        except TransportError:
+            raise
+        except OSError as exc:  # reset or broken pipe while writing: the peer went away mid-exchange
+            raise PeerUnreachableError(addr, f"stream failed: {exc}") from exc
         finally:
             if writer is not None:
                 writer.close()
