@@ -6,7 +6,7 @@ import pytest
 
 from gossip.config import Config, suspicion_timeout_s
 from gossip.delegate import Delegate
-from gossip.errors import ConfigError, PacketTooLargeError, UnknownMemberError
+from gossip.errors import ConfigError, PacketDecodeError, PacketTooLargeError, UnknownMemberError
 from gossip.member import Member, MemberStatus
 from gossip.membership import Membership
 from gossip.messages import (
@@ -362,3 +362,25 @@ def test_presets_are_valid_and_distinct() -> None:
     assert Config.wan().probe_interval_s > Config.lan().probe_interval_s
     assert Config.local().probe_timeout_s < Config.lan().probe_timeout_s
     assert Config.lan().describe()["max_packet_bytes"] == 1400
+
+
+def test_adopt_takes_members_quietly_and_respects_incarnations() -> None:
+    m = make("me", 1)
+    m.receive(encode(Alive("x", 3, addr(2), b"")), addr(2), 0.0)
+    queued = len(m._queue)
+    m.adopt([Member("x", addr(2), 1, MemberStatus.ALIVE), Member("y", addr(3), 0, MemberStatus.ALIVE),
+             Member("me", addr(9), 7, MemberStatus.DEAD)], 5.0)
+    assert m.member("x").incarnation == 3  # type: ignore[union-attr]
+    assert m.member("y") == Member("y", addr(3), 0, MemberStatus.ALIVE, b"", 5.0)
+    assert m.local_member.address == addr(1) and m.local_member.incarnation == 0
+    assert len(m._queue) == queued, "adopting is not news to gossip"
+    assert m.num_alive() == 3
+
+
+def test_datagram_only_messages_on_a_stream_are_rejected() -> None:
+    m = make("me", 1)
+    with pytest.raises(PacketDecodeError) as info:
+        m.receive_stream(encode(Ack(1)), addr(2), 0.0)
+    assert info.value.reason == "unexpected_stream_message"
+    m.receive(encode(PushPull("x", False, (), b"")), addr(2), 0.0)
+    assert m.stats.dropped == {"stream_message_in_packet": 1}
