@@ -174,7 +174,7 @@ class _Replica:
         states: list[tuple[bytes, bytes, bool]] = list(ex.states)
         for key, flag, chunk in ex.chunks:
             try:
-                value = self.reassembler.add(chunk)
+                value = self.reassembler.add(chunk, context=key)
             except ChunkError as exc:
                 self._count_error(exc.reason)
                 continue
@@ -266,7 +266,7 @@ class _Replica:
         state = self.get_state(key)
         if state is None:
             return None
-        self._cached = (key, state, transfer_id_of(state))
+        self._cached = (key, state, transfer_id_of(state, key))
         if tid is not None and self._cached[2] != tid:
             return None
         return state, self._cached[2]
@@ -325,7 +325,7 @@ class _Replica:
                 return None
             if len(state) + len(key) + 64 <= self.chunk_bytes_base:
                 return item  # fits an emptier message
-            tid = transfer_id_of(state)
+            tid = transfer_id_of(state, key)
             self._cached = (key, state, tid)
             return self.place(composer, ("c", key, tid, 0, flag), salt)
         if kind == "c":

@@ -208,6 +208,7 @@ class Composer:
         self._expansion_budget = reply_limit - 512
         self._group_bytes = self._idw + tree.fanout * config.hash_bytes
         self._deferred_leaves: set[tuple[int, int]] = set()
+        self._charged = False
         self.content_limit = self._max if salt is not None else reply_limit
         self.full = False
         """Set once some content did not fit: lazy work is then deferred without being done."""
@@ -233,9 +234,12 @@ class Composer:
         """Charge a request item for what it may cost the responder; False when this request has enough work."""
         if self._deferral_budget is None:
             return True
-        if deferral_cost > self._deferral_budget or expansion_cost > self._expansion_budget:
+        if self._charged and (deferral_cost > self._deferral_budget or expansion_cost > self._expansion_budget):
             self.full = True
             return False
+        # The first item is always accepted, whatever its estimate: the responder defers what does not fit, and a
+        # request that could never carry some item would stall the session.
+        self._charged = True
         self._deferral_budget -= deferral_cost
         self._expansion_budget -= expansion_cost
         return True

@@ -47,9 +47,15 @@ class ChunkError(GossipError, ValueError):
         self.detail = detail
 
 
-def transfer_id_of(value: bytes) -> bytes:
-    """The id (and whole-value checksum) of a transfer of ``value``."""
-    return blake2b(value, digest_size=TRANSFER_ID_BYTES, person=b"rumor-chunk-tid").digest()
+def transfer_id_of(value: bytes, context: bytes = b"") -> bytes:
+    """The id (and whole-value checksum) of a transfer of ``value``.
+
+    ``context`` binds the id to what the value is for (anti-entropy passes the key): two keys holding equal states
+    must not become one transfer. The receiver passes the same context to `Reassembler.add`.
+    """
+    h = blake2b(len(context).to_bytes(4, "big") + context, digest_size=TRANSFER_ID_BYTES, person=b"rumor-chunk-tid")
+    h.update(value)
+    return h.digest()
 
 
 def _chunk_checksum(transfer_id: bytes, index: int, count: int, total_bytes: int, data: bytes) -> bytes:
@@ -128,10 +134,10 @@ def chunk_data_bytes(max_message_bytes: int) -> int:
     return size
 
 
-def split(value: bytes, max_message_bytes: int = 64 * 1024) -> Iterator[Chunk]:
+def split(value: bytes, max_message_bytes: int = 64 * 1024, context: bytes = b"") -> Iterator[Chunk]:
     """The chunks of ``value``, each encoding to at most ``max_message_bytes`` (lazily: slices, no full copy)."""
     size = chunk_data_bytes(max_message_bytes)
-    tid = transfer_id_of(value)
+    tid = transfer_id_of(value, context)
     count = max(1, -(-len(value) // size))
     if count > MAX_COUNT:
         raise ChunkError("too_large", tid, f"{len(value)} bytes needs {count} chunks")
@@ -181,8 +187,11 @@ class Reassembler:
     def pending_transfers(self) -> int:
         return len(self._partials)
 
-    def add(self, chunk: Chunk) -> bytes | None:
-        """Take one chunk; return the whole value when this chunk completes it, else None."""
+    def add(self, chunk: Chunk, context: bytes = b"") -> bytes | None:
+        """Take one chunk; return the whole value when this chunk completes it, else None.
+
+        ``context`` must be what the sender passed to `split` / `transfer_id_of` (it is checked at completion).
+        """
         chunk.validate()
         tid = chunk.transfer_id
         if tid in self._completed:
@@ -210,7 +219,7 @@ class Reassembler:
             return None
         self.abandon(tid)
         value = b"".join(partial.parts[i] for i in range(partial.count))
-        if len(value) != partial.total_bytes or transfer_id_of(value) != tid:
+        if len(value) != partial.total_bytes or transfer_id_of(value, context) != tid:
             raise ChunkError("checksum_mismatch", tid, "reassembled value does not match its transfer id")
         self._completed[tid] = None
         while len(self._completed) > self._remember:

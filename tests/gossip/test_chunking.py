@@ -130,5 +130,18 @@ def test_empty_value_is_one_chunk() -> None:
 
 def test_chunk_wire_format_is_pinned() -> None:
     assert encode_chunk(next(iter(split(b"hello", 1024)))).hex() == (
-        "5096c410b3236849cbedd76060fda83469e40bbd000105c408e9ad6d707e85549dc40568656c6c6f"
+        "5096c410170b0d7a18c2f37b44e68ffeee5ccc2d000105c40807a770fc989207adc40568656c6c6f"
     )
+
+
+def test_the_context_keeps_equal_values_for_different_purposes_apart() -> None:
+    value = b"same state" * 50
+    one, two = list(split(value, 200, context=b"k1")), list(split(value, 200, context=b"k2"))
+    assert one[0].transfer_id != two[0].transfer_id
+    receiver = Reassembler()
+    done = [receiver.add(c, context=b"k1") for c in one] + [receiver.add(c, context=b"k2") for c in two]
+    assert [v for v in done if v is not None] == [value, value]
+    wrong = Reassembler()
+    with pytest.raises(ChunkError, match="checksum_mismatch"):
+        for chunk in split(value, 200, context=b"k3"):
+            wrong.add(chunk, context=b"wrong")
