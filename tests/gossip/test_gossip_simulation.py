@@ -109,6 +109,18 @@ def test_no_false_deaths_with_five_percent_packet_loss(n: int, minutes: int) -> 
     print(f"n={n}: {suspicions} suspicions raised, all refuted; {sim.network.stats.dropped} packets dropped")
 
 
+def test_without_the_stream_fallback_lossy_probes_are_suspected_and_refuted_not_killed() -> None:
+    seed = 550
+    config = Config.lan(stream_fallback_probe=False)
+    sim = formed(30, seed, config, FaultPlan(duplicate_rate=0.01, latency_s=(0.001, 0.02)))
+    sim.faults.drop_rate = 0.05
+    sim.run_for(180.0)
+    refutations = sum(x.membership.stats.refutations for x in sim.nodes)
+    assert refutations > 0, f"seed={seed}: the scenario should exercise suspicion and refutation"
+    assert sim.false_deaths() == [], f"seed={seed}"
+    assert sim.converged(), f"seed={seed}"
+
+
 def test_a_member_that_stalls_for_two_seconds_at_a_time_causes_no_false_deaths() -> None:
     seed = 600
     sim = formed(20, seed)
