@@ -3,6 +3,9 @@
 import random
 
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
 from gossip.clock import Address, ManualClock
 from gossip.config import Config
@@ -56,6 +59,17 @@ def test_a_crashed_member_is_declared_dead_everywhere(n: int) -> None:
     sim.crash(victim)
     assert sim.run_until_true(lambda: sim.all_see(victim, GONE), 120.0), f"seed={seed}"
     assert sim.false_deaths(exempt=[victim]) == [], f"seed={seed}"
+
+
+@pytest.mark.parametrize("preset", [Config.lan, Config.wan, Config.local])
+def test_every_preset_detects_a_crash_without_false_deaths(preset: object) -> None:
+    config = preset()  # type: ignore[operator]
+    sim = formed(8, 250, config, FaultPlan(drop_rate=0.02))
+    sim.run_for(10 * config.probe_interval_s)
+    victim = sim.nodes[3]
+    sim.crash(victim)
+    assert sim.run_until_true(lambda: sim.all_see(victim, GONE), 60 * config.probe_interval_s, 0.5), "seed=250"
+    assert sim.false_deaths(exempt=[victim]) == [], "seed=250"
 
 
 @pytest.mark.parametrize("n", SIZES)
@@ -308,3 +322,62 @@ def test_streams_answer_reliably_or_time_out() -> None:
     assert replies[0][1] == b"q!" and replies[0][0] < 1.0, "datagram loss does not touch streams"
     assert replies[1] == (2.0, None)
     assert net.stats.stream_failures == 1
+
+
+# -- stateful: any mix of faults, once healed, converges ------------------------------------------------------------
+
+
+class ClusterUnderFaults(RuleBasedStateMachine):
+    """Partition, heal, pause, crash and restart at random; after healing, every live member agrees again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sim = Simulation(6, Config.lan(reconnect_interval_s=5.0, push_pull_interval_s=10.0), seed=0)
+        self.sim.bootstrap()
+        self.crashed: list[SimNode] = []
+
+    @initialize(seed=st.integers(0, 2**32))
+    def reseed(self, seed: int) -> None:
+        self.sim = Simulation(6, Config.lan(reconnect_interval_s=5.0, push_pull_interval_s=10.0), seed=seed)
+        self.sim.bootstrap()
+
+    @rule(split=st.integers(1, 5))
+    def partition(self, split: int) -> None:
+        self.sim.partition(self.sim.nodes[:split], self.sim.nodes[split:])
+
+    @rule()
+    def heal(self) -> None:
+        self.sim.heal()
+
+    @rule(index=st.integers(0, 5), seconds=st.floats(0.5, 6.0))
+    def pause(self, index: int, seconds: float) -> None:
+        node = self.sim.nodes[index]
+        if node.is_up:
+            self.sim.pause(node, seconds)
+
+    @rule(index=st.integers(1, 5))
+    def crash(self, index: int) -> None:
+        node = self.sim.nodes[index]
+        if not self.crashed and node.address not in self.sim.faults.crashed:
+            self.sim.crash(node)
+            self.crashed.append(node)
+
+    @rule()
+    def restart(self) -> None:
+        if self.crashed:
+            self.sim.restart(self.crashed.pop(), [self.sim.nodes[0]])
+
+    @rule(seconds=st.floats(0.5, 20.0))
+    def run(self, seconds: float) -> None:
+        self.sim.run_for(seconds)
+
+    def teardown(self) -> None:
+        self.sim.heal()
+        for node in self.crashed:
+            self.sim.restart(node, [self.sim.nodes[0]])
+        up = self.sim.nodes
+        assert self.sim.run_until_true(lambda: self.sim.converged(up), 300.0, 1.0), f"seed={self.sim.seed}"
+
+
+TestClusterUnderFaults = ClusterUnderFaults.TestCase
+TestClusterUnderFaults.settings = settings(max_examples=15, stateful_step_count=15, deadline=None)
