@@ -81,6 +81,8 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigError(name, value, f"must be an integer >= {low}")
+        if self.max_packet_bytes > 65507:
+            raise ConfigError("max_packet_bytes", self.max_packet_bytes, "a UDP datagram carries at most 65507 bytes")
         if self.probe_timeout_s >= self.probe_interval_s:
             raise ConfigError("probe_timeout_s", self.probe_timeout_s,
                               "must be shorter than probe_interval_s to leave time for indirect probes")

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from gossip.awareness import Awareness
-from gossip.broadcast_queue import BroadcastQueue
+from gossip.broadcast_queue import PART_OVERHEAD, BroadcastQueue, fill_packet
 from gossip.clock import Address
 from gossip.config import Config, push_pull_scale, suspicion_timeout_s
 from gossip.delegate import Delegate
@@ -48,13 +48,9 @@ from gossip.messages import (
     RemoteState,
     Suspect,
     UserBroadcast,
-    bin_overhead,
-    compound_overhead,
-    compound_size,
     decode_packet,
     decode_stream,
     encode,
-    encode_compound,
     encode_within,
 )
 from gossip.outgoing import JoinStatus, MembershipStats, Outgoing, Packet, StreamReply, StreamRequest
@@ -63,7 +59,6 @@ from gossip.suspicion import Suspicion
 
 __all__ = ["JoinStatus", "Membership", "MembershipStats", "Outgoing", "Packet", "StreamReply", "StreamRequest"]
 
-_PART_OVERHEAD = 3  # msgpack bin16 header: the most one compound part below 64 KiB can cost
 
 
 @dataclass(slots=True)
@@ -98,6 +93,12 @@ class _Join:
 
 
 class Membership:
+    """One node's view of the cluster and its SWIM + Lifeguard protocol; see the module docstring for driving it.
+
+    ``rng`` is the only source of randomness (probe order, gossip targets, relays, staggering); ``meta`` is small
+    opaque metadata every member sees; ``incarnation`` lets a restarted node start above what it used before.
+    """
+
     def __init__(self, config: Config, node_id: str, address: Address, rng: random.Random, now: float,
                  delegate: Delegate | None = None, meta: bytes = b"", incarnation: int = 0) -> None:
         if len(meta) > config.max_meta_bytes:
@@ -124,7 +125,7 @@ class Membership:
         self._streams: dict[int, tuple[str, object]] = {}
         self._join: _Join | None = None
         self._left = False
-        self._user_overhead = len(encode(UserBroadcast(node_id, b""))) + 1 + _PART_OVERHEAD
+        self._user_overhead = len(encode(UserBroadcast(node_id, b""))) + 1 + PART_OVERHEAD
         self.stats = MembershipStats()
         self.observer: Callable[[Member | None, Member], None] | None = None
         """Called with (old, new) on every change to a member entry: for simulators and metrics, not for apps."""
@@ -617,25 +618,14 @@ class Membership:
             self.stats.packets_built += 1
             self.stats.bytes_built += len(data)
             return Packet(address, data)
-        limit = self.config.max_packet_bytes
-        used = compound_overhead(255) + sum(bin_overhead(len(p)) + len(p) for p in parts)
-        parts = parts + self._queue.get_broadcasts(_PART_OVERHEAD, limit - used, self.num_alive())
-        used = compound_overhead(255) + sum(bin_overhead(len(p)) + len(p) for p in parts)
-        room = limit - used
-        if room > self._user_overhead:
-            for payload in self._delegate.get_broadcasts(self._user_overhead, room):
-                cost = len(payload) + self._user_overhead
-                if cost > room or len(parts) >= 255:
-                    self.stats.count_drop("delegate_broadcast_too_large")
-                    continue
-                parts.append(encode(UserBroadcast(self.id, payload)))
-                room -= cost
-        if not parts:
-            return Packet(address, b"")
-        data = encode_compound(parts[:255])
-        assert len(data) == compound_size([len(p) for p in parts[:255]]) <= limit, "packet over max_packet_bytes"
-        self.stats.packets_built += 1
-        self.stats.bytes_built += len(data)
+        extra = self._delegate.get_broadcasts if self._delegate_broadcasts else None
+        data, rejected = fill_packet(parts, self.config.max_packet_bytes, self._queue, self.num_alive(), extra,
+                                     lambda payload: encode(UserBroadcast(self.id, payload)), self._user_overhead)
+        for _ in range(rejected):
+            self.stats.count_drop("delegate_broadcast_too_large")
+        if data:
+            self.stats.packets_built += 1
+            self.stats.bytes_built += len(data)
         return Packet(address, data)
 
     # -- member table bookkeeping -------------------------------------------------------------------------------------

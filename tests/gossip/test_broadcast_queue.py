@@ -1,6 +1,6 @@
 """The transmit-limited queue: limits, invalidation, ordering and byte budgets."""
 
-from gossip.broadcast_queue import BroadcastQueue
+from gossip.broadcast_queue import BroadcastQueue, fill_packet
 from gossip.config import retransmit_limit
 
 
@@ -65,3 +65,27 @@ def test_prune_drops_the_most_sent_updates() -> None:
     q.enqueue("b", b"b")
     q.prune(1)
     assert q.get_broadcasts(3, 1400, 5) == [b"b"]
+
+
+def test_max_items_caps_how_many_updates_one_call_takes() -> None:
+    q = BroadcastQueue(retransmit_mult=5)
+    for i in range(10):
+        q.enqueue(str(i), bytes([i]))
+    assert len(q.get_broadcasts(3, 1400, 5, max_items=4)) == 4
+
+
+def test_fill_packet_fits_parts_updates_and_app_payloads_within_the_limit() -> None:
+    q = BroadcastQueue(retransmit_mult=5)
+    for i in range(300):
+        q.enqueue(str(i), bytes(i % 40 + 1))
+    app = [bytes(n) for n in (5, 900, 7)]
+
+    def app_broadcasts(overhead: int, limit: int) -> list[bytes]:
+        return list(app)
+
+    data, rejected = fill_packet([b"\x03\x81\xa3seq\x01"], 1400, q, 50, app_broadcasts, lambda p: p, 4)
+    assert len(data) <= 1400
+    assert rejected >= 1, "the 900-byte payload cannot fit the leftover room"
+    big, _ = fill_packet([], 60000, q, 50, None, lambda p: p, 4)
+    assert len(big) <= 60000  # at most 255 parts even when bytes would allow more
+    assert fill_packet([], 1400, BroadcastQueue(1), 5, None, lambda p: p, 4) == (b"", 0)

@@ -178,3 +178,11 @@ def test_app_response_helpers() -> None:
     assert decode_app_response(encode_app_error("boom"), 1000).error == "boom"
     with pytest.raises(PacketDecodeError):
         decode_app_response(encode(Ack(1)), 1000)
+
+
+if __name__ == "__main__":  # python tests/gossip/test_messages.py --regenerate (only for a deliberate format change)
+    import sys
+
+    if "--regenerate" in sys.argv:
+        VECTORS.write_text(json.dumps({k: encode(v).hex() for k, v in sorted(GOLDEN.items())}, indent=1,
+                                      sort_keys=True))
