@@ -237,3 +237,105 @@ def test_regression_orset_merge_order_picks_the_type_of_equal_elements(scenario:
     a, b = replay(scenario).states
     assert_same(join(a, b), join(b, a))
     assert typed(crdt.decode(crdt.encode(join(b, a))).value()) == typed(join(b, a).value())
+
+
+# ------------------------------------------------------------------------------------------------ semantics
+# The laws above hold for any join (a set that never removes is a fine semilattice), so the observed-remove
+# types are also compared, replica by replica and step by step, with a naive reference: every write is an event
+# with a unique tag, a remove/overwrite tombstones the live tags in its scope (the read snapshot, or all seen),
+# and merge is plain set union. Tombstones make it slow and unbounded, and obviously right.
+
+
+class Reference:
+    def __init__(self, replica: str) -> None:
+        self.replica = replica
+        self.events: dict[tuple[str, int], tuple[Any, Any]] = {}  # tag -> (key, payload)
+        self.seen: set[tuple[str, int]] = set()
+        self.dead: set[tuple[str, int]] = set()
+        self.made = 0
+        self.snapshot: set[tuple[str, int]] | None = None
+        self.last_ts: crdt.HLCTimestamp | None = None
+
+    def scope(self, flag: bool) -> set[tuple[str, int]]:
+        return self.snapshot if flag and self.snapshot is not None else self.seen
+
+    def kill(self, keys: Any, flag: bool) -> None:
+        scope = self.scope(flag)
+        self.dead |= {t for t, (k, _) in self.events.items() if t in scope and (keys is None or k in keys)}
+
+    def write(self, key: Any, payload: Any, flag: bool = False) -> None:
+        self.kill({key}, flag)
+        self.made += 1
+        tag = (self.replica, self.made)
+        self.events[tag] = (key, payload)
+        self.seen.add(tag)
+
+    def merge(self, other: Reference) -> None:
+        self.events |= other.events
+        self.seen |= other.seen
+        self.dead |= other.dead
+
+    def live(self) -> list[tuple[Any, Any]]:
+        return [kp for t, kp in self.events.items() if t not in self.dead]
+
+    def ts(self, physical_ms: int) -> crdt.HLCTimestamp:
+        self.last_ts = crdt.HLCTimestamp.now(self.last_ts, physical_ms)
+        return self.last_ts
+
+    def apply(self, type_name: str, op: tuple[Any, ...]) -> None:
+        kind = op[0]
+        if kind == "clear":
+            self.kill(None, op[1])
+        elif kind in ("remove", "remove_all"):
+            self.kill(set(op[1]) if kind == "remove_all" else {op[1]}, op[2])
+        elif kind == "add":
+            self.write(op[1], None)
+        elif kind == "add_all":
+            for e in dict.fromkeys(op[1]):
+                self.write(e, None)
+        elif type_name == "mvregister":
+            self.write(None, op[1], op[2])
+        elif type_name == "lwwregister":
+            self.write(None, (self.ts(op[2]), self.replica, op[1]), op[3])
+        else:  # lwwmap set
+            self.write(op[1], (self.ts(op[3]), self.replica, op[2]), op[4])
+
+    def value(self, type_name: str) -> Any:
+        live = self.live()
+        if type_name == "orset":
+            return frozenset(k for k, _ in live)
+        if type_name == "mvregister":
+            return list({crdt.order_key(p): p for _, p in sorted(live, key=lambda kp: crdt.order_key(kp[1]))}.values())
+        winners: dict[Any, tuple[Any, str, Any]] = {}
+        for k, p in live:
+            if k not in winners or p[:2] > winners[k][:2]:
+                winners[k] = p
+        if type_name == "lwwregister":
+            return winners[None][2] if winners else None
+        return {k: winners[k][2] for k in sorted(winners)}
+
+
+REFERENCE_TYPES = [t for t in ("orset", "mvregister", "lwwregister", "lwwmap") if t in TYPE_NAMES]
+
+
+@pytest.mark.parametrize("type_name", REFERENCE_TYPES)
+@settings(max_examples=60)
+@given(data=st.data())
+def test_observed_remove_types_match_a_tombstone_reference(type_name: str, data: st.DataObject) -> None:
+    scenario = data.draw(scenarios(type_name))
+    model = MODELS[type_name]
+    states = [model.cls() for _ in range(scenario.replicas)]
+    envs = [replay(Scenario(type_name, scenario.replicas, ())).envs[i] for i in range(scenario.replicas)]
+    refs = [Reference(env.replica) for env in envs]
+    for step in scenario.steps:
+        i = step[1]
+        if step[0] == "mut":
+            states[i].merge(model.apply(states[i], envs[i], step[2]))
+            refs[i].apply(type_name, step[2])
+        elif step[0] == "merge":
+            states[i].merge(states[step[2]].copy())
+            refs[i].merge(refs[step[2]])
+        else:
+            envs[i].snapshot = states[i].context()
+            refs[i].snapshot = set(refs[i].seen)
+        assert typed(states[i].value()) == typed(refs[i].value(type_name)), f"replica {i} after {step}"
