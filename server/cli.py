@@ -1,4 +1,5 @@
-"""`rumor`: run a node (`rumor serve`) or talk to one (`rumor get/put/incr/add/remove/del/keys/members`).
+"""`rumor`: run a node (`rumor serve`), a local demo cluster (`rumor demo`), or talk to a node
+(`rumor get/put/incr/add/remove/del/keys/members`).
 
 Client commands print the server's JSON answer on stdout and exit non-zero on errors. Values and set elements on the
 command line are parsed as JSON when they parse (`42`, `true`, `[1,2]`, `"x"`) and taken as strings otherwise.
@@ -22,19 +23,23 @@ from server.errors import ConfigError
 DEFAULT_NODE_URL = "http://127.0.0.1:7000"
 
 # (flag, config field, help) for `rumor serve`; each is also RUMOR_<FIELD> in the environment and <field> in TOML.
-_SERVE_OPTIONS: list[tuple[str, str, dict[str, Any], str]] = [
+_SERVE_OPTIONS: list[tuple[str | tuple[str, ...], str, dict[str, Any], str]] = [
     ("--node-id", "node_id", {}, "replica id of this node (default: derived once, then persisted in the data dir)"),
     ("--http-addr", "http_addr", {}, "host:port of the HTTP API (default 127.0.0.1:7000; port 0 = any free port)"),
     ("--gossip-addr", "gossip_addr", {}, "host:port for gossip, UDP and TCP (default 127.0.0.1:7946)"),
-    ("--seed", "seeds", {"action": "append"}, "gossip address of a node to join through (repeatable; env: comma list)"),
+    (("--join", "--seed"), "seeds", {"action": "append"},
+     "gossip address of a node to join through (repeatable; env: comma list)"),
     ("--data-dir", "data_dir", {}, "directory of the SQLite database (default ./rumor-data)"),
     ("--cluster-key", "cluster_key", {}, "shared secret that encrypts gossip (default: none, plaintext)"),
     ("--api-token", "api_token", {}, "require 'Authorization: Bearer <token>' on every API call but /health"),
-    ("--timing", "timing", {"choices": TIMING_PRESETS}, "gossip timing preset: lan (default), wan or local"),
+    (("--preset", "--timing"), "timing", {"choices": TIMING_PRESETS},
+     "gossip timing preset: lan (default), wan or local (fast timers for loopback clusters)"),
     ("--clock-offset-ms", "clock_offset_ms", {"type": int}, "added to the wall clock feeding the HLC (tests: skew)"),
     ("--max-body-bytes", "max_body_bytes", {"type": int}, f"largest accepted request body (default {MIB} = 1 MiB)"),
     ("--in-memory", "in_memory", {"action": "store_const", "const": True},
      "keep everything in memory: nothing survives a restart"),
+    ("--enable-fault-injection", "enable_fault_injection", {"action": "store_const", "const": True},
+     "add POST /v1/debug/partition to cut this node off from peers (demos and tests only)"),
 ]
 
 
@@ -56,9 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--config", type=Path, help="TOML file whose top-level keys are the option names "
                        "with underscores (e.g. http_addr = \"127.0.0.1:7000\"); env: RUMOR_CONFIG")
-    for flag, field_name, extra, help_text in _SERVE_OPTIONS:
-        serve.add_argument(flag, dest=field_name, default=None, help=f"{help_text} [env {env_name(field_name)}]",
+    for flags, field_name, extra, help_text in _SERVE_OPTIONS:
+        names = (flags,) if isinstance(flags, str) else flags
+        serve.add_argument(*names, dest=field_name, default=None, help=f"{help_text} [env {env_name(field_name)}]",
                            **extra)
+
+    demo = commands.add_parser(
+        "demo", help="run a local multi-process cluster through a partition and watch it converge",
+        description="Start a local cluster of node processes, write through every node, partition one away, keep "
+                    "writing on both sides, heal, and show convergence step by step. Cleans up after itself.")
+    from server.demo import add_arguments as add_demo_arguments
+
+    add_demo_arguments(demo)
 
     def client_command(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
@@ -112,6 +126,10 @@ async def _run_client(args: argparse.Namespace) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        from server.demo import run as run_demo
+
+        return run_demo(args)
     if args.command == "serve":
         from server.serve import run
 

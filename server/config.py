@@ -1,7 +1,7 @@
 """Node configuration: one frozen, documented dataclass, filled from flags > RUMOR_* environment > TOML file > defaults.
 
-The gossip-related fields (gossip address, seeds, cluster key, timing preset) are parsed and validated here so that
-`rumor serve` accepts its whole command line today; the replication layer reads them from `ServerConfig`.
+The gossip-related fields (gossip address, seeds, cluster key, timing preset, fault injection) are read by
+`server.cluster`, which builds the gossip side of a node from them.
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ class ServerConfig:
     checkpoint_batch_keys: int = 256
     #: how many op_id -> result entries are kept for retried requests.
     op_id_retention: int = 10_000
+    #: adds POST /v1/debug/partition (cut this node off from chosen peers). Demos and tests only; off by default.
+    enable_fault_injection: bool = False
 
     def __post_init__(self) -> None:
         parse_host_port(self.http_addr, "http_addr")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -31,7 +31,11 @@ from server.node import Node, WriteResult
 from server.updates import RegisterWrite, parse_context, parse_op_id, parse_update
 from server.values import check_key
 
+if TYPE_CHECKING:
+    from server.cluster import Cluster  # the single-node app (tests, embedding) never loads the gossip stack
+
 NODE_KEY: web.AppKey[Node] = web.AppKey("node", Node)
+CLUSTER_KEY: web.AppKey[Cluster] = web.AppKey("cluster")
 MAX_LIST_LIMIT = 1000
 DEFAULT_LIST_LIMIT = 100
 _PUBLIC_PATHS = frozenset({"/health"})
@@ -186,7 +190,42 @@ async def list_keys(request: web.Request) -> web.StreamResponse:
 
 
 async def members(request: web.Request) -> web.StreamResponse:
-    return _render(request, {"members": request.app[NODE_KEY].members()})
+    cluster = request.app.get(CLUSTER_KEY)
+    listed = cluster.members() if cluster is not None else request.app[NODE_KEY].members()
+    return _render(request, {"members": listed})
+
+
+async def cluster_view(request: web.Request) -> web.StreamResponse:
+    """This node and every member it knows (status, incarnation, gossip and HTTP addresses), plus replication state."""
+    _query(request, frozenset())
+    cluster = request.app.get(CLUSTER_KEY)
+    if cluster is not None:
+        return _render(request, cluster.view())
+    node = request.app[NODE_KEY]
+    listed = [m | {"self": m["id"] == node.node_id} for m in node.members()]
+    me = next((m for m in listed if m["self"]), None)
+    return _render(request, {"node": me, "members": listed, "left": False, "partitioned_from": None})
+
+
+async def cluster_leave(request: web.Request) -> web.StreamResponse:
+    """Graceful leave: peers learn it at once (no suspicion); this node keeps serving its own reads and writes."""
+    _query(request, frozenset())
+    cluster = request.app.get(CLUSTER_KEY)
+    if cluster is not None:
+        await cluster.leave()
+        return _render(request, cluster.view())
+    return _render(request, {"left": True, "members": request.app[NODE_KEY].members()})
+
+
+async def debug_partition(request: web.Request) -> web.StreamResponse:
+    """`{"block": [member ids or gossip addresses]}` cuts this node off from them; `{"block": []}` heals."""
+    _query(request, frozenset())
+    body = await _body(request)
+    if not isinstance(body, dict) or set(body) != {"block"} or not isinstance(body["block"], list) \
+            or not all(isinstance(name, str) for name in body["block"]):
+        raise MalformedBodyError('expected {"block": [member id or host:port, ...]}')
+    blocked = request.app[CLUSTER_KEY].partition(body["block"])
+    return _render(request, {"blocked": blocked})
 
 
 async def health(request: web.Request) -> web.StreamResponse:
@@ -202,13 +241,22 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     return web.Response(body=node.metrics.render().encode(), headers={"Content-Type": node.metrics.CONTENT_TYPE})
 
 
-def create_app(node: Node) -> web.Application:
-    """The aiohttp application for `node` (which the caller starts and stops)."""
+def create_app(node: Node, cluster: Cluster | None = None) -> web.Application:
+    """The aiohttp application for `node` (which the caller starts and stops), with `cluster` when it is a member.
+
+    The fault-injection route exists only with a cluster and `enable_fault_injection`: off, it is a plain 404.
+    """
     app = web.Application(middlewares=[api_middleware], client_max_size=node.config.max_body_bytes)
     app[NODE_KEY] = node
+    if cluster is not None:
+        app[CLUSTER_KEY] = cluster
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/members", members)
+    app.router.add_get("/v1/cluster", cluster_view)
+    app.router.add_post("/v1/cluster/leave", cluster_leave)
+    if cluster is not None and node.config.enable_fault_injection:
+        app.router.add_post("/v1/debug/partition", debug_partition)
     app.router.add_get("/v1/kv", list_keys)
     app.router.add_get("/v1/kv/{key:.+}", get_item)
     app.router.add_put("/v1/kv/{key:.+}", put_item)

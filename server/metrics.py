@@ -5,9 +5,9 @@ about 150 lines; the library would be a new runtime dependency for every install
 registry, would make several in-process nodes (tests, the demo) share counters unless every call site passes a
 registry. Here each `Node` owns one `Metrics`.
 
-The replication layer fills the gossip hooks (`gossip_bytes`, `gossip_packets`, `gossip_dropped`,
-`anti_entropy_exchanges`, `members`): they exist (at zero) from the start so dashboards need not special-case a
-single node.
+`server.cluster` fills the gossip hooks (`gossip_bytes`, `gossip_packets`, `gossip_dropped`,
+`anti_entropy_exchanges`, `members`) with sources read at scrape time: they exist (at zero) from the start so
+dashboards need not special-case a single node.
 """
 
 from __future__ import annotations
@@ -63,15 +63,29 @@ class Counter(_Metric):
     def __init__(self, name: str, help_text: str, labels: tuple[str, ...] = ()) -> None:
         super().__init__(name, help_text, labels)
         self._values: dict[LabelValues, float] = {} if labels else {(): 0}
+        self._source: Callable[[], dict[LabelValues, float]] | None = None
 
     def inc(self, *label_values: str, amount: float = 1) -> None:
         self._values[label_values] = self._values.get(label_values, 0) + amount
 
     def get(self, *label_values: str) -> float:
-        return self._values.get(label_values, 0)
+        return self._current().get(label_values, 0)
+
+    def set_source(self, source: Callable[[], dict[LabelValues, float]]) -> None:
+        """Reads cumulative totals kept elsewhere at scrape time (gossip counters live in the memberlist's stats);
+        values counted with `inc` before stay included."""
+        self._source = source
+
+    def _current(self) -> dict[LabelValues, float]:
+        if self._source is None:
+            return self._values
+        merged = dict(self._values)
+        for key, value in self._source().items():
+            merged[key] = merged.get(key, 0) + value
+        return merged
 
     def samples(self) -> list[str]:
-        return [f"{self.name}{_labels(self.label_names, k)} {_number(v)}" for k, v in sorted(self._values.items())]
+        return [f"{self.name}{_labels(self.label_names, k)} {_number(v)}" for k, v in sorted(self._current().items())]
 
 
 class Gauge(_Metric):

@@ -61,6 +61,12 @@ class WriteResult:
         return self.acks >= self.required
 
 
+def _consume_failure(future: asyncio.Future[None]) -> None:
+    """A failed commit nobody awaits is already reported by storage health; retrieve it so asyncio stays quiet."""
+    if not future.cancelled():
+        future.exception()
+
+
 def derive_node_id() -> str:
     """Readable and unique enough: the host name plus 48 random bits."""
     host = socket.gethostname().split(".")[0] or "node"
@@ -246,6 +252,18 @@ class Node:
             raise InvalidOperationError(f"unknown type {type_name!r}")
         self.keyspace.merge_remote(key, type_name, state_or_delta)
         await self._log(key, type_name, state_or_delta)
+
+    def merge_remote_nowait(self, key: str, type_name: str, state_or_delta: Any) -> None:
+        """Joins a delta/state received by gossip or anti-entropy and logs it without waiting for the commit.
+
+        Used where nothing is acknowledged to anyone (pushes, anti-entropy): if the process dies before the commit,
+        the peer still holds the data and the next anti-entropy session brings it back.
+        """
+        self._check_running()
+        if type_name not in TYPES:
+            raise InvalidOperationError(f"unknown type {type_name!r}")
+        self.keyspace.merge_remote(key, type_name, state_or_delta)
+        self._log(key, type_name, state_or_delta).add_done_callback(_consume_failure)
 
     def keys(self, prefix: str = "", after: str | None = None, limit: int = 100) -> KeyPage:
         self._check_running()
