@@ -318,14 +318,31 @@ class Reference:
 REFERENCE_TYPES = [t for t in ("orset", "mvregister", "lwwregister", "lwwmap") if t in TYPE_NAMES]
 
 
-@pytest.mark.parametrize("type_name", REFERENCE_TYPES)
-@settings(max_examples=60)
-@given(data=st.data())
-def test_observed_remove_types_match_a_tombstone_reference(type_name: str, data: st.DataObject) -> None:
-    scenario = data.draw(scenarios(type_name))
+STALE_READ_REMOVE = Scenario("orset", 2, (("read", 0), ("mut", 0, ("add", 0)), ("mut", 0, ("remove", 0, True))))
+ADD_WINS = Scenario("orset", 2, (("mut", 0, ("add", "x")), ("merge", 1, 0), ("mut", 0, ("remove", "x", False)),
+                                 ("mut", 1, ("add", "x")), ("merge", 0, 1), ("merge", 1, 0)))
+STALE_READ_WRITE = Scenario("mvregister", 2, (("mut", 1, ("write", "old", False)), ("merge", 0, 1), ("read", 0),
+                                              ("mut", 1, ("write", "new", False)), ("merge", 0, 1),
+                                              ("mut", 0, ("write", "mine", True))))
+LWW_CAUSAL_BEATS_CLOCK = Scenario("lwwregister", 2, (("mut", 0, ("write", "early", 6, False)), ("merge", 1, 0),
+                                                     ("mut", 1, ("write", "late", 0, False)), ("merge", 0, 1)))
+LWWMAP_STALE_REMOVE = Scenario("lwwmap", 2, (("read", 0), ("mut", 0, ("set", "f", 1, 3, False)),
+                                             ("mut", 0, ("remove", "f", True)), ("mut", 1, ("set", "g", 2, 3, False)),
+                                             ("merge", 0, 1)))
+
+
+@settings(max_examples=200)
+@example(scenario=STALE_READ_REMOVE)
+@example(scenario=ADD_WINS)
+@example(scenario=STALE_READ_WRITE)
+@example(scenario=LWW_CAUSAL_BEATS_CLOCK)
+@example(scenario=LWWMAP_STALE_REMOVE)
+@given(scenario=st.sampled_from(REFERENCE_TYPES).flatmap(scenarios))
+def test_observed_remove_types_match_a_tombstone_reference(scenario: Scenario) -> None:
+    type_name = scenario.type_name
     model = MODELS[type_name]
     states = [model.cls() for _ in range(scenario.replicas)]
-    envs = [replay(Scenario(type_name, scenario.replicas, ())).envs[i] for i in range(scenario.replicas)]
+    envs = replay(Scenario(type_name, scenario.replicas, ())).envs
     refs = [Reference(env.replica) for env in envs]
     for step in scenario.steps:
         i = step[1]
