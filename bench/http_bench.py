@@ -11,11 +11,17 @@ by --duration. Requires `wrk` (Debian package `wrk`).
 
 Keys printed with --json: get_rps, put_rps, get_vs_bare, put_vs_bare (targets >= 0.8 and >= 0.6 durable),
 get_p99_ms, put_p99_ms, bare_get_rps, bare_put_rps.
+
+Replication visibility (a 3-node cluster of `rumor serve` processes on loopback, `--preset local`): a register write
+through one node (rotating) until both others return it, polled in a tight HTTP loop, --replication-samples times
+(each bounded at 5 s). Keys: replicated_visible_ms_p50/_p99, and as the baseline from the same run
+local_write_ms_p50/_p99 (the same write acknowledged by its own node: what visibility costs on top of it).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import re
@@ -29,6 +35,9 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from server.client import RumorClient
+from server.local_cluster import LocalCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = 1000
@@ -139,22 +148,11 @@ def measure(name: str, argv: list[str], base: str, args: argparse.Namespace, scr
     return {"get_rps": get_rps, "get_p99_ms": get_p99, "put_rps": put_rps, "put_p99_ms": put_p99}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run (4 runs)")
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--in-memory", action="store_true", help="run rumor without durability")
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.bare_server is not None:
-        bare_server(args.bare_server)
-        return
+def throughput(args: argparse.Namespace) -> dict[str, object]:
     if shutil.which("wrk") is None:
-        raise SystemExit("wrk not found: apt-get install wrk")
+        raise SystemExit("wrk not found: apt-get install wrk (or pass --skip-throughput)")
     two_cores = (os.cpu_count() or 1) >= 2
     args.server_cpu, args.wrk_cpu = (0, 1) if two_cores else (None, None)
-
     with tempfile.TemporaryDirectory(prefix="rumor-bench-") as tmp:
         script = Path(tmp) / "put.lua"
         script.write_text(PUT_LUA.replace("%KEYS%", str(KEYS)))
@@ -163,12 +161,12 @@ def main() -> None:
                        args, script)
         port = free_port()
         rumor_argv = [sys.executable, "-m", "server.cli", "serve", "--http-addr", f"127.0.0.1:{port}",
-                      "--data-dir", str(Path(tmp) / "data"), "--node-id", "bench"]
+                      "--gossip-addr", "127.0.0.1:0", "--data-dir", str(Path(tmp) / "data"), "--node-id", "bench"]
         if args.in_memory:
             rumor_argv.append("--in-memory")
         ours = measure("rumor", rumor_argv, f"http://127.0.0.1:{port}", args, script)
 
-    result = {
+    return {
         "get_rps": round(ours["get_rps"]),
         "put_rps": round(ours["put_rps"]),
         "get_vs_bare": round(ours["get_rps"] / bare["get_rps"], 3),
@@ -182,16 +180,90 @@ def main() -> None:
         "duration_s": args.duration,
         "pinned": two_cores,
     }
+
+
+async def replication_visibility(samples: int, timeout_s: float = 5.0) -> dict[str, object]:
+    """Write through one node, poll the other two until both return the value; also the write's own latency."""
+    visible: list[float] = []
+    local: list[float] = []
+    timeouts = 0
+    with tempfile.TemporaryDirectory(prefix="rumor-bench-cluster-") as tmp:
+        async with LocalCluster(3, Path(tmp), preset="local", fault_injection=False) as cluster:
+            await cluster.wait_members(timeout_s=20)
+            apis = [node.api() for node in cluster.nodes]
+            for i in range(samples):
+                writer, others = apis[i % 3], [a for j, a in enumerate(apis) if j != i % 3]
+                key, value = f"visible/{i}", f"v{i}"
+                started = time.perf_counter()
+                await writer.put(key, value)
+                local.append(time.perf_counter() - started)
+                deadline = started + timeout_s
+
+                async def until_visible(api: RumorClient, key: str = key, value: str = value,
+                                        deadline: float = deadline) -> bool:
+                    while time.perf_counter() < deadline:
+                        item = await api.get(key)
+                        if item is not None and item["value"] == value:
+                            return True
+                    return False
+
+                seen = await asyncio.gather(*(until_visible(api) for api in others))
+                if all(seen):
+                    visible.append(time.perf_counter() - started)
+                else:
+                    timeouts += 1
+    return {
+        "replicated_visible_ms_p50": round(_percentile(visible, 50) * 1000, 2),
+        "replicated_visible_ms_p99": round(_percentile(visible, 99) * 1000, 2),
+        "local_write_ms_p50": round(_percentile(local, 50) * 1000, 2),
+        "local_write_ms_p99": round(_percentile(local, 99) * 1000, 2),
+        "replication_samples": len(visible),
+        "replication_timeouts": timeouts,
+    }
+
+
+def _percentile(values: list[float], pct: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run (4 runs)")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--in-memory", action="store_true", help="run rumor without durability")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--replication-samples", type=int, default=200,
+                        help="writes timed until visible on all 3 nodes of a local cluster (0: skip)")
+    parser.add_argument("--skip-throughput", action="store_true", help="skip the wrk runs (no wrk needed)")
+    parser.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.bare_server is not None:
+        bare_server(args.bare_server)
+        return
+    result: dict[str, object] = {}
+    if not args.skip_throughput:
+        result |= throughput(args)
+    if args.replication_samples > 0:
+        result |= asyncio.run(replication_visibility(args.replication_samples))
     if args.json:
         print(json.dumps(result))
         return
-    print(f"{'':10} {'rumor rps':>10} {'bare rps':>10} {'ratio':>7} {'p99 ms':>8}")
-    for op in ("get", "put"):
-        print(f"{op.upper():10} {result[f'{op}_rps']:>10} {result[f'bare_{op}_rps']:>10} "
-              f"{result[f'{op}_vs_bare']:>7} {result[f'{op}_p99_ms']:>8}")
-    print(f"(rumor {'in memory' if args.in_memory else 'durable: SQLite WAL, synchronous=FULL, group commit'}; "
-          f"{args.connections} connections, {args.duration}s per run, pinned={two_cores})")
-
+    if "get_rps" in result:
+        print(f"{'':10} {'rumor rps':>10} {'bare rps':>10} {'ratio':>7} {'p99 ms':>8}")
+        for op in ("get", "put"):
+            print(f"{op.upper():10} {result[f'{op}_rps']:>10} {result[f'bare_{op}_rps']:>10} "
+                  f"{result[f'{op}_vs_bare']:>7} {result[f'{op}_p99_ms']:>8}")
+        print(f"(rumor {'in memory' if args.in_memory else 'durable: SQLite WAL, synchronous=FULL, group commit'}; "
+              f"{args.connections} connections, {args.duration}s per run, pinned={result['pinned']})")
+    if "replicated_visible_ms_p50" in result:
+        print(f"\n{'3-node cluster (local preset)':34} {'p50 ms':>8} {'p99 ms':>8}")
+        print(f"{'write acknowledged by its node':34} {result['local_write_ms_p50']:>8} {result['local_write_ms_p99']:>8}")
+        print(f"{'write visible on all three':34} {result['replicated_visible_ms_p50']:>8} "
+              f"{result['replicated_visible_ms_p99']:>8}")
+        print(f"({result['replication_samples']} samples, {result['replication_timeouts']} timeouts)")
 
 if __name__ == "__main__":
     main()
