@@ -92,13 +92,20 @@ def timed(fn: Callable[[], object]) -> float:
 
 
 class Adapter:
-    """Duck-typed: subclasses define new/merge/value and the mutators of their kind (inc, dec, add, remove)."""
+    """Duck-typed: subclasses define `new` and the mutators of their kind (inc, dec, add, remove); merge, value
+    and copy default to the rumor-style API."""
 
     name = ""
     kind = ""  # "counter" | "pncounter" | "set"
 
+    def merge(self, into: Any, other: Any) -> None:
+        into.merge(other)
+
+    def value(self, s: Any) -> Any:
+        return s.value()
+
     def copy(self, s: Any) -> Any:
-        return copy.deepcopy(s)
+        return s.copy() if type(s).__module__.startswith("crdt.") else copy.deepcopy(s)
 
 
 class OursCounter(Adapter):
@@ -115,15 +122,6 @@ class OursCounter(Adapter):
     def dec(self, s: Any, replica: str, amount: int, group: dict[str, Any]) -> None:
         s.merge(s.decrement(replica, amount))
 
-    def merge(self, into: Any, other: Any) -> None:
-        into.merge(other)
-
-    def value(self, s: Any) -> Any:
-        return s.value()
-
-    def copy(self, s: Any) -> Any:
-        return s.copy()
-
 
 class OursSet(Adapter):
     name, kind = "rumor.ORSet", "set"
@@ -136,15 +134,6 @@ class OursSet(Adapter):
 
     def remove(self, s: Any, replica: str, x: int, group: dict[str, Any]) -> None:
         s.merge(s.remove(x))
-
-    def merge(self, into: Any, other: Any) -> None:
-        into.merge(other)
-
-    def value(self, s: Any) -> Any:
-        return s.value()
-
-    def copy(self, s: Any) -> Any:
-        return s.copy()
 
 
 class CrdtsBase(Adapter):
@@ -166,14 +155,11 @@ class CrdtsBase(Adapter):
 
 
 class CrdtsCounter(CrdtsBase):
-    name, kind, cls_name = "crdts.Counter", "counter", "Counter"
+    """crdts.Counter (grow-only) or crdts.PNCounter: neither keeps per-replica state."""
 
-    def inc(self, s: Any, replica: str, amount: int, group: dict[str, Any]) -> None:
-        s.increase(amount)
-
-
-class CrdtsPNCounter(CrdtsBase):
-    name, kind, cls_name = "crdts.PNCounter", "pncounter", "PNCounter"
+    def __init__(self, kind: str) -> None:
+        self.kind, self.cls_name = kind, "Counter" if kind == "counter" else "PNCounter"
+        self.name = f"crdts.{self.cls_name}"
 
     def inc(self, s: Any, replica: str, amount: int, group: dict[str, Any]) -> None:
         s.increase(amount)
@@ -214,9 +200,6 @@ class Py3Counter(Adapter):
         for _ in range(amount):
             s.dec(replica)
 
-    def merge(self, into: Any, other: Any) -> None:
-        into.merge(other)
-
     def value(self, s: Any) -> Any:
         return s.query()
 
@@ -233,9 +216,6 @@ class Py3Set(Adapter):
 
     def remove(self, s: Any, replica: str, x: int, group: dict[str, Any]) -> None:
         s.remove(x)
-
-    def merge(self, into: Any, other: Any) -> None:
-        into.merge(other)
 
     def value(self, s: Any) -> Any:
         return frozenset(item["elem"] for item in s.A if s.query(item["elem"]))
@@ -412,7 +392,7 @@ def probe(ad: Adapter, trials: int) -> dict[str, Any]:
 def adapters() -> dict[str, list[Adapter]]:
     out: dict[str, list[Adapter]] = {"rumor": [OursCounter("counter"), OursCounter("pncounter"), OursSet()]}
     if crdts is not None:
-        out["crdts"] = [CrdtsCounter(), CrdtsPNCounter(), CrdtsSet()]
+        out["crdts"] = [CrdtsCounter("counter"), CrdtsCounter("pncounter"), CrdtsSet()]
     if py3crdt is not None:
         out["python3-crdt"] = [Py3Counter("counter"), Py3Counter("pncounter"), Py3Set()]
     return out
@@ -493,8 +473,8 @@ def py3_merge_ms(n: int) -> float:
     return timed(lambda: a.merge(b)) * 1e3
 
 
-def add_cost_per_op(base_size: int, adds: int, repeats: int) -> float:
-    """Seconds per add into a set that already has base_size elements (replica A adds new elements)."""
+def add_cost_runner(base_size: int, adds: int, repeats: int) -> Callable[[], float]:
+    """A run: seconds per add into a set that already has base_size elements (replica A adds new ones)."""
     s = crdt.ORSet()
     for lo in range(0, base_size, 50_000):
         s.merge(s.add_all("Z", range(lo, min(lo + 50_000, base_size))))
@@ -510,22 +490,40 @@ def add_cost_per_op(base_size: int, adds: int, repeats: int) -> float:
 
         return timed(loop) / adds
 
-    return best_of(repeats, run)
+    return run
 
 
-def delta_merge_cost(base_size: int, deltas: int, delta_size: int) -> float:
-    """Seconds per remote delta (delta_size fresh adds from replica B) merged into a set of base_size elements."""
+def delta_merge_runner(base_size: int, deltas: int, delta_size: int, repeats: int) -> Callable[[], float]:
+    """A run: seconds per remote delta (delta_size fresh adds from replica B) merged into a set of base_size."""
     s, _ = ours_pair(base_size)
     b = crdt.ORSet()
-    pending = []
-    for k in range(deltas):
-        acc = crdt.ORSet()
-        for j in range(delta_size):
-            d = b.add("B", -1 - k * delta_size - j)
-            b.merge(d)
-            acc.merge(d)
-        pending.append(acc)
-    return timed(lambda: [s.merge(d) for d in pending]) / deltas
+    batches = []
+    for _ in range(repeats):
+        batch = []
+        for _ in range(deltas):
+            acc = crdt.ORSet()
+            for _ in range(delta_size):
+                d = b.add("B", -1 - len(b))
+                b.merge(d)
+                acc.merge(d)
+            batch.append(acc)
+        batches.append(batch)
+    pending = iter(batches)
+
+    def run() -> float:
+        batch = next(pending)
+        return timed(lambda: [s.merge(d) for d in batch]) / deltas
+
+    return run
+
+
+def interleaved_best(repeats: int, *runs: Callable[[], float]) -> list[float]:
+    """Best of `repeats` for each run, alternating between them so machine noise hits all sizes alike."""
+    best = [float("inf")] * len(runs)
+    for _ in range(repeats):
+        for i, run in enumerate(runs):
+            best[i] = min(best[i], run())
+    return best
 
 
 def pncounter_merge_us(replicas: int, repeats: int) -> float:
@@ -602,14 +600,14 @@ def run(quick: bool) -> dict[str, Any]:
 
     big = 1_000_000 // scale
     out["n"]["orset_add_cost_big"] = big
-    cost_big = add_cost_per_op(big, 5_000, 3)
-    cost_small = add_cost_per_op(1_000, 5_000, 3)
+    cost_big, cost_small = interleaved_best(
+        5, add_cost_runner(big, 2_000, 5), add_cost_runner(1_000, 2_000, 5))
     out["orset_add_us_into_1m"] = cost_big * 1e6
     out["orset_add_us_into_1k"] = cost_small * 1e6
     out["orset_add_cost_1m_over_1k"] = cost_big / cost_small
 
-    dm_big = delta_merge_cost(n, 2_000, 10)
-    dm_small = delta_merge_cost(1_000, 2_000, 10)
+    dm_big, dm_small = interleaved_best(
+        5, delta_merge_runner(n, 1_000, 10, 5), delta_merge_runner(1_000, 1_000, 10, 5))
     out["orset_delta_merge_us_into_100k"] = dm_big * 1e6
     out["orset_delta_merge_us_into_1k"] = dm_small * 1e6
     out["orset_delta_merge_cost_100k_over_1k"] = dm_big / dm_small
@@ -671,8 +669,11 @@ def print_table(out: dict[str, Any]) -> None:
         for type_name, res in per_type.items():
             broken = ", ".join(f"{law}={n}" for law, n in sorted(res["violations"].items())) or "none"
             print(f"  {type_name:<26} {res['trials']:>3} trials  broken: {broken}")
+            by_error: dict[str, list[str]] = {}
             for law, err in sorted(res["errors"].items()):
-                print(f"  {'':<26}   {law}: {err}")
+                by_error.setdefault(err, []).append(law)
+            for err, laws in by_error.items():
+                print(f"  {'':<26}   crashed in {', '.join(laws)}: {err}")
     print()
     print(f"total {out['seconds']:.1f} s")
 
