@@ -174,10 +174,7 @@ class ReplicaCore:
     # -- timers -------------------------------------------------------------------------------------------------------
 
     def next_deadline(self) -> float:
-        deadline = min(self.disseminator.next_push_at, self.next_sync_at)
-        if self.digests.dirty:
-            deadline = min(deadline, self.disseminator.next_push_at)
-        return deadline
+        return min(self.disseminator.next_push_at, self.next_sync_at)
 
     def tick(self, now: float, live: list[str]) -> TickResult:
         """Push round, bounded digest flush, GC, and whether to start an anti-entropy session (and with whom)."""
@@ -192,9 +189,9 @@ class ReplicaCore:
         if self.disseminator.sync_wanted and self.syncing is None:
             self.disseminator.sync_wanted = False
             self.next_sync_at = min(self.next_sync_at, now)
-        if now >= self.next_sync_at and self.syncing is None:
+        if now >= self.next_sync_at:
             self.next_sync_at = now + self.config.sync_interval_s
-            if peers:
+            if peers and self.syncing is None:  # one session at a time; a slow one just skips its turn
                 result.sync_with = self.rng.choice(sorted(peers))
         return result
 
@@ -294,6 +291,10 @@ class ReplicaCore:
     def parse_repl(payload: bytes) -> tuple[str, str, Any]:
         body = body_of(payload, Kind.REPL, REPL_FIELDS)
         return body["k"], body["t"], decode_state(body["t"], body["d"])
+
+    @staticmethod
+    def ack() -> bytes:
+        return pack(Kind.ACK, {})
 
     @staticmethod
     def is_ack(payload: bytes) -> bool:

@@ -1,0 +1,329 @@
+"""`Replication`: the asyncio binding of `ReplicaCore` to a `server.node.Node` and a `gossip.Memberlist`.
+
+It implements the `server.standalone.Replication` seam, so a node becomes a cluster member by construction:
+
+    def make_memberlist(delegate: Delegate, node_id: str) -> Memberlist:
+        transport = AsyncioTransport(("127.0.0.1", 7946))
+        return Memberlist(GossipConfig.lan(), node_id, transport, delegate=delegate)
+
+    replication = Replication(ReplicationConfig(seeds=(("127.0.0.1", 7947),)), make_memberlist)
+    async with Node(ServerConfig(...), replication=replication) as node:
+        await node.update("visits", Increment(amount=1), consistency=Consistency(Level.QUORUM))
+
+The factory gets the node id only once storage has been opened (`Node.start` recovers it), which is why this takes a
+factory rather than a memberlist. All timing lives here: one loop task runs `ReplicaCore.tick` at its deadlines,
+anti-entropy sessions run one at a time as their own task (each round trip awaits the network, so serving a big
+catch-up never blocks the event loop for more than one bounded message), and the delegate feeds incoming app
+messages and requests to the core.
+
+Durability: deltas and states merged here go through the node's delta log. A REPL (``w`` > 1) is acknowledged only
+after the merged delta is durable, through `Node.merge_remote`; anti-entropy and push merges are logged without
+waiting (they are re-fetchable from the peer if lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import random
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from gossip.clock import Clock, MonotonicClock
+from gossip.delegate import Delegate
+from gossip.errors import GossipError
+from gossip.member import Member
+from gossip.memberlist import Memberlist
+from server.replication.config import ReplicationConfig
+from server.replication.errors import ReplicationProtocolError
+from server.replication.quorum import Tally
+from server.replication.replica import ReplicaCore
+from server.replication.sync import SyncInitiator
+from server.replication.wire import Kind, kind_of
+
+if TYPE_CHECKING:
+    from server.node import Node
+
+log = logging.getLogger(__name__)
+
+MemberlistFactory = Callable[[Delegate, str], Memberlist]
+_NETWORK_ERRORS = (GossipError, OSError, TimeoutError)
+
+
+class NodeStore:
+    """`Store` over a running `Node`: merges go into its keyspace and its durable delta log."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def keys(self) -> list[str]:
+        return list(self.node.keyspace)
+
+    def get(self, key: str) -> tuple[str, Any] | None:
+        entry = self.node.keyspace.entry(key)
+        return None if entry is None else (entry.type_name, entry.state)
+
+    def merge(self, key: str, type_name: str, state: Any) -> None:
+        nowait = getattr(self.node, "merge_remote_nowait", None)
+        if nowait is not None:
+            nowait(key, type_name, state)
+            return
+        self.node.keyspace.merge_remote(key, type_name, state)
+        self.node._log(key, type_name, state)  # until Node grows a public merge_remote_nowait
+
+
+class _Delegate(Delegate):
+    def __init__(self, owner: Replication) -> None:
+        self.owner = owner
+
+    def notify_message(self, payload: bytes, sender: str) -> None:
+        core = self.owner.core
+        if core is not None:
+            core.handle_message(payload, sender, self.owner.clock.now())
+
+    async def handle_request(self, payload: bytes, sender: str) -> bytes:
+        return await self.owner.serve(payload, sender)
+
+    def notify_leave(self, member: Member) -> None:
+        self.owner.wake()
+
+    def notify_join(self, member: Member) -> None:
+        self.owner.wake()
+
+
+class Replication:
+    def __init__(self, config: ReplicationConfig, memberlist_factory: MemberlistFactory, *,
+                 rng: random.Random | None = None, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or MonotonicClock()
+        self._rng = rng or random.Random()
+        self._factory = memberlist_factory
+        self.delegate = _Delegate(self)
+        self.core: ReplicaCore | None = None
+        self.memberlist: Memberlist | None = None
+        self._node: Node | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._sync_task: asyncio.Task[SyncInitiator | None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._wakeup = asyncio.Event()
+        self._unsubscribe: Callable[[], None] | None = None
+        self._running = False
+
+    # -- lifecycle (the Replication seam) ----------------------------------------------------------------------------
+
+    async def start(self, node: Node) -> None:
+        self._node = node
+        self.core = ReplicaCore(node.node_id, NodeStore(node), self.config, self._rng, self.clock.now(),
+                                epoch=node.hlc.physical_ms())
+        self._unsubscribe = node.keyspace.subscribe(self.core.on_local)
+        self.memberlist = self._factory(self.delegate, node.node_id)
+        await self.memberlist.start()
+        self._running = True
+        if self.config.seeds:
+            await self.memberlist.join(list(self.config.seeds))
+        self._loop_task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if not self._running:
+            return
+        self._running = False
+        tasks = [t for t in (self._loop_task, self._sync_task, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        if self.memberlist is not None:
+            with contextlib.suppress(*_NETWORK_ERRORS):
+                await self.memberlist.leave(timeout_s=2 * self.config.push_interval_s)
+            await self.memberlist.shutdown()
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    # -- queries -----------------------------------------------------------------------------------------------------
+
+    def live_ids(self) -> list[str]:
+        if self.memberlist is None or not self._running:
+            return []
+        return sorted(m.id for m in self.memberlist.alive_members())
+
+    def cluster_size(self) -> int:
+        return max(1, len(self.live_ids()))
+
+    def members(self) -> list[dict[str, Any]]:
+        if self.memberlist is None or not self._running:
+            return []
+        return [{"id": m.id, "address": f"{m.address[0]}:{m.address[1]}", "status": m.status.name.lower(),
+                 "incarnation": m.incarnation} for m in sorted(self.memberlist.members(), key=lambda m: m.id)]
+
+    def cluster_info(self) -> dict[str, Any]:
+        """What ``GET /v1/cluster`` shows: members, this replica's replication state and counters."""
+        core = self.core
+        info: dict[str, Any] = {"members": self.members(), "cluster_size": self.cluster_size()}
+        if core is None:
+            return info
+        outcome = core.last_outcome
+        info.update({
+            "node_id": core.node_id,
+            "epoch": core.origin[1],
+            "vector": {f"{o}@{e}": s for (o, e), s in sorted(core.coverage.vector().items())},
+            "gc": {"tracked_entries": core.coverage.tracked_entries(), "collected": core.coverage.collected,
+                   "retired": len(core.coverage.retired)},
+            "dissemination": {**_as_dict(core.disseminator.stats), "backlog_bytes": core.disseminator.backlog_bytes,
+                              "queued_groups": core.disseminator.queued()},
+            "anti_entropy": {"syncs_started": core.stats.syncs_started, "syncs_complete": core.stats.syncs_complete,
+                             "bytes": core.stats.sync_bytes, "dirty_digests": core.digests.dirty,
+                             "last": None if outcome is None else _as_dict(outcome)},
+            "rejected": dict(core.stats.rejected),
+        })
+        return info
+
+    # -- the loop ------------------------------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        core, memberlist = self.core, self.memberlist
+        assert core is not None and memberlist is not None
+        while self._running:
+            now = self.clock.now()
+            try:
+                result = core.tick(now, self.live_ids())
+            except Exception:  # a bug in one tick must not stop replication: log it and keep ticking
+                log.exception("replication tick failed")
+                result = None
+            if result is not None:
+                for member, payload in result.pushes:
+                    self._push(member, payload)
+                if result.sync_with is not None and self._sync_task is None:
+                    self._sync_task = asyncio.get_running_loop().create_task(self._sync(result.sync_with))
+            delay = max(0.0, min(core.next_deadline() - self.clock.now(), self.config.push_interval_s))
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout=max(delay, 0.001))
+
+    def _push(self, member: str, payload: bytes) -> None:
+        assert self.memberlist is not None
+        try:
+            if len(payload) <= self.config.datagram_bytes:
+                self.memberlist.send_to(member, payload)
+            else:
+                self._spawn(self._request_quietly(member, payload))
+        except _NETWORK_ERRORS:
+            return
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _request_quietly(self, member: str, payload: bytes) -> bytes | None:
+        assert self.memberlist is not None
+        try:
+            return await self.memberlist.request(member, payload, self.config.request_timeout_s)
+        except _NETWORK_ERRORS:
+            return None
+
+    async def _sync(self, peer: str) -> SyncInitiator | None:
+        core, memberlist = self.core, self.memberlist
+        assert core is not None and memberlist is not None
+        session: SyncInitiator | None = None
+        try:
+            session, request = core.start_sync(peer, self.clock.now())
+            message: bytes | None = request
+            while message is not None:
+                reply = await memberlist.request(peer, message, self.config.request_timeout_s)
+                message = session.receive(reply, self.clock.now())
+                await asyncio.sleep(0)  # let other work run between round trips
+        except _NETWORK_ERRORS as exc:
+            if session is not None:
+                session.fail(f"{type(exc).__name__}: {exc}", self.clock.now())
+        finally:
+            if session is not None:
+                core.sync_finished(session)
+            self._sync_task = None
+        if session is not None and session.done_message is not None:
+            await self._request_quietly(peer, session.done_message)
+        return session
+
+    async def sync_now(self, peer: str) -> SyncInitiator | None:
+        """Run one anti-entropy session with ``peer`` right away (catch-up after join, tests, the bench)."""
+        while self._sync_task is not None:
+            await asyncio.sleep(0.01)
+        task = asyncio.get_running_loop().create_task(self._sync(peer))
+        self._sync_task = task
+        return await task
+
+    # -- serving ----------------------------------------------------------------------------------------------------
+
+    async def serve(self, payload: bytes, sender: str) -> bytes:
+        core, node = self.core, self._node
+        if core is None or node is None:
+            raise ReplicationProtocolError("not_running")
+        if kind_of(payload) is Kind.REPL:
+            key, type_name, state = core.parse_repl(payload)
+            await node.merge_remote(key, type_name, state)  # acknowledged = durable here
+            core.on_changed(key)
+            return ReplicaCore.ack()
+        return core.handle_request(payload, sender, self.clock.now())
+
+    # -- consistency levels -------------------------------------------------------------------------------------------
+
+    async def replicate(self, key: str, type_name: str, delta: Any, needed: int, timeout_s: float) -> int:
+        """Send ``delta`` to every other live member; return how many acknowledged (durably), at most ``needed``."""
+        peers = [m for m in self.live_ids() if self.core is not None and m != self.core.node_id]
+        if needed <= 0 or not peers:
+            return 0
+        payload = ReplicaCore.repl_request(key, type_name, delta)
+        tally = Tally(needed, len(peers))
+        replies = await self._ask(peers, payload, tally, timeout_s, ReplicaCore.is_ack)
+        return min(needed, sum(1 for r in replies.values() if r is not None))
+
+    async def gather(self, key: str, needed: int, timeout_s: float) -> int:
+        """Merge ``needed`` other replicas' states of ``key`` into ours, then push the result to stale repliers."""
+        core = self.core
+        peers = [m for m in self.live_ids() if core is not None and m != core.node_id]
+        if core is None or needed <= 0 or not peers:
+            return 0
+        tally = Tally(needed, len(peers))
+        replies = await self._ask(peers, ReplicaCore.read_request(key), tally, timeout_s, lambda _r: True)
+        answered: dict[str, bytes | None] = {}
+        for member, reply in replies.items():
+            if reply is None:
+                continue
+            try:
+                answered[member] = core.merge_state_reply(key, reply)
+            except ReplicationProtocolError:
+                continue
+        for member, repair in core.repair_requests(key, answered):
+            self._spawn(self._request_quietly(member, repair))
+        return min(needed, len(answered))
+
+    async def _ask(self, peers: list[str], payload: bytes, tally: Tally, timeout_s: float,
+                   accept: Callable[[bytes], bool]) -> dict[str, bytes | None]:
+        replies: dict[str, bytes | None] = {}
+        finished = asyncio.Event()
+
+        async def one(member: str) -> None:
+            reply = await self._request_quietly(member, payload)
+            ok = reply is not None and accept(reply)
+            replies[member] = reply if ok else None
+            if tally.record(member, ok):
+                finished.set()
+
+        tasks = [self._spawn(one(m)) for m in peers]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(finished.wait(), timeout=timeout_s)
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        return {m: r for m, r in replies.items() if r is not None}
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    return dataclasses.asdict(obj)
+
+
+__all__ = ["MemberlistFactory", "NodeStore", "Replication"]
