@@ -1,8 +1,9 @@
 """Running a node as a process: HTTP server + `Node`, until SIGTERM/SIGINT, then a graceful shutdown.
 
+Every served node is a cluster member (`server.cluster`): alone until it joins seeds or others join it.
 Shutdown order: stop accepting and finish in-flight requests (aiohttp runner cleanup), then `Node.stop()` (which
-stops replication, checkpoints dirty keys and flushes storage). Nothing acknowledged is lost either way; a clean
-stop just makes the next start faster.
+stops replication and announces a graceful leave, checkpoints dirty keys and flushes storage). Nothing acknowledged
+is lost either way; a clean stop just makes the next start faster.
 """
 
 from __future__ import annotations
@@ -10,15 +11,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import sys
 
 from aiohttp import web
 
+from server.cluster import Cluster
 from server.config import ServerConfig
 from server.http_api import create_app
 from server.node import Node
 
 log = logging.getLogger(__name__)
+
+
+def bind_http(config: ServerConfig) -> socket.socket:
+    """Binds the API socket before anything starts, so the real port (for port 0) can be published in gossip."""
+    host, port = config.http_host_port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None) -> None:
@@ -27,21 +46,30 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None) -> N
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    node = Node(config)
-    await node.start()
-    runner = web.AppRunner(create_app(node), access_log=None, handle_signals=False)
+    sock = bind_http(config)
+    host, port = sock.getsockname()[:2]
+    http_addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    cluster = Cluster(config, http_addr)
+    node = Node(config, replication=cluster.replication)
+    cluster.bind_metrics(node.metrics)
+    runner = web.AppRunner(create_app(node, cluster), access_log=None, handle_signals=False)
+    try:
+        await node.start()
+    except BaseException:
+        sock.close()
+        await node.stop()
+        raise
     try:
         await runner.setup()
-        host, port = config.http_host_port
-        site = web.TCPSite(runner, host, port)
+        site = web.SockSite(runner, sock)
         await site.start()
-        bound = runner.addresses[0][1] if runner.addresses else port
-        print(f"rumor: node {node.node_id} listening on http://{host}:{bound}", flush=True)
+        print(f"rumor: node {node.node_id} listening on http://{http_addr} gossip {cluster.gossip_address}", flush=True)
         await stop.wait()
         log.info("shutting down")
     finally:
         await runner.cleanup()
-        await node.stop()
+        await node.stop()  # stops replication first: announces leave, then flushes storage
+        sock.close()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
 
