@@ -29,6 +29,7 @@ from crdt.gcounter import GCounter
 from crdt.lww_register import LWWRegister
 from crdt.mv_register import MVRegister
 from crdt.orset import ORSet
+from crdt.plain_value import StrictKey
 from crdt.pncounter import PNCounter
 from crdt.version_vector import VersionVector
 
@@ -88,6 +89,8 @@ def value_to_wire(value: Any) -> Any:
         if not all(type(k) is str for k in value):
             raise InvalidOperationError("dict keys must be str")
         return {k: value_to_wire(value[k]) for k in sorted(value)}
+    if t is StrictKey:
+        return value_to_wire(value.value)
     raise InvalidOperationError(f"not a plain value: {type(value).__name__}")
 
 

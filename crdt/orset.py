@@ -9,11 +9,15 @@ causal context, which compacts into one counter per replica: the state never gro
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, ClassVar
+from itertools import chain
+from operator import attrgetter
+from typing import Any, ClassVar
 
 from crdt.causal_context import CausalContext
 from crdt.dot_kernel import DotKernel, DotT
-from crdt.plain_value import is_hashable_plain
+from crdt.plain_value import StrictKey, element_key, element_of, is_hashable_plain, order_key
+
+_identity = attrgetter("_identity")
 
 
 class ORSet(DotKernel):
@@ -25,10 +29,8 @@ class ORSet(DotKernel):
 
     def add(self, replica: str, element: Hashable) -> ORSet:
         """Delta adding ``element`` with a fresh dot (absorbing the element's observed dots)."""
-        return self._write_delta(replica, element, None)
-
-    if not TYPE_CHECKING:  # same behaviour, one call fewer on the hottest path
-        add = DotKernel._write_delta
+        t = type(element)
+        return self._write_delta(replica, element if t is str or t is int else StrictKey(element), None)
 
     def add_all(self, replica: str, elements: Iterable[Hashable]) -> ORSet:
         """One delta adding every element, each with its own consecutive dot from ``replica``."""
@@ -36,7 +38,7 @@ class ORSet(DotKernel):
         entries: list[tuple[DotT, Hashable, None]] = []
         covered: list[DotT] = []
         seen: set[Hashable] = set()
-        for element in elements:
+        for element in map(element_key, elements):
             if element in seen:
                 continue
             seen.add(element)
@@ -49,13 +51,13 @@ class ORSet(DotKernel):
 
     def remove(self, element: Hashable, context: CausalContext | None = None) -> ORSet:
         """Remove the observed dots of ``element`` (only those in ``context`` when given)."""
-        return self._remove_delta((element,), context)
+        return self._remove_delta((element_key(element),), context)
 
     def remove_all(self, elements: Iterable[Hashable], context: CausalContext | None = None) -> ORSet:
-        return self._remove_delta(elements, context)
+        return self._remove_delta(map(element_key, elements), context)
 
     def contains(self, element: Hashable) -> bool:
-        return element in self._keys
+        return element_key(element) in self._keys
 
     __contains__ = contains
 
@@ -63,10 +65,24 @@ class ORSet(DotKernel):
         return len(self._keys)
 
     def __iter__(self) -> Iterator[Hashable]:
-        return iter(list(self._keys))
+        return iter(list(map(element_of, self._keys)))
 
     def value(self) -> frozenset[Hashable]:
-        return frozenset(self._keys)
+        """The elements as a frozenset, identical on every replica holding the same state.
+
+        A frozenset keeps one of the elements Python deems equal (``1``, ``1.0``, ``True``; ``0.0``, ``-0.0``):
+        the ``str``/``int`` one if present, else the first in plain-value order. ``elements()`` lists them all.
+        """
+        strict = [k for k in self._keys if type(k) is StrictKey]
+        if not strict:
+            return frozenset(self._keys)
+        strict.sort(key=_identity)
+        plain = (k for k in self._keys if type(k) is not StrictKey)
+        return frozenset(chain(plain, (k.value for k in strict)))
+
+    def elements(self) -> list[Hashable]:
+        """Every element, types preserved, in the deterministic plain-value order."""
+        return sorted(map(element_of, self._keys), key=order_key)
 
     @classmethod
     def _entry_from_wire(cls, replica: str, key: Any, payload: Any) -> tuple[Hashable, Any]:
@@ -74,4 +90,4 @@ class ORSet(DotKernel):
             raise ValueError("set element must be a hashable plain value")
         if payload is not None:
             raise ValueError("set entries carry no payload")
-        return key, None
+        return element_key(key), None

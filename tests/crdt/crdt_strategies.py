@@ -30,10 +30,12 @@ import crdt
 REPLICA_IDS = ("r0", "r1", "r2", "r3", "r4")
 
 # Small pools make collisions (same element, same field, equal timestamps) common, which is where bugs live.
-# Elements equal under Python's == but of different types (1, 1.0, True) are left out on purpose: ORSet
-# conflates them and which one a replica reads depends on merge order. That open bug is pinned by
-# test_laws.test_regression_orset_merge_order_picks_the_type_of_equal_elements; add True here once it is fixed.
-ELEMENTS: list[Any] = [0, 1, 2, -7, 2**70, "a", "b", "", b"x", None, 2.5, (1, "a"), ()]
+# Elements equal under Python's == but of different types (1, 1.0, True, -0.0 vs 0.0) are in on purpose: ORSet
+# keys them type-strictly (crdt.plain_value.StrictKey), which
+# test_laws.test_regression_orset_merge_order_picks_the_type_of_equal_elements pins.
+ELEMENTS: list[Any] = [
+    0, 1, 2, -7, 2**70, "a", "b", "", b"x", None, 2.5, 1.0, True, -0.0, 0.0, (1, "a"), (True, "a"), (),
+]
 VALUES: list[Any] = [*ELEMENTS, [1, 2], [], {"k": 1}, {"k": [None]}, True]
 FIELDS = ["f", "g", "h"]
 element = st.sampled_from([0, "a"]) | st.sampled_from(ELEMENTS)  # half the draws from two hot elements
