@@ -9,7 +9,7 @@ What it shows, step by step, with a table of every node's values after each step
    (minority) of the same set element, register writes on both sides, the minority's last.
 5. The network heals; the minority is alive again and every replica converges to one value per key: the counter
    is the sum of every increment, the re-added element survives its concurrent remove (add wins), the register
-   holds the causally last write.
+   holds the later of the two concurrent writes by hybrid-logical-clock timestamp (the same winner everywhere).
 
 Bounded: every wait has a deadline, so with ``--preset local`` the whole run takes well under a minute. Children's
 logs go to files in a temporary directory, printed only if something fails; the directory is removed at the end.
@@ -136,7 +136,8 @@ async def run_demo(nodes: int, preset: str, base_dir: Path, out: TextIO) -> None
         say.step("result")
         say.say(f"    visits = {final['visits']}: every increment on both sides counted once (PN-counter)")
         say.say("    fruits keeps apple: the minority's add was concurrent with the majority's remove (add wins)")
-        say.say(f"    motd = {final['motd']!r}: the causally last write (hybrid logical clock)")
+        say.say(f"    motd = {final['motd']!r}: the two writes were concurrent (one per side), so the later")
+        say.say("    hybrid-logical-clock timestamp wins, the same on every node")
         say.say(f"    total {time.monotonic() - say.started:.1f} s")
 
 
