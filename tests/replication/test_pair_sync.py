@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from replication_helpers import Replica, states
 
 from crdt import ORSet, encode
@@ -88,3 +89,19 @@ def test_lazy_digests_rehash_a_hot_key_once() -> None:
     assert a.core.digests.dirty == 1
     assert a.core.digests.flush(100) == 1
     assert a.core.digests.rehashed == 1
+
+
+@pytest.mark.slow
+def test_million_element_set_syncs_in_bounded_chunks() -> None:
+    config = ReplicationConfig()
+    a, b = Replica("a", config, seed=1), Replica("b", config, seed=2)
+    big = ORSet()
+    big.merge(big.add_all("a", range(1_000_000)))
+    a.keyspace.merge_remote("big", "set", big)
+    a.core.on_changed("big")
+    sizes: list[int] = []
+    session = sync_pair(b.core, a.core, 1.0, observe=lambda m: sizes.append(len(m)))
+    assert session.outcome is not None and session.outcome.complete
+    assert max(sizes) <= config.sync_message_bytes
+    entry = b.keyspace.entry("big")
+    assert entry is not None and len(entry.state) == 1_000_000
