@@ -17,6 +17,12 @@ async def test_concurrent_updates_through_different_nodes_converge_for_every_typ
 ) -> None:
     cluster = skewed_cluster
     names = [node.name for node in cluster.nodes]
+    # Every mvregister write below carries the context of one converged read of "seed", so each replaces only
+    # the seed, never another node's write, however fast replication is: the three writes are concurrent.
+    await cluster["n1"].api().update("conv/mv", {"type": "mvregister", "value": "seed"})
+    await cluster.wait_converged(["conv/mv"], timeout_s=15)
+    seen = await cluster["n1"].api().get("conv/mv")
+    assert seen is not None and seen["value"] == ["seed"]
 
     async def writes(i: int, name: str) -> None:
         api = cluster[name].api()
@@ -25,7 +31,7 @@ async def test_concurrent_updates_through_different_nodes_converge_for_every_typ
             api.add("conv/set", f"from-{name}", i),
             api.remove("conv/set", "never-added"),
             api.put("conv/register", f"written by {name}"),
-            api.update("conv/mv", {"type": "mvregister", "value": name}),
+            api.update("conv/mv", {"type": "mvregister", "value": name, "context": seen["context"]}),
             api.update("conv/map", {"type": "map", "set": {name: i, "shared": name}}),
         )
 
@@ -38,7 +44,7 @@ async def test_concurrent_updates_through_different_nodes_converge_for_every_typ
     assert sorted(map(str, final["conv/set"])) == sorted(
         [str(i) for i in range(1, len(names) + 1)] + [f"from-{n}" for n in names])
     assert final["conv/register"] in {f"written by {n}" for n in names}
-    assert sorted(final["conv/mv"]) == names  # three concurrent writes: every value kept
+    assert sorted(final["conv/mv"]) == names  # three concurrent writes: every value kept, the seed replaced
     assert {k: v for k, v in final["conv/map"].items() if k != "shared"} == {n: i for i, n in enumerate(names, 1)}
 
 
