@@ -86,6 +86,9 @@ class ORSet(DotKernel):
 
     @classmethod
     def _entry_from_wire(cls, replica: str, key: Any, payload: Any) -> tuple[Hashable, Any]:
+        t = type(key)
+        if (t is str or t is int) and payload is None:  # the common case, already a valid key
+            return key, None
         if not is_hashable_plain(key):
             raise ValueError("set element must be a hashable plain value")
         if payload is not None:
