@@ -66,12 +66,7 @@ class NodeStore:
         return None if entry is None else (entry.type_name, entry.state)
 
     def merge(self, key: str, type_name: str, state: Any) -> None:
-        nowait = getattr(self.node, "merge_remote_nowait", None)
-        if nowait is not None:
-            nowait(key, type_name, state)
-            return
-        self.node.keyspace.merge_remote(key, type_name, state)
-        self.node._log(key, type_name, state)  # until Node grows a public merge_remote_nowait
+        self.node.merge_remote_nowait(key, type_name, state)
 
 
 class _Delegate(Delegate):
