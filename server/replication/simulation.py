@@ -120,6 +120,16 @@ def _ignore(reply: bytes | None, error: str | None) -> None:
     return None
 
 
+def encoded_states(keyspace: Keyspace) -> dict[str, bytes]:
+    """Every key's type and deterministic encoding: equal dicts mean byte-identical replicas."""
+    out = {}
+    for key in keyspace:
+        entry = keyspace.entry(key)
+        assert entry is not None
+        out[key] = entry.type_name.encode() + b"\0" + encode(entry.state)
+    return out
+
+
 class ReplicatedSimulation:
     """N replicas on one `Simulation`; keyspaces persist across crash/restart (they model durable storage)."""
 
@@ -165,13 +175,7 @@ class ReplicatedSimulation:
         self.sim.run_for(seconds)
 
     def states(self, node: SimNode) -> dict[str, bytes]:
-        keyspace = self.keyspaces[node.id]
-        out = {}
-        for key in keyspace:
-            entry = keyspace.entry(key)
-            assert entry is not None
-            out[key] = entry.type_name.encode() + b"\0" + encode(entry.state)
-        return out
+        return encoded_states(self.keyspaces[node.id])
 
     def converged(self, nodes: list[SimNode] | None = None) -> bool:
         group = nodes if nodes is not None else self.sim.up_nodes()

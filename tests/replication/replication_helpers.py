@@ -7,6 +7,7 @@ import random
 from server.hlc_source import HLCSource
 from server.keyspace import Keyspace
 from server.replication import KeyspaceStore, ReplicaCore, ReplicationConfig
+from server.replication.simulation import encoded_states
 
 
 class Replica:
@@ -24,12 +25,4 @@ class Replica:
         return self.core.node_id
 
 
-def states(keyspace: Keyspace) -> dict[str, bytes]:
-    from crdt import encode
-
-    out = {}
-    for key in keyspace:
-        entry = keyspace.entry(key)
-        assert entry is not None
-        out[key] = entry.type_name.encode() + b"\0" + encode(entry.state)
-    return out
+states = encoded_states  # byte-identical replicas compare equal
