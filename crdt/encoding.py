@@ -252,7 +252,7 @@ def encode(state: Any) -> bytes:
     """Deterministic bytes for ``state`` (a registered CRDT type)."""
     if TYPES.get(state.TYPE_NAME) is not type(state):
         _register_late_types()
-    # about 12 bytes an entry: pause collection for states that will encode to a megabyte or more
+    # about 12 bytes an entry: pause collection for states that will encode to 64 KiB or more
     size = state._entry_count() * 12 if isinstance(state, DotKernel) else 0
     with _collection_paused(size):
         return _pack([VERSION, state.TYPE_NAME, state_to_wire(state)])
@@ -275,14 +275,14 @@ def _canonical(result: Any, data: bytes, again: bytes) -> Any:
     return result
 
 
-_BULK_BYTES = 1 << 20
+_BULK_BYTES = 1 << 16
 
 
 @contextmanager
 def _collection_paused(size: int) -> Iterator[None]:
     """Building a big state allocates millions of small dicts and lists, none of which can form a reference cycle;
     CPython's cyclic collector would still rescan them again and again (about 3x the decode time of a 1M-element
-    set). Collection is paused while such a state is built or encoded, then restored as it was."""
+    set). Collection is paused while a state of 64 KiB or more is built or encoded, then restored as it was."""
     if size < _BULK_BYTES or not gc.isenabled():
         yield
         return
