@@ -6,9 +6,12 @@ Shape of a session (initiator ``I``, responder ``R``; ``R`` keeps **no per-sessi
    Equal roots: ``R`` answers IN_SYNC and the session is over.
 2. Otherwise the two sides alternate EXCHANGE messages. Whoever learns that node ``n`` differs sends *its own*
    hashes of ``n``'s children; the other compares them with its own and answers with the children hashes of the
-   ones that differ, so each message descends one level and every round trip descends two. At a leaf the sender
-   lists its ``(key fingerprint, digest slice, size hint)`` entries; the receiver then pushes the states the other
-   lacks and asks ("wants") for the ones it lacks; for a key held differently by both, the side with the larger
+   ones that differ, so each message descends one level and every round trip descends two. Where differences are
+   sparse (few differing children per differing parent seen one level up), a node is sent as a *sketch* of its
+   children instead (`merkle.sketch_of`: 4 slices instead of 8) that locates a single differing child; when it
+   shows several, the receiver asks for the full group ("d"), keeping the side that lists the leaves. At a leaf the
+   sender lists its ``(key fingerprint, digest slice, size hint)`` entries; the receiver then pushes the states the
+   other lacks and asks ("wants") for the ones it lacks; for a key held differently by both, the side with the larger
    state pushes it. Such a push (and an answered want) carries a flag: the receiver merges and, if its merged
    state's digest differs from the one it received, pushes its merged state back. Both directions are repaired in
    one session, and a key where one side dominates usually costs one state transfer, not two.
@@ -68,12 +71,23 @@ from gossip.anti_entropy_wire import (
     Exchange,
     decode_message,
     encode_message,
+    id_width,
     reply_content_limit,
     size_hint,
 )
 from gossip.chunking import Chunk, ChunkError, Reassembler, transfer_id_of
 from gossip.errors import ConfigError, GossipError
-from gossip.merkle import DIGEST_BYTES, KEY_HASH_BYTES, MerkleTree, key_fingerprint, slice_hash, state_digest
+from gossip.merkle import (
+    DIGEST_BYTES,
+    KEY_HASH_BYTES,
+    MerkleTree,
+    key_fingerprint,
+    locate_child,
+    sketch_of,
+    sketch_pays_below,
+    slice_hash,
+    state_digest,
+)
 
 GetState = Callable[[bytes], "bytes | None"]
 Merge = Callable[[bytes, bytes], None]
@@ -143,8 +157,9 @@ class AntiEntropyStats:
 
 
 # Work items, in the order they are placed into outgoing messages. Kinds:
-#   "x" (level, node): send my hashes of node's children, or my leaf listing at the leaf level
-#   "w" (leaf, fingerprint): ask for states    "s" (key, flag): send my state    "c" (key, tid, index, flag): chunks
+#   "x" (level, node, sketch): send my hashes (or a sketch) of node's children, or my leaf listing at the leaf level
+#   "d" (level, node): ask for the peer's full group of node's children    "w" (leaf, fingerprint): ask for states
+#   "s" (key, flag): send my state    "c" (key, tid, index, flag): chunks
 #   "m" (key, tid, index, flag): ask for more chunks
 # and two lazy kinds, done only while the message has room: "e" (leaf, listing) diff a peer's leaf listing,
 # "wi" (leaf, fingerprint) answer a peer's want.
@@ -167,12 +182,13 @@ class _Replica:
         # A chunk must fit an otherwise empty reply.
         self.chunk_bytes_base = reply_content_limit(config.max_message_bytes) - 512
         self.peer_keys: int | None = None  # the responder's key count, learnt by the initiator from the first reply
+        self.sketch_below = sketch_pays_below(tree.fanout, config.hash_bytes, id_width(tree))
 
     # -- absorbing what the peer sent ------------------------------------------------------------------------
 
     def absorb(self, ex: Exchange, salt: int) -> list[Item]:
         """Apply a *validated* exchange: merge its states, compare its hashes; return the follow-up work."""
-        tree, width = self.tree, self.config.hash_bytes
+        tree = self.tree
         states: list[tuple[bytes, bytes, bool]] = list(ex.states)
         for key, flag, chunk in ex.chunks:
             try:
@@ -201,22 +217,52 @@ class _Replica:
                 work.append(("s", key, False))
         for tid in ex.gone:
             self.reassembler.abandon(tid)
-        fanout = tree.fanout
-        for level, parent, hashes in ex.groups:
-            mine = tree.children_ints(level - 1, parent)
-            for i, value in enumerate(mine):
-                if slice_hash(value, salt, width) != hashes[i * width : (i + 1) * width]:
-                    work.append(("x", level, parent * fanout + i))
+        work.extend(self._compare_nodes(ex, salt))
         # Leaf entries and wants are expanded lazily (`fill`): a full reply defers them without doing the work.
         work.extend(("e", leaf, entries) for leaf, entries in ex.entries)
         for level, node in ex.differs:
-            work.append(("x", level, node))
+            work.append(("x", level, node, False))
         work.extend(("wi", leaf, fingerprint) for leaf, fingerprint in ex.wants)
         for key, tid, index, flag in ex.more:
             work.append(("m", key, tid, index, flag))
         for key, tid, index, flag in ex.chunk_wants:
             work.append(("c", key, tid, index, flag))
         return work
+
+    def _compare_nodes(self, ex: Exchange, salt: int) -> list[Item]:
+        """Compare the peer's groups and sketches with our tree: the differing nodes, each to be expanded.
+
+        Whether we expand a node with a sketch or a full group follows the differing children per differing parent
+        seen at its level in this message (`sketch_pays_below`): many means the next level is dense too.
+        """
+        tree, width, fanout = self.tree, self.config.hash_bytes, self.tree.fanout
+        found: list[tuple[int, int]] = []
+        failed: list[Item] = []
+        seen: dict[int, list[int]] = {}  # level -> [parents compared, differing children found]
+        for level, parent, hashes in ex.groups:
+            tally = seen.setdefault(level, [0, 0])
+            tally[0] += 1
+            for i, value in enumerate(tree.children_ints(level - 1, parent)):
+                if slice_hash(value, salt, width) != hashes[i * width : (i + 1) * width]:
+                    found.append((level, parent * fanout + i))
+                    tally[1] += 1
+        for level, parent, theirs in ex.sketches:
+            mine = sketch_of(tree.children_ints(level - 1, parent))
+            deltas = [int.from_bytes(slice_hash(v, salt, width), "big") ^ int.from_bytes(
+                theirs[k * width : (k + 1) * width], "big") for k, v in enumerate(mine)]
+            child = locate_child(deltas, fanout)
+            tally = seen.setdefault(level, [0, 0])
+            tally[0] += 1
+            if child is None:
+                # Several children differ: ask the sender for its full group rather than sending ours, so the same
+                # side keeps listing the leaves below (which side that is decides who pushes on a tie).
+                failed.append(("d", level - 1, parent))
+                tally[1] += 2
+            elif child >= 0:
+                found.append((level, parent * fanout + child))
+                tally[1] += 1
+        sparse = {level: differing < parents * self.sketch_below for level, (parents, differing) in seen.items()}
+        return [("x", level, node, sparse[level]) for level, node in found] + failed
 
     def _keys_by_fingerprint(self, leaf: int, fingerprint: bytes, salt: int) -> list[tuple[bytes, bytes]]:
         return [(k, d) for k, d in self.tree.leaf_items(leaf) if key_fingerprint(k, salt) == fingerprint]
@@ -307,7 +353,11 @@ class _Replica:
         kind = item[0]
         tree, width = self.tree, self.config.hash_bytes
         if kind == "x":
-            _, level, node = item
+            _, level, node, sketch = item
+            if level < tree.depth and sketch:
+                values = sketch_of(tree.children_ints(level, node))
+                return None if composer.add_sketch(level + 1, node, b"".join(
+                    slice_hash(v, salt, width) for v in values)) else item
             if level < tree.depth:
                 blob = b"".join(slice_hash(v, salt, width) for v in tree.children_ints(level, node))
                 return None if composer.add_group(level + 1, node, blob) else item
@@ -317,6 +367,8 @@ class _Replica:
             return None if composer.add_entries(node, b"".join(listing), len(listing), estimate) else item
         if kind == "w":
             return None if composer.add_want(item[1], item[2]) else item
+        if kind == "d":
+            return None if composer.add_differs(item[1], item[2]) else item
         if kind == "s":
             _, key, flag = item
             state = self.get_state(key)
@@ -391,7 +443,7 @@ class AntiEntropyResponder:
                 raise AntiEntropyProtocolError("shape_mismatch", f"peer {hello} vs local {shape}")
             if hello["r"] == tree.root():
                 return encode_message(AntiEntropyMessageType.IN_SYNC, {})
-            work: list[Item] = [("x", 0, 0)]
+            work: list[Item] = [("x", 0, 0, False)]
             salt = hello["s"]
             count: int | None = len(tree)
         elif kind == AntiEntropyMessageType.EXCHANGE:

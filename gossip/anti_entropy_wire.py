@@ -12,6 +12,7 @@ key   value                              meaning
 s     int                                slice offset for this session (requests only)
 n     int                                the responder's key count (first reply only)
 g     [[level, bin]]                     records ``id | fanout x width`` hash slices of id's children
+sk    [[level, bin]]                     records ``id | sketch_size x width``: a `sketch_of` id's children
 e     bin                                records ``leaf | n (2) | n x (fingerprint (4) | digest slice | size (2))``
 d     [[level, bin]]                     records ``id``: nodes known to differ, for the receiver to expand
 w     bin                                records ``leaf | fingerprint``: send me these keys' states
@@ -32,7 +33,7 @@ import msgpack
 
 from gossip.chunking import CHUNK_OVERHEAD_BYTES, MAX_COUNT, TRANSFER_ID_BYTES, Chunk, ChunkError
 from gossip.errors import GossipError, PacketTooLargeError
-from gossip.merkle import DIGEST_BYTES, KEY_HASH_BYTES, MerkleTree
+from gossip.merkle import DIGEST_BYTES, KEY_HASH_BYTES, MerkleTree, sketch_size
 
 if TYPE_CHECKING:
     from gossip.anti_entropy import AntiEntropyConfig
@@ -41,7 +42,7 @@ SIZE_HINT_BYTES = 2
 """Width of the encoded-state size hint in leaf listings (sizes saturate at 65535)."""
 
 _KNOWN_TYPES = frozenset({0x41, 0x42, 0x43, 0x44})
-_FIELDS = frozenset({"s", "n", "g", "e", "d", "w", "k", "c", "m", "cw", "x"})
+_FIELDS = frozenset({"s", "n", "g", "sk", "e", "d", "w", "k", "c", "m", "cw", "x"})
 _LIST_OVERHEAD = 8  # field name + array header, upper bound
 _ROW_OVERHEAD = 12  # row array header + int + bin header, upper bound
 
@@ -119,6 +120,7 @@ class Exchange:
     salt: int | None = None
     count: int | None = None
     groups: list[tuple[int, int, bytes]] = field(default_factory=list)
+    sketches: list[tuple[int, int, bytes]] = field(default_factory=list)
     entries: list[tuple[int, bytes]] = field(default_factory=list)
     differs: list[tuple[int, int]] = field(default_factory=list)
     wants: list[tuple[int, bytes]] = field(default_factory=list)
@@ -138,12 +140,13 @@ class Exchange:
         if "n" in body:
             ex.count = _int(body["n"], 0, 1 << 48, "key count")
         idw, fanout, depth = id_width(tree), tree.fanout, tree.depth
-        for level, blob in _rows(body, "g", 2):
-            level = _int(level, 1, depth + 1, "group level")
-            step = idw + fanout * width
-            for i in range(0, len(_bin(blob, "group", step)), step):
-                parent = _int(int.from_bytes(blob[i : i + idw], "big"), 0, tree.level_size(level - 1), "parent")
-                ex.groups.append((level, parent, blob[i + idw : i + step]))
+        for name, target, values in (("g", ex.groups, fanout), ("sk", ex.sketches, sketch_size(fanout))):
+            for level, blob in _rows(body, name, 2):
+                level = _int(level, 1, depth + 1, "group level")
+                step = idw + values * width
+                for i in range(0, len(_bin(blob, "group", step)), step):
+                    parent = _int(int.from_bytes(blob[i : i + idw], "big"), 0, tree.level_size(level - 1), "parent")
+                    target.append((level, parent, blob[i + idw : i + step]))
         blob = _bin(body.get("e", b""), "entries")
         step, i = KEY_HASH_BYTES + width + SIZE_HINT_BYTES, 0
         while i < len(blob):
@@ -275,6 +278,20 @@ class Composer:
         return self._work(self._fanout * self._idw, self._fanout * self._group_bytes) and self._append_blob(
             "g", level, record)
 
+    def add_sketch(self, level: int, parent: int, sketch: bytes) -> bool:
+        """A sketch of parent's children: the answer is one node's expansion, or the full group if several differ."""
+        record = parent.to_bytes(self._idw, "big") + sketch
+        if not self._room(len(record) + _ROW_OVERHEAD + _LIST_OVERHEAD, False):
+            return False
+        return self._work(self._idw, self._group_bytes) and self._append_blob("sk", level, record)
+
+    def add_differs(self, level: int, node: int) -> bool:
+        """Ask the peer to expand ``node`` with its full group (a sketch showed several differing children)."""
+        if not self._room(self._idw + _ROW_OVERHEAD + _LIST_OVERHEAD, False):
+            return False
+        return self._work(self._idw * self._fanout, self._group_bytes) and self._append_blob(
+            "d", level, node.to_bytes(self._idw, "big"))
+
     def add_entries(self, leaf: int, entries: bytes, count: int, reply_estimate: int = 0) -> bool:
         if count > 0xFFFF:
             return False
@@ -319,7 +336,7 @@ class Composer:
     def add_deferral(self, item: tuple, tree: MerkleTree) -> bool:
         """Leave a note for work that did not fit: the peer re-asks for it (responder side)."""
         kind = item[0]
-        if kind == "x":
+        if kind in ("x", "d"):
             if (item[1], item[2]) in self._deferred_leaves:
                 return True
             self._deferred_leaves.add((item[1], item[2]))
@@ -340,7 +357,7 @@ class Composer:
         return not self._lists and not self._flat
 
     def encode(self, kind: int) -> bytes:
-        body: dict[str, object] = {name: [[h, bytes(b)] for h, b in rows] if name in {"g", "d"} else rows
+        body: dict[str, object] = {name: [[h, bytes(b)] for h, b in rows] if name in {"g", "sk", "d"} else rows
                                    for name, rows in self._lists.items()}
         body.update((name, bytes(blob)) for name, blob in self._flat.items())
         if self._scalar_salt is not None:

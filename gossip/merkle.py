@@ -23,6 +23,7 @@ have equal digests on every replica. A leaf holds a plain dict (a few keys each;
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from hashlib import blake2b
 
@@ -247,6 +248,69 @@ class MerkleTree:
         return [list(level) for level in self._levels]
 
 
+def sketch_size(fanout: int) -> int:
+    """Values in a children sketch: the XOR of all children, then one per bit of the child index."""
+    return 1 + (fanout - 1).bit_length()
+
+
+def sketch_of(children: list[int]) -> list[int]:
+    """A sketch of a node's children that locates a *single* differing child in ``sketch_size`` values.
+
+    Value 0 is the XOR of every child (the node's own hash); value ``k >= 1`` the XOR of the children whose index has
+    bit ``k - 1`` set. XOR is linear, so XORing two replicas' sketches cancels the equal children: if exactly one
+    child ``j`` differs, by ``delta``, value 0 differs by ``delta`` and value ``k`` by ``delta`` or 0 as bit ``k - 1``
+    of ``j`` is 1 or 0, which spells ``j`` (`locate_child`). Slices of a sketch are sketches of the slices.
+    """
+    out = [0] * sketch_size(len(children))
+    for index, value in enumerate(children):
+        out[0] ^= value
+        k = 1
+        while index:
+            if index & 1:
+                out[k] ^= value
+            index >>= 1
+            k += 1
+    return out
+
+
+def locate_child(deltas: list[int], fanout: int) -> int | None:
+    """From the XOR of two sketches: the one differing child, -1 if none differs, None if several do.
+
+    Two differing children are always told apart from one (they differ in some index bit, which makes that value's
+    delta neither 0 nor the total) unless their deltas cancel; three or more pass for one only by a coincidence of
+    slices (~2**-24 at 3 bytes). Either leaves a difference for a later session, like any slice collision.
+    """
+    total = deltas[0]
+    if total == 0:
+        return -1
+    child = 0
+    for k, delta in enumerate(deltas[1:]):
+        if delta == total:
+            child |= 1 << k
+        elif delta != 0:
+            return None
+    return child if child < fanout else None
+
+
+def sketch_pays_below(fanout: int, width: int, id_bytes: int) -> float:
+    """The differing children per differing parent, seen at a level, below which its nodes are best sketched.
+
+    A sketch costs ``sketch_size * width`` bytes; when several children differ, the full ``fanout * width`` group
+    follows anyway. With Poisson(mu) differences under each node, a sketch pays while P(>= 2 | >= 1) stays under
+    (group - sketch) / group; this returns the ratio a level with that mu shows one level up, where it is measured.
+    """
+    group, sketch = fanout * width + id_bytes, sketch_size(fanout) * width + id_bytes
+    if sketch >= group:
+        return 0.0
+    bound = (group - sketch) / group
+    low, high = 1e-6, 50.0
+    for _ in range(60):  # bisection on mu: P(>= 2 | >= 1) grows with mu
+        mu = (low + high) / 2
+        multi = (1 - math.exp(-mu) * (1 + mu)) / (1 - math.exp(-mu))
+        low, high = (mu, high) if multi < bound else (low, mu)
+    return fanout * (1 - math.exp(-low)) / (1 - math.exp(-fanout * low))
+
+
 def slice_hash(value: int, offset: int, width: int) -> bytes:
     """``width`` bytes of a 128-bit node hash starting at byte ``offset`` (the session picks the offset)."""
     shift = 8 * (DIGEST_BYTES - offset - width)
@@ -260,6 +324,10 @@ __all__ = [
     "MerkleTree",
     "key_fingerprint",
     "key_hash",
+    "locate_child",
+    "sketch_of",
+    "sketch_pays_below",
+    "sketch_size",
     "slice_hash",
     "state_digest",
 ]

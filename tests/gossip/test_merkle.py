@@ -9,7 +9,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gossip.errors import ConfigError, GossipError
-from gossip.merkle import DIGEST_BYTES, MerkleTree, key_fingerprint, slice_hash, state_digest
+from gossip.merkle import (
+    DIGEST_BYTES,
+    MerkleTree,
+    key_fingerprint,
+    locate_child,
+    sketch_of,
+    sketch_pays_below,
+    sketch_size,
+    slice_hash,
+    state_digest,
+)
 
 SMALL = {"fanout": 4, "depth": 3}
 
@@ -144,3 +154,38 @@ def test_size_hints_do_not_change_hashes() -> None:
     assert bulk.size_of(b"k") == 5 and bulk.root() == hinted.root()
     hinted.remove(b"k")
     assert hinted.size_of(b"k") == 0
+
+
+@given(fanout=st.sampled_from([2, 3, 4, 5, 8, 16]), data=st.data())
+def test_a_sketch_locates_one_differing_child_and_flags_several(fanout: int, data: st.DataObject) -> None:
+    mine = data.draw(st.lists(st.integers(0, 2**128 - 1), min_size=fanout, max_size=fanout))
+    changed = data.draw(st.sets(st.integers(0, fanout - 1), max_size=fanout))
+    theirs = [v ^ data.draw(st.integers(1, 2**128 - 1)) if i in changed else v for i, v in enumerate(mine)]
+    deltas = [x ^ y for x, y in zip(sketch_of(mine), sketch_of(theirs), strict=True)]
+    assert len(deltas) == sketch_size(fanout)
+    found = locate_child(deltas, fanout)
+    if not changed:
+        assert found == -1
+    elif len(changed) == 1:
+        assert found == next(iter(changed))
+    elif deltas[0] == 0:
+        assert found == -1  # the differences cancel: a hash collision, like two equal slices
+    elif len(changed) == 2:
+        assert found is None  # two differing children always differ in some index bit
+
+
+def test_sketches_of_slices_are_slices_of_sketches() -> None:
+    rng = random.Random(5)
+    children = [rng.getrandbits(128) for _ in range(8)]
+    for offset in range(DIGEST_BYTES - 3 + 1):
+        sliced = [int.from_bytes(slice_hash(v, offset, 3), "big") for v in children]
+        assert [slice_hash(v, offset, 3) for v in sketch_of(children)] == [
+            v.to_bytes(3, "big") for v in sketch_of(sliced)]
+
+
+def test_sketches_pay_only_where_differences_are_sparse() -> None:
+    assert sketch_pays_below(2, 3, 2) == 0.0  # a sketch of two children is no smaller than the children
+    for fanout in (4, 8, 16):
+        threshold = sketch_pays_below(fanout, 3, 2)
+        assert 1.0 < threshold < fanout
+    assert sketch_pays_below(8, 3, 2) > sketch_pays_below(4, 3, 2)
