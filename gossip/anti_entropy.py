@@ -71,6 +71,7 @@ from gossip.anti_entropy_wire import (
     Exchange,
     decode_message,
     encode_message,
+    entry_width,
     id_width,
     reply_content_limit,
     size_hint,
@@ -93,7 +94,7 @@ GetState = Callable[[bytes], "bytes | None"]
 Merge = Callable[[bytes, bytes], None]
 CheckState = Callable[[bytes, bytes], None]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 
 class AntiEntropyMessageType(IntEnum):
@@ -161,7 +162,7 @@ class AntiEntropyStats:
 #   "d" (level, node): ask for the peer's full group of node's children    "w" (leaf, fingerprint): ask for states
 #   "s" (key, flag): send my state    "c" (key, tid, index, flag): chunks
 #   "m" (key, tid, index, flag): ask for more chunks
-# and two lazy kinds, done only while the message has room: "e" (leaf, listing) diff a peer's leaf listing,
+# and two lazy kinds, done only while the message has room: "e" (leaf, listing, hinted) diff a peer's leaf listing,
 # "wi" (leaf, fingerprint) answer a peer's want.
 Item = tuple
 
@@ -219,7 +220,7 @@ class _Replica:
             self.reassembler.abandon(tid)
         work.extend(self._compare_nodes(ex, salt))
         # Leaf entries and wants are expanded lazily (`fill`): a full reply defers them without doing the work.
-        work.extend(("e", leaf, entries) for leaf, entries in ex.entries)
+        work.extend(("e", leaf, entries, hinted) for leaf, entries, hinted in ex.entries)
         for level, node in ex.differs:
             work.append(("x", level, node, False))
         work.extend(("wi", leaf, fingerprint) for leaf, fingerprint in ex.wants)
@@ -267,7 +268,7 @@ class _Replica:
     def _keys_by_fingerprint(self, leaf: int, fingerprint: bytes, salt: int) -> list[tuple[bytes, bytes]]:
         return [(k, d) for k, d in self.tree.leaf_items(leaf) if key_fingerprint(k, salt) == fingerprint]
 
-    def _diff_leaf(self, leaf: int, entries: bytes, salt: int) -> list[Item]:
+    def _diff_leaf(self, leaf: int, entries: bytes, hinted: bool, salt: int) -> list[Item]:
         """Compare the peer's listing of a leaf with ours: push what they lack, want what we lack.
 
         For a key both hold differently, the side whose encoded state is larger (the size hint in the listing) is
@@ -275,7 +276,7 @@ class _Replica:
         """
         width = self.config.hash_bytes
         entry_bytes = KEY_HASH_BYTES + width
-        step = entry_bytes + SIZE_HINT_BYTES
+        step = entry_width(width, hinted)
         theirs: set[bytes] = set()
         their_size: dict[bytes, int] = {}
         for i in range(0, len(entries), step):
@@ -328,7 +329,7 @@ class _Replica:
                     return
                 queue.popleft()
                 if item[0] == "e":
-                    expanded = self._diff_leaf(item[1], item[2], salt)
+                    expanded = self._diff_leaf(item[1], item[2], item[3], salt)
                 else:
                     expanded = [("s", key, True) for key, _ in self._keys_by_fingerprint(item[1], item[2], salt)]
                 queue.extendleft(reversed(expanded))
@@ -361,10 +362,14 @@ class _Replica:
             if level < tree.depth:
                 blob = b"".join(slice_hash(v, salt, width) for v in tree.children_ints(level, node))
                 return None if composer.add_group(level + 1, node, blob) else item
-            listing = [key_fingerprint(k, salt) + d[salt : salt + width] + size_hint(tree.size_of(k)).to_bytes(
-                SIZE_HINT_BYTES, "big") for k, d in tree.leaf_items(node)]
-            estimate = self.entry_reply_estimate(len(listing))
-            return None if composer.add_entries(node, b"".join(listing), len(listing), estimate) else item
+            items = tree.leaf_items(node)
+            hints = [size_hint(tree.size_of(k)) for k, _ in items]
+            hinted = any(hints)  # a tree without sizes (0 = unknown) lists without them
+            listing = b"".join(key_fingerprint(k, salt) + d[salt : salt + width] + (
+                hint.to_bytes(SIZE_HINT_BYTES, "big") if hinted else b"") for (k, d), hint in zip(items, hints,
+                                                                                                 strict=True))
+            estimate = self.entry_reply_estimate(len(items))
+            return None if composer.add_entries(node, listing, len(items), hinted, estimate) else item
         if kind == "w":
             return None if composer.add_want(item[1], item[2]) else item
         if kind == "d":

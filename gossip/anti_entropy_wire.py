@@ -13,7 +13,8 @@ s     int                                slice offset for this session (requests
 n     int                                the responder's key count (first reply only)
 g     [[level, bin]]                     records ``id | fanout x width`` hash slices of id's children
 sk    [[level, bin]]                     records ``id | sketch_size x width``: a `sketch_of` id's children
-e     bin                                records ``leaf | n (2) | n x (fingerprint (4) | digest slice | size (2))``
+e     bin                                records ``leaf | head | n x (fingerprint (4) | digest slice [| size (2)])``
+                                         head: 1 byte, top bit = sizes present, low 7 bits = n, or 127 and n (2)
 d     [[level, bin]]                     records ``id``: nodes known to differ, for the receiver to expand
 w     bin                                records ``leaf | fingerprint``: send me these keys' states
 k     [[key, state, flag]]               states; flag = push your merged state back if it differs
@@ -43,6 +44,7 @@ SIZE_HINT_BYTES = 2
 
 _KNOWN_TYPES = frozenset({0x41, 0x42, 0x43, 0x44})
 _FIELDS = frozenset({"s", "n", "g", "sk", "e", "d", "w", "k", "c", "m", "cw", "x"})
+_HINTED, _SHORT_COUNT = 0x80, 0x7F  # leaf listing header: sizes present; a count that needs two more bytes
 _LIST_OVERHEAD = 8  # field name + array header, upper bound
 _ROW_OVERHEAD = 12  # row array header + int + bin header, upper bound
 
@@ -59,6 +61,19 @@ class AntiEntropyProtocolError(GossipError, ValueError):
 def size_hint(size: int) -> int:
     """A state size as sent in leaf listings: exact below 64 KiB, saturated above (0 means unknown)."""
     return min(size, (1 << (8 * SIZE_HINT_BYTES)) - 1)
+
+
+def entry_width(width: int, hinted: bool) -> int:
+    """Bytes per entry of a leaf listing: key fingerprint, digest slice, and the size hint when the leaf has them."""
+    return KEY_HASH_BYTES + width + (SIZE_HINT_BYTES if hinted else 0)
+
+
+def listing_head(count: int, hinted: bool) -> bytes:
+    """The header of a leaf listing: one byte for the usual few entries (the hint flag in its top bit)."""
+    flag = _HINTED if hinted else 0
+    if count < _SHORT_COUNT:
+        return bytes([flag | count])
+    return bytes([flag | _SHORT_COUNT]) + count.to_bytes(2, "big")
 
 
 def id_width(tree: MerkleTree) -> int:
@@ -121,7 +136,7 @@ class Exchange:
     count: int | None = None
     groups: list[tuple[int, int, bytes]] = field(default_factory=list)
     sketches: list[tuple[int, int, bytes]] = field(default_factory=list)
-    entries: list[tuple[int, bytes]] = field(default_factory=list)
+    entries: list[tuple[int, bytes, bool]] = field(default_factory=list)
     differs: list[tuple[int, int]] = field(default_factory=list)
     wants: list[tuple[int, bytes]] = field(default_factory=list)
     states: list[tuple[bytes, bytes, bool]] = field(default_factory=list)
@@ -148,16 +163,21 @@ class Exchange:
                     parent = _int(int.from_bytes(blob[i : i + idw], "big"), 0, tree.level_size(level - 1), "parent")
                     target.append((level, parent, blob[i + idw : i + step]))
         blob = _bin(body.get("e", b""), "entries")
-        step, i = KEY_HASH_BYTES + width + SIZE_HINT_BYTES, 0
+        i = 0
         while i < len(blob):
-            if i + idw + 2 > len(blob):
+            if i + idw + 1 > len(blob):
                 raise _fail("truncated entries header")
             leaf = _int(int.from_bytes(blob[i : i + idw], "big"), 0, tree.leaf_count, "leaf")
-            n = int.from_bytes(blob[i + idw : i + idw + 2], "big")
-            start, i = i + idw + 2, i + idw + 2 + n * step
+            head, i = blob[i + idw], i + idw + 1
+            n, hinted = head & _SHORT_COUNT, bool(head & _HINTED)
+            if n == _SHORT_COUNT:
+                if i + 2 > len(blob):
+                    raise _fail("truncated entries header")
+                n, i = int.from_bytes(blob[i : i + 2], "big"), i + 2
+            start, i = i, i + n * entry_width(width, hinted)
             if i > len(blob):
                 raise _fail("truncated entries")
-            ex.entries.append((leaf, blob[start:i]))
+            ex.entries.append((leaf, blob[start:i], hinted))
         for level, blob in _rows(body, "d", 2):
             level = _int(level, 0, depth + 1, "level")
             for i in range(0, len(_bin(blob, "differs", idw)), idw):
@@ -292,10 +312,10 @@ class Composer:
         return self._work(self._idw * self._fanout, self._group_bytes) and self._append_blob(
             "d", level, node.to_bytes(self._idw, "big"))
 
-    def add_entries(self, leaf: int, entries: bytes, count: int, reply_estimate: int = 0) -> bool:
+    def add_entries(self, leaf: int, entries: bytes, count: int, hinted: bool, reply_estimate: int = 0) -> bool:
         if count > 0xFFFF:
             return False
-        record = leaf.to_bytes(self._idw, "big") + count.to_bytes(2, "big") + entries
+        record = leaf.to_bytes(self._idw, "big") + listing_head(count, hinted) + entries
         if not self._room(len(record) + _ROW_OVERHEAD + _LIST_OVERHEAD, False):
             return False
         return self._work(self._idw, reply_estimate) and self._append_blob("e", None, record)
@@ -376,7 +396,9 @@ __all__ = [
     "Exchange",
     "decode_message",
     "encode_message",
+    "entry_width",
     "id_width",
+    "listing_head",
     "reply_content_limit",
     "size_hint",
 ]
