@@ -13,7 +13,7 @@ s     int                                slice offset for this session (requests
 n     int                                the responder's key count (first reply only)
 g     [[level, bin]]                     records ``id | fanout x width`` hash slices of id's children
 sk    [[level, bin]]                     records ``id | sketch_size x width``: a `sketch_of` id's children
-e     bin                                records ``leaf | head | n x (fingerprint (4) | digest slice [| size (2)])``
+e     bin                                records ``leaf | head | n x (fingerprint (3) | digest slice [| size (2)])``
                                          head: 1 byte, top bit = sizes present, low 7 bits = n, or 127 and n (2)
 d     [[level, bin]]                     records ``id``: nodes known to differ, for the receiver to expand
 w     bin                                records ``leaf | fingerprint``: send me these keys' states

@@ -32,8 +32,11 @@ from gossip.errors import ConfigError
 DIGEST_BYTES = 16
 """Width of a state digest and of a full node hash."""
 
-KEY_HASH_BYTES = 4
-"""Width of the key fingerprint used to name a key inside one leaf on the wire."""
+KEY_HASH_BYTES = 3
+"""Width of the key fingerprint used to name a key inside one leaf on the wire.
+
+Three bytes: a leaf holds a few keys, so two of them share a fingerprint with probability ~keys**2 / 2**25 per
+listing, the same scale as a 3-byte digest slice passing for equal; both only leave a key for a later session."""
 
 MAX_LEAVES = 1 << 20
 """Upper bound on ``fanout ** depth``: the tree is preallocated, so its size must stay modest."""
@@ -45,7 +48,7 @@ def state_digest(state: bytes) -> bytes:
 
 
 def key_hash(key: bytes) -> bytes:
-    """16 bytes derived from the key alone: bytes 0..7 choose the leaf, bytes 8..11 are the wire fingerprint."""
+    """16 bytes derived from the key alone: bytes 0..7 choose the leaf, bytes 8..15 hold the wire fingerprint."""
     return blake2b(key, digest_size=16, person=b"rumor-merkle-key").digest()
 
 

@@ -348,4 +348,4 @@ def test_wire_format_is_pinned() -> None:
         "4187a14403a16604a16e28a172c410bcbfa8fa33b59be1ed9e19e92066cc49a17303a17602a17703"
     )
     assert len(messages) == 8
-    assert blake2b(b"".join(messages), digest_size=16).hexdigest() == "ba9cfcfb7018a1d15b4803fb2cb5d19a"
+    assert blake2b(b"".join(messages), digest_size=16).hexdigest() == "949906f0a4b0022f9b590f0d7db00a44"
