@@ -7,14 +7,18 @@ Shape of a session (initiator ``I``, responder ``R``; ``R`` keeps **no per-sessi
 2. Otherwise the two sides alternate EXCHANGE messages. Whoever learns that node ``n`` differs sends *its own*
    hashes of ``n``'s children; the other compares them with its own and answers with the children hashes of the
    ones that differ, so each message descends one level and every round trip descends two. Where differences are
-   sparse (few differing children per differing parent seen one level up), a node is sent as a *sketch* of its
-   children instead (`merkle.sketch_of`: 4 slices instead of 8) that locates a single differing child; when it
-   shows several, the receiver asks for the full group ("d"), keeping the side that lists the leaves. At a leaf the
-   sender lists its ``(key fingerprint, digest slice, size hint)`` entries; the receiver then pushes the states the
-   other lacks and asks ("wants") for the ones it lacks; for a key held differently by both, the side with the larger
-   state pushes it. Such a push (and an answered want) carries a flag: the receiver merges and, if its merged
-   state's digest differs from the one it received, pushes its merged state back. Both directions are repaired in
-   one session, and a key where one side dominates usually costs one state transfer, not two.
+   sparse, ``n`` goes as a **sketch** of its children instead (`merkle.sketch_of`: 4 slices instead of 8 at fanout
+   8) that names the one differing child; a sketch that shows several asks the sender for its full group ("d"), so
+   the same side keeps listing the leaves. Which form a node takes follows the differing children per differing
+   parent seen at its level in the message just received (`merkle.sketch_pays_below`): the dense top of the tree
+   goes by groups, the sparse bottom by sketches, with no extra negotiation.
+   At a leaf the sender lists its ``(key fingerprint, digest slice[, size hint])`` entries; the receiver pushes the
+   states the other lacks, and for a key both hold differently pushes its own at once unless the hints say the
+   other's is larger (then it wants it); it wants the keys it lacks. A push of a key the other holds (and an
+   answered want) carries a flag: the receiver merges and, if its merged state's digest differs from the one it
+   received, pushes its merged state back. Both directions are repaired in one session, and a key where one side
+   dominates costs one state transfer when the side that diffs the listing (the responder, unless deferrals or a
+   failed sketch moved the listing) is the newer one or the hints tell, two otherwise.
 3. States too big for one message go as `gossip.chunking` chunks, reassembled in a bounded `Reassembler`.
 
 Why the wire uses **3-byte slices** (``hash_bytes``) of the 16-byte node hashes and digests: locating ``d``
@@ -32,12 +36,13 @@ is the newer side, two if not, where asking first would cost a want, a round tri
 Expected bytes at 100k keys (fanout 8, depth 5: 32,768 leaves, ~3 keys a leaf):
 
 * idle (converged): HELLO 44 bytes + IN_SYNC 2 bytes = 46 bytes, whatever the key count (target < 2 KiB).
-* 100 differing keys: nodes that differ per level ~1, 8, 51, 91, 99, 100; each sends 8 x 3 bytes of child hashes
-  plus a 2-byte id: ~6.5 KB. Leaf listings ~100 x 4 keys x 9 bytes = 3.6 KB, wants ~0.6 KB, keys and framing of
-  the states ~1.6 KB: ~12 KB of overhead beside ~14 KB of states (100 x 64-200 bytes) sent once, or both sides'
-  states for concurrent edits. Measured by ``bench/anti_entropy_bench.py``: 26.6 KB (1.9x the states) when either
-  side is newer, 46 KB (1.5x both sides' states) for concurrent edits; 0.002-0.003x a 14.8 MB full-state transfer;
-  4-5 round trips.
+* 100 differing keys: nodes that differ per level ~1, 8, 51, 91, 99, 100. The dense levels 1-3 go as full groups
+  (8 x 3 bytes + a 2-byte id): ~1.6 KB; levels 4 and 5 as sketches (4 x 3 + 2 bytes) with a few full groups where
+  a sketch showed two differences: ~3 KB. Leaf listings ~100 x (3 + 4 keys x 6 bytes) = 2.7 KB (+2 bytes a key
+  with size hints); keys and framing of the states ~1.6 KB. Replication bench (67-byte counters, no size hints):
+  ~15.5 KB, 2.3x the 6.7 KB of states (was 25.7 KB, 3.8x). Measured by ``bench/anti_entropy_bench.py`` (64-200
+  byte states, hinted): 24 KB (1.7-1.8x the states) when either side is newer, 43 KB (1.4x both sides' states)
+  for concurrent edits; 0.002-0.003x a 14.8 MB full-state transfer; 5-6 round trips.
 
 Bounded everything: each message is at most ``max_message_bytes`` (framing included, checked on the encoded bytes);
 requests are capped in the work they can ask for, the responder does lazy work (leaf diffs, state reads) only while

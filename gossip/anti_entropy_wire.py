@@ -2,7 +2,7 @@
 
 Kept apart from the session logic in `anti_entropy` because every byte of the repair budget is spent here: hash
 groups, leaf entries and deferrals are packed as fixed-width records inside one msgpack ``bin`` per level or leaf
-instead of one msgpack object per node, which is what keeps locating 100 differences at ~10 KB.
+instead of one msgpack object per node, which is what keeps locating 100 differences at ~7 KB.
 
 A message is one type byte plus a msgpack map with sorted keys. EXCHANGE fields (all optional):
 
@@ -309,8 +309,8 @@ class Composer:
         """Ask the peer to expand ``node`` with its full group (a sketch showed several differing children)."""
         if not self._room(self._idw + _ROW_OVERHEAD + _LIST_OVERHEAD, False):
             return False
-        return self._work(self._idw * self._fanout, self._group_bytes) and self._append_blob(
-            "d", level, node.to_bytes(self._idw, "big"))
+        record = node.to_bytes(self._idw, "big")
+        return self._work(self._idw, self._group_bytes) and self._append_blob("d", level, record)
 
     def add_entries(self, leaf: int, entries: bytes, count: int, hinted: bool, reply_estimate: int = 0) -> bool:
         if count > 0xFFFF:
