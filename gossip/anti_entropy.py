@@ -87,6 +87,7 @@ from gossip.merkle import (
     DIGEST_BYTES,
     KEY_HASH_BYTES,
     MerkleTree,
+    entry_tag,
     key_fingerprint,
     locate_child,
     sketch_of,
@@ -188,6 +189,7 @@ class _Replica:
         # A chunk must fit an otherwise empty reply.
         self.chunk_bytes_base = reply_content_limit(config.max_message_bytes) - 512
         self.peer_keys: int | None = None  # the responder's key count, learnt by the initiator from the first reply
+        self._just_received: set[bytes] = set()  # keys whose states the message being answered carried
         self.sketch_below = sketch_pays_below(tree.fanout, config.hash_bytes, id_width(tree))
 
     # -- absorbing what the peer sent ------------------------------------------------------------------------
@@ -211,6 +213,7 @@ class _Replica:
                 except Exception as exc:  # the caller's decoder: whatever it raises means "not a valid state"
                     raise AntiEntropyMergeError(key, exc) from exc
         work: list[Item] = []
+        self._just_received = {key for key, _, _ in states}
         for key, state, flag in states:
             try:
                 self.merge(key, state)
@@ -270,8 +273,11 @@ class _Replica:
         sparse = {level: differing < parents * self.sketch_below for level, (parents, differing) in seen.items()}
         return [("x", level, node, sparse[level]) for level, node in found] + failed
 
-    def _keys_by_fingerprint(self, leaf: int, fingerprint: bytes, salt: int) -> list[tuple[bytes, bytes]]:
-        return [(k, d) for k, d in self.tree.leaf_items(leaf) if key_fingerprint(k, salt) == fingerprint]
+    def _wanted_keys(self, leaf: int, tag: bytes, salt: int) -> list[bytes]:
+        """Keys a want names (by fingerprint or entry tag), less those the same message brought: if ours still
+        differs from what they sent, the push-back already carries it."""
+        return [k for k, d in self.tree.leaf_items(leaf) if k not in self._just_received and (
+            key_fingerprint(k, salt) == tag or entry_tag(k, d, salt) == tag)]
 
     def _diff_leaf(self, leaf: int, entries: bytes, hinted: bool, salt: int) -> list[Item]:
         """Compare the peer's listing of a leaf with ours: push what they lack, want what we lack.
@@ -280,6 +286,17 @@ class _Replica:
         guessed to be newer and pushes first; the other merges and pushes back only if the result still differs.
         """
         width = self.config.hash_bytes
+        if not hinted:  # entry tags: push every version they lack (flagged), want every tag we lack
+            step = KEY_HASH_BYTES
+            tags = {entries[i : i + step] for i in range(0, len(entries), step)}
+            mine: set[bytes] = set()
+            work: list[Item] = []
+            for key, digest in self.tree.leaf_items(leaf):
+                tag = entry_tag(key, digest, salt)
+                mine.add(tag)
+                if tag not in tags:
+                    work.append(("s", key, True))
+            return work + [("w", leaf, tag) for tag in sorted(tags - mine)]
         entry_bytes = KEY_HASH_BYTES + width
         step = entry_width(width, hinted)
         theirs: set[bytes] = set()
@@ -336,7 +353,7 @@ class _Replica:
                 if item[0] == "e":
                     expanded = self._diff_leaf(item[1], item[2], item[3], salt)
                 else:
-                    expanded = [("s", key, True) for key, _ in self._keys_by_fingerprint(item[1], item[2], salt)]
+                    expanded = [("s", key, True) for key in self._wanted_keys(item[1], item[2], salt)]
                 queue.extendleft(reversed(expanded))
                 continue
             left = self.place(composer, item, salt)
@@ -369,10 +386,12 @@ class _Replica:
                 return None if composer.add_group(level + 1, node, blob) else item
             items = tree.leaf_items(node)
             hints = [size_hint(tree.size_of(k)) for k, _ in items]
-            hinted = any(hints)  # a tree without sizes (0 = unknown) lists without them
-            listing = b"".join(key_fingerprint(k, salt) + d[salt : salt + width] + (
-                hint.to_bytes(SIZE_HINT_BYTES, "big") if hinted else b"") for (k, d), hint in zip(items, hints,
-                                                                                                 strict=True))
+            hinted = any(hints)  # a tree without sizes (0 = unknown) lists entry tags: half the bytes
+            if hinted:
+                listing = b"".join(key_fingerprint(k, salt) + d[salt : salt + width] + hint.to_bytes(
+                    SIZE_HINT_BYTES, "big") for (k, d), hint in zip(items, hints, strict=True))
+            else:
+                listing = b"".join(entry_tag(k, d, salt) for k, d in items)
             estimate = self.entry_reply_estimate(len(items))
             return None if composer.add_entries(node, listing, len(items), hinted, estimate) else item
         if kind == "w":

@@ -13,10 +13,11 @@ s     int                                slice offset for this session (requests
 n     int                                the responder's key count (first reply only)
 g     [[level, bin]]                     records ``id | fanout x width`` hash slices of id's children
 sk    [[level, bin]]                     records ``id | sketch_size x width``: a `sketch_of` id's children
-e     bin                                records ``leaf | head | n x (fingerprint (3) | digest slice [| size (2)])``
-                                         head: 1 byte, top bit = sizes present, low 7 bits = n, or 127 and n (2)
+e     bin                                records ``leaf | head | n x entry``: entry = entry tag (3), or with sizes
+                                         ``fingerprint (3) | digest slice | size (2)``; head: 1 byte, top bit =
+                                         sizes present, low 7 bits = n, or 127 and n (2)
 d     [[level, bin]]                     records ``id``: nodes known to differ, for the receiver to expand
-w     bin                                records ``leaf | fingerprint``: send me these keys' states
+w     bin                                records ``leaf | fingerprint or entry tag``: send me these keys' states
 k     [[key, state, flag]]               states; flag = push your merged state back if it differs
 c     [[key, flag, chunk]]               a chunk of a state too big for one message
 m     [[key, transfer, index, flag]]     more chunks are available from index: ask for them
@@ -64,8 +65,8 @@ def size_hint(size: int) -> int:
 
 
 def entry_width(width: int, hinted: bool) -> int:
-    """Bytes per entry of a leaf listing: key fingerprint, digest slice, and the size hint when the leaf has them."""
-    return KEY_HASH_BYTES + width + (SIZE_HINT_BYTES if hinted else 0)
+    """Bytes per entry of a leaf listing: an `entry_tag`, or with size hints key fingerprint, digest slice and hint."""
+    return KEY_HASH_BYTES + width + SIZE_HINT_BYTES if hinted else KEY_HASH_BYTES
 
 
 def listing_head(count: int, hinted: bool) -> bytes:

@@ -67,6 +67,16 @@ def _entry_hash(key: bytes, digest: bytes) -> int:
     return int.from_bytes(blake2b(key + digest, digest_size=16, person=b"rumor-merkle-ent").digest(), "big")
 
 
+def entry_tag(key: bytes, digest: bytes, salt: int = 0) -> bytes:
+    """``KEY_HASH_BYTES`` of the entry hash of ``(key, digest)`` at a per-session offset: names one version of one key.
+
+    A leaf listing of these tells the peer which of its versions we lack, without key fingerprints: it costs half
+    as much, but cannot pair two versions of one key (size hints need the fingerprint form).
+    """
+    offset = salt % (DIGEST_BYTES - KEY_HASH_BYTES + 1)
+    return slice_hash(_entry_hash(key, digest), offset, KEY_HASH_BYTES)
+
+
 class MerkleTree:
     """Fixed-shape hash tree over ``key -> digest``; see the module docstring for why it looks like this.
 
@@ -325,6 +335,7 @@ __all__ = [
     "KEY_HASH_BYTES",
     "MAX_LEAVES",
     "MerkleTree",
+    "entry_tag",
     "key_fingerprint",
     "key_hash",
     "locate_child",

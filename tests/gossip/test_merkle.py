@@ -12,6 +12,7 @@ from gossip.errors import ConfigError, GossipError
 from gossip.merkle import (
     DIGEST_BYTES,
     MerkleTree,
+    entry_tag,
     key_fingerprint,
     locate_child,
     sketch_of,
@@ -189,3 +190,11 @@ def test_sketches_pay_only_where_differences_are_sparse() -> None:
         threshold = sketch_pays_below(fanout, 3, 2)
         assert 1.0 < threshold < fanout
     assert sketch_pays_below(8, 3, 2) > sketch_pays_below(4, 3, 2)
+
+
+def test_entry_tags_name_one_version_of_one_key_and_rotate_with_the_salt() -> None:
+    d1, d2 = state_digest(b"1"), state_digest(b"2")
+    assert len(entry_tag(b"k", d1)) == 3
+    assert entry_tag(b"k", d1, 5) == entry_tag(b"k", d1, 5)
+    assert len({entry_tag(b"k", d1), entry_tag(b"k", d2), entry_tag(b"j", d1)}) == 3
+    assert len({entry_tag(b"k", d1, salt) for salt in range(DIGEST_BYTES - 2)}) > 1
