@@ -70,6 +70,9 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from gossip.anti_entropy_wire import (
+    LISTING_FINGERPRINTS,
+    LISTING_SIZES,
+    LISTING_TAGS,
     SIZE_HINT_BYTES,
     AntiEntropyProtocolError,
     Composer,
@@ -168,7 +171,7 @@ class AntiEntropyStats:
 #   "d" (level, node): ask for the peer's full group of node's children    "w" (leaf, fingerprint): ask for states
 #   "s" (key, flag): send my state    "c" (key, tid, index, flag): chunks
 #   "m" (key, tid, index, flag): ask for more chunks
-# and two lazy kinds, done only while the message has room: "e" (leaf, listing, hinted) diff a peer's leaf listing,
+# and two lazy kinds, done only while the message has room: "e" (leaf, listing, form) diff a peer's leaf listing,
 # "wi" (leaf, fingerprint) answer a peer's want.
 Item = tuple
 
@@ -228,7 +231,7 @@ class _Replica:
             self.reassembler.abandon(tid)
         work.extend(self._compare_nodes(ex, salt))
         # Leaf entries and wants are expanded lazily (`fill`): a full reply defers them without doing the work.
-        work.extend(("e", leaf, entries, hinted) for leaf, entries, hinted in ex.entries)
+        work.extend(("e", leaf, entries, form) for leaf, entries, form in ex.entries)
         for level, node in ex.differs:
             work.append(("x", level, node, False))
         work.extend(("wi", leaf, fingerprint) for leaf, fingerprint in ex.wants)
@@ -279,14 +282,14 @@ class _Replica:
         return [k for k, d in self.tree.leaf_items(leaf) if k not in self._just_received and (
             key_fingerprint(k, salt) == tag or entry_tag(k, d, salt) == tag)]
 
-    def _diff_leaf(self, leaf: int, entries: bytes, hinted: bool, salt: int) -> list[Item]:
+    def _diff_leaf(self, leaf: int, entries: bytes, form: int, salt: int) -> list[Item]:
         """Compare the peer's listing of a leaf with ours: push what they lack, want what we lack.
 
         For a key both hold differently, the side whose encoded state is larger (the size hint in the listing) is
         guessed to be newer and pushes first; the other merges and pushes back only if the result still differs.
         """
         width = self.config.hash_bytes
-        if not hinted:  # entry tags: push every version they lack (flagged), want every tag we lack
+        if form == LISTING_TAGS:  # push every version they lack (flagged), want every tag we lack
             step = KEY_HASH_BYTES
             tags = {entries[i : i + step] for i in range(0, len(entries), step)}
             mine: set[bytes] = set()
@@ -298,7 +301,7 @@ class _Replica:
                     work.append(("s", key, True))
             return work + [("w", leaf, tag) for tag in sorted(tags - mine)]
         entry_bytes = KEY_HASH_BYTES + width
-        step = entry_width(width, hinted)
+        step = entry_width(width, form)
         theirs: set[bytes] = set()
         their_size: dict[bytes, int] = {}
         for i in range(0, len(entries), step):
@@ -386,14 +389,17 @@ class _Replica:
                 return None if composer.add_group(level + 1, node, blob) else item
             items = tree.leaf_items(node)
             hints = [size_hint(tree.size_of(k)) for k, _ in items]
-            hinted = any(hints)  # a tree without sizes (0 = unknown) lists entry tags: half the bytes
-            if hinted:
-                listing = b"".join(key_fingerprint(k, salt) + d[salt : salt + width] + hint.to_bytes(
-                    SIZE_HINT_BYTES, "big") for (k, d), hint in zip(items, hints, strict=True))
-            else:
+            # Entry tags are half the bytes but cannot pair two versions of a key, so the peer wants (5 bytes) each
+            # version it lacks, even one it is pushing a newer state of: they pay from two keys a leaf, sizes never.
+            form = LISTING_SIZES if any(hints) else LISTING_TAGS if len(items) >= 2 else LISTING_FINGERPRINTS
+            if form == LISTING_TAGS:
                 listing = b"".join(entry_tag(k, d, salt) for k, d in items)
+            else:
+                hint_bytes = SIZE_HINT_BYTES if form == LISTING_SIZES else 0
+                listing = b"".join(key_fingerprint(k, salt) + d[salt : salt + width] + hint.to_bytes(
+                    hint_bytes, "big") for (k, d), hint in zip(items, hints, strict=True))
             estimate = self.entry_reply_estimate(len(items))
-            return None if composer.add_entries(node, listing, len(items), hinted, estimate) else item
+            return None if composer.add_entries(node, listing, len(items), form, estimate) else item
         if kind == "w":
             return None if composer.add_want(item[1], item[2]) else item
         if kind == "d":

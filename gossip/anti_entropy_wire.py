@@ -13,9 +13,9 @@ s     int                                slice offset for this session (requests
 n     int                                the responder's key count (first reply only)
 g     [[level, bin]]                     records ``id | fanout x width`` hash slices of id's children
 sk    [[level, bin]]                     records ``id | sketch_size x width``: a `sketch_of` id's children
-e     bin                                records ``leaf | head | n x entry``: entry = entry tag (3), or with sizes
-                                         ``fingerprint (3) | digest slice | size (2)``; head: 1 byte, top bit =
-                                         sizes present, low 7 bits = n, or 127 and n (2)
+e     bin                                records ``leaf | head | n x entry``: head = form (2 bits) | n (6 bits, 63 =
+                                         n in 2 more bytes); entry = entry tag (3), or ``fingerprint (3) | digest
+                                         slice``, or that and ``size (2)`` (`LISTING_TAGS` ...)
 d     [[level, bin]]                     records ``id``: nodes known to differ, for the receiver to expand
 w     bin                                records ``leaf | fingerprint or entry tag``: send me these keys' states
 k     [[key, state, flag]]               states; flag = push your merged state back if it differs
@@ -45,7 +45,9 @@ SIZE_HINT_BYTES = 2
 
 _KNOWN_TYPES = frozenset({0x41, 0x42, 0x43, 0x44})
 _FIELDS = frozenset({"s", "n", "g", "sk", "e", "d", "w", "k", "c", "m", "cw", "x"})
-_HINTED, _SHORT_COUNT = 0x80, 0x7F  # leaf listing header: sizes present; a count that needs two more bytes
+LISTING_TAGS, LISTING_FINGERPRINTS, LISTING_SIZES = 0, 1, 2
+"""Forms of a leaf listing's entries: `entry_tag`; key fingerprint + digest slice; the same + size hint."""
+_SHORT_COUNT = 0x3F  # leaf listing header: form in the top two bits, then the count, or this and two count bytes
 _LIST_OVERHEAD = 8  # field name + array header, upper bound
 _ROW_OVERHEAD = 12  # row array header + int + bin header, upper bound
 
@@ -64,17 +66,18 @@ def size_hint(size: int) -> int:
     return min(size, (1 << (8 * SIZE_HINT_BYTES)) - 1)
 
 
-def entry_width(width: int, hinted: bool) -> int:
-    """Bytes per entry of a leaf listing: an `entry_tag`, or with size hints key fingerprint, digest slice and hint."""
-    return KEY_HASH_BYTES + width + SIZE_HINT_BYTES if hinted else KEY_HASH_BYTES
+def entry_width(width: int, form: int) -> int:
+    """Bytes per entry of a leaf listing in ``form`` (see `LISTING_TAGS`)."""
+    if form == LISTING_TAGS:
+        return KEY_HASH_BYTES
+    return KEY_HASH_BYTES + width + (SIZE_HINT_BYTES if form == LISTING_SIZES else 0)
 
 
-def listing_head(count: int, hinted: bool) -> bytes:
-    """The header of a leaf listing: one byte for the usual few entries (the hint flag in its top bit)."""
-    flag = _HINTED if hinted else 0
+def listing_head(count: int, form: int) -> bytes:
+    """The header of a leaf listing: one byte (form and count) for the usual few entries."""
     if count < _SHORT_COUNT:
-        return bytes([flag | count])
-    return bytes([flag | _SHORT_COUNT]) + count.to_bytes(2, "big")
+        return bytes([form << 6 | count])
+    return bytes([form << 6 | _SHORT_COUNT]) + count.to_bytes(2, "big")
 
 
 def id_width(tree: MerkleTree) -> int:
@@ -137,7 +140,7 @@ class Exchange:
     count: int | None = None
     groups: list[tuple[int, int, bytes]] = field(default_factory=list)
     sketches: list[tuple[int, int, bytes]] = field(default_factory=list)
-    entries: list[tuple[int, bytes, bool]] = field(default_factory=list)
+    entries: list[tuple[int, bytes, int]] = field(default_factory=list)
     differs: list[tuple[int, int]] = field(default_factory=list)
     wants: list[tuple[int, bytes]] = field(default_factory=list)
     states: list[tuple[bytes, bytes, bool]] = field(default_factory=list)
@@ -170,15 +173,17 @@ class Exchange:
                 raise _fail("truncated entries header")
             leaf = _int(int.from_bytes(blob[i : i + idw], "big"), 0, tree.leaf_count, "leaf")
             head, i = blob[i + idw], i + idw + 1
-            n, hinted = head & _SHORT_COUNT, bool(head & _HINTED)
+            n, form = head & _SHORT_COUNT, head >> 6
+            if form > LISTING_SIZES:
+                raise _fail("unknown listing form")
             if n == _SHORT_COUNT:
                 if i + 2 > len(blob):
                     raise _fail("truncated entries header")
                 n, i = int.from_bytes(blob[i : i + 2], "big"), i + 2
-            start, i = i, i + n * entry_width(width, hinted)
+            start, i = i, i + n * entry_width(width, form)
             if i > len(blob):
                 raise _fail("truncated entries")
-            ex.entries.append((leaf, blob[start:i], hinted))
+            ex.entries.append((leaf, blob[start:i], form))
         for level, blob in _rows(body, "d", 2):
             level = _int(level, 0, depth + 1, "level")
             for i in range(0, len(_bin(blob, "differs", idw)), idw):
@@ -313,10 +318,10 @@ class Composer:
         record = node.to_bytes(self._idw, "big")
         return self._work(self._idw, self._group_bytes) and self._append_blob("d", level, record)
 
-    def add_entries(self, leaf: int, entries: bytes, count: int, hinted: bool, reply_estimate: int = 0) -> bool:
+    def add_entries(self, leaf: int, entries: bytes, count: int, form: int, reply_estimate: int = 0) -> bool:
         if count > 0xFFFF:
             return False
-        record = leaf.to_bytes(self._idw, "big") + listing_head(count, hinted) + entries
+        record = leaf.to_bytes(self._idw, "big") + listing_head(count, form) + entries
         if not self._room(len(record) + _ROW_OVERHEAD + _LIST_OVERHEAD, False):
             return False
         return self._work(self._idw, reply_estimate) and self._append_blob("e", None, record)
@@ -392,6 +397,9 @@ class Composer:
 
 
 __all__ = [
+    "LISTING_FINGERPRINTS",
+    "LISTING_SIZES",
+    "LISTING_TAGS",
     "AntiEntropyProtocolError",
     "Composer",
     "Exchange",
