@@ -12,37 +12,45 @@ Shape of a session (initiator ``I``, responder ``R``; ``R`` keeps **no per-sessi
    the same side keeps listing the leaves. Which form a node takes follows the differing children per differing
    parent seen at its level in the message just received (`merkle.sketch_pays_below`): the dense top of the tree
    goes by groups, the sparse bottom by sketches, with no extra negotiation.
-   At a leaf the sender lists its ``(key fingerprint, digest slice[, size hint])`` entries; the receiver pushes the
-   states the other lacks, and for a key both hold differently pushes its own at once unless the hints say the
-   other's is larger (then it wants it); it wants the keys it lacks. A push of a key the other holds (and an
-   answered want) carries a flag: the receiver merges and, if its merged state's digest differs from the one it
-   received, pushes its merged state back. Both directions are repaired in one session, and a key where one side
-   dominates costs one state transfer when the side that diffs the listing (the responder, unless deferrals or a
-   failed sketch moved the listing) is the newer one or the hints tell, two otherwise.
+   At a leaf the sender lists its entries in one of three forms, chosen per leaf (`anti_entropy_wire.LISTING_*`):
+   ``(key fingerprint, digest slice, size hint)`` when the tree has sizes; else 3-byte *entry tags* (a hash of key
+   and digest, `merkle.entry_tag`) from two keys a leaf, or ``(fingerprint, digest slice)`` for a lone key. The
+   receiver pushes its states the lister lacks; a key both hold differently it pushes at once unless the hints say
+   the lister's is larger (then it wants it); it wants the versions it lacks (by fingerprint, or by tag: tags cannot
+   pair two versions of one key, so it also wants the lister's old version of a key it is pushing, which the lister
+   then skips). A push of a key the other may hold (and an answered want) carries a flag: the receiver merges and,
+   if its merged state's digest differs from the one it received, pushes its merged state back. Both directions
+   are repaired in one session. A key one side dominates costs one state transfer when the hints tell, or when the
+   side diffing the listing is the newer one; two otherwise. The initiator lists (the responder diffs) unless a
+   deferral moved the listing: a lagging node tends to be the one starting sessions, and is then the older side.
 3. States too big for one message go as `gossip.chunking` chunks, reassembled in a bounded `Reassembler`.
 
 Why the wire uses **3-byte slices** (``hash_bytes``) of the 16-byte node hashes and digests: locating ``d``
 differences costs about ``d * fanout * width`` bytes per level near the leaves, so width dominates. A 3-byte slice
 lets a differing node pass as equal with probability 2**-24; the initiator draws the slice *offset* ``s`` per session
 from its injected ``random.Random`` (key fingerprints rotate with it), so an unlucky collision only delays that key to
-a later session instead of hiding it forever. The root is always compared in full.
+a later session instead of hiding it forever. The root is always compared in full. Sketch values, fingerprints
+and entry tags are 3 bytes too, so every shortcut in this protocol fails with the same ~2**-24 odds, and the same
+way: a difference left for the next session.
 
-Why listings carry a **size hint**: for a key both sides hold differently, one side must send first. Sending the
-smaller state first wastes a transfer whenever the other side dominates; join-semilattice states grow, so the larger
-state is usually the newer one, and that side pushes first (`MerkleTree.set` takes the size; 0 means unknown).
-When the hints tie or are unknown, the side diffing the listing pushes at once (flagged): that is one transfer if it
-is the newer side, two if not, where asking first would cost a want, a round trip and the same transfers.
+Why listings carry a **size hint** when the tree has sizes: for a key both sides hold differently, one side must
+send first. Sending the smaller state first wastes a transfer whenever the other side dominates; join-semilattice
+states grow, so the larger state is usually the newer one, and that side pushes first (`MerkleTree.set` takes the
+size; 0 means unknown). When the hints tie or are unknown, the side diffing the listing pushes at once (flagged):
+that is one transfer if it is the newer side, two if not, where asking first would cost a want, a round trip and
+the same transfers.
 
 Expected bytes at 100k keys (fanout 8, depth 5: 32,768 leaves, ~3 keys a leaf):
 
 * idle (converged): HELLO 44 bytes + IN_SYNC 2 bytes = 46 bytes, whatever the key count (target < 2 KiB).
 * 100 differing keys: nodes that differ per level ~1, 8, 51, 91, 99, 100. The dense levels 1-3 go as full groups
-  (8 x 3 bytes + a 2-byte id): ~1.6 KB; levels 4 and 5 as sketches (4 x 3 + 2 bytes) with a few full groups where
-  a sketch showed two differences: ~3 KB. Leaf listings ~100 x (3 + 4 keys x 6 bytes) = 2.7 KB (+2 bytes a key
-  with size hints); keys and framing of the states ~1.6 KB. Replication bench (67-byte counters, no size hints):
-  ~15.5 KB, 2.3x the 6.7 KB of states (was 25.7 KB, 3.8x). Measured by ``bench/anti_entropy_bench.py`` (64-200
-  byte states, hinted): 24 KB (1.7-1.8x the states) when either side is newer, 43 KB (1.4x both sides' states)
-  for concurrent edits; 0.002-0.003x a 14.8 MB full-state transfer; 5-6 round trips.
+  (8 x 3 bytes + a 2-byte id): ~1.5 KB; levels 4 and 5 as sketches (4 x 3 + 2 bytes), plus a few full groups where
+  a sketch showed two differences: ~2.6 KB. Leaf listings by tags ~100 x (3 + 4 keys x 3 bytes) = 1.5 KB and
+  ~0.5 KB of wants (by fingerprint with sizes: 2.7 KB, few wants); keys and framing of the states ~1.7 KB.
+  Replication bench (67-byte counters, no size hints, responder newer): 14.9 KB, 2.2x the 6.7 KB of states (was
+  25.7 KB, 3.8x). ``bench/anti_entropy_bench.py`` (64-200 byte states, with sizes): 24 KB (1.7-1.8x the states)
+  when either side is newer, 43 KB (1.4x both sides' states) for concurrent edits; 0.002-0.003x a 14.8 MB
+  full-state transfer; 5-6 round trips.
 
 Bounded everything: each message is at most ``max_message_bytes`` (framing included, checked on the encoded bytes);
 requests are capped in the work they can ask for, the responder does lazy work (leaf diffs, state reads) only while
