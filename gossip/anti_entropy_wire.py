@@ -38,7 +38,7 @@ from gossip.errors import GossipError, PacketTooLargeError
 from gossip.merkle import DIGEST_BYTES, KEY_HASH_BYTES, MerkleTree, sketch_size
 
 if TYPE_CHECKING:
-    from gossip.anti_entropy import AntiEntropyConfig
+    from gossip.anti_entropy_engine import AntiEntropyConfig
 
 SIZE_HINT_BYTES = 2
 """Width of the encoded-state size hint in leaf listings (sizes saturate at 65535)."""
