@@ -309,6 +309,9 @@ class ExchangeEngine:
                 blob = b"".join(slice_hash(v, salt, width) for v in tree.children_ints(level, node))
                 return None if composer.add_group(level + 1, node, blob) else item
             items = tree.leaf_items(node)
+            if not items:  # the common case of a node catching up: nothing to list
+                return None if composer.add_entries(node, b"", 0, LISTING_FINGERPRINTS,
+                                                    self.entry_reply_estimate(0)) else item
             hints = [size_hint(tree.size_of(k)) for k, _ in items]
             # Entry tags are half the bytes but cannot pair two versions of a key, so the peer wants (5 bytes) each
             # version it lacks, even one it is pushing a newer state of: they pay from two keys a leaf, sizes never.
