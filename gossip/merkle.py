@@ -15,6 +15,8 @@ Why this shape:
 * **Defaults ``fanout=8, depth=5``** (32,768 leaves, ~3 keys a leaf at 100k keys) were chosen from the anti-entropy
   byte model in ``anti_entropy.py``: a small fanout keeps the cost of locating ``d`` differences near
   ``d * fanout * 3 bytes`` per level, and the session descends two levels per round trip to keep round trips down.
+  Where differences are sparse the session sends a `sketch_of` a node's children instead, ``(1 + log2 fanout) * 3``
+  bytes that name a single differing child, which XOR's linearity makes possible.
 
 Digests are computed by the caller with `state_digest` over the deterministic encoding of a state, so equal states
 have equal digests on every replica. A leaf holds a plain dict (a few keys each; sorted only when listed):
