@@ -9,6 +9,10 @@ changed since the last flush.
 The exception is a state merged *by* anti-entropy: the session needs its new digest at once (to decide whether to
 push the merged state back), and the encoding is at hand, so `set_blob` updates the tree immediately.
 
+Each key's encoded size rides along as a hint: CRDT states grow as they learn, so when two replicas' digests of a
+key differ, the larger state is very likely the newer, and the session moves it first instead of sending a stale
+copy one way and the merged result back (which doubled the state bytes when the initiator held the newer state).
+
 A stale digest is harmless for correctness (the session then just sees a spurious difference, and always sends the
 *current* state); it only matters for the vector claims in `sync`, which are made only when nothing is dirty.
 """
@@ -61,13 +65,13 @@ class DigestIndex:
         if blob is None:
             self.tree.remove(name)
         else:
-            self.tree.set(name, state_digest(blob))
+            self.tree.set(name, state_digest(blob), len(blob))
         self.rehashed += 1
 
     def set_blob(self, key: str, blob: bytes) -> None:
         """The key's current blob is known (just merged or just encoded): record its digest now."""
         self._dirty.pop(key, None)
-        self.tree.set(key.encode("utf-8"), state_digest(blob))
+        self.tree.set(key.encode("utf-8"), state_digest(blob), len(blob))
         self.rehashed += 1
 
 
