@@ -135,10 +135,11 @@ _PUT_OPTIONS = _WRITE_OPTIONS | {"context", "op_id"}
 async def get_item(request: web.Request) -> web.StreamResponse:
     key = _key(request)
     options = _query(request, _READ_OPTIONS)
-    item: Item | None = await request.app[NODE_KEY].read(key, _consistency(options, "r"))
+    item: Item | None = await request.app[NODE_KEY].read(key, _consistency(options, "r") if options else None)
     if item is None:
         raise KeyNotFoundError(key)
-    return _render(request, item.to_json())
+    fmt = response_format(request.headers.get("Accept"))
+    return web.Response(body=item.encoded(fmt, encode_body), content_type=fmt)
 
 
 async def put_item(request: web.Request) -> web.StreamResponse:

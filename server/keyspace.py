@@ -16,7 +16,7 @@ node survive the delete); an empty value simply reads as absent.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sortedcontainers import SortedDict
@@ -32,15 +32,30 @@ Listener = Callable[[str, str, Any], None]
 
 @dataclass(frozen=True)
 class Item:
-    """What a read shows: the value in its JSON shape plus the opaque context to hand back with a later update."""
+    """What a read shows: the value in its JSON shape plus the opaque context to hand back with a later update.
+
+    An Item is immutable and cached per key until the key changes, so the bytes of its response body are too:
+    `encoded(fmt, encode)` encodes once per format, and every further read of an unchanged key reuses them.
+    """
 
     key: str
     type_name: str
     value: Any
     context: str
+    _bodies: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "type": self.type_name, "value": self.value, "context": self.context}
+
+    def to_record(self) -> dict[str, Any]:
+        """The fields as stored with an op_id result (`Item(**record)` rebuilds it)."""
+        return {"key": self.key, "type_name": self.type_name, "value": self.value, "context": self.context}
+
+    def encoded(self, fmt: str, encode: Callable[[Any, str], bytes]) -> bytes:
+        body = self._bodies.get(fmt)
+        if body is None:
+            body = self._bodies[fmt] = encode(self.to_json(), fmt)
+        return body
 
 
 @dataclass

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import secrets
 import socket
@@ -32,7 +31,7 @@ import msgpack
 
 from crdt import CRDTError, decode, encode
 from server.config import ServerConfig
-from server.consistency import Consistency
+from server.consistency import Consistency, Level
 from server.errors import InvalidOperationError, NodeNotRunningError, StorageCorruptError
 from server.hlc_source import HLCSource, wall_clock_ms
 from server.keyspace import Item, KeyPage, Keyspace
@@ -181,10 +180,10 @@ class Node:
         """The key's value, or None. With r > 1 the replication layer first merges other replicas' states."""
         self._check_running()
         check_key(key)
-        consistency = consistency or Consistency()
-        needed = consistency.level.required(self.replication.cluster_size())
-        if needed > 1:
-            await self.replication.gather(key, needed - 1, consistency.timeout_s)
+        if consistency is not None and consistency.level is not Level.ONE:
+            needed = consistency.level.required(self.replication.cluster_size())
+            if needed > 1:
+                await self.replication.gather(key, needed - 1, consistency.timeout_s)
         pending = self._last_write.get(key)
         if pending is not None and not pending.done():
             await asyncio.shield(pending)
@@ -234,12 +233,13 @@ class Node:
         assert type_name is not None
         durable = self._log(key, type_name, delta)
         if op_id is not None:
-            result = None if item is None else dataclasses.asdict(item)
+            result = None if item is None else item.to_record()
             self.storage.put_op_result(key, op_id, msgpack.packb(result))
         await durable
         if op_id is not None:
             self._remember_op((key, op_id), item)
-        needed = consistency.level.required(self.replication.cluster_size())
+        level = consistency.level
+        needed = 1 if level is Level.ONE else level.required(self.replication.cluster_size())
         acks = 1
         if needed > 1:
             acks += await self.replication.replicate(key, type_name, delta, needed - 1, consistency.timeout_s)

@@ -48,6 +48,8 @@ _JSON_TAG = "json"
 
 
 def check_key(key: str) -> str:
+    if key.isascii() and 0 < len(key) <= MAX_KEY_BYTES:  # the common case: one byte a character, valid UTF-8
+        return key
     size = len(key.encode("utf-8", "surrogatepass"))
     if size == 0:
         raise InvalidKeyError(key, "empty")
