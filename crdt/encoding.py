@@ -16,8 +16,8 @@ Wire layout (lists, append-only versioning): ``[VERSION, type_name, body]``; a d
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import msgpack
@@ -278,19 +278,26 @@ def _canonical(result: Any, data: bytes, again: bytes) -> Any:
 _BULK_BYTES = 1 << 16
 
 
-@contextmanager
-def _collection_paused(size: int) -> Iterator[None]:
+class _CollectionPaused:
     """Building a big state allocates millions of small dicts and lists, none of which can form a reference cycle;
     CPython's cyclic collector would still rescan them again and again (about 3x the decode time of a 1M-element
-    set). Collection is paused while a state of 64 KiB or more is built or encoded, then restored as it was."""
-    if size < _BULK_BYTES or not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
+    set). Collection is paused while such a state is built or encoded, then restored as it was."""
+
+    def __enter__(self) -> None:
+        self._was_enabled = gc.isenabled()
+        gc.disable()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._was_enabled:
+            gc.enable()
+
+
+_NO_PAUSE = nullcontext()
+
+
+def _collection_paused(size: int) -> AbstractContextManager[None]:
+    """A pause for states of 64 KiB or more; small ones (every delta on the write path) get a shared no-op."""
+    return _NO_PAUSE if size < _BULK_BYTES else _CollectionPaused()
 
 
 def _type_for(name: object) -> type:

@@ -106,6 +106,12 @@ def _render(request: web.Request, value: Any, status: int = 200, headers: dict[s
     return web.Response(body=encode_body(value, fmt), status=status, content_type=fmt, headers=headers)
 
 
+def _item_response(request: web.Request, item: Item, headers: dict[str, str] | None = None) -> web.Response:
+    """An item as a read shows it; its body bytes are encoded once per format and reused while the key is unchanged."""
+    fmt = response_format(request.headers.get("Accept"))
+    return web.Response(body=item.encoded(fmt, encode_body), content_type=fmt, headers=headers)
+
+
 def _key(request: web.Request) -> str:
     return check_key(request.match_info["key"])
 
@@ -114,11 +120,10 @@ def _write_response(request: web.Request, result: WriteResult) -> web.StreamResp
     headers = {"X-Rumor-Replayed": "true"} if result.replayed else None
     if result.item is None:
         return web.Response(status=204, headers=headers)
-    body = result.item.to_json()
-    if not result.satisfied:
-        body |= {"acks": result.acks, "required": result.required}
-        return _render(request, body, 202, headers)
-    return _render(request, body, 200, headers)
+    if result.satisfied:
+        return _item_response(request, result.item, headers)
+    body = result.item.to_json() | {"acks": result.acks, "required": result.required}
+    return _render(request, body, 202, headers)
 
 
 def _consistency(options: dict[str, str], name: str) -> Consistency:
@@ -138,8 +143,7 @@ async def get_item(request: web.Request) -> web.StreamResponse:
     item: Item | None = await request.app[NODE_KEY].read(key, _consistency(options, "r") if options else None)
     if item is None:
         raise KeyNotFoundError(key)
-    fmt = response_format(request.headers.get("Accept"))
-    return web.Response(body=item.encoded(fmt, encode_body), content_type=fmt)
+    return _item_response(request, item)
 
 
 async def put_item(request: web.Request) -> web.StreamResponse:

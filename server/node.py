@@ -275,8 +275,9 @@ class Node:
     # -- durability ------------------------------------------------------------------------------------------------
 
     def _log(self, key: str, type_name: str, delta: Any) -> asyncio.Future[None]:
-        future = self.storage.append_delta(key, type_name, encode(delta))
-        if self.storage.durable:
+        durable = self.storage.durable
+        future = self.storage.append_delta(key, type_name, encode(delta) if durable else b"")  # in memory: no bytes
+        if durable:
             self._dirty[key] = None
             self._last_write[key] = future
             future.add_done_callback(lambda f, k=key: self._forget_write(k, f))
