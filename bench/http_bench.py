@@ -9,8 +9,13 @@ by --duration. Requires `wrk` (Debian package `wrk`).
 
     .venv/bin/python bench/http_bench.py [--duration 5] [--connections 32] [--json]
 
+Both servers run side by side and their wrk runs alternate for --rounds rounds; every figure is the median over
+rounds (this VM's speed drifts by 30% from minute to minute; alternating makes a slow spell hit both sides).
+
 Keys printed with --json: get_rps, put_rps, get_vs_bare, put_vs_bare (targets >= 0.8 and >= 0.6 durable),
-get_p99_ms, put_p99_ms, bare_get_rps, bare_put_rps.
+get_p99_ms, put_p99_ms, bare_get_rps, bare_put_rps, and the server's CPU time per request (all threads, from
+/proc): get/put_cpu_us_per_request and bare_get/put_cpu_us_per_request. CPU per request is the steadier figure
+on a shared machine and says where a gap comes from.
 
 Replication visibility (a 3-node cluster of `rumor serve` processes on loopback, `--preset local`): a register write
 through one node (rotating) until both others return it, polled in a tight HTTP loop, --replication-samples times
@@ -115,71 +120,97 @@ def _ms(text: str) -> float:
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
 
 
-def run_wrk(url: str, duration_s: int, connections: int, cpu: int | None, script: Path | None) -> tuple[float, float]:
-    """Returns (requests per second, p99 latency in ms)."""
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "--latency", "--timeout", "5s"]
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process, all threads (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(url: str, args: argparse.Namespace, script: Path | None, server_pid: int) -> dict[str, float]:
+    """One bounded wrk run: requests per second, p99 latency (ms) and the server's CPU per request (us)."""
+    argv = ["wrk", "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency", "--timeout", "5s"]
     if script is not None:
         argv += ["-s", str(script)]
-    out = subprocess.run(pinned(cpu, [*argv, url]), capture_output=True, text=True, check=True,
-                         timeout=duration_s + 30).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    cpu_before = cpu_seconds(server_pid)
+    out = subprocess.run(pinned(args.wrk_cpu, [*argv, url]), capture_output=True, text=True, check=True,
+                         timeout=args.duration + 30).stdout
+    cpu = cpu_seconds(server_pid) - cpu_before
     if "Non-2xx" in out:
         raise SystemExit(f"wrk saw error responses:\n{out}")
-    return rps, p99
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return {"rps": rps, "p99_ms": p99, "cpu_us": cpu / max(requests, 1) * 1e6}
 
 
-def measure(name: str, argv: list[str], base: str, args: argparse.Namespace, script: Path) -> dict[str, float]:
-    proc = subprocess.Popen(pinned(args.server_cpu, argv), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
+class Server:
+    """A server process pinned to the server core, preloaded with the keys GET reads and PUT overwrites."""
+
+    def __init__(self, name: str, argv: list[str], base: str, args: argparse.Namespace) -> None:
+        self.name, self.base = name, base
+        self.proc = subprocess.Popen(pinned(args.server_cpu, argv), cwd=ROOT, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
         wait_until_up(base + "/v1/kv/warm" if name == "bare" else base + "/health")
-        for i in range(KEYS):  # GET reads existing keys; PUT overwrites them
+        for i in range(KEYS):
             put(f"{base}/v1/kv/bench-{i}", {"n": i, "s": "value"})
-        get_rps, get_p99 = run_wrk(base + "/v1/kv/bench-7", args.duration, args.connections, args.wrk_cpu, None)
-        put_rps, put_p99 = run_wrk(base + "/", args.duration, args.connections, args.wrk_cpu, script)
-    finally:
-        proc.send_signal(signal.SIGTERM)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(30)
+            self.proc.wait(30)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return {"get_rps": get_rps, "get_p99_ms": get_p99, "put_rps": put_rps, "put_p99_ms": put_p99}
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def throughput(args: argparse.Namespace) -> dict[str, object]:
+    """Both servers run side by side; their wrk runs alternate (bare, rumor, bare, rumor, ...) for --rounds rounds
+    and each figure is the median over rounds, so a slow spell of the machine hits both sides alike."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install wrk (or pass --skip-throughput)")
     two_cores = (os.cpu_count() or 1) >= 2
     args.server_cpu, args.wrk_cpu = (0, 1) if two_cores else (None, None)
+    runs: dict[tuple[str, str], list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="rumor-bench-") as tmp:
         script = Path(tmp) / "put.lua"
         script.write_text(PUT_LUA.replace("%KEYS%", str(KEYS)))
-        port = free_port()
-        bare = measure("bare", [sys.executable, __file__, "--bare-server", str(port)], f"http://127.0.0.1:{port}",
-                       args, script)
-        port = free_port()
-        rumor_argv = [sys.executable, "-m", "server.cli", "serve", "--http-addr", f"127.0.0.1:{port}",
+        bare_port, rumor_port = free_port(), free_port()
+        rumor_argv = [sys.executable, "-m", "server.cli", "serve", "--http-addr", f"127.0.0.1:{rumor_port}",
                       "--gossip-addr", "127.0.0.1:0", "--data-dir", str(Path(tmp) / "data"), "--node-id", "bench"]
         if args.in_memory:
             rumor_argv.append("--in-memory")
-        ours = measure("rumor", rumor_argv, f"http://127.0.0.1:{port}", args, script)
+        servers: list[Server] = []
+        try:
+            servers.append(Server("bare", [sys.executable, __file__, "--bare-server", str(bare_port)],
+                                  f"http://127.0.0.1:{bare_port}", args))
+            servers.append(Server("rumor", rumor_argv, f"http://127.0.0.1:{rumor_port}", args))
+            for _ in range(args.rounds):
+                for op, path, lua in (("get", "/v1/kv/bench-7", None), ("put", "/", script)):
+                    for server in servers:
+                        runs.setdefault((server.name, op), []).append(
+                            run_wrk(server.base + path, args, lua, server.proc.pid))
+        finally:
+            for server in servers:
+                server.stop()
 
-    return {
-        "get_rps": round(ours["get_rps"]),
-        "put_rps": round(ours["put_rps"]),
-        "get_vs_bare": round(ours["get_rps"] / bare["get_rps"], 3),
-        "put_vs_bare": round(ours["put_rps"] / bare["put_rps"], 3),
-        "get_p99_ms": round(ours["get_p99_ms"], 2),
-        "put_p99_ms": round(ours["put_p99_ms"], 2),
-        "bare_get_rps": round(bare["get_rps"]),
-        "bare_put_rps": round(bare["put_rps"]),
-        "durable": not args.in_memory,
-        "connections": args.connections,
-        "duration_s": args.duration,
-        "pinned": two_cores,
-    }
+    def median(name: str, op: str, figure: str) -> float:
+        return _median([run[figure] for run in runs[(name, op)]])
+
+    result: dict[str, object] = {}
+    for op in ("get", "put"):
+        ours, bare = median("rumor", op, "rps"), median("bare", op, "rps")
+        result |= {f"{op}_rps": round(ours), f"{op}_vs_bare": round(ours / bare, 3),
+                   f"{op}_p99_ms": round(median("rumor", op, "p99_ms"), 2), f"bare_{op}_rps": round(bare),
+                   f"{op}_cpu_us_per_request": round(median("rumor", op, "cpu_us"), 1),
+                   f"bare_{op}_cpu_us_per_request": round(median("bare", op, "cpu_us"), 1)}
+    return result | {"durable": not args.in_memory, "connections": args.connections, "duration_s": args.duration,
+                     "rounds": args.rounds, "pinned": two_cores}
 
 
 async def replication_visibility(samples: int, timeout_s: float = 5.0) -> dict[str, object]:
@@ -231,7 +262,8 @@ def _percentile(values: list[float], pct: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run (4 runs)")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run (4 runs a round)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating bare/rumor rounds; figures are medians")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--in-memory", action="store_true", help="run rumor without durability")
     parser.add_argument("--json", action="store_true")
@@ -252,12 +284,15 @@ def main() -> None:
         print(json.dumps(result))
         return
     if "get_rps" in result:
-        print(f"{'':10} {'rumor rps':>10} {'bare rps':>10} {'ratio':>7} {'p99 ms':>8}")
+        print(f"{'':10} {'rumor rps':>10} {'bare rps':>10} {'ratio':>7} {'p99 ms':>8} {'CPU us/req':>11} "
+              f"{'bare CPU':>9}")
         for op in ("get", "put"):
             print(f"{op.upper():10} {result[f'{op}_rps']:>10} {result[f'bare_{op}_rps']:>10} "
-                  f"{result[f'{op}_vs_bare']:>7} {result[f'{op}_p99_ms']:>8}")
+                  f"{result[f'{op}_vs_bare']:>7} {result[f'{op}_p99_ms']:>8} {result[f'{op}_cpu_us_per_request']:>11} "
+                  f"{result[f'bare_{op}_cpu_us_per_request']:>9}")
         print(f"(rumor {'in memory' if args.in_memory else 'durable: SQLite WAL, synchronous=FULL, group commit'}; "
-              f"{args.connections} connections, {args.duration}s per run, pinned={result['pinned']})")
+              f"{args.connections} connections, {args.duration}s per run, median of {args.rounds} alternating rounds, "
+              f"pinned={result['pinned']})")
     if "replicated_visible_ms_p50" in result:
         print(f"\n{'3-node cluster (local preset)':34} {'p50 ms':>8} {'p99 ms':>8}")
         print(f"{'write acknowledged by its node':34} {result['local_write_ms_p50']:>8} {result['local_write_ms_p99']:>8}")

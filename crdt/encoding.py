@@ -73,27 +73,46 @@ def _register_late_types() -> None:
 
 
 # -- plain values -------------------------------------------------------------------------------------------
+_AS_IS = frozenset({type(None), bool, str, bytes, float})  # what value_to_wire returns unchanged (plus small ints)
+
+
+def _ext(code: int, data: bytes) -> msgpack.ExtType:
+    # ExtType's own __new__ re-validates both fields in Python; ours are always an int code and bytes
+    return tuple.__new__(msgpack.ExtType, (code, data))
+
+
 def value_to_wire(value: Any) -> Any:
-    """Plain value -> msgpack-ready structure (canonical: dicts sorted, tuples/big ints as ext types)."""
+    """Plain value -> msgpack-ready structure (canonical: dicts sorted, tuples/big ints as ext types).
+
+    Members that are already wire-ready (scalars, small ints) are tested inline rather than by a recursive call:
+    this runs for every register and map payload on the write path.
+    """
     t = type(value)
-    if value is None or t is bool or t is str or t is bytes or t is float:
+    if t in _AS_IS:
         return value
     if t is int:
         if _MIN_INT <= value <= _MAX_INT:
             return value
         mag = abs(value)
-        return msgpack.ExtType(EXT_BIGINT, (b"-" if value < 0 else b"+") + mag.to_bytes((mag.bit_length() + 7) // 8))
-    if isinstance(value, tuple):
-        return msgpack.ExtType(EXT_TUPLE, _pack([value_to_wire(v) for v in value]))
-    if t is list:
-        return [value_to_wire(v) for v in value]
+        return _ext(EXT_BIGINT, (b"-" if value < 0 else b"+") + mag.to_bytes((mag.bit_length() + 7) // 8))
     if t is dict:
-        if not all(type(k) is str for k in value):
-            raise InvalidOperationError("dict keys must be str")
-        return {k: value_to_wire(value[k]) for k in sorted(value)}
+        wire = {}
+        for k in sorted(value) if all(type(k) is str for k in value) else _bad_keys():
+            v = value[k]
+            tv = type(v)
+            wire[k] = v if tv in _AS_IS or (tv is int and _MIN_INT <= v <= _MAX_INT) else value_to_wire(v)
+        return wire
+    if t is list or isinstance(value, tuple):
+        items = [v if type(v) in _AS_IS or (type(v) is int and _MIN_INT <= v <= _MAX_INT) else value_to_wire(v)
+                 for v in value]
+        return items if t is list else _ext(EXT_TUPLE, _pack(items))
     if t is StrictKey:
         return value_to_wire(value.value)
     raise InvalidOperationError(f"not a plain value: {type(value).__name__}")
+
+
+def _bad_keys() -> list[str]:
+    raise InvalidOperationError("dict keys must be str")
 
 
 def value_from_wire(obj: Any, depth: int, max_depth: int) -> Any:
@@ -123,8 +142,17 @@ def value_from_wire(obj: Any, depth: int, max_depth: int) -> Any:
     raise DecodeError(f"unexpected wire value of type {t.__name__}")
 
 
+_PACKER = msgpack.Packer(use_bin_type=True)
+
+
 def _pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
+    """msgpack bytes of ``obj``, through one shared Packer (``packb`` builds a new one per call: twice the cost).
+
+    Sharing is safe: ``Packer.pack`` runs start to end in C without releasing the GIL or calling back into Python
+    (no ``default`` hook), so no other call can interleave with it, from this thread or another; nested values are
+    packed bottom-up, before the outer call begins.
+    """
+    return _PACKER.pack(obj)
 
 
 def _unpack(data: bytes, max_bytes: int) -> Any:

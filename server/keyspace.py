@@ -1,11 +1,13 @@
 """The keyspace: key -> (API type name, CRDT state), ordered, with change listeners. In memory only.
 
 This is the seam the replication layer builds on:
-- `apply_local(key, update) -> (item, delta)`: a local update; listeners receive the delta to gossip.
+- `apply_local(key, update, encode=...) -> LocalUpdate(item, delta, blob)`: a local update; listeners receive the
+  delta to gossip. With `encode=True` the delta is encoded once, here, and the same bytes serve the durable log and
+  every listener (a write used to be encoded once per consumer).
 - `merge_remote(key, type_name, state_or_delta)`: a received delta or full state (anti-entropy); merge is idempotent
   so duplicates and re-deliveries are harmless.
-- `subscribe(callback)`: `callback(key, type_name, delta)` after every local update (and remote merges too when
-  subscribed with `remote=True`).
+- `subscribe(callback)`: `callback(key, type_name, delta, blob)` after every local update (and remote merges too
+  when subscribed with `remote=True`); `blob` is `crdt.encode(delta)` when already made, else None.
 - `encoded_state(key) -> bytes`: deterministic encoding (crdt.encode), for anti-entropy digests.
 
 Durability is not done here: `server.node.Node` wraps these calls with the storage log.
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from sortedcontainers import SortedDict
 
@@ -27,7 +29,16 @@ from server.hlc_source import HLCSource
 from server.updates import Clear, Update, apply_update, new_state
 from server.values import TYPES, encode_read_context, render_value
 
-Listener = Callable[[str, str, Any], None]
+Listener = Callable[[str, str, Any, "bytes | None"], None]
+
+
+class LocalUpdate(NamedTuple):
+    """What a local update produced: the item after it (None when a clear emptied the key), its delta, and the
+    delta's encoding when it was asked for."""
+
+    item: Item | None
+    delta: Any
+    blob: bytes | None
 
 
 @dataclass(frozen=True)
@@ -120,8 +131,8 @@ class Keyspace:
         elif entry is not None and entry.type_name != update.type_name:
             raise TypeConflictError(key, entry.type_name, str(update.type_name))
 
-    def apply_local(self, key: str, update: Update) -> tuple[Item | None, Any]:
-        """Applies a validated update made on this node. Returns (item after the update, the delta).
+    def apply_local(self, key: str, update: Update, *, encode_delta: bool = False) -> LocalUpdate:
+        """Applies a validated update made on this node; `encode_delta` also returns (and hands listeners) its bytes.
 
         The item is None only for a `Clear` that left the key empty. The type is fixed by the key's first write.
         """
@@ -139,11 +150,12 @@ class Keyspace:
             if created:
                 del self._entries[key]
             raise
+        blob = encode(delta) if encode_delta else None
         for listener in self._local_listeners:
-            listener(key, entry.type_name, delta)
+            listener(key, entry.type_name, delta, blob)
         if isinstance(update, Clear) and entry.state.is_empty():
-            return None, delta
-        return self._item(key, entry), delta
+            return LocalUpdate(None, delta, blob)
+        return LocalUpdate(self._item(key, entry), delta, blob)
 
     def load(self, key: str, type_name: str, state: Any) -> None:
         """Recovery: installs a decoded state (or joins it into what is there) without telling listeners."""
@@ -169,10 +181,10 @@ class Keyspace:
         entry.state.merge(state_or_delta)
         entry.cached = None
         for listener in self._remote_listeners:
-            listener(key, type_name, state_or_delta)
+            listener(key, type_name, state_or_delta, None)
 
     def subscribe(self, callback: Listener, *, remote: bool = False) -> Callable[[], None]:
-        """Calls `callback(key, type_name, delta)` after each local update (and each remote merge if `remote`).
+        """Calls `callback(key, type_name, delta, blob)` after each local update (and each remote merge if `remote`).
 
         Listeners run synchronously inside the update: keep them cheap (queue the delta). Returns an unsubscribe.
         """

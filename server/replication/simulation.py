@@ -167,7 +167,7 @@ class ReplicatedSimulation:
 
     def update(self, node: SimNode, key: str, update: Update) -> Any:
         """A local update on ``node`` (acknowledged once this returns: in the simulator, the keyspace is storage)."""
-        item, _delta = self.keyspaces[node.id].apply_local(key, update)
+        item = self.keyspaces[node.id].apply_local(key, update).item
         self.sim.wake(node)
         return item
 

@@ -11,6 +11,7 @@ from replication_helpers import Replica, states
 from crdt import PNCounter
 from server.replication import ReplicationConfig, ReplicationProtocolError
 from server.replication.coverage import Coverage
+from server.replication.disseminator import LocalBatch
 from server.replication.replica import sync_pair
 from server.replication.wire import DeltaEntry, DeltaGroup, Kind, pack_push, unpack_push
 from server.updates import Increment, SetChange
@@ -28,6 +29,29 @@ def test_repeated_changes_to_one_key_are_joined_into_one_delta() -> None:
     b.core.handle_message(pushes[0][1], "a", 0.0)
     item = b.keyspace.item("hot")
     assert item is not None and item.value == 100
+
+
+def test_a_batch_reuses_the_writers_encoding_and_never_mutates_the_writers_delta() -> None:
+    from crdt import decode, encode
+
+    batch = LocalBatch()
+    counter = PNCounter()
+    first = counter.increment("a", 1)
+    counter.merge(first)
+    first_blob = encode(first)
+    batch.add("once", "counter", first, first_blob)
+    assert batch.take() == [("once", "counter", first_blob)]  # the very bytes it was given: nothing re-encoded
+
+    before = encode(first)
+    batch.add("hot", "counter", first, first_blob)
+    second = counter.increment("a", 2)
+    batch.add("hot", "counter", second, encode(second))
+    [(key, type_name, blob)] = batch.take()
+    assert encode(first) == before  # the join went into a copy: the writer's delta (also logged) is unchanged
+    joined = first.copy()
+    joined.merge(second)
+    assert (key, type_name, blob) == ("hot", "counter", encode(joined))  # stale bytes dropped, the join encoded
+    assert decode(blob).value() == 3 and batch.joins == 1
 
 
 def test_groups_are_never_sent_back_to_their_source_or_origin() -> None:

@@ -14,6 +14,7 @@ from server.errors import BadContextError, ConfigError, InvalidOptionError, Malf
 from server.metrics import Metrics
 from server.negotiation import JSON, MSGPACK, response_format
 from server.values import (
+    MAX_DEPTH,
     check_json_value,
     decode_read_context,
     encode_read_context,
@@ -82,6 +83,19 @@ def test_sorted_json_is_a_total_deterministic_order() -> None:
 def test_values_outside_the_json_model_are_rejected(value: Any) -> None:
     with pytest.raises(MalformedBodyError):
         check_json_value(value)
+
+
+def nested(depth: int, leaf: Any) -> Any:
+    for i in range(depth):
+        leaf = [leaf] if i % 2 else {"k": leaf}
+    return leaf
+
+
+@pytest.mark.parametrize("leaf", [1, 1.5, "s", None, [], {}])
+def test_values_may_nest_up_to_max_depth_and_no_deeper(leaf: Any) -> None:
+    assert check_json_value(nested(MAX_DEPTH, leaf)) == nested(MAX_DEPTH, leaf)  # the leaf sits at MAX_DEPTH
+    with pytest.raises(MalformedBodyError):
+        check_json_value(nested(MAX_DEPTH + 1, leaf))
 
 
 def test_read_context_round_trips_and_rejects_garbage() -> None:

@@ -37,14 +37,15 @@ async def test_embedded_use_without_http() -> None:
 
 async def test_keyspace_listeners_get_local_deltas_and_optionally_remote_ones() -> None:
     async with Node(ServerConfig(in_memory=True, node_id="a")) as node:
-        local: list[tuple[str, str, Any]] = []
-        both: list[tuple[str, str, Any]] = []
+        local: list[tuple[str, str, Any, bytes | None]] = []
+        both: list[tuple[str, str, Any, bytes | None]] = []
         node.keyspace.subscribe(lambda *change: local.append(change))
         unsubscribe = node.keyspace.subscribe(lambda *change: both.append(change), remote=True)
         await node.update("c", Increment(amount=3))
         await node.merge_remote("c", "counter", PNCounter().increment("b", 4))
-        assert [(k, t) for k, t, _ in local] == [("c", "counter")]
-        assert [(k, t) for k, t, _ in both] == [("c", "counter"), ("c", "counter")]
+        assert [(k, t) for k, t, _, _ in local] == [("c", "counter")]
+        assert [(k, t) for k, t, _, _ in both] == [("c", "counter"), ("c", "counter")]
+        assert local[0][3] is None  # in memory nothing is logged, so nothing was encoded for the listener
         # the delta a listener gets, merged into an empty state elsewhere, reproduces the update
         replica = PNCounter()
         replica.merge(local[0][2])

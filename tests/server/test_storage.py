@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,16 +25,54 @@ async def test_records_are_on_disk_when_the_future_resolves(tmp_path: Path) -> N
     await storage.close()
 
 
+class GatedWrites:
+    """Holds each commit inside the writer thread until the test lets it go; records what each commit held."""
+
+    def __init__(self, storage: Storage) -> None:
+        assert storage._file is not None
+        self._write = storage._file.write
+        self.entered: list[threading.Event] = [threading.Event() for _ in range(4)]
+        self.release: list[threading.Event] = [threading.Event() for _ in range(4)]
+        self.batches: list[list[str]] = []
+        storage._file.write = self  # type: ignore[method-assign]
+
+    def __call__(self, batch: Any) -> None:
+        n = len(self.batches)
+        self.batches.append([key for _, key, _, _ in batch.deltas])
+        self.entered[n].set()
+        assert self.release[n].wait(10), "test never released the commit"
+        self._write(batch)
+
+
 async def test_everything_queued_during_a_commit_goes_into_the_next_one(tmp_path: Path) -> None:
-    commits: list[int] = []
-    storage = Storage(tmp_path, on_commit=lambda _s, n: commits.append(n))
+    storage = Storage(tmp_path)
     await storage.open()
-    first = storage.append_delta("a", "counter", b"x")  # starts commit 1
-    await asyncio.sleep(0)  # let the commit start running in its thread
+    gate = GatedWrites(storage)
+    first = storage.append_delta("a", "counter", b"x")
+    assert await asyncio.to_thread(gate.entered[0].wait, 10)  # commit 1 is running in the writer
     later = [storage.append_delta(f"k{i}", "counter", b"y") for i in range(100)]
-    assert len({id(f) for f in later}) == 1  # all joined one pending batch
+    assert len({id(f) for f in later}) == 1 and later[0] is not first  # all joined the one pending batch
+    gate.release[0].set()
+    assert await asyncio.to_thread(gate.entered[1].wait, 10)
+    gate.release[1].set()
     await asyncio.gather(first, *later)
-    assert sum(commits) == 101 and len(commits) <= 2
+    assert gate.batches == [["a"], [f"k{i}" for i in range(100)]]
+    await storage.close()
+
+
+async def test_the_writer_starts_the_next_commit_without_waiting_for_the_event_loop(tmp_path: Path) -> None:
+    storage = Storage(tmp_path)
+    await storage.open()
+    gate = GatedWrites(storage)
+    first = storage.append_delta("a", "counter", b"x")
+    assert await asyncio.to_thread(gate.entered[0].wait, 10)
+    second = storage.append_delta("b", "counter", b"y")
+    # From here the loop thread blocks (no await): only the writer thread can move on to the second commit.
+    gate.release[0].set()
+    assert gate.entered[1].wait(10)
+    assert not first.done()  # telling the waiters needs the loop; the next fsync did not
+    gate.release[1].set()
+    await asyncio.gather(first, second)
     await storage.close()
 
 
