@@ -280,8 +280,8 @@ def encode(state: Any) -> bytes:
     """Deterministic bytes for ``state`` (a registered CRDT type)."""
     if TYPES.get(state.TYPE_NAME) is not type(state):
         _register_late_types()
-    # about 12 bytes an entry: pause collection for states that will encode to 64 KiB or more
-    size = state._entry_count() * 12 if isinstance(state, DotKernel) else 0
+    # about 12 bytes an entry (at least one entry a key): pause collection for states of 64 KiB or more
+    size = len(state._keys) * 12 if isinstance(state, DotKernel) else 0
     with _collection_paused(size):
         return _pack([VERSION, state.TYPE_NAME, state_to_wire(state)])
 

@@ -26,8 +26,10 @@ def _media_type(header: str) -> str:
 
 def request_format(content_type: str | None) -> str:
     """JSON or MSGPACK for a request's Content-Type (absent = JSON); anything else is 415."""
-    media = _media_type(content_type or "")
-    if media in ("", *_JSON_ALIASES):
+    if not content_type or content_type == JSON:  # the common cases, without parsing
+        return JSON
+    media = _media_type(content_type)
+    if not media or media in _JSON_ALIASES:
         return JSON
     if media in _MSGPACK_ALIASES:
         return MSGPACK
