@@ -35,10 +35,11 @@ class ReplicationConfig:
     """Round trips per session; a longer catch-up continues in the next session."""
     digest_batch_keys: int = 2000
     """Dirty keys rehashed per flush (bounded work: a huge backlog of changes never stalls the event loop)."""
-    digest_flush_interval_s: float = 1.0
-    """Background digest rehash period (sessions also flush as they start). A key written many times within it is
-    re-encoded once: under a write load, rehashing every push interval cost about as much as the writes' own
-    encoding. Digests up to this old only make a peer's session see a difference that is about to be pushed anyway."""
+    digest_settle_s: float = 1.0
+    """The background rehash (each tick) takes a changed key once it has been dirty this long; sessions flush all
+    as they start. A key under constant writes is re-encoded once per period, not once per push interval (that
+    cost as much as the writes' own encoding). A digest this stale only makes a peer's session see a difference
+    that is about to be pushed anyway."""
     request_timeout_s: float = 5.0
     """Timeout of one anti-entropy or replication request."""
     gc_grace_s: float = 30.0
@@ -51,7 +52,7 @@ class ReplicationConfig:
     """Gossip addresses the runtime joins at start (empty: first node of a new cluster)."""
 
     def __post_init__(self) -> None:
-        positive_floats = ("push_interval_s", "sync_interval_s", "request_timeout_s", "digest_flush_interval_s")
+        positive_floats = ("push_interval_s", "sync_interval_s", "request_timeout_s", "digest_settle_s")
         for name in positive_floats:
             if not getattr(self, name) > 0:
                 raise ReplicationConfigError(name, getattr(self, name), "must be > 0")

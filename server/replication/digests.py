@@ -2,9 +2,10 @@
 
 Why lazy: a hot key written 1,000 times between two anti-entropy sessions should be encoded and hashed once, not
 1,000 times, and a write must stay O(delta) (encoding a million-element set on every add would not be). So a change
-only marks the key dirty (a dict insert); `flush` rehashes at most ``max_keys`` dirty keys per call, and the drivers
-call it once per tick and before each session. The whole keyspace is never re-encoded per exchange: only what
-changed since the last flush.
+only marks the key dirty (a dict insert); `flush` rehashes at most ``max_keys`` dirty keys per call. Sessions flush
+everything dirty (bounded) as they start; the background flush each tick takes only keys dirty for ``settled_s``,
+so a key under constant writes is re-encoded once per that period, and the work is spread evenly over ticks
+instead of arriving as one stall. The whole keyspace is never re-encoded per exchange: only what changed.
 
 The exception is a state merged *by* anti-entropy: the session needs its new digest at once (to decide whether to
 push the merged state back), and the encoding is at hand, so `set_blob` updates the tree immediately.
@@ -31,29 +32,38 @@ class DigestIndex:
     def __init__(self, encode_key: Encoder, fanout: int = 8, depth: int = 5) -> None:
         self.tree = MerkleTree(fanout, depth)
         self._encode_key = encode_key
-        self._dirty: dict[str, None] = {}
+        self._dirty: dict[str, float] = {}  # key -> `now` of the advance before its first mark (non-decreasing)
+        self._now = 0.0
         self.rehashed = 0
         """Keys rehashed so far (tests use it to prove work stays proportional to what changed)."""
 
     def mark(self, key: str) -> None:
         """The key's state changed: rehash it before the next session (O(1) now)."""
-        self._dirty[key] = None
+        self._dirty.setdefault(key, self._now)
 
     def mark_all(self, keys: Iterable[str]) -> None:
         """E.g. when attaching to a keyspace that already holds data: its digests get built batch by batch."""
         for key in keys:
-            self._dirty[key] = None
+            self._dirty.setdefault(key, self._now)
+
+    def advance(self, now: float) -> None:
+        """The driver's clock, once a tick: marks made from now on are dated `now`."""
+        self._now = now
 
     @property
     def dirty(self) -> int:
         return len(self._dirty)
 
-    def flush(self, max_keys: int) -> int:
-        """Rehash up to ``max_keys`` dirty keys (oldest marks first); returns how many were done."""
+    def flush(self, max_keys: int, *, settled_s: float = 0.0) -> int:
+        """Rehash up to ``max_keys`` dirty keys (oldest marks first), only those marked ``settled_s`` or more before
+        the last `advance`; returns how many were done."""
         done = 0
         dirty = self._dirty
+        cutoff = self._now - settled_s
         while dirty and done < max_keys:
-            key = next(iter(dirty))
+            key, marked = next(iter(dirty.items()))
+            if marked > cutoff:
+                break
             del dirty[key]
             self._rehash(key)
             done += 1

@@ -128,7 +128,6 @@ class ReplicaCore:
         self.responder = AntiEntropyResponder(self.digests.tree, self.get_blob, self.merge_blob, self.ae_config,
                                               reassembler=Reassembler(max_buffer_bytes=config.max_reassembly_bytes))
         self.next_sync_at = now + rng.uniform(0, config.sync_interval_s)
-        self.next_digest_flush_at = now
         self.syncing: SyncInitiator | None = None
         self.last_outcome = None
 
@@ -183,9 +182,8 @@ class ReplicaCore:
         live_set = set(live)
         if self.disseminator.due(now):
             result.pushes = self.disseminator.tick(now, live, self.rng)
-            if now >= self.next_digest_flush_at:
-                self.next_digest_flush_at = now + self.config.digest_flush_interval_s
-                self.digests.flush(self.config.digest_batch_keys)
+            self.digests.advance(now)
+            self.digests.flush(self.config.digest_batch_keys, settled_s=self.config.digest_settle_s)
             self.coverage.observe_live(live_set, now)
             self.coverage.collect(live_set, now, self.config.gc_grace_s)
         peers = [m for m in live if m != self.node_id]

@@ -93,3 +93,24 @@ def test_lazy_digests_rehash_a_hot_key_once() -> None:
     assert a.core.digests.dirty == 1
     assert a.core.digests.flush(100) == 1
     assert a.core.digests.rehashed == 1
+
+
+def test_background_rehash_takes_a_key_once_it_settled_and_spreads_over_ticks() -> None:
+    config = ReplicationConfig(digest_settle_s=1.0, push_interval_s=0.25)  # binary-exact tick times
+    a = Replica("a", config)
+    a.core.tick(0.0, ["a"])
+    rehashed: list[int] = []
+    for step in range(1, 13):  # 3 s of ticks; "hot" is written before every one of them, "cold" once early
+        a.keyspace.apply_local("hot", Increment(amount=1))
+        if step == 2:
+            a.keyspace.apply_local("cold", Increment(amount=1))
+        before = a.core.digests.rehashed
+        a.core.tick(step * 0.25, ["a"])
+        rehashed.append(a.core.digests.rehashed - before)
+    # hot's marks are dated 0, 1.0, 2.0 (the tick before each first write after a rehash): rehashed at 1, 2, 3 s;
+    # cold's (dated 0.25) at 1.25 s. 12 writes to hot, 3 encodings.
+    assert rehashed == [0, 0, 0, 1, 1, 0, 0, 1, 0, 0, 0, 1]
+    a.keyspace.apply_local("hot", Increment(amount=1))
+    assert a.core.digests.dirty >= 1
+    a.core.digests.flush(10**6)  # what a session start does: everything, settled or not
+    assert a.core.digests.dirty == 0
