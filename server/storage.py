@@ -9,9 +9,13 @@ Why this shape:
 - Group commit: records queue on the event loop into the pending batch; a dedicated writer thread owns the SQLite
   connection and commits one batch after another, taking whatever queued while the previous commit ran (the loop never
   blocks on fsync). Each caller awaits the future of the batch holding its record: resolved = on disk.
-- The writer starts its next commit the moment the last one is on disk, without a round trip through the event loop:
-  a busy loop only delays *telling* callers, never the next fsync. (With a commit task on the loop instead, every
-  commit waited a full loop iteration to start, and under load the commit cycle, not the CPU, bounded throughput.)
+- A batch is handed to the writer once the loop iteration that opened it is over (one `call_soon`), so it holds
+  every record that iteration's requests queued: under load that halves the fsyncs (22 records a commit, not 11 in
+  the PUT bench), and the fixed cost
+  of a commit (about 0.3 ms of CPU here) was the largest single item of a durable write.
+- The writer starts the next handed-over batch the moment the last one is on disk, without a round trip through
+  the event loop: a busy loop only delays *telling* callers. (With a commit task on the loop, each commit waited
+  for the task to be resumed, and under load that cycle, not the CPU, bounded throughput.)
 - `synchronous=FULL`: in WAL mode NORMAL skips the fsync of the WAL at commit, so an acknowledged update could vanish
   on power loss (it only survives a process crash). "Acknowledged = durable" needs the fsync; group commit pays it
   once per batch, not once per update.
@@ -147,6 +151,7 @@ class Storage:
         self._wake = threading.Condition(self._lock)
         self._pending = _Batch()
         self._pending_future: asyncio.Future[None] | None = None
+        self._submitted = False  # the pending batch may be taken: the loop iteration that opened it is over
         self._last_future: asyncio.Future[None] | None = None  # of the newest batch: commits settle in order
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writer: threading.Thread | None = None
@@ -249,8 +254,15 @@ class Storage:
             future = self._pending_future = self._last_future = self._loop.create_future()
             # Writes nobody awaits (checkpoints) must not log "exception never retrieved".
             future.add_done_callback(_retrieve)
-            self._wake.notify()  # the writer sleeps only while there is nothing pending
+            self._loop.call_soon(self._submit)
         return future
+
+    def _submit(self) -> None:
+        """Runs once the loop iteration that opened the pending batch is over: every request it handled has queued
+        its record by then, so the batch is as full as it can get without waiting for anyone."""
+        with self._lock:
+            self._submitted = True
+            self._wake.notify()
 
     def _settle(self, future: asyncio.Future[None], error: BaseException | None, seconds: float, records: int) -> None:
         if error is not None:
@@ -277,12 +289,12 @@ class Storage:
         try:
             while True:
                 with self._wake:
-                    while not len(self._pending) and not self._stopping:
+                    while not (self._submitted or self._stopping):
                         self._wake.wait()
                     if not len(self._pending):
                         return
                     batch, future = self._pending, self._pending_future
-                    self._pending, self._pending_future = _Batch(), None
+                    self._pending, self._pending_future, self._submitted = _Batch(), None, False
                 assert future is not None
                 started = time.perf_counter()
                 error: BaseException | None = None

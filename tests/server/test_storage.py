@@ -40,7 +40,8 @@ class GatedWrites:
         n = len(self.batches)
         self.batches.append([key for _, key, _, _ in batch.deltas])
         self.entered[n].set()
-        assert self.release[n].wait(10), "test never released the commit"
+        if not self.release[n].wait(10):  # fail the commit (the test then fails) rather than kill the writer
+            raise sqlite3.OperationalError("the test never released this commit")
         self._write(batch)
 
 
@@ -67,12 +68,30 @@ async def test_the_writer_starts_the_next_commit_without_waiting_for_the_event_l
     first = storage.append_delta("a", "counter", b"x")
     assert await asyncio.to_thread(gate.entered[0].wait, 10)
     second = storage.append_delta("b", "counter", b"y")
+    await asyncio.sleep(0)  # the loop iteration that queued "b" ends: its batch is handed to the writer
     # From here the loop thread blocks (no await): only the writer thread can move on to the second commit.
     gate.release[0].set()
     assert gate.entered[1].wait(10)
     assert not first.done()  # telling the waiters needs the loop; the next fsync did not
     gate.release[1].set()
     await asyncio.gather(first, second)
+    await storage.close()
+
+
+async def test_a_batch_is_handed_over_only_when_its_loop_iteration_ends(tmp_path: Path) -> None:
+    """Records queued by one loop iteration (every request it handled) share one commit, whatever the writer does."""
+    storage = Storage(tmp_path)
+    await storage.open()
+    gate = GatedWrites(storage)
+    futures = [storage.append_delta(f"k{i}", "counter", b"x") for i in range(50)]
+    idle = threading.Event()
+    threading.Thread(target=lambda: idle.set()).start()
+    assert idle.wait(10)  # another thread ran meanwhile (the writer could have, too): the batch was not taken
+    assert not gate.entered[0].is_set()
+    assert await asyncio.to_thread(gate.entered[0].wait, 10)  # the loop moved on: now it is
+    gate.release[0].set()
+    await asyncio.gather(*futures)
+    assert gate.batches == [[f"k{i}" for i in range(50)]]
     await storage.close()
 
 
