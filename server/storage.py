@@ -11,8 +11,8 @@ Why this shape:
   blocks on fsync). Each caller awaits the future of the batch holding its record: resolved = on disk.
 - A batch is handed to the writer once the loop iteration that opened it is over (one `call_soon`), so it holds
   every record that iteration's requests queued: under load that halves the fsyncs (22 records a commit, not 11 in
-  the PUT bench), and the fixed cost
-  of a commit (about 0.3 ms of CPU here) was the largest single item of a durable write.
+  the PUT bench), and the fixed cost of a commit (about 0.3 ms of CPU here) was the largest single item of a
+  durable write.
 - The writer starts the next handed-over batch the moment the last one is on disk, without a round trip through
   the event loop: a busy loop only delays *telling* callers. (With a commit task on the loop, each commit waited
   for the task to be resumed, and under load that cycle, not the CPU, bounded throughput.)
