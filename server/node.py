@@ -281,13 +281,12 @@ class Node:
         future = self.storage.append_delta(key, type_name, blob or b"")
         if blob is not None:
             self._dirty[key] = None
-            self._last_write[key] = future
-            future.add_done_callback(lambda f, k=key: self._forget_write(k, f))
+            self._last_write[key] = future  # settled entries are pruned by the checkpointer, not one callback each
         return future
 
-    def _forget_write(self, key: str, future: asyncio.Future[None]) -> None:
-        if self._last_write.get(key) is future:
-            del self._last_write[key]
+    def _prune_settled_writes(self) -> None:
+        if self._last_write:
+            self._last_write = {key: f for key, f in self._last_write.items() if not f.done()}
 
     def _remember_op(self, op: tuple[str, str], item: Item | None) -> None:
         self._op_results[op] = item
@@ -316,5 +315,6 @@ class Node:
     async def _checkpoint_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.checkpoint_interval_s)
+            self._prune_settled_writes()
             if self._dirty and self.storage.healthy:
                 self.checkpoint(self.config.checkpoint_batch_keys)

@@ -35,11 +35,11 @@ class ReplicationConfig:
     """Round trips per session; a longer catch-up continues in the next session."""
     digest_batch_keys: int = 2000
     """Dirty keys rehashed per flush (bounded work: a huge backlog of changes never stalls the event loop)."""
-    digest_settle_s: float = 1.0
+    digest_settle_s: float = 2.0
     """The background rehash (each tick) takes a changed key once it has been dirty this long; sessions flush all
-    as they start. A key under constant writes is re-encoded once per period, not once per push interval (that
-    cost as much as the writes' own encoding). A digest this stale only makes a peer's session see a difference
-    that is about to be pushed anyway."""
+    as they start, so the default is the session interval. A key under constant writes is re-encoded once per
+    period, not once per push interval (that cost as much as the writes' own encoding). A digest this stale only
+    makes a peer's session see a difference that is about to be pushed anyway."""
     request_timeout_s: float = 5.0
     """Timeout of one anti-entropy or replication request."""
     gc_grace_s: float = 30.0
