@@ -75,12 +75,13 @@ class KeyNotFoundError(ServerError, KeyError):
 
     code = "not_found"
 
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: str, detail: str | None = None) -> None:
         super().__init__(key)
         self.key = key
+        self.detail = detail
 
     def __str__(self) -> str:
-        return f"key not found: {self.key!r}"
+        return f"key not found: {self.key!r}" + (f" ({self.detail})" if self.detail else "")
 
 
 class TypeConflictError(ServerError, TypeError):

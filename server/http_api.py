@@ -29,7 +29,7 @@ from server.errors import (
 from server.http_errors import response_for
 from server.keyspace import Item
 from server.negotiation import decode_body, encode_body, request_format, response_format
-from server.node import Node, WriteResult
+from server.node import Node, Outcome, WriteResult
 from server.updates import RegisterWrite, parse_context, parse_op_id, parse_update
 from server.values import check_key
 
@@ -116,14 +116,19 @@ def _key(request: web.Request) -> str:
     return check_key(request.match_info["key"])
 
 
+def _outcome_response(request: web.Request, outcome: Outcome, headers: dict[str, str] | None = None) -> web.Response:
+    assert outcome.item is not None
+    if outcome.satisfied:
+        return _item_response(request, outcome.item, headers)
+    body = outcome.item.to_json() | {"acks": outcome.acks, "required": outcome.required}
+    return _render(request, body, 202, headers)
+
+
 def _write_response(request: web.Request, result: WriteResult) -> web.StreamResponse:
     headers = {"X-Rumor-Replayed": "true"} if result.replayed else None
     if result.item is None:
         return web.Response(status=204, headers=headers)
-    if result.satisfied:
-        return _item_response(request, result.item, headers)
-    body = result.item.to_json() | {"acks": result.acks, "required": result.required}
-    return _render(request, body, 202, headers)
+    return _outcome_response(request, result, headers)
 
 
 _DEFAULT_CONSISTENCY = Consistency()
@@ -143,12 +148,22 @@ _PUT_OPTIONS = _WRITE_OPTIONS | {"context", "op_id"}
 
 
 async def get_item(request: web.Request) -> web.StreamResponse:
+    """With r > 1 and fewer replicas answering in time: 202 and the merged item with `acks`/`required` (or a 404
+    saying how many answered), like a write that missed its w."""
     key = _key(request)
     options = _query(request, _READ_OPTIONS)
-    item: Item | None = await request.app[NODE_KEY].read(key, _consistency(options, "r") if options else None)
-    if item is None:
-        raise KeyNotFoundError(key)
-    return _item_response(request, item)
+    node = request.app[NODE_KEY]
+    if not options:
+        item = await node.read(key)
+        if item is None:
+            raise KeyNotFoundError(key)
+        return _item_response(request, item)
+    outcome = await node.read_outcome(key, _consistency(options, "r"))
+    if outcome.item is None:
+        if outcome.satisfied:
+            raise KeyNotFoundError(key)
+        raise KeyNotFoundError(key, f"{outcome.acks} of the {outcome.required} replicas asked for answered in time")
+    return _outcome_response(request, outcome)
 
 
 async def put_item(request: web.Request) -> web.StreamResponse:

@@ -47,17 +47,22 @@ _NOT_CACHED = object()
 
 
 @dataclass(frozen=True)
-class WriteResult:
-    """Outcome of a write: the item after it (None when a delete emptied the key) and how many replicas acked."""
+class Outcome:
+    """A read's or write's item (None: absent, or emptied by a delete) and how many replicas took part, this node
+    included, out of how many the consistency level asked for."""
 
     item: Item | None
     acks: int = 1
     required: int = 1
-    replayed: bool = False  # True when this is the stored result of an earlier request with the same op_id
 
     @property
     def satisfied(self) -> bool:
         return self.acks >= self.required
+
+
+@dataclass(frozen=True)
+class WriteResult(Outcome):
+    replayed: bool = False  # True when this is the stored result of an earlier request with the same op_id
 
 
 def _consume_failure(future: asyncio.Future[None]) -> None:
@@ -178,16 +183,21 @@ class Node:
 
     async def read(self, key: str, consistency: Consistency | None = None) -> Item | None:
         """The key's value, or None. With r > 1 the replication layer first merges other replicas' states."""
+        return (await self.read_outcome(key, consistency)).item
+
+    async def read_outcome(self, key: str, consistency: Consistency | None = None) -> Outcome:
+        """`read`, plus how many replicas' states it merged: fewer than required when they did not answer in time."""
         self._check_running()
         check_key(key)
+        acks = needed = 1
         if consistency is not None and consistency.level is not Level.ONE:
             needed = consistency.level.required(self.replication.cluster_size())
             if needed > 1:
-                await self.replication.gather(key, needed - 1, consistency.timeout_s)
+                acks += await self.replication.gather(key, needed - 1, consistency.timeout_s)
         pending = self._last_write.get(key)
         if pending is not None and not pending.done():
             await asyncio.shield(pending)
-        return self.keyspace.item(key)
+        return Outcome(self.keyspace.item(key), acks, needed)
 
     async def update(
         self, key: str, update: Update, *, op_id: str | None = None, consistency: Consistency | None = None

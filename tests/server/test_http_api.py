@@ -26,8 +26,8 @@ async def post(api: TestClient, key: str, body: dict[str, Any], status: int = 20
     return payload
 
 
-async def get(api: TestClient, key: str, status: int = 200) -> Any:
-    response = await api.get(f"/v1/kv/{key}")
+async def get(api: TestClient, key: str, status: int = 200, **params: str) -> Any:
+    response = await api.get(f"/v1/kv/{key}", params=params)
     payload = await response.json()
     assert response.status == status, payload
     return payload
@@ -435,5 +435,10 @@ async def test_write_levels_through_the_replication_seam() -> None:
         accepted = await post(api, "c", {"type": "counter", "increment": 1}, status=202, w="all", timeout_ms="50")
         assert accepted["value"] == 2 and (accepted["acks"], accepted["required"]) == (2, 3)
         await post(api, "c", {"type": "counter", "increment": 1})  # w=1: nobody else is asked
-        assert (await api.get("/v1/kv/c", params={"r": "all"})).status == 200
-        assert replication.calls == [("replicate", 1), ("replicate", 2), ("gather", 2)]
+        assert (await get(api, "c", r="quorum"))["value"] == 3  # one other replica answered: enough
+        partial = await get(api, "c", status=202, r="all", timeout_ms="50")  # the silent one never does
+        assert partial["value"] == 3 and (partial["acks"], partial["required"]) == (2, 3)
+        missing = await api.get("/v1/kv/nothing", params={"r": "all", "timeout_ms": "50"})
+        assert await error_code(missing, 404) == "not_found"
+        assert "2 of the 3 replicas" in (await missing.json())["error"]["message"]
+        assert replication.calls == [("replicate", 1), ("replicate", 2), ("gather", 1), ("gather", 2), ("gather", 2)]
