@@ -300,7 +300,7 @@ class Storage:
                 error: BaseException | None = None
                 try:
                     file.write(batch)
-                except (sqlite3.Error, OSError) as exc:
+                except Exception as exc:  # SQLite or disk errors, or a bug: reported, and the writer carries on
                     error = exc
                 try:
                     loop.call_soon_threadsafe(self._settle, future, error, time.perf_counter() - started, len(batch))
