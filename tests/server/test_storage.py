@@ -148,3 +148,21 @@ async def test_a_failed_commit_is_reported_and_marks_storage_unhealthy(tmp_path:
     await storage.close()
     with pytest.raises(StorageError):
         storage.append_delta("k", "set", b"z")
+
+
+async def test_an_unexpected_error_in_a_commit_fails_its_waiters_instead_of_hanging_them(tmp_path: Path) -> None:
+    storage = Storage(tmp_path)
+    await storage.open()
+    assert storage._file is not None
+    real_write = storage._file.write
+
+    def broken(batch: Any) -> None:
+        raise ValueError("a bug in the writer")
+
+    storage._file.write = broken  # type: ignore[method-assign]
+    with pytest.raises(StorageError, match="a bug in the writer"):
+        await storage.append_delta("k", "set", b"x")
+    assert not storage.healthy
+    storage._file.write = real_write  # type: ignore[method-assign]
+    await storage.append_delta("k", "set", b"y")  # the writer is still there
+    await storage.close()
