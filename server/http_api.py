@@ -152,17 +152,10 @@ async def get_item(request: web.Request) -> web.StreamResponse:
     saying how many answered), like a write that missed its w."""
     key = _key(request)
     options = _query(request, _READ_OPTIONS)
-    node = request.app[NODE_KEY]
-    if not options:
-        item = await node.read(key)
-        if item is None:
-            raise KeyNotFoundError(key)
-        return _item_response(request, item)
-    outcome = await node.read_outcome(key, _consistency(options, "r"))
+    outcome = await request.app[NODE_KEY].read_outcome(key, _consistency(options, "r"))
     if outcome.item is None:
-        if outcome.satisfied:
-            raise KeyNotFoundError(key)
-        raise KeyNotFoundError(key, f"{outcome.acks} of the {outcome.required} replicas asked for answered in time")
+        partial = f"{outcome.acks} of the {outcome.required} replicas asked for answered in time"
+        raise KeyNotFoundError(key, None if outcome.satisfied else partial)
     return _outcome_response(request, outcome)
 
 
