@@ -1,9 +1,11 @@
 """Typed updates: parsing a request body into one, and applying one to a CRDT state (returning the delta).
 
-An `Update` is a plain value usable from Python without HTTP (`node.update("k", Increment(amount=5))`). Parsing
-validates everything (types, unknown fields, overlaps, the context) before any state is touched, so a rejected
-request changes nothing. Applying follows the crdt rule "generate a delta, merge it, then generate the next", and
-returns the join of the deltas it made: that one delta is what storage logs and replication gossips.
+An `Update` is a plain value usable from Python without HTTP (`node.update("k", Increment(amount=5))`). Every update
+checks its own values when built (JSON data model, non-zero integer increments), so one made in Python cannot put a
+value into a state that the encoding, the log or gossip would then refuse. Parsing validates the rest (unknown
+fields, overlaps, the context) before any state is touched, so a rejected request changes nothing. Applying follows
+the crdt rule "generate a delta, merge it, then generate the next", and returns the join of the deltas it made: that
+one delta is what storage logs and replication gossips.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any, ClassVar
 from crdt import CausalContext
 from server.errors import InvalidOperationError, MalformedBodyError, UnknownFieldError
 from server.hlc_source import HLCSource
-from server.values import TYPES, decode_read_context, to_element
+from server.values import TYPES, check_json_value, decode_read_context, to_element
 
 MAX_OP_ID_CHARS = 256
 
@@ -32,6 +34,10 @@ class Increment(Update):
     type_name: ClassVar[str | None] = "counter"
     amount: int
 
+    def __post_init__(self) -> None:
+        if type(self.amount) is not int or self.amount == 0:
+            raise InvalidOperationError("'increment' must be a non-zero integer")
+
 
 @dataclass(frozen=True, kw_only=True)
 class SetChange(Update):
@@ -41,12 +47,22 @@ class SetChange(Update):
     add: tuple[Any, ...] = ()
     remove: tuple[Any, ...] = ()
 
+    def __post_init__(self) -> None:
+        for value in (*self.add, *self.remove):
+            check_json_value(value)
+
 
 @dataclass(frozen=True, kw_only=True)
 class MapChange(Update):
     type_name: ClassVar[str | None] = "map"
     set: tuple[tuple[str, Any], ...] = ()
     remove: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not all(type(name) is str for name, _ in self.set) or not all(type(name) is str for name in self.remove):
+            raise InvalidOperationError("map field names must be strings")
+        for _, value in self.set:
+            check_json_value(value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,6 +72,9 @@ class RegisterWrite(Update):
     type_name: ClassVar[str | None] = "register"
     value: Any
 
+    def __post_init__(self) -> None:
+        check_json_value(self.value)
+
 
 @dataclass(frozen=True, kw_only=True)
 class MVRegisterWrite(Update):
@@ -63,6 +82,9 @@ class MVRegisterWrite(Update):
 
     type_name: ClassVar[str | None] = "mvregister"
     value: Any
+
+    def __post_init__(self) -> None:
+        check_json_value(self.value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,10 +144,7 @@ def parse_update(body: Any) -> tuple[Update, str | None]:
     context = parse_context(body.get("context"))
     update: Update
     if type_name == "counter":
-        amount = body["increment"]
-        if not isinstance(amount, int) or isinstance(amount, bool) or amount == 0:
-            raise InvalidOperationError("'increment' must be a non-zero integer")
-        update = Increment(amount=amount, context=context)
+        update = Increment(amount=body["increment"], context=context)
     elif type_name == "set":
         add, remove = _unique(_list(body, "add"), "add"), _unique(_list(body, "remove"), "remove")
         both = {to_element(v) for v in add} & {to_element(v) for v in remove}

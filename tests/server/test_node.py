@@ -11,7 +11,7 @@ import pytest
 
 from crdt import ORSet, PNCounter, decode
 from server.config import ServerConfig, with_overrides
-from server.errors import KeyNotFoundError, NodeNotRunningError, TypeConflictError
+from server.errors import BadRequestError, KeyNotFoundError, NodeNotRunningError, TypeConflictError
 from server.node import Node
 from server.storage import DB_FILE
 from server.updates import Clear, Increment, MapChange, RegisterWrite, SetChange
@@ -161,3 +161,18 @@ async def test_a_small_update_to_a_big_set_logs_a_small_delta(disk_config: Serve
             rows = db.execute("SELECT length(delta) FROM deltas WHERE key = 'big'").fetchall()
         assert state_bytes > 100_000
         assert len(rows) == 1 and rows[0][0] < 200  # the add was logged as a delta, not a rewrite of the state
+
+
+@pytest.mark.parametrize("make", [
+    lambda: RegisterWrite(value={1, 2}),  # a set is not JSON
+    lambda: RegisterWrite(value={"when": object()}),
+    lambda: SetChange(add=("ok", float("nan"))),
+    lambda: MapChange(set=(("field", b"bytes"),)),
+    lambda: Increment(amount=0),
+    lambda: Increment(amount=True),
+])
+async def test_an_update_built_in_python_is_checked_before_it_can_reach_a_state(make: Any) -> None:
+    """What the encoding, the log and gossip could not carry is refused when the update is built, so it never gets
+    into a state (where the next digest rehash or log write would fail on it)."""
+    with pytest.raises(BadRequestError):
+        make()
