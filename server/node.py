@@ -256,26 +256,34 @@ class Node:
             acks += await self.replication.replicate(key, type_name, delta, needed - 1, consistency.timeout_s)
         return WriteResult(item, acks, needed)
 
-    async def merge_remote(self, key: str, type_name: str, state_or_delta: Any) -> None:
-        """Joins a delta/state received from another node and returns once it is durable."""
-        self._check_running()
-        if type_name not in TYPES:
-            raise InvalidOperationError(f"unknown type {type_name!r}")
-        self.keyspace.merge_remote(key, type_name, state_or_delta)
-        await self._log(key, type_name, encode(state_or_delta) if self.storage.durable else None)
+    async def merge_remote(self, key: str, type_name: str, state_or_delta: Any, blob: bytes | None = None) -> None:
+        """Joins a delta/state received from another node and returns once it is durable.
 
-    def merge_remote_nowait(self, key: str, type_name: str, state_or_delta: Any) -> None:
-        """Joins a delta/state received by gossip or anti-entropy and logs it without waiting for the commit.
-
-        Used where nothing is acknowledged to anyone (pushes, anti-entropy): if the process dies before the commit,
-        the peer still holds the data and the next anti-entropy session brings it back.
+        `blob` is `crdt.encode(state_or_delta)` when the caller holds it (the received bytes it decoded, which
+        decoding checked are canonical): then the log stores them as they are instead of encoding again.
         """
         self._check_running()
         if type_name not in TYPES:
             raise InvalidOperationError(f"unknown type {type_name!r}")
         self.keyspace.merge_remote(key, type_name, state_or_delta)
-        blob = encode(state_or_delta) if self.storage.durable else None
-        self._log(key, type_name, blob).add_done_callback(_consume_failure)
+        await self._log(key, type_name, self._log_bytes(state_or_delta, blob))
+
+    def merge_remote_nowait(self, key: str, type_name: str, state_or_delta: Any, blob: bytes | None = None) -> None:
+        """Joins a delta/state received by gossip or anti-entropy and logs it without waiting for the commit.
+
+        Used where nothing is acknowledged to anyone (pushes, anti-entropy): if the process dies before the commit,
+        the peer still holds the data and the next anti-entropy session brings it back. `blob` as in `merge_remote`.
+        """
+        self._check_running()
+        if type_name not in TYPES:
+            raise InvalidOperationError(f"unknown type {type_name!r}")
+        self.keyspace.merge_remote(key, type_name, state_or_delta)
+        self._log(key, type_name, self._log_bytes(state_or_delta, blob)).add_done_callback(_consume_failure)
+
+    def _log_bytes(self, state_or_delta: Any, blob: bytes | None) -> bytes | None:
+        if not self.storage.durable:
+            return None
+        return blob if blob is not None else encode(state_or_delta)
 
     def keys(self, prefix: str = "", after: str | None = None, limit: int = 100) -> KeyPage:
         self._check_running()

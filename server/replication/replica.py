@@ -54,8 +54,11 @@ class Store(Protocol):
     def get(self, key: str) -> tuple[str, Any] | None:
         """(API type name, CRDT state) of ``key``, or None if it was never written here."""
 
-    def merge(self, key: str, type_name: str, state: Any) -> None:
-        """Join a received delta or state into ``key`` (synchronously; durability may complete later)."""
+    def merge(self, key: str, type_name: str, state: Any, blob: bytes | None = None) -> None:
+        """Join a received delta or state into ``key`` (synchronously; durability may complete later).
+
+        ``blob`` is ``crdt.encode(state)`` when the caller holds it: the bytes it was decoded from (decoding checks
+        they are canonical), so a store that logs the state need not encode it again."""
 
 
 class KeyspaceStore:
@@ -72,7 +75,7 @@ class KeyspaceStore:
         entry = self.keyspace.entry(key)
         return None if entry is None else (entry.type_name, entry.state)
 
-    def merge(self, key: str, type_name: str, state: Any) -> None:
+    def merge(self, key: str, type_name: str, state: Any, blob: bytes | None = None) -> None:
         self.keyspace.merge_remote(key, type_name, state)
         if self.on_merge is not None:
             self.on_merge(key, type_name, state)
@@ -148,16 +151,16 @@ class ReplicaCore:
         type_name, data = split_state_blob(blob)
         state = decode_state(type_name, data)
         fresh = self.store.get(key) is None
-        self._merge(key, type_name, state)
+        self._merge(key, type_name, state, data)
         self.stats.states_merged += 1
         # A key we did not have now holds exactly the received state: its blob is the one we got.
         merged = blob if fresh else self.encode_key(key)
         if merged is not None:
             self.digests.set_blob(key, merged)
 
-    def _merge(self, key: str, type_name: str, state: Any) -> None:
+    def _merge(self, key: str, type_name: str, state: Any, blob: bytes | None = None) -> None:
         try:
-            self.store.merge(key, type_name, state)
+            self.store.merge(key, type_name, state, blob)
         except (ServerError, CRDTError) as exc:  # type conflict between replicas: count, keep ours
             raise ReplicationProtocolError("merge_refused", f"{type(exc).__name__}: {exc}"[:200]) from None
 
@@ -235,7 +238,7 @@ class ReplicaCore:
             for entry in group.entries:
                 try:
                     state = decode_state(entry.type_name, entry.delta)
-                    self._merge(entry.key, entry.type_name, state)
+                    self._merge(entry.key, entry.type_name, state, entry.delta)
                 except ReplicationProtocolError as exc:
                     self._reject(exc.reason)
                     continue
@@ -265,8 +268,8 @@ class ReplicaCore:
                 self._done(payload, sender, now)
                 return pack(Kind.ACK, {})
             if kind is Kind.REPL:
-                key, type_name, state = self.parse_repl(payload)
-                self._merge(key, type_name, state)
+                key, type_name, state, blob = self.parse_repl(payload)
+                self._merge(key, type_name, state, blob)
                 self.digests.mark(key)
                 return pack(Kind.ACK, {})
             if kind is Kind.READ:
@@ -289,9 +292,10 @@ class ReplicaCore:
         return pack(Kind.REPL, {"d": encode(delta), "k": key, "t": type_name})
 
     @staticmethod
-    def parse_repl(payload: bytes) -> tuple[str, str, Any]:
+    def parse_repl(payload: bytes) -> tuple[str, str, Any, bytes]:
+        """(key, type name, decoded delta, its bytes)."""
         body = body_of(payload, Kind.REPL, REPL_FIELDS)
-        return body["k"], body["t"], decode_state(body["t"], body["d"])
+        return body["k"], body["t"], decode_state(body["t"], body["d"]), body["d"]
 
     @staticmethod
     def ack() -> bytes:
@@ -324,7 +328,7 @@ class ReplicaCore:
         if body["s"] is None or body["t"] is None:
             return None
         state = decode_state(body["t"], body["s"])
-        self._merge(key, body["t"], state)
+        self._merge(key, body["t"], state, body["s"])
         self.digests.mark(key)
         return body["s"]
 

@@ -65,8 +65,8 @@ class NodeStore:
         entry = self.node.keyspace.entry(key)
         return None if entry is None else (entry.type_name, entry.state)
 
-    def merge(self, key: str, type_name: str, state: Any) -> None:
-        self.node.merge_remote_nowait(key, type_name, state)
+    def merge(self, key: str, type_name: str, state: Any, blob: bytes | None = None) -> None:
+        self.node.merge_remote_nowait(key, type_name, state, blob)
 
 
 class _Delegate(Delegate):
@@ -258,8 +258,8 @@ class Replication:
         if core is None or node is None:
             raise ReplicationProtocolError("not_running")
         if kind_of(payload) is Kind.REPL:
-            key, type_name, state = core.parse_repl(payload)
-            await node.merge_remote(key, type_name, state)  # acknowledged = durable here
+            key, type_name, state, blob = core.parse_repl(payload)
+            await node.merge_remote(key, type_name, state, blob)  # acknowledged = durable here
             core.on_changed(key)
             return ReplicaCore.ack()
         return core.handle_request(payload, sender, self.clock.now())

@@ -176,3 +176,23 @@ async def test_an_update_built_in_python_is_checked_before_it_can_reach_a_state(
     into a state (where the next digest rehash or log write would fail on it)."""
     with pytest.raises(BadRequestError):
         make()
+
+
+async def test_received_bytes_are_logged_as_they_came_without_encoding_again(
+    disk_config: ServerConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from crdt import encode
+
+    delta = PNCounter().increment("n2", 7)
+    blob = encode(delta)
+    async with Node(disk_config) as node:
+        def no_encoding(state: Any) -> bytes:
+            raise AssertionError("the received bytes should have been logged")
+
+        monkeypatch.setattr("server.node.encode", no_encoding)
+        await node.merge_remote("c", "counter", delta, blob)
+        node.merge_remote_nowait("d", "counter", delta.copy(), blob)
+        monkeypatch.undo()
+    async with Node(disk_config) as restarted:  # and what was logged is what recovery needs
+        assert (await restarted.read("c")).value == 7  # type: ignore[union-attr]
+        assert (await restarted.read("d")).value == 7  # type: ignore[union-attr]
