@@ -358,6 +358,11 @@ class Memberlist:
 
     def _on_member_change(self, old: Member | None, new: Member) -> None:
         self._changed.set()
+        if old is None or old.status is not new.status:  # what an operator reads a partition or a crash from
+            was = "new" if old is None else old.status.name.lower()
+            me = self._membership.id if self._membership is not None else "?"
+            log.info("%s: member %s is %s (incarnation %d, was %s)", me, new.id, new.status.name.lower(),
+                     new.incarnation, was)
 
     async def _wait_join(self) -> JoinStatus:
         membership = self._running()

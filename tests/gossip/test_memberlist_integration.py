@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import socket
@@ -110,12 +111,16 @@ async def test_five_members_converge_and_detect_a_crash() -> None:
             assert node.stats.transport.bytes_sent >= node.stats.bytes_out
 
 
-async def test_graceful_leave_is_seen_as_left_not_dead() -> None:
+async def test_graceful_leave_is_seen_as_left_not_dead(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gossip.memberlist")
     async with cluster(3) as nodes:
         await converge(nodes)
         await nodes[2].leave(timeout_s=2.0)
         await all_see(nodes[:2], "m2", MemberStatus.LEFT)
         assert nodes[2].local_member.status is MemberStatus.LEFT
+    # operators read membership changes from the log: one line per status change, per observer
+    for observer in ("m0", "m1"):
+        assert any(record.getMessage().startswith(f"{observer}: member m2 is left") for record in caplog.records)
 
 
 async def test_app_channel_messages_and_requests() -> None:
