@@ -33,6 +33,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -163,12 +164,6 @@ class Server:
             self.proc.wait()
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-
 def throughput(args: argparse.Namespace) -> dict[str, object]:
     """Both servers run side by side; their wrk runs alternate (bare, rumor, bare, rumor, ...) for --rounds rounds
     and each figure is the median over rounds, so a slow spell of the machine hits both sides alike."""
@@ -200,7 +195,7 @@ def throughput(args: argparse.Namespace) -> dict[str, object]:
                 server.stop()
 
     def median(name: str, op: str, figure: str) -> float:
-        return _median([run[figure] for run in runs[(name, op)]])
+        return statistics.median(run[figure] for run in runs[(name, op)])
 
     result: dict[str, object] = {}
     for op in ("get", "put"):

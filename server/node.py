@@ -262,11 +262,7 @@ class Node:
         `blob` is `crdt.encode(state_or_delta)` when the caller holds it (the received bytes it decoded, which
         decoding checked are canonical): then the log stores them as they are instead of encoding again.
         """
-        self._check_running()
-        if type_name not in TYPES:
-            raise InvalidOperationError(f"unknown type {type_name!r}")
-        self.keyspace.merge_remote(key, type_name, state_or_delta)
-        await self._log(key, type_name, self._log_bytes(state_or_delta, blob))
+        await self._merge_and_log(key, type_name, state_or_delta, blob)
 
     def merge_remote_nowait(self, key: str, type_name: str, state_or_delta: Any, blob: bytes | None = None) -> None:
         """Joins a delta/state received by gossip or anti-entropy and logs it without waiting for the commit.
@@ -274,11 +270,14 @@ class Node:
         Used where nothing is acknowledged to anyone (pushes, anti-entropy): if the process dies before the commit,
         the peer still holds the data and the next anti-entropy session brings it back. `blob` as in `merge_remote`.
         """
+        self._merge_and_log(key, type_name, state_or_delta, blob).add_done_callback(_consume_failure)
+
+    def _merge_and_log(self, key: str, type_name: str, state_or_delta: Any, blob: bytes | None) -> asyncio.Future[None]:
         self._check_running()
         if type_name not in TYPES:
             raise InvalidOperationError(f"unknown type {type_name!r}")
         self.keyspace.merge_remote(key, type_name, state_or_delta)
-        self._log(key, type_name, self._log_bytes(state_or_delta, blob)).add_done_callback(_consume_failure)
+        return self._log(key, type_name, self._log_bytes(state_or_delta, blob))
 
     def _log_bytes(self, state_or_delta: Any, blob: bytes | None) -> bytes | None:
         if not self.storage.durable:
