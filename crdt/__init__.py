@@ -15,6 +15,7 @@ from crdt.encoding import (
     encode,
     encode_context,
     encode_op,
+    encode_state_context,
     register_type,
 )
 from crdt.errors import (
@@ -66,6 +67,7 @@ __all__ = [
     "encode",
     "encode_context",
     "encode_op",
+    "encode_state_context",
     "order_key",
     "register_type",
 ]

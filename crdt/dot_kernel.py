@@ -17,8 +17,8 @@ The join runs in place and costs O(|s2| + |c2 cloud| + removed entries): for eac
 vector it walks whichever is smaller, the covered counter range or this store's dots of that replica (a
 per-replica index ``_dots``), so applying a one-dot delta to a million-entry store touches one entry.
 
-Subclasses (the CRDT types) set ``TYPE_NAME``, implement ``value()``, and may override the wire hooks used by
-``crdt.encoding`` (``_check_key`` / ``_payload_to_wire`` / ``_payload_from_wire``). Protected attributes are
+Subclasses (the CRDT types) set ``TYPE_NAME``, implement ``value()``, and may override the decoding hook used by
+``crdt.encoding`` (``_entry_from_wire``, which validates one decoded entry). Protected attributes are
 part of the kernel API for subclasses in this package (LWWMap, ORMap): read them, mutate only through
 ``_join_store`` / ``merge``.
 

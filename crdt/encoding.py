@@ -97,7 +97,13 @@ def value_to_wire(value: Any) -> Any:
         return _ext(EXT_BIGINT, (b"-" if value < 0 else b"+") + mag.to_bytes((mag.bit_length() + 7) // 8))
     if t is dict:
         wire = {}
-        for k in sorted(value) if all(type(k) is str for k in value) else _bad_keys():
+        try:
+            keys = sorted(value)
+        except TypeError:  # keys of types that do not compare: not all str
+            keys = _bad_keys()
+        for k in keys:
+            if type(k) is not str:
+                _bad_keys()
             v = value[k]
             tv = type(v)
             wire[k] = v if tv in _AS_IS or (tv is int and _MIN_INT <= v <= _MAX_INT) else value_to_wire(v)
@@ -166,9 +172,18 @@ def _unpack(data: bytes, max_bytes: int) -> Any:
 
 # -- contexts -----------------------------------------------------------------------------------------------
 def context_to_wire(ctx: CausalContext) -> list[Any]:
+    vv, cloud = ctx._vv, ctx._cloud
+    # what most states and deltas on the write path carry: one replica's counter, or the few dots of one replica
+    if not cloud:
+        if len(vv) == 1:
+            for r, n in vv.items():
+                return [[[r, n]], []]
+    elif not vv and len(cloud) == 1:
+        for r, cs in cloud.items():
+            return [[], [[r, sorted(cs)]]]
     return [
-        [[r, n] for r, n in sorted(ctx._vv.items())],
-        [[r, sorted(cs)] for r, cs in sorted(ctx._cloud.items())],
+        [[r, n] for r, n in sorted(vv.items())],
+        [[r, sorted(cs)] for r, cs in sorted(cloud.items())],
     ]
 
 
@@ -195,11 +210,30 @@ def context_from_wire(obj: Any) -> CausalContext:
 
 
 # -- states -------------------------------------------------------------------------------------------------
+def _lww_payload_to_wire(payload: Any) -> Any:
+    """``value_to_wire`` of an LWW ``(timestamp, replica, value)`` payload, same bytes, without the generic walk:
+    every register and map write encodes one, for the delta, the durable log and the digest."""
+    ts, replica, value = payload
+    wall, logical = ts
+    if type(wall) is not int or type(logical) is not int or not (0 <= wall <= _MAX_INT and 0 <= logical <= _MAX_INT) \
+            or type(replica) is not str:
+        return value_to_wire(payload)
+    t = type(value)
+    if not (t in _AS_IS or (t is int and _MIN_INT <= value <= _MAX_INT)):
+        value = value_to_wire(value)
+    return _ext(EXT_TUPLE, _pack([_ext(EXT_TUPLE, _pack(ts)), replica, value]))
+
+
+#: per-type payload conversion where a type's payload shape allows a faster one than ``value_to_wire``
+_PAYLOAD_TO_WIRE = {"lwwregister": _lww_payload_to_wire, "lwwmap": _lww_payload_to_wire}
+
+
 def state_to_wire(state: Any) -> Any:
     """Body of a state; dot-kernel types share one layout, others provide ``_to_wire()``."""
     if isinstance(state, DotKernel):
         entries: list[Any] = []
         keys = state._keys
+        payload_to_wire = _PAYLOAD_TO_WIRE.get(state.TYPE_NAME, value_to_wire)
         for r in sorted(state._dots):
             per = state._dots[r]
             rows = []
@@ -212,7 +246,7 @@ def state_to_wire(state: Any) -> Any:
                 if not (t is str or (t is int and _MIN_INT <= key <= _MAX_INT)):
                     key = value_to_wire(key)
                 if payload is not None and type(payload) is not str:
-                    payload = value_to_wire(payload)
+                    payload = payload_to_wire(payload)
                 append([c, key, payload])
             entries.append([r, rows])
         return [context_to_wire(state._ctx), entries]
@@ -282,6 +316,8 @@ def encode(state: Any) -> bytes:
         _register_late_types()
     # about 12 bytes an entry (at least one entry a key): pause collection for states of 64 KiB or more
     size = len(state._keys) * 12 if isinstance(state, DotKernel) else 0
+    if size < _BULK_BYTES:  # every delta on the write path: no pause needed, none set up
+        return _pack([VERSION, state.TYPE_NAME, state_to_wire(state)])
     with _collection_paused(size):
         return _pack([VERSION, state.TYPE_NAME, state_to_wire(state)])
 
@@ -356,6 +392,11 @@ def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_depth: int = 
 
 def encode_context(ctx: CausalContext) -> bytes:
     return _pack([VERSION, "ctx", context_to_wire(ctx)])
+
+
+def encode_state_context(state: DotKernel) -> bytes:
+    """``encode_context(state.context())`` without copying the context first (a read renders it on every write)."""
+    return _pack([VERSION, "ctx", context_to_wire(state._ctx)])
 
 
 def decode_context(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> CausalContext:

@@ -27,7 +27,7 @@ from crdt import encode
 from server.errors import KeyNotFoundError, TypeConflictError
 from server.hlc_source import HLCSource
 from server.updates import Clear, Update, apply_update, new_state
-from server.values import TYPES, encode_read_context, render_value
+from server.values import TYPES, read_context_of, render_value
 
 Listener = Callable[[str, str, Any, "bytes | None"], None]
 
@@ -41,11 +41,12 @@ class LocalUpdate(NamedTuple):
     blob: bytes | None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Item:
     """What a read shows: the value in its JSON shape plus the opaque context to hand back with a later update.
 
-    An Item is immutable and cached per key until the key changes, so the bytes of its response body are too:
+    An Item is never changed once made (not frozen only because a frozen dataclass's constructor costs twice as much,
+    and every write makes one) and cached per key until the key changes, so the bytes of its response body are too:
     `encoded(fmt, encode)` encodes once per format, and every further read of an unchanged key reuses them.
     """
 
@@ -119,7 +120,7 @@ class Keyspace:
     def _item(self, key: str, entry: Entry) -> Item:
         if entry.cached is None:
             entry.cached = Item(key, entry.type_name, render_value(entry.type_name, entry.state),
-                                encode_read_context(entry.state.context()))
+                                read_context_of(entry.state))
         return entry.cached
 
     def check_type(self, key: str, update: Update) -> None:

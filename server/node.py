@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 _NOT_CACHED = object()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Outcome:
     """A read's or write's item (None: absent, or emptied by a delete) and how many replicas took part, this node
     included, out of how many the consistency level asked for."""
@@ -60,7 +60,7 @@ class Outcome:
         return self.acks >= self.required
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class WriteResult(Outcome):
     replayed: bool = False  # True when this is the stored result of an earlier request with the same op_id
 

@@ -178,16 +178,23 @@ def apply_update(state: Any, update: Update, replica: str, hlc: HLCSource) -> An
     Merging a delta into the state shares nothing with it, so a one-step update returns its delta as is; only an
     update of several steps copies the first before joining the rest into it.
     """
+    ctx = update.context
+    # one-step updates first (a register write is the commonest of all): their delta is the answer as it is
+    if isinstance(update, RegisterWrite):
+        return _merged(state, state.write(replica, update.value, hlc.now(after=state.timestamp()), ctx))
+    if isinstance(update, Increment):
+        return _merged(state, state.increment(replica, update.amount))
+    if isinstance(update, MVRegisterWrite):
+        return _merged(state, state.write(replica, update.value, ctx))
+    if isinstance(update, Clear):
+        return _merged(state, state.clear(ctx))
     deltas: list[Any] = []
 
     def step(delta: Any) -> None:
         state.merge(delta)
         deltas.append(delta)
 
-    ctx = update.context
-    if isinstance(update, Increment):
-        step(state.increment(replica, update.amount))
-    elif isinstance(update, SetChange):
+    if isinstance(update, SetChange):
         if update.remove:
             step(state.remove_all([to_element(v) for v in update.remove], ctx))
         if update.add:
@@ -202,12 +209,6 @@ def apply_update(state: Any, update: Update, replica: str, hlc: HLCSource) -> An
             stamp = hlc.now()
             for name, value in update.set:
                 step(state.set(replica, name, value, stamp, ctx))
-    elif isinstance(update, RegisterWrite):
-        step(state.write(replica, update.value, hlc.now(after=state.timestamp()), ctx))
-    elif isinstance(update, MVRegisterWrite):
-        step(state.write(replica, update.value, ctx))
-    elif isinstance(update, Clear):
-        step(state.clear(ctx))
     else:
         raise InvalidOperationError(f"unknown update {type(update).__name__}")
     if not deltas:
@@ -216,3 +217,8 @@ def apply_update(state: Any, update: Update, replica: str, hlc: HLCSource) -> An
     for delta in deltas[1:]:
         total.merge(delta)
     return total
+
+
+def _merged(state: Any, delta: Any) -> Any:
+    state.merge(delta)
+    return delta

@@ -29,6 +29,7 @@ from crdt import (
     PNCounter,
     decode_context,
     encode_context,
+    encode_state_context,
 )
 from server.errors import BadContextError, InvalidKeyError, MalformedBodyError
 
@@ -141,8 +142,21 @@ def render_value(type_name: str, state: Any) -> Any:
     return state.value()
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def encode_read_context(context: CausalContext) -> str:
-    return base64.urlsafe_b64encode(encode_context(context)).rstrip(b"=").decode("ascii")
+    return _read_context_text(encode_context(context))
+
+
+def read_context_of(state: Any) -> str:
+    """`encode_read_context(state.context())` without copying the context: a write renders it for its answer."""
+    return _read_context_text(encode_state_context(state))
+
+
+def _read_context_text(data: bytes) -> str:
+    # base64url without padding; binascii directly (what base64.urlsafe_b64encode wraps, with more Python around it)
+    return binascii.b2a_base64(data, newline=False).translate(_URLSAFE).rstrip(b"=").decode("ascii")
 
 
 def decode_read_context(text: Any) -> CausalContext:

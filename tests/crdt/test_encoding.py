@@ -2,6 +2,8 @@
 
 import msgpack
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from crdt import (
     TYPES,
@@ -16,7 +18,10 @@ from crdt import (
     decode_context,
     encode,
     encode_context,
+    encoding,
 )
+from crdt.causal_context import CausalContext
+from crdt.lww_map import LWWMap
 
 
 def sample_states() -> list[object]:
@@ -108,3 +113,37 @@ def test_truncations_of_valid_bytes_are_rejected() -> None:
     for cut in range(len(data)):
         with pytest.raises(DecodeError):
             decode(data[:cut])
+
+
+scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=4) | st.binary(
+    max_size=3)
+plain_values = st.recursive(
+    scalars,
+    lambda kids: st.lists(kids, max_size=3) | st.tuples(kids, kids) | st.dictionaries(st.text(max_size=3), kids,
+                                                                                      max_size=3),
+    max_leaves=8,
+)
+
+
+@given(writes=st.lists(st.tuples(st.sampled_from(["A", "B"]), plain_values,
+                                 st.integers(0, 2**70), st.integers(0, 2**70)), min_size=1, max_size=4))
+def test_lww_fast_paths_encode_like_the_generic_walk(writes: list[tuple[str, object, int, int]]) -> None:
+    """LWW payloads and one-replica contexts have fast encodings; they must give the generic walk's exact bytes."""
+    register, fields = LWWRegister(), LWWMap()
+    deltas = []
+    for replica, value, wall, logical in writes:
+        stamp = HLCTimestamp(wall, logical)
+        deltas += [register.write(replica, value, stamp), fields.set(replica, "f", value, stamp)]
+        register.merge(deltas[-2])
+        fields.merge(deltas[-1])
+    states = [register, fields, *deltas]
+    fast = [encode(state) for state in states]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(encoding, "_PAYLOAD_TO_WIRE", {})
+        patch.setattr(encoding, "context_to_wire", _generic_context_to_wire)
+        assert [encode(state) for state in states] == fast
+    assert [decode(blob) for blob in fast] == states
+
+
+def _generic_context_to_wire(ctx: CausalContext) -> list[object]:
+    return [[[r, n] for r, n in sorted(ctx._vv.items())], [[r, sorted(cs)] for r, cs in sorted(ctx._cloud.items())]]
