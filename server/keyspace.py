@@ -137,8 +137,9 @@ class Keyspace:
 
         The item is None only for a `Clear` that left the key empty. The type is fixed by the key's first write.
         """
-        self.check_type(key, update)
         entry = self._entries.get(key)
+        if entry is None or isinstance(update, Clear) or entry.type_name != update.type_name:
+            self.check_type(key, update)  # the usual case, a write to a key of its type, needs no more checks
         created = entry is None
         if entry is None:
             assert update.type_name is not None
