@@ -35,11 +35,10 @@ class HLCSource:
     def now(self, after: HLCTimestamp | None = None) -> HLCTimestamp:
         """A fresh timestamp, strictly later than anything issued or observed and than `after` (the value it
         overwrites: a causally later write must sort later even if that value came from a node with a faster clock)."""
-        last = self._last
-        if after is not None and (last is None or after > last):
-            last = after
-        self._last = last = HLCTimestamp.now(last, self._physical_ms() + self._offset_ms)
-        return last
+        if after is not None:
+            self.observe(after)
+        self._last = HLCTimestamp.now(self._last, self.physical_ms())
+        return self._last
 
     def observe(self, seen: HLCTimestamp | None) -> None:
         """Remembers a timestamp from elsewhere (a merged delta, the current value of a key)."""
