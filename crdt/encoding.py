@@ -396,7 +396,7 @@ def encode_context(ctx: CausalContext) -> bytes:
 
 def encode_state_context(state: DotKernel) -> bytes:
     """``encode_context(state.context())`` without copying the context first (a read renders it on every write)."""
-    return _pack([VERSION, "ctx", context_to_wire(state._ctx)])
+    return encode_context(state._ctx)
 
 
 def decode_context(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> CausalContext:
