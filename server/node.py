@@ -97,7 +97,9 @@ class Node:
         self.node_id = config.node_id or ""
         self._keyspace: Keyspace | None = None
         self._running = False
-        self._dirty: dict[str, None] = {}  # keys whose log rows are not yet folded into a checkpoint (FIFO)
+        # key -> seq of its oldest logged record not yet folded into a checkpoint, oldest first: the first value is
+        # the log's low-water mark (every record below it is in a checkpointed state)
+        self._dirty: dict[str, int] = {}
         self._last_write: dict[str, asyncio.Future[None]] = {}
         self._op_results: OrderedDict[tuple[str, str], Item | None] = OrderedDict()
         self._op_inflight: dict[tuple[str, str], asyncio.Future[WriteResult]] = {}
@@ -140,9 +142,9 @@ class Node:
         try:
             for key, type_name, blob in recovered.states:
                 keyspace.load(key, type_name, decode(blob))
-            for _seq, key, type_name, blob in recovered.deltas:
+            for seq, key, type_name, blob in recovered.deltas:
                 keyspace.load(key, type_name, decode(blob))
-                self._dirty[key] = None
+                self._dirty.setdefault(key, seq)
             for key, op_id, blob in recovered.op_results:
                 raw = msgpack.unpackb(blob)
                 self._remember_op((key, op_id), None if raw is None else Item(**raw))
@@ -297,7 +299,7 @@ class Node:
         """Queues an encoded delta (None in memory, where nothing is stored) and returns its commit's future."""
         future = self.storage.append_delta(key, type_name, blob or b"")
         if blob is not None:
-            self._dirty[key] = None
+            self._dirty.setdefault(key, self.storage.last_seq)
             self._last_write[key] = future  # settled entries are pruned by the checkpointer, not one callback each
         return future
 
@@ -312,20 +314,20 @@ class Node:
             self._op_results.popitem(last=False)
 
     def checkpoint(self, max_keys: int) -> int:
-        """Queues full states for up to `max_keys` dirty keys (oldest first); their log rows go in the same commit.
-
-        Bounded work per call; the state encodes every delta logged so far for the key, so `last_seq` is the bound.
-        """
+        """Queues full states for up to `max_keys` dirty keys (those dirty longest first), then drops the log below
+        the new low-water mark. Bounded work per call; a state holds every delta logged for its key so far."""
         done = 0
         keyspace = self.keyspace
-        while self._dirty and done < max_keys:
-            key = next(iter(self._dirty))
-            del self._dirty[key]
+        dirty = self._dirty
+        while dirty and done < max_keys:
+            key = next(iter(dirty))
+            del dirty[key]
             entry = keyspace.entry(key)
-            if entry is None:
-                continue
-            self.storage.checkpoint(key, entry.type_name, encode(entry.state), self.storage.last_seq)
+            assert entry is not None, "a logged key is never dropped from the keyspace"
+            self.storage.checkpoint(key, entry.type_name, encode(entry.state))
             done += 1
+        if done:
+            self.storage.truncate_log(next(iter(dirty.values()), self.storage.last_seq + 1))
         self.metrics.checkpoints.inc(amount=done)
         return done
 

@@ -8,10 +8,20 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 
 from server.errors import StorageError
 from server.storage import DB_FILE, Storage
+
+
+def logged_records(db: sqlite3.Connection) -> list[tuple[int, str, str, bytes]]:
+    """The log's records as (seq, key, type, delta), read straight from the database."""
+    records = []
+    for last_seq, blob in db.execute("SELECT last_seq, records FROM log ORDER BY last_seq"):
+        unpacked = msgpack.unpackb(blob)
+        records += [(last_seq - len(unpacked) + 1 + i, *record) for i, record in enumerate(unpacked)]
+    return records
 
 
 async def test_records_are_on_disk_when_the_future_resolves(tmp_path: Path) -> None:
@@ -20,7 +30,7 @@ async def test_records_are_on_disk_when_the_future_resolves(tmp_path: Path) -> N
     await storage.open()
     await storage.append_delta("k", "counter", b"d1")
     with sqlite3.connect(tmp_path / DB_FILE) as db:  # a second connection sees the committed row
-        assert db.execute("SELECT seq, key, type, delta FROM deltas").fetchall() == [(1, "k", "counter", b"d1")]
+        assert logged_records(db) == [(1, "k", "counter", b"d1")]
     assert commits == [1]
     await storage.close()
 
@@ -38,7 +48,7 @@ class GatedWrites:
 
     def __call__(self, batch: Any) -> None:
         n = len(self.batches)
-        self.batches.append([key for _, key, _, _ in batch.deltas])
+        self.batches.append([key for key, _, _ in batch.deltas])
         self.entered[n].set()
         if not self.release[n].wait(10):  # fail the commit (the test then fails) rather than kill the writer
             raise sqlite3.OperationalError("the test never released this commit")
@@ -101,14 +111,15 @@ async def test_recovery_returns_states_then_log_in_order(tmp_path: Path) -> None
     storage.append_delta("a", "set", b"a1")
     storage.append_delta("b", "set", b"b1")
     storage.put_op_result("a", "op", b"result")
-    storage.checkpoint("a", "set", b"A-state", storage.last_seq)
+    storage.checkpoint("a", "set", b"A-state")
     await storage.append_delta("a", "set", b"a2")
     await storage.close()
 
     reopened = Storage(tmp_path)
     recovered = await reopened.open()
     assert recovered.states == [("a", "set", b"A-state")]
-    assert recovered.deltas == [(2, "b", "set", b"b1"), (3, "a", "set", b"a2")]  # a1 was folded into A-state
+    # the log is dropped only by truncate_log: a1 stays (merging it again into A-state changes nothing)
+    assert recovered.deltas == [(1, "a", "set", b"a1"), (2, "b", "set", b"b1"), (3, "a", "set", b"a2")]
     assert recovered.op_results == [("a", "op", b"result")]
     assert reopened.last_seq == recovered.deltas[-1][0]  # new seqs continue after the recovered ones
     await reopened.close()
@@ -141,7 +152,7 @@ async def test_a_failed_commit_is_reported_and_marks_storage_unhealthy(tmp_path:
     await storage.open()
     await storage.append_delta("k", "set", b"x")
     with sqlite3.connect(tmp_path / DB_FILE) as db:
-        db.execute("DROP TABLE deltas")
+        db.execute("DROP TABLE log")
     with pytest.raises(StorageError):
         await storage.append_delta("k", "set", b"y")
     assert not storage.healthy
@@ -166,3 +177,59 @@ async def test_an_unexpected_error_in_a_commit_fails_its_waiters_instead_of_hang
     storage._file.write = real_write  # type: ignore[method-assign]
     await storage.append_delta("k", "set", b"y")  # the writer is still there
     await storage.close()
+
+
+async def test_a_commit_is_one_log_row_and_truncation_drops_only_rows_wholly_below_the_mark(tmp_path: Path) -> None:
+    storage = Storage(tmp_path)
+    await storage.open()
+    storage.append_delta("a", "set", b"a1")
+    await storage.append_delta("b", "set", b"b1")  # commit 1: seqs 1-2
+    await storage.append_delta("c", "set", b"c1")  # commit 2: seq 3
+    with sqlite3.connect(tmp_path / DB_FILE) as db:
+        assert db.execute("SELECT last_seq FROM log ORDER BY last_seq").fetchall() == [(2,), (3,)]
+    await storage.truncate_log(2)  # seq 1 is below the mark, but its row also holds seq 2: the row stays
+    with sqlite3.connect(tmp_path / DB_FILE) as db:
+        assert [seq for seq, *_ in logged_records(db)] == [1, 2, 3]
+    await storage.truncate_log(3)
+    with sqlite3.connect(tmp_path / DB_FILE) as db:
+        assert logged_records(db) == [(3, "c", "set", b"c1")]
+    await storage.close()
+
+
+async def test_after_a_failed_commit_the_log_is_never_truncated(tmp_path: Path) -> None:
+    """The failed commit may have held the checkpoints a later truncation counts on: dropping rows could lose data."""
+    storage = Storage(tmp_path)
+    await storage.open()
+    assert storage._file is not None
+    await storage.append_delta("a", "set", b"a1")
+    real_write = storage._file._write
+
+    def broken(batch: Any) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    storage._file._write = broken  # type: ignore[method-assign]
+    with pytest.raises(StorageError):
+        await storage.checkpoint("a", "set", b"A-state")
+    storage._file._write = real_write  # type: ignore[method-assign]
+    await storage.truncate_log(2)
+    await storage.close()
+    with sqlite3.connect(tmp_path / DB_FILE) as db:
+        assert logged_records(db) == [(1, "a", "set", b"a1")]
+        assert db.execute("SELECT COUNT(*) FROM states").fetchone() == (0,)
+
+
+async def test_a_row_per_record_log_from_an_older_version_is_migrated_in_order(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / DB_FILE) as db:
+        db.execute("CREATE TABLE deltas (seq INTEGER PRIMARY KEY, key TEXT NOT NULL, type TEXT NOT NULL, "
+                   "delta BLOB NOT NULL)")
+        db.executemany("INSERT INTO deltas VALUES (?, ?, ?, ?)", [(7, "b", "set", b"b1"), (4, "a", "set", b"a1")])
+    storage = Storage(tmp_path)
+    recovered = await storage.open()
+    assert [(key, delta) for _, key, _, delta in recovered.deltas] == [("a", b"a1"), ("b", b"b1")]
+    await storage.append_delta("c", "set", b"c1")
+    await storage.close()
+    with sqlite3.connect(tmp_path / DB_FILE) as db:
+        assert db.execute("SELECT name FROM sqlite_master WHERE name = 'deltas'").fetchone() is None
+    reopened = Storage(tmp_path)
+    assert [key for _, key, _, _ in (await reopened.open()).deltas] == ["a", "b", "c"]
+    await reopened.close()
