@@ -51,6 +51,10 @@ class ServerConfig:
     #: holds the event loop: 256 keys once a second showed up as 12 ms stalls in PUT p99; 64 four times a second
     #: folds as many keys in small steps).
     checkpoint_batch_keys: int = 64
+    #: a key whose checkpointed state is big is folded again only once the deltas logged for it since add up to half
+    #: that state (each fold re-encodes the whole state on the event loop), or once its oldest unfolded record is
+    #: this many records behind the newest: that bounds the log, and so how much a restart replays.
+    checkpoint_max_log_records: int = 100_000
     #: how many op_id -> result entries are kept for retried requests.
     op_id_retention: int = 10_000
     #: adds POST /v1/debug/partition (cut this node off from chosen peers). Demos and tests only; off by default.
@@ -65,8 +69,10 @@ class ServerConfig:
             raise ConfigError(f"timing must be one of {', '.join(TIMING_PRESETS)}, got {self.timing!r}")
         if self.max_body_bytes < 1:
             raise ConfigError("max_body_bytes must be >= 1")
-        if self.checkpoint_interval_s <= 0 or self.checkpoint_batch_keys < 1 or self.op_id_retention < 0:
-            raise ConfigError("checkpoint_interval_s > 0, checkpoint_batch_keys >= 1, op_id_retention >= 0")
+        if self.checkpoint_interval_s <= 0 or self.checkpoint_batch_keys < 1 or self.op_id_retention < 0 \
+                or self.checkpoint_max_log_records < 1:
+            raise ConfigError("checkpoint_interval_s > 0, checkpoint_batch_keys >= 1, op_id_retention >= 0, "
+                              "checkpoint_max_log_records >= 1")
         if self.node_id is not None and not (0 < len(self.node_id) <= 128):
             raise ConfigError("node_id must be 1..128 characters")
 

@@ -24,6 +24,7 @@ import socket
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import islice
 from types import TracebackType
 from typing import Any
 
@@ -42,6 +43,9 @@ from server.updates import Clear, Update
 from server.values import TYPES, check_key
 
 log = logging.getLogger(__name__)
+
+#: a checkpointed state this big is not folded again on every round its key is dirty (see `Node.checkpoint`)
+BIG_STATE_BYTES = 64 * 1024
 
 _NOT_CACHED = object()
 
@@ -100,6 +104,9 @@ class Node:
         # key -> seq of its oldest logged record not yet folded into a checkpoint, oldest first: the first value is
         # the log's low-water mark (every record below it is in a checkpointed state)
         self._dirty: dict[str, int] = {}
+        # key -> [bytes of its last checkpointed state, bytes logged for it since], for states of BIG_STATE_BYTES
+        # and more only: such a key is folded again once what it logged adds up to half its state (see checkpoint)
+        self._big_states: dict[str, list[int]] = {}
         self._last_write: dict[str, asyncio.Future[None]] = {}
         self._op_results: OrderedDict[tuple[str, str], Item | None] = OrderedDict()
         self._op_inflight: dict[tuple[str, str], asyncio.Future[WriteResult]] = {}
@@ -165,7 +172,7 @@ class Node:
                 await self._checkpointer
             self._checkpointer = None
         if self.storage.durable and self.storage.healthy:
-            self.checkpoint(len(self._dirty))
+            self.checkpoint(len(self._dirty), everything=True)
         await self.storage.close()
 
     async def __aenter__(self) -> Node:
@@ -300,6 +307,9 @@ class Node:
         future = self.storage.append_delta(key, type_name, blob or b"")
         if blob is not None:
             self._dirty.setdefault(key, self.storage.last_seq)
+            big = self._big_states.get(key)
+            if big is not None:
+                big[1] += len(blob)
             self._last_write[key] = future  # settled entries are pruned by the checkpointer, not one callback each
         return future
 
@@ -313,18 +323,35 @@ class Node:
         while len(self._op_results) > self.config.op_id_retention:
             self._op_results.popitem(last=False)
 
-    def checkpoint(self, max_keys: int) -> int:
+    def checkpoint(self, max_keys: int, *, everything: bool = False) -> int:
         """Queues full states for up to `max_keys` dirty keys (those dirty longest first), then drops the log below
-        the new low-water mark. Bounded work per call; a state holds every delta logged for its key so far."""
+        the new low-water mark. Bounded work per call; a state holds every delta logged for its key so far.
+
+        A key with a big state waits (unless `everything`) until the deltas it logged since its last checkpoint add
+        up to half that state, or until its oldest unfolded record is `checkpoint_max_log_records` behind: folding
+        a million-element set costs a full encode on the event loop, and one add per round must not trigger it
+        each round. So the bytes written by checkpoints stay within twice the bytes logged, and the log stays
+        bounded (the waiting key holds the low-water mark meanwhile).
+        """
         done = 0
         keyspace = self.keyspace
         dirty = self._dirty
-        while dirty and done < max_keys:
-            key = next(iter(dirty))
+        oldest_allowed = self.storage.last_seq - self.config.checkpoint_max_log_records
+        for key, first_seq in list(islice(dirty.items(), 4 * max_keys)):  # bounded, even past many waiting keys
+            if done == max_keys:
+                break
+            big = self._big_states.get(key)
+            if big is not None and not everything and 2 * big[1] < big[0] and first_seq > oldest_allowed:
+                continue
             del dirty[key]
             entry = keyspace.entry(key)
             assert entry is not None, "a logged key is never dropped from the keyspace"
-            self.storage.checkpoint(key, entry.type_name, encode(entry.state))
+            blob = encode(entry.state)
+            self.storage.checkpoint(key, entry.type_name, blob)
+            if len(blob) >= BIG_STATE_BYTES:
+                self._big_states[key] = [len(blob), 0]
+            elif big is not None:
+                del self._big_states[key]
             done += 1
         if done:
             self.storage.truncate_log(next(iter(dirty.values()), self.storage.last_seq + 1))

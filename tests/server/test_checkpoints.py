@@ -1,0 +1,89 @@
+"""The checkpointer: which dirty keys it folds into full states, and how far that lets the log be dropped."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import msgpack
+
+from server.config import ServerConfig, with_overrides
+from server.node import BIG_STATE_BYTES, Node
+from server.storage import DB_FILE
+from server.updates import Increment, SetChange
+
+BIG_SET = tuple(f"element-{i:06}" for i in range(8_000))  # about 130 KB encoded: over BIG_STATE_BYTES
+
+
+def logged_keys(config: ServerConfig) -> list[str]:
+    with sqlite3.connect(config.data_dir / DB_FILE) as db:
+        rows = db.execute("SELECT records FROM log ORDER BY last_seq").fetchall()
+    return [key for (blob,) in rows for key, _type, _delta in msgpack.unpackb(blob)]
+
+
+def state_bytes(config: ServerConfig, key: str) -> int:
+    with sqlite3.connect(config.data_dir / DB_FILE) as db:
+        row = db.execute("SELECT length(state) FROM states WHERE key = ?", (key,)).fetchone()
+    return 0 if row is None else row[0]
+
+
+async def test_a_big_state_is_folded_again_only_once_its_deltas_add_up_to_half_of_it(
+    disk_config: ServerConfig,
+) -> None:
+    async with Node(disk_config) as node:
+        await node.update("big", SetChange(add=BIG_SET))
+        assert node.checkpoint(10) == 1
+        await node.storage.flush()
+        first_size = state_bytes(disk_config, "big")
+        assert first_size >= BIG_STATE_BYTES
+        await node.update("big", SetChange(add=("one-more",)))
+        await node.update("small", Increment(amount=1))
+        assert node.checkpoint(10) == 1  # "small" only: one add is not worth re-encoding the big set
+        await node.storage.flush()
+        assert state_bytes(disk_config, "big") == first_size
+        assert logged_keys(disk_config) == ["big", "small"]  # the log keeps all from the waiting key's record on
+        added = 0
+        for i in range(2_000):  # adds until what was logged for "big" reaches half its state
+            if node.checkpoint(10):
+                break
+            await node.update("big", SetChange(add=(f"later-{i:06}",)))
+            added += 1
+        await node.storage.flush()
+        assert state_bytes(disk_config, "big") > first_size
+        assert added > 500  # an add logs some 50 bytes against a 160 KB state: folding waited for many of them
+        assert logged_keys(disk_config) == []  # nothing is dirty any more: the whole log is dropped
+
+
+async def test_a_waiting_big_key_is_folded_once_its_oldest_record_is_too_far_behind(
+    disk_config: ServerConfig,
+) -> None:
+    config = with_overrides(disk_config, checkpoint_max_log_records=5)
+    async with Node(config) as node:
+        await node.update("big", SetChange(add=BIG_SET))
+        node.checkpoint(10)
+        await node.update("big", SetChange(add=("one-more",)))  # the big key's oldest unfolded record
+        for i in range(4):
+            await node.update(f"k{i}", Increment(amount=1))
+            assert node.checkpoint(10) == 1  # "k{i}" only: "big" waits
+        await node.update("k4", Increment(amount=1))  # now 5 records behind
+        assert node.checkpoint(10) == 2
+        await node.storage.flush()
+        assert logged_keys(config) == []
+
+
+async def test_restart_after_folding_around_a_waiting_key_recovers_every_update(disk_config: ServerConfig) -> None:
+    async with Node(disk_config) as node:
+        await node.update("big", SetChange(add=BIG_SET))
+        node.checkpoint(10)
+        await node.update("big", SetChange(add=("one-more",)))
+        for _ in range(5):
+            await node.update("counter", Increment(amount=1))
+            node.checkpoint(10)
+        await node.update("counter", Increment(amount=10))
+        node._running = False  # a crash: no graceful fold of everything
+        await node.storage.close()
+    async with Node(disk_config) as restarted:
+        big = await restarted.read("big")
+        counter = await restarted.read("counter")
+        assert big is not None and len(big.value) == len(BIG_SET) + 1 and "one-more" in big.value
+        assert counter is not None and counter.value == 15
+    assert logged_keys(disk_config) == []  # the graceful stop folded everything, the big key too
