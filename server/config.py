@@ -51,9 +51,10 @@ class ServerConfig:
     #: holds the event loop: 256 keys once a second showed up as 12 ms stalls in PUT p99; 64 four times a second
     #: folds as many keys in small steps).
     checkpoint_batch_keys: int = 64
-    #: a key whose checkpointed state is big is folded again only once the deltas logged for it since add up to half
-    #: that state (each fold re-encodes the whole state on the event loop), or once its oldest unfolded record is
-    #: this many records behind the newest: that bounds the log, and so how much a restart replays.
+    #: bounds the log, and so how much a restart replays: a key whose checkpointed state is big is folded again only
+    #: once the deltas logged for it since add up to half that state (each fold re-encodes the whole state on the
+    #: event loop), or once its oldest unfolded record is this many records behind the newest; and while the log
+    #: spans more than this, each round folds four times `checkpoint_batch_keys`.
     checkpoint_max_log_records: int = 100_000
     #: how many op_id -> result entries are kept for retried requests.
     op_id_retention: int = 10_000

@@ -358,9 +358,19 @@ class Node:
         self.metrics.checkpoints.inc(amount=done)
         return done
 
+    def checkpoint_round(self) -> int:
+        """One round of the background checkpointer: `checkpoint_batch_keys` keys, or four times that while the log
+        spans more than `checkpoint_max_log_records` records (writes touch more distinct keys than the rounds fold,
+        and a restart would replay the whole span)."""
+        if not self._dirty or not self.storage.healthy:
+            return 0
+        keys = self.config.checkpoint_batch_keys
+        if self.storage.last_seq - next(iter(self._dirty.values())) >= self.config.checkpoint_max_log_records:
+            keys *= 4
+        return self.checkpoint(keys)
+
     async def _checkpoint_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.checkpoint_interval_s)
             self._prune_settled_writes()
-            if self._dirty and self.storage.healthy:
-                self.checkpoint(self.config.checkpoint_batch_keys)
+            self.checkpoint_round()

@@ -87,3 +87,20 @@ async def test_restart_after_folding_around_a_waiting_key_recovers_every_update(
         assert big is not None and len(big.value) == len(BIG_SET) + 1 and "one-more" in big.value
         assert counter is not None and counter.value == 15
     assert logged_keys(disk_config) == []  # the graceful stop folded everything, the big key too
+
+
+async def test_a_round_folds_four_times_the_batch_while_the_log_spans_too_many_records(
+    disk_config: ServerConfig,
+) -> None:
+    config = with_overrides(disk_config, checkpoint_batch_keys=2, checkpoint_max_log_records=6)
+    async with Node(config) as node:
+        for i in range(4):
+            await node.update(f"k{i}", Increment(amount=1))
+        assert node.checkpoint_round() == 2  # a span of 4 records: the usual batch
+        for i in range(4, 12):
+            await node.update(f"k{i}", Increment(amount=1))
+        assert node.checkpoint_round() == 8  # a span of 10 (k2 .. k11): catching up
+        assert node.checkpoint_round() == 2  # k10, k11: back within the bound
+        assert node.checkpoint_round() == 0
+        await node.storage.flush()
+        assert logged_keys(config) == []
