@@ -360,7 +360,7 @@ class Node:
 
     def checkpoint_round(self) -> int:
         """One round of the background checkpointer: `checkpoint_batch_keys` keys, or four times that while the log
-        spans more than `checkpoint_max_log_records` records (writes touch more distinct keys than the rounds fold,
+        spans `checkpoint_max_log_records` records or more (writes touch more distinct keys than the rounds fold,
         and a restart would replay the whole span)."""
         if not self._dirty or not self.storage.healthy:
             return 0

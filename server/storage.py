@@ -8,7 +8,7 @@ Why this shape:
   then a single INSERT, and outside a transaction SQLite commits (and fsyncs) a lone statement by itself, so a commit
   is one call into SQLite. That matters because the sqlite3 module releases the GIL around every call into SQLite
   and the writer must win it back from a busy event loop after each: with a row per record, that was 20 and more
-  hand-overs of the GIL a commit, and about 8% of a durable PUT's CPU (measured A/B).
+  hand-overs of the GIL a commit, and the writer thread's CPU per durable PUT was a third higher (A/B).
 - Log rows are dropped once every record in them is folded into a checkpoint: the node keeps its dirty keys in the
   order they became dirty, with the seq of each one's first unfolded record, so the oldest dirty key's seq is the
   low-water mark below which every record is in some checkpointed state. Checkpoints go oldest key first, so the
@@ -91,7 +91,7 @@ class _Batch:
 
     @property
     def empty(self) -> bool:
-        return not self.deltas and self.only_deltas
+        return not self.deltas and self.only_deltas  # nothing at all: no deltas, and nothing but deltas
 
     @property
     def only_deltas(self) -> bool:
