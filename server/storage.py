@@ -117,15 +117,10 @@ class _SQLiteFile:
         conn.execute("PRAGMA synchronous=FULL")
         conn.executescript(_SCHEMA)
         self._migrate_row_per_record_log(conn)
-        deltas: list[tuple[int, str, str, bytes]] = []
-        for last_seq, records in conn.execute("SELECT last_seq, records FROM log ORDER BY last_seq"):
-            unpacked = msgpack.unpackb(records)
-            first_seq = last_seq - len(unpacked) + 1
-            deltas += [(first_seq + i, key, type_name, delta) for i, (key, type_name, delta) in enumerate(unpacked)]
         return Recovered(
             meta=dict(conn.execute("SELECT name, value FROM meta")),
             states=list(conn.execute("SELECT key, type, state FROM states")),
-            deltas=deltas,
+            deltas=read_log(conn),
             op_results=list(conn.execute("SELECT key, op_id, result FROM op_results ORDER BY id")),
         )
 
@@ -387,6 +382,16 @@ class Storage:
                     return
         finally:
             file.close()
+
+
+def read_log(conn: sqlite3.Connection) -> list[tuple[int, str, str, bytes]]:
+    """The log's records as (seq, key, type name, encoded delta), ascending seq."""
+    records: list[tuple[int, str, str, bytes]] = []
+    for last_seq, blob in conn.execute("SELECT last_seq, records FROM log ORDER BY last_seq"):
+        unpacked = msgpack.unpackb(blob)
+        first_seq = last_seq - len(unpacked) + 1
+        records += [(first_seq + i, key, type_name, delta) for i, (key, type_name, delta) in enumerate(unpacked)]
+    return records
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:

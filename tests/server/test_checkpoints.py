@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import sqlite3
 
-import msgpack
-
 from server.config import ServerConfig, with_overrides
 from server.node import BIG_STATE_BYTES, Node
-from server.storage import DB_FILE
+from server.storage import DB_FILE, read_log
 from server.updates import Increment, SetChange
 
 BIG_SET = tuple(f"element-{i:06}" for i in range(8_000))  # about 130 KB encoded: over BIG_STATE_BYTES
@@ -16,8 +14,7 @@ BIG_SET = tuple(f"element-{i:06}" for i in range(8_000))  # about 130 KB encoded
 
 def logged_keys(config: ServerConfig) -> list[str]:
     with sqlite3.connect(config.data_dir / DB_FILE) as db:
-        rows = db.execute("SELECT records FROM log ORDER BY last_seq").fetchall()
-    return [key for (blob,) in rows for key, _type, _delta in msgpack.unpackb(blob)]
+        return [key for _seq, key, _type, _delta in read_log(db)]
 
 
 def state_bytes(config: ServerConfig, key: str) -> int:

@@ -8,20 +8,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import pytest
 
 from server.errors import StorageError
 from server.storage import DB_FILE, Storage
-
-
-def logged_records(db: sqlite3.Connection) -> list[tuple[int, str, str, bytes]]:
-    """The log's records as (seq, key, type, delta), read straight from the database."""
-    records = []
-    for last_seq, blob in db.execute("SELECT last_seq, records FROM log ORDER BY last_seq"):
-        unpacked = msgpack.unpackb(blob)
-        records += [(last_seq - len(unpacked) + 1 + i, *record) for i, record in enumerate(unpacked)]
-    return records
+from server.storage import read_log as logged_records
 
 
 async def test_records_are_on_disk_when_the_future_resolves(tmp_path: Path) -> None:
