@@ -141,6 +141,24 @@ class DotKernel:
                     ctx.add(od)
         return d
 
+    def _write_many_delta(
+        self, replica: str, writes: Iterable[tuple[Hashable, Any]], context: CausalContext | None = None
+    ) -> Self:
+        """One delta writing each ``(key, payload)`` with its own consecutive fresh dot from ``replica``, each
+        replacing its key's observed dots (limited to ``context`` when given). Keys must be distinct.
+
+        The same as generating one write, merging it, then generating the next, without touching ``self``: a
+        caller can encode the whole delta before anything changes.
+        """
+        n = self._ctx.max_counter(replica)
+        entries: list[tuple[DotT, Hashable, Any]] = []
+        covered: list[DotT] = []
+        for key, payload in writes:
+            n += 1
+            entries.append(((replica, n), key, payload))
+            covered += self._observed(key, context)
+        return self._delta(entries, covered)
+
     def _remove_delta(self, keys: Iterable[Hashable], context: CausalContext | None = None) -> Self:
         """Delta removing the observed dots of ``keys`` (limited to ``context`` when given)."""
         return self._delta((), (d for k in keys for d in self._observed(k, context)))

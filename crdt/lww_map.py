@@ -17,7 +17,7 @@ remove never saw) survives. There are no tombstones: a removed field leaves only
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from typing import Any, ClassVar, NamedTuple
 
 from crdt.causal_context import CausalContext
@@ -64,9 +64,29 @@ class LWWMap(DotKernel):
             raise InvalidOperationError(f"timestamp must be an HLCTimestamp, got {type(timestamp).__name__}")
         return self._write_delta(replica, field, (timestamp, replica, value), context)
 
+    def set_all(
+        self, replica: str, fields: Iterable[tuple[str, Any]], timestamp: HLCTimestamp,
+        context: CausalContext | None = None,
+    ) -> LWWMap:
+        """One delta writing every ``(field, value)`` (distinct fields) at ``timestamp``, each with its own dot:
+        the join of ``set`` after ``set``, made without changing this state."""
+        if not isinstance(timestamp, HLCTimestamp):
+            raise InvalidOperationError(f"timestamp must be an HLCTimestamp, got {type(timestamp).__name__}")
+        writes = dict(fields)
+        for field in writes:
+            if not isinstance(field, str):
+                raise InvalidOperationError(f"LWWMap field names must be str, got {type(field).__name__}")
+        return self._write_many_delta(
+            replica, ((field, (timestamp, replica, value)) for field, value in writes.items()), context
+        )
+
     def remove(self, field: str, context: CausalContext | None = None) -> LWWMap:
         """Observed-remove of ``field`` (limited to ``context`` when given); concurrent writes survive."""
         return self._remove_delta((field,), context)
+
+    def remove_all(self, fields: Iterable[str], context: CausalContext | None = None) -> LWWMap:
+        """Observed-remove of every field in ``fields`` as one delta."""
+        return self._remove_delta(fields, context)
 
     # -- reads ------------------------------------------------------------------------------------------------
     def get(self, field: str) -> Any | None:

@@ -14,7 +14,7 @@ from operator import attrgetter
 from typing import Any, ClassVar
 
 from crdt.causal_context import CausalContext
-from crdt.dot_kernel import DotKernel, DotT
+from crdt.dot_kernel import DotKernel
 from crdt.plain_value import StrictKey, element_key, element_of, is_hashable_plain, order_key
 
 _identity = attrgetter("_identity")
@@ -34,20 +34,8 @@ class ORSet(DotKernel):
 
     def add_all(self, replica: str, elements: Iterable[Hashable]) -> ORSet:
         """One delta adding every element, each with its own consecutive dot from ``replica``."""
-        n = self._ctx._vv.get(replica, 0)
-        entries: list[tuple[DotT, Hashable, None]] = []
-        covered: list[DotT] = []
-        seen: set[Hashable] = set()
-        for element in map(element_key, elements):
-            if element in seen:
-                continue
-            seen.add(element)
-            n += 1
-            entries.append(((replica, n), element, None))
-            kd = self._keys.get(element)
-            if kd:
-                covered.extend(kd)
-        return self._delta(entries, covered)
+        unique = dict.fromkeys(map(element_key, elements))
+        return self._write_many_delta(replica, ((element, None) for element in unique))
 
     def remove(self, element: Hashable, context: CausalContext | None = None) -> ORSet:
         """Remove the observed dots of ``element`` (only those in ``context`` when given)."""

@@ -140,14 +140,21 @@ def _lwwmap_apply(s: Any, env: Env, op: tuple[Any, ...]) -> Any:
     kind = op[0]
     if kind == "set":
         return s.set(env.replica, op[1], op[2], env.ts(op[3]), env.ctx(op[4]))
+    if kind == "set_all":
+        return s.set_all(env.replica, op[1], env.ts(op[2]), env.ctx(op[3]))
     if kind == "remove":
         return s.remove(op[1], env.ctx(op[2]))
+    if kind == "remove_all":
+        return s.remove_all(op[1], env.ctx(op[2]))
     return s.clear(env.ctx(op[1]))
 
 
 LWWMAP_OPS = st.one_of(
     st.tuples(st.just("set"), st.sampled_from(FIELDS), value, ms, ctx_flag),
+    st.tuples(st.just("set_all"), st.dictionaries(st.sampled_from(FIELDS), value, max_size=3).map(
+        lambda fields: tuple(fields.items())), ms, ctx_flag),
     st.tuples(st.just("remove"), st.sampled_from(FIELDS), ctx_flag),
+    st.tuples(st.just("remove_all"), st.lists(st.sampled_from(FIELDS), max_size=3, unique=True).map(tuple), ctx_flag),
     st.tuples(st.just("clear"), ctx_flag),
 )
 

@@ -296,6 +296,10 @@ class Reference:
         elif kind == "add_all":
             for e in {element_key(e): e for e in op[1]}.values():  # strictly equal elements are identical
                 self.write(e, None)
+        elif kind == "set_all":  # one timestamp for every field, written one after the other
+            stamp = self.ts(op[2])
+            for field, value in op[1]:
+                self.write(field, (stamp, self.replica, value), op[3])
         elif type_name == "mvregister":
             self.write(None, op[1], op[2])
         elif type_name == "lwwregister":

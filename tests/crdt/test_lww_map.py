@@ -244,3 +244,27 @@ def test_replicas_converge_in_any_delivery_order(ops: list[tuple[int, str, str, 
         assert r == forward
         assert r.value() == forward.value()
     assert backward == forward
+
+
+def test_set_all_equals_set_after_set_and_leaves_the_state_alone() -> None:
+    """The multi-field write a node makes: one delta, consecutive dots, as if each set were merged before the next."""
+    ts = HLCTimestamp(5, 0)
+    base = LWWMap()
+    base.merge(base.set("A", "x", 1, HLCTimestamp(1, 0)))
+    before = base.copy()
+    batched = base.set_all("A", [("x", 2), ("y", 3)], ts)
+    assert base == before
+
+    stepwise = base.copy()
+    for field, value in (("x", 2), ("y", 3)):
+        stepwise.merge(stepwise.set("A", field, value, ts))
+    base.merge(batched)
+    assert base == stepwise
+    assert base.value() == {"x": 2, "y": 3}
+
+
+def test_remove_all_is_one_observed_remove() -> None:
+    m = LWWMap()
+    m.merge(m.set_all("A", [("x", 1), ("y", 2), ("z", 3)], HLCTimestamp(1, 0)))
+    m.merge(m.remove_all(["x", "z"]))
+    assert m.value() == {"y": 2}
