@@ -25,6 +25,14 @@ part of the kernel API for subclasses in this package (LWWMap, ORMap): read them
 Embedding (ORMap): a nested store may *share* its parent's context object (``_bound_to``); ``_join_store``
 then joins only the entries, against the two given contexts, and the parent merges its context once. It
 returns the dots it added and removed so a parent can maintain a dot -> key index.
+
+Deferred removes (Riak's ORSWOT keeps them too). A remove, overwrite or clear made with a *read context* from
+another replica names dots this state may not have received yet: the client saw an element there, and its remove
+must still take that element away when the add arrives here later. Such a delta carries ``(context, keys)`` in
+``_deferred`` besides what it removes at once; every state keeps the deferred removes it merged and, after each
+merge, drops the entries of those keys whose dots the context covers, until its own context covers the whole read
+context (every dot that read saw has arrived, so nothing more can). They are part of the state: merged as a union,
+encoded, logged and gossiped like the rest, so every replica applies them the same way whatever the delivery order.
 """
 
 from __future__ import annotations
@@ -34,11 +42,23 @@ from typing import Any, ClassVar, Self
 
 from crdt.causal_context import CausalContext
 from crdt.dot import Dot
-from crdt.errors import TypeMismatchError
+from crdt.errors import InvalidOperationError, TypeMismatchError
 
 DotT = tuple[str, int]
 _EMPTY: dict[int, Any] = {}
 _new = object.__new__
+#: a deferred remove: the read context, and the keys it removes (None: every key, a clear)
+Deferred = tuple[CausalContext, frozenset[Hashable] | None]
+_NO_DEFERRED: dict[tuple[Any, ...], Deferred] = {}  # shared while empty: a state pays one pointer for the feature
+#: pending deferred removes a state will make locally; more wait for their adds than any client plausibly has in
+#: flight, and each costs a context, so a remove past this is refused (merges are never refused: they carry the
+#: deferred removes of other replicas, which were acknowledged)
+MAX_DEFERRED = 1000
+
+
+def context_identity(ctx: CausalContext) -> tuple[Any, ...]:
+    """A hashable value equal for equal contexts: deferred removes with the same read context are one entry."""
+    return (tuple(sorted(ctx._vv.items())), tuple(sorted((r, tuple(sorted(cs))) for r, cs in ctx._cloud.items())))
 
 
 class DotKernel:
@@ -47,9 +67,13 @@ class DotKernel:
     ``_keys``: key -> {dot: payload}   (dot as plain ``(replica, counter)`` tuple)
     ``_dots``: replica -> {counter: key}  (index for O(delta) removals)
     ``_ctx``:  causal context (every dot ever seen by this state)
+    ``_deferred``: context identity -> deferred remove (see the module docstring); usually the shared empty dict
     """
 
-    __slots__ = ("_ctx", "_dots", "_keys")
+    #: whether removes with a foreign context are deferred (ORMap joins nested stores its own way: not yet)
+    _DEFERS_REMOVES: ClassVar[bool] = True
+
+    __slots__ = ("_ctx", "_deferred", "_dots", "_keys")
 
     TYPE_NAME: ClassVar[str] = "dotkernel"
 
@@ -57,6 +81,7 @@ class DotKernel:
         self._keys: dict[Hashable, dict[DotT, Any]] = {}
         self._dots: dict[str, dict[int, Hashable]] = {}
         self._ctx = CausalContext()
+        self._deferred = _NO_DEFERRED
 
     # -- construction ----------------------------------------------------------------------------------------
     @classmethod
@@ -66,6 +91,7 @@ class DotKernel:
         new._keys = {}
         new._dots = {}
         new._ctx = ctx
+        new._deferred = _NO_DEFERRED
         return new
 
     def _delta(self, entries: Iterable[tuple[DotT, Hashable, Any]], covered: Iterable[DotT]) -> Self:
@@ -127,6 +153,7 @@ class DotKernel:
         d = _new(type(self))
         d._keys = {key: {dot: payload}}
         d._dots = {replica: {c: key}}
+        d._deferred = _NO_DEFERRED
         ctx = d._ctx = _new(CausalContext)
         if c == 1:
             ctx._vv = {replica: 1}
@@ -139,6 +166,8 @@ class DotKernel:
             for od in kd:
                 if context is None or context.contains(od):
                     ctx.add(od)
+        if context is not None:
+            self._defer(d, context, (key,))
         return d
 
     def _write_many_delta(
@@ -157,11 +186,19 @@ class DotKernel:
             n += 1
             entries.append(((replica, n), key, payload))
             covered += self._observed(key, context)
-        return self._delta(entries, covered)
+        d = self._delta(entries, covered)
+        if context is not None:
+            self._defer(d, context, [key for _, key, _ in entries])
+        return d
 
     def _remove_delta(self, keys: Iterable[Hashable], context: CausalContext | None = None) -> Self:
-        """Delta removing the observed dots of ``keys`` (limited to ``context`` when given)."""
-        return self._delta((), (d for k in keys for d in self._observed(k, context)))
+        """Delta removing the observed dots of ``keys`` (limited to ``context`` when given, and deferred for the
+        dots of ``context`` not received yet)."""
+        keys = list(keys)
+        d = self._delta((), (d for k in keys for d in self._observed(k, context)))
+        if context is not None:
+            self._defer(d, context, keys)
+        return d
 
     def clear(self, context: CausalContext | None = None) -> Self:
         """Observed-reset delta: removes every entry covered by ``context`` (default: all observed).
@@ -172,7 +209,20 @@ class DotKernel:
             covered: Iterable[DotT] = (d for kd in self._keys.values() for d in kd)
         else:
             covered = (d for kd in self._keys.values() for d in kd if context.contains(d))
-        return self._delta((), covered)
+        d = self._delta((), covered)
+        if context is not None:
+            self._defer(d, context, None)
+        return d
+
+    def _defer(self, delta: DotKernel, context: CausalContext, keys: Iterable[Hashable] | None) -> None:
+        """Adds to ``delta`` the deferred remove of ``keys`` for the dots of ``context`` this state lacks."""
+        if not self._DEFERS_REMOVES or self._ctx.covers(context):
+            return  # every dot the read saw is here: the delta already removes all it can
+        identity = context_identity(context)
+        if len(self._deferred) >= MAX_DEFERRED and identity not in self._deferred:
+            raise InvalidOperationError(f"{MAX_DEFERRED} removes already wait here for the adds they observed; "
+                                        "retry once replication has caught up")
+        delta._deferred = {identity: (context.copy(), None if keys is None else frozenset(keys))}
 
     # -- join -----------------------------------------------------------------------------------------------
     def merge(self, other: Self) -> None:
@@ -181,10 +231,39 @@ class DotKernel:
             raise TypeMismatchError(self.TYPE_NAME, getattr(other, "TYPE_NAME", type(other).__name__))
         octx = other._ctx
         ocloud = octx._cloud
-        if not octx._vv and len(ocloud) == 1 and len(other._keys) == 1 and self._apply_fresh(other, ocloud):
-            return
-        self._join_store(other)
-        self._ctx.merge(octx)
+        if not (not octx._vv and len(ocloud) == 1 and len(other._keys) == 1 and self._apply_fresh(other, ocloud)):
+            self._join_store(other)
+            self._ctx.merge(octx)
+        if other._deferred:
+            self._add_deferred(other._deferred)
+        if self._deferred:
+            self._apply_deferred()
+
+    def _add_deferred(self, incoming: dict[tuple[Any, ...], Deferred]) -> None:
+        mine = self._deferred
+        if mine is _NO_DEFERRED:
+            mine = self._deferred = {}
+        for identity, (ctx, keys) in incoming.items():
+            held = mine.get(identity)
+            if held is None:
+                mine[identity] = (ctx.copy(), keys)
+            elif held[1] is not None:  # the same read context: one entry removing both key sets
+                mine[identity] = (held[0], None if keys is None else held[1] | keys)
+
+    def _apply_deferred(self) -> None:
+        """Removes what each deferred remove covers by now; drops those whose read context is all here."""
+        finished = []
+        for identity, (ctx, keys) in self._deferred.items():
+            gone = [d for k in (list(self._keys) if keys is None else keys) for d in self._keys.get(k, _EMPTY)
+                    if ctx.contains(d)]
+            for r, c in gone:
+                self._discard(r, c)
+            if self._ctx.covers(ctx):
+                finished.append(identity)
+        for identity in finished:
+            del self._deferred[identity]
+        if not self._deferred:
+            self._deferred = _NO_DEFERRED
 
     def _apply_fresh(self, other: DotKernel, ocloud: dict[str, set[int]]) -> bool:
         """Fast path for the commonest delta, one entry whose context is just its own dot (a fresh add).
@@ -302,6 +381,14 @@ class DotKernel:
         """True when no entry is visible (value is bottom), whatever the context remembers."""
         return not self._keys
 
+    def is_bottom(self) -> bool:
+        """True for the initial state: no entry, nothing observed, no deferred remove (a delta that does nothing)."""
+        return not self._keys and not self._deferred and self._ctx.is_empty()
+
+    def deferred_removes(self) -> int:
+        """How many deferred removes wait for the dots they observed (see the module docstring)."""
+        return len(self._deferred)
+
     def _entries(self) -> Iterator[tuple[Dot, Hashable, Any]]:
         """All (dot, key, payload), sorted by dot: for encoding and debugging."""
         for r in sorted(self._dots):
@@ -321,18 +408,27 @@ class DotKernel:
         """
         return key, payload
 
+    @classmethod
+    def _key_from_wire(cls, key: Any) -> Hashable:
+        """A decoded key of a deferred remove, in the form the store keys its entries by."""
+        hash(key)
+        return key
+
     def copy(self) -> Self:
         new = type(self).__new__(type(self))
         new._keys = {k: dict(kd) for k, kd in self._keys.items()}
         new._dots = {r: dict(per) for r, per in self._dots.items()}
         new._ctx = self._ctx.copy()
+        new._deferred = {i: (c.copy(), k) for i, (c, k) in self._deferred.items()} if self._deferred else _NO_DEFERRED
         return new
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
         assert isinstance(other, DotKernel)
-        return self._ctx == other._ctx and self._keys == other._keys
+        mine, theirs = self._deferred, other._deferred
+        return self._ctx == other._ctx and self._keys == other._keys and mine.keys() == theirs.keys() \
+            and all(keys == theirs[i][1] for i, (_, keys) in mine.items())
 
     __hash__ = None  # type: ignore[assignment]  # mutable
 

@@ -8,7 +8,8 @@ re-encodes the result and demands identical bytes, which rejects every non-canon
 unsorted maps, non-minimal ints, uncompacted contexts) with one rule. Only ``DecodeError`` escapes.
 
 Wire layout (lists, append-only versioning): ``[VERSION, type_name, body]``; a dot-kernel body is
-``[context, [[replica, [[counter, key, payload], ...]], ...]]``; a context is
+``[context, [[replica, [[counter, key, payload], ...]], ...]]``, followed by ``[[context, keys or nil], ...]`` (its
+deferred removes, sorted by their bytes, keys sorted likewise) only when it has any; a context is
 ``[[[replica, n], ...], [[replica, [counter, ...]], ...]]``; an op is
 ``[VERSION, "op", replica, counter, deps, type_name, body]``.
 """
@@ -25,7 +26,7 @@ import msgpack
 from crdt.causal_context import CausalContext
 from crdt.causal_delivery import Op
 from crdt.dot import Dot
-from crdt.dot_kernel import DotKernel
+from crdt.dot_kernel import Deferred, DotKernel, context_identity
 from crdt.errors import CRDTError, DecodeError, InvalidOperationError
 from crdt.gcounter import GCounter
 from crdt.lww_register import LWWRegister
@@ -249,8 +250,36 @@ def state_to_wire(state: Any) -> Any:
                     payload = payload_to_wire(payload)
                 append([c, key, payload])
             entries.append([r, rows])
+        if state._deferred:
+            return [context_to_wire(state._ctx), entries, _deferred_to_wire(state)]
         return [context_to_wire(state._ctx), entries]
     return state._to_wire()
+
+
+def _deferred_to_wire(state: DotKernel) -> list[Any]:
+    rows = []
+    for ctx, keys in state._deferred.values():
+        wire_keys = None if keys is None else sorted((value_to_wire(k) for k in keys), key=_pack)
+        rows.append([context_to_wire(ctx), wire_keys])
+    return sorted(rows, key=_pack)
+
+
+def _deferred_from_wire(cls: type, state: DotKernel, rows: Any, depth: int, max_depth: int) -> None:
+    if type(rows) is not list or not rows:
+        raise DecodeError("deferred removes must be a non-empty list (absent when there are none)")
+    deferred: dict[tuple[Any, ...], Deferred] = {}
+    for row in rows:
+        if type(row) is not list or len(row) != 2 or not (row[1] is None or type(row[1]) is list):
+            raise DecodeError("a deferred remove must be [context, keys or nil]")
+        ctx = context_from_wire(row[0])
+        keys = None
+        if row[1] is not None:
+            try:
+                keys = frozenset(cls._key_from_wire(value_from_wire(k, depth + 1, max_depth)) for k in row[1])
+            except (TypeError, ValueError) as exc:
+                raise DecodeError(f"invalid key in a deferred remove: {exc}") from exc
+        deferred[context_identity(ctx)] = (ctx, keys)
+    state._deferred = deferred
 
 
 _WIRE_SCALARS = frozenset({str, int, float, bool, bytes, type(None)})  # decoded as themselves by value_from_wire
@@ -260,8 +289,8 @@ def state_from_wire(cls: type, body: Any, depth: int, max_depth: int) -> Any:
     """Build a ``cls`` from its wire body, validating every invariant; raises ``DecodeError``."""
     if not issubclass(cls, DotKernel):
         return cls._from_wire(body, depth, max_depth)  # type: ignore[attr-defined]
-    if type(body) is not list or len(body) != 2 or type(body[1]) is not list:
-        raise DecodeError(f"{cls.TYPE_NAME} body must be [context, entries]")
+    if type(body) is not list or len(body) not in (2, 3) or type(body[1]) is not list:
+        raise DecodeError(f"{cls.TYPE_NAME} body must be [context, entries] or [context, entries, deferred]")
     state = cls()
     ctx = state._ctx = context_from_wire(body[0])
     check_entry = cls._entry_from_wire
@@ -307,6 +336,8 @@ def state_from_wire(cls: type, body: Any, depth: int, max_depth: int) -> Any:
                 dots[r].update(per)
             else:
                 dots[r] = per
+    if len(body) == 3:
+        _deferred_from_wire(cls, state, body[2], depth, max_depth)
     return state
 
 

@@ -162,6 +162,8 @@ class ORMap(DotKernel):
             else:
                 inners.add(inner)
 
+    _DEFERS_REMOVES: ClassVar[bool] = False  # its merge joins nested stores directly (see DotKernel's docstring)
+
     def merge(self, other: Self) -> None:
         """Join in place: the kernel's join, then index what arrived. O(size of ``other``)."""
         if type(other) is not type(self):

@@ -73,6 +73,12 @@ class ORSet(DotKernel):
         return sorted(map(element_of, self._keys), key=order_key)
 
     @classmethod
+    def _key_from_wire(cls, key: Any) -> Hashable:
+        if not is_hashable_plain(key):
+            raise ValueError("set element must be a hashable plain value")
+        return element_key(key)
+
+    @classmethod
     def _entry_from_wire(cls, replica: str, key: Any, payload: Any) -> tuple[Hashable, Any]:
         t = type(key)
         if (t is str or t is int) and payload is None:  # the common case, already a valid key
