@@ -25,29 +25,33 @@ from gossip.clock import Address, Clock, MonotonicClock
 from gossip.config import Config, retransmit_limit
 from gossip.delegate import Delegate
 from gossip.errors import GossipError, PacketDecodeError
+from gossip.id_conflict import ConflictingClaim
+from gossip.joining import JoinError, NodeIdConflictError, failure_reason
 from gossip.member import Member
 from gossip.membership import JoinStatus, Membership, MembershipStats
 from gossip.messages import decode_app_response, encode_app_error, encode_app_response
 from gossip.outgoing import Outgoing, Packet, StreamRequest
-from gossip.transport import CountingTransport, PeerTimeoutError, Transport, TransportError, format_address
+from gossip.rate_limit import RateLimiter
+from gossip.transport import (
+    CountingTransport,
+    KeyMismatchError,
+    PeerTimeoutError,
+    Transport,
+    TransportError,
+    format_address,
+)
 
 log = logging.getLogger(__name__)
 
 _MAX_ERROR_CHARS = 200
+_CONFLICT_WARNING_INTERVAL_S = 60.0
+
+__all__ = ["AppRequestError", "JoinError", "Memberlist", "MemberlistStats", "NodeIdConflictError", "NotRunningError",
+           "RequestRefusedError", "StreamDeclinedError"]
 
 
 class NotRunningError(GossipError, RuntimeError):
     """The memberlist was used before `start()` or after `shutdown()`."""
-
-
-class JoinError(GossipError, ConnectionError):
-    """No seed answered a join after every retry."""
-
-    def __init__(self, seeds: list[Address], attempts: int) -> None:
-        shown = ", ".join(format_address(s) for s in seeds) or "no seeds"
-        super().__init__(f"could not join through {shown} after {attempts} attempt(s)")
-        self.seeds = seeds
-        self.attempts = attempts
 
 
 class AppRequestError(GossipError):
@@ -61,6 +65,15 @@ class AppRequestError(GossipError):
 
 class StreamDeclinedError(GossipError):
     """An incoming stream message needs no answer (a stream probe for another node); the requester gets an error."""
+
+
+class RequestRefusedError(GossipError):
+    """Raised by a delegate's ``handle_request`` to refuse a request on purpose (malformed, or it cannot serve it now).
+
+    The requester gets the message as its `AppRequestError`; nothing is logged here. Any other `GossipError` is a
+    refusal too (`NoRequestHandlerError`); every other exception is a bug in the delegate: counted as
+    ``dropped["delegate_error"]`` and reported (see `Memberlist.on_error`).
+    """
 
 
 @dataclass
@@ -104,11 +117,23 @@ class Memberlist:
     """One cluster member on a real network. Use as ``async with Memberlist(...) as ml: await ml.join(seeds)``.
 
     ``node_id`` may be empty: the member is then named after the address the transport bound (``host:port``).
+
+    Refused claims to a node id that is alive elsewhere (`gossip.id_conflict`) are logged as rate-limited WARNINGs.
+
+    ``on_error(what, exc)`` hears of every unexpected failure inside the driver: ``"tick"`` (a protocol timer),
+    ``"task"`` (a stream task it spawned) and ``"delegate"`` (``handle_request`` raised something that is no
+    refusal). Each is also counted in ``stats.dropped[f"{what}_error"]``. With a hook the hook logs it (a node's
+    supervisor, which also shows it in /health); without one it is logged here, at ERROR with its traceback.
     """
 
+    _join_failures: dict[Address, BaseException] | None = None  # while `join` waits: each seed's last failure
+    _conflict_warnings: RateLimiter  # set by `start`, with the membership it listens to
+
     def __init__(self, config: Config, node_id: str, transport: Transport, delegate: Delegate | None = None,
-                 clock: Clock | None = None, rng: random.Random | None = None, meta: bytes = b"") -> None:
+                 clock: Clock | None = None, rng: random.Random | None = None, meta: bytes = b"",
+                 on_error: Callable[[str, BaseException], None] | None = None) -> None:
         self.config = config
+        self.on_error = on_error
         self.transport = transport
         self.delegate = delegate or Delegate()
         self._node_id = node_id
@@ -135,20 +160,32 @@ class Memberlist:
         self._membership = Membership(self.config, node_id, address, self._rng, self._clock.now(),
                                       delegate=self.delegate, meta=self._meta)
         self._membership.observer = self._on_member_change
+        self._membership.on_conflict = self._on_conflict
+        self._conflict_warnings = RateLimiter(_CONFLICT_WARNING_INTERVAL_S)
         self.stats.protocol = self._membership.stats
         self._arm()
 
     async def join(self, seeds: list[Address]) -> int:
         """Contact ``seeds`` by push-pull (the protocol retries with exponential backoff); return how many answered.
 
-        Raises `JoinError` if every attempt failed.
+        Raises `NodeIdConflictError` if a seed answered that our node id is alive at another address, else
+        `JoinError` if every attempt failed; its message gives each seed's last failure (timeout, refused
+        connection, cluster key mismatch). A key mismatch with every seed fails the join at once.
         """
         membership = self._running()
-        self._dispatch(membership.join(list(seeds), self._clock.now()))
-        self._arm()
-        status = await self._wait_join()
+        seeds = list(seeds)
+        self._join_failures = failures = {}
+        try:
+            self._dispatch(membership.join(seeds, self._clock.now()))
+            self._arm()
+            status = await self._wait_join()
+        finally:
+            if self._join_failures is failures:
+                self._join_failures = None
+        if status.conflict is not None:
+            raise NodeIdConflictError(membership.id, status.conflict, seeds, status.attempts)
         if not status.done or status.failed:
-            raise JoinError(list(seeds), status.attempts)
+            raise JoinError(seeds, status.attempts, {a: failure_reason(a, e) for a, e in failures.items()})
         return status.contacted
 
     async def leave(self, timeout_s: float) -> None:
@@ -277,10 +314,9 @@ class Memberlist:
             return
         try:
             self._dispatch(self._membership.tick(self._clock.now()))
-        except Exception:
-            # A bug in a tick must not silently stop failure detection: count it, log it, keep the timer going.
-            self.stats.dropped["tick_error"] += 1
-            log.exception("membership tick failed")
+        except Exception as exc:
+            # A bug in a tick must not silently stop failure detection: count it, report it, keep the timer going.
+            self._failed("tick", exc)
         self._arm()
 
     def _dispatch(self, outgoing: list[Outgoing]) -> None:
@@ -298,22 +334,47 @@ class Memberlist:
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """A stream task handles the network's errors itself: whatever escapes it is a bug, reported (and so
+        retrieved: asyncio never prints "Task exception was never retrieved")."""
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._failed("task", exc)
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        """Counts an unexpected failure and hands it to `on_error`, or logs it if there is no hook: once either way."""
+        self.stats.dropped[f"{what}_error"] += 1
+        if self.on_error is None:
+            log.error("membership %s failed: %s: %s", what, type(exc).__name__, exc, exc_info=exc)
+            return
+        try:
+            self.on_error(what, exc)
+        except Exception:  # a broken hook must not take the timer or the stream server down with it
+            log.exception("the on_error hook failed")
 
     async def _stream(self, request: StreamRequest) -> None:
         self.stats.streams_out += 1
         reply: bytes | None = None
+        failure: BaseException | None = None
         try:
             reply = await self.transport.request(request.address, request.data, request.timeout_s)
-        except PeerTimeoutError:
+        except PeerTimeoutError as exc:
             self.stats.stream_failures["timeout"] += 1
+            failure = exc
         except TransportError as exc:
             self.stats.stream_failures[type(exc).__name__] += 1
+            failure = exc
         except (GossipError, OSError) as exc:
             self.stats.stream_failures[type(exc).__name__] += 1
+            failure = exc
         if self._stopped or self._membership is None:
             return
-        self._dispatch(self._membership.stream_response(request.request_id, reply, self._clock.now()))
+        if failure is not None and self._join_failures is not None:
+            self._join_failures[request.address] = failure  # what a failed join's error will say about this seed
+        self._dispatch(self._membership.stream_response(request.request_id, reply, self._clock.now(),
+                                                        refused=isinstance(failure, KeyMismatchError)))
         self._arm()
         self._changed.set()
 
@@ -349,7 +410,12 @@ class Memberlist:
                 result = await self.delegate.handle_request(request.payload, request.source)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except RequestRefusedError as exc:
+                return encode_app_error(str(exc)[:_MAX_ERROR_CHARS])
+            except GossipError as exc:
+                return encode_app_error(f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS])
+            except Exception as exc:  # a bug in the delegate: the requester still gets an answer, and we hear of it
+                self._failed("delegate", exc)
                 return encode_app_error(f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS])
             return encode_app_response(result)
         if reply.reply is None:
@@ -363,6 +429,16 @@ class Memberlist:
             me = self._membership.id if self._membership is not None else "?"
             log.info("%s: member %s is %s (incarnation %d, was %s)", me, new.id, new.status.name.lower(),
                      new.incarnation, was)
+
+    def _on_conflict(self, claim: ConflictingClaim) -> None:
+        """A refused claim to a node id alive elsewhere (already counted as ``id_conflict``): a WARNING, at most one
+        a minute per id, claimant and kind, since the same gossip repeats it every round."""
+        key = (claim.node, claim.claimant, claim.kind)
+        if not self._conflict_warnings.allow(key, self._clock.now()):
+            return
+        more = self._conflict_warnings.suppressed(key)
+        me = self._membership.id if self._membership is not None else "?"
+        log.warning("%s: %s%s", me, claim.describe(), f" ({more} more since the last warning)" if more else "")
 
     async def _wait_join(self) -> JoinStatus:
         membership = self._running()

@@ -24,7 +24,7 @@ import itertools
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from gossip.awareness import Awareness
 from gossip.broadcast_queue import PART_OVERHEAD, BroadcastQueue, fill_packet
@@ -32,6 +32,8 @@ from gossip.clock import Address
 from gossip.config import Config, push_pull_scale, suspicion_timeout_s
 from gossip.delegate import Delegate
 from gossip.errors import PacketDecodeError, PacketTooLargeError, UnknownMemberError
+from gossip.id_conflict import ConflictingClaim, claim_holder, sender_holder
+from gossip.joining import Join
 from gossip.member import Member, MemberStatus
 from gossip.messages import (
     Ack,
@@ -39,6 +41,7 @@ from gossip.messages import (
     AppMessage,
     AppRequest,
     Dead,
+    IdConflict,
     IndirectPing,
     Left,
     Message,
@@ -81,17 +84,6 @@ class _Relay:
     deadline: float
 
 
-@dataclass(slots=True)
-class _Join:
-    seeds: list[Address]
-    attempts: int = 0
-    pending: set[int] = field(default_factory=set)
-    contacted: int = 0
-    retry_at: float | None = None
-    done: bool = False
-    failed: bool = False
-
-
 class Membership:
     """One node's view of the cluster and its SWIM + Lifeguard protocol; see the module docstring for driving it.
 
@@ -123,12 +115,14 @@ class Membership:
         self._probe: _Probe | None = None
         self._relays: dict[int, _Relay] = {}
         self._streams: dict[int, tuple[str, object]] = {}
-        self._join: _Join | None = None
+        self._join: Join | None = None
         self._left = False
         self._user_overhead = len(encode(UserBroadcast(node_id, b""))) + 1 + PART_OVERHEAD
         self.stats = MembershipStats()
         self.observer: Callable[[Member | None, Member], None] | None = None
         """Called with (old, new) on every change to a member entry: for simulators and metrics, not for apps."""
+        self.on_conflict: Callable[[ConflictingClaim], None] | None = None
+        """Called for every refused claim to a node id alive elsewhere (`gossip.id_conflict`): the driver logs it."""
         stagger = rng.random()
         self._next_probe_at = now + stagger * config.probe_interval_s
         self._next_gossip_at = now + stagger * config.gossip_interval_s
@@ -153,8 +147,7 @@ class Membership:
 
     @property
     def join_status(self) -> JoinStatus | None:
-        j = self._join
-        return None if j is None else JoinStatus(j.done, j.failed, j.contacted, j.attempts)
+        return None if self._join is None else self._join.status
 
     def members(self) -> list[Member]:
         """Every known member, ourselves included, dead and left ones too until reaped."""
@@ -243,6 +236,12 @@ class Membership:
         message = decode_stream(data, self.config.max_stream_bytes)
         if isinstance(message, PushPull):
             self.stats.push_pulls_served += 1
+            own = next((row for row in message.states if row.node == message.source), None)
+            holder = None if own is None or own.status.is_gone else \
+                sender_holder(own.node, own.address, self.local_member, self._members.get(own.node))
+            if own is not None and holder is not None:  # another process with this id: merge nothing of it
+                self._conflict(ConflictingClaim(own.node, holder, own.address, "push_pull", message.join))
+                return StreamReply(reply=encode(IdConflict(own.node, holder)))
             self._merge_remote(message, now)
             reply = self._push_pull_message(message.join)
             return StreamReply(reply=reply)
@@ -252,8 +251,13 @@ class Membership:
             return StreamReply(app_request=message)
         raise PacketDecodeError("unexpected_stream_message", type(message).__name__)
 
-    def stream_response(self, request_id: int, data: bytes | None, now: float) -> list[Outgoing]:
-        """Report how one of our `StreamRequest`s ended: the reply bytes, or None on failure/timeout."""
+    def stream_response(self, request_id: int, data: bytes | None, now: float, *, refused: bool = False
+                        ) -> list[Outgoing]:
+        """Report how one of our `StreamRequest`s ended: the reply bytes, or None on failure/timeout.
+
+        ``refused``: it failed in a way a retry cannot change (the peer could not decrypt us, or we it), so a join
+        whose every seed refused fails at once instead of retrying for many seconds.
+        """
         entry = self._streams.pop(request_id, None)
         if entry is None:
             return []
@@ -277,19 +281,19 @@ class Membership:
             ok = isinstance(reply, PushPull)
             if ok:
                 self._merge_remote(reply, now)  # type: ignore[arg-type]
+            conflict = reply.address if isinstance(reply, IdConflict) and reply.node == self.id else None
             join = self._join
-            if join is not None and request_id in join.pending:
-                join.pending.discard(request_id)
-                join.contacted += int(ok)
-                if not join.pending:
-                    self._join_round_done(now)
+            joining = join is not None and join.answered(request_id, now, self.config, ok=ok, refused=refused,
+                                                         conflict=conflict)
+            if conflict is not None and not joining:  # a joiner hears of it as its join's error instead
+                self._conflict(ConflictingClaim(self.id, conflict, self.local_member.address, "refused_us"))
         return out
 
     def join(self, seeds: list[Address], now: float) -> list[Outgoing]:
         """Start joining through ``seeds`` by push-pull; progress is in ``join_status`` (retries with backoff)."""
         own = self.local_member.address
         self._broadcast_alive()  # announce ourselves too, not only through the seed (memberlist's setAlive)
-        self._join = _Join(seeds=[s for s in dict.fromkeys(seeds) if s != own])
+        self._join = Join(seeds=[s for s in dict.fromkeys(seeds) if s != own])
         if not self._join.seeds:
             self._join.done = True
             return []
@@ -453,17 +457,21 @@ class Membership:
             self.stats.count_drop("stream_message_in_packet")
 
     def _on_alive(self, msg: Alive, now: float) -> None:
+        current = self._members.get(msg.node)
+        holder = claim_holder(msg.node, msg.address, msg.incarnation, MemberStatus.ALIVE, self.local_member, current)
+        if holder is not None:
+            self._conflict(ConflictingClaim(msg.node, holder, msg.address, "gossip"))
+            return
         if msg.node == self.id:
             me = self.local_member
             newer = msg.incarnation > me.incarnation
-            conflicting = msg.incarnation == me.incarnation and (msg.address, msg.meta) != (me.address, me.meta)
-            if not self._left and (newer or conflicting):
+            conflicting = msg.incarnation == me.incarnation and msg.meta != me.meta
+            if not self._left and msg.address == me.address and (newer or conflicting):
                 self._refute(msg.incarnation)
             return
         if len(msg.meta) > self.config.max_meta_bytes:
             self.stats.count_drop("meta_too_large")
             return
-        current = self._members.get(msg.node)
         if current is not None and msg.incarnation <= current.incarnation:
             return
         self._suspicions.pop(msg.node, None)
@@ -523,6 +531,11 @@ class Membership:
         if not current.status.is_gone:
             self._delegate.notify_leave(member)
 
+    def _conflict(self, claim: ConflictingClaim) -> None:
+        self.stats.count_drop("id_conflict")
+        if self.on_conflict is not None:
+            self.on_conflict(claim)
+
     def _refute(self, accused_incarnation: int) -> None:
         """Only a member may raise its own incarnation: the one move that clears a suspicion or death about it."""
         me = self.local_member
@@ -549,10 +562,17 @@ class Membership:
         return StreamRequest(request_id, address, self._push_pull_message(join), self.config.stream_timeout_s)
 
     def _merge_remote(self, message: PushPull, now: float) -> None:
-        """Apply a peer's table. A remote "dead" only makes us suspect (we may know better), unless it is us."""
+        """Apply a peer's table. A remote "dead" only makes us suspect (we may know better), unless it is us.
+
+        A row about another process using a known live member's id (or ours) is skipped: suspect, dead and left
+        messages name no address, so applying it would pin that process's fate on the member we know.
+        """
         for row in message.states:
             if row.status is MemberStatus.ALIVE:
                 self._on_alive(Alive(row.node, row.incarnation, row.address, row.meta), now)
+            elif (holder := claim_holder(row.node, row.address, row.incarnation, row.status, self.local_member,
+                                         self._members.get(row.node))) is not None:
+                self._conflict(ConflictingClaim(row.node, holder, row.address, "gossip"))
             elif row.status is MemberStatus.LEFT:
                 self._on_dead(Left(row.node, row.incarnation), now)
             else:
@@ -577,21 +597,9 @@ class Membership:
     def _join_attempt(self, now: float) -> list[Outgoing]:
         join = self._join
         assert join is not None
-        join.attempts += 1
-        join.retry_at = None
         requests = [self._push_pull_request(seed, True) for seed in join.seeds]
-        join.pending = {r.request_id for r in requests}
+        join.start_round([r.request_id for r in requests])
         return list(requests)
-
-    def _join_round_done(self, now: float) -> None:
-        join = self._join
-        assert join is not None
-        if join.contacted > 0:
-            join.done = True
-        elif join.attempts >= self.config.join_max_attempts:
-            join.failed = True
-        else:
-            join.retry_at = now + self.config.join_retry_base_s * 2 ** (join.attempts - 1)
 
     # -- dissemination ----------------------------------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ class MessageType(IntEnum):
     APP_MESSAGE = 12
     APP_REQUEST = 13
     APP_RESPONSE = 14
+    ID_CONFLICT = 15
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,11 +175,23 @@ class AppResponse:
     error: str
 
 
+@dataclass(frozen=True, slots=True)
+class IdConflict:
+    """The answer to a push-pull whose sender's node id is alive at another address: nothing was merged.
+
+    ``node`` is the contested id and ``address`` where it is in use (the receiver itself, or a member it knows).
+    """
+
+    TYPE: ClassVar[MessageType] = MessageType.ID_CONFLICT
+    node: str
+    address: Address
+
+
 Message = (Ping | IndirectPing | Ack | Nack | Suspect | Alive | Dead | Left | PushPull | UserBroadcast
-           | AppMessage | AppRequest | AppResponse)
+           | AppMessage | AppRequest | AppResponse | IdConflict)
 MESSAGE_CLASSES: dict[MessageType, type[Any]] = {
     cls.TYPE: cls for cls in (Ping, IndirectPing, Ack, Nack, Suspect, Alive, Dead, Left, PushPull, UserBroadcast,
-                              AppMessage, AppRequest, AppResponse)
+                              AppMessage, AppRequest, AppResponse, IdConflict)
 }
 
 _SORTED_NAMES = {cls: sorted(f.name for f in fields(cls)) for cls in MESSAGE_CLASSES.values()}

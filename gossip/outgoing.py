@@ -45,10 +45,13 @@ class StreamReply:
 
 @dataclass(frozen=True, slots=True)
 class JoinStatus:
+    """``conflict`` is where a seed said our node id is alive (the join failed for that reason), else None."""
+
     done: bool
     failed: bool
     contacted: int
     attempts: int
+    conflict: Address | None = None
 
 
 @dataclass(slots=True)

@@ -52,6 +52,19 @@ class RemoteHandlerError(TransportError):
     """The peer received the request but its handler failed; ``detail`` carries the peer's short explanation."""
 
 
+class KeyMismatchError(TransportError):
+    """The peer and this node do not share a cluster key, so no exchange can succeed until an operator fixes it.
+
+    ``kind`` says how it showed: ``"reply"`` (the peer's reply failed to decrypt), ``"request"`` (the peer could not
+    decrypt our request and said so), ``"plaintext"`` (the reply is not encrypted, but we have a key) or
+    ``"sealed"`` (the reply is encrypted, but we have no key).
+    """
+
+    def __init__(self, addr: Address, kind: str, detail: str) -> None:
+        super().__init__(addr, detail)
+        self.kind = kind
+
+
 class PeerTimeoutError(GossipError, TimeoutError):
     """The peer did not answer a stream request within the allotted time."""
 

@@ -5,6 +5,11 @@ be refused is refused here, before protocol code sees it, and counted in `Transp
 oversized datagrams or frames, plaintext when a keyring is configured, sealed data when none is, undecryptable data,
 connections over the limit. Streams carry one request frame and one response frame per exchange; a frame is a 4-byte
 big-endian length then the (possibly sealed) body, whose first plaintext byte of a response says ok or error.
+
+A wrong cluster key must be loud on both sides, not a silent timeout: a stream request that fails to open is
+answered (sealed with our key, if we have one) with a "cannot decrypt" status before the connection closes, so the
+requester raises `KeyMismatchError` at once, whichever side holds which key; and every refusal of that kind is
+logged as a WARNING naming the peer, at most once a minute per peer (`DECRYPT_WARNING_INTERVAL_S`).
 """
 
 from __future__ import annotations
@@ -12,14 +17,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import struct
+import time
 
 from gossip.clock import Address
+from gossip.rate_limit import RateLimiter
 from gossip.security import CONTEXT_PACKET, CONTEXT_STREAM, SEAL_OVERHEAD, DecryptError, Keyring, is_sealed
 from gossip.transport import (
     STREAM_LENGTH_PREFIX_BYTES,
     FrameTooLargeError,
+    KeyMismatchError,
     PacketHandler,
     PeerTimeoutError,
     PeerUnreachableError,
@@ -28,6 +37,7 @@ from gossip.transport import (
     TransportClosedError,
     TransportError,
     TransportStats,
+    format_address,
 )
 
 log = logging.getLogger(__name__)
@@ -35,8 +45,24 @@ log = logging.getLogger(__name__)
 _LENGTH = struct.Struct(">I")
 _STATUS_OK = 0
 _STATUS_ERROR = 1
+_STATUS_UNDECRYPTABLE = 2  # the request did not open with our keys (an older peer reads it as an error)
+DECRYPT_WARNING_INTERVAL_S = 60.0
+# What each refusal to open says to an operator, after "gossip <packets|streams> from <peer>".
+_UNSEAL_PROBLEMS = {
+    "plaintext_refused": "are not encrypted but this node has a cluster key: the peer runs without one",
+    "sealed_refused": "are encrypted but this node has no cluster key: the peer runs with one",
+}
 _UDP_RECV_BUFFER_BYTES = 2 * 1024 * 1024
 _MAX_ERROR_DETAIL = 200
+
+
+class BindError(TransportError):
+    """The gossip address cannot be bound (in use, not an address of this host, no permission); ``reason`` is the
+    operating system's word for it, e.g. "address already in use"."""
+
+    def __init__(self, addr: Address, reason: str) -> None:
+        super().__init__(addr, f"cannot listen: {reason}")
+        self.reason = reason
 
 
 class _DatagramEndpoint(asyncio.DatagramProtocol):
@@ -87,6 +113,7 @@ class AsyncioTransport:
         self._inbound: set[asyncio.StreamWriter] = set()
         self._handlers: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._warnings = RateLimiter(DECRYPT_WARNING_INTERVAL_S)
 
     @property
     def local_address(self) -> Address:
@@ -106,17 +133,20 @@ class AsyncioTransport:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # With port 0 the kernel picks a TCP port that may be taken for UDP: retry a few times.
         for attempt in range(8):
-            server = await asyncio.start_server(self._serve, host, port, family=family, reuse_address=True)
+            try:
+                server = await asyncio.start_server(self._serve, host, port, family=family, reuse_address=True)
+            except OSError as exc:
+                raise BindError(self._bind, _os_reason(exc)) from exc
             bound = server.sockets[0].getsockname()
             try:
                 udp, _ = await loop.create_datagram_endpoint(
                     lambda: _DatagramEndpoint(self), local_addr=(host, bound[1]), family=family
                 )
-            except OSError:
+            except OSError as exc:
                 server.close()
                 await server.wait_closed()
                 if port != 0 or attempt == 7:
-                    raise
+                    raise BindError((host, int(bound[1])), _os_reason(exc)) from exc
                 continue
             break
         self._server, self._udp = server, udp
@@ -150,7 +180,7 @@ class AsyncioTransport:
         if len(wire) > self.max_packet_bytes + self._overhead:
             self.stats.drop("oversize")
             return
-        data = self._unseal(wire, CONTEXT_PACKET)
+        data = self._unseal(wire, CONTEXT_PACKET, addr)
         if data is None or self._on_packet is None:
             return
         try:
@@ -159,24 +189,39 @@ class AsyncioTransport:
             self.stats.drop("handler_error")
             log.exception("packet handler failed on a datagram from %s", addr)
 
-    def _unseal(self, wire: bytes, context: bytes) -> bytes | None:
-        """Open ``wire`` according to this node's policy, or count why not and return None."""
+    def _unseal(self, wire: bytes, context: bytes, addr: Address) -> bytes | None:
+        """Open ``wire`` according to this node's policy, or count (and report) why not and return None."""
+        plain, refusal = self._open(wire, context)
+        if not refusal:
+            return plain
+        self.stats.drop(refusal)
+        if refusal != "empty":
+            self._warn_undecryptable(refusal, context, addr)
+        return None
+
+    def _open(self, wire: bytes, context: bytes) -> tuple[bytes, str]:
+        """``(plaintext, "")``, or ``(b"", why it cannot be opened)`` with a drop reason; never raises."""
         if not wire:
-            self.stats.drop("empty")
-            return None
+            return b"", "empty"
         if self.keyring is None:
-            if is_sealed(wire):
-                self.stats.drop("sealed_refused")
-                return None
-            return wire
+            return (b"", "sealed_refused") if is_sealed(wire) else (wire, "")
         if not is_sealed(wire):
-            self.stats.drop("plaintext_refused")
-            return None
+            return b"", "plaintext_refused"
         try:
-            return self.keyring.open(wire, context)
+            return self.keyring.open(wire, context), ""
         except DecryptError as exc:
-            self.stats.drop(f"decrypt_{exc.reason}")
-            return None
+            return b"", f"decrypt_{exc.reason}"
+
+    def _warn_undecryptable(self, reason: str, context: bytes, addr: Address) -> None:
+        stream = context == CONTEXT_STREAM
+        peer = addr[0] if stream else format_address(addr)  # a stream's source port is ephemeral: key by host
+        if not self._warnings.allow((stream, peer), time.monotonic()):
+            return
+        more = self._warnings.suppressed((stream, peer))
+        problem = _UNSEAL_PROBLEMS.get(reason, f"fail to decrypt ({reason.removeprefix('decrypt_')}): "
+                                               "the peer's cluster key differs from ours")
+        log.warning("gossip %s from %s %s%s", "streams" if stream else "packets", peer, problem,
+                    f" ({more} more since the last warning)" if more else "")
 
     # ---------------------------------------------------------------- streams (client side)
 
@@ -206,12 +251,29 @@ class AsyncioTransport:
                 writer.close()
         if body is None:
             raise PeerUnreachableError(addr, "connection closed before a response arrived")
-        plain = self._unseal(body, CONTEXT_STREAM)
-        if plain is None or not plain:
-            raise TransportError(addr, "response refused (encryption mismatch, wrong key or empty)")
+        plain = self._open_response(body, addr)
         if plain[0] == _STATUS_OK:
             return plain[1:]
+        if plain[0] == _STATUS_UNDECRYPTABLE:
+            raise KeyMismatchError(addr, "request", "the peer could not decrypt our request")
         raise RemoteHandlerError(addr, plain[1:].decode("utf-8", "replace"))
+
+    def _open_response(self, body: bytes, addr: Address) -> bytes:
+        """A response's plaintext; `KeyMismatchError` if the keys do not match (counted like any refusal)."""
+        plain, refusal = self._open(body, CONTEXT_STREAM)
+        if plain:
+            return plain
+        if refusal in ("", "empty"):
+            self.stats.drop("empty")
+            raise TransportError(addr, "empty response")
+        self.stats.drop(refusal)
+        self._warn_undecryptable(refusal, CONTEXT_STREAM, addr)
+        if refusal == "plaintext_refused":
+            raise KeyMismatchError(addr, "plaintext", "the response is not encrypted but this node has a cluster key")
+        if refusal == "sealed_refused":
+            raise KeyMismatchError(addr, "sealed", "the response is encrypted but this node has no cluster key")
+        why = refusal.removeprefix("decrypt_")
+        raise KeyMismatchError(addr, "reply", f"the response failed to decrypt ({why})")
 
     async def _write_frame(self, writer: asyncio.StreamWriter, payload: bytes) -> None:
         wire = self.keyring.seal(payload, CONTEXT_STREAM) if self.keyring is not None else payload
@@ -264,8 +326,10 @@ class AsyncioTransport:
                     break
                 if body is None:
                     break
-                request = self._unseal(body, CONTEXT_STREAM)
+                request = self._unseal(body, CONTEXT_STREAM, addr)
                 if request is None:
+                    if body:  # say so before closing: the requester then reports a key mismatch, not a lost peer
+                        await self._write_frame(writer, bytes((_STATUS_UNDECRYPTABLE,)) + b"cannot decrypt the request")
                     break
                 response = await self._answer(request, addr)
                 if len(response) > self.max_stream_bytes + 1:
@@ -322,3 +386,10 @@ class AsyncioTransport:
 
     def __repr__(self) -> str:
         return f"AsyncioTransport({self._address or self._bind}, sealed={self.keyring is not None})"
+
+
+def _os_reason(exc: OSError) -> str:
+    """The operating system's own words ("address already in use", not "[Errno 98] error while attempting to bind
+    on address ..."), lower-cased to continue a sentence."""
+    text = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio's strerror also names the address
+    return text[:1].lower() + text[1:]

@@ -3,6 +3,9 @@
 
 Client commands print the server's JSON answer on stdout and exit non-zero on errors. Values and set elements on the
 command line are parsed as JSON when they parse (`42`, `true`, `[1,2]`, `"x"`) and taken as strings otherwise.
+
+An operator's mistake is one line on stderr that says what to do, never a traceback: a port in use, a data directory
+another node holds, a node id already in the cluster, an unusable `--node` URL. `rumor keys | head -1` exits quietly.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from server.client import RumorClient, RumorHTTPError
-from server.config import MIB, TIMING_PRESETS, env_name, load_config
-from server.errors import ConfigError
+import aiohttp
+
+from server.client import InvalidNodeURLError, RumorClient, RumorHTTPError, node_url
+from server.config import MIB, TIMING_PRESETS, ServerConfig, env_name, load_config
+from server.errors import ConfigError, ServerError
 
 DEFAULT_NODE_URL = "http://127.0.0.1:7000"
 
@@ -131,27 +136,60 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_demo(args)
     if args.command == "serve":
-        from server.serve import run
-
         flags = {field_name: getattr(args, field_name) for _, field_name, _, _ in _SERVE_OPTIONS}
         try:
             config = load_config(flags, os.environ, args.config)
         except ConfigError as exc:
             print(f"rumor: {exc}", file=sys.stderr)
             return 2
-        return run(config)
+        return _serve(config)
+    try:
+        node_url(args.node)
+    except InvalidNodeURLError as exc:
+        print(f"rumor: --node: {exc}", file=sys.stderr)
+        return 2
     try:
         result = asyncio.run(_run_client(args))
     except RumorHTTPError as exc:
         print(f"rumor: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:
-        print(f"rumor: cannot reach {args.node}: {exc}", file=sys.stderr)
+    except (OSError, aiohttp.ClientError) as exc:
+        print(f"rumor: cannot reach {args.node}: {str(exc) or type(exc).__name__}", file=sys.stderr)
         return 1
     if args.command == "get" and result is None:
         print(f"rumor: key not found: {args.key}", file=sys.stderr)
         return 1
-    print(json.dumps(result, indent=2, ensure_ascii=False) if result is not None else "deleted")
+    return _print(json.dumps(result, indent=2, ensure_ascii=False) if result is not None else "deleted")
+
+
+def _serve(config: ServerConfig) -> int:
+    """`rumor serve`; a failure to start that an operator causes and can fix is one line on stderr, status 1."""
+    from gossip.errors import GossipError
+    from gossip.transport import format_address
+    from gossip.transport_asyncio import BindError
+    from server.serve import ListenError, run
+
+    try:
+        return run(config)
+    except BindError as exc:  # the gossip port: same words as for the HTTP one
+        error: Exception = ListenError(format_address(exc.addr) if exc.addr else config.gossip_addr, exc.reason,
+                                       "--gossip-addr")
+    except (ServerError, GossipError) as exc:  # data directory in use, node id taken, storage unreadable, ...
+        error = exc
+    print(f"rumor: {error}", file=sys.stderr)
+    return 1
+
+
+def _print(text: str) -> int:
+    """Prints the answer; a reader that went away early (`rumor keys | head -1`) ends the command quietly."""
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # As the Python docs advise: point stdout at devnull, or the interpreter's last flush fails once more.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE: what a shell reports for a writer whose reader went away
     return 0
 
 

@@ -4,18 +4,22 @@
         await client.incr("visits", 5)
         item = await client.get("visits")   # {"key", "type", "value", "context"} or None
 
-Errors come back as `RumorHTTPError` carrying the status and the server's error code.
+Errors come back as `RumorHTTPError` carrying the status and the server's error code. The base URL may omit its
+scheme (``127.0.0.1:7000`` means ``http://127.0.0.1:7000``); one that is no http(s) URL with a host raises
+`InvalidNodeURLError` at once, before anything is sent.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 import msgpack
+import yarl
 
 from server.errors import ServerError
 from server.negotiation import JSON, MSGPACK, decode_body, encode_body
@@ -29,6 +33,41 @@ class RumorHTTPError(ServerError):
         self.status = status
         self.code = code
         self.message = message
+
+
+class InvalidNodeURLError(ServerError, ValueError):
+    """A node URL that cannot be used: not http(s), no host, a bad port, a query or fragment."""
+
+    code = "bad_node_url"
+
+    def __init__(self, text: str, reason: str) -> None:
+        super().__init__(f"not a node URL: {text!r} ({reason}); expected one like http://127.0.0.1:7000")
+        self.text = text
+        self.reason = reason
+
+
+_HOST = re.compile(r"[A-Za-z0-9._~%:-]+")
+
+
+def node_url(text: str) -> str:
+    """The base URL of a node from what a user typed: ``host:port`` gets ``http://``, a trailing slash goes.
+
+    Raises `InvalidNodeURLError` for anything that is not an http(s) URL with a host (and nothing after the path).
+    """
+    raw = text.strip()
+    try:
+        url = yarl.URL(raw if "://" in raw else f"http://{raw}")
+        url.port  # noqa: B018 -- parses the port: "7x00" or 99999 raise here, not at the first request
+    except (ValueError, TypeError) as exc:
+        reason = str(exc).removeprefix("Invalid URL: ")
+        raise InvalidNodeURLError(text, reason[:1].lower() + reason[1:]) from None
+    if url.scheme not in ("http", "https"):
+        raise InvalidNodeURLError(text, f"the scheme is {url.scheme!r}, not http or https")
+    if not url.host or not _HOST.fullmatch(url.host):
+        raise InvalidNodeURLError(text, "no valid host")
+    if url.query_string or url.fragment:
+        raise InvalidNodeURLError(text, "a node URL has no query or fragment")
+    return str(url).rstrip("/")
 
 
 def _options(**options: Any) -> dict[str, str]:
@@ -45,7 +84,7 @@ class RumorClient:
         timeout_s: float = 10.0,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_url = node_url(base_url)
         self._format = MSGPACK if use_msgpack else JSON
         self._headers = {"Accept": self._format}
         if token is not None:
@@ -66,10 +105,15 @@ class RumorClient:
             await self._session.close()
 
     async def request(
-        self, method: str, path: str, *, body: Any = None, has_body: bool = False, params: dict[str, str] | None = None
+        self, method: str, path: str, *, body: Any = None, has_body: bool = False, params: dict[str, str] | None = None,
+        op_id: str | None = None,
     ) -> tuple[int, Any]:
-        """One request; returns (status, decoded body or None). Raises RumorHTTPError for 4xx/5xx."""
+        """One request; returns (status, decoded body or None). Raises RumorHTTPError for 4xx/5xx.
+
+        `op_id` goes in the `Idempotency-Key` header: a retry with the same op_id is applied once."""
         headers = dict(self._headers)
+        if op_id is not None:
+            headers["Idempotency-Key"] = op_id
         data = None
         if has_body or body is not None:
             data = encode_body(body, self._format)
@@ -118,29 +162,30 @@ class RumorClient:
     ) -> dict[str, Any]:
         """Writes a last-writer-wins register."""
         _, item = await self.request("PUT", self._key_path(key), body=value, has_body=True,
-                                     params=_options(context=context, op_id=op_id, w=w))
+                                     params=_options(context=context, w=w), op_id=op_id)
         return item
 
-    async def update(self, key: str, update: dict[str, Any], *, w: str | None = None,
-                     timeout_ms: int | None = None) -> dict[str, Any]:
-        """A typed update (the POST body as documented), e.g. {"type": "set", "add": [1]}."""
+    async def update(self, key: str, update: dict[str, Any], *, w: str | None = None, timeout_ms: int | None = None,
+                     op_id: str | None = None) -> dict[str, Any] | None:
+        """A typed update (the POST body as documented), e.g. {"type": "set", "add": [1]}; None when it left the
+        key without a value (204)."""
         _, item = await self.request("POST", self._key_path(key), body=update,
-                                     params=_options(w=w, timeout_ms=timeout_ms))
+                                     params=_options(w=w, timeout_ms=timeout_ms), op_id=op_id)
         return item
 
-    async def incr(self, key: str, amount: int = 1, *, op_id: str | None = None) -> dict[str, Any]:
-        return await self.update(key, {"type": "counter", "increment": amount} | _options(op_id=op_id))
+    async def incr(self, key: str, amount: int = 1, *, op_id: str | None = None) -> dict[str, Any] | None:
+        return await self.update(key, {"type": "counter", "increment": amount}, op_id=op_id)
 
-    async def add(self, key: str, *elements: Any, op_id: str | None = None) -> dict[str, Any]:
-        return await self.update(key, {"type": "set", "add": list(elements)} | _options(op_id=op_id))
+    async def add(self, key: str, *elements: Any, op_id: str | None = None) -> dict[str, Any] | None:
+        return await self.update(key, {"type": "set", "add": list(elements)}, op_id=op_id)
 
-    async def remove(self, key: str, *elements: Any, context: str | None = None) -> dict[str, Any]:
+    async def remove(self, key: str, *elements: Any, context: str | None = None) -> dict[str, Any] | None:
         body: dict[str, Any] = {"type": "set", "remove": list(elements)}
         return await self.update(key, body | ({"context": context} if context else {}))
 
     async def delete(self, key: str, *, context: str | None = None, op_id: str | None = None) -> dict[str, Any] | None:
         """Observed-remove of the key; returns the surviving item (concurrent updates) or None."""
-        _, item = await self.request("DELETE", self._key_path(key), params=_options(context=context, op_id=op_id))
+        _, item = await self.request("DELETE", self._key_path(key), params=_options(context=context), op_id=op_id)
         return item
 
     async def keys(self, prefix: str = "", *, after: str | None = None, limit: int | None = None) -> dict[str, Any]:

@@ -43,6 +43,9 @@ class ServerConfig:
     clock_offset_ms: int = 0
     #: requests with a larger body get 413 before anything is decoded.
     max_body_bytes: int = MIB
+    #: a connection that has not sent a complete request head (request line and headers) this long after opening,
+    #: or after the first byte of its next request, is closed (slow clients must not hold connections).
+    http_header_timeout_s: float = 10.0
     #: keep everything in memory: no durability at all (tests, demos).
     in_memory: bool = False
     #: how often the background checkpointer folds logged deltas of dirty keys into full states.
@@ -70,6 +73,8 @@ class ServerConfig:
             raise ConfigError(f"timing must be one of {', '.join(TIMING_PRESETS)}, got {self.timing!r}")
         if self.max_body_bytes < 1:
             raise ConfigError("max_body_bytes must be >= 1")
+        if not self.http_header_timeout_s > 0:
+            raise ConfigError("http_header_timeout_s must be > 0")
         if self.checkpoint_interval_s <= 0 or self.checkpoint_batch_keys < 1 or self.op_id_retention < 0 \
                 or self.checkpoint_max_log_records < 1:
             raise ConfigError("checkpoint_interval_s > 0, checkpoint_batch_keys >= 1, op_id_retention >= 0, "

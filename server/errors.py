@@ -31,6 +31,13 @@ class MalformedBodyError(BadRequestError):
     code = "malformed_body"
 
 
+class InvalidValueError(MalformedBodyError):
+    """A value decoded but is outside what the store keeps: a lone surrogate, an integer outside the signed 64-bit
+    range, NaN, a non-JSON type, or nesting deeper than the limit."""
+
+    code = "invalid_value"
+
+
 class InvalidKeyError(BadRequestError):
     """Keys are 1..1024 bytes of UTF-8."""
 
@@ -47,8 +54,9 @@ class UnknownFieldError(BadRequestError):
 
     code = "unknown_field"
 
-    def __init__(self, fields: list[str]) -> None:
-        super().__init__(f"unknown field(s): {', '.join(sorted(fields))}")
+    def __init__(self, fields: list[str], hint: str | None = None) -> None:
+        names = ", ".join(repr(name[:40]) for name in sorted(fields))
+        super().__init__(f"unknown field(s): {names}" + (f" ({hint})" if hint else ""))
         self.fields = sorted(fields)
 
 
@@ -70,6 +78,19 @@ class InvalidOptionError(BadRequestError):
     code = "invalid_option"
 
 
+class OpIdConflictError(BadRequestError):
+    """An op_id (Idempotency-Key) already named a different request (another key, type or body): replaying that
+    one's result would silently drop this one."""
+
+    code = "op_id_conflict"
+
+    def __init__(self, op_id: str, key: str) -> None:
+        super().__init__(f"op_id {op_id!r} was already used for a different request (on key {key!r}); "
+                         "use a new op_id for a new request")
+        self.op_id = op_id
+        self.key = key
+
+
 class KeyNotFoundError(ServerError, KeyError):
     """The key holds no value (never written, or empty after a delete)."""
 
@@ -89,8 +110,10 @@ class TypeConflictError(ServerError, TypeError):
 
     code = "type_mismatch"
 
-    def __init__(self, key: str, existing: str, requested: str) -> None:
-        super().__init__(f"key {key!r} holds a {existing}, not a {requested}")
+    def __init__(self, key: str, existing: str, requested: str, *, emptied: bool = False) -> None:
+        why = (f" (it was deleted, but a key keeps its type for good, so that {existing} updates made concurrently "
+               f"elsewhere still merge: write a {existing}, or use another key)") if emptied else ""
+        super().__init__(f"key {key!r} holds a {existing}, not a {requested}{why}")
         self.key = key
         self.existing = existing
         self.requested = requested

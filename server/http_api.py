@@ -10,14 +10,16 @@ checks the key's type before touching state: a rejected request changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from server.consistency import Consistency, parse_consistency
+from server.consistency import MAX_TIMEOUT_MS, Consistency, parse_consistency
 from server.errors import (
     InvalidOptionError,
     KeyNotFoundError,
@@ -27,22 +29,29 @@ from server.errors import (
     UnknownFieldError,
 )
 from server.http_errors import response_for
+from server.http_request import int_option, op_id_of, path_key, query_options
 from server.keyspace import Item
 from server.negotiation import decode_body, encode_body, request_format, response_format
 from server.node import Node, Outcome, WriteResult
-from server.updates import RegisterWrite, parse_context, parse_op_id, parse_update
-from server.values import check_key
+from server.updates import OP_ID_HINT, RegisterWrite, parse_context, parse_update
 
 if TYPE_CHECKING:
     from server.cluster import Cluster  # the single-node app (tests, embedding) never loads the gossip stack
+
+log = logging.getLogger(__name__)
 
 NODE_KEY: web.AppKey[Node] = web.AppKey("node", Node)
 CLUSTER_KEY: web.AppKey[Cluster] = web.AppKey("cluster")
 MAX_LIST_LIMIT = 1000
 DEFAULT_LIST_LIMIT = 100
 _PUBLIC_PATHS = frozenset({"/health"})
+#: counted in /metrics for a request whose client disconnected before the answer (nginx's convention); never sent
+CLIENT_CLOSED_REQUEST = 499
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: route patterns match every character: `.` stops at a newline, and `/v1/kv/%0A` would then miss every route and get
+#: aiohttp's plain-text 404 instead of ours
+_ANY_CHARS = r"[\s\S]"
 
 
 def _endpoint(handler: Handler, route: str) -> Handler:
@@ -54,6 +63,16 @@ def _endpoint(handler: Handler, route: str) -> Handler:
         try:
             _authenticate(request, node.config.api_token)
             response = await handler(request)
+        except asyncio.CancelledError:  # a server run with handler_cancellation cancels when the client leaves
+            if _client_gone(request):
+                node.metrics.http_requests.inc(route, request.method, str(CLIENT_CLOSED_REQUEST))
+            raise
+        except ConnectionResetError as exc:
+            if not _client_gone(request):
+                response = response_for(exc)
+            else:  # the client left mid-request (say, mid-body): nobody to answer, and nothing failed here
+                log.debug("client %s went away during %s %s", request.remote, request.method, route)
+                response = web.Response(status=CLIENT_CLOSED_REQUEST)
         except Exception as exc:  # the single place errors become responses
             response = response_for(exc)
         node.metrics.http_requests.inc(route, request.method, str(response.status))
@@ -61,6 +80,11 @@ def _endpoint(handler: Handler, route: str) -> Handler:
         return response
 
     return endpoint
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _authenticate(request: web.Request, token: str | None) -> None:
@@ -71,18 +95,6 @@ def _authenticate(request: web.Request, token: str | None) -> None:
     # compare_digest on equal-type bytes: the time taken does not depend on how much of the token matched.
     if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
         raise UnauthorizedError("missing or wrong API token (send 'Authorization: Bearer <token>')")
-
-
-def _query(request: web.Request, allowed: frozenset[str]) -> dict[str, str]:
-    if not request.query_string:  # the raw string: parsing `request.query` costs more than the rest of a GET
-        return {}
-    unknown = set(request.query) - allowed
-    if unknown:
-        raise InvalidOptionError(f"unknown query option(s): {', '.join(sorted(unknown))}")
-    duplicated = [name for name in request.query if len(request.query.getall(name)) > 1]
-    if duplicated:
-        raise InvalidOptionError(f"query option(s) given more than once: {', '.join(sorted(set(duplicated)))}")
-    return dict(request.query)
 
 
 async def _body(request: web.Request, *, optional: bool = False) -> Any:
@@ -112,10 +124,6 @@ def _item_response(request: web.Request, item: Item, headers: dict[str, str] | N
     return web.Response(body=item.encoded(fmt, encode_body), content_type=fmt, headers=headers)
 
 
-def _key(request: web.Request) -> str:
-    return check_key(request.match_info["key"])
-
-
 def _outcome_response(request: web.Request, outcome: Outcome, headers: dict[str, str] | None = None) -> web.Response:
     assert outcome.item is not None
     if outcome.satisfied:
@@ -137,73 +145,82 @@ _DEFAULT_CONSISTENCY = Consistency()
 def _consistency(options: dict[str, str], name: str) -> Consistency:
     if not options:
         return _DEFAULT_CONSISTENCY
-    return parse_consistency(options.get(name), options.get("timeout_ms"), name=name)
+    timeout = options.get("timeout_ms")
+    timeout_ms = None if timeout is None else int_option("timeout_ms", timeout, 1, MAX_TIMEOUT_MS)
+    return parse_consistency(options.get(name), timeout_ms, name=name)
 
 
 # -- handlers ----------------------------------------------------------------------------------------------------------
 
 _READ_OPTIONS = frozenset({"r", "timeout_ms"})
 _WRITE_OPTIONS = frozenset({"w", "timeout_ms"})
-_PUT_OPTIONS = _WRITE_OPTIONS | {"context", "op_id"}
+_PUT_OPTIONS = _WRITE_OPTIONS | {"context"}
+_DELETE_BODY_FIELDS = frozenset({"context"})
 
 
 async def get_item(request: web.Request) -> web.StreamResponse:
     """With r > 1 and fewer replicas answering in time: 202 and the merged item with `acks`/`required` (or a 404
     saying how many answered), like a write that missed its w."""
-    key = _key(request)
-    options = _query(request, _READ_OPTIONS)
+    key = path_key(request)
+    options = query_options(request, _READ_OPTIONS)
     outcome = await request.app[NODE_KEY].read_outcome(key, _consistency(options, "r"))
     if outcome.item is None:
-        partial = f"{outcome.acks} of the {outcome.required} replicas asked for answered in time"
-        raise KeyNotFoundError(key, None if outcome.satisfied else partial)
+        details = []
+        if not outcome.satisfied:
+            details.append(f"{outcome.acks} of the {outcome.required} replicas asked for answered in time")
+        kept_type = request.app[NODE_KEY].keyspace.type_of(key)
+        if kept_type is not None:  # emptied by a delete or removes: writes of another type get 409, say why now
+            details.append(f"it was emptied and stays a {kept_type}")
+        raise KeyNotFoundError(key, "; ".join(details) or None)
     return _outcome_response(request, outcome)
 
 
 async def put_item(request: web.Request) -> web.StreamResponse:
-    key = _key(request)
-    options = _query(request, _PUT_OPTIONS)
+    key = path_key(request)
+    options = query_options(request, _PUT_OPTIONS)
     consistency = _consistency(options, "w")
-    update = RegisterWrite(value=await _body(request), context=parse_context(options.get("context")))
-    result = await request.app[NODE_KEY].update(key, update, op_id=parse_op_id(options.get("op_id")),
-                                                consistency=consistency)
+    op_id = op_id_of(request)
+    update = RegisterWrite(value=await _body(request), **parse_context(options.get("context")))
+    result = await request.app[NODE_KEY].update(key, update, op_id=op_id, consistency=consistency)
     return _write_response(request, result)
 
 
 async def post_item(request: web.Request) -> web.StreamResponse:
-    key = _key(request)
-    consistency = _consistency(_query(request, _WRITE_OPTIONS), "w")
-    update, op_id = parse_update(await _body(request))
+    key = path_key(request)
+    consistency = _consistency(query_options(request, _WRITE_OPTIONS), "w")
+    op_id = op_id_of(request)
+    update = parse_update(await _body(request))
     result = await request.app[NODE_KEY].update(key, update, op_id=op_id, consistency=consistency)
     return _write_response(request, result)
 
 
 async def delete_item(request: web.Request) -> web.StreamResponse:
-    """Context and op_id come from the query or from an optional body `{"context": ..., "op_id": ...}`."""
-    key = _key(request)
-    options: dict[str, Any] = _query(request, _PUT_OPTIONS)
+    """The context comes from the query or from an optional body `{"context": ...}`; the op_id from its header."""
+    key = path_key(request)
+    options: dict[str, Any] = query_options(request, _PUT_OPTIONS)
+    op_id = op_id_of(request)
     body = await _body(request, optional=True)
     if body is not None:
         if not isinstance(body, dict):
-            raise MalformedBodyError("a DELETE body must be an object with 'context' and/or 'op_id'")
-        unknown = set(body) - {"context", "op_id"}
+            raise MalformedBodyError("a DELETE body must be an object with a 'context'")
+        unknown = set(body) - _DELETE_BODY_FIELDS
         if unknown:
-            raise UnknownFieldError(sorted(unknown))
+            raise UnknownFieldError(sorted(unknown), hint=OP_ID_HINT if "op_id" in unknown else None)
         twice = set(body) & set(options)
         if twice:
             raise InvalidOptionError(f"given both in the query and the body: {', '.join(sorted(twice))}")
         options |= body
     consistency = _consistency({k: v for k, v in options.items() if k in _WRITE_OPTIONS}, "w")
-    result = await request.app[NODE_KEY].delete(key, parse_context(options.get("context")),
-                                                op_id=parse_op_id(options.get("op_id")), consistency=consistency)
+    context = parse_context(options.get("context"))
+    result = await request.app[NODE_KEY].delete(key, context.get("context"), op_id=op_id, consistency=consistency,
+                                                context_binding=context.get("context_binding"))
     return _write_response(request, result)
 
 
 async def list_keys(request: web.Request) -> web.StreamResponse:
-    options = _query(request, frozenset({"prefix", "after", "limit"}))
-    raw_limit = options.get("limit", str(DEFAULT_LIST_LIMIT))
-    if not raw_limit.isdigit() or not (1 <= int(raw_limit) <= MAX_LIST_LIMIT):
-        raise InvalidOptionError(f"limit must be an integer in 1..{MAX_LIST_LIMIT}")
-    page = request.app[NODE_KEY].keys(options.get("prefix", ""), options.get("after"), int(raw_limit))
+    options = query_options(request, frozenset({"prefix", "after", "limit"}))
+    limit = int_option("limit", options.get("limit", str(DEFAULT_LIST_LIMIT)), 1, MAX_LIST_LIMIT)
+    page = request.app[NODE_KEY].keys(options.get("prefix", ""), options.get("after"), limit)
     return _render(request, {"keys": [{"key": k, "type": t} for k, t in page.keys], "next": page.next})
 
 
@@ -215,7 +232,7 @@ async def members(request: web.Request) -> web.StreamResponse:
 
 async def cluster_view(request: web.Request) -> web.StreamResponse:
     """This node and every member it knows (status, incarnation, gossip and HTTP addresses), plus replication state."""
-    _query(request, frozenset())
+    query_options(request, frozenset())
     cluster = request.app.get(CLUSTER_KEY)
     if cluster is not None:
         return _render(request, cluster.view())
@@ -227,7 +244,7 @@ async def cluster_view(request: web.Request) -> web.StreamResponse:
 
 async def cluster_leave(request: web.Request) -> web.StreamResponse:
     """Graceful leave: peers learn it at once (no suspicion); this node keeps serving its own reads and writes."""
-    _query(request, frozenset())
+    query_options(request, frozenset())
     cluster = request.app.get(CLUSTER_KEY)
     if cluster is not None:
         await cluster.leave()
@@ -237,7 +254,7 @@ async def cluster_leave(request: web.Request) -> web.StreamResponse:
 
 async def debug_partition(request: web.Request) -> web.StreamResponse:
     """`{"block": [member ids or gossip addresses]}` cuts this node off from them; `{"block": []}` heals."""
-    _query(request, frozenset())
+    query_options(request, frozenset())
     body = await _body(request)
     if not isinstance(body, dict) or set(body) != {"block"} or not isinstance(body["block"], list) \
             or not all(isinstance(name, str) for name in body["block"]):
@@ -247,11 +264,17 @@ async def debug_partition(request: web.Request) -> web.StreamResponse:
 
 
 async def health(request: web.Request) -> web.StreamResponse:
-    """Liveness is answering at all; readiness (status 200 vs 503) is 'started and storage healthy'."""
+    """Liveness is answering at all; readiness (status 200 vs 503) is 'started, storage healthy and no background
+    component failed lately'. A 503 says why in `failing`, {component: one-line reason}, so an operator reading the
+    probe knows where to look without opening the log first."""
     node = request.app[NODE_KEY]
-    body = {"status": "ok" if node.ready else "unavailable", "node": node.node_id, "ready": node.ready,
-            "durable": node.storage.durable}
-    return _render(request, body, 200 if node.ready else 503)
+    failing = node.failing()
+    ready = not failing
+    body: dict[str, Any] = {"status": "ok" if ready else "unavailable", "node": node.node_id, "ready": ready,
+                            "durable": node.storage.durable}
+    if failing:
+        body["failing"] = failing
+    return _render(request, body, 200 if ready else 503)
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:
@@ -286,12 +309,13 @@ def create_app(node: Node, cluster: Cluster | None = None) -> web.Application:
         "/v1/cluster": [("GET", cluster_view)],
         "/v1/cluster/leave": [("POST", cluster_leave)],
         "/v1/kv": [("GET", list_keys)],
-        "/v1/kv/{key:.+}": [("GET", get_item), ("PUT", put_item), ("POST", post_item), ("DELETE", delete_item)],
+        f"/v1/kv/{{key:{_ANY_CHARS}+}}": [("GET", get_item), ("PUT", put_item), ("POST", post_item),
+                                          ("DELETE", delete_item)],
     }
     if cluster is not None and node.config.enable_fault_injection:
         routes["/v1/debug/partition"] = [("POST", debug_partition)]
     for path, handlers in routes.items():
-        name = path.replace("{key:.+}", "{key}")  # the route's label in /metrics
+        name = path.replace(f"{{key:{_ANY_CHARS}+}}", "{key}")  # the route's label in /metrics
         for method, handler in handlers:
             if method == "GET":
                 app.router.add_get(path, _endpoint(handler, name))  # and HEAD
@@ -300,5 +324,5 @@ def create_app(node: Node, cluster: Cluster | None = None) -> web.Application:
         methods = {method for method, _ in handlers}
         allowed = sorted(methods | {"HEAD"} if "GET" in methods else methods)
         app.router.add_route("*", path, _endpoint(_method_not_allowed(allowed), name))  # any other method: 405
-    app.router.add_route("*", "/{path:.*}", _endpoint(_unmatched, "unmatched"))
+    app.router.add_route("*", f"/{{path:{_ANY_CHARS}*}}", _endpoint(_unmatched, "unmatched"))
     return app

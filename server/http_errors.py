@@ -17,6 +17,7 @@ from server.errors import (
     BadRequestError,
     KeyNotFoundError,
     NodeNotRunningError,
+    OpIdConflictError,
     PayloadTooLargeError,
     ServerError,
     StorageError,
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 #: Most specific first: the first class the error is an instance of decides.
 STATUS_BY_ERROR: tuple[tuple[type[ServerError], int], ...] = (
+    (OpIdConflictError, 422),
     (BadRequestError, 400),
     (UnauthorizedError, 401),
     (KeyNotFoundError, 404),
@@ -47,6 +49,7 @@ _CODE_BY_HTTP_STATUS = {
     405: "method_not_allowed",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    422: "unprocessable",
 }
 
 

@@ -1,9 +1,9 @@
 """The keyspace: key -> (API type name, CRDT state), ordered, with change listeners. In memory only.
 
 This is the seam the replication layer builds on:
-- `apply_local(key, update, encode=...) -> LocalUpdate(item, delta, blob)`: a local update; listeners receive the
-  delta to gossip. With `encode=True` the delta is encoded once, here, and the same bytes serve the durable log and
-  every listener (a write used to be encoded once per consumer).
+- `apply_local(key, update) -> LocalUpdate(item, delta, blob)`: a local update; listeners receive the delta to
+  gossip. The delta is encoded once, here, before the state changes (a delta that cannot encode changes nothing),
+  and the same bytes serve the durable log and every listener.
 - `merge_remote(key, type_name, state_or_delta)`: a received delta or full state (anti-entropy); merge is idempotent
   so duplicates and re-deliveries are harmless.
 - `subscribe(callback)`: `callback(key, type_name, delta, blob)` after every local update (and remote merges too
@@ -23,18 +23,18 @@ from typing import Any, NamedTuple
 
 from sortedcontainers import SortedDict
 
-from crdt import encode
-from server.errors import KeyNotFoundError, TypeConflictError
+from crdt import CRDTError, encode
+from server.errors import InvalidOperationError, KeyNotFoundError, TypeConflictError
 from server.hlc_source import HLCSource
-from server.updates import Clear, Update, apply_update, new_state
-from server.values import TYPES, read_context_of, render_value
+from server.updates import Clear, Update, make_delta, new_state
+from server.values import TYPES, check_binding, check_key, context_binding, read_context_of, render_value
 
 Listener = Callable[[str, str, Any, "bytes | None"], None]
 
 
 class LocalUpdate(NamedTuple):
-    """What a local update produced: the item after it (None when a clear emptied the key), its delta, and the
-    delta's encoding when it was asked for."""
+    """What a local update produced: the item after it (None when the key is left without a value), its delta, and
+    the delta's encoding (None only when nothing changed and no key was created)."""
 
     item: Item | None
     delta: Any
@@ -120,42 +120,64 @@ class Keyspace:
     def _item(self, key: str, entry: Entry) -> Item:
         if entry.cached is None:
             entry.cached = Item(key, entry.type_name, render_value(entry.type_name, entry.state),
-                                read_context_of(entry.state))
+                                read_context_of(context_binding(key, entry.type_name), entry.state))
         return entry.cached
 
     def check_type(self, key: str, update: Update) -> None:
         """Raises what `apply_local` would raise for a type problem, without changing anything."""
         entry = self._entries.get(key)
         if isinstance(update, Clear):
-            if entry is None or entry.state.is_empty():
+            # with a client's context, a key that holds nothing here may still hold what that read saw elsewhere
+            # (not received yet): the clear is then deferred until it arrives (see crdt.dot_kernel)
+            if (entry is None or entry.state.is_empty()) and self._cleared_type(key, update) is None:
                 raise KeyNotFoundError(key)
         elif entry is not None and entry.type_name != update.type_name:
-            raise TypeConflictError(key, entry.type_name, str(update.type_name))
+            raise TypeConflictError(key, entry.type_name, str(update.type_name), emptied=entry.state.is_empty())
 
-    def apply_local(self, key: str, update: Update, *, encode_delta: bool = False) -> LocalUpdate:
-        """Applies a validated update made on this node; `encode_delta` also returns (and hands listeners) its bytes.
+    def _cleared_type(self, key: str, update: Clear) -> str | None:
+        """The type a clear with a client's context acts on: the key's, or for a key unknown here the type whose
+        binding the context carries (a read of that key and type elsewhere). None: nothing to clear."""
+        binding = update.context_binding
+        if binding is None:
+            return None
+        entry = self._entries.get(key)
+        if entry is not None:
+            return entry.type_name
+        return next((name for name in TYPES if context_binding(key, name) == binding), None)
 
-        The item is None only for a `Clear` that left the key empty. The type is fixed by the key's first write.
+    def apply_local(self, key: str, update: Update) -> LocalUpdate:
+        """Applies a validated update made on this node and returns its item, delta and the delta's encoding.
+
+        The state changes only once the delta has encoded (so it is storable and gossipable): an update that fails,
+        whatever the reason, leaves every state byte-identical. The item is None when the key is left without a
+        value; an update that changes nothing on a key that does not exist (a remove of what was never there)
+        creates no key and returns no blob. The type is fixed by the key's first write.
         """
         entry = self._entries.get(key)
         if entry is None or isinstance(update, Clear) or entry.type_name != update.type_name:
             self.check_type(key, update)  # the usual case, a write to a key of its type, needs no more checks
-        created = entry is None
-        if entry is None:
-            assert update.type_name is not None
-            entry = Entry(update.type_name, new_state(update.type_name))
-            self._entries[key] = entry
-        entry.cached = None
+        type_name = entry.type_name if entry is not None else update.type_name
+        if type_name is None:  # a clear of a key unknown here, with the context of a read elsewhere
+            assert isinstance(update, Clear)
+            type_name = self._cleared_type(key, update)
+        assert type_name is not None
+        if update.context_binding is not None:
+            check_binding(key, type_name, update.context_binding)
+        state = entry.state if entry is not None else new_state(type_name)
         try:
-            delta = apply_update(entry.state, update, self.replica, self.hlc)
-        except BaseException:
-            if created:
-                del self._entries[key]
-            raise
-        blob = encode(delta) if encode_delta else None
+            delta = make_delta(state, update, self.replica, self.hlc)
+        except CRDTError as exc:  # the algebra refused it (too many deferred removes waiting, say): the client's 400
+            raise InvalidOperationError(str(exc)) from exc
+        if entry is None and delta.is_bottom():
+            return LocalUpdate(None, delta, None)
+        blob = encode(delta)
+        state.merge(delta)
+        if entry is None:
+            entry = self._entries[key] = Entry(type_name, state)
+        entry.cached = None
         for listener in self._local_listeners:
-            listener(key, entry.type_name, delta, blob)
-        if isinstance(update, Clear) and entry.state.is_empty():
+            listener(key, type_name, delta, blob)
+        if state.is_empty():
             return LocalUpdate(None, delta, blob)
         return LocalUpdate(self._item(key, entry), delta, blob)
 
@@ -171,7 +193,8 @@ class Keyspace:
             entry.cached = None
 
     def merge_remote(self, key: str, type_name: str, state_or_delta: Any) -> None:
-        """Joins a delta or full state received from another node (or replayed from the log)."""
+        """Joins a delta or full state received from another node: its key passes the same check as a client's."""
+        check_key(key)
         entry = self._entries.get(key)
         if entry is None:
             if type_name not in TYPES:

@@ -7,7 +7,7 @@ registry. Here each `Node` owns one `Metrics`.
 
 `server.cluster` fills the gossip hooks (`gossip_bytes`, `gossip_packets`, `gossip_dropped`,
 `anti_entropy_exchanges`, `members`) with sources read at scrape time: they exist (at zero) from the start so
-dashboards need not special-case a single node.
+dashboards need not special-case a single node. `Node` points `background_failures` at its supervisor's counts.
 """
 
 from __future__ import annotations
@@ -179,6 +179,9 @@ class Metrics:
                                       ("reason",))
         self.anti_entropy_exchanges = Counter("rumor_anti_entropy_exchanges_total",
                                               "Anti-entropy exchanges, by result.", ("result",))
+        self.background_failures = Counter("rumor_background_failures_total",
+                                           "Failures of background components (restarted or reported), by component.",
+                                           ("component",))
         self.members.set(1, "alive")
         for direction in ("in", "out"):
             self.gossip_bytes.inc(direction, amount=0)

@@ -1,7 +1,8 @@
 """Body formats: JSON by default, msgpack when asked for (`Content-Type` / `Accept: application/msgpack`).
 
 Both decoders feed the same validator (`values.check_json_value`), so a msgpack body can carry exactly what a JSON
-body can: no bytes, no extension types, no non-string map keys. Anything else is a MalformedBodyError (400).
+body can: no bytes, no extension types, no non-string map keys. Anything else is a MalformedBodyError (400),
+and so are strings that are not valid Unicode (lone surrogates, which JSON's `\\u` escapes can spell).
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ _JSON_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 _JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
+_SILENT_ERRORS = {"FormatError": "a byte that begins no msgpack value", "StackError": "nested too deep"}
+
+
 def decode_body(data: bytes, fmt: str) -> Any:
     """Bytes -> a validated JSON-model value."""
     try:
@@ -56,8 +60,12 @@ def decode_body(data: bytes, fmt: str) -> Any:
     except MalformedBodyError:
         raise
     except (ValueError, TypeError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise MalformedBodyError(f"body is not valid {'msgpack' if fmt == MSGPACK else 'JSON'}: {exc}") from exc
-    return check_json_value(value)
+        # some decoder errors carry no text (msgpack's ExtraData, FormatError, StackError): name the kind then
+        reason = str(exc) or _SILENT_ERRORS.get(type(exc).__name__, type(exc).__name__)
+        raise MalformedBodyError(f"body is not valid {'msgpack' if fmt == MSGPACK else 'JSON'}: {reason}") from exc
+    # the whole body is checked as JSON; integer ranges are checked where a value is kept (a counter's increment
+    # may be any integer)
+    return check_json_value(value, int64=False)
 
 
 def response_format(accept: str | None) -> str:
@@ -85,5 +93,18 @@ def response_format(accept: str | None) -> str:
 
 def encode_body(value: Any, fmt: str) -> bytes:
     if fmt == MSGPACK:
-        return msgpack.packb(value, use_bin_type=True)
+        try:
+            return msgpack.packb(value, use_bin_type=True)
+        except OverflowError:  # a counter past 64 bits: msgpack has no such integer, so it travels as its digits
+            return msgpack.packb(_big_ints_as_text(value), use_bin_type=True)
     return _JSON_ENCODER.encode(value).encode("utf-8")
+
+
+def _big_ints_as_text(value: Any) -> Any:
+    if type(value) is int and not -(2**63) <= value < 2**64:
+        return str(value)
+    if type(value) is list:
+        return [_big_ints_as_text(v) for v in value]
+    if type(value) is dict:
+        return {k: _big_ints_as_text(v) for k, v in value.items()}
+    return value

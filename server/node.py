@@ -7,8 +7,8 @@
 Guarantees:
 - An update is in the keyspace and durably logged before `update` returns (acknowledged = on disk).
 - A read never shows a local write that is not yet durable: it waits for the commit of the key's latest write.
-- A retried `op_id` (per key) returns the first result and is applied once; results are kept for
-  `config.op_id_retention` ops, on disk too.
+- A retried `op_id` returns the first result and is applied once; the same op_id with another request (key, type or
+  body) is refused. Results are kept for `config.op_id_retention` ops, on disk too.
 - Received deltas (`merge_remote`) are durable before it returns, like local ones.
 
 The HTTP layer (`server.http_api`) is a thin translation over these methods.
@@ -17,7 +17,7 @@ The HTTP layer (`server.http_api`) is a thin translation over these methods.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import json
 import logging
 import secrets
 import socket
@@ -33,14 +33,15 @@ import msgpack
 from crdt import CRDTError, decode, encode
 from server.config import ServerConfig
 from server.consistency import Consistency, Level
-from server.errors import InvalidOperationError, NodeNotRunningError, StorageCorruptError
+from server.errors import InvalidOperationError, NodeNotRunningError, OpIdConflictError, StorageCorruptError
 from server.hlc_source import HLCSource, wall_clock_ms
 from server.keyspace import Item, KeyPage, Keyspace
 from server.metrics import Metrics
 from server.standalone import Replication, Standalone
 from server.storage import Recovered, Storage
-from server.updates import Clear, Update
-from server.values import TYPES, check_key
+from server.supervisor import Supervisor
+from server.updates import Clear, Update, request_fingerprint
+from server.values import TYPES, canonical_json, check_key
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,33 @@ class WriteResult(Outcome):
     replayed: bool = False  # True when this is the stored result of an earlier request with the same op_id
 
 
+@dataclass(slots=True)
+class OpRecord:
+    """What an op_id named: the request (its key and `request_fingerprint`) and its result. Records written before
+    fingerprints existed have none (`fingerprint` None) and match any request on their key."""
+
+    key: str
+    fingerprint: str | None
+    item: Item | None
+
+    def same_request(self, key: str, fingerprint: str) -> bool:
+        return key == self.key and self.fingerprint in (None, fingerprint)
+
+    def stored(self) -> bytes:
+        """JSON text `[fingerprint, item record or null]`: the item is a value in the JSON data model, counters of
+        any size included, which JSON holds and msgpack does not, so storing a result can never fail."""
+        return canonical_json([self.fingerprint, None if self.item is None else self.item.to_record()]).encode()
+
+    @classmethod
+    def from_stored(cls, key: str, blob: bytes) -> OpRecord:
+        """Reads `stored()` back; records written before fingerprints are msgpack of the item's record (or nil)."""
+        if blob[:1] == b"[":
+            fingerprint, item = json.loads(blob)
+        else:
+            fingerprint, item = None, msgpack.unpackb(blob)
+        return cls(key, fingerprint, None if item is None else Item(**item))
+
+
 def _consume_failure(future: asyncio.Future[None]) -> None:
     """A failed commit nobody awaits is already reported by storage health; retrieve it so asyncio stays quiet."""
     if not future.cancelled():
@@ -88,9 +116,13 @@ class Node:
         *,
         physical_ms: Callable[[], int] = wall_clock_ms,
         replication: Replication | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.config = config
         self.metrics = Metrics()
+        # Runs the checkpointer and the replication layer's background work: a failure there is logged, counted,
+        # shown by /health and restarted, never silent (see `server.supervisor`).
+        self.supervisor = supervisor or Supervisor()
         self.hlc = HLCSource(physical_ms, config.clock_offset_ms)
         self.replication: Replication = replication or Standalone()
         self.storage = Storage(
@@ -108,10 +140,12 @@ class Node:
         # and more only: such a key is folded again once what it logged adds up to half its state (see checkpoint)
         self._big_states: dict[str, list[int]] = {}
         self._last_write: dict[str, asyncio.Future[None]] = {}
-        self._op_results: OrderedDict[tuple[str, str], Item | None] = OrderedDict()
-        self._op_inflight: dict[tuple[str, str], asyncio.Future[WriteResult]] = {}
-        self._checkpointer: asyncio.Task[None] | None = None
+        # op_id -> the request it named and its result; op_ids are unique across keys (see `update`)
+        self._op_results: OrderedDict[str, OpRecord] = OrderedDict()
+        self._op_inflight: dict[str, tuple[str, str, asyncio.Future[WriteResult]]] = {}
         self.metrics.keys.set_source(lambda: {(): len(self._keyspace) if self._keyspace is not None else 0})
+        self.metrics.background_failures.set_source(
+            lambda: {(name,): n for name, n in self.supervisor.failure_counts().items()})
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
 
@@ -127,7 +161,19 @@ class Node:
 
     @property
     def ready(self) -> bool:
-        return self._running and self.storage.healthy
+        """Started, storage healthy, and no background component failed lately: what /health answers 200 for."""
+        return not self.failing()
+
+    def failing(self) -> dict[str, str]:
+        """What keeps the node from being ready, as {component: one-line reason}; empty when it is ready."""
+        failing: dict[str, str] = {}
+        if not self._running:
+            failing["node"] = "not running"
+        storage_failure = self.storage.failure
+        if storage_failure is not None:
+            failing["storage"] = storage_failure
+        failing.update(self.supervisor.failing())
+        return failing
 
     async def start(self) -> None:
         if self._running:
@@ -140,9 +186,13 @@ class Node:
         self._keyspace = Keyspace(self.node_id, self.hlc)
         self._recover(recovered)
         self._running = True
-        await self.replication.start(self)
+        try:
+            await self.replication.start(self)
+        except BaseException:  # a gossip port in use, say: leave nothing open behind the error
+            await self.stop()
+            raise
         if self.storage.durable:
-            self._checkpointer = asyncio.create_task(self._checkpoint_loop())
+            self.supervisor.supervise("checkpointer", self._checkpoint_loop)
 
     def _recover(self, recovered: Recovered) -> None:
         keyspace = self.keyspace
@@ -153,27 +203,34 @@ class Node:
                 keyspace.load(key, type_name, decode(blob))
                 self._dirty.setdefault(key, seq)
             for key, op_id, blob in recovered.op_results:
-                raw = msgpack.unpackb(blob)
-                self._remember_op((key, op_id), None if raw is None else Item(**raw))
+                self._remember_op(op_id, OpRecord.from_stored(key, blob))
         except (CRDTError, ValueError, TypeError) as exc:
             raise StorageCorruptError(f"cannot recover: {exc}") from exc
         log.info("node %s recovered %d keys (%d states, %d logged deltas)", self.node_id, len(keyspace),
                  len(recovered.states), len(recovered.deltas))
 
     async def stop(self) -> None:
-        """Stops replication, folds every dirty key into a checkpoint, flushes and closes storage."""
+        """Stops replication and background work, folds every dirty key into a checkpoint, flushes and closes storage.
+
+        Storage is flushed and closed whatever failed before it (each failure is logged, none raised): a failing
+        leave announcement must not cost the last acknowledged writes their clean close, nor the process its exit.
+        """
         if not self._running:
             return
         self._running = False
-        await self.replication.stop()
-        if self._checkpointer is not None:
-            self._checkpointer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._checkpointer
-            self._checkpointer = None
-        if self.storage.durable and self.storage.healthy:
-            self.checkpoint(len(self._dirty), everything=True)
-        await self.storage.close()
+        try:
+            try:
+                await self.replication.stop()
+            except Exception:
+                log.exception("node %s: stopping replication failed; closing storage anyway", self.node_id)
+            await self.supervisor.stop()
+            if self.storage.durable and self.storage.healthy:
+                try:
+                    self.checkpoint(len(self._dirty), everything=True)
+                except Exception:  # the log still holds every record: the next start replays it
+                    log.exception("node %s: final checkpoint failed; the next start replays the log", self.node_id)
+        finally:
+            await self.storage.close()
 
     async def __aenter__(self) -> Node:
         await self.start()
@@ -211,25 +268,33 @@ class Node:
     async def update(
         self, key: str, update: Update, *, op_id: str | None = None, consistency: Consistency | None = None
     ) -> WriteResult:
-        """Applies `update` locally, makes it durable, then waits for as many replicas as `consistency` asks."""
+        """Applies `update` locally, makes it durable, then waits for as many replicas as `consistency` asks.
+
+        An `op_id` names one request for good: a retry of that same request (same key, same update) returns the
+        first result, applied once; the op_id with any other request raises `OpIdConflictError` rather than
+        silently answering with the other request's result.
+        """
         self._check_running()
         check_key(key)
         if op_id is None:
             return await self._update(key, update, None, consistency or Consistency())
-        op = (key, op_id)
-        cached = self._op_results.get(op, _NOT_CACHED)
-        if cached is not _NOT_CACHED:
-            assert cached is None or isinstance(cached, Item)
-            return WriteResult(cached, replayed=True)
-        inflight = self._op_inflight.get(op)
+        fingerprint = request_fingerprint(key, update)
+        known = self._op_results.get(op_id)
+        if known is not None:
+            if not known.same_request(key, fingerprint):
+                raise OpIdConflictError(op_id, known.key)
+            return WriteResult(known.item, replayed=True)
+        inflight = self._op_inflight.get(op_id)
         if inflight is not None:
-            first = await asyncio.shield(inflight)
+            if inflight[:2] != (key, fingerprint):
+                raise OpIdConflictError(op_id, inflight[0])
+            first = await asyncio.shield(inflight[2])
             return WriteResult(first.item, first.acks, first.required, replayed=True)
         future: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._op_inflight[op] = future
+        self._op_inflight[op_id] = (key, fingerprint, future)
         try:
-            result = await self._update(key, update, op_id, consistency or Consistency())
+            result = await self._update(key, update, (op_id, fingerprint), consistency or Consistency())
         except BaseException as exc:
             future.set_exception(exc)
             raise
@@ -237,31 +302,38 @@ class Node:
             future.set_result(result)
             return result
         finally:
-            del self._op_inflight[op]
+            del self._op_inflight[op_id]
 
     async def delete(
-        self, key: str, context: Any = None, *, op_id: str | None = None, consistency: Consistency | None = None
+        self, key: str, context: Any = None, *, op_id: str | None = None, consistency: Consistency | None = None,
+        context_binding: bytes | None = None,
     ) -> WriteResult:
-        """Observed-remove of the whole key (limited to `context`, a `CausalContext`, when given)."""
-        return await self.update(key, Clear(context=context), op_id=op_id, consistency=consistency)
+        """Observed-remove of the whole key (limited to `context`, a `CausalContext`, when given; `context_binding`
+        names the key and type a client's context was read from)."""
+        clear = Clear(context=context, context_binding=context_binding)
+        return await self.update(key, clear, op_id=op_id, consistency=consistency)
 
-    async def _update(self, key: str, update: Update, op_id: str | None, consistency: Consistency) -> WriteResult:
-        keyspace = self.keyspace
-        durable = self.storage.durable
-        item, delta, blob = keyspace.apply_local(key, update, encode_delta=durable)
-        type_name = keyspace.type_of(key)
-        assert type_name is not None
-        written = self._log(key, type_name, blob)
-        if op_id is not None:
-            result = None if item is None else item.to_record()
-            self.storage.put_op_result(key, op_id, msgpack.packb(result))
-        await written
-        if op_id is not None:
-            self._remember_op((key, op_id), item)
+    async def _update(
+        self, key: str, update: Update, op: tuple[str, str] | None, consistency: Consistency
+    ) -> WriteResult:
+        """`op` is (op_id, request fingerprint) when the request carries an op_id."""
+        item, delta, blob = self.keyspace.apply_local(key, update)
+        written = None
+        if blob is not None:  # None: nothing changed and no key was made (a remove of what was never there)
+            written = self._log(key, self.keyspace.type_of(key) or "", blob)
+        if op is not None:
+            record = OpRecord(key, op[1], item)
+            written = self.storage.put_op_result(key, op[0], record.stored())
+        if written is not None:
+            await written
+        if op is not None:
+            self._remember_op(op[0], record)
         level = consistency.level
         needed = 1 if level is Level.ONE else level.required(self.replication.cluster_size())
         acks = 1
-        if needed > 1:
+        if needed > 1 and blob is not None:
+            type_name = self.keyspace.type_of(key)
+            assert type_name is not None
             acks += await self.replication.replicate(key, type_name, delta, needed - 1, consistency.timeout_s)
         return WriteResult(item, acks, needed)
 
@@ -282,16 +354,15 @@ class Node:
         self._merge_and_log(key, type_name, state_or_delta, blob).add_done_callback(_consume_failure)
 
     def _merge_and_log(self, key: str, type_name: str, state_or_delta: Any, blob: bytes | None) -> asyncio.Future[None]:
+        """Encodes first (unless the received bytes are at hand), then merges: like a local write, a received delta
+        that cannot be stored changes nothing."""
         self._check_running()
         if type_name not in TYPES:
             raise InvalidOperationError(f"unknown type {type_name!r}")
+        if blob is None and self.storage.durable:
+            blob = encode(state_or_delta)
         self.keyspace.merge_remote(key, type_name, state_or_delta)
-        return self._log(key, type_name, self._log_bytes(state_or_delta, blob))
-
-    def _log_bytes(self, state_or_delta: Any, blob: bytes | None) -> bytes | None:
-        if not self.storage.durable:
-            return None
-        return blob if blob is not None else encode(state_or_delta)
+        return self._log(key, type_name, blob)
 
     def keys(self, prefix: str = "", after: str | None = None, limit: int = 100) -> KeyPage:
         self._check_running()
@@ -303,9 +374,9 @@ class Node:
     # -- durability ------------------------------------------------------------------------------------------------
 
     def _log(self, key: str, type_name: str, blob: bytes | None) -> asyncio.Future[None]:
-        """Queues an encoded delta (None in memory, where nothing is stored) and returns its commit's future."""
+        """Queues an encoded delta and returns its commit's future (in memory, nothing is stored: already done)."""
         future = self.storage.append_delta(key, type_name, blob or b"")
-        if blob is not None:
+        if blob is not None and self.storage.durable:
             self._dirty.setdefault(key, self.storage.last_seq)
             big = self._big_states.get(key)
             if big is not None:
@@ -317,9 +388,9 @@ class Node:
         if self._last_write:
             self._last_write = {key: f for key, f in self._last_write.items() if not f.done()}
 
-    def _remember_op(self, op: tuple[str, str], item: Item | None) -> None:
-        self._op_results[op] = item
-        self._op_results.move_to_end(op)
+    def _remember_op(self, op_id: str, record: OpRecord) -> None:
+        self._op_results[op_id] = record
+        self._op_results.move_to_end(op_id)
         while len(self._op_results) > self.config.op_id_retention:
             self._op_results.popitem(last=False)
 
@@ -370,6 +441,7 @@ class Node:
         return self.checkpoint(keys)
 
     async def _checkpoint_loop(self) -> None:
+        """Runs under the supervisor until cancelled: an exception ends this run, and the supervisor restarts it."""
         while True:
             await asyncio.sleep(self.config.checkpoint_interval_s)
             self._prune_settled_writes()

@@ -4,6 +4,10 @@ Every served node is a cluster member (`server.cluster`): alone until it joins s
 Shutdown order: stop accepting and finish in-flight requests (aiohttp runner cleanup), then `Node.stop()` (which
 stops replication and announces a graceful leave, checkpoints dirty keys and flushes storage). Nothing acknowledged
 is lost either way; a clean stop just makes the next start faster.
+
+A fatal failure of background work (see `server.supervisor`) takes the same graceful path, after one ERROR line
+naming the component and why, and the process exits with status 1 so that whatever runs it notices and restarts it.
+A failure during shutdown is logged and does not change the exit status of a requested stop.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import socket
 import sys
@@ -19,30 +24,59 @@ from aiohttp import web
 
 from server.cluster import Cluster
 from server.config import ServerConfig
+from server.errors import ServerError
 from server.http_api import create_app
+from server.http_server import NodeRunner
 from server.node import Node
 
 log = logging.getLogger(__name__)
 
 
+class ListenError(ServerError, OSError):
+    """An address to listen on cannot be bound: the one-line message names it, says why, and which option to change
+    (``option``: the flag that sets this address)."""
+
+    code = "cannot_listen"
+
+    def __init__(self, address: str, reason: str, option: str) -> None:
+        hint = f"is another node running? pick another {option}" if "in use" in reason else f"check {option}"
+        super().__init__(f"cannot listen on {address}: {reason} ({hint})")
+        self.address = address
+        self.reason = reason
+        self.option = option
+
+
 def bind_http(config: ServerConfig) -> socket.socket:
-    """Binds the API socket before anything starts, so the real port (for port 0) can be published in gossip."""
+    """Binds the API socket before anything starts, so the real port (for port 0) can be published in gossip.
+
+    Raises `ListenError` (one line, no traceback needed) if the address is taken or not this host's.
+    """
     host, port = config.http_host_port
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ListenError(config.http_addr, _os_reason(exc), "--http-addr") from exc
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         sock.listen(128)
         sock.setblocking(False)
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise ListenError(config.http_addr, _os_reason(exc), "--http-addr") from exc
     return sock
 
 
-async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None) -> None:
-    """Runs until `stop` is set or the process gets SIGTERM/SIGINT. Prints one 'listening' line on stdout."""
+def _os_reason(exc: OSError) -> str:
+    """The operating system's words ("address already in use"), without the errno, lower-cased to continue a line."""
+    text = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio's strerror also names the address
+    return text[:1].lower() + text[1:]
+
+
+async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None) -> int:
+    """Runs until `stop` is set, the process gets SIGTERM/SIGINT, or background work fails fatally; returns the exit
+    status: 0 after a requested stop, 1 after a fatal failure. Prints one 'listening' line on stdout."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -52,8 +86,10 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None) -> N
     http_addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     cluster = Cluster(config, http_addr)
     node = Node(config, replication=cluster.replication)
+    node.supervisor.on_fatal = lambda _component, _exc: stop.set()
     cluster.bind_metrics(node.metrics)
-    runner = web.AppRunner(create_app(node, cluster), access_log=None, handle_signals=False)
+    runner = NodeRunner(create_app(node, cluster), header_timeout_s=config.http_header_timeout_s,
+                                 access_log=None, handle_signals=False)
     try:
         await node.start()
     except BaseException:
@@ -61,19 +97,28 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None) -> N
         await node.stop()
         raise
     tune_collector()
+    fatal: tuple[str, str] | None = None
     try:
         await runner.setup()
         site = web.SockSite(runner, sock)
         await site.start()
         print(f"rumor: node {node.node_id} listening on http://{http_addr} gossip {cluster.gossip_address}", flush=True)
         await stop.wait()
-        log.info("shutting down")
+        fatal = node.supervisor.fatal
+        if fatal is None:
+            log.info("shutting down")
+        else:
+            log.error("node %s: %s failed fatally (%s); shutting down", node.node_id, *fatal)
     finally:
-        await runner.cleanup()
-        await node.stop()  # stops replication first: announces leave, then flushes storage
+        try:
+            await runner.cleanup()
+        except Exception:  # whatever went wrong, storage is still flushed and closed below
+            log.exception("stopping the HTTP server failed")
+        await node.stop()  # stops replication first: announces leave, then flushes storage; logs what failed
         sock.close()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+    return 0 if fatal is None else 1
 
 
 def tune_collector() -> None:
@@ -92,5 +137,4 @@ def tune_collector() -> None:
 
 def run(config: ServerConfig) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    asyncio.run(serve(config))
-    return 0
+    return asyncio.run(serve(config))

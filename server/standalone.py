@@ -25,7 +25,7 @@ class Replication(Protocol):
         """Called by `Node.stop` before storage is flushed and closed (announce leave here)."""
 
     def cluster_size(self) -> int:
-        """Live replicas, this node included: what `quorum` and `all` are computed over."""
+        """Replicas, this node included, that have not left (down ones too): what `quorum` and `all` count against."""
 
     async def replicate(self, key: str, type_name: str, delta: Any, needed: int, timeout_s: float) -> int:
         """Sends `delta` to other nodes and returns how many acknowledged (at most `needed`) within `timeout_s`."""

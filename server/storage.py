@@ -46,6 +46,7 @@ from pathlib import Path
 
 import msgpack
 
+from server.data_dir_lock import DataDirLock
 from server.errors import StorageError
 
 DB_FILE = "rumor.sqlite3"
@@ -104,13 +105,16 @@ class _SQLiteFile:
     def __init__(self, data_dir: Path, op_retention: int) -> None:
         self._data_dir = data_dir
         self._op_retention = op_retention
+        self._lock = DataDirLock(data_dir)
         self._conn: sqlite3.Connection | None = None
         # False once a commit failed: the checkpoints it held may be missing, so no log row may be dropped any more
         # (the node is unhealthy by then; keeping the log keeps every acknowledged record recoverable).
         self._may_truncate = True
 
     def open(self) -> Recovered:
+        """Locks the data directory (one node per directory: `server.data_dir_lock`), then opens and reads it."""
         self._data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock.acquire()
         conn = sqlite3.connect(self._data_dir / DB_FILE, isolation_level=None)
         self._conn = conn
         conn.execute("PRAGMA journal_mode=WAL")
@@ -186,6 +190,7 @@ class _SQLiteFile:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        self._lock.release()  # last: no other node may open the database while this connection still has it
 
 
 class Storage:
@@ -227,7 +232,21 @@ class Storage:
     @property
     def healthy(self) -> bool:
         """False once a commit failed: the node still serves reads but must not claim to be ready."""
-        return self._failed is None and not self._closed
+        return self.failure is None
+
+    @property
+    def failure(self) -> str | None:
+        """Why storage is unhealthy, on one line (what /health shows), or None while it is healthy.
+
+        A writer thread that is gone while storage is open counts too: every queued record would wait for it forever.
+        """
+        if self._closed:
+            return "storage is closed"
+        if self._failed is not None:
+            return " ".join(f"commit failed: {type(self._failed).__name__}: {self._failed}".split())[:200]
+        if self._writer is not None and not self._writer.is_alive():
+            return "the storage writer thread stopped"
+        return None
 
     async def open(self) -> Recovered:
         if self._file is None:
@@ -238,6 +257,8 @@ class Storage:
         self._writer.start()
         try:
             recovered = await asyncio.wrap_future(opened)
+        except StorageError:  # the data directory is locked by another node: its message says what to do
+            raise
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"cannot open storage: {exc}") from exc
         self.last_seq = recovered.deltas[-1][0] if recovered.deltas else 0

@@ -3,22 +3,22 @@
 An `Update` is a plain value usable from Python without HTTP (`node.update("k", Increment(amount=5))`). Every update
 checks its own values when built (JSON data model, non-zero integer increments), so one made in Python cannot put a
 value into a state that the encoding, the log or gossip would then refuse. Parsing validates the rest (unknown
-fields, overlaps, the context) before any state is touched, so a rejected request changes nothing. Applying follows
-the crdt rule "generate a delta, merge it, then generate the next", and returns the join of the deltas it made: that
-one delta is what storage logs and replication gossips.
+fields, overlaps, the context) before any state is touched, so a rejected request changes nothing. `make_delta`
+turns an update into the one delta that storage logs and replication gossips, without touching the state: the
+keyspace encodes that delta before it merges it, so a write that fails leaves the state as it was.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from crdt import CausalContext
+from crdt import CausalContext, encode_context
 from server.errors import InvalidOperationError, MalformedBodyError, UnknownFieldError
 from server.hlc_source import HLCSource
-from server.values import TYPES, check_json_value, decode_read_context, to_element
-
-MAX_OP_ID_CHARS = 256
+from server.values import TYPES, canonical_json, check_json_value, check_text, decode_read_context, to_element
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,6 +27,9 @@ class Update:
 
     type_name: ClassVar[str | None] = None
     context: CausalContext | None = None
+    #: the (key, type) the context was read from (`values.context_binding`): a client's context is refused on any
+    #: other key or type. None for a context made in Python, which is trusted as it is.
+    context_binding: bytes | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,6 +51,8 @@ class SetChange(Update):
     remove: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
+        if not self.add and not self.remove:
+            raise InvalidOperationError("a set update adds or removes at least one element")
         for value in (*self.add, *self.remove):
             check_json_value(value)
 
@@ -59,8 +64,15 @@ class MapChange(Update):
     remove: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if not all(type(name) is str for name, _ in self.set) or not all(type(name) is str for name in self.remove):
+        if not self.set and not self.remove:
+            raise InvalidOperationError("a map update sets or removes at least one field")
+        names = [name for name, _ in self.set] + list(self.remove)
+        if not all(type(name) is str for name in names):
             raise InvalidOperationError("map field names must be strings")
+        for name in names:
+            check_text(name, "a map field name")
+        if len(set(names)) != len(names):
+            raise InvalidOperationError("a map update names each field once")
         for _, value in self.set:
             check_json_value(value)
 
@@ -99,19 +111,15 @@ _FIELDS: dict[str, frozenset[str]] = {
     "register": frozenset({"value"}),
     "mvregister": frozenset({"value"}),
 }
-_COMMON = frozenset({"type", "context", "op_id"})
+_COMMON = frozenset({"type", "context"})
 
 
-def parse_op_id(raw: Any) -> str | None:
+def parse_context(raw: Any) -> dict[str, Any]:
+    """A client's opaque context string -> the `context` and `context_binding` fields of an Update (empty: none)."""
     if raw is None:
-        return None
-    if not isinstance(raw, str) or not (0 < len(raw) <= MAX_OP_ID_CHARS):
-        raise InvalidOperationError(f"op_id must be a string of 1..{MAX_OP_ID_CHARS} characters")
-    return raw
-
-
-def parse_context(raw: Any) -> CausalContext | None:
-    return None if raw is None else decode_read_context(raw)
+        return {}
+    read = decode_read_context(raw)
+    return {"context": read.context, "context_binding": read.binding}
 
 
 def _unique(values: list[Any], what: str) -> tuple[Any, ...]:
@@ -128,8 +136,8 @@ def _list(body: dict[str, Any], name: str) -> list[Any]:
     return value
 
 
-def parse_update(body: Any) -> tuple[Update, str | None]:
-    """A POST body -> (update, op_id). Raises a BadRequestError subclass for anything invalid."""
+def parse_update(body: Any) -> Update:
+    """A POST body -> its update. Raises a BadRequestError subclass for anything invalid."""
     if not isinstance(body, dict):
         raise MalformedBodyError("the body must be an object like {\"type\": \"counter\", \"increment\": 1}")
     type_name = body.get("type")
@@ -137,21 +145,19 @@ def parse_update(body: Any) -> tuple[Update, str | None]:
         raise InvalidOperationError(f"'type' must be one of {', '.join(sorted(_FIELDS))}")
     unknown = set(body) - _COMMON - _FIELDS[type_name]
     if unknown:
-        raise UnknownFieldError(sorted(unknown))
+        raise UnknownFieldError(sorted(unknown), hint=OP_ID_HINT if "op_id" in unknown else None)
     if not set(body) & _FIELDS[type_name]:
         raise InvalidOperationError(f"a {type_name} update needs {' or '.join(sorted(_FIELDS[type_name]))}")
-    op_id = parse_op_id(body.get("op_id"))
     context = parse_context(body.get("context"))
-    update: Update
     if type_name == "counter":
-        update = Increment(amount=body["increment"], context=context)
-    elif type_name == "set":
+        return Increment(amount=body["increment"], **context)
+    if type_name == "set":
         add, remove = _unique(_list(body, "add"), "add"), _unique(_list(body, "remove"), "remove")
         both = {to_element(v) for v in add} & {to_element(v) for v in remove}
         if both:
             raise InvalidOperationError("an element cannot be both added and removed in one update")
-        update = SetChange(add=add, remove=remove, context=context)
-    elif type_name == "map":
+        return SetChange(add=add, remove=remove, **context)
+    if type_name == "map":
         fields = body.get("set", {})
         if not isinstance(fields, dict):
             raise InvalidOperationError("'set' must be an object of field -> value")
@@ -160,65 +166,69 @@ def parse_update(body: Any) -> tuple[Update, str | None]:
             raise InvalidOperationError("'remove' must list field names (strings)")
         if set(fields) & set(removed):
             raise InvalidOperationError("a field cannot be both set and removed in one update")
-        update = MapChange(set=tuple(sorted(fields.items())), remove=tuple(dict.fromkeys(removed)), context=context)
-    elif type_name == "register":
-        update = RegisterWrite(value=body["value"], context=context)
-    else:
-        update = MVRegisterWrite(value=body["value"], context=context)
-    return update, op_id
+        return MapChange(set=tuple(sorted(fields.items())), remove=tuple(dict.fromkeys(removed)), **context)
+    if type_name == "register":
+        return RegisterWrite(value=body["value"], **context)
+    return MVRegisterWrite(value=body["value"], **context)
+
+
+OP_ID_HINT = "an op_id goes in the Idempotency-Key header"
+
+
+def request_fingerprint(key: str, update: Update) -> str:
+    """What makes two requests the same request, for op_id reuse: the key, the kind of update and all its fields.
+
+    Canonical JSON, so a retry whose client re-serialized the body in another order is still the same request.
+    """
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(update):
+        value = getattr(update, f.name)
+        if isinstance(value, CausalContext):
+            value = encode_context(value).hex()
+        elif isinstance(value, bytes):
+            value = value.hex()
+        fields[f.name] = value
+    text = canonical_json([key, type(update).__name__, fields])
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 def new_state(type_name: str) -> Any:
     return TYPES[type_name]()
 
 
-def apply_update(state: Any, update: Update, replica: str, hlc: HLCSource) -> Any:
-    """Mutates `state` in place by `update` and returns the delta that did it (the join of each mutator's delta).
+def make_delta(state: Any, update: Update, replica: str, hlc: HLCSource) -> Any:
+    """The delta that applies `update` to `state`, made without changing `state` (crdt mutators only read).
 
-    Merging a delta into the state shares nothing with it, so a one-step update returns its delta as is; only an
-    update of several steps copies the first before joining the rest into it.
+    An update of several steps (a set's removes and adds, a map's removes and field writes) is made as one delta:
+    its steps touch distinct elements or fields, and the multi-write mutators hand out consecutive dots, so no step
+    needs to see the state after the one before. That lets the caller encode the delta (proving it storable and
+    gossipable) before anything changes.
     """
     ctx = update.context
-    # one-step updates first (a register write is the commonest of all): their delta is the answer as it is
-    if isinstance(update, RegisterWrite):
-        return _merged(state, state.write(replica, update.value, hlc.now(after=state.timestamp()), ctx))
+    if isinstance(update, RegisterWrite):  # the commonest of all
+        return state.write(replica, update.value, hlc.now(after=state.timestamp()), ctx)
     if isinstance(update, Increment):
-        return _merged(state, state.increment(replica, update.amount))
+        return state.increment(replica, update.amount)
     if isinstance(update, MVRegisterWrite):
-        return _merged(state, state.write(replica, update.value, ctx))
+        return state.write(replica, update.value, ctx)
     if isinstance(update, Clear):
-        return _merged(state, state.clear(ctx))
-    deltas: list[Any] = []
-
-    def step(delta: Any) -> None:
-        state.merge(delta)
-        deltas.append(delta)
-
+        return state.clear(ctx)
     if isinstance(update, SetChange):
-        if update.remove:
-            step(state.remove_all([to_element(v) for v in update.remove], ctx))
-        if update.add:
-            step(state.add_all(replica, [to_element(v) for v in update.add]))
+        steps = [state.remove_all([to_element(v) for v in update.remove], ctx) if update.remove else None,
+                 state.add_all(replica, [to_element(v) for v in update.add]) if update.add else None]
     elif isinstance(update, MapChange):
-        for name in update.remove:
-            step(state.remove(name, ctx))
+        stamp = None
         if update.set:
             for name, _ in update.set:  # a field write sorts after the value it overwrites, like a register write
                 version = state.field_versions(name)
                 hlc.observe(None if version is None else version.timestamp)
             stamp = hlc.now()
-            for name, value in update.set:
-                step(state.set(replica, name, value, stamp, ctx))
+        steps = [state.remove_all(update.remove, ctx) if update.remove else None,
+                 state.set_all(replica, update.set, stamp, ctx) if stamp is not None else None]
     else:
         raise InvalidOperationError(f"unknown update {type(update).__name__}")
-    if not deltas:
-        return type(state)()
-    total = deltas[0] if len(deltas) == 1 else deltas[0].copy()
-    for delta in deltas[1:]:
-        total.merge(delta)
-    return total
-
-
-def _merged(state: Any, delta: Any) -> Any:
-    state.merge(delta)
+    made = [step for step in steps if step is not None]
+    delta = made[0]
+    for step in made[1:]:
+        delta.merge(step)
     return delta

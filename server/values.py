@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from crdt import (
     CausalContext,
@@ -31,7 +32,7 @@ from crdt import (
     encode_context,
     encode_state_context,
 )
-from server.errors import BadContextError, InvalidKeyError, MalformedBodyError
+from server.errors import BadContextError, InvalidKeyError, InvalidOptionError, InvalidValueError
 
 MAX_DEPTH = 24
 MAX_KEY_BYTES = 1024
@@ -63,37 +64,70 @@ def check_key(key: str) -> str:
     return key
 
 
-_JSON_SCALARS = frozenset({type(None), bool, int, str})
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+MAX_OP_ID_CHARS = 256
 
 
-def check_json_value(value: Any, depth: int = 0) -> Any:
-    """Raises MalformedBodyError unless `value` is in the JSON data model and at most MAX_DEPTH deep.
+def check_text(text: str, what: str) -> str:
+    """Strings the store keeps are valid Unicode: JSON's `\\ud800` escape decodes to a lone surrogate, which no
+    UTF-8 encoder (msgpack, SQLite, the JSON we answer with) can write, so it is refused where it enters."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidValueError(f"{what} holds a lone surrogate, not valid Unicode: {text[:40]!a}") from None
+    return text
 
-    Exact type checks (decoders only ever build these types), members tested inline: this runs on every write.
+
+def check_json_value(value: Any, depth: int = 0, *, int64: bool = True) -> Any:
+    """Raises InvalidValueError unless `value` is in the JSON data model, valid Unicode throughout, at most
+    MAX_DEPTH deep, and (with `int64`, for stored values) its integers fit the signed 64-bit range.
+
+    Why 64 bits: every JSON client can round-trip them as strings or BigInt, and most languages' integer types hold
+    them; counter increments are checked apart (any size: a counter is an integer, not a value). Exact type checks
+    (decoders only ever build these types): this runs on every write.
     """
     t = type(value)
-    if t in _JSON_SCALARS:
+    if t is str:
+        return value if value.isascii() else check_text(value, "a string")
+    if t is int:
+        if int64 and not INT64_MIN <= value <= INT64_MAX:
+            raise InvalidValueError(f"integer {value if abs(value) < 10**30 else 'of this size'} is outside the "
+                                    "signed 64-bit range of stored values")
+        return value
+    if t is bool or value is None:
         return value
     # the deepest member sits at depth MAX_DEPTH: a container there must be empty
     if depth > MAX_DEPTH or (depth == MAX_DEPTH and (t is list or t is dict) and value):
-        raise MalformedBodyError(f"value nested deeper than {MAX_DEPTH} levels")
+        raise InvalidValueError(f"value nested deeper than {MAX_DEPTH} levels")
     if t is float:
         if not math.isfinite(value):
-            raise MalformedBodyError("NaN and infinities are not JSON numbers")
+            raise InvalidValueError("NaN and infinities are not JSON numbers")
         return value
     if t is list:
         for item in value:
-            if type(item) not in _JSON_SCALARS:
-                check_json_value(item, depth + 1)
+            check_json_value(item, depth + 1, int64=int64)
         return value
     if t is dict:
         for name, item in value.items():
             if type(name) is not str:
-                raise MalformedBodyError("object keys must be strings")
-            if type(item) not in _JSON_SCALARS:
-                check_json_value(item, depth + 1)
+                raise InvalidValueError("object keys must be strings")
+            if not name.isascii():
+                check_text(name, "an object key")
+            check_json_value(item, depth + 1, int64=int64)
         return value
-    raise MalformedBodyError(f"{t.__name__} is not a JSON value")
+    raise InvalidValueError(f"{t.__name__} is not a JSON value")
+
+
+def check_op_id(raw: Any) -> str:
+    """An op_id (the `Idempotency-Key` header) is 1..MAX_OP_ID_CHARS visible ASCII characters: it is logged, stored
+    and compared as it is, so nothing invisible or ambiguous may hide in it."""
+    if type(raw) is not str or not 0 < len(raw) <= MAX_OP_ID_CHARS or not raw.isascii() or not raw.isprintable() \
+            or " " in raw:
+        raise InvalidOptionError(f"an op_id (Idempotency-Key) is 1..{MAX_OP_ID_CHARS} visible ASCII characters")
+    return raw
 
 
 def canonical_json(value: Any) -> str:
@@ -143,27 +177,56 @@ def render_value(type_name: str, state: Any) -> Any:
 
 
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
+_CONTEXT_VERSION = 1
+_BINDING_BYTES = 8
 
 
-def encode_read_context(context: CausalContext) -> str:
-    return _read_context_text(encode_context(context))
+class ReadContext(NamedTuple):
+    """A decoded read context: what the read saw, and the key and type it was read from (`binding`)."""
+
+    binding: bytes
+    context: CausalContext
 
 
-def read_context_of(state: Any) -> str:
-    """`encode_read_context(state.context())` without copying the context: a write renders it for its answer."""
-    return _read_context_text(encode_state_context(state))
+def context_binding(key: str, type_name: str) -> bytes:
+    """8 bytes naming (key, type): a context handed back with an update must come from a read of that same key and
+    type, or a remove on key B would remove B's elements whose dots a read of key A happened to cover."""
+    return hashlib.blake2b(f"{type_name}\0{key}".encode(), digest_size=_BINDING_BYTES).digest()
 
 
-def _read_context_text(data: bytes) -> str:
-    # base64url without padding; binascii directly (what base64.urlsafe_b64encode wraps, with more Python around it)
-    return binascii.b2a_base64(data, newline=False).translate(_URLSAFE).rstrip(b"=").decode("ascii")
+def encode_read_context(binding: bytes, context: CausalContext) -> str:
+    return _read_context_text(binding, encode_context(context))
 
 
-def decode_read_context(text: Any) -> CausalContext:
-    if not isinstance(text, str):
+def read_context_of(binding: bytes, state: Any) -> str:
+    """`encode_read_context(binding, state.context())` without copying the context: every write renders one."""
+    return _read_context_text(binding, encode_state_context(state))
+
+
+def _read_context_text(binding: bytes, data: bytes) -> str:
+    # version byte, binding, context bytes; base64url without padding, with binascii directly (what
+    # base64.urlsafe_b64encode wraps, with more Python around it)
+    raw = bytes((_CONTEXT_VERSION,)) + binding + data
+    return binascii.b2a_base64(raw, newline=False).translate(_URLSAFE).rstrip(b"=").decode("ascii")
+
+
+def decode_read_context(text: Any) -> ReadContext:
+    if not isinstance(text, str) or not text.isascii():
         raise BadContextError("context must be the string returned by a read")
     try:
         raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
-        return decode_context(raw)
-    except (binascii.Error, ValueError, CRDTError) as exc:
+    except (binascii.Error, ValueError) as exc:
         raise BadContextError(f"context does not decode: {exc}") from exc
+    if len(raw) <= _BINDING_BYTES or raw[0] != _CONTEXT_VERSION:
+        raise BadContextError("context is not one this version returns: read the key again and pass that context")
+    try:
+        return ReadContext(raw[1:1 + _BINDING_BYTES], decode_context(raw[1 + _BINDING_BYTES:]))
+    except (ValueError, CRDTError) as exc:
+        raise BadContextError(f"context does not decode: {exc}") from exc
+
+
+def check_binding(key: str, type_name: str, binding: bytes | None) -> None:
+    """Refuses a context read from another key or type (None: a context made in Python, trusted as it is)."""
+    if binding is not None and binding != context_binding(key, type_name):
+        raise BadContextError(f"context was read from another key or type, not from this {type_name} {key!r}: "
+                              "pass the context of a read of this key")

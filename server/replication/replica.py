@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from crdt import CRDTError, decode, encode
 from gossip.anti_entropy import AntiEntropyConfig, AntiEntropyResponder
 from gossip.chunking import Reassembler
-from server.errors import ServerError
+from server.errors import InvalidKeyError, ServerError
 from server.keyspace import Keyspace
 from server.replication.config import ReplicationConfig
 from server.replication.coverage import Coverage
@@ -161,6 +161,8 @@ class ReplicaCore:
     def _merge(self, key: str, type_name: str, state: Any, blob: bytes | None = None) -> None:
         try:
             self.store.merge(key, type_name, state, blob)
+        except InvalidKeyError as exc:  # no client could have written it: a forged or garbled message
+            raise ReplicationProtocolError("bad_key", exc.reason) from None
         except (ServerError, CRDTError) as exc:  # type conflict between replicas: count, keep ours
             raise ReplicationProtocolError("merge_refused", f"{type(exc).__name__}: {exc}"[:200]) from None
 

@@ -16,6 +16,16 @@ anti-entropy sessions run one at a time as their own task (each round trip await
 catch-up never blocks the event loop for more than one bounded message), and the delegate feeds incoming app
 messages and requests to the core.
 
+Supervision: every task here runs under the node's `server.supervisor.Supervisor`. The loop and the join are
+supervised (restarted after a failure); anti-entropy sessions and other one-shot tasks handle the network's errors
+themselves and report anything else; a failed tick is reported and the loop goes on. Membership's own failures
+arrive through `Memberlist.on_error`. So a bug shows in the log once, in /metrics and in /health, and never as
+"Task exception was never retrieved".
+
+Joining is background work too: `start` returns at once with the node alone, and the join keeps contacting the seeds
+(each attempt is the memberlist's own retries) with an exponential backoff until one answers. A node whose seeds are
+all down still serves, and joins when they come back.
+
 Durability: deltas and states merged here go through the node's delta log. A REPL (``w`` > 1) is acknowledged only
 after the merged delta is durable, through `Node.merge_remote`; anti-entropy and push merges are logged without
 waiting (they are re-fetchable from the peer if lost).
@@ -28,14 +38,16 @@ import contextlib
 import dataclasses
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from crdt import CRDTError
 from gossip.clock import Clock, MonotonicClock
 from gossip.delegate import Delegate
 from gossip.errors import GossipError
-from gossip.member import Member
-from gossip.memberlist import Memberlist
+from gossip.member import Member, MemberStatus
+from gossip.memberlist import Memberlist, RequestRefusedError
+from server.errors import ServerError
 from server.replication.config import ReplicationConfig
 from server.replication.errors import ReplicationProtocolError
 from server.replication.quorum import Tally
@@ -45,11 +57,18 @@ from server.replication.wire import Kind, kind_of
 
 if TYPE_CHECKING:
     from server.node import Node
+    from server.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
 MemberlistFactory = Callable[[Delegate, str], Memberlist]
 _NETWORK_ERRORS = (GossipError, OSError, TimeoutError)
+#: what serving a peer's request raises on purpose (malformed, a type conflict between replicas, not running, storage
+#: failed; the same line `ReplicaCore._merge` draws): the peer gets the reason. Anything else is a bug here.
+_REFUSALS = (ServerError, CRDTError)
+#: seconds between join attempts: the first retry, and the cap the doubling stops at
+JOIN_BACKOFF_INITIAL_S = 1.0
+JOIN_BACKOFF_MAX_S = 30.0
 
 
 class NodeStore:
@@ -79,28 +98,47 @@ class _Delegate(Delegate):
             core.handle_message(payload, sender, self.owner.clock.now())
 
     async def handle_request(self, payload: bytes, sender: str) -> bytes:
-        return await self.owner.serve(payload, sender)
+        try:
+            return await self.owner.serve(payload, sender)
+        except _REFUSALS as exc:
+            raise RequestRefusedError(f"{type(exc).__name__}: {exc}") from exc
 
     def notify_leave(self, member: Member) -> None:
+        if member.status is MemberStatus.LEFT:
+            self.owner.known_members.discard(member.id)
         self.owner.wake()
 
     def notify_join(self, member: Member) -> None:
+        self.owner.known_members.add(member.id)
         self.owner.wake()
 
 
 class Replication:
+    """``join_backoff_s`` is (first, max) delay between join attempts; ``sleep`` is what waits them (tests)."""
+
     def __init__(self, config: ReplicationConfig, memberlist_factory: MemberlistFactory, *,
-                 rng: random.Random | None = None, clock: Clock | None = None) -> None:
+                 rng: random.Random | None = None, clock: Clock | None = None,
+                 join_backoff_s: tuple[float, float] = (JOIN_BACKOFF_INITIAL_S, JOIN_BACKOFF_MAX_S),
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.config = config
         self.clock = clock or MonotonicClock()
+        self._join_backoff_s = join_backoff_s
+        self._sleep = sleep
         self._rng = rng or random.Random()
         self._factory = memberlist_factory
         self.delegate = _Delegate(self)
         self.core: ReplicaCore | None = None
         self.memberlist: Memberlist | None = None
         self._node: Node | None = None
+        self._supervisor: Supervisor | None = None
         self._loop_task: asyncio.Task[None] | None = None
+        self._join_task: asyncio.Task[None] | None = None
         self._sync_task: asyncio.Task[SyncInitiator | None] | None = None
+        #: join attempts that failed so far, and whether one succeeded (the join task's progress, for tests)
+        self.join_failures = 0
+        self.joined = False
+        #: ids of every member seen that has not left (see `cluster_size`)
+        self.known_members: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wakeup = asyncio.Event()
         self._unsubscribe: Callable[[], None] | None = None
@@ -109,22 +147,25 @@ class Replication:
     # -- lifecycle (the Replication seam) ----------------------------------------------------------------------------
 
     async def start(self, node: Node) -> None:
+        """Starts gossip and the loop, and returns at once: joining the seeds goes on in the background."""
         self._node = node
+        self._supervisor = node.supervisor
         self.core = ReplicaCore(node.node_id, NodeStore(node), self.config, self._rng, self.clock.now(),
                                 epoch=node.hlc.physical_ms())
         self._unsubscribe = node.keyspace.subscribe(self.core.on_local)
         self.memberlist = self._factory(self.delegate, node.node_id)
+        self.memberlist.on_error = self._membership_failed
         await self.memberlist.start()
         self._running = True
         if self.config.seeds:
-            await self.memberlist.join(list(self.config.seeds))
-        self._loop_task = asyncio.get_running_loop().create_task(self._run())
+            self._join_task = node.supervisor.supervise("join", self._join, forever=False)
+        self._loop_task = node.supervisor.supervise("replication", self._run)
 
     async def stop(self) -> None:
         if not self._running:
             return
         self._running = False
-        tasks = [t for t in (self._loop_task, self._sync_task, *self._tasks) if t is not None]
+        tasks = [t for t in (self._join_task, self._loop_task, self._sync_task, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -138,6 +179,36 @@ class Replication:
     def wake(self) -> None:
         self._wakeup.set()
 
+    def _membership_failed(self, what: str, exc: BaseException) -> None:
+        """`Memberlist.on_error`: a request handler that raised is this layer's bug, anything else membership's."""
+        self._report("replication" if what == "delegate" else "membership", exc)
+
+    def _report(self, component: str, exc: BaseException) -> None:
+        if self._supervisor is not None:
+            self._supervisor.report(component, exc)
+        else:  # never started under a node: still not silent
+            log.error("%s failed: %s", component, exc, exc_info=exc)
+
+    async def _join(self) -> None:
+        """Contacts the seeds until one answers: forever, each attempt (the memberlist's own retries) further apart,
+        up to the cap. Alone meanwhile, the node serves its own reads and writes; others may still join it."""
+        memberlist, seeds = self.memberlist, list(self.config.seeds)
+        assert memberlist is not None
+        me = memberlist.local_member.id
+        delay, cap = self._join_backoff_s
+        while True:
+            try:
+                contacted = await memberlist.join(seeds)
+            except _NETWORK_ERRORS as exc:
+                self.join_failures += 1
+                log.warning("%s: not joined yet: %s; next attempt in %.1f s", me, exc, delay)
+            else:
+                self.joined = True
+                log.info("%s: joined the cluster (%d of %d seed(s) answered)", me, contacted, len(seeds))
+                return
+            await self._sleep(delay)
+            delay = min(2 * delay, cap)
+
     # -- queries -----------------------------------------------------------------------------------------------------
 
     def live_ids(self) -> list[str]:
@@ -146,7 +217,18 @@ class Replication:
         return sorted(m.id for m in self.memberlist.alive_members())
 
     def cluster_size(self) -> int:
-        return max(1, len(self.live_ids()))
+        """What `quorum` and `all` count against: every member this node knows of that has not left, the dead and
+        the unreachable included (as Riak counts against its replica count, not against who answers): a node cut
+        off with a minority can then not call a write that reached two of five a quorum. Members are remembered
+        here even once membership reaps a dead one; only a graceful leave takes one out."""
+        if self.memberlist is None or not self._running:
+            return 1
+        for member in self.memberlist.members():
+            if member.status is MemberStatus.LEFT:
+                self.known_members.discard(member.id)
+            else:
+                self.known_members.add(member.id)
+        return max(1, len(self.known_members))
 
     def members(self) -> list[dict[str, Any]]:
         if self.memberlist is None or not self._running:
@@ -185,14 +267,14 @@ class Replication:
             now = self.clock.now()
             try:
                 result = core.tick(now, self.live_ids())
-            except Exception:  # a bug in one tick must not stop replication: log it and keep ticking
-                log.exception("replication tick failed")
+            except Exception as exc:  # a bug in one tick must not stop replication: report it and keep ticking
+                self._report("replication", exc)
                 result = None
             if result is not None:
                 for member, payload in result.pushes:
                     self._push(member, payload)
                 if result.sync_with is not None and self._sync_task is None:
-                    self._sync_task = asyncio.get_running_loop().create_task(self._sync(result.sync_with))
+                    self._sync_task = self._spawn(self._sync(result.sync_with), "anti_entropy")
             delay = max(0.0, min(core.next_deadline() - self.clock.now(), self.config.push_interval_s))
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
@@ -208,10 +290,14 @@ class Replication:
         except _NETWORK_ERRORS:
             return
 
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+    def _spawn(self, coro: Coroutine[Any, Any, Any], component: str = "replication") -> asyncio.Task[Any]:
+        """A one-shot task: it handles the network's errors itself, and whatever else escapes is reported as a
+        failure of `component` (so it is never "Task exception was never retrieved")."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if self._supervisor is not None:
+            self._supervisor.watch(component, task)
         return task
 
     async def _request_quietly(self, member: str, payload: bytes) -> bytes | None:
@@ -235,6 +321,10 @@ class Replication:
         except _NETWORK_ERRORS as exc:
             if session is not None:
                 session.fail(f"{type(exc).__name__}: {exc}", self.clock.now())
+        except Exception as exc:  # a bug: the session ends as failed, and the task reports it
+            if session is not None:
+                session.fail(f"{type(exc).__name__}: {exc}", self.clock.now())
+            raise
         finally:
             if session is not None:
                 core.sync_finished(session)
@@ -242,14 +332,6 @@ class Replication:
         if session is not None and session.done_message is not None:
             await self._request_quietly(peer, session.done_message)
         return session
-
-    async def sync_now(self, peer: str) -> SyncInitiator | None:
-        """Run one anti-entropy session with ``peer`` right away (catch-up after join, tests, the bench)."""
-        while self._sync_task is not None:
-            await asyncio.sleep(0.01)
-        task = asyncio.get_running_loop().create_task(self._sync(peer))
-        self._sync_task = task
-        return await task
 
     # -- serving ----------------------------------------------------------------------------------------------------
 

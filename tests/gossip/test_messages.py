@@ -19,6 +19,7 @@ from gossip.messages import (
     AppRequest,
     AppResponse,
     Dead,
+    IdConflict,
     IndirectPing,
     Left,
     MessageType,
@@ -60,6 +61,7 @@ GOLDEN: dict[str, Any] = {
     "app_message": AppMessage(source="node-a", payload=b"hello"),
     "app_request": AppRequest(source="node-a", payload=b"get k"),
     "app_response": AppResponse(payload=b"v", error=""),
+    "id_conflict": IdConflict(node="node-a", address=("10.0.0.1", 7946)),
 }
 
 
@@ -67,7 +69,7 @@ def test_message_type_values_are_append_only() -> None:
     assert {t.name: t.value for t in MessageType} == {
         "PING": 1, "INDIRECT_PING": 2, "ACK": 3, "NACK": 4, "SUSPECT": 5, "ALIVE": 6, "DEAD": 7, "LEFT": 8,
         "PUSH_PULL": 9, "COMPOUND": 10, "USER_BROADCAST": 11, "APP_MESSAGE": 12, "APP_REQUEST": 13,
-        "APP_RESPONSE": 14,
+        "APP_RESPONSE": 14, "ID_CONFLICT": 15,
     }
     assert set(MESSAGE_CLASSES) | {MessageType.COMPOUND} == set(MessageType)
 
@@ -103,6 +105,7 @@ messages = st.one_of(
     ).map(tuple), st.binary(max_size=50)),
     st.builds(UserBroadcast, ids, st.binary(max_size=300)), st.builds(AppMessage, ids, st.binary(max_size=300)),
     st.builds(AppRequest, ids, st.binary()), st.builds(AppResponse, st.binary(), st.text(max_size=20)),
+    st.builds(IdConflict, ids, addresses),
 )
 
 

@@ -14,12 +14,12 @@ from gossip.security import Keyring
 from gossip.transport import (
     CountingTransport,
     FrameTooLargeError,
+    KeyMismatchError,
     PeerTimeoutError,
     PeerUnreachableError,
     RemoteHandlerError,
     Transport,
     TransportClosedError,
-    TransportError,
     parse_address,
 )
 from gossip.transport_asyncio import AsyncioTransport
@@ -267,9 +267,11 @@ async def test_wrong_key_is_dropped_and_counted() -> None:
         [(data, _)] = await inbox_b.wait_for(1)
         assert data == b"\x01genuine"
         assert b.stats.dropped["decrypt_no_matching_key"] == 1
-        with pytest.raises(TransportError):
+        with pytest.raises(KeyMismatchError) as caught:
             await a.request(b.local_address, b"q", WAIT_S)
+        assert caught.value.kind == "reply", "b answered that it cannot decrypt, sealed with its key: a cannot read it"
         assert b.stats.dropped["decrypt_no_matching_key"] == 2
+        assert a.stats.dropped["decrypt_no_matching_key"] == 1
     finally:
         for t in (a, b, good):
             await t.close()
@@ -287,12 +289,15 @@ async def test_plain_and_sealed_nodes_refuse_each_other() -> None:
         assert [d for d, _ in await sealed_inbox.wait_for(1)] == [b"\x01marker"]
         assert plain.stats.dropped["sealed_refused"] == 1
         assert sealed.stats.dropped["plaintext_refused"] == 1
-        with pytest.raises(TransportError):
+        with pytest.raises(KeyMismatchError) as caught:
             await plain.request(sealed.local_address, b"q", WAIT_S)
-        with pytest.raises(TransportError):
+        assert caught.value.kind == "sealed"
+        with pytest.raises(KeyMismatchError) as caught:
             await sealed.request(plain.local_address, b"q", WAIT_S)
-        assert sealed.stats.dropped["plaintext_refused"] == 2
-        assert plain.stats.dropped["sealed_refused"] == 2
+        assert caught.value.kind == "plaintext"
+        # each side refused the other's request, and then the answer saying so
+        assert sealed.stats.dropped["plaintext_refused"] == 3
+        assert plain.stats.dropped["sealed_refused"] == 3
     finally:
         await plain.close()
         await sealed.close()

@@ -22,20 +22,25 @@ from server.updates import Increment, SetChange
 GOSSIP = Config.local(gossip_interval_s=0.05)
 
 
-def make_memberlist(delegate: Delegate, node_id: str) -> Memberlist:
+#: fast failure detection (a crash is a death within about a second), for tests about dead members
+QUICK_DEATH = Config.local(gossip_interval_s=0.05, probe_interval_s=0.2, probe_timeout_s=0.1, suspicion_mult=1,
+                           suspicion_max_timeout_mult=1)
+
+
+def make_memberlist(delegate: Delegate, node_id: str, gossip: Config = GOSSIP) -> Memberlist:
     """How a Node's replication gets its gossip member (the node id is known only once storage is open)."""
-    transport = AsyncioTransport(("127.0.0.1", 0), None, GOSSIP.max_packet_bytes, GOSSIP.max_stream_bytes)
-    return Memberlist(GOSSIP, node_id, transport, delegate=delegate)
+    transport = AsyncioTransport(("127.0.0.1", 0), None, gossip.max_packet_bytes, gossip.max_stream_bytes)
+    return Memberlist(gossip, node_id, transport, delegate=delegate)
 
 
 @asynccontextmanager
-async def cluster(n: int) -> AsyncIterator[list[Node]]:
+async def cluster(n: int, gossip: Config = GOSSIP) -> AsyncIterator[list[Node]]:
     async with AsyncExitStack() as stack:
         nodes: list[Node] = []
         seeds: tuple[Address, ...] = ()
         for i in range(n):
             replication = Replication(ReplicationConfig(push_interval_s=0.05, sync_interval_s=0.3, seeds=seeds),
-                                      make_memberlist)
+                                      lambda delegate, node_id: make_memberlist(delegate, node_id, gossip))
             node = Node(ServerConfig(in_memory=True, node_id=f"n{i}"), replication=replication)
             nodes.append(await stack.enter_async_context(node))
             if not seeds:
@@ -74,3 +79,17 @@ async def test_read_with_r_all_merges_and_repairs() -> None:
         item = await a.read("hidden", consistency=Consistency(Level.ALL, 2_000))
         assert item is not None and item.value == 7
         await wait_for(lambda: b.keyspace.item("hidden") is not None, 10.0)  # pushed back or anti-entropy
+
+
+async def test_quorum_counts_members_that_are_down_so_a_minority_answers_short() -> None:
+    """Issue 11: `w=quorum` is a majority of the known cluster, not of who is alive right now."""
+    async with cluster(3, QUICK_DEATH) as nodes:
+        a, b, c = nodes
+        for gone in (b, c):  # crash: no leave announcement, so the members stay in the cluster
+            assert gone.replication.memberlist is not None
+            await gone.replication.memberlist.shutdown()
+        await wait_for(lambda: len(a.replication.live_ids()) == 1, 10.0)  # both declared dead by a
+        assert a.replication.cluster_size() == 3
+        result = await a.update("k", Increment(amount=1), consistency=Consistency(Level.QUORUM, 200))
+        assert (result.acks, result.required) == (1, 2) and not result.satisfied
+        assert a.keyspace.item("k") is not None  # applied and durable locally all the same (available first)

@@ -10,12 +10,15 @@ import pytest
 from crdt import CausalContext
 from server.config import ServerConfig, load_config
 from server.consistency import Level, parse_consistency
-from server.errors import BadContextError, ConfigError, InvalidOptionError, MalformedBodyError
+from server.errors import BadContextError, ConfigError, InvalidOptionError, InvalidValueError, MalformedBodyError
 from server.metrics import Metrics
 from server.negotiation import JSON, MSGPACK, response_format
 from server.values import (
     MAX_DEPTH,
+    check_binding,
     check_json_value,
+    check_op_id,
+    context_binding,
     decode_read_context,
     encode_read_context,
     from_element,
@@ -100,17 +103,46 @@ def test_values_may_nest_up_to_max_depth_and_no_deeper(leaf: Any) -> None:
 
 def test_read_context_round_trips_and_rejects_garbage() -> None:
     context = CausalContext([("n1", 1), ("n1", 2), ("n2", 5)])
-    text = encode_read_context(context)
-    assert "=" not in text and decode_read_context(text) == context
-    for bad in ("***", text[:-3] + "!!!", 5, "A"):
+    binding = context_binding("k", "set")
+    text = encode_read_context(binding, context)
+    assert "=" not in text and decode_read_context(text) == (binding, context)
+    for bad in ("***", text[:-3] + "!!!", 5, "A", "\u0661\u0660"):
         with pytest.raises(BadContextError):
             decode_read_context(bad)
+
+
+def test_a_context_is_bound_to_its_key_and_type() -> None:
+    binding = context_binding("k", "set")
+    check_binding("k", "set", binding)
+    check_binding("other", "set", None)  # a context made in Python is trusted as it is
+    for key, type_name in (("other", "set"), ("k", "map"), ("k\0set", "")):
+        with pytest.raises(BadContextError):
+            check_binding(key, type_name, binding)
+
+
+@pytest.mark.parametrize("value", ["\ud800", ["ok", "\udfff"], {"\ud800": 1}, {"a": [{"b": "x\ud800"}]},
+                                   2**63, -(2**63) - 1, [10**300]])
+def test_values_with_lone_surrogates_or_out_of_range_integers_are_rejected(value: Any) -> None:
+    with pytest.raises(InvalidValueError):
+        check_json_value(value)
+
+
+def test_integer_range_is_signed_64_bit_and_only_for_stored_values() -> None:
+    assert check_json_value([2**63 - 1, -(2**63)]) == [2**63 - 1, -(2**63)]
+    assert check_json_value({"increment": 10**30}, int64=False) == {"increment": 10**30}
+
+
+@pytest.mark.parametrize("op_id", ["", "a b", "x" * 257, "caf\u00e9", "\ud800", "tab\t", 5, None])
+def test_op_ids_are_visible_ascii(op_id: Any) -> None:
+    with pytest.raises(InvalidOptionError):
+        check_op_id(op_id)
+    assert check_op_id("retry-7:x/y") == "retry-7:x/y"
 
 
 def test_consistency_levels() -> None:
     assert [Level.QUORUM.required(n) for n in (1, 2, 3, 4, 5)] == [1, 2, 2, 3, 3]
     assert Level.ALL.required(5) == 5 and Level.ONE.required(5) == 1
-    parsed = parse_consistency("quorum", "250", name="w")
+    parsed = parse_consistency("quorum", 250, name="w")
     assert parsed.level is Level.QUORUM and parsed.timeout_s == 0.25
     with pytest.raises(InvalidOptionError):
         parse_consistency("2", None, name="w")

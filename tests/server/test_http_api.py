@@ -128,9 +128,10 @@ async def test_delete_keeps_a_concurrent_update_from_another_node(api: TestClien
 async def test_delete_with_context_in_body(api: TestClient) -> None:
     await post(api, "c", {"type": "counter", "increment": 3})
     context = (await get(api, "c"))["context"]
-    response = await api.delete("/v1/kv/c", json={"context": context, "op_id": "d1"})
+    response = await api.delete("/v1/kv/c", json={"context": context}, headers={"Idempotency-Key": "d1"})
     assert response.status == 204
     assert await error_code(await api.delete("/v1/kv/c", json={"bogus": 1}), 400) == "unknown_field"
+    assert await error_code(await api.delete("/v1/kv/c", json={"op_id": "d2"}), 400) == "unknown_field"
 
 
 async def test_type_is_fixed_after_delete(api: TestClient) -> None:
@@ -148,8 +149,9 @@ async def test_context_limits_a_remove_to_what_was_observed(api: TestClient) -> 
     await post(api, "s", {"type": "set", "add": ["x"]})  # re-added after the read: a new dot the read did not see
     item = await post(api, "s", {"type": "set", "remove": ["x"], "context": context})
     assert item["value"] == ["x"]
-    item = await post(api, "s", {"type": "set", "remove": ["x"]})  # no context: everything this node observed
-    assert item["value"] == []
+    # no context: everything this node observed; the set is left empty, which reads as absent (like a delete)
+    await post(api, "s", {"type": "set", "remove": ["x"]}, status=204)
+    assert await error_code(await api.get("/v1/kv/s"), 404) == "not_found"
 
 
 async def test_context_limits_an_mvregister_overwrite(api: TestClient, node: Node) -> None:
@@ -186,22 +188,25 @@ async def test_bad_context_is_400_and_changes_nothing(api: TestClient, context: 
 
 
 async def test_op_id_retry_is_applied_once(api: TestClient) -> None:
-    body = {"type": "counter", "increment": 5, "op_id": "op-1"}
-    first = await post(api, "c", body)
-    response = await api.post("/v1/kv/c", json=body)
+    body = {"type": "counter", "increment": 5}
+    first_response = await api.post("/v1/kv/c", json=body, headers={"Idempotency-Key": "op-1"})
+    first = await first_response.json()
+    response = await api.post("/v1/kv/c", json=body, headers={"Idempotency-Key": "op-1"})
     assert response.status == 200 and response.headers["X-Rumor-Replayed"] == "true"
     assert await response.json() == first
     assert (await get(api, "c"))["value"] == 5
-    await post(api, "c", {**body, "op_id": "op-2"})
+    await api.post("/v1/kv/c", json=body, headers={"Idempotency-Key": "op-2"})
     assert (await get(api, "c"))["value"] == 10
 
 
-async def test_op_id_on_put_query(api: TestClient) -> None:
-    await api.put("/v1/kv/r", json=1, params={"op_id": "p"})
+async def test_op_id_on_put(api: TestClient) -> None:
+    await api.put("/v1/kv/r", json=1, headers={"Idempotency-Key": "p"})
     await api.put("/v1/kv/r", json=2)
-    response = await api.put("/v1/kv/r", json=1, params={"op_id": "p"})
+    response = await api.put("/v1/kv/r", json=1, headers={"Idempotency-Key": "p"})
     assert (await response.json())["value"] == 1  # the stored answer of the first request
     assert (await get(api, "r"))["value"] == 2  # and it was not applied again
+    response = await api.put("/v1/kv/r", json=1, params={"op_id": "p"})  # the old place: refused, saying where
+    assert await error_code(response, 400) == "invalid_option"
 
 
 # -- listing -----------------------------------------------------------------------------------------------------------
@@ -251,7 +256,9 @@ async def test_msgpack_round_trip(api: TestClient) -> None:
 )
 async def test_bad_msgpack_is_400(api: TestClient, data: bytes) -> None:
     response = await api.post("/v1/kv/k", data=data, headers=MSGPACK_HEADERS)
-    assert await error_code(response, 400) == "malformed_body"
+    body = await response.json()
+    assert response.status == 400 and body["error"]["code"] in {"malformed_body", "invalid_value"}
+    assert not body["error"]["message"].endswith(": ")  # every rejection names its reason
     assert await error_code(await api.get("/v1/kv/k"), 404) == "not_found"
 
 
@@ -280,10 +287,17 @@ async def test_bad_json_is_400(api: TestClient, data: bytes) -> None:
         ({"type": "map", "set": [1]}, "invalid_operation"),
         ({"type": "map", "remove": [1]}, "invalid_operation"),
         ({"type": "map", "set": {"a": 1}, "remove": ["a"]}, "invalid_operation"),
-        ({"type": "register", "value": 1, "op_id": 5}, "invalid_operation"),
-        ({"type": "register", "value": 1, "op_id": ""}, "invalid_operation"),
+        ({"type": "register", "value": 1, "op_id": "x"}, "unknown_field"),
+        ({"type": "set", "add": []}, "invalid_operation"),
+        ({"type": "set", "add": [], "remove": []}, "invalid_operation"),
+        ({"type": "map", "set": {}}, "invalid_operation"),
+        ({"type": "register", "value": 2**63}, "invalid_value"),
+        ({"type": "set", "add": ["\ud800"]}, "invalid_value"),
+        ({"type": "map", "set": {"\udfff": 1}}, "invalid_value"),
+        ({"type": "map", "remove": ["\udfff"]}, "invalid_value"),
+        ({"type": "mvregister", "value": {"a": ["\ud800"]}}, "invalid_value"),
         ([1, 2], "malformed_body"),
-        ({"type": "register", "value": DEEP}, "malformed_body"),
+        ({"type": "register", "value": DEEP}, "invalid_value"),
     ],
 )
 async def test_invalid_updates_are_400_and_change_nothing(api: TestClient, body: Any, code: str) -> None:

@@ -10,12 +10,12 @@ from typing import Any
 import msgpack
 import pytest
 
-from crdt import ORSet, PNCounter, decode
+from crdt import ORSet, PNCounter, decode, encode
 from server.config import ServerConfig, with_overrides
 from server.errors import BadRequestError, KeyNotFoundError, NodeNotRunningError, TypeConflictError
 from server.node import Node
 from server.storage import DB_FILE
-from server.updates import Clear, Increment, MapChange, RegisterWrite, SetChange
+from server.updates import Clear, Increment, MapChange, RegisterWrite, SetChange, parse_context
 
 
 async def test_embedded_use_without_http() -> None:
@@ -46,7 +46,7 @@ async def test_keyspace_listeners_get_local_deltas_and_optionally_remote_ones() 
         await node.merge_remote("c", "counter", PNCounter().increment("b", 4))
         assert [(k, t) for k, t, _, _ in local] == [("c", "counter")]
         assert [(k, t) for k, t, _, _ in both] == [("c", "counter"), ("c", "counter")]
-        assert local[0][3] is None  # in memory nothing is logged, so nothing was encoded for the listener
+        assert local[0][3] == encode(local[0][2])  # every local delta is encoded before it changes anything
         # the delta a listener gets, merged into an empty state elsewhere, reproduces the update
         replica = PNCounter()
         replica.merge(local[0][2])
@@ -142,11 +142,9 @@ async def test_remote_merges_are_durable_and_delete_keeps_concurrent_adds(disk_c
         await node.update("s", SetChange(add=("mine",)))
         item = await node.read("s")
         assert item is not None
-        from server.values import decode_read_context
-
-        observed = decode_read_context(item.context)
+        observed = parse_context(item.context)
         await node.merge_remote("s", "set", ORSet().add("other", "theirs"))
-        result = await node.update("s", Clear(context=observed))
+        result = await node.update("s", Clear(**observed))
         assert result.item is not None and result.item.value == ["theirs"]
     async with Node(disk_config) as restarted:
         assert (await restarted.read("s")).value == ["theirs"]  # type: ignore[union-attr]

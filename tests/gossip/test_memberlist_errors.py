@@ -1,0 +1,106 @@
+"""Unexpected failures inside the asyncio driver are counted and reported (`on_error`) or logged, never silent; a
+delegate's deliberate refusal is neither. Two members on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import pytest
+
+from gossip.config import Config
+from gossip.delegate import Delegate
+from gossip.memberlist import AppRequestError, Memberlist, RequestRefusedError
+from gossip.transport_asyncio import AsyncioTransport
+
+pytestmark = pytest.mark.integration
+
+FAST = Config.local(gossip_interval_s=0.05)
+WAIT_S = 5.0
+
+
+class Answering(Delegate):
+    """Answers requests per `mode`: "bug" raises a plain exception, "refuse" refuses on purpose."""
+
+    def __init__(self) -> None:
+        self.mode = "bug"
+
+    async def handle_request(self, payload: bytes, sender: str) -> bytes:
+        if self.mode == "refuse":
+            raise RequestRefusedError("bad_key: not UTF-8")
+        raise ZeroDivisionError("a bug in the handler")
+
+
+@asynccontextmanager
+async def two() -> AsyncIterator[tuple[Memberlist, Memberlist]]:
+    async with AsyncExitStack() as stack:
+        members = []
+        for i in range(2):
+            transport = AsyncioTransport(("127.0.0.1", 0), None, FAST.max_packet_bytes, FAST.max_stream_bytes)
+            members.append(await stack.enter_async_context(Memberlist(FAST, f"m{i}", transport, Answering())))
+        await members[1].join([members[0].transport.local_address])
+        yield members[0], members[1]
+
+
+async def test_a_delegate_bug_is_counted_and_logged_once_but_a_refusal_is_just_answered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with two() as (asking, answering):
+        with pytest.raises(AppRequestError, match="ZeroDivisionError: a bug in the handler"):
+            await asking.request("m1", b"q", timeout_s=WAIT_S)
+        assert answering.stats.dropped["delegate_error"] == 1
+        logged = [r for r in caplog.records if r.name == "gossip.memberlist" and r.levelno == logging.ERROR]
+        assert len(logged) == 1 and logged[0].exc_info is not None
+
+        delegate = answering.delegate
+        assert isinstance(delegate, Answering)
+        delegate.mode = "refuse"
+        with pytest.raises(AppRequestError) as refused:
+            await asking.request("m1", b"q", timeout_s=WAIT_S)
+        assert refused.value.error == "bad_key: not UTF-8"
+        assert answering.stats.dropped["delegate_error"] == 1
+        assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
+
+
+async def test_tick_and_task_failures_go_to_the_hook_and_the_timer_keeps_running(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    heard: list[tuple[str, str]] = []
+    reported = asyncio.Event()
+    unhandled: list[object] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, context: unhandled.append(context))
+    async with two() as (_first, member):
+        def hook(what: str, exc: BaseException) -> None:
+            heard.append((what, str(exc)))
+            reported.set()
+
+        member.on_error = hook
+        membership = member.membership
+        real_tick = membership.tick
+        ticks = 0
+
+        def tick_failing_once(now: float) -> object:
+            nonlocal ticks
+            ticks += 1
+            if ticks == 1:
+                raise RuntimeError("tick bug")
+            return real_tick(now)
+
+        membership.tick = tick_failing_once  # type: ignore[method-assign]
+        async with asyncio.timeout(WAIT_S):
+            await reported.wait()
+        reported.clear()
+        await member.wait_until(lambda: ticks >= 2, WAIT_S)  # re-armed after the failure: later ticks run
+
+        async def stream_bug() -> None:
+            raise KeyError("task bug")
+
+        member._spawn(stream_bug())
+        async with asyncio.timeout(WAIT_S):
+            await reported.wait()
+        assert heard == [("tick", "tick bug"), ("task", "'task bug'")]
+        assert member.stats.dropped["tick_error"] == 1 and member.stats.dropped["task_error"] == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # the hook's owner logs, not the driver
+    assert unhandled == []
