@@ -23,7 +23,7 @@ GOSSIP = Config.local(gossip_interval_s=0.05)
 
 
 #: fast failure detection (a crash is a death within about a second), for tests about dead members
-QUICK_DEATH = Config.local(gossip_interval_s=0.05, probe_interval_s=0.2, probe_timeout_s=0.1, suspicion_mult=1,
+QUICK_DEATH = Config.local(gossip_interval_s=0.05, probe_interval_s=0.3, probe_timeout_s=0.15, suspicion_mult=1,
                            suspicion_max_timeout_mult=1)
 
 
@@ -46,7 +46,8 @@ async def cluster(n: int, gossip: Config = GOSSIP) -> AsyncIterator[list[Node]]:
             if not seeds:
                 assert replication.memberlist is not None
                 seeds = (replication.memberlist.transport.local_address,)
-        await wait_for(lambda: all(n.replication.cluster_size() == len(nodes) for n in nodes), 10.0)
+        # joining is background work retried with backoff (1, 2, 4 s...): on a loaded machine a first attempt may miss
+        await wait_for(lambda: all(n.replication.cluster_size() == len(nodes) for n in nodes), 30.0)
         yield nodes
 
 
