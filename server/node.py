@@ -132,6 +132,8 @@ class Node:
         )
         self.node_id = config.node_id or ""
         self._keyspace: Keyspace | None = None
+        #: the data directory's small named values as found at start (node id, known cluster members, ...)
+        self.stored_meta: dict[str, str] = {}
         self._running = False
         # key -> seq of its oldest logged record not yet folded into a checkpoint, oldest first: the first value is
         # the log's low-water mark (every record below it is in a checkpointed state)
@@ -179,6 +181,7 @@ class Node:
         if self._running:
             return
         recovered = await self.storage.open()
+        self.stored_meta = recovered.meta
         stored_id = recovered.meta.get("node_id")
         self.node_id = self.config.node_id or stored_id or derive_node_id()
         if self.node_id != stored_id:
@@ -202,10 +205,17 @@ class Node:
             for seq, key, type_name, blob in recovered.deltas:
                 keyspace.load(key, type_name, decode(blob))
                 self._dirty.setdefault(key, seq)
-            for key, op_id, blob in recovered.op_results:
-                self._remember_op(op_id, OpRecord.from_stored(key, blob))
         except (CRDTError, ValueError, TypeError) as exc:
             raise StorageCorruptError(f"cannot recover: {exc}") from exc
+        unreadable = 0
+        for key, op_id, blob in recovered.op_results:
+            try:
+                self._remember_op(op_id, OpRecord.from_stored(key, blob))
+            except (ValueError, TypeError):  # a replay cache, not data: a record it cannot read is a retry re-applied
+                unreadable += 1
+        if unreadable:
+            log.warning("node %s: %d stored op_id results could not be read and were skipped", self.node_id,
+                        unreadable)
         log.info("node %s recovered %d keys (%d states, %d logged deltas)", self.node_id, len(keyspace),
                  len(recovered.states), len(recovered.deltas))
 

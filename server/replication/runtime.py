@@ -36,9 +36,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import random
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
 from crdt import CRDTError
@@ -63,6 +64,7 @@ log = logging.getLogger(__name__)
 
 MemberlistFactory = Callable[[Delegate, str], Memberlist]
 _NETWORK_ERRORS = (GossipError, OSError, TimeoutError)
+_KNOWN_MEMBERS = "known_members"  # the storage meta entry: a JSON list of member ids
 #: what serving a peer's request raises on purpose (malformed, a type conflict between replicas, not running, storage
 #: failed; the same line `ReplicaCore._merge` draws): the peer gets the reason. Anything else is a bug here.
 _REFUSALS = (ServerError, CRDTError)
@@ -105,11 +107,11 @@ class _Delegate(Delegate):
 
     def notify_leave(self, member: Member) -> None:
         if member.status is MemberStatus.LEFT:
-            self.owner.known_members.discard(member.id)
+            self.owner.note_members(gone=[member.id])
         self.owner.wake()
 
     def notify_join(self, member: Member) -> None:
-        self.owner.known_members.add(member.id)
+        self.owner.note_members(seen=[member.id])
         self.owner.wake()
 
 
@@ -150,6 +152,7 @@ class Replication:
         """Starts gossip and the loop, and returns at once: joining the seeds goes on in the background."""
         self._node = node
         self._supervisor = node.supervisor
+        self.known_members = {node.node_id, *_stored_members(node.stored_meta.get(_KNOWN_MEMBERS))}
         self.core = ReplicaCore(node.node_id, NodeStore(node), self.config, self._rng, self.clock.now(),
                                 epoch=node.hlc.physical_ms())
         self._unsubscribe = node.keyspace.subscribe(self.core.on_local)
@@ -223,12 +226,19 @@ class Replication:
         here even once membership reaps a dead one; only a graceful leave takes one out."""
         if self.memberlist is None or not self._running:
             return 1
-        for member in self.memberlist.members():
-            if member.status is MemberStatus.LEFT:
-                self.known_members.discard(member.id)
-            else:
-                self.known_members.add(member.id)
+        members = self.memberlist.members()
+        self.note_members(seen=[m.id for m in members if m.status is not MemberStatus.LEFT],
+                          gone=[m.id for m in members if m.status is MemberStatus.LEFT])
         return max(1, len(self.known_members))
+
+    def note_members(self, seen: Iterable[str] = (), gone: Iterable[str] = ()) -> None:
+        """Keeps `known_members` and, when it changes, the data directory's copy: a node restarted alone (the first
+        of a cold whole-cluster restart, or on the minority side of a partition) still counts the cluster it knew."""
+        known = (self.known_members | set(seen)) - set(gone)
+        if known != self.known_members:
+            self.known_members = known
+            if self._node is not None and self._node.running:
+                self._node.storage.put_meta(_KNOWN_MEMBERS, json.dumps(sorted(known)))
 
     def members(self) -> list[dict[str, Any]]:
         if self.memberlist is None or not self._running:
@@ -263,7 +273,7 @@ class Replication:
     async def _run(self) -> None:
         core, memberlist = self.core, self.memberlist
         assert core is not None and memberlist is not None
-        while self._running:
+        while True:  # ends by cancellation (stop): a return would be a failure to the supervisor
             now = self.clock.now()
             try:
                 result = core.tick(now, self.live_ids())
@@ -397,6 +407,14 @@ class Replication:
             if not task.done():
                 task.cancel()
         return {m: r for m, r in replies.items() if r is not None}
+
+
+def _stored_members(text: str | None) -> list[str]:
+    try:
+        ids = json.loads(text) if text else []
+    except ValueError:
+        return []
+    return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:

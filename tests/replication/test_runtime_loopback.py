@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
 from crdt import PNCounter
 from gossip.clock import Address
@@ -94,3 +95,21 @@ async def test_quorum_counts_members_that_are_down_so_a_minority_answers_short()
         result = await a.update("k", Increment(amount=1), consistency=Consistency(Level.QUORUM, 200))
         assert (result.acks, result.required) == (1, 2) and not result.satisfied
         assert a.keyspace.item("k") is not None  # applied and durable locally all the same (available first)
+
+
+async def test_a_node_restarted_alone_still_counts_the_cluster_it_knew(tmp_path: Path) -> None:
+    """The first node of a cold whole-cluster restart must not call a write that reached only itself a quorum."""
+    def node() -> Node:
+        replication = Replication(ReplicationConfig(push_interval_s=0.05), make_memberlist)
+        return Node(ServerConfig(node_id="n0", data_dir=tmp_path), replication=replication)
+
+    async with node() as first:
+        first.replication.note_members(seen=["n1", "n2"])  # what membership reports as peers join
+        assert first.replication.cluster_size() == 3
+    async with node() as restarted:  # alone: nobody to join, the others are still down
+        assert restarted.replication.cluster_size() == 3
+        result = await restarted.update("k", Increment(amount=1), consistency=Consistency(Level.QUORUM, 100))
+        assert (result.acks, result.required) == (1, 2)
+        restarted.replication.note_members(gone=["n2"])  # a graceful leave takes a member out for good
+    async with node() as again:
+        assert again.replication.cluster_size() == 2
