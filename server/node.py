@@ -293,7 +293,7 @@ class Node:
         if known is not None:
             if not known.same_request(key, fingerprint):
                 raise OpIdConflictError(op_id, known.key)
-            return WriteResult(known.item, replayed=True)
+            return await self._replay(key, known.item, consistency or Consistency())
         inflight = self._op_inflight.get(op_id)
         if inflight is not None:
             if inflight[:2] != (key, fingerprint):
@@ -338,14 +338,26 @@ class Node:
             await written
         if op is not None:
             self._remember_op(op[0], record)
+        return await self._replicated(key, item, delta if blob is not None else None, consistency)
+
+    async def _replicated(self, key: str, item: Item | None, delta: Any, consistency: Consistency,
+                          *, replayed: bool = False) -> WriteResult:
+        """Waits for as many replicas as `consistency` asks to hold `delta` durably (None: nothing to send)."""
         level = consistency.level
         needed = 1 if level is Level.ONE else level.required(self.replication.cluster_size())
         acks = 1
-        if needed > 1 and blob is not None:
-            type_name = self.keyspace.type_of(key)
-            assert type_name is not None
+        type_name = self.keyspace.type_of(key)
+        if needed > 1 and delta is not None and type_name is not None:
             acks += await self.replication.replicate(key, type_name, delta, needed - 1, consistency.timeout_s)
-        return WriteResult(item, acks, needed)
+        return WriteResult(item, acks, needed, replayed=replayed)
+
+    async def _replay(self, key: str, item: Item | None, consistency: Consistency) -> WriteResult:
+        """The stored result of a retried op_id. Its level is met anew: the first attempt may have missed it (or
+        its client never heard), so with w > 1 the key's current state, which holds that first write, is sent to
+        the replicas and their acknowledgements counted, rather than claiming what was not seen."""
+        entry = self.keyspace.entry(key)
+        state = None if entry is None or consistency.level is Level.ONE else entry.state
+        return await self._replicated(key, item, state, consistency, replayed=True)
 
     async def merge_remote(self, key: str, type_name: str, state_or_delta: Any, blob: bytes | None = None) -> None:
         """Joins a delta/state received from another node and returns once it is durable.

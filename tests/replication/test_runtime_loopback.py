@@ -87,6 +87,9 @@ async def test_quorum_counts_members_that_are_down_so_a_minority_answers_short()
     """Issue 11: `w=quorum` is a majority of the known cluster, not of who is alive right now."""
     async with cluster(3, QUICK_DEATH) as nodes:
         a, b, c = nodes
+        quorum = Consistency(Level.QUORUM, 200)
+        first = await a.update("retried", Increment(amount=1), op_id="op-1", consistency=quorum)
+        assert first.satisfied and not first.replayed
         for gone in (b, c):  # crash: no leave announcement, so the members stay in the cluster
             assert gone.replication.memberlist is not None
             await gone.replication.memberlist.shutdown()
@@ -95,6 +98,9 @@ async def test_quorum_counts_members_that_are_down_so_a_minority_answers_short()
         result = await a.update("k", Increment(amount=1), consistency=Consistency(Level.QUORUM, 200))
         assert (result.acks, result.required) == (1, 2) and not result.satisfied
         assert a.keyspace.item("k") is not None  # applied and durable locally all the same (available first)
+        # a retry of the first write is answered from its stored result, but its level is met anew, not assumed
+        replay = await a.update("retried", Increment(amount=1), op_id="op-1", consistency=quorum)
+        assert replay.replayed and (replay.acks, replay.required) == (1, 2) and replay.item == first.item
 
 
 async def test_a_node_restarted_alone_still_counts_the_cluster_it_knew(tmp_path: Path) -> None:
