@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -17,6 +16,7 @@ from server.errors import StorageError
 from server.http_api import create_app
 from server.node import Node
 from server.replication.runtime import Replication
+from server.standalone import Standalone
 from server.storage import DB_FILE
 from server.supervisor import Supervisor, SupervisorConfig
 from server.updates import Increment
@@ -84,26 +84,11 @@ async def test_health_says_why_storage_is_unhealthy(disk_config: ServerConfig) -
         assert (await response.json())["failing"] == {"storage": "commit failed: OperationalError: no such table: log"}
 
 
-class BrokenReplication:
+class BrokenReplication(Standalone):
     """A replication layer whose stop raises, as a leave announcement on a broken network might."""
-
-    async def start(self, node: Node) -> None:
-        pass
 
     async def stop(self) -> None:
         raise RuntimeError("leave announcement blew up")
-
-    def cluster_size(self) -> int:
-        return 1
-
-    async def replicate(self, key: str, type_name: str, delta: Any, needed: int, timeout_s: float) -> int:
-        return 0
-
-    async def gather(self, key: str, needed: int, timeout_s: float) -> int:
-        return 0
-
-    def members(self) -> list[dict[str, Any]]:
-        return []
 
 
 async def test_stop_checkpoints_and_closes_storage_even_when_replication_stop_raises(
