@@ -76,6 +76,8 @@ class Entry:
     state: Any
     #: the rendered read of `state`, rebuilt after each change: repeated reads cost nothing, even of a huge set
     cached: Item | None = None
+    #: `values.context_binding` of the key and type, made at the first read of the key (it never changes)
+    binding: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -120,8 +122,13 @@ class Keyspace:
     def _item(self, key: str, entry: Entry) -> Item:
         if entry.cached is None:
             entry.cached = Item(key, entry.type_name, render_value(entry.type_name, entry.state),
-                                read_context_of(context_binding(key, entry.type_name), entry.state))
+                                read_context_of(entry.binding or self._bind(key, entry), entry.state))
         return entry.cached
+
+    @staticmethod
+    def _bind(key: str, entry: Entry) -> bytes:
+        entry.binding = context_binding(key, entry.type_name)
+        return entry.binding
 
     def check_type(self, key: str, update: Update) -> None:
         """Raises what `apply_local` would raise for a type problem, without changing anything."""
@@ -161,7 +168,7 @@ class Keyspace:
             assert isinstance(update, Clear)
             type_name = self._cleared_type(key, update)
         assert type_name is not None
-        if update.context_binding is not None:
+        if update.context_binding is not None and (entry is None or update.context_binding != entry.binding):
             check_binding(key, type_name, update.context_binding)
         state = entry.state if entry is not None else new_state(type_name)
         try:

@@ -338,6 +338,8 @@ class Node:
             await written
         if op is not None:
             self._remember_op(op[0], record)
+        if consistency.level is Level.ONE:  # the default: nothing to wait for (and no coroutine to run for it)
+            return WriteResult(item)
         return await self._replicated(key, item, delta if blob is not None else None, consistency)
 
     async def _replicated(self, key: str, item: Item | None, delta: Any, consistency: Consistency,
