@@ -65,6 +65,7 @@ log = logging.getLogger(__name__)
 MemberlistFactory = Callable[[Delegate, str], Memberlist]
 _NETWORK_ERRORS = (GossipError, OSError, TimeoutError)
 _KNOWN_MEMBERS = "known_members"  # the storage meta entry: a JSON list of member ids
+_LAST_EPOCH = "replication_epoch"  # the storage meta entry: the epoch of this node's latest process
 #: what serving a peer's request raises on purpose (malformed, a type conflict between replicas, not running, storage
 #: failed; the same line `ReplicaCore._merge` draws): the peer gets the reason. Anything else is a bug here.
 _REFUSALS = (ServerError, CRDTError)
@@ -154,7 +155,7 @@ class Replication:
         self._supervisor = node.supervisor
         self.known_members = {node.node_id, *_stored_members(node.stored_meta.get(_KNOWN_MEMBERS))}
         self.core = ReplicaCore(node.node_id, NodeStore(node), self.config, self._rng, self.clock.now(),
-                                epoch=node.hlc.physical_ms())
+                                epoch=self._next_epoch(node))
         self._unsubscribe = node.keyspace.subscribe(self.core.on_local)
         self.memberlist = self._factory(self.delegate, node.node_id)
         self.memberlist.on_error = self._membership_failed
@@ -230,6 +231,22 @@ class Replication:
         self.note_members(seen=[m.id for m in members if m.status is not MemberStatus.LEFT],
                           gone=[m.id for m in members if m.status is MemberStatus.LEFT])
         return max(1, len(self.known_members))
+
+    @staticmethod
+    def _next_epoch(node: Node) -> int:
+        """This process's epoch: larger than every earlier one of this node, whatever its clock says now.
+
+        Peers take the origin with the larger epoch of a node id for its current process and retire the others
+        (`server.replication.coverage`); a restart with a clock set back (or after a run with a skewed one) drew a
+        smaller epoch, so the live process looked superseded by its own past. Kept in the data directory.
+        """
+        try:
+            last = int(node.stored_meta.get(_LAST_EPOCH, "0"))
+        except ValueError:
+            last = 0
+        epoch = max(node.hlc.physical_ms(), last + 1)
+        node.storage.put_meta(_LAST_EPOCH, str(epoch))
+        return epoch
 
     def note_members(self, seen: Iterable[str] = (), gone: Iterable[str] = ()) -> None:
         """Keeps `known_members` and, when it changes, the data directory's copy: a node restarted alone (the first

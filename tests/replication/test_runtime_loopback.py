@@ -119,3 +119,18 @@ async def test_a_node_restarted_alone_still_counts_the_cluster_it_knew(tmp_path:
         restarted.replication.note_members(gone=["n2"])  # a graceful leave takes a member out for good
     async with node() as again:
         assert again.replication.cluster_size() == 2
+
+
+async def test_a_restart_draws_a_larger_epoch_even_with_a_clock_set_back(tmp_path: Path) -> None:
+    """Peers retire every origin of a node id but the one with the largest epoch: a restart must never go back."""
+    def node(clock_offset_ms: int) -> Node:
+        replication = Replication(ReplicationConfig(push_interval_s=0.05), make_memberlist)
+        config = ServerConfig(node_id="n0", data_dir=tmp_path, clock_offset_ms=clock_offset_ms)
+        return Node(config, replication=replication)
+
+    epochs = []
+    for offset_ms in (3_600_000, 0, -3_600_000):  # an hour ahead, then the true time, then an hour behind
+        async with node(offset_ms) as started:
+            assert started.replication.core is not None
+            epochs.append(started.replication.core.origin[1])
+    assert epochs[0] < epochs[1] < epochs[2]
