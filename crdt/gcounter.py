@@ -5,6 +5,13 @@ covers the replica's previous dot, so the join (the shared dot-kernel join) repl
 it behaves as the classic G-Counter (per-replica max); inside an ORMap the dots give it observed-reset
 semantics (``clear``). Known reset caveat, as in Riak: an increment concurrent with a reset carries its
 replica's whole running total, so that replica's pre-reset contribution survives with it.
+
+Reads count each replica once, by its *latest* entry (highest dot). A state can briefly hold two entries of one
+replica: deltas delivered out of order (its third increment before its second) each cover only the dot before
+them, so the first entry survives until the second delta arrives. Every older entry is gone from the replica's own
+state (its next increment replaced it, or a reset it merged removed it), so the join of everything drops it; the
+latest entry alone is what the replica's contribution converges to. Summing both would read the first increment
+twice in between.
 """
 
 from __future__ import annotations
@@ -24,6 +31,14 @@ def _check_amount(amount: object, *, allow_negative: bool) -> int:
     return amount
 
 
+def latest_total(entries: dict[tuple[str, int], Any]) -> Any:
+    """The running total under a replica's highest dot (its entries all share the replica, so dots order by counter)."""
+    if len(entries) == 1:
+        for total in entries.values():
+            return total
+    return entries[max(entries)]
+
+
 class GCounter(DotKernel):
     """Grow-only counter. ``increment`` returns a delta; apply it with ``merge``."""
 
@@ -34,11 +49,11 @@ class GCounter(DotKernel):
     def increment(self, replica: str, amount: int = 1) -> GCounter:
         _check_amount(amount, allow_negative=False)
         kd = self._keys.get(replica)
-        total = sum(kd.values()) if kd else 0
+        total = latest_total(kd) if kd else 0
         return self._write_delta(replica, replica, total + amount)
 
     def value(self) -> int:
-        return sum(p for kd in self._keys.values() for p in kd.values())
+        return sum(latest_total(kd) for kd in self._keys.values())
 
     @classmethod
     def _entry_from_wire(cls, replica: str, key: Any, payload: Any) -> tuple[Hashable, Any]:

@@ -1,7 +1,7 @@
 """Positive-negative counter: per replica a ``(increments, decrements)`` pair of running totals.
 
-Same embedding as ``GCounter`` (one dot-tagged entry per replica, replaced by that replica's next delta);
-arbitrary-precision ints throughout.
+Same embedding as ``GCounter`` (one dot-tagged entry per replica, replaced by that replica's next delta, and
+read by its latest entry only); arbitrary-precision ints throughout.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import Hashable
 from typing import Any, ClassVar
 
 from crdt.dot_kernel import DotKernel
-from crdt.gcounter import _check_amount
+from crdt.gcounter import _check_amount, latest_total
 
 
 class PNCounter(DotKernel):
@@ -23,12 +23,8 @@ class PNCounter(DotKernel):
     def increment(self, replica: str, amount: int) -> PNCounter:
         """Add ``amount`` (negative means decrement; zero is invalid)."""
         _check_amount(amount, allow_negative=True)
-        p = n = 0
         kd = self._keys.get(replica)
-        if kd:
-            for ep, en in kd.values():
-                p += ep
-                n += en
+        p, n = latest_total(kd) if kd else (0, 0)
         if amount > 0:
             p += amount
         else:
@@ -43,8 +39,8 @@ class PNCounter(DotKernel):
     def value(self) -> int:
         total = 0
         for kd in self._keys.values():
-            for p, n in kd.values():
-                total += p - n
+            p, n = latest_total(kd)
+            total += p - n
         return total
 
     @classmethod

@@ -218,6 +218,18 @@ def test_counter_reset_without_concurrent_increment_starts_from_zero() -> None:
     assert a.value() == b.value() == {"score": 2}
 
 
+def test_map_counter_increments_out_of_order_count_the_replica_once() -> None:
+    a, b = ORMap(), ORMap()
+    d1 = inc(a, "a", "score", 5)
+    d2 = inc(a, "a", "score", 1)
+    d3 = inc(a, "a", "score", -1)
+    b.merge(d1)
+    b.merge(d3)
+    assert b.value() == {"score": 5}  # a's newest total, not 5 + 5
+    b.merge(d2)
+    assert b.value() == a.value() == {"score": 5} and b == a
+
+
 def test_mutate_must_return_a_scoped_delta() -> None:
     m = ORMap()
     add(m, "a", "k1", 1)
