@@ -164,6 +164,7 @@ class Nemesis:
                 windows = [{"node": n, "stop_s": stop, "start_s": resume, "ready_s": resume} for n in fault.nodes]
             elif fault.kind == "partition":
                 await self.cluster.network.apply({tuple(pair) for pair in fault.params["drops"]})  # type: ignore[misc]
+                record["drops"] = sorted(self.cluster.network.drops)  # in hook mode, each pair is cut both ways
                 record["start_s"] = self.history.now()
                 await asyncio.sleep(fault.duration_s)
                 record["end_s"] = self.history.now()

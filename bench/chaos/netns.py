@@ -11,9 +11,11 @@ node-to-node traffic ever matches (the bridge address is never blocked), so clie
 Every name carries ``rumor-chaos``, the owner's pid and a random suffix; at start, namespaces and bridges whose owner
 pid is gone (a crashed run) are removed. A namespace's deletion takes its veth pair with it.
 
-``hook`` mode: loopback, one port pair per node, and ``POST /v1/debug/partition`` on the receiving side of each
-dropped pair (the hook drops datagrams both ways and refuses its own streams to the peer, so one-way loss is only
-approximated; reapplied after every restart, since the hook's state lives in the process).
+``hook`` mode: loopback, one port pair per node, and ``POST /v1/debug/partition`` on both sides of each dropped
+pair (reapplied after every restart, since the hook's state lives in the process). The hook cannot drop one way
+only: it drops datagrams both ways, and refuses the streams its own node opens but not those the peer opens (their
+source port tells nothing on loopback). So every drop is made two-way, and the nemesis records the drops that were
+really applied: a one-way partition runs as a full one in this mode, and the checkers judge what happened.
 """
 
 from __future__ import annotations
@@ -208,7 +210,9 @@ class HookNetwork:
         return sorted(src for src, dst in self.drops if dst == node)
 
     async def apply(self, drops: Iterable[tuple[str, str]]) -> None:
-        self.drops = frozenset(drops)
+        """Blocks each pair both ways (see the module docstring); ``drops`` afterwards holds what is in force."""
+        planned = frozenset(drops)
+        self.drops = planned | {(dst, src) for src, dst in planned}
         for node in self.nodes:
             await self.node_started(node)
 
