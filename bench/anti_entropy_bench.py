@@ -15,8 +15,13 @@ import time
 
 import msgpack
 
-from gossip.anti_entropy import AntiEntropyConfig, AntiEntropyResponder, AntiEntropySession
-from gossip.merkle import MerkleTree, state_digest
+from gossip.anti_entropy import (
+    AntiEntropyConfig,
+    AntiEntropyResponder,
+    AntiEntropySession,
+    MerkleTree,
+    state_digest,
+)
 
 
 class Replica:

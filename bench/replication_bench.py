@@ -34,7 +34,7 @@ from server.keyspace import Keyspace
 from server.node import Node
 from server.replication import KeyspaceStore, ReplicaCore, ReplicationConfig
 from server.replication.replica import sync_pair
-from server.replication.runtime import Replication
+from server.replication.runtime import GossipReplication
 from server.updates import Increment
 
 
@@ -160,7 +160,7 @@ async def catch_up(n_keys: int, timeout_s: float) -> dict[str, Any]:
     try:
         for i in range(3):
             node = Node(ServerConfig(in_memory=True, node_id=f"old{i}"),
-                        replication=Replication(ReplicationConfig(seeds=seeds, sync_interval_s=0.5), make))
+                        replication=GossipReplication(ReplicationConfig(seeds=seeds, sync_interval_s=0.5), make))
             await node.start()
             nodes.append(node)
             if not seeds:
@@ -174,7 +174,7 @@ async def catch_up(n_keys: int, timeout_s: float) -> dict[str, Any]:
             replica.digests.mark_all(node.keyspace)
             replica.digests.flush(10**9)
         fresh = Node(ServerConfig(in_memory=True, node_id="fresh"),
-                     replication=Replication(ReplicationConfig(seeds=seeds, sync_interval_s=0.5), make))
+                     replication=GossipReplication(ReplicationConfig(seeds=seeds, sync_interval_s=0.5), make))
         started = time.perf_counter()
         await fresh.start()
         nodes.append(fresh)

@@ -4,11 +4,10 @@ No I/O, no clock, no randomness: callers pass replica ids, physical time and con
 """
 
 from crdt.causal_context import CausalContext
-from crdt.causal_delivery import CausalDelivery, Op, OpEmitter, OpLog
+from crdt.causal_delivery import CausalDelivery, Op, OpEmitter
 from crdt.dot import Dot
 from crdt.dot_kernel import DotKernel
 from crdt.encoding import (
-    TYPES,
     decode,
     decode_context,
     decode_op,
@@ -16,7 +15,6 @@ from crdt.encoding import (
     encode_context,
     encode_op,
     encode_state_context,
-    register_type,
 )
 from crdt.errors import (
     BufferFullError,
@@ -28,12 +26,15 @@ from crdt.errors import (
 )
 from crdt.gcounter import GCounter
 from crdt.hlc import HLCTimestamp, HybridLogicalClock
+from crdt.lww_map import LWWMap
 from crdt.lww_register import LWWRegister
 from crdt.mv_register import MVRegister
+from crdt.ormap import ORMap
 from crdt.orset import ORSet
 from crdt.plain_value import order_key
 from crdt.pncounter import PNCounter
 from crdt.protocol import CRDT
+from crdt.registry import TYPES, register_type
 from crdt.version_vector import Ordering, VersionVector
 
 __all__ = [
@@ -51,12 +52,13 @@ __all__ = [
     "HLCTimestamp",
     "HybridLogicalClock",
     "InvalidOperationError",
+    "LWWMap",
     "LWWRegister",
     "MVRegister",
+    "ORMap",
     "ORSet",
     "Op",
     "OpEmitter",
-    "OpLog",
     "Ordering",
     "PNCounter",
     "TypeMismatchError",
@@ -71,18 +73,3 @@ __all__ = [
     "order_key",
     "register_type",
 ]
-
-try:  # LWWMap / ORMap are written by a sibling on top of the kernel; exported once present
-    from crdt.lww_map import LWWMap
-
-    register_type(LWWMap)
-    __all__ += ["LWWMap"]
-except ImportError:  # pragma: no cover - transitional until crdt/lww_map.py lands
-    pass
-try:
-    from crdt.ormap import ORMap
-
-    register_type(ORMap)
-    __all__ += ["ORMap"]
-except ImportError:  # pragma: no cover - transitional until crdt/ormap.py lands
-    pass

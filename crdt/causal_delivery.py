@@ -108,6 +108,3 @@ class OpEmitter:
         op = Op(Dot(self.replica, vv.get(self.replica) + 1), vv.copy(), delta.TYPE_NAME, delta)
         self.delivery.record_local(op)
         return op
-
-
-OpLog = OpEmitter

@@ -17,8 +17,9 @@ The join runs in place and costs O(|s2| + |c2 cloud| + removed entries): for eac
 vector it walks whichever is smaller, the covered counter range or this store's dots of that replica (a
 per-replica index ``_dots``), so applying a one-dot delta to a million-entry store touches one entry.
 
-Subclasses (the CRDT types) set ``TYPE_NAME``, implement ``value()``, and may override the decoding hook used by
-``crdt.encoding`` (``_entry_from_wire``, which validates one decoded entry). Protected attributes are
+Subclasses (the CRDT types) name their key type (``DotKernel[str]``), set ``TYPE_NAME``, register with
+``crdt.registry``, implement ``value()``, and may override the decoding hooks used by ``crdt.encoding``
+(``_entry_from_wire``, which validates one decoded entry, and ``_key_from_wire``). Protected attributes are
 part of the kernel API for subclasses in this package (LWWMap, ORMap): read them, mutate only through
 ``_join_store`` / ``merge``.
 
@@ -38,18 +39,20 @@ encoded, logged and gossiped like the rest, so every replica applies them the sa
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Iterator
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from crdt.causal_context import CausalContext
 from crdt.dot import Dot
 from crdt.errors import InvalidOperationError, TypeMismatchError
 
 DotT = tuple[str, int]
+#: what a type keys its entries by (set element, map field, counter replica, None for registers)
+K = TypeVar("K", bound=Hashable)
 _EMPTY: dict[int, Any] = {}
 _new = object.__new__
 #: a deferred remove: the read context, and the keys it removes (None: every key, a clear)
-Deferred = tuple[CausalContext, frozenset[Hashable] | None]
-_NO_DEFERRED: dict[tuple[Any, ...], Deferred] = {}  # shared while empty: a state pays one pointer for the feature
+Deferred = tuple[CausalContext, frozenset[K] | None]
+_NO_DEFERRED: dict[tuple[Any, ...], Deferred[Any]] = {}  # shared while empty: a state pays one pointer for the feature
 #: pending deferred removes a state will make locally; more wait for their adds than any client plausibly has in
 #: flight, and each costs a context, so a remove past this is refused (merges are never refused: they carry the
 #: deferred removes of other replicas, which were acknowledged)
@@ -61,7 +64,7 @@ def context_identity(ctx: CausalContext) -> tuple[Any, ...]:
     return (tuple(sorted(ctx._vv.items())), tuple(sorted((r, tuple(sorted(cs))) for r, cs in ctx._cloud.items())))
 
 
-class DotKernel:
+class DotKernel(Generic[K]):
     """Flat dot store + causal context; base class of every causal CRDT type.
 
     ``_keys``: key -> {dot: payload}   (dot as plain ``(replica, counter)`` tuple)
@@ -78,10 +81,10 @@ class DotKernel:
     TYPE_NAME: ClassVar[str] = "dotkernel"
 
     def __init__(self) -> None:
-        self._keys: dict[Hashable, dict[DotT, Any]] = {}
-        self._dots: dict[str, dict[int, Hashable]] = {}
+        self._keys: dict[K, dict[DotT, Any]] = {}
+        self._dots: dict[str, dict[int, K]] = {}
         self._ctx = CausalContext()
-        self._deferred = _NO_DEFERRED
+        self._deferred: dict[tuple[Any, ...], Deferred[K]] = _NO_DEFERRED
 
     # -- construction ----------------------------------------------------------------------------------------
     @classmethod
@@ -94,7 +97,7 @@ class DotKernel:
         new._deferred = _NO_DEFERRED
         return new
 
-    def _delta(self, entries: Iterable[tuple[DotT, Hashable, Any]], covered: Iterable[DotT]) -> Self:
+    def _delta(self, entries: Iterable[tuple[DotT, K, Any]], covered: Iterable[DotT]) -> Self:
         """A delta holding ``entries`` whose context is their dots plus ``covered`` (what they replace)."""
         d = type(self)._bound_to(CausalContext())
         ctx = d._ctx
@@ -105,7 +108,7 @@ class DotKernel:
             ctx.add(dot)
         return d
 
-    def _insert(self, dot: DotT, key: Hashable, payload: Any) -> None:
+    def _insert(self, dot: DotT, key: K, payload: Any) -> None:
         r, c = dot
         per = self._dots.get(r)
         if per is None:
@@ -129,7 +132,7 @@ class DotKernel:
             del self._keys[key]
 
     # -- delta mutators (read self, return a delta; never modify self) ---------------------------------------
-    def _observed(self, key: Hashable, context: CausalContext | None) -> list[DotT]:
+    def _observed(self, key: K, context: CausalContext | None) -> list[DotT]:
         kd = self._keys.get(key)
         if not kd:
             return []
@@ -138,7 +141,7 @@ class DotKernel:
         return [d for d in kd if context.contains(d)]
 
     def _write_delta(
-        self, replica: str, key: Hashable, payload: Any = None, context: CausalContext | None = None
+        self, replica: str, key: K, payload: Any = None, context: CausalContext | None = None
     ) -> Self:
         """Delta writing ``payload`` under ``key`` with a fresh dot, replacing the key's observed dots.
 
@@ -171,7 +174,7 @@ class DotKernel:
         return d
 
     def _write_many_delta(
-        self, replica: str, writes: Iterable[tuple[Hashable, Any]], context: CausalContext | None = None
+        self, replica: str, writes: Iterable[tuple[K, Any]], context: CausalContext | None = None
     ) -> Self:
         """One delta writing each ``(key, payload)`` with its own consecutive fresh dot from ``replica``, each
         replacing its key's observed dots (limited to ``context`` when given). Keys must be distinct.
@@ -180,7 +183,7 @@ class DotKernel:
         caller can encode the whole delta before anything changes.
         """
         n = self._ctx.max_counter(replica)
-        entries: list[tuple[DotT, Hashable, Any]] = []
+        entries: list[tuple[DotT, K, Any]] = []
         covered: list[DotT] = []
         for key, payload in writes:
             n += 1
@@ -191,7 +194,7 @@ class DotKernel:
             self._defer(d, context, [key for _, key, _ in entries])
         return d
 
-    def _remove_delta(self, keys: Iterable[Hashable], context: CausalContext | None = None) -> Self:
+    def _remove_delta(self, keys: Iterable[K], context: CausalContext | None = None) -> Self:
         """Delta removing the observed dots of ``keys`` (limited to ``context`` when given, and deferred for the
         dots of ``context`` not received yet)."""
         keys = list(keys)
@@ -214,7 +217,7 @@ class DotKernel:
             self._defer(d, context, None)
         return d
 
-    def _defer(self, delta: DotKernel, context: CausalContext, keys: Iterable[Hashable] | None) -> None:
+    def _defer(self, delta: DotKernel[K], context: CausalContext, keys: Iterable[K] | None) -> None:
         """Adds to ``delta`` the deferred remove of ``keys`` for the dots of ``context`` this state lacks."""
         if not self._DEFERS_REMOVES or self._ctx.covers(context):
             return  # every dot the read saw is here: the delta already removes all it can
@@ -239,7 +242,7 @@ class DotKernel:
         if self._deferred:
             self._apply_deferred()
 
-    def _add_deferred(self, incoming: dict[tuple[Any, ...], Deferred]) -> None:
+    def _add_deferred(self, incoming: dict[tuple[Any, ...], Deferred[K]]) -> None:
         mine = self._deferred
         if mine is _NO_DEFERRED:
             mine = self._deferred = {}
@@ -254,7 +257,7 @@ class DotKernel:
         """Removes what each deferred remove covers by now; drops those whose read context is all here."""
         finished = []
         for identity, (ctx, keys) in self._deferred.items():
-            gone = [d for k in (list(self._keys) if keys is None else keys) for d in self._keys.get(k, _EMPTY)
+            gone = [d for k in (list(self._keys) if keys is None else keys) for d in self._keys.get(k, ())
                     if ctx.contains(d)]
             for r, c in gone:
                 self._discard(r, c)
@@ -265,7 +268,7 @@ class DotKernel:
         if not self._deferred:
             self._deferred = _NO_DEFERRED
 
-    def _apply_fresh(self, other: DotKernel, ocloud: dict[str, set[int]]) -> bool:
+    def _apply_fresh(self, other: DotKernel[K], ocloud: dict[str, set[int]]) -> bool:
         """Fast path for the commonest delta, one entry whose context is just its own dot (a fresh add).
 
         Equivalent to the general join for that shape (nothing of self can be covered except that dot, which
@@ -302,7 +305,7 @@ class DotKernel:
                     sctx.add((r, c))
         return True
 
-    def _join_store(self, other: DotKernel, changes: list[DotT] | None = None) -> None:
+    def _join_store(self, other: DotKernel[K], changes: list[DotT] | None = None) -> None:
         """Join entries only (contexts untouched), judging coverage by ``self._ctx`` and ``other._ctx``.
 
         When ``changes`` is given, every dot added or removed is appended to it (a parent such as ORMap uses
@@ -373,6 +376,10 @@ class DotKernel:
                     changes.append(dot)
 
     # -- reads ----------------------------------------------------------------------------------------------
+    def value(self) -> Any:
+        """What a client reads; each type defines it (ORMap reads nested values through this)."""
+        raise NotImplementedError(f"{type(self).__name__} defines no value()")
+
     def context(self) -> CausalContext:
         """What this state has observed (a copy): pass it back to a remove/overwrite to limit it."""
         return self._ctx.copy()
@@ -389,7 +396,7 @@ class DotKernel:
         """How many deferred removes wait for the dots they observed (see the module docstring)."""
         return len(self._deferred)
 
-    def _entries(self) -> Iterator[tuple[Dot, Hashable, Any]]:
+    def _entries(self) -> Iterator[tuple[Dot, K, Any]]:
         """All (dot, key, payload), sorted by dot: for encoding and debugging."""
         for r in sorted(self._dots):
             per = self._dots[r]
@@ -401,7 +408,7 @@ class DotKernel:
         return sum(len(per) for per in self._dots.values())
 
     @classmethod
-    def _entry_from_wire(cls, replica: str, key: Any, payload: Any) -> tuple[Hashable, Any]:
+    def _entry_from_wire(cls, replica: str, key: Any, payload: Any) -> tuple[K, Any]:
         """Validate (and rebuild) one decoded entry of ``replica``; raise ``ValueError``/``CRDTError`` if bad.
 
         Subclasses override this to enforce their entry shape (``crdt.encoding`` wraps errors in DecodeError).
@@ -409,7 +416,7 @@ class DotKernel:
         return key, payload
 
     @classmethod
-    def _key_from_wire(cls, key: Any) -> Hashable:
+    def _key_from_wire(cls, key: Any) -> K:
         """A decoded key of a deferred remove, in the form the store keys its entries by."""
         hash(key)
         return key

@@ -1,4 +1,4 @@
-"""Versioned, deterministic msgpack encoding of CRDT states, contexts and ops, with a type registry.
+"""Versioned, deterministic msgpack encoding of CRDT states, contexts and ops (types found in ``crdt.registry``).
 
 Same state -> same bytes (anti-entropy compares digests): entries are sorted by dot, contexts by replica,
 dict values by key. Tuples and big ints, which msgpack cannot tell apart from lists / cannot hold, travel as
@@ -16,9 +16,6 @@ deferred removes, sorted by their bytes, keys sorted likewise) only when it has 
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Mapping
-from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import msgpack
@@ -28,12 +25,8 @@ from crdt.causal_delivery import Op
 from crdt.dot import Dot
 from crdt.dot_kernel import Deferred, DotKernel, context_identity
 from crdt.errors import CRDTError, DecodeError, InvalidOperationError
-from crdt.gcounter import GCounter
-from crdt.lww_register import LWWRegister
-from crdt.mv_register import MVRegister
-from crdt.orset import ORSet
 from crdt.plain_value import StrictKey
-from crdt.pncounter import PNCounter
+from crdt.registry import TYPES
 from crdt.version_vector import VersionVector
 
 VERSION = 1
@@ -43,34 +36,6 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_DEPTH = 32
 _MIN_INT = -(2**63)
 _MAX_INT = 2**64 - 1
-
-_TYPES: dict[str, type] = {}
-TYPES: Mapping[str, type] = _TYPES
-
-
-def register_type(cls: type) -> type:
-    """Add a CRDT class to the registry under its ``TYPE_NAME`` (usable as a decorator)."""
-    name = getattr(cls, "TYPE_NAME", None)
-    if not isinstance(name, str):
-        raise InvalidOperationError(f"{cls!r} has no TYPE_NAME")
-    _TYPES[name] = cls
-    return cls
-
-
-for _cls in (GCounter, PNCounter, ORSet, LWWRegister, MVRegister):
-    register_type(_cls)
-
-
-def _register_late_types() -> None:
-    """LWWMap / ORMap live in sibling modules that build on this one; register them once importable."""
-    for module, name in (("crdt.lww_map", "LWWMap"), ("crdt.ormap", "ORMap")):
-        try:
-            mod = __import__(module, fromlist=[name])
-        except ImportError:
-            continue
-        cls = getattr(mod, name, None)
-        if cls is not None and getattr(cls, "TYPE_NAME", None) not in _TYPES:
-            register_type(cls)
 
 
 # -- plain values -------------------------------------------------------------------------------------------
@@ -229,34 +194,32 @@ def _lww_payload_to_wire(payload: Any) -> Any:
 _PAYLOAD_TO_WIRE = {"lwwregister": _lww_payload_to_wire, "lwwmap": _lww_payload_to_wire}
 
 
-def state_to_wire(state: Any) -> Any:
-    """Body of a state; dot-kernel types share one layout, others provide ``_to_wire()``."""
-    if isinstance(state, DotKernel):
-        entries: list[Any] = []
-        keys = state._keys
-        payload_to_wire = _PAYLOAD_TO_WIRE.get(state.TYPE_NAME, value_to_wire)
-        for r in sorted(state._dots):
-            per = state._dots[r]
-            rows = []
-            append = rows.append
-            for c in sorted(per):
-                key = per[c]
-                payload = keys[key][(r, c)]
-                # inline fast path for the common scalars (what value_to_wire returns unchanged)
-                t = type(key)
-                if not (t is str or (t is int and _MIN_INT <= key <= _MAX_INT)):
-                    key = value_to_wire(key)
-                if payload is not None and type(payload) is not str:
-                    payload = payload_to_wire(payload)
-                append([c, key, payload])
-            entries.append([r, rows])
-        if state._deferred:
-            return [context_to_wire(state._ctx), entries, _deferred_to_wire(state)]
-        return [context_to_wire(state._ctx), entries]
-    return state._to_wire()
+def state_to_wire(state: DotKernel[Any]) -> list[Any]:
+    """Body of a state: every type is a dot store, so all share one layout."""
+    entries: list[Any] = []
+    keys = state._keys
+    payload_to_wire = _PAYLOAD_TO_WIRE.get(state.TYPE_NAME, value_to_wire)
+    for r in sorted(state._dots):
+        per = state._dots[r]
+        rows: list[list[Any]] = []
+        append = rows.append
+        for c in sorted(per):
+            key = per[c]
+            payload = keys[key][(r, c)]
+            # inline fast path for the common scalars (what value_to_wire returns unchanged)
+            t = type(key)
+            if not (t is str or (t is int and _MIN_INT <= key <= _MAX_INT)):
+                key = value_to_wire(key)
+            if payload is not None and type(payload) is not str:
+                payload = payload_to_wire(payload)
+            append([c, key, payload])
+        entries.append([r, rows])
+    if state._deferred:
+        return [context_to_wire(state._ctx), entries, _deferred_to_wire(state)]
+    return [context_to_wire(state._ctx), entries]
 
 
-def _deferred_to_wire(state: DotKernel) -> list[Any]:
+def _deferred_to_wire(state: DotKernel[Any]) -> list[Any]:
     rows = []
     for ctx, keys in state._deferred.values():
         wire_keys = None if keys is None else sorted((value_to_wire(k) for k in keys), key=_pack)
@@ -264,10 +227,11 @@ def _deferred_to_wire(state: DotKernel) -> list[Any]:
     return sorted(rows, key=_pack)
 
 
-def _deferred_from_wire(cls: type, state: DotKernel, rows: Any, depth: int, max_depth: int) -> None:
+def _deferred_from_wire(cls: type[DotKernel[Any]], state: DotKernel[Any], rows: Any, depth: int, max_depth: int) \
+        -> None:
     if type(rows) is not list or not rows:
         raise DecodeError("deferred removes must be a non-empty list (absent when there are none)")
-    deferred: dict[tuple[Any, ...], Deferred] = {}
+    deferred: dict[tuple[Any, ...], Deferred[Any]] = {}
     for row in rows:
         if type(row) is not list or len(row) != 2 or not (row[1] is None or type(row[1]) is list):
             raise DecodeError("a deferred remove must be [context, keys or nil]")
@@ -285,10 +249,8 @@ def _deferred_from_wire(cls: type, state: DotKernel, rows: Any, depth: int, max_
 _WIRE_SCALARS = frozenset({str, int, float, bool, bytes, type(None)})  # decoded as themselves by value_from_wire
 
 
-def state_from_wire(cls: type, body: Any, depth: int, max_depth: int) -> Any:
+def state_from_wire(cls: type[DotKernel[Any]], body: Any, depth: int, max_depth: int) -> DotKernel[Any]:
     """Build a ``cls`` from its wire body, validating every invariant; raises ``DecodeError``."""
-    if not issubclass(cls, DotKernel):
-        return cls._from_wire(body, depth, max_depth)  # type: ignore[attr-defined]
     if type(body) is not list or len(body) not in (2, 3) or type(body[1]) is not list:
         raise DecodeError(f"{cls.TYPE_NAME} body must be [context, entries] or [context, entries, deferred]")
     state = cls()
@@ -341,16 +303,9 @@ def state_from_wire(cls: type, body: Any, depth: int, max_depth: int) -> Any:
     return state
 
 
-def encode(state: Any) -> bytes:
+def encode(state: DotKernel[Any]) -> bytes:
     """Deterministic bytes for ``state`` (a registered CRDT type)."""
-    if TYPES.get(state.TYPE_NAME) is not type(state):
-        _register_late_types()
-    # about 12 bytes an entry (at least one entry a key): pause collection for states of 64 KiB or more
-    size = len(state._keys) * 12 if isinstance(state, DotKernel) else 0
-    if size < _BULK_BYTES:  # every delta on the write path: no pause needed, none set up
-        return _pack([VERSION, state.TYPE_NAME, state_to_wire(state)])
-    with _collection_paused(size):
-        return _pack([VERSION, state.TYPE_NAME, state_to_wire(state)])
+    return _pack([VERSION, state.TYPE_NAME, state_to_wire(state)])
 
 
 def _envelope(data: bytes, max_bytes: int, kind: str | None) -> list[Any]:
@@ -370,38 +325,10 @@ def _canonical(result: Any, data: bytes, again: bytes) -> Any:
     return result
 
 
-_BULK_BYTES = 1 << 16
-
-
-class _CollectionPaused:
-    """Building a big state allocates millions of small dicts and lists, none of which can form a reference cycle;
-    CPython's cyclic collector would still rescan them again and again (about 3x the decode time of a 1M-element
-    set). Collection is paused while such a state is built or encoded, then restored as it was."""
-
-    def __enter__(self) -> None:
-        self._was_enabled = gc.isenabled()
-        gc.disable()
-
-    def __exit__(self, *exc: object) -> None:
-        if self._was_enabled:
-            gc.enable()
-
-
-_NO_PAUSE = nullcontext()
-
-
-def _collection_paused(size: int) -> AbstractContextManager[None]:
-    """A pause for states of 64 KiB or more; small ones (every delta on the write path) get a shared no-op."""
-    return _NO_PAUSE if size < _BULK_BYTES else _CollectionPaused()
-
-
-def _type_for(name: object) -> type:
+def _type_for(name: object) -> type[DotKernel[Any]]:
     if type(name) is not str:
         raise DecodeError("type name must be a string")
     cls = TYPES.get(name)
-    if cls is None:
-        _register_late_types()
-        cls = TYPES.get(name)
     if cls is None:
         raise DecodeError(f"unknown CRDT type {name!r}")
     return cls
@@ -409,15 +336,14 @@ def _type_for(name: object) -> type:
 
 def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
     """Rebuild a state from ``encode`` output; raises only ``DecodeError`` on bad input."""
-    with _collection_paused(len(data)):
-        obj = _envelope(data, max_bytes, None)
-        if len(obj) != 3:
-            raise DecodeError("state envelope must be [version, type, body]")
-        state = state_from_wire(_type_for(obj[1]), obj[2], 1, max_depth)
-        try:
-            again = encode(state)
-        except CRDTError as exc:
-            raise DecodeError(f"decoded state does not re-encode: {exc}") from exc
+    obj = _envelope(data, max_bytes, None)
+    if len(obj) != 3:
+        raise DecodeError("state envelope must be [version, type, body]")
+    state = state_from_wire(_type_for(obj[1]), obj[2], 1, max_depth)
+    try:
+        again = encode(state)
+    except CRDTError as exc:
+        raise DecodeError(f"decoded state does not re-encode: {exc}") from exc
     return _canonical(state, data, again)
 
 
@@ -425,7 +351,7 @@ def encode_context(ctx: CausalContext) -> bytes:
     return _pack([VERSION, "ctx", context_to_wire(ctx)])
 
 
-def encode_state_context(state: DotKernel) -> bytes:
+def encode_state_context(state: DotKernel[Any]) -> bytes:
     """``encode_context(state.context())`` without copying the context first (a read renders it on every write)."""
     return encode_context(state._ctx)
 

@@ -16,11 +16,11 @@ twice in between.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
 from typing import Any, ClassVar
 
 from crdt.dot_kernel import DotKernel
 from crdt.errors import InvalidOperationError
+from crdt.registry import register_type
 
 
 def _check_amount(amount: object, *, allow_negative: bool) -> int:
@@ -39,7 +39,8 @@ def latest_total(entries: dict[tuple[str, int], Any]) -> Any:
     return entries[max(entries)]
 
 
-class GCounter(DotKernel):
+@register_type
+class GCounter(DotKernel[str]):
     """Grow-only counter. ``increment`` returns a delta; apply it with ``merge``."""
 
     __slots__ = ()
@@ -56,7 +57,7 @@ class GCounter(DotKernel):
         return sum(latest_total(kd) for kd in self._keys.values())
 
     @classmethod
-    def _entry_from_wire(cls, replica: str, key: Any, payload: Any) -> tuple[Hashable, Any]:
+    def _entry_from_wire(cls, replica: str, key: Any, payload: Any) -> tuple[str, Any]:
         if key != replica or type(key) is not str:
             raise ValueError("a counter entry is keyed by its own replica")
         if type(payload) is not int or payload < 1:

@@ -17,7 +17,7 @@ remove never saw) survives. There are no tombstones: a removed field leaves only
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar, NamedTuple
 
 from crdt.causal_context import CausalContext
@@ -25,6 +25,7 @@ from crdt.dot_kernel import DotKernel
 from crdt.errors import InvalidOperationError
 from crdt.hlc import HLCTimestamp
 from crdt.lww_register import lww_payload_from_wire, lww_winner
+from crdt.registry import register_type
 from crdt.version_vector import VersionVector
 
 
@@ -42,7 +43,8 @@ class FieldVersion(NamedTuple):
     concurrent: int
 
 
-class LWWMap(DotKernel):
+@register_type
+class LWWMap(DotKernel[str]):
     """Fields (str) -> plain values. Mutators return deltas; apply them (local or remote) with ``merge``."""
 
     __slots__ = ()
@@ -125,7 +127,7 @@ class LWWMap(DotKernel):
         return iter(self.keys())
 
     @classmethod
-    def _entry_from_wire(cls, replica: str, key: Any, payload: Any) -> tuple[Hashable, Any]:
+    def _entry_from_wire(cls, replica: str, key: Any, payload: Any) -> tuple[str, Any]:
         if type(key) is not str:
             raise ValueError("LWWMap fields are str")
         return key, lww_payload_from_wire(replica, payload)

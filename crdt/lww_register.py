@@ -7,13 +7,13 @@ largest ``(timestamp, replica)`` wins (then the dot counter, so the choice is to
 
 from __future__ import annotations
 
-from collections.abc import Hashable
 from typing import Any, ClassVar
 
 from crdt.causal_context import CausalContext
 from crdt.dot_kernel import DotKernel
 from crdt.errors import InvalidOperationError
 from crdt.hlc import HLCTimestamp
+from crdt.registry import register_type
 
 
 def lww_winner(entries: dict[tuple[str, int], tuple[HLCTimestamp, str, Any]]) -> tuple[HLCTimestamp, str, Any]:
@@ -35,7 +35,8 @@ def lww_payload_from_wire(replica: str, payload: Any) -> tuple[HLCTimestamp, str
     return HLCTimestamp.checked(ts[0], ts[1]), replica, payload[2]
 
 
-class LWWRegister(DotKernel):
+@register_type
+class LWWRegister(DotKernel[None]):
     """Register whose concurrent writes are resolved by hybrid logical clock, then replica id."""
 
     __slots__ = ()
@@ -62,7 +63,7 @@ class LWWRegister(DotKernel):
         return None if w is None else w[0]
 
     @classmethod
-    def _entry_from_wire(cls, replica: str, key: Any, payload: Any) -> tuple[Hashable, Any]:
+    def _entry_from_wire(cls, replica: str, key: Any, payload: Any) -> tuple[None, Any]:
         if key is not None:
             raise ValueError("register entries have no key")
         return None, lww_payload_from_wire(replica, payload)

@@ -3,15 +3,16 @@ that observed them replaces them all (Dynamo/Riak siblings)."""
 
 from __future__ import annotations
 
-from collections.abc import Hashable
 from typing import Any, ClassVar
 
 from crdt.causal_context import CausalContext
 from crdt.dot_kernel import DotKernel
 from crdt.plain_value import order_key
+from crdt.registry import register_type
 
 
-class MVRegister(DotKernel):
+@register_type
+class MVRegister(DotKernel[None]):
     """Register keeping every concurrent value."""
 
     __slots__ = ()
@@ -34,7 +35,7 @@ class MVRegister(DotKernel):
         return out
 
     @classmethod
-    def _entry_from_wire(cls, replica: str, key: Any, payload: Any) -> tuple[Hashable, Any]:
+    def _entry_from_wire(cls, replica: str, key: Any, payload: Any) -> tuple[None, Any]:
         if key is not None:
             raise ValueError("register entries have no key")
         return None, payload

@@ -40,14 +40,10 @@ from typing import Any, ClassVar, Self, TypeVar
 from crdt.causal_context import CausalContext
 from crdt.dot_kernel import DotKernel, DotT
 from crdt.errors import InvalidOperationError, TypeMismatchError
-from crdt.gcounter import GCounter
-from crdt.lww_map import LWWMap
-from crdt.lww_register import LWWRegister
-from crdt.mv_register import MVRegister
-from crdt.orset import ORSet
-from crdt.pncounter import PNCounter
+from crdt.registry import TYPES, register_type
 
-T = TypeVar("T", bound=DotKernel)
+T = TypeVar("T", bound=DotKernel[Any])
+#: an entry's key in the map's flat store: (map key, nested kind's TYPE_NAME, nested key)
 FlatKey = tuple[str, str, Hashable]
 
 
@@ -61,7 +57,7 @@ class _NestedEntries(Mapping[Hashable, Mapping[DotT, Any]]):
 
     __slots__ = ("_flat", "_inners", "_key", "_name")
 
-    def __init__(self, flat: dict[Hashable, dict[DotT, Any]], key: str, name: str, inners: set[Hashable]) -> None:
+    def __init__(self, flat: dict[FlatKey, dict[DotT, Any]], key: str, name: str, inners: set[Hashable]) -> None:
         self._flat = flat
         self._key = key
         self._name = name
@@ -115,7 +111,8 @@ class _NestedDots(Mapping[str, Mapping[int, Hashable]]):
         return len(self._index())
 
 
-class ORMap(DotKernel):
+@register_type
+class ORMap(DotKernel[FlatKey]):
     """Keys (str) -> nested CRDTs. Mutators return deltas; apply them (local or remote) with ``merge``."""
 
     __slots__ = ("_index",)
@@ -133,7 +130,7 @@ class ORMap(DotKernel):
         new._index = {}
         return new
 
-    def _insert(self, dot: DotT, key: Hashable, payload: Any) -> None:
+    def _insert(self, dot: DotT, key: FlatKey, payload: Any) -> None:
         super()._insert(dot, key, payload)
         self._index_key(key)
 
@@ -150,8 +147,8 @@ class ORMap(DotKernel):
                 if not kinds:
                     del self._index[k]
 
-    def _index_key(self, key: Hashable) -> None:
-        k, name, inner = key  # type: ignore[misc]
+    def _index_key(self, key: FlatKey) -> None:
+        k, name, inner = key
         kinds = self._index.get(k)
         if kinds is None:
             self._index[k] = {name: {inner}}
@@ -181,11 +178,11 @@ class ORMap(DotKernel):
         return new
 
     @classmethod
-    def _entry_from_wire(cls, replica: str, key: Any, payload: Any) -> tuple[Hashable, Any]:
+    def _entry_from_wire(cls, replica: str, key: Any, payload: Any) -> tuple[FlatKey, Any]:
         """A decoded entry is ``(key, kind, nested key)``: validate the shape, then let the kind check the rest."""
-        if type(key) is not tuple or len(key) != 3 or type(key[0]) is not str or key[1] not in KINDS:
+        if type(key) is not tuple or len(key) != 3 or type(key[0]) is not str or key[1] not in TYPES:
             raise ValueError("ORMap entries are keyed (str key, embeddable TYPE_NAME, nested key)")
-        inner, payload = KINDS[key[1]]._entry_from_wire(replica, key[2], payload)
+        inner, payload = TYPES[key[1]]._entry_from_wire(replica, key[2], payload)
         return (key[0], key[1], inner), payload
 
     # -- delta mutators ---------------------------------------------------------------------------------------
@@ -200,13 +197,13 @@ class ORMap(DotKernel):
         if not isinstance(key, str):
             raise InvalidOperationError(f"ORMap keys must be str, got {type(key).__name__}")
         name = getattr(kind, "TYPE_NAME", None)
-        if name not in KINDS or KINDS[name] is not kind:
+        if not isinstance(name, str) or TYPES.get(name) is not kind:
             raise InvalidOperationError(f"{kind!r} is not an embeddable CRDT type")
         bound = self._index.get(key)
         if bound and name not in bound:
             raise TypeMismatchError(min(bound), name)
         ctx = self._ctx.copy()
-        current = self._view(key, name, ctx) if bound else kind._bound_to(ctx)
+        current = self._view(key, kind, ctx) if bound else kind._bound_to(ctx)
         nested_delta = mutate(current)
         if type(nested_delta) is not kind:
             raise TypeMismatchError(name, getattr(nested_delta, "TYPE_NAME", type(nested_delta).__name__))
@@ -249,22 +246,25 @@ class ORMap(DotKernel):
         )
 
     # -- reads ------------------------------------------------------------------------------------------------
-    def _nested(self, key: str, name: str, ctx: CausalContext) -> DotKernel:
-        """The nested value of ``key`` as kind ``name``, built from its entries over ``ctx``."""
-        nested = KINDS[name]._bound_to(ctx)
+    def _nested(self, key: str, kind: type[T], ctx: CausalContext) -> T:
+        """The nested value of ``key`` as ``kind``, built from its entries over ``ctx``."""
+        name = kind.TYPE_NAME
+        nested = kind._bound_to(ctx)
         keys = self._keys
         for inner in self._index[key][name]:
             for dot, payload in keys[(key, name, inner)].items():
                 nested._insert(dot, inner, payload)
         return nested
 
-    def _view(self, key: str, name: str, ctx: CausalContext) -> DotKernel:
-        """The nested value of ``key`` as kind ``name`` without copying its entries (read-only; see above)."""
-        cls = KINDS[name]
-        if cls is ORMap:  # a nested map needs its own key index: materialize
-            return self._nested(key, name, ctx)
-        nested = cls._bound_to(ctx)
+    def _view(self, key: str, kind: type[T], ctx: CausalContext) -> T:
+        """The nested value of ``key`` as ``kind`` without copying its entries (read-only; see above)."""
+        if kind is ORMap:  # a nested map needs its own key index: materialize
+            return self._nested(key, kind, ctx)
+        name = kind.TYPE_NAME
+        nested = kind._bound_to(ctx)
         entries = _NestedEntries(self._keys, key, name, self._index[key][name])
+        # The read-only windows stand in for the store's dicts: every kernel read works on a Mapping; a write
+        # fails loudly on them, which is the point (see _NestedEntries).
         nested._keys = entries  # type: ignore[assignment]
         nested._dots = _NestedDots(entries)  # type: ignore[assignment]
         return nested
@@ -274,17 +274,17 @@ class ORMap(DotKernel):
         kinds = self._index.get(key)
         if not kinds:
             return None
-        return self._nested(key, min(kinds), self._ctx.copy())
+        return self._nested(key, TYPES[min(kinds)], self._ctx.copy())
 
-    def kinds(self, key: str) -> list[type[DotKernel]]:
+    def kinds(self, key: str) -> list[type[DotKernel[Any]]]:
         """The kinds ``key`` is bound to, sorted by ``TYPE_NAME`` (several only after concurrent bindings)."""
-        return [KINDS[name] for name in sorted(self._index.get(key, ()))]
+        return [TYPES[name] for name in sorted(self._index.get(key, ()))]
 
     def value(self) -> dict[str, Any]:
         """``{key: nested value()}``, sorted by key."""
         index = self._index
         ctx = self._ctx  # read-only use: nested values built here never escape
-        return {k: self._view(k, min(index[k]), ctx).value() for k in sorted(index)}
+        return {k: self._view(k, TYPES[min(index[k])], ctx).value() for k in sorted(index)}
 
     def keys(self) -> list[str]:
         """Present keys, sorted."""
@@ -303,8 +303,3 @@ class ORMap(DotKernel):
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys())
 
-
-KINDS: dict[str, type[DotKernel]] = {
-    cls.TYPE_NAME: cls for cls in (GCounter, PNCounter, ORSet, LWWRegister, MVRegister, LWWMap, ORMap)
-}
-"""The types an ORMap can embed, by ``TYPE_NAME``: every type whose state is a dot store (all of them)."""

@@ -16,11 +16,13 @@ from typing import Any, ClassVar
 from crdt.causal_context import CausalContext
 from crdt.dot_kernel import DotKernel
 from crdt.plain_value import StrictKey, element_key, element_of, is_hashable_plain, order_key
+from crdt.registry import register_type
 
 _identity = attrgetter("_identity")
 
 
-class ORSet(DotKernel):
+@register_type
+class ORSet(DotKernel[Hashable]):
     """Add-wins set of hashable plain values. Mutators return deltas; apply them with ``merge``."""
 
     __slots__ = ()

@@ -6,14 +6,15 @@ read by its latest entry only); arbitrary-precision ints throughout.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
 from typing import Any, ClassVar
 
 from crdt.dot_kernel import DotKernel
 from crdt.gcounter import _check_amount, latest_total
+from crdt.registry import register_type
 
 
-class PNCounter(DotKernel):
+@register_type
+class PNCounter(DotKernel[str]):
     """Counter that goes up and down. Mutators return deltas; apply them with ``merge``."""
 
     __slots__ = ()
@@ -44,7 +45,7 @@ class PNCounter(DotKernel):
         return total
 
     @classmethod
-    def _entry_from_wire(cls, replica: str, key: Any, payload: Any) -> tuple[Hashable, Any]:
+    def _entry_from_wire(cls, replica: str, key: Any, payload: Any) -> tuple[str, Any]:
         if key != replica or type(key) is not str:
             raise ValueError("a counter entry is keyed by its own replica")
         if (

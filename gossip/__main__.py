@@ -18,16 +18,18 @@ import sys
 import time
 from typing import Any
 
+from gossip.address import AddressError, format_address, parse_address
+from gossip.clock import Address
 from gossip.config import Config
 from gossip.delegate import Delegate
 from gossip.errors import GossipError
 from gossip.member import Member
 from gossip.memberlist import Memberlist
 from gossip.security import Keyring
-from gossip.transport import format_address, parse_address
 from gossip.transport_asyncio import AsyncioTransport
 
 PRESETS = {"lan": Config.lan, "wan": Config.wan, "local": Config.local}
+DEFAULT_PORT = 7946
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -67,7 +69,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--key", help="hex AES key (16/24/32 bytes) sealing all traffic")
     parser.add_argument("--stats-interval", type=float, default=0.0, help="print wire counters this often (0: never)")
     parser.add_argument("--run-for", type=float, default=0.0, help="leave and exit after this many seconds (0: never)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:  # addresses are checked here, so a typo is one usage line rather than a traceback
+        args.bind = parse_address(args.bind, "--bind", default_port=DEFAULT_PORT)
+        args.join = [parse_address(seed, "--join", default_port=DEFAULT_PORT)
+                     for arg in args.join for seed in arg.split(",") if seed.strip()]
+    except AddressError as exc:
+        parser.error(str(exc))
+    return args
 
 
 def build_config(args: argparse.Namespace) -> Config:
@@ -100,9 +109,9 @@ def wire_counters(memberlist: Memberlist) -> dict[str, Any]:
 async def run(args: argparse.Namespace) -> int:
     config = build_config(args)
     keyring = Keyring(bytes.fromhex(args.key)) if args.key else None
-    transport = AsyncioTransport(parse_address(args.bind), keyring, config.max_packet_bytes, config.max_stream_bytes,
+    transport = AsyncioTransport(args.bind, keyring, config.max_packet_bytes, config.max_stream_bytes,
                                  stream_timeout_s=config.stream_timeout_s)
-    seeds = [parse_address(s) for arg in args.join for s in arg.split(",") if s.strip()]
+    seeds: list[Address] = args.join
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

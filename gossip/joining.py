@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from gossip.address import format_address
 from gossip.clock import Address
 from gossip.config import Config
 from gossip.errors import GossipError
 from gossip.outgoing import JoinStatus
-from gossip.transport import KeyMismatchError, format_address
+from gossip.transport import KeyMismatchError
 
 
 class JoinError(GossipError, ConnectionError):

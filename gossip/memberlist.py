@@ -21,10 +21,12 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+from gossip.address import format_address
 from gossip.clock import Address, Clock, MonotonicClock
 from gossip.config import Config, retransmit_limit
 from gossip.delegate import Delegate
 from gossip.errors import GossipError, PacketDecodeError
+from gossip.futures import retrieve_exception
 from gossip.id_conflict import ConflictingClaim
 from gossip.joining import JoinError, NodeIdConflictError, failure_reason
 from gossip.member import Member
@@ -38,13 +40,13 @@ from gossip.transport import (
     PeerTimeoutError,
     Transport,
     TransportError,
-    format_address,
 )
 
 log = logging.getLogger(__name__)
 
 _MAX_ERROR_CHARS = 200
 _CONFLICT_WARNING_INTERVAL_S = 60.0
+_REFUSAL_WARNING_INTERVAL_S = 60.0
 
 __all__ = ["AppRequestError", "JoinError", "Memberlist", "MemberlistStats", "NodeIdConflictError", "NotRunningError",
            "RequestRefusedError", "StreamDeclinedError"]
@@ -70,9 +72,10 @@ class StreamDeclinedError(GossipError):
 class RequestRefusedError(GossipError):
     """Raised by a delegate's ``handle_request`` to refuse a request on purpose (malformed, or it cannot serve it now).
 
-    The requester gets the message as its `AppRequestError`; nothing is logged here. Any other `GossipError` is a
-    refusal too (`NoRequestHandlerError`); every other exception is a bug in the delegate: counted as
-    ``dropped["delegate_error"]`` and reported (see `Memberlist.on_error`).
+    The requester gets the message as its `AppRequestError`; the refusal is counted as ``dropped["request_refused"]``
+    and logged as a WARNING at most once a minute per requester. Any other `GossipError` is a refusal too
+    (`NoRequestHandlerError`); every other exception is a bug in the delegate: counted as ``dropped["delegate_error"]``
+    and reported (see `Memberlist.on_error`).
     """
 
 
@@ -80,7 +83,8 @@ class RequestRefusedError(GossipError):
 class MemberlistStats:
     """Traffic as the protocol sees it (plaintext), plus the transport's wire counters and the protocol's own.
 
-    ``dropped`` counts by reason every input refused above the transport (undecodable packets, refused streams);
+    ``dropped`` counts by reason every input refused above the transport (undecodable packets, refused streams,
+    app requests the delegate refused, ``*_error`` for the failures `Memberlist.on_error` hears of);
     ``stream_failures`` counts outgoing stream requests that ended without a reply.
     """
 
@@ -118,16 +122,19 @@ class Memberlist:
 
     ``node_id`` may be empty: the member is then named after the address the transport bound (``host:port``).
 
-    Refused claims to a node id that is alive elsewhere (`gossip.id_conflict`) are logged as rate-limited WARNINGs.
+    Refused claims to a node id that is alive elsewhere (`gossip.id_conflict`) and app requests the delegate refused
+    (`RequestRefusedError`) are logged as rate-limited WARNINGs.
 
     ``on_error(what, exc)`` hears of every unexpected failure inside the driver: ``"tick"`` (a protocol timer),
-    ``"task"`` (a stream task it spawned) and ``"delegate"`` (``handle_request`` raised something that is no
-    refusal). Each is also counted in ``stats.dropped[f"{what}_error"]``. With a hook the hook logs it (a node's
+    ``"task"`` (a stream task it spawned), ``"delegate"`` (``handle_request`` raised something that is no
+    refusal) and ``"packet"`` (handling a datagram raised: the delegate's ``notify_message``, or the protocol).
+    Each is also counted in ``stats.dropped[f"{what}_error"]``. With a hook the hook logs it (a node's
     supervisor, which also shows it in /health); without one it is logged here, at ERROR with its traceback.
     """
 
     _join_failures: dict[Address, BaseException] | None = None  # while `join` waits: each seed's last failure
     _conflict_warnings: RateLimiter  # set by `start`, with the membership it listens to
+    _refusal_warnings: RateLimiter  # set by `start`
 
     def __init__(self, config: Config, node_id: str, transport: Transport, delegate: Delegate | None = None,
                  clock: Clock | None = None, rng: random.Random | None = None, meta: bytes = b"",
@@ -162,6 +169,7 @@ class Memberlist:
         self._membership.observer = self._on_member_change
         self._membership.on_conflict = self._on_conflict
         self._conflict_warnings = RateLimiter(_CONFLICT_WARNING_INTERVAL_S)
+        self._refusal_warnings = RateLimiter(_REFUSAL_WARNING_INTERVAL_S)
         self.stats.protocol = self._membership.stats
         self._arm()
 
@@ -174,7 +182,8 @@ class Memberlist:
         """
         membership = self._running()
         seeds = list(seeds)
-        self._join_failures = failures = {}
+        failures: dict[Address, BaseException] = {}
+        self._join_failures = failures
         try:
             self._dispatch(membership.join(seeds, self._clock.now()))
             self._arm()
@@ -340,7 +349,7 @@ class Memberlist:
         """A stream task handles the network's errors itself: whatever escapes it is a bug, reported (and so
         retrieved: asyncio never prints "Task exception was never retrieved")."""
         self._tasks.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
+        if (exc := retrieve_exception(task)) is not None:
             self._failed("task", exc)
 
     def _failed(self, what: str, exc: BaseException) -> None:
@@ -389,6 +398,9 @@ class Memberlist:
             self.stats.dropped[exc.reason] += 1
             self._changed.set()
             return
+        except Exception as exc:  # a bug (the delegate's notify_message, or the protocol's): hear of it, keep going
+            self._failed("packet", exc)
+            outgoing = []
         self._dispatch(outgoing)
         self._arm()
         self._changed.set()
@@ -411,9 +423,9 @@ class Memberlist:
             except asyncio.CancelledError:
                 raise
             except RequestRefusedError as exc:
-                return encode_app_error(str(exc)[:_MAX_ERROR_CHARS])
+                return self._refused(request.source, str(exc))
             except GossipError as exc:
-                return encode_app_error(f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS])
+                return self._refused(request.source, f"{type(exc).__name__}: {exc}")
             except Exception as exc:  # a bug in the delegate: the requester still gets an answer, and we hear of it
                 self._failed("delegate", exc)
                 return encode_app_error(f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS])
@@ -421,6 +433,18 @@ class Memberlist:
         if reply.reply is None:
             raise StreamDeclinedError("no reply for this stream message")
         return reply.reply
+
+    def _refused(self, requester: str, reason: str) -> bytes:
+        """The delegate refused a request on purpose (bad input from the peer, or it cannot serve it now): no bug
+        here, so counted and warned about at most once a minute per requester; the requester gets the reason."""
+        reason = reason[:_MAX_ERROR_CHARS]
+        self.stats.dropped["request_refused"] += 1
+        if self._refusal_warnings.allow(requester, self._clock.now()):
+            more = self._refusal_warnings.suppressed(requester)
+            me = self._membership.id if self._membership is not None else "?"
+            log.warning("%s: refused an app request from %s: %s%s", me, requester, reason,
+                        f" ({more} more since the last warning)" if more else "")
+        return encode_app_error(reason)
 
     def _on_member_change(self, old: Member | None, new: Member) -> None:
         self._changed.set()

@@ -20,6 +20,7 @@ import msgpack
 from gossip.clock import Address
 from gossip.errors import PacketDecodeError, PacketTooLargeError
 from gossip.member import MemberStatus
+from gossip.msgpack_wire import UNPACK_ERRORS, unpack_error_reason
 
 MAX_ID_CHARS = 256
 MAX_HOST_CHARS = 255
@@ -210,7 +211,8 @@ def encode(message: Message) -> bytes:
     """One message: type byte + msgpack map (sorted keys). Deterministic: equal messages give equal bytes."""
     cls = type(message)
     # Flat messages need no conversion: every value is a msgpack native (tuples pack as arrays).
-    body = _push_pull_map(message) if cls is PushPull else {n: getattr(message, n) for n in _SORTED_NAMES[cls]}
+    body = _push_pull_map(message) if isinstance(message, PushPull) else \
+        {n: getattr(message, n) for n in _SORTED_NAMES[cls]}
     return _TYPE_BYTES[cls] + msgpack.packb(body, use_bin_type=True)
 
 
@@ -250,16 +252,11 @@ def encode_within(message: Message, limit: int) -> bytes:
 
 # -- decoding ----------------------------------------------------------------------------------------------------
 
-_UNPACK_ERRORS = (ValueError, TypeError, OverflowError, msgpack.UnpackException)
-
-
 def _unpack(body: bytes) -> Any:
     try:
         return msgpack.unpackb(body, raw=False, strict_map_key=True, use_list=True)
-    except _UNPACK_ERRORS as exc:
-        raise PacketDecodeError("bad_msgpack", type(exc).__name__) from None
-    except RecursionError:
-        raise PacketDecodeError("bad_msgpack", "too deeply nested") from None
+    except UNPACK_ERRORS as exc:
+        raise PacketDecodeError("bad_msgpack", unpack_error_reason(exc)) from None
 
 
 def _bad(field: str, why: str) -> PacketDecodeError:

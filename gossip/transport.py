@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from gossip.address import format_address
 from gossip.clock import Address
 from gossip.errors import GossipError
 
@@ -30,7 +31,7 @@ class TransportError(GossipError, OSError):
     """The network could not carry a message: bad address, socket failure, closed or oversized stream."""
 
     def __init__(self, addr: Address | None, detail: str) -> None:
-        super().__init__(f"{_fmt(addr)}: {detail}" if addr is not None else detail)
+        super().__init__(f"{format_address(addr)}: {detail}" if addr is not None else detail)
         self.addr = addr
         self.detail = detail
 
@@ -69,7 +70,7 @@ class PeerTimeoutError(GossipError, TimeoutError):
     """The peer did not answer a stream request within the allotted time."""
 
     def __init__(self, addr: Address, timeout_s: float) -> None:
-        super().__init__(f"{_fmt(addr)}: no response within {timeout_s:.3f}s")
+        super().__init__(f"{format_address(addr)}: no response within {timeout_s:.3f}s")
         self.addr = addr
         self.timeout_s = timeout_s
 
@@ -140,36 +141,3 @@ class CountingTransport(Transport, Protocol):
 
     @property
     def stats(self) -> TransportStats: ...
-
-
-def _fmt(addr: Address) -> str:
-    host, port = addr
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def format_address(addr: Address) -> str:
-    """``host:port``, bracketing IPv6 hosts so the result parses back unambiguously."""
-    return _fmt(addr)
-
-
-def parse_address(text: str, default_port: int = 7946) -> Address:
-    """Parse ``host:port``, ``[v6]:port``, a bare host or a bare IPv6 address into an `Address`."""
-    text = text.strip()
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep:
-            raise TransportError(None, f"unterminated IPv6 address {text!r}")
-        port_text = rest[1:] if rest.startswith(":") else ""
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    else:
-        host, port_text = text, ""
-    if not host:
-        raise TransportError(None, f"missing host in {text!r}")
-    try:
-        port = int(port_text) if port_text else default_port
-    except ValueError as exc:
-        raise TransportError(None, f"bad port in {text!r}") from exc
-    if not 0 <= port <= 65535:
-        raise TransportError(None, f"port out of range in {text!r}")
-    return (host, port)

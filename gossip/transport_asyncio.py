@@ -22,6 +22,7 @@ import socket
 import struct
 import time
 
+from gossip.address import format_address
 from gossip.clock import Address
 from gossip.rate_limit import RateLimiter
 from gossip.security import CONTEXT_PACKET, CONTEXT_STREAM, SEAL_OVERHEAD, DecryptError, Keyring, is_sealed
@@ -37,7 +38,6 @@ from gossip.transport import (
     TransportClosedError,
     TransportError,
     TransportStats,
-    format_address,
 )
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ class AsyncioTransport:
             self._on_packet(data, addr)
         except Exception:
             self.stats.drop("handler_error")
-            log.exception("packet handler failed on a datagram from %s", addr)
+            log.exception("packet handler failed on a datagram from %s", format_address(addr))
 
     def _unseal(self, wire: bytes, context: bytes, addr: Address) -> bytes | None:
         """Open ``wire`` according to this node's policy, or count (and report) why not and return None."""

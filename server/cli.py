@@ -164,8 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _serve(config: ServerConfig) -> int:
     """`rumor serve`; a failure to start that an operator causes and can fix is one line on stderr, status 1."""
+    from gossip.address import format_address
     from gossip.errors import GossipError
-    from gossip.transport import format_address
     from gossip.transport_asyncio import BindError
     from server.serve import ListenError, run
 

@@ -1,7 +1,7 @@
 """The gossip side of a node, built from `ServerConfig`: keyring, transport, `Memberlist`, replication runtime.
 
 `rumor serve` makes every node a cluster member (a cluster of one until someone joins): `Cluster` turns the config
-into a `server.replication.runtime.Replication` (the `Node`'s replication seam) whose memberlist factory builds the
+into a `server.replication.runtime.GossipReplication` (the `Node`'s replication) whose memberlist factory builds the
 transport and membership here. What lives in this module rather than in the runtime is everything that is about
 *running a server* rather than replicating: how a cluster key becomes an AES key, which timing preset maps to which
 gossip and replication timers, the HTTP address published in the member metadata (so clients and `rumor demo` can
@@ -21,6 +21,7 @@ import msgpack
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from gossip.address import AddressError, format_address, parse_address
 from gossip.clock import Address
 from gossip.config import Config as GossipConfig
 from gossip.delegate import Delegate
@@ -28,14 +29,15 @@ from gossip.errors import GossipError
 from gossip.fault_injection import FaultInjectingTransport
 from gossip.member import Member
 from gossip.memberlist import Memberlist
+from gossip.msgpack_wire import UNPACK_ERRORS
 from gossip.security import KEY_SIZES, Keyring
-from gossip.transport import Transport, format_address, parse_address
+from gossip.transport import Transport
 from gossip.transport_asyncio import AsyncioTransport
 from server.config import ServerConfig
 from server.errors import BadRequestError, NodeNotRunningError
 from server.metrics import Metrics
 from server.replication.config import ReplicationConfig
-from server.replication.runtime import Replication
+from server.replication.runtime import GossipReplication
 
 _GOSSIP_PRESETS = {"lan": GossipConfig.lan, "wan": GossipConfig.wan, "local": GossipConfig.local}
 # Replication timers per preset: pushes ride at gossip's pace; `local` pushes often so a demo converges at once.
@@ -67,7 +69,7 @@ def gossip_config(timing: str) -> GossipConfig:
 
 
 def replication_config(timing: str, seeds: tuple[str, ...] = ()) -> ReplicationConfig:
-    return replace(_REPLICATION_PRESETS[timing], seeds=tuple(parse_address(s) for s in seeds))
+    return replace(_REPLICATION_PRESETS[timing], seeds=tuple(parse_address(s, "seeds") for s in seeds))
 
 
 def keyring_for(cluster_key: str | None) -> Keyring | None:
@@ -95,7 +97,7 @@ def decode_meta(meta: bytes) -> dict[str, Any]:
         return {}
     try:
         value = msgpack.unpackb(meta)
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+    except UNPACK_ERRORS:
         return {}
     return value if isinstance(value, dict) else {}
 
@@ -127,13 +129,13 @@ class Cluster:
         self.keyring = keyring_for(config.cluster_key)
         self.faults: FaultInjectingTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self.replication = Replication(replication_config(config.timing, config.seeds), self._make_memberlist)
+        self.replication = GossipReplication(replication_config(config.timing, config.seeds), self._make_memberlist)
 
     def _make_memberlist(self, delegate: Delegate, node_id: str) -> Memberlist:
         gc = self.gossip_config
         transport: Transport = AsyncioTransport(
-            parse_address(self.config.gossip_addr), self.keyring, gc.max_packet_bytes, gc.max_stream_bytes,
-            stream_timeout_s=gc.stream_timeout_s,
+            parse_address(self.config.gossip_addr, "gossip_addr"), self.keyring, gc.max_packet_bytes,
+            gc.max_stream_bytes, stream_timeout_s=gc.stream_timeout_s,
         )
         if self.config.enable_fault_injection:
             self.faults = FaultInjectingTransport(transport)
@@ -193,8 +195,8 @@ class Cluster:
                 addresses.append(member.address)
                 continue
             try:
-                addresses.append(parse_address(name))
-            except GossipError:
+                addresses.append(parse_address(name, "block"))
+            except AddressError:
                 raise UnknownPeerError(name) from None
         unblocked = sorted(self.faults.blocked - set(addresses))
         self.faults.block(addresses)

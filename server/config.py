@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gossip.address import AddressError, parse_address
+from gossip.clock import Address
 from server.errors import ConfigError
 
 MIB = 1024 * 1024
@@ -25,7 +27,8 @@ class ServerConfig:
 
     #: Replica id used in every dot this node creates. None = derived once and persisted in the data dir.
     node_id: str | None = None
-    #: host:port of the HTTP API. Loopback by default: exposing a node is a deliberate act.
+    #: host:port of the HTTP API (`gossip.address` syntax: [host]:port for IPv6). Loopback by default: exposing a
+    #: node is a deliberate act.
     http_addr: str = "127.0.0.1:7000"
     #: host:port for gossip (UDP packets + TCP streams), used by the replication layer.
     gossip_addr: str = "127.0.0.1:7946"
@@ -51,7 +54,7 @@ class ServerConfig:
     #: how often the background checkpointer folds logged deltas of dirty keys into full states.
     checkpoint_interval_s: float = 0.25
     #: at most this many dirty keys are checkpointed per round, bounding each round's work (and so how long it
-    #: holds the event loop: 256 keys once a second showed up as 12 ms stalls in PUT p99; 64 four times a second
+    #: holds the event loop: 256 keys once a second show up as 12 ms stalls in PUT p99; 64 four times a second
     #: folds as many keys in small steps).
     checkpoint_batch_keys: int = 64
     #: bounds the log, and so how much a restart replays: a key whose checkpointed state is big is folded again only
@@ -65,10 +68,10 @@ class ServerConfig:
     enable_fault_injection: bool = False
 
     def __post_init__(self) -> None:
-        parse_host_port(self.http_addr, "http_addr")
-        parse_host_port(self.gossip_addr, "gossip_addr")
+        config_address(self.http_addr, "http_addr")
+        config_address(self.gossip_addr, "gossip_addr")
         for seed in self.seeds:
-            parse_host_port(seed, "seed")
+            config_address(seed, "seeds")
         if self.timing not in TIMING_PRESETS:
             raise ConfigError(f"timing must be one of {', '.join(TIMING_PRESETS)}, got {self.timing!r}")
         if self.max_body_bytes < 1:
@@ -83,16 +86,16 @@ class ServerConfig:
             raise ConfigError("node_id must be 1..128 characters")
 
     @property
-    def http_host_port(self) -> tuple[str, int]:
-        return parse_host_port(self.http_addr, "http_addr")
+    def http_host_port(self) -> Address:
+        return config_address(self.http_addr, "http_addr")
 
 
-def parse_host_port(value: str, name: str = "address") -> tuple[str, int]:
-    """'host:port' or '[v6]:port' -> (host, port)."""
-    host, sep, port_text = value.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or not (0 <= int(port_text) <= 65535):
-        raise ConfigError(f"{name} must be host:port, got {value!r}")
-    return host.strip("[]"), int(port_text)
+def config_address(value: str, name: str) -> Address:
+    """`gossip.address.parse_address` (the one host:port syntax) for config field `name`; the port is required."""
+    try:
+        return parse_address(value, name)
+    except AddressError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(ServerConfig)}
@@ -172,4 +175,4 @@ def with_overrides(config: ServerConfig, **changes: Any) -> ServerConfig:
     return dataclasses.replace(config, **changes)
 
 
-__all__ = ["MIB", "TIMING_PRESETS", "ServerConfig", "env_name", "load_config", "parse_host_port", "with_overrides"]
+__all__ = ["MIB", "TIMING_PRESETS", "ServerConfig", "config_address", "env_name", "load_config", "with_overrides"]

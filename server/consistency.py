@@ -22,7 +22,7 @@ class Level(Enum):
 
     def required(self, cluster_size: int) -> int:
         """Replies (this node included) needed out of `cluster_size` replicas: every member known not to have left,
-        the unreachable included (see `server.replication.runtime.Replication.cluster_size`)."""
+        the unreachable included (see `server.replication.runtime.GossipReplication.cluster_size`)."""
         size = max(1, cluster_size)
         if self is Level.ONE:
             return 1
@@ -43,8 +43,11 @@ class Consistency:
 
 def parse_consistency(level: str | None, timeout_ms: int | None, *, name: str) -> Consistency:
     """Parses `?w=`/`?r=` (`name` says which); `timeout_ms` is already a checked integer. Absent: the defaults."""
-    try:
-        parsed_level = Level.ONE if level is None else Level(level)
-    except ValueError:
-        raise InvalidOptionError(f"{name} must be 1, quorum or all, got {level[:40]!r}") from None
+    if level is None:
+        parsed_level = Level.ONE
+    else:
+        try:
+            parsed_level = Level(level)
+        except ValueError:
+            raise InvalidOptionError(f"{name} must be 1, quorum or all, got {level[:40]!r}") from None
     return Consistency(parsed_level) if timeout_ms is None else Consistency(parsed_level, timeout_ms)

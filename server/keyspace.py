@@ -1,14 +1,17 @@
-"""The keyspace: key -> (API type name, CRDT state), ordered, with change listeners. In memory only.
+"""The keyspace: key -> (API type name, CRDT state), ordered by key, with change listeners. In memory only.
 
-This is the seam the replication layer builds on:
-- `apply_local(key, update) -> LocalUpdate(item, delta, blob)`: a local update; listeners receive the delta to
-  gossip. The delta is encoded once, here, before the state changes (a delta that cannot encode changes nothing),
-  and the same bytes serve the durable log and every listener.
-- `merge_remote(key, type_name, state_or_delta)`: a received delta or full state (anti-entropy); merge is idempotent
-  so duplicates and re-deliveries are harmless.
-- `subscribe(callback)`: `callback(key, type_name, delta, blob)` after every local update (and remote merges too
-  when subscribed with `remote=True`); `blob` is `crdt.encode(delta)` when already made, else None.
-- `encoded_state(key) -> bytes`: deterministic encoding (crdt.encode), for anti-entropy digests.
+What it offers the rest of the node:
+- `apply_local(key, update) -> LocalUpdate(item, delta, blob)`: a local update. The delta is encoded once, here,
+  before the state changes (a delta that cannot encode changes nothing), and the same bytes serve the durable log
+  and every listener.
+- `merge_remote(key, type_name, state_or_delta)`: a delta or full state from another node; its key is checked like a
+  client's. Merge is idempotent, so duplicates and re-deliveries are harmless.
+- `load(key, type_name, state)`: recovery from storage, telling no listener.
+- `item(key)`: the read (value in its JSON shape plus read context), rendered once per change of the key and cached.
+- `entry(key)`: the raw entry (type name, state): what replication reads states through.
+- `page(prefix, after, limit)`: a listing in key order; `encoded_state(key)`: a state's canonical bytes.
+- `subscribe(callback, remote=False)`: `callback(key, type_name, delta, blob)` after every local update, with the
+  delta's encoding; with ``remote=True`` after every remote merge too, with ``blob`` None.
 
 Durability is not done here: `server.node.Node` wraps these calls with the storage log.
 A key keeps its type and state after a delete (the state's causal context is what lets a concurrent update on another
@@ -232,6 +235,7 @@ class Keyspace:
         return unsubscribe
 
     def encoded_state(self, key: str) -> bytes:
+        """The key's state as `crdt.encode` writes it: canonical, so equal states give equal bytes."""
         entry = self._entries.get(key)
         if entry is None:
             raise KeyNotFoundError(key)

@@ -16,7 +16,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -239,10 +239,16 @@ class LocalCluster:
         return await self.wait_for("every node to see every node alive", check, timeout_s)
 
     async def wait_status(self, viewer: str, member: str, status: str, timeout_s: float = 15.0) -> float:
-        async def check() -> bool:
-            return (await self.statuses(viewer)).get(member) == status
+        return await self.wait_statuses(viewer, {member: status}, timeout_s)
 
-        return await self.wait_for(f"{viewer} to see {member} {status}", check, timeout_s)
+    async def wait_statuses(self, viewer: str, expected: Mapping[str, str], timeout_s: float = 15.0) -> float:
+        """Until one view of ``viewer``'s shows every member named in ``expected`` with the status given for it."""
+        async def check() -> bool:
+            seen = await self.statuses(viewer)
+            return all(seen.get(member) == status for member, status in expected.items())
+
+        wanted = ", ".join(f"{member} {status}" for member, status in expected.items())
+        return await self.wait_for(f"{viewer} to see {wanted}", check, timeout_s)
 
     async def wait_converged(self, keys: Sequence[str], timeout_s: float = 15.0,
                              names: Sequence[str] | None = None) -> float:

@@ -1,13 +1,16 @@
 """Prometheus metrics in the text exposition format (version 0.0.4), written here rather than with prometheus-client.
 
 Why not the library: we need three metric kinds (counter, gauge, histogram) with a few labels and one text renderer,
-about 150 lines; the library would be a new runtime dependency for every install and, with its process-global default
-registry, would make several in-process nodes (tests, the demo) share counters unless every call site passes a
-registry. Here each `Node` owns one `Metrics`.
+this one short module; the library would be a new runtime dependency for every install and, with its process-global
+default registry, would make several in-process nodes (tests, the demo) share counters unless every call site passes
+a registry. Here each `Node` owns one `Metrics`.
 
-`server.cluster` fills the gossip hooks (`gossip_bytes`, `gossip_packets`, `gossip_dropped`,
-`anti_entropy_exchanges`, `members`) with sources read at scrape time: they exist (at zero) from the start so
-dashboards need not special-case a single node. `Node` points `background_failures` at its supervisor's counts.
+Some metrics read their values at scrape time from where they are kept (`set_source`): `Node` points `keys` at its
+keyspace and `background_failures` at its supervisor's counts; a served node's `server.cluster.Cluster` points
+`members`, `gossip_bytes`, `gossip_packets`, `gossip_dropped` (memberlist, transport and fault injection drops, by
+reason) and `anti_entropy_exchanges` (the replication runtime's sync sessions) at the live gossip and replication
+state. Without a `Cluster` (a node embedded in a program) those five keep their start values: `members` one alive,
+the byte and packet counters zero in each direction, the dropped and exchange counters no series at all.
 """
 
 from __future__ import annotations

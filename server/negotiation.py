@@ -12,6 +12,7 @@ from typing import Any
 
 import msgpack
 
+from gossip.msgpack_wire import UNPACK_ERRORS, unpack_error_reason
 from server.errors import MalformedBodyError, UnsupportedMediaTypeError
 from server.values import check_json_value
 
@@ -47,9 +48,6 @@ _JSON_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 _JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
-_SILENT_ERRORS = {"FormatError": "a byte that begins no msgpack value", "StackError": "nested too deep"}
-
-
 def decode_body(data: bytes, fmt: str) -> Any:
     """Bytes -> a validated JSON-model value."""
     try:
@@ -59,9 +57,8 @@ def decode_body(data: bytes, fmt: str) -> Any:
             value = _JSON_DECODER.decode(data.decode("utf-8-sig"))  # RFC 8259: UTF-8 (a BOM may be ignored)
     except MalformedBodyError:
         raise
-    except (ValueError, TypeError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        # some decoder errors carry no text (msgpack's ExtraData, FormatError, StackError): name the kind then
-        reason = str(exc) or _SILENT_ERRORS.get(type(exc).__name__, type(exc).__name__)
+    except UNPACK_ERRORS as exc:  # the JSON decoder's errors (ValueError, RecursionError) are among them
+        reason = unpack_error_reason(exc)
         raise MalformedBodyError(f"body is not valid {'msgpack' if fmt == MSGPACK else 'JSON'}: {reason}") from exc
     # the whole body is checked as JSON; integer ranges are checked where a value is kept (a counter's increment
     # may be any integer)

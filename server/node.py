@@ -31,13 +31,14 @@ from typing import Any
 import msgpack
 
 from crdt import CRDTError, decode, encode
+from gossip.futures import retrieve_exception
 from server.config import ServerConfig
 from server.consistency import Consistency, Level
 from server.errors import InvalidOperationError, NodeNotRunningError, OpIdConflictError, StorageCorruptError
 from server.hlc_source import HLCSource, wall_clock_ms
 from server.keyspace import Item, KeyPage, Keyspace
 from server.metrics import Metrics
-from server.standalone import Replication, Standalone
+from server.replication.seam import Replication, Standalone
 from server.storage import Recovered, Storage
 from server.supervisor import Supervisor
 from server.updates import Clear, Update, request_fingerprint
@@ -95,12 +96,6 @@ class OpRecord:
         else:
             fingerprint, item = None, msgpack.unpackb(blob)
         return cls(key, fingerprint, None if item is None else Item(**item))
-
-
-def _consume_failure(future: asyncio.Future[None]) -> None:
-    """A failed commit nobody awaits is already reported by storage health; retrieve it so asyncio stays quiet."""
-    if not future.cancelled():
-        future.exception()
 
 
 def derive_node_id() -> str:
@@ -301,7 +296,7 @@ class Node:
             first = await asyncio.shield(inflight[2])
             return WriteResult(first.item, first.acks, first.required, replayed=True)
         future: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        future.add_done_callback(retrieve_exception)
         self._op_inflight[op_id] = (key, fingerprint, future)
         try:
             result = await self._update(key, update, (op_id, fingerprint), consistency or Consistency())
@@ -370,12 +365,12 @@ class Node:
         await self._merge_and_log(key, type_name, state_or_delta, blob)
 
     def merge_remote_nowait(self, key: str, type_name: str, state_or_delta: Any, blob: bytes | None = None) -> None:
-        """Joins a delta/state received by gossip or anti-entropy and logs it without waiting for the commit.
+        """Joins a delta/state received by replication and queues it for the log without waiting for the commit.
 
-        Used where nothing is acknowledged to anyone (pushes, anti-entropy): if the process dies before the commit,
-        the peer still holds the data and the next anti-entropy session brings it back. `blob` as in `merge_remote`.
+        Pushes and anti-entropy acknowledge nothing: if the process dies first, the peer still holds the data and the
+        next session brings it back. A REPL's acknowledgement waits for `Storage.flush`. `blob` as in `merge_remote`.
         """
-        self._merge_and_log(key, type_name, state_or_delta, blob).add_done_callback(_consume_failure)
+        self._merge_and_log(key, type_name, state_or_delta, blob).add_done_callback(retrieve_exception)
 
     def _merge_and_log(self, key: str, type_name: str, state_or_delta: Any, blob: bytes | None) -> asyncio.Future[None]:
         """Encodes first (unless the received bytes are at hand), then merges: like a local write, a received delta

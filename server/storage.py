@@ -7,8 +7,8 @@ Why this shape:
 - The log holds one row per commit (its records packed as one msgpack blob), not one row per record: the commit is
   then a single INSERT, and outside a transaction SQLite commits (and fsyncs) a lone statement by itself, so a commit
   is one call into SQLite. That matters because the sqlite3 module releases the GIL around every call into SQLite
-  and the writer must win it back from a busy event loop after each: with a row per record, that was 20 and more
-  hand-overs of the GIL a commit, and the writer thread's CPU per durable PUT was a third higher (A/B).
+  and the writer must win it back from a busy event loop after each: a row per record means 20 and more hand-overs
+  of the GIL a commit, and a third more writer-thread CPU per durable PUT (measured A/B).
 - Log rows are dropped once every record in them is folded into a checkpoint: the node keeps its dirty keys in the
   order they became dirty, with the seq of each one's first unfolded record, so the oldest dirty key's seq is the
   low-water mark below which every record is in some checkpointed state. Checkpoints go oldest key first, so the
@@ -20,11 +20,11 @@ Why this shape:
   blocks on fsync). Each caller awaits the future of the batch holding its record: resolved = on disk.
 - A batch is handed to the writer once the loop iteration that opened it is over (one `call_soon`), so it holds
   every record that iteration's requests queued: under load that halves the fsyncs (22 records a commit, not 11 in
-  the PUT bench), and the fixed cost of a commit (about 0.3 ms of CPU here) was the largest single item of a
+  the PUT bench), and the fixed cost of a commit (about 0.3 ms of CPU here) is the largest single item of a
   durable write.
 - The writer starts the next handed-over batch the moment the last one is on disk, without a round trip through
-  the event loop: a busy loop only delays *telling* callers. (With a commit task on the loop, each commit waited
-  for the task to be resumed, and under load that cycle, not the CPU, bounded throughput.)
+  the event loop: a busy loop only delays *telling* callers. (A commit task on the loop would make each commit wait
+  for the task to be resumed, and under load that cycle, not the CPU, would bound throughput.)
 - `synchronous=FULL`: in WAL mode NORMAL skips the fsync of the WAL at commit, so an acknowledged update could vanish
   on power loss (it only survives a process crash). "Acknowledged = durable" needs the fsync; group commit pays it
   once per batch, not once per update.
@@ -46,6 +46,7 @@ from pathlib import Path
 
 import msgpack
 
+from gossip.futures import retrieve_exception
 from server.data_dir_lock import DataDirLock
 from server.errors import StorageError
 
@@ -348,7 +349,7 @@ class Storage:
             assert self._loop is not None
             future = self._pending_future = self._last_future = self._loop.create_future()
             # Writes nobody awaits (checkpoints) must not log "exception never retrieved".
-            future.add_done_callback(_retrieve)
+            future.add_done_callback(retrieve_exception)
             self._loop.call_soon(self._submit)
         return future
 
@@ -413,8 +414,3 @@ def read_log(conn: sqlite3.Connection) -> list[tuple[int, str, str, bytes]]:
         first_seq = last_seq - len(unpacked) + 1
         records += [(first_seq + i, key, type_name, delta) for i, (key, type_name, delta) in enumerate(unpacked)]
     return records
-
-
-def _retrieve(future: asyncio.Future[None]) -> None:
-    if not future.cancelled():
-        future.exception()

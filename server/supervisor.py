@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from gossip.futures import retrieve_exception
 from server.errors import ServerError
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ class Supervisor:
         """
 
         def done(finished: asyncio.Future[Any]) -> None:
-            if not finished.cancelled() and (exc := finished.exception()) is not None:
+            if (exc := retrieve_exception(finished)) is not None:
                 self.report(name, exc)
 
         task.add_done_callback(done)

@@ -7,9 +7,12 @@ Layering (each module is one concept; the pure ones take ``now`` and a ``random.
 - `coverage`: which delta groups this replica holds (per-origin vectors), dedupe, and membership-driven GC of them.
 - `disseminator`: batched delta groups pushed each interval to a few random live members, forwarded epidemically.
 - `sync`: one anti-entropy session (gossip's push-pull hash-tree protocol) plus the vector handshake around it.
-- `quorum`: counting acknowledgements for ``w``/``r`` levels.
+- `quorum`: when to stop waiting for acknowledgements at ``w``/``r`` levels.
 - `replica`: `ReplicaCore`, the pure replica tying the above to a `Store`; drivers call ``tick``/``handle_*``.
-- `runtime`: the asyncio binding (`Replication`) to a `server.node.Node` and a `gossip.Memberlist`.
+- `seam`: what a node asks of replication (`Replication`), what replication asks of a node (`ReplicaHost`), and
+  the cluster of one (`Standalone`).
+- `stored_meta`: what replication keeps in the data directory (known members, the last epoch).
+- `runtime`: the asyncio binding (`GossipReplication`) of the core to a `ReplicaHost` and a `gossip.Memberlist`.
 - `simulation`: the same core on gossip's in-memory `Simulation` (virtual time, seeded faults).
 """
 

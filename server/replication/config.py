@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 from gossip.clock import Address
 from server.replication.errors import ReplicationConfigError
@@ -47,7 +46,7 @@ class ReplicationConfig:
     dedupe_window: int = 4096
     """Delta-group ids remembered above each origin's contiguous prefix (older ones count as seen)."""
     max_reassembly_bytes: int = 256 * 1024 * 1024
-    """Memory bound for large states arriving in chunks (gossip.chunking.Reassembler)."""
+    """Memory bound for large states arriving in chunks (gossip.anti_entropy.Reassembler)."""
     seeds: tuple[Address, ...] = field(default=())
     """Gossip addresses the runtime joins at start (empty: first node of a new cluster)."""
 
@@ -56,22 +55,20 @@ class ReplicationConfig:
         for name in positive_floats:
             if not getattr(self, name) > 0:
                 raise ReplicationConfigError(name, getattr(self, name), "must be > 0")
-        if self.fanout < 1 or self.transmit_mult < 1:
-            raise ReplicationConfigError("fanout", self.fanout, "fanout and transmit_mult must be >= 1")
+        for name in ("fanout", "transmit_mult", "digest_batch_keys", "sync_max_rounds"):
+            if getattr(self, name) < 1:
+                raise ReplicationConfigError(name, getattr(self, name), "must be >= 1")
         if not 1024 <= self.max_push_bytes <= 64 * 1024:
             raise ReplicationConfigError("max_push_bytes", self.max_push_bytes, "must be in 1 KiB..64 KiB")
         if not 2048 <= self.sync_message_bytes <= 64 * 1024:
             raise ReplicationConfigError("sync_message_bytes", self.sync_message_bytes, "must be in 2 KiB..64 KiB")
         if self.max_backlog_bytes < self.max_push_bytes:
             raise ReplicationConfigError("max_backlog_bytes", self.max_backlog_bytes, "must be >= max_push_bytes")
-        if self.digest_batch_keys < 1 or self.dedupe_window < 16 or self.sync_max_rounds < 1:
-            raise ReplicationConfigError("digest_batch_keys", self.digest_batch_keys, "bounds must be positive")
+        if self.dedupe_window < 16:
+            raise ReplicationConfigError("dedupe_window", self.dedupe_window, "must be >= 16")
         if self.gc_grace_s < 0:
             raise ReplicationConfigError("gc_grace_s", self.gc_grace_s, "must be >= 0")
 
     def transmits(self, cluster_size: int) -> int:
         """Rounds in which each node pushes a group it holds (memberlist's retransmit formula, floor 2)."""
         return max(2, self.transmit_mult * math.ceil(math.log10(cluster_size + 1)))
-
-    def describe(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]

@@ -12,7 +12,7 @@ push the merged state back), and the encoding is at hand, so `set_blob` updates 
 
 Each key's encoded size rides along as a hint: CRDT states grow as they learn, so when two replicas' digests of a
 key differ, the larger state is very likely the newer, and the session moves it first instead of sending a stale
-copy one way and the merged result back (which doubled the state bytes when the initiator held the newer state).
+copy one way and the merged result back (twice the state bytes).
 
 A stale digest is harmless for correctness (the session then just sees a spurious difference, and always sends the
 *current* state); it only matters for the vector claims in `sync`, which are made only when nothing is dirty.
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from gossip.merkle import MerkleTree, state_digest
+from gossip.anti_entropy import MerkleTree, state_digest
 
 Encoder = Callable[[str], "bytes | None"]
 """key -> the key's anti-entropy blob (type name + encoded state), or None if the key does not exist."""

@@ -1,14 +1,14 @@
-"""Counting replies for per-request consistency levels (``w``/``r`` = 1, quorum, all).
+"""When to stop waiting for the replies to a request made at a consistency level above one (``w``/``r``).
 
-The default stays local and available: a level is a *wait*, never a gate. A write is applied and durable locally
-before anyone is asked, and stays applied whatever the count; the caller learns how many replicas acknowledged
-within the timeout (`Tally.acks`) and decides what that means. The level arithmetic itself is
-`server.consistency.Level.required`; this is the callback-driven counter the simulator and the runtime share.
+A level is a wait, never a gate: a write is applied and durable locally before anyone is asked and stays applied
+whatever the count. `GossipReplication.replicate` and `gather` return how many replicas answered in time, and the
+caller (`server.node.Node`) reports what that means; the level arithmetic is `server.consistency.Level.required`.
+`Tally` only says when waiting longer cannot change the answer.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(slots=True)
@@ -19,21 +19,15 @@ class Tally:
     asked: int
     acks: int = 0
     failures: int = 0
-    repliers: list[str] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
         return self.acks >= self.needed or self.acks + self.failures >= self.asked
 
-    @property
-    def satisfied(self) -> bool:
-        return self.acks >= self.needed
-
-    def record(self, member: str, ok: bool) -> bool:
-        """Count one reply (``ok``) or failure; returns `done`."""
+    def record(self, ok: bool) -> bool:
+        """Count one acknowledgement (``ok``) or failure; returns `done`."""
         if ok:
             self.acks += 1
-            self.repliers.append(member)
         else:
             self.failures += 1
         return self.done

@@ -1,12 +1,13 @@
 """`ReplicaCore`: one replica's whole replication logic as a pure object, shared by the simulator and the runtime.
 
-A driver (the asyncio `runtime.Replication`, or `simulation.ReplicaApp` on gossip's virtual-time simulator) does
-only I/O: it calls `tick(now, live)` each interval and sends what it returns, hands every app datagram to
+A driver (the asyncio `runtime.GossipReplication`, or `simulation.ReplicaApp` on gossip's virtual-time simulator)
+does only I/O: it calls `tick(now, live)` each interval and sends what it returns, hands every app datagram to
 `handle_message` and every app request to `handle_request`, and runs the anti-entropy sessions `tick` asks for with
-`start_sync`. The core never reads a clock, never draws global randomness, never touches a socket.
+`start_sync`. The core never reads a clock, never draws global randomness, never touches a socket. Every input is
+checked here, so whatever a peer sends that is refused is counted in `CoreStats.rejected`, by reason.
 
 It reaches the data through a `Store` (key -> (API type name, CRDT state), plus a synchronous `merge`): a
-`KeyspaceStore` over `server.keyspace.Keyspace` for tests and the simulator, the runtime's node store in production
+`KeyspaceStore` over `server.keyspace.Keyspace` for tests and the simulator, the runtime's `HostStore` in production
 (which also makes merges durable). Local deltas enter through `on_local` (the driver subscribes it to the
 keyspace), so local and received deltas take the same dissemination path.
 """
@@ -19,8 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from crdt import CRDTError, decode, encode
-from gossip.anti_entropy import AntiEntropyConfig, AntiEntropyResponder
-from gossip.chunking import Reassembler
+from gossip.anti_entropy import AntiEntropyConfig, AntiEntropyResponder, Reassembler
 from server.errors import InvalidKeyError, ServerError
 from server.keyspace import Keyspace
 from server.replication.config import ReplicationConfig
@@ -28,24 +28,33 @@ from server.replication.coverage import Coverage
 from server.replication.digests import DigestIndex
 from server.replication.disseminator import Disseminator
 from server.replication.errors import ReplicationProtocolError
-from server.replication.sync import SyncInitiator, open_message, parse_done, parse_open
+from server.replication.sync import SyncInitiator, SyncOutcome
 from server.replication.wire import (
     DeltaGroup,
     Kind,
     OriginKey,
-    body_of,
+    ack_message,
     kind_of,
-    pack,
+    open_message,
+    parse_done,
+    parse_open,
+    parse_read,
+    parse_repl,
+    parse_state,
+    parse_step,
+    repl_message,
     split_state_blob,
     state_blob,
+    state_message,
+    step_message,
     unpack_push,
 )
 from server.values import TYPES
 
 MAX_STATE_DECODE_BYTES = 512 * 1024 * 1024
-REPL_FIELDS: dict[str, tuple[type, ...]] = {"d": (bytes,), "k": (str,), "t": (str,)}
-READ_FIELDS: dict[str, tuple[type, ...]] = {"k": (str,)}
-STATE_FIELDS: dict[str, tuple[type, ...]] = {"s": (bytes, type(None)), "t": (str, type(None))}
+ACKNOWLEDGED_WHEN_DURABLE = frozenset({Kind.REPL})
+"""Requests whose reply says the merge is durable (what ``w`` > 1 counts): a driver over durable storage sends their
+reply only once its store has committed what `handle_request` merged."""
 
 
 class Store(Protocol):
@@ -127,12 +136,15 @@ class ReplicaCore:
         self.digests.mark_all(store.keys())
         self.ae_config = AntiEntropyConfig(max_message_bytes=config.sync_message_bytes,
                                            hash_bytes=config.sync_hash_bytes, max_rounds=config.sync_max_rounds)
+        # One budget for chunked states in flight, whichever role receives them (our session, a peer's session):
+        # ``max_reassembly_bytes`` bounds this replica's memory, not each role's. Transfer ids are content hashes
+        # bound to their key, so the roles can share completed and partial transfers safely.
         self.reassembler = Reassembler(max_buffer_bytes=config.max_reassembly_bytes)
         self.responder = AntiEntropyResponder(self.digests.tree, self.get_blob, self.merge_blob, self.ae_config,
-                                              reassembler=Reassembler(max_buffer_bytes=config.max_reassembly_bytes))
+                                              reassembler=self.reassembler)
         self.next_sync_at = now + rng.uniform(0, config.sync_interval_s)
         self.syncing: SyncInitiator | None = None
-        self.last_outcome = None
+        self.last_outcome: SyncOutcome | None = None
 
     # -- the store, as anti-entropy sees it ------------------------------------------------------------------------
 
@@ -253,7 +265,11 @@ class ReplicaCore:
         self.coverage.raise_to(vector, now)
 
     def handle_request(self, payload: bytes, sender: str, now: float) -> bytes:
-        """An app request: anti-entropy steps, REPL (merge + ack), READ. Bad input raises `ReplicationProtocolError`."""
+        """An app request: anti-entropy steps, REPL (merge + ack), READ, PUSH and DONE over a stream.
+
+        Bad input (garbled, of an unknown type, or a state that conflicts with ours) is counted in `stats.rejected`
+        and raises `ReplicationProtocolError`; it changes nothing. See `ACKNOWLEDGED_WHEN_DURABLE` for when the
+        reply may be sent."""
         self.stats.requests_served += 1
         try:
             kind = kind_of(payload)
@@ -263,22 +279,23 @@ class ReplicaCore:
                 self.digests.flush(self.config.digest_batch_keys)
                 claim = self.digests.dirty == 0
                 reply = self.responder.handle(ae)
-                return open_message(Kind.OPENED, reply, self.coverage, claim)
+                return open_message(Kind.OPENED, reply, claim, self.coverage.vector(),
+                                    self.coverage.advertised_retired())
             if kind is Kind.STEP:
-                return bytes([Kind.STEP]) + self.responder.handle(payload[1:])
+                return step_message(self.responder.handle(parse_step(payload)))
             if kind is Kind.DONE:
                 self._done(payload, sender, now)
-                return pack(Kind.ACK, {})
+                return ack_message()
             if kind is Kind.REPL:
-                key, type_name, state, blob = self.parse_repl(payload)
-                self._merge(key, type_name, state, blob)
+                key, type_name, delta = parse_repl(payload)
+                self._merge(key, type_name, decode_state(type_name, delta), delta)
                 self.digests.mark(key)
-                return pack(Kind.ACK, {})
+                return ack_message()
             if kind is Kind.READ:
-                return self.state_reply(body_of(payload, Kind.READ, READ_FIELDS)["k"])
+                return self.state_reply(parse_read(payload))
             if kind is Kind.PUSH:
                 self.handle_message(payload, sender, now)
-                return pack(Kind.ACK, {})
+                return ack_message()
             raise ReplicationProtocolError("unexpected_type", kind.name)
         except ReplicationProtocolError as exc:
             self._reject(exc.reason)
@@ -289,50 +306,24 @@ class ReplicaCore:
 
     # -- w / r levels ---------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def repl_request(key: str, type_name: str, delta: Any) -> bytes:
-        return pack(Kind.REPL, {"d": encode(delta), "k": key, "t": type_name})
-
-    @staticmethod
-    def parse_repl(payload: bytes) -> tuple[str, str, Any, bytes]:
-        """(key, type name, decoded delta, its bytes)."""
-        body = body_of(payload, Kind.REPL, REPL_FIELDS)
-        return body["k"], body["t"], decode_state(body["t"], body["d"]), body["d"]
-
-    @staticmethod
-    def ack() -> bytes:
-        return pack(Kind.ACK, {})
-
-    @staticmethod
-    def is_ack(payload: bytes) -> bool:
-        try:
-            body_of(payload, Kind.ACK, {})
-        except ReplicationProtocolError:
-            return False
-        return True
-
-    @staticmethod
-    def read_request(key: str) -> bytes:
-        return pack(Kind.READ, {"k": key})
-
     def state_reply(self, key: str) -> bytes:
         held = self.store.get(key)
         if held is None:
-            return pack(Kind.STATE, {"s": None, "t": None})
+            return state_message(None)
         data = encode(held[1])
         if len(data) + len(held[0]) + 64 > self.config.sync_message_bytes:
             raise ReplicationProtocolError("state_too_large", f"{len(data)} bytes; anti-entropy carries it")
-        return pack(Kind.STATE, {"s": data, "t": held[0]})
+        return state_message((held[0], data))
 
     def merge_state_reply(self, key: str, payload: bytes) -> bytes | None:
         """Merge a READ answer; returns the replier's encoded state (None if it had nothing) for read repair."""
-        body = body_of(payload, Kind.STATE, STATE_FIELDS)
-        if body["s"] is None or body["t"] is None:
+        held = parse_state(payload)
+        if held is None:
             return None
-        state = decode_state(body["t"], body["s"])
-        self._merge(key, body["t"], state, body["s"])
+        type_name, data = held
+        self._merge(key, type_name, decode_state(type_name, data), data)
         self.digests.mark(key)
-        return body["s"]
+        return data
 
     def repair_requests(self, key: str, replies: dict[str, bytes | None]) -> list[tuple[str, bytes]]:
         """Read repair: REPL our merged state to every replier whose state differs from it."""
@@ -342,7 +333,7 @@ class ReplicaCore:
         merged = encode(held[1])
         if len(merged) + len(key) + 64 > self.config.sync_message_bytes:
             return []
-        payload = pack(Kind.REPL, {"d": merged, "k": key, "t": held[0]})
+        payload = repl_message(key, held[0], merged)
         return [(member, payload) for member, theirs in sorted(replies.items()) if theirs != merged]
 
 

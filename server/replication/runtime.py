@@ -1,20 +1,20 @@
-"""`Replication`: the asyncio binding of `ReplicaCore` to a `server.node.Node` and a `gossip.Memberlist`.
+"""`GossipReplication`: the asyncio binding of `ReplicaCore` to its node (a `ReplicaHost`) and a `gossip.Memberlist`.
 
-It implements the `server.standalone.Replication` seam, so a node becomes a cluster member by construction:
+It implements the `server.replication.seam.Replication` protocol, so a node becomes a cluster member by construction:
 
     def make_memberlist(delegate: Delegate, node_id: str) -> Memberlist:
         transport = AsyncioTransport(("127.0.0.1", 7946))
         return Memberlist(GossipConfig.lan(), node_id, transport, delegate=delegate)
 
-    replication = Replication(ReplicationConfig(seeds=(("127.0.0.1", 7947),)), make_memberlist)
+    replication = GossipReplication(ReplicationConfig(seeds=(("127.0.0.1", 7947),)), make_memberlist)
     async with Node(ServerConfig(...), replication=replication) as node:
         await node.update("visits", Increment(amount=1), consistency=Consistency(Level.QUORUM))
 
 The factory gets the node id only once storage has been opened (`Node.start` recovers it), which is why this takes a
 factory rather than a memberlist. All timing lives here: one loop task runs `ReplicaCore.tick` at its deadlines,
 anti-entropy sessions run one at a time as their own task (each round trip awaits the network, so serving a big
-catch-up never blocks the event loop for more than one bounded message), and the delegate feeds incoming app
-messages and requests to the core.
+catch-up never blocks the event loop for more than one bounded message), and the delegate feeds every incoming app
+message to `ReplicaCore.handle_message` and every app request to `ReplicaCore.handle_request`.
 
 Supervision: every task here runs under the node's `server.supervisor.Supervisor`. The loop and the join are
 supervised (restarted after a failure); anti-entropy sessions and other one-shot tasks handle the network's errors
@@ -26,9 +26,10 @@ Joining is background work too: `start` returns at once with the node alone, and
 (each attempt is the memberlist's own retries) with an exponential backoff until one answers. A node whose seeds are
 all down still serves, and joins when they come back.
 
-Durability: deltas and states merged here go through the node's delta log. A REPL (``w`` > 1) is acknowledged only
-after the merged delta is durable, through `Node.merge_remote`; anti-entropy and push merges are logged without
-waiting (they are re-fetchable from the peer if lost).
+Durability: deltas and states merged here go through the node's delta log (`ReplicaHost.merge_remote_nowait`). A
+REPL (``w`` > 1) is acknowledged only once the merged delta is durable: its reply waits for the storage's commit
+(`replica.ACKNOWLEDGED_WHEN_DURABLE`). Anti-entropy and push merges are logged without waiting (they are
+re-fetchable from the peer if lost).
 """
 
 from __future__ import annotations
@@ -36,13 +37,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
 import random
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from crdt import CRDTError
+from crdt import CRDTError, encode
+from gossip.address import format_address
 from gossip.clock import Clock, MonotonicClock
 from gossip.delegate import Delegate
 from gossip.errors import GossipError
@@ -52,20 +53,17 @@ from server.errors import ServerError
 from server.replication.config import ReplicationConfig
 from server.replication.errors import ReplicationProtocolError
 from server.replication.quorum import Tally
-from server.replication.replica import ReplicaCore
+from server.replication.replica import ACKNOWLEDGED_WHEN_DURABLE, ReplicaCore
+from server.replication.seam import ReplicaHost
+from server.replication.stored_meta import KnownMembers, next_epoch
 from server.replication.sync import SyncInitiator
-from server.replication.wire import Kind, kind_of
-
-if TYPE_CHECKING:
-    from server.node import Node
-    from server.supervisor import Supervisor
+from server.replication.wire import is_ack, kind_of, read_message, repl_message
+from server.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
 MemberlistFactory = Callable[[Delegate, str], Memberlist]
 _NETWORK_ERRORS = (GossipError, OSError, TimeoutError)
-_KNOWN_MEMBERS = "known_members"  # the storage meta entry: a JSON list of member ids
-_LAST_EPOCH = "replication_epoch"  # the storage meta entry: the epoch of this node's latest process
 #: what serving a peer's request raises on purpose (malformed, a type conflict between replicas, not running, storage
 #: failed; the same line `ReplicaCore._merge` draws): the peer gets the reason. Anything else is a bug here.
 _REFUSALS = (ServerError, CRDTError)
@@ -74,25 +72,25 @@ JOIN_BACKOFF_INITIAL_S = 1.0
 JOIN_BACKOFF_MAX_S = 30.0
 
 
-class NodeStore:
-    """`Store` over a running `Node`: merges go into its keyspace and its durable delta log."""
+class HostStore:
+    """`Store` over a running `ReplicaHost`: merges go into its keyspace and its durable delta log."""
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(self, host: ReplicaHost) -> None:
+        self.host = host
 
     def keys(self) -> list[str]:
-        return list(self.node.keyspace)
+        return list(self.host.keyspace)
 
     def get(self, key: str) -> tuple[str, Any] | None:
-        entry = self.node.keyspace.entry(key)
+        entry = self.host.keyspace.entry(key)
         return None if entry is None else (entry.type_name, entry.state)
 
     def merge(self, key: str, type_name: str, state: Any, blob: bytes | None = None) -> None:
-        self.node.merge_remote_nowait(key, type_name, state, blob)
+        self.host.merge_remote_nowait(key, type_name, state, blob)
 
 
 class _Delegate(Delegate):
-    def __init__(self, owner: Replication) -> None:
+    def __init__(self, owner: GossipReplication) -> None:
         self.owner = owner
 
     def notify_message(self, payload: bytes, sender: str) -> None:
@@ -116,7 +114,7 @@ class _Delegate(Delegate):
         self.owner.wake()
 
 
-class Replication:
+class GossipReplication:
     """``join_backoff_s`` is (first, max) delay between join attempts; ``sleep`` is what waits them (tests)."""
 
     def __init__(self, config: ReplicationConfig, memberlist_factory: MemberlistFactory, *,
@@ -132,7 +130,7 @@ class Replication:
         self.delegate = _Delegate(self)
         self.core: ReplicaCore | None = None
         self.memberlist: Memberlist | None = None
-        self._node: Node | None = None
+        self._host: ReplicaHost | None = None
         self._supervisor: Supervisor | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._join_task: asyncio.Task[None] | None = None
@@ -140,30 +138,30 @@ class Replication:
         #: join attempts that failed so far, and whether one succeeded (the join task's progress, for tests)
         self.join_failures = 0
         self.joined = False
-        #: ids of every member seen that has not left (see `cluster_size`)
-        self.known_members: set[str] = set()
+        #: every member seen that has not left (see `cluster_size`); set by `start`
+        self.known_members: KnownMembers | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wakeup = asyncio.Event()
         self._unsubscribe: Callable[[], None] | None = None
         self._running = False
 
-    # -- lifecycle (the Replication seam) ----------------------------------------------------------------------------
+    # -- lifecycle (the Replication protocol) -------------------------------------------------------------------------
 
-    async def start(self, node: Node) -> None:
+    async def start(self, host: ReplicaHost) -> None:
         """Starts gossip and the loop, and returns at once: joining the seeds goes on in the background."""
-        self._node = node
-        self._supervisor = node.supervisor
-        self.known_members = {node.node_id, *_stored_members(node.stored_meta.get(_KNOWN_MEMBERS))}
-        self.core = ReplicaCore(node.node_id, NodeStore(node), self.config, self._rng, self.clock.now(),
-                                epoch=self._next_epoch(node))
-        self._unsubscribe = node.keyspace.subscribe(self.core.on_local)
-        self.memberlist = self._factory(self.delegate, node.node_id)
+        self._host = host
+        self._supervisor = host.supervisor
+        self.known_members = KnownMembers(host)
+        self.core = ReplicaCore(host.node_id, HostStore(host), self.config, self._rng, self.clock.now(),
+                                epoch=next_epoch(host))
+        self._unsubscribe = host.keyspace.subscribe(self.core.on_local)
+        self.memberlist = self._factory(self.delegate, host.node_id)
         self.memberlist.on_error = self._membership_failed
         await self.memberlist.start()
         self._running = True
         if self.config.seeds:
-            self._join_task = node.supervisor.supervise("join", self._join, forever=False)
-        self._loop_task = node.supervisor.supervise("replication", self._run)
+            self._join_task = host.supervisor.supervise("join", self._join, forever=False)
+        self._loop_task = host.supervisor.supervise("replication", self._run)
 
     async def stop(self) -> None:
         if not self._running:
@@ -225,42 +223,23 @@ class Replication:
         the unreachable included (as Riak counts against its replica count, not against who answers): a node cut
         off with a minority can then not call a write that reached two of five a quorum. Members are remembered
         here even once membership reaps a dead one; only a graceful leave takes one out."""
-        if self.memberlist is None or not self._running:
+        known = self.known_members
+        if self.memberlist is None or not self._running or known is None:
             return 1
         members = self.memberlist.members()
-        self.note_members(seen=[m.id for m in members if m.status is not MemberStatus.LEFT],
-                          gone=[m.id for m in members if m.status is MemberStatus.LEFT])
-        return max(1, len(self.known_members))
-
-    @staticmethod
-    def _next_epoch(node: Node) -> int:
-        """This process's epoch: larger than every earlier one of this node, whatever its clock says now.
-
-        Peers take the origin with the larger epoch of a node id for its current process and retire the others
-        (`server.replication.coverage`); a restart with a clock set back (or after a run with a skewed one) drew a
-        smaller epoch, so the live process looked superseded by its own past. Kept in the data directory.
-        """
-        try:
-            last = int(node.stored_meta.get(_LAST_EPOCH, "0"))
-        except ValueError:
-            last = 0
-        epoch = max(node.hlc.physical_ms(), last + 1)
-        node.storage.put_meta(_LAST_EPOCH, str(epoch))
-        return epoch
+        known.note(seen=[m.id for m in members if m.status is not MemberStatus.LEFT],
+                   gone=[m.id for m in members if m.status is MemberStatus.LEFT])
+        return max(1, len(known))
 
     def note_members(self, seen: Iterable[str] = (), gone: Iterable[str] = ()) -> None:
-        """Keeps `known_members` and, when it changes, the data directory's copy: a node restarted alone (the first
-        of a cold whole-cluster restart, or on the minority side of a partition) still counts the cluster it knew."""
-        known = (self.known_members | set(seen)) - set(gone)
-        if known != self.known_members:
-            self.known_members = known
-            if self._node is not None and self._node.running:
-                self._node.storage.put_meta(_KNOWN_MEMBERS, json.dumps(sorted(known)))
+        """Membership saw members join (``seen``) or leave for good (``gone``): see `stored_meta.KnownMembers`."""
+        if self.known_members is not None:
+            self.known_members.note(seen, gone)
 
     def members(self) -> list[dict[str, Any]]:
         if self.memberlist is None or not self._running:
             return []
-        return [{"id": m.id, "address": f"{m.address[0]}:{m.address[1]}", "status": m.status.name.lower(),
+        return [{"id": m.id, "address": format_address(m.address), "status": m.status.name.lower(),
                  "incarnation": m.incarnation} for m in sorted(self.memberlist.members(), key=lambda m: m.id)]
 
     def cluster_info(self) -> dict[str, Any]:
@@ -363,15 +342,15 @@ class Replication:
     # -- serving ----------------------------------------------------------------------------------------------------
 
     async def serve(self, payload: bytes, sender: str) -> bytes:
-        core, node = self.core, self._node
-        if core is None or node is None:
+        """Answers a peer's request through the core (which counts what it refuses); a reply that acknowledges a
+        merge goes out only once the merge is durable."""
+        core, host = self.core, self._host
+        if core is None or host is None:
             raise ReplicationProtocolError("not_running")
-        if kind_of(payload) is Kind.REPL:
-            key, type_name, state, blob = core.parse_repl(payload)
-            await node.merge_remote(key, type_name, state, blob)  # acknowledged = durable here
-            core.on_changed(key)
-            return ReplicaCore.ack()
-        return core.handle_request(payload, sender, self.clock.now())
+        reply = core.handle_request(payload, sender, self.clock.now())
+        if kind_of(payload) in ACKNOWLEDGED_WHEN_DURABLE:
+            await host.storage.flush()
+        return reply
 
     # -- consistency levels -------------------------------------------------------------------------------------------
 
@@ -380,9 +359,9 @@ class Replication:
         peers = [m for m in self.live_ids() if self.core is not None and m != self.core.node_id]
         if needed <= 0 or not peers:
             return 0
-        payload = ReplicaCore.repl_request(key, type_name, delta)
+        payload = repl_message(key, type_name, encode(delta))
         tally = Tally(needed, len(peers))
-        replies = await self._ask(peers, payload, tally, timeout_s, ReplicaCore.is_ack)
+        replies = await self._ask(peers, payload, tally, timeout_s, is_ack)
         return min(needed, sum(1 for r in replies.values() if r is not None))
 
     async def gather(self, key: str, needed: int, timeout_s: float) -> int:
@@ -392,7 +371,7 @@ class Replication:
         if core is None or needed <= 0 or not peers:
             return 0
         tally = Tally(needed, len(peers))
-        replies = await self._ask(peers, ReplicaCore.read_request(key), tally, timeout_s, lambda _r: True)
+        replies = await self._ask(peers, read_message(key), tally, timeout_s, lambda _r: True)
         answered: dict[str, bytes | None] = {}
         for member, reply in replies.items():
             if reply is None:
@@ -414,7 +393,7 @@ class Replication:
             reply = await self._request_quietly(member, payload)
             ok = reply is not None and accept(reply)
             replies[member] = reply if ok else None
-            if tally.record(member, ok):
+            if tally.record(ok):
                 finished.set()
 
         tasks = [self._spawn(one(m)) for m in peers]
@@ -426,16 +405,8 @@ class Replication:
         return {m: r for m, r in replies.items() if r is not None}
 
 
-def _stored_members(text: str | None) -> list[str]:
-    try:
-        ids = json.loads(text) if text else []
-    except ValueError:
-        return []
-    return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
-
-
 def _as_dict(obj: Any) -> dict[str, Any]:
     return dataclasses.asdict(obj)
 
 
-__all__ = ["MemberlistFactory", "NodeStore", "Replication"]
+__all__ = ["GossipReplication", "HostStore", "MemberlistFactory"]

@@ -21,8 +21,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from gossip.anti_entropy import AntiEntropyConfig, AntiEntropySession, GetState, Merge
-from gossip.chunking import Reassembler
+from gossip.anti_entropy import AntiEntropyConfig, AntiEntropySession, GetState, Merge, Reassembler
 from gossip.errors import GossipError
 from server.replication.coverage import Coverage
 from server.replication.digests import DigestIndex
@@ -30,17 +29,13 @@ from server.replication.errors import ReplicationProtocolError
 from server.replication.wire import (
     Kind,
     Vector,
-    body_of,
+    done_message,
     kind_of,
-    origins_from_wire,
-    origins_to_wire,
-    pack,
-    vector_from_wire,
-    vector_to_wire,
+    open_message,
+    parse_open,
+    parse_step,
+    step_message,
 )
-
-OPEN_FIELDS: dict[str, tuple[type, ...]] = {"a": (bytes,), "c": (bool,), "r": (list,), "v": (list,)}
-DONE_FIELDS: dict[str, tuple[type, ...]] = {"v": (list,)}
 
 
 @dataclass(slots=True)
@@ -53,24 +48,6 @@ class SyncOutcome:
     states_received: int
     rounds: int
     error: str | None = None
-
-
-def open_message(kind: Kind, ae: bytes, coverage: Coverage, claim: bool) -> bytes:
-    return pack(kind, {"a": ae, "c": claim, "r": origins_to_wire(coverage.advertised_retired()),
-                       "v": vector_to_wire(coverage.vector())})
-
-
-def parse_open(payload: bytes, kind: Kind) -> tuple[bytes, bool, Vector, list]:
-    body = body_of(payload, kind, OPEN_FIELDS)
-    return body["a"], body["c"], vector_from_wire(body["v"]), origins_from_wire(body["r"])
-
-
-def done_message(vector: Vector) -> bytes:
-    return pack(Kind.DONE, {"v": vector_to_wire(vector)})
-
-
-def parse_done(payload: bytes) -> Vector:
-    return vector_from_wire(body_of(payload, Kind.DONE, DONE_FIELDS)["v"])
 
 
 class SyncInitiator:
@@ -89,7 +66,9 @@ class SyncInitiator:
         self.wire_received = 0
 
     def open(self) -> bytes:
-        message = open_message(Kind.OPEN, self._session.start(), self.coverage, self._claim)
+        coverage = self.coverage
+        message = open_message(Kind.OPEN, self._session.start(), self._claim, coverage.vector(),
+                               coverage.advertised_retired())
         self.wire_sent += len(message)
         return message
 
@@ -103,7 +82,7 @@ class SyncInitiator:
                 self.coverage.note_ack(self.peer, vector, retired)
                 self._peer_vector = vector if claim else None
             elif kind is Kind.STEP:
-                ae = reply[1:]
+                ae = parse_step(reply)
             else:
                 raise ReplicationProtocolError("unexpected_type", kind.name)
             inner = self._session.receive(ae)
@@ -113,7 +92,7 @@ class SyncInitiator:
         if inner is None:
             self._finish(now, None)
             return None
-        message = bytes([Kind.STEP]) + inner
+        message = step_message(inner)
         self.wire_sent += len(message)
         return message
 
@@ -135,4 +114,4 @@ class SyncInitiator:
                                    stats.states_received, stats.rounds, error)
 
 
-__all__ = ["SyncInitiator", "SyncOutcome", "done_message", "open_message", "parse_done", "parse_open"]
+__all__ = ["SyncInitiator", "SyncOutcome"]

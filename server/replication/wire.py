@@ -20,6 +20,9 @@ STATE    0x68    ``{t: type or nil, s: state or nil}``
 A PUSH body is an array header followed by the groups' own encodings, so a forwarded group is copied as bytes,
 never re-encoded. Vectors are ``[[origin, epoch, seq], ...]`` sorted; ``claim`` says whether the sender's tree was
 fully up to date when it sent its vector (only then may the peer rely on it after a complete session).
+
+Each type has one builder and one strict parser here (``*_message`` / ``parse_*``); golden vectors in
+``tests/vectors/replication/wire.json`` pin the bytes.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 
 import msgpack
 
+from gossip.msgpack_wire import UNPACK_ERRORS, unpack_error_reason
 from server.replication.errors import ReplicationProtocolError
 
 OriginKey = tuple[str, int]
@@ -104,8 +108,8 @@ def pack_push(groups: list[bytes]) -> bytes:
 def _unpack(data: bytes) -> Any:
     try:
         return msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
-    except (ValueError, TypeError, OverflowError, msgpack.UnpackException, RecursionError) as exc:
-        raise ReplicationProtocolError("undecodable", type(exc).__name__) from None
+    except UNPACK_ERRORS as exc:
+        raise ReplicationProtocolError("undecodable", unpack_error_reason(exc)) from None
 
 
 def body_of(payload: bytes, kind: Kind, fields: dict[str, tuple[type, ...]]) -> dict[str, Any]:
@@ -149,11 +153,98 @@ def unpack_push(payload: bytes) -> list[DeltaGroup]:
             groups.append(_group(row, payload[1 + start : 1 + unpacker.tell()]))
         if unpacker.tell() != len(payload) - 1:
             raise ReplicationProtocolError("malformed", "trailing bytes after the groups")
-    except (ValueError, TypeError, OverflowError, msgpack.UnpackException, RecursionError) as exc:
+    except UNPACK_ERRORS as exc:
         if isinstance(exc, ReplicationProtocolError):
             raise
-        raise ReplicationProtocolError("undecodable", type(exc).__name__) from None
+        raise ReplicationProtocolError("undecodable", unpack_error_reason(exc)) from None
     return groups
+
+
+# -- the map messages: one builder and one parser each ---------------------------------------------------------------
+
+_OPEN_FIELDS: dict[str, tuple[type, ...]] = {"a": (bytes,), "c": (bool,), "r": (list,), "v": (list,)}
+_DONE_FIELDS: dict[str, tuple[type, ...]] = {"v": (list,)}
+_REPL_FIELDS: dict[str, tuple[type, ...]] = {"d": (bytes,), "k": (str,), "t": (str,)}
+_READ_FIELDS: dict[str, tuple[type, ...]] = {"k": (str,)}
+_STATE_FIELDS: dict[str, tuple[type, ...]] = {"s": (bytes, type(None)), "t": (str, type(None))}
+
+
+def open_message(kind: Kind, anti_entropy: bytes, claim: bool, vector: Vector, retired: list[OriginKey]) -> bytes:
+    """OPEN (``kind`` OPEN, the initiator's) or its answer (``kind`` OPENED)."""
+    return pack(kind, {"a": anti_entropy, "c": claim, "r": origins_to_wire(retired), "v": vector_to_wire(vector)})
+
+
+def parse_open(payload: bytes, kind: Kind) -> tuple[bytes, bool, Vector, list[OriginKey]]:
+    """(anti-entropy message, claim, vector, retired origins) of an OPEN or OPENED."""
+    body = body_of(payload, kind, _OPEN_FIELDS)
+    return body["a"], body["c"], vector_from_wire(body["v"]), origins_from_wire(body["r"])
+
+
+def step_message(anti_entropy: bytes) -> bytes:
+    """The anti-entropy message follows the type byte as it is: no msgpack framing, no copy of a chunk into a map."""
+    return bytes([Kind.STEP]) + anti_entropy
+
+
+def parse_step(payload: bytes) -> bytes:
+    if kind_of(payload) is not Kind.STEP:
+        raise ReplicationProtocolError("unexpected_type", f"{payload[0]:#x} is not STEP")
+    return payload[1:]
+
+
+def done_message(vector: Vector) -> bytes:
+    return pack(Kind.DONE, {"v": vector_to_wire(vector)})
+
+
+def parse_done(payload: bytes) -> Vector:
+    return vector_from_wire(body_of(payload, Kind.DONE, _DONE_FIELDS)["v"])
+
+
+def repl_message(key: str, type_name: str, delta: bytes) -> bytes:
+    """``delta`` is the encoded CRDT delta (or state)."""
+    return pack(Kind.REPL, {"d": delta, "k": key, "t": type_name})
+
+
+def parse_repl(payload: bytes) -> tuple[str, str, bytes]:
+    """(key, type name, encoded delta): the delta is still to be decoded and checked against its type."""
+    body = body_of(payload, Kind.REPL, _REPL_FIELDS)
+    return body["k"], body["t"], body["d"]
+
+
+def ack_message() -> bytes:
+    return pack(Kind.ACK, {})
+
+
+def is_ack(payload: bytes) -> bool:
+    try:
+        body_of(payload, Kind.ACK, {})
+    except ReplicationProtocolError:
+        return False
+    return True
+
+
+def read_message(key: str) -> bytes:
+    return pack(Kind.READ, {"k": key})
+
+
+def parse_read(payload: bytes) -> str:
+    return str(body_of(payload, Kind.READ, _READ_FIELDS)["k"])
+
+
+def state_message(held: tuple[str, bytes] | None) -> bytes:
+    """The answer to a READ: ``(type name, encoded state)``, or None when the key was never written here."""
+    type_name, state = held if held is not None else (None, None)
+    return pack(Kind.STATE, {"s": state, "t": type_name})
+
+
+def parse_state(payload: bytes) -> tuple[str, bytes] | None:
+    """Inverse of `state_message`; a STATE with either field nil holds nothing."""
+    body = body_of(payload, Kind.STATE, _STATE_FIELDS)
+    if body["s"] is None or body["t"] is None:
+        return None
+    return body["t"], body["s"]
+
+
+# -- vectors and origins ----------------------------------------------------------------------------------------------
 
 
 def vector_to_wire(vector: Vector) -> list[list[Any]]:
@@ -209,14 +300,28 @@ __all__ = [
     "Kind",
     "OriginKey",
     "Vector",
+    "ack_message",
     "body_of",
+    "done_message",
+    "is_ack",
     "kind_of",
+    "open_message",
     "origins_from_wire",
     "origins_to_wire",
     "pack",
     "pack_push",
+    "parse_done",
+    "parse_open",
+    "parse_read",
+    "parse_repl",
+    "parse_state",
+    "parse_step",
+    "read_message",
+    "repl_message",
     "split_state_blob",
     "state_blob",
+    "state_message",
+    "step_message",
     "unpack_push",
     "vector_from_wire",
     "vector_to_wire",

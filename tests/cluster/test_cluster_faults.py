@@ -20,7 +20,7 @@ async def test_w_all_with_a_partitioned_node_answers_202_with_the_ack_count(clus
     cluster = cluster3
     await cluster.partition(["n1", "n2"], ["n3"])
     try:
-        # n3 is still alive or suspect for n1 (death takes seconds), so `all` means 3 replicas and only 2 answer.
+        # `all` counts every member n1 knows of that has not left, n3 whatever its status: 3 needed, 2 answer.
         status, body = await cluster["n1"].api().request(
             "POST", "/v1/kv/wall/counter", body={"type": "counter", "increment": 1},
             params={"w": "all", "timeout_ms": "300"})
@@ -60,12 +60,15 @@ async def test_cluster_statuses_through_partition_and_heal(cluster3: LocalCluste
     assert before["gossip_addr"] == cluster["n3"].gossip_addr
     await cluster.partition(["n1", "n2"], ["n3"])
     try:
-        await cluster.wait_status("n1", "n3", "suspect", timeout_s=10)
+        # Alone, n3 can never have a suspicion confirmed, so each waits the maximum timeout (18 s with the `local`
+        # preset) before n3 calls anyone dead; both of its suspicions begin within a few probe periods. So n3's own
+        # view passes through one state, polled for here: both others suspect.
+        await cluster.wait_statuses("n3", {"n1": "suspect", "n2": "suspect", "n3": "alive"}, timeout_s=15)
+        # On the majority side n1 and n2 confirm each other's suspicion of n3, which ends where it must: dead.
         await cluster.wait_status("n1", "n3", "dead", timeout_s=20)
         await cluster.wait_status("n2", "n3", "dead", timeout_s=20)
         _, body = await cluster["n3"].api().request("GET", "/v1/cluster")
         assert sorted(body["partitioned_from"]) == sorted([cluster["n1"].gossip_addr, cluster["n2"].gossip_addr])
-        assert {body["members"][i]["status"] for i in (0, 1)} <= {"suspect", "dead"}  # n3 sees n1, n2 failing
         metrics = await cluster["n3"].api().metrics()
         assert 'rumor_gossip_dropped_packets_total{reason="partition_out"}' in metrics
     finally:
@@ -80,7 +83,6 @@ async def test_graceful_leave_is_seen_as_left_and_the_node_keeps_serving(cluster
     status, body = await cluster["n2"].api().request("POST", "/v1/cluster/leave")
     assert status == 200 and body["left"] is True
     await cluster.wait_status("n1", "n2", "left", timeout_s=10)
-    assert (await cluster_view(cluster["n3"].api()))["n2"]["status"] in {"left", "alive"}
     await cluster.wait_status("n3", "n2", "left", timeout_s=10)
     item = await cluster["n2"].api().incr("after-leave", 1)  # a node that left still serves locally
     assert item["value"] == 1

@@ -13,8 +13,8 @@ one op becomes a delta (``apply``). Steps are:
 LWW timestamps come from a per-replica hybrid logical clock fed with a physical time drawn in the op (so
 clocks are skewed and ties happen). Replica ids are ``"r0".."r4"``.
 
-A model's ``cls`` is looked up lazily in ``crdt`` so the suite runs on whatever types have landed; the law
-suite separately fails when ``crdt.TYPES`` has a type without a model here.
+A model's ``cls`` is the class of that name in ``crdt``; the law suite fails when ``crdt.TYPES`` has a type
+without a model here.
 """
 
 from __future__ import annotations
@@ -70,10 +70,6 @@ class Model:
     @property
     def cls(self) -> type:
         return getattr(crdt, self.class_name)
-
-    @property
-    def available(self) -> bool:
-        return hasattr(crdt, self.class_name)
 
 
 # ------------------------------------------------------------------------------------------------ per-type ops
@@ -209,14 +205,13 @@ MODELS: dict[str, Model] = {
 
 
 def registered_types() -> dict[str, type]:
-    """``crdt.TYPES`` as a plain dict (empty while the registry has not landed)."""
-    return dict(getattr(crdt, "TYPES", {}))
+    """``crdt.TYPES`` as a plain dict."""
+    return dict(crdt.TYPES)
 
 
-def available_type_names() -> list[str]:
-    """Types to run the suites on: registered ones, plus modelled classes already importable."""
-    names = set(registered_types()) | {name for name, m in MODELS.items() if m.available}
-    return sorted(names)
+def registered_type_names() -> list[str]:
+    """Types to run the suites on: every registered one."""
+    return sorted(crdt.TYPES)
 
 
 # ------------------------------------------------------------------------------------------------ scenarios

@@ -14,14 +14,14 @@ from typing import Any
 
 import msgpack
 import pytest
-from crdt_strategies import available_type_names, replays
+from crdt_strategies import registered_type_names, replays
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 import crdt
 
-TYPE_NAMES = available_type_names()
+TYPE_NAMES = registered_type_names()
 
 
 def check_decoded(state: Any, blob: bytes) -> None:

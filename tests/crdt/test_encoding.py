@@ -1,5 +1,7 @@
 """Encoding: deterministic bytes, round trips, and refusal of hostile input with DecodeError only."""
 
+from typing import Any
+
 import msgpack
 import pytest
 from hypothesis import given
@@ -21,10 +23,11 @@ from crdt import (
     encoding,
 )
 from crdt.causal_context import CausalContext
+from crdt.dot_kernel import DotKernel
 from crdt.lww_map import LWWMap
 
 
-def sample_states() -> list[object]:
+def sample_states() -> list[DotKernel[Any]]:
     s = ORSet()
     s.merge(s.add_all("A", [1, "x", (1, (2, b"z")), 2**80, None, -1.5]))
     s.merge(s.remove("x"))
@@ -130,13 +133,14 @@ plain_values = st.recursive(
 def test_lww_fast_paths_encode_like_the_generic_walk(writes: list[tuple[str, object, int, int]]) -> None:
     """LWW payloads and one-replica contexts have fast encodings; they must give the generic walk's exact bytes."""
     register, fields = LWWRegister(), LWWMap()
-    deltas = []
+    deltas: list[DotKernel[Any]] = []
     for replica, value, wall, logical in writes:
         stamp = HLCTimestamp(wall, logical)
-        deltas += [register.write(replica, value, stamp), fields.set(replica, "f", value, stamp)]
-        register.merge(deltas[-2])
-        fields.merge(deltas[-1])
-    states = [register, fields, *deltas]
+        register_delta, fields_delta = register.write(replica, value, stamp), fields.set(replica, "f", value, stamp)
+        register.merge(register_delta)
+        fields.merge(fields_delta)
+        deltas += [register_delta, fields_delta]
+    states: list[DotKernel[Any]] = [register, fields, *deltas]
     fast = [encode(state) for state in states]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(encoding, "_PAYLOAD_TO_WIRE", {})

@@ -1,8 +1,8 @@
 """The algebra every registered CRDT type must obey, checked on states built by replaying random replica histories.
 
-Registry-driven: each test is parametrized over ``crdt.TYPES`` (plus modelled types already importable), and
-``test_every_registered_type_has_an_op_model`` fails the moment a type is registered without an op generator in
-``crdt_strategies.MODELS``. Merge works in place, so every law is checked on copies.
+Registry-driven: each test is parametrized over ``crdt.TYPES``, and ``test_every_registered_type_has_an_op_model``
+fails the moment a type is registered without an op generator in ``crdt_strategies.MODELS``. Merge works in place,
+so every law is checked on copies.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from crdt_strategies import (
     MODELS,
     Replay,
     Scenario,
-    available_type_names,
+    registered_type_names,
     registered_types,
     replay,
     replays,
@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 import crdt
 from crdt.plain_value import element_key
 
-TYPE_NAMES = available_type_names()
+TYPE_NAMES = registered_type_names()
 CONTRACT_TYPES = {"gcounter", "pncounter", "orset", "lwwregister", "mvregister", "lwwmap", "ormap"}
 
 

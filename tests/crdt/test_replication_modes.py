@@ -18,14 +18,14 @@ import random
 from typing import Any
 
 import pytest
-from crdt_strategies import MODELS, REPLICA_IDS, Env, Replay, available_type_names, replay, scenarios
+from crdt_strategies import MODELS, REPLICA_IDS, Env, Replay, registered_type_names, replay, scenarios
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import crdt
 from crdt import CausalDelivery, Op, OpEmitter
 
-TYPE_NAMES = available_type_names()
+TYPE_NAMES = registered_type_names()
 
 
 def wire(items: list[Any], rng: random.Random, lossy: bool) -> list[Any]:

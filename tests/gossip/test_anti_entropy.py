@@ -18,10 +18,12 @@ from gossip.anti_entropy import (
     AntiEntropyProtocolError,
     AntiEntropyResponder,
     AntiEntropySession,
+    MerkleTree,
+    Reassembler,
     run_session,
+    state_digest,
 )
 from gossip.errors import GossipError
-from gossip.merkle import MerkleTree, state_digest
 
 
 class GSetReplica:
@@ -206,6 +208,23 @@ def test_a_huge_value_travels_in_bounded_chunks_both_ways() -> None:
     assert converged(a, b) and not session.incomplete
     assert max(map(len, messages)) <= 16 * 1024
     assert len(a.data[b"big"]) > len(big_a)
+
+
+def test_a_session_and_a_responder_can_share_one_reassembly_budget() -> None:
+    """A node's sessions and its responder may be given one `Reassembler`: chunked states still arrive both ways."""
+    rng = random.Random(4)
+    a, b, c = (GSetReplica({name: b",".join(sorted(b"%08x" % rng.getrandbits(32) for _ in range(20_000)))})
+               for name in (b"big-a", b"big-b", b"big-c"))
+    shared = Reassembler(max_buffer_bytes=1 << 20)
+    config = AntiEntropyConfig(max_message_bytes=8 * 1024)
+    # a's session takes big-b in chunks, then a's responder takes big-c in chunks: both through `shared`.
+    run_session(AntiEntropySession(a.tree, a.get_state, a.merge, random.Random(0), config, reassembler=shared),
+                AntiEntropyResponder(b.tree, b.get_state, b.merge, config))
+    responder = AntiEntropyResponder(a.tree, a.get_state, a.merge, config, reassembler=shared)
+    run_session(AntiEntropySession(c.tree, c.get_state, c.merge, random.Random(1), config), responder)
+    assert converged(a, c) and set(a.data) == {b"big-a", b"big-b", b"big-c"}
+    assert responder.stats.states_received == 1
+    assert shared.pending_transfers == 0 and shared.reserved_bytes == 0
 
 
 def test_fresh_node_catches_up_in_bounded_steps() -> None:

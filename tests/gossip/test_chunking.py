@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gossip.chunking import (
+from gossip.anti_entropy import (
     CHUNK_MESSAGE_TYPE,
     Chunk,
     ChunkError,

@@ -13,11 +13,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
 
+from gossip.address import format_address
 from gossip.config import Config
 from gossip.member import MemberStatus
 from gossip.memberlist import JoinError, Memberlist, NodeIdConflictError
 from gossip.security import Keyring
-from gossip.transport import format_address
 from gossip.transport_asyncio import AsyncioTransport, BindError
 
 pytestmark = pytest.mark.integration

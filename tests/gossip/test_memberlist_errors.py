@@ -1,5 +1,5 @@
-"""Unexpected failures inside the asyncio driver are counted and reported (`on_error`) or logged, never silent; a
-delegate's deliberate refusal is neither. Two members on loopback."""
+"""Unexpected failures inside the asyncio driver are counted and reported (`on_error`) or logged at ERROR, never
+silent; a delegate's deliberate refusal is counted and warned about, rate-limited. Two members on loopback."""
 
 from __future__ import annotations
 
@@ -22,15 +22,22 @@ WAIT_S = 5.0
 
 
 class Answering(Delegate):
-    """Answers requests per `mode`: "bug" raises a plain exception, "refuse" refuses on purpose."""
+    """Answers requests per `mode`: "bug" raises a plain exception, "refuse" refuses on purpose; a datagram whose
+    payload is b"bug" makes `notify_message` raise."""
 
     def __init__(self) -> None:
         self.mode = "bug"
+        self.heard: list[bytes] = []
 
     async def handle_request(self, payload: bytes, sender: str) -> bytes:
         if self.mode == "refuse":
             raise RequestRefusedError("bad_key: not UTF-8")
         raise ZeroDivisionError("a bug in the handler")
+
+    def notify_message(self, payload: bytes, sender: str) -> None:
+        if payload == b"bug":
+            raise KeyError("a bug in notify_message")
+        self.heard.append(payload)
 
 
 @asynccontextmanager
@@ -44,7 +51,7 @@ async def two() -> AsyncIterator[tuple[Memberlist, Memberlist]]:
         yield members[0], members[1]
 
 
-async def test_a_delegate_bug_is_counted_and_logged_once_but_a_refusal_is_just_answered(
+async def test_a_delegate_bug_is_counted_and_logged_once_and_a_refusal_is_counted_and_warned_about(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     async with two() as (asking, answering):
@@ -57,11 +64,30 @@ async def test_a_delegate_bug_is_counted_and_logged_once_but_a_refusal_is_just_a
         delegate = answering.delegate
         assert isinstance(delegate, Answering)
         delegate.mode = "refuse"
-        with pytest.raises(AppRequestError) as refused:
-            await asking.request("m1", b"q", timeout_s=WAIT_S)
-        assert refused.value.error == "bad_key: not UTF-8"
+        for _ in range(3):
+            with pytest.raises(AppRequestError) as refused:
+                await asking.request("m1", b"q", timeout_s=WAIT_S)
+            assert refused.value.error == "bad_key: not UTF-8"
         assert answering.stats.dropped["delegate_error"] == 1
+        assert answering.stats.dropped["request_refused"] == 3
         assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
+        warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert warned == ["m1: refused an app request from m0: bad_key: not UTF-8"]  # once a minute per requester
+
+
+async def test_a_delegate_bug_on_a_datagram_is_counted_and_logged_and_later_datagrams_go_through(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with two() as (sending, receiving):
+        delegate = receiving.delegate
+        assert isinstance(delegate, Answering)
+        sending.send_to("m1", b"bug")
+        await receiving.wait_until(lambda: receiving.stats.dropped["packet_error"] == 1, WAIT_S)
+        logged = [r for r in caplog.records if r.name == "gossip.memberlist" and r.levelno == logging.ERROR]
+        assert len(logged) == 1 and logged[0].exc_info is not None
+        assert "packet failed: KeyError: 'a bug in notify_message'" in logged[0].getMessage()
+        sending.send_to("m1", b"fine")
+        await receiving.wait_until(lambda: delegate.heard == [b"fine"], WAIT_S)
 
 
 async def test_tick_and_task_failures_go_to_the_hook_and_the_timer_keeps_running(

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -19,14 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from loopback import ipv6_available
 
+from gossip.address import format_address
 from gossip.config import Config
 from gossip.delegate import Delegate
 from gossip.errors import PacketTooLargeError, UnknownMemberError
 from gossip.member import MemberStatus
 from gossip.memberlist import AppRequestError, JoinError, Memberlist
 from gossip.security import Keyring
-from gossip.transport import PeerTimeoutError, format_address
+from gossip.transport import PeerTimeoutError
 from gossip.transport_asyncio import AsyncioTransport
 
 pytestmark = pytest.mark.integration
@@ -56,14 +57,6 @@ class RecordingDelegate(Delegate):
             raise ValueError("refusing on purpose")
         return b"re:" + payload + b" from " + sender.encode()
 
-
-def ipv6_available() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 @asynccontextmanager

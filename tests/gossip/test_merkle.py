@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gossip.errors import ConfigError, GossipError
-from gossip.merkle import (
+from gossip.anti_entropy import (
     DIGEST_BYTES,
     MerkleTree,
     entry_tag,
@@ -21,6 +20,7 @@ from gossip.merkle import (
     slice_hash,
     state_digest,
 )
+from gossip.errors import ConfigError, GossipError
 
 SMALL = {"fanout": 4, "depth": 3}
 

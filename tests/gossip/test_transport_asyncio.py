@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import struct
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from loopback import ipv6_available
 
+from gossip.address import parse_address
 from gossip.clock import Address
 from gossip.security import Keyring
 from gossip.transport import (
@@ -20,7 +21,6 @@ from gossip.transport import (
     RemoteHandlerError,
     Transport,
     TransportClosedError,
-    parse_address,
 )
 from gossip.transport_asyncio import AsyncioTransport
 
@@ -30,14 +30,6 @@ KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
 WAIT_S = 5.0
 
-
-def ipv6_available() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 class Inbox:

@@ -40,7 +40,7 @@ from server.config import ServerConfig
 from server.consistency import Consistency, Level
 from server.node import Node
 from server.replication import ReplicationConfig
-from server.replication.runtime import Replication
+from server.replication.runtime import GossipReplication
 from server.replication.wire import Kind, pack, pack_push
 from server.updates import Increment, MapChange, RegisterWrite, SetChange
 
@@ -93,7 +93,7 @@ async def pair(keyed: bool) -> AsyncIterator[tuple[Node, Node, AsyncioTransport,
         seeds: tuple[Address, ...] = ()
         for name in ("t", "p"):
             keyring = Keyring(KEY) if keyed else None
-            replication = Replication(ReplicationConfig(push_interval_s=0.05, sync_interval_s=0.3, seeds=seeds),
+            replication = GossipReplication(ReplicationConfig(push_interval_s=0.05, sync_interval_s=0.3, seeds=seeds),
                                       factory(keyring, made))
             nodes.append(await stack.enter_async_context(
                 Node(ServerConfig(in_memory=True, node_id=name), replication=replication)))

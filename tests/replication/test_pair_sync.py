@@ -114,3 +114,37 @@ def test_background_rehash_takes_a_key_once_it_settled_and_spreads_over_ticks() 
     assert a.core.digests.dirty >= 1
     a.core.digests.flush(10**6)  # what a session start does: everything, settled or not
     assert a.core.digests.dirty == 0
+
+
+def test_concurrent_big_transfers_into_one_replica_share_one_reassembly_budget() -> None:
+    """``max_reassembly_bytes`` bounds a replica's memory for chunked states, whichever role receives them: here a
+    is at once the initiator of a session with b (b's big state arrives in replies) and the responder of c's session
+    (c's big state arrives in requests). Room for one transfer, not two: they compete for the one budget (the older
+    is evicted), and run one after the other both get through."""
+    config = ReplicationConfig(sync_message_bytes=16 * 1024, max_reassembly_bytes=150 * 1024)
+    a, b, c = (Replica(name, config, seed=i) for i, name in enumerate("abc"))
+    for replica in (b, c):
+        big = ORSet()
+        big.merge(big.add_all(replica.id, range(12_000)))  # about 95 KB encoded: more than one message
+        replica.keyspace.merge_remote(f"big-{replica.id}", "set", big)
+        replica.core.on_changed(f"big-{replica.id}")
+    assert len(encode(big)) > config.max_reassembly_bytes / 2
+
+    budget = a.core.reassembler
+    from_b, opening_b = a.core.start_sync("b", 0.0)
+    from_c, opening_a = c.core.start_sync("a", 0.0)
+    to_b: bytes | None = opening_b
+    to_a: bytes | None = opening_a
+    while to_b is not None or to_a is not None:  # one round trip of each session in turn
+        if to_b is not None:
+            to_b = from_b.receive(b.core.handle_request(to_b, "a", 0.0), 0.0)
+        if to_a is not None:
+            to_a = from_c.receive(a.core.handle_request(to_a, "c", 0.0), 0.0)
+        assert budget.reserved_bytes <= config.max_reassembly_bytes
+    a.core.sync_finished(from_b)
+    c.core.sync_finished(from_c)
+    assert budget.evicted, "both transfers were reserved in the same budget"
+
+    sync_pair(a.core, b.core, 1.0)
+    sync_pair(c.core, a.core, 1.0)
+    assert {"big-b", "big-c"} <= set(a.keyspace)

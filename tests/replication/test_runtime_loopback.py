@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
+import pytest
+
 from crdt import PNCounter
 from gossip.clock import Address
 from gossip.config import Config
@@ -17,8 +19,10 @@ from server.config import ServerConfig
 from server.consistency import Consistency, Level
 from server.node import Node
 from server.replication import ReplicationConfig
-from server.replication.runtime import Replication
+from server.replication.runtime import GossipReplication
 from server.updates import Increment, SetChange
+
+pytestmark = pytest.mark.integration  # Memberlist over real UDP/TCP sockets on 127.0.0.1
 
 GOSSIP = Config.local(gossip_interval_s=0.05)
 
@@ -40,7 +44,7 @@ async def cluster(n: int, gossip: Config = GOSSIP) -> AsyncIterator[list[Node]]:
         nodes: list[Node] = []
         seeds: tuple[Address, ...] = ()
         for i in range(n):
-            replication = Replication(ReplicationConfig(push_interval_s=0.05, sync_interval_s=0.3, seeds=seeds),
+            replication = GossipReplication(ReplicationConfig(push_interval_s=0.05, sync_interval_s=0.3, seeds=seeds),
                                       lambda delegate, node_id: make_memberlist(delegate, node_id, gossip))
             node = Node(ServerConfig(in_memory=True, node_id=f"n{i}"), replication=replication)
             nodes.append(await stack.enter_async_context(node))
@@ -106,7 +110,7 @@ async def test_quorum_counts_members_that_are_down_so_a_minority_answers_short()
 async def test_a_node_restarted_alone_still_counts_the_cluster_it_knew(tmp_path: Path) -> None:
     """The first node of a cold whole-cluster restart must not call a write that reached only itself a quorum."""
     def node() -> Node:
-        replication = Replication(ReplicationConfig(push_interval_s=0.05), make_memberlist)
+        replication = GossipReplication(ReplicationConfig(push_interval_s=0.05), make_memberlist)
         return Node(ServerConfig(node_id="n0", data_dir=tmp_path), replication=replication)
 
     async with node() as first:
@@ -124,7 +128,7 @@ async def test_a_node_restarted_alone_still_counts_the_cluster_it_knew(tmp_path:
 async def test_a_restart_draws_a_larger_epoch_even_with_a_clock_set_back(tmp_path: Path) -> None:
     """Peers retire every origin of a node id but the one with the largest epoch: a restart must never go back."""
     def node(clock_offset_ms: int) -> Node:
-        replication = Replication(ReplicationConfig(push_interval_s=0.05), make_memberlist)
+        replication = GossipReplication(ReplicationConfig(push_interval_s=0.05), make_memberlist)
         config = ServerConfig(node_id="n0", data_dir=tmp_path, clock_offset_ms=clock_offset_ms)
         return Node(config, replication=replication)
 

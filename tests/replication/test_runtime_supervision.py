@@ -24,7 +24,7 @@ from server.config import ServerConfig
 from server.node import Node
 from server.replication import ReplicationConfig
 from server.replication.errors import ReplicationProtocolError
-from server.replication.runtime import Replication
+from server.replication.runtime import GossipReplication
 from server.supervisor import Supervisor
 from server.updates import Increment
 
@@ -62,12 +62,12 @@ def memberlist_on(port: int) -> Callable[[Delegate, str], Memberlist]:
 def make_node(node_id: str, seeds: tuple[Address, ...] = (), port: int = 0, **replication: Any) -> Node:
     config = ReplicationConfig(push_interval_s=0.02, sync_interval_s=0.05, seeds=seeds)
     return Node(ServerConfig(in_memory=True, node_id=node_id), supervisor=SignallingSupervisor(),
-                replication=Replication(config, memberlist_on(port), **replication))
+                replication=GossipReplication(config, memberlist_on(port), **replication))
 
 
 def memberlist_of(node: Node) -> Memberlist:
     replication = node.replication
-    assert isinstance(replication, Replication) and replication.memberlist is not None
+    assert isinstance(replication, GossipReplication) and replication.memberlist is not None
     return replication.memberlist
 
 
@@ -91,7 +91,7 @@ async def test_a_bug_in_an_anti_entropy_session_is_reported_and_sessions_go_on()
     loop.set_exception_handler(lambda _loop, context: unhandled.append(context))
     async with pair() as (_first, second):
         replication = second.replication
-        assert isinstance(replication, Replication) and replication.core is not None
+        assert isinstance(replication, GossipReplication) and replication.core is not None
 
         def broken_start_sync(peer: str, now: float) -> Any:
             raise RuntimeError("session bug")
@@ -109,7 +109,7 @@ async def test_a_bug_in_an_anti_entropy_session_is_reported_and_sessions_go_on()
 async def test_a_handler_bug_is_reported_as_replication_but_a_refusal_is_not() -> None:
     async with pair() as (first, second):
         replication = second.replication
-        assert isinstance(replication, Replication)
+        assert isinstance(replication, GossipReplication)
 
         async def buggy(payload: bytes, sender: str) -> bytes:
             raise ZeroDivisionError("handler bug")
@@ -181,7 +181,7 @@ async def test_a_node_whose_seed_is_down_serves_at_once_and_joins_when_the_seed_
         async with make_node("seed", port=port):
             seed_up.set()
             replication = lonely.replication
-            assert isinstance(replication, Replication)
+            assert isinstance(replication, GossipReplication)
             await memberlist_of(lonely).wait_until(lambda: replication.joined, WAIT_S)  # re-checked on every input
             assert lonely.replication.cluster_size() == 2
             assert any(r.levelno == logging.INFO and "joined the cluster" in r.getMessage() for r in caplog.records)

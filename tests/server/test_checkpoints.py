@@ -9,12 +9,20 @@ from server.node import BIG_STATE_BYTES, Node
 from server.storage import DB_FILE, read_log
 from server.updates import Increment, SetChange
 
-BIG_SET = tuple(f"element-{i:06}" for i in range(8_000))  # about 130 KB encoded: over BIG_STATE_BYTES
+# Over BIG_STATE_BYTES (about 90 KB encoded) in few elements: every write answers with the whole rendered value, so
+# each write to a big set costs a sort of all its elements, and these tests write to one many times.
+BIG_SET = tuple(f"element-{i:03}-" + "x" * 200 for i in range(400))
 
 
 def logged_keys(config: ServerConfig) -> list[str]:
     with sqlite3.connect(config.data_dir / DB_FILE) as db:
         return [key for _seq, key, _type, _delta in read_log(db)]
+
+
+def logged_bytes(config: ServerConfig, key: str) -> int:
+    """What the log holds for ``key``: the encoded deltas the node weighs against the key's checkpointed state."""
+    with sqlite3.connect(config.data_dir / DB_FILE) as db:
+        return sum(len(delta) for _seq, logged_key, _type, delta in read_log(db) if logged_key == key)
 
 
 def state_bytes(config: ServerConfig, key: str) -> int:
@@ -38,15 +46,19 @@ async def test_a_big_state_is_folded_again_only_once_its_deltas_add_up_to_half_o
         await node.storage.flush()
         assert state_bytes(disk_config, "big") == first_size
         assert logged_keys(disk_config) == ["big", "small"]  # the log keeps all from the waiting key's record on
-        added = 0
-        for i in range(2_000):  # adds until what was logged for "big" reaches half its state
+        folded_at = None
+        for i in range(200):  # adds of about 1 KB each, until what was logged for "big" reaches half its state
+            await node.storage.flush()
+            logged = logged_bytes(disk_config, "big")  # "one-more" and the adds since
             if node.checkpoint(10):
+                folded_at = logged
                 break
-            await node.update("big", SetChange(add=(f"later-{i:06}",)))
-            added += 1
+            assert 2 * logged < first_size, "not folded: the deltas logged since add up to less than half the state"
+            await node.update("big", SetChange(add=(f"later-{i:03}-" + "y" * 1000,)))
+        assert folded_at is not None and 2 * folded_at >= first_size  # folded as soon as they reached half of it
+        assert i > 10  # and that took many adds: each one alone weighs little against the state
         await node.storage.flush()
         assert state_bytes(disk_config, "big") > first_size
-        assert added > 500  # an add logs some 50 bytes against a 160 KB state: folding waited for many of them
         assert logged_keys(disk_config) == []  # nothing is dirty any more: the whole log is dropped
 
 

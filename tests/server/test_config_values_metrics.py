@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,24 @@ def test_bad_config_is_a_config_error(tmp_path: Path, flags: dict[str, Any], env
     path.write_text(toml)
     with pytest.raises(ConfigError):
         load_config(flags, env, path)
+
+
+@pytest.mark.parametrize(("field", "value", "words"), [
+    ("http_addr", "nope", "http_addr must be host:port ([host]:port for IPv6), got 'nope': no port"),
+    ("gossip_addr", "::1:7946", "gossip_addr must be host:port ([host]:port for IPv6), got '::1:7946': an IPv6 host"),
+    ("http_addr", "127.0.0.1:70000", "port 70000 is over 65535"),
+])
+def test_address_fields_follow_the_one_host_port_syntax_and_say_which_field(field: str, value: str,
+                                                                            words: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        load_config({field: value})
+
+
+def test_seeds_are_named_in_their_error_and_ipv6_addresses_work() -> None:
+    with pytest.raises(ConfigError, match=r"^seeds must be host:port"):
+        ServerConfig(seeds=("10.0.0.1:7946", "10.0.0.2"))
+    config = ServerConfig(http_addr="[::1]:0", gossip_addr="[::1]:7946", seeds=("[::1]:7947",))
+    assert config.http_host_port == ("::1", 0)
 
 
 @pytest.mark.parametrize("value", ["s", 7, True, False, None, 1.0, 1.5, [1, "a"], {"b": [None], "a": 1}, [], {}])

@@ -45,6 +45,7 @@ async def test_in_memory_storage_takes_no_lock(tmp_path: Path) -> None:
     await memory.close()
 
 
+@pytest.mark.integration  # a real second process
 def test_another_process_holding_the_directory_is_named_by_pid_and_a_kill_9_frees_it(tmp_path: Path) -> None:
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from pathlib import Path; from server.data_dir_lock import "

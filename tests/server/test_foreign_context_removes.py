@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from crdt import decode
 from server.config import ServerConfig
 from server.http_api import create_app
 from server.node import Node
+
+pytestmark = pytest.mark.integration  # the nodes are reached through aiohttp's TestServer: real sockets on loopback
 
 
 async def _heal(*nodes: Node) -> None:

@@ -1,4 +1,4 @@
-"""Issue 12's found cases, one regression test each: input that used to break a node, or lose data silently.
+"""Issue 12's found cases, one regression test each: input that must neither break a node nor lose data silently.
 
 Each test names the case it pins. A rejected request must answer a 4xx with the JSON error shape and leave every
 state byte-identical (compared through `crdt.encode`); the node must still answer /health 200 afterwards.
@@ -15,6 +15,8 @@ from yarl import URL
 
 from crdt import encode
 from server.node import Node
+
+pytestmark = pytest.mark.integration  # every test reaches the node through aiohttp's TestServer: a loopback socket
 
 Snapshot = dict[str, bytes]
 

@@ -12,6 +12,8 @@ from aiohttp.test_utils import TestClient
 from crdt import ORSet
 from server.node import Node
 
+pytestmark = pytest.mark.integration  # every test reaches the node through aiohttp's TestServer: a loopback socket
+
 JSON_HEADERS = {"Content-Type": "application/json"}
 DEEP: Any = 1
 for _ in range(40):

@@ -44,6 +44,8 @@ from server.http_api import create_app
 from server.local_cluster import ClusterTimeoutError, LocalCluster
 from server.node import Node
 
+pytestmark = pytest.mark.integration  # the node is served on real loopback sockets (TestServer, TCPSite, rumor serve)
+
 SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]
 
 
@@ -276,7 +278,6 @@ async def test_malformed_heads_get_a_4xx_or_a_closed_connection() -> None:
     assert health is not None and health.status == 200
 
 
-@pytest.mark.integration
 async def test_malformed_heads_are_not_logged_as_errors_by_rumor_serve(tmp_path: Path) -> None:
     """House style rather than the issue's contract: a client's mistake is no ERROR with a traceback in the
     operator's log (aiohttp logs every unparsable head that way unless the server says otherwise)."""
@@ -294,7 +295,6 @@ async def test_malformed_heads_are_not_logged_as_errors_by_rumor_serve(tmp_path:
 
 # -- a real process, with a peer ---------------------------------------------------------------------------------------
 
-@pytest.mark.integration
 async def test_a_real_node_takes_fuzzed_raw_requests_and_still_replicates_to_its_peer(tmp_path: Path) -> None:
     """`rumor serve` processes, n1 fuzzed and n2 its peer: generated requests as raw bytes (each judged, short of the
     unchanged-keys check: the keyspace is in another process), clients hanging up mid-request and malformed heads;

@@ -15,11 +15,13 @@ from server.config import ServerConfig, with_overrides
 from server.errors import StorageError
 from server.http_api import create_app
 from server.node import Node
-from server.replication.runtime import Replication
-from server.standalone import Standalone
+from server.replication.runtime import GossipReplication
+from server.replication.seam import Standalone
 from server.storage import DB_FILE
 from server.supervisor import Supervisor, SupervisorConfig
 from server.updates import Increment
+
+pytestmark = pytest.mark.integration  # aiohttp's TestServer and `serve` bind real sockets on loopback
 
 
 class ManualClock:
@@ -166,12 +168,12 @@ async def test_serve_exits_0_on_a_requested_stop_even_if_stopping_replication_fa
             started.append(self)
             stop.set()  # as SIGTERM would
 
-    async def broken_stop(self: Replication) -> None:
+    async def broken_stop(self: GossipReplication) -> None:
         raise RuntimeError("leave failed")
 
     monkeypatch.setattr(serve_module, "Node", StoppedAtOnce)
     monkeypatch.setattr(serve_module, "tune_collector", lambda: None)
-    monkeypatch.setattr(Replication, "stop", broken_stop)
+    monkeypatch.setattr(GossipReplication, "stop", broken_stop)
     async with asyncio.timeout(5):
         assert await serve_module.serve(served_config(), stop=stop) == 0
     assert started[0].storage.failure == "storage is closed"

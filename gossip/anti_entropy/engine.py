@@ -1,9 +1,8 @@
 """The half of anti-entropy both roles share: absorbing a peer's EXCHANGE and composing our own.
 
-`anti_entropy` holds the protocol's design notes, the two roles and the message flow; this module holds what a
-message *does*: merge its states (checked first), compare its hash groups and sketches with our tree, diff its leaf
-listings, answer its wants, and fill the next message from a queue of work items within the size and work bounds of
-`anti_entropy_wire.Composer`. Keeping it apart keeps each file about one concept and under the size budget.
+`session` holds the two roles and the message flow; this module holds what a message *does*: merge its states
+(checked first), compare its hash groups and sketches with our tree, diff its leaf listings, answer its wants, and
+fill the next message from a queue of `work` items within the size and work bounds of `composer.Composer`.
 """
 
 from __future__ import annotations
@@ -12,22 +11,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from gossip.anti_entropy_wire import (
-    LISTING_FINGERPRINTS,
-    LISTING_SIZES,
-    LISTING_TAGS,
-    SIZE_HINT_BYTES,
-    Composer,
-    Exchange,
-    entry_width,
-    id_width,
-    reply_content_limit,
-    size_hint,
-)
-from gossip.chunking import Chunk, ChunkError, Reassembler, transfer_id_of
-from gossip.errors import ConfigError, GossipError
-from gossip.merkle import (
-    DIGEST_BYTES,
+from gossip.anti_entropy.chunking import Chunk, ChunkError, Reassembler, transfer_id_of
+from gossip.anti_entropy.composer import Composer, reply_content_limit
+from gossip.anti_entropy.config import AntiEntropyConfig
+from gossip.anti_entropy.merkle import (
     KEY_HASH_BYTES,
     MerkleTree,
     entry_tag,
@@ -38,10 +25,35 @@ from gossip.merkle import (
     slice_hash,
     state_digest,
 )
+from gossip.anti_entropy.wire import (
+    LISTING_FINGERPRINTS,
+    LISTING_SIZES,
+    LISTING_TAGS,
+    SIZE_HINT_BYTES,
+    Exchange,
+    entry_width,
+    id_width,
+    size_hint,
+)
+from gossip.anti_entropy.work import (
+    AnswerWant,
+    AskChunks,
+    AskGroup,
+    AskStates,
+    DiffListing,
+    ExpandNode,
+    SendChunks,
+    SendState,
+    WorkItem,
+)
+from gossip.errors import GossipError
 
 GetState = Callable[[bytes], "bytes | None"]
+"""key -> the key's deterministic state encoding, or None if the key is unknown."""
 Merge = Callable[[bytes, bytes], None]
+"""(key, state) -> join the state into the store and update the tree (``tree.set(key, digest, size)``)."""
 CheckState = Callable[[bytes, bytes], None]
+"""(key, state) -> raise if the state is not valid; runs on every state of a message before any is merged."""
 
 
 class AntiEntropyMergeError(GossipError, ValueError):
@@ -51,24 +63,6 @@ class AntiEntropyMergeError(GossipError, ValueError):
         super().__init__(f"state for key {key[:32]!r} rejected: {cause}")
         self.key = key
         self.cause = cause
-
-
-@dataclass(frozen=True, slots=True)
-class AntiEntropyConfig:
-    """Knobs shared by both sides. ``max_message_bytes`` must leave room for the transport's own framing/sealing."""
-
-    max_message_bytes: int = 60 * 1024
-    hash_bytes: int = 3
-    max_pending: int = 200_000
-    max_rounds: int = 10_000
-
-    def __post_init__(self) -> None:
-        if self.max_message_bytes < 4096:
-            raise ConfigError("max_message_bytes", self.max_message_bytes, "must be >= 4096")
-        if not 2 <= self.hash_bytes <= DIGEST_BYTES:
-            raise ConfigError("hash_bytes", self.hash_bytes, f"must be in 2..{DIGEST_BYTES}")
-        if self.max_pending < 1 or self.max_rounds < 1:
-            raise ConfigError("max_pending", self.max_pending, "bounds must be positive")
 
 
 @dataclass(slots=True)
@@ -85,16 +79,6 @@ class AntiEntropyStats:
     pushbacks: int = 0
     dropped_items: int = 0
     errors: dict[str, int] = field(default_factory=dict)
-
-
-# Work items, in the order they are placed into outgoing messages. Kinds:
-#   "x" (level, node, sketch): send my hashes (or a sketch) of node's children, or my leaf listing at the leaf level
-#   "d" (level, node): ask for the peer's full group of node's children    "w" (leaf, fingerprint): ask for states
-#   "s" (key, flag): send my state    "c" (key, tid, index, flag): chunks
-#   "m" (key, tid, index, flag): ask for more chunks
-# and two lazy kinds, done only while the message has room: "e" (leaf, listing, form) diff a peer's leaf listing,
-# "wi" (leaf, fingerprint) answer a peer's want.
-Item = tuple
 
 
 class ExchangeEngine:
@@ -116,53 +100,53 @@ class ExchangeEngine:
         self._just_received: set[bytes] = set()  # keys whose states the message being answered carried
         self.sketch_below = sketch_pays_below(tree.fanout, config.hash_bytes, id_width(tree))
 
+    def count_error(self, reason: str) -> None:
+        self.stats.errors[reason] = self.stats.errors.get(reason, 0) + 1
+
     # -- absorbing what the peer sent ------------------------------------------------------------------------
 
-    def absorb(self, ex: Exchange, salt: int) -> list[Item]:
+    def absorb(self, ex: Exchange, salt: int) -> list[WorkItem]:
         """Apply a *validated* exchange: merge its states, compare its hashes; return the follow-up work."""
         tree = self.tree
         states: list[tuple[bytes, bytes, bool]] = list(ex.states)
-        for key, flag, chunk in ex.chunks:
+        for key, pushback, chunk in ex.chunks:
             try:
                 value = self.reassembler.add(chunk, context=key)
             except ChunkError as exc:
-                self._count_error(exc.reason)
+                self.count_error(exc.reason)
                 continue
             if value is not None:
-                states.append((key, value, flag))
+                states.append((key, value, pushback))
         if self.check is not None:
-            for key, state, _flag in states:
+            for key, state, _pushback in states:
                 try:
                     self.check(key, state)
                 except Exception as exc:  # the caller's decoder: whatever it raises means "not a valid state"
                     raise AntiEntropyMergeError(key, exc) from exc
-        work: list[Item] = []
+        work: list[WorkItem] = []
         self._just_received = {key for key, _, _ in states}
-        for key, state, flag in states:
+        for key, state, pushback in states:
             try:
                 self.merge(key, state)
             except Exception as exc:
                 raise AntiEntropyMergeError(key, exc) from exc
             self.stats.states_received += 1
             self.stats.state_bytes_received += len(state)
-            if flag and tree.get(key) != state_digest(state):
+            if pushback and tree.get(key) != state_digest(state):
                 self.stats.pushbacks += 1
-                work.append(("s", key, False))
+                work.append(SendState(key, False))
         for tid in ex.gone:
             self.reassembler.abandon(tid)
         work.extend(self._compare_nodes(ex, salt))
         # Leaf entries and wants are expanded lazily (`fill`): a full reply defers them without doing the work.
-        work.extend(("e", leaf, entries, form) for leaf, entries, form in ex.entries)
-        for level, node in ex.differs:
-            work.append(("x", level, node, False))
-        work.extend(("wi", leaf, fingerprint) for leaf, fingerprint in ex.wants)
-        for key, tid, index, flag in ex.more:
-            work.append(("m", key, tid, index, flag))
-        for key, tid, index, flag in ex.chunk_wants:
-            work.append(("c", key, tid, index, flag))
+        work.extend(DiffListing(leaf, entries, form) for leaf, entries, form in ex.entries)
+        work.extend(ExpandNode(level, node, False) for level, node in ex.differs)
+        work.extend(AnswerWant(leaf, name) for leaf, name in ex.wants)
+        work.extend(AskChunks(key, tid, index, pushback) for key, tid, index, pushback in ex.more)
+        work.extend(SendChunks(key, tid, index, pushback) for key, tid, index, pushback in ex.chunk_wants)
         return work
 
-    def _compare_nodes(self, ex: Exchange, salt: int) -> list[Item]:
+    def _compare_nodes(self, ex: Exchange, salt: int) -> list[WorkItem]:
         """Compare the peer's groups and sketches with our tree: the differing nodes, each to be expanded.
 
         Whether we expand a node with a sketch or a full group follows the differing children per differing parent
@@ -170,7 +154,7 @@ class ExchangeEngine:
         """
         tree, width, fanout = self.tree, self.config.hash_bytes, self.tree.fanout
         found: list[tuple[int, int]] = []
-        failed: list[Item] = []
+        failed: list[WorkItem] = []
         seen: dict[int, list[int]] = {}  # level -> [parents compared, differing children found]
         for level, parent, hashes in ex.groups:
             tally = seen.setdefault(level, [0, 0])
@@ -189,38 +173,30 @@ class ExchangeEngine:
             if child is None:
                 # Several children differ: ask the sender for its full group rather than sending ours, so the same
                 # side keeps listing the leaves below (which side that is decides who pushes on a tie).
-                failed.append(("d", level - 1, parent))
+                failed.append(AskGroup(level - 1, parent))
                 tally[1] += 2
             elif child >= 0:
                 found.append((level, parent * fanout + child))
                 tally[1] += 1
         sparse = {level: differing < parents * self.sketch_below for level, (parents, differing) in seen.items()}
-        return [("x", level, node, sparse[level]) for level, node in found] + failed
+        expand: list[WorkItem] = [ExpandNode(level, node, sparse[level]) for level, node in found]
+        return expand + failed
 
-    def _wanted_keys(self, leaf: int, tag: bytes, salt: int) -> list[bytes]:
+    def _wanted_keys(self, leaf: int, name: bytes, salt: int) -> list[bytes]:
         """Keys a want names (by fingerprint or entry tag), less those the same message brought: if ours still
         differs from what they sent, the push-back already carries it."""
         return [k for k, d in self.tree.leaf_items(leaf) if k not in self._just_received and (
-            key_fingerprint(k, salt) == tag or entry_tag(k, d, salt) == tag)]
+            key_fingerprint(k, salt) == name or entry_tag(k, d, salt) == name)]
 
-    def _diff_leaf(self, leaf: int, entries: bytes, form: int, salt: int) -> list[Item]:
+    def _diff_leaf(self, leaf: int, entries: bytes, form: int, salt: int) -> list[WorkItem]:
         """Compare the peer's listing of a leaf with ours: push what they lack, want what we lack.
 
         For a key both hold differently, the side whose encoded state is larger (the size hint in the listing) is
         guessed to be newer and pushes first; the other merges and pushes back only if the result still differs.
         """
+        if form == LISTING_TAGS:
+            return self._diff_tag_listing(leaf, entries, salt)
         width = self.config.hash_bytes
-        if form == LISTING_TAGS:  # push every version they lack (flagged), want every tag we lack
-            step = KEY_HASH_BYTES
-            tags = {entries[i : i + step] for i in range(0, len(entries), step)}
-            mine: set[bytes] = set()
-            work: list[Item] = []
-            for key, digest in self.tree.leaf_items(leaf):
-                tag = entry_tag(key, digest, salt)
-                mine.add(tag)
-                if tag not in tags:
-                    work.append(("s", key, True))
-            return work + [("w", leaf, tag) for tag in sorted(tags - mine)]
         entry_bytes = KEY_HASH_BYTES + width
         step = entry_width(width, form)
         theirs: set[bytes] = set()
@@ -231,7 +207,7 @@ class ExchangeEngine:
             their_size[fp] = max(their_size.get(fp, 0), int.from_bytes(entries[i + entry_bytes : i + step], "big"))
         matched: set[bytes] = set()
         my_fps: set[bytes] = set()
-        work: list[Item] = []
+        work: list[WorkItem] = []
         wanted: set[bytes] = set()
         for key, digest in self.tree.leaf_items(leaf):
             fp = key_fingerprint(key, salt)
@@ -240,17 +216,29 @@ class ExchangeEngine:
             if entry in theirs:
                 matched.add(entry)
             elif fp not in their_size:
-                work.append(("s", key, False))
+                work.append(SendState(key, False))
             elif 0 < size_hint(self.tree.size_of(key)) < their_size[fp]:
                 wanted.add(fp)  # theirs is probably newer: it comes first, ours follows only if still needed
             else:
-                work.append(("s", key, True))  # ours is larger, or nothing tells: push now, saving a round trip
+                work.append(SendState(key, True))  # ours is larger, or nothing tells: push now, saving a round trip
         wanted.update(e[:KEY_HASH_BYTES] for e in theirs - matched if e[:KEY_HASH_BYTES] not in my_fps)
-        work.extend(("w", leaf, fp) for fp in sorted(wanted))
+        work.extend(AskStates(leaf, fp) for fp in sorted(wanted))
         return work
 
-    def _count_error(self, reason: str) -> None:
-        self.stats.errors[reason] = self.stats.errors.get(reason, 0) + 1
+    def _diff_tag_listing(self, leaf: int, entries: bytes, salt: int) -> list[WorkItem]:
+        """Entry tags cannot pair two versions of a key: push every version they lack (flagged), want every tag we
+        lack."""
+        step = KEY_HASH_BYTES
+        tags = {entries[i : i + step] for i in range(0, len(entries), step)}
+        mine: set[bytes] = set()
+        work: list[WorkItem] = []
+        for key, digest in self.tree.leaf_items(leaf):
+            tag = entry_tag(key, digest, salt)
+            mine.add(tag)
+            if tag not in tags:
+                work.append(SendState(key, True))
+        work.extend(AskStates(leaf, tag) for tag in sorted(tags - mine))
+        return work
 
     # -- composing what to send ------------------------------------------------------------------------------
 
@@ -266,18 +254,18 @@ class ExchangeEngine:
             return None
         return state, self._cached[2]
 
-    def fill(self, composer: Composer, queue: deque[Item], salt: int) -> None:
+    def fill(self, composer: Composer, queue: deque[WorkItem], salt: int) -> None:
         """Place work from the front of ``queue`` until the message is full; what is left stays queued, in order."""
         while queue:
             item = queue[0]
-            if item[0] in ("e", "wi"):
+            if type(item) is DiffListing or type(item) is AnswerWant:  # `type() is`: the cheapest test, per item
                 if composer.full:
                     return
                 queue.popleft()
-                if item[0] == "e":
-                    expanded = self._diff_leaf(item[1], item[2], item[3], salt)
+                if type(item) is DiffListing:
+                    expanded = self._diff_leaf(item.leaf, item.entries, item.form, salt)
                 else:
-                    expanded = [("s", key, True) for key in self._wanted_keys(item[1], item[2], salt)]
+                    expanded = [SendState(key, True) for key in self._wanted_keys(item.leaf, item.name, salt)]
                 queue.extendleft(reversed(expanded))
                 continue
             left = self.place(composer, item, salt)
@@ -295,70 +283,87 @@ class ExchangeEngine:
         lacking = max(1, self.peer_keys // self.tree.leaf_count + 1 - my_keys_in_leaf)
         return lacking * (avg_state + 32)
 
-    def place(self, composer: Composer, item: Item, salt: int) -> Item | None:
+    def place(self, composer: Composer, item: WorkItem, salt: int) -> WorkItem | None:
         """Put one work item into the message; return what is left of it (None when fully placed or moot)."""
-        kind = item[0]
-        tree, width = self.tree, self.config.hash_bytes
-        if kind == "x":
-            _, level, node, sketch = item
-            if level < tree.depth and sketch:
-                values = sketch_of(tree.children_ints(level, node))
-                return None if composer.add_sketch(level + 1, node, b"".join(
-                    slice_hash(v, salt, width) for v in values)) else item
-            if level < tree.depth:
-                blob = b"".join(slice_hash(v, salt, width) for v in tree.children_ints(level, node))
-                return None if composer.add_group(level + 1, node, blob) else item
-            items = tree.leaf_items(node)
-            if not items:  # the common case of a node catching up: nothing to list
-                return None if composer.add_entries(node, b"", 0, LISTING_FINGERPRINTS,
-                                                    self.entry_reply_estimate(0)) else item
-            hints = [size_hint(tree.size_of(k)) for k, _ in items]
-            # Entry tags are half the bytes but cannot pair two versions of a key, so the peer wants (5 bytes) each
-            # version it lacks, even one it is pushing a newer state of: they pay from two keys a leaf, sizes never.
-            form = LISTING_SIZES if any(hints) else LISTING_TAGS if len(items) >= 2 else LISTING_FINGERPRINTS
-            if form == LISTING_TAGS:
-                listing = b"".join(entry_tag(k, d, salt) for k, d in items)
-            else:
-                hint_bytes = SIZE_HINT_BYTES if form == LISTING_SIZES else 0
-                listing = b"".join(key_fingerprint(k, salt) + d[salt : salt + width] + hint.to_bytes(
-                    hint_bytes, "big") for (k, d), hint in zip(items, hints, strict=True))
-            estimate = self.entry_reply_estimate(len(items))
-            return None if composer.add_entries(node, listing, len(items), form, estimate) else item
-        if kind == "w":
-            return None if composer.add_want(item[1], item[2]) else item
-        if kind == "d":
-            return None if composer.add_differs(item[1], item[2]) else item
-        if kind == "s":
-            _, key, flag = item
-            state = self.get_state(key)
+        if type(item) is SendState:  # the bulk of a catch-up: kept inline
+            state = self.get_state(item.key)
             if state is None:
                 return None
-            if composer.add_state(key, state, flag):
+            if composer.add_state(item.key, state, item.pushback):
                 self._sent(state)
                 return None
-            if len(state) + len(key) + 64 <= self.chunk_bytes_base:
-                return item  # fits an emptier message
-            tid = transfer_id_of(state, key)
-            self._cached = (key, state, tid)
-            return self.place(composer, ("c", key, tid, 0, flag), salt)
-        if kind == "c":
-            _, key, tid, index, flag = item
-            found = self.big_state(key, tid)
-            if found is None:
-                return None if composer.add_gone(tid) else item
-            state, _ = found
-            size = self.chunk_bytes_base - len(key)
-            count = max(1, -(-len(state) // size))
-            while index < count:
-                chunk = Chunk.make(tid, index, count, len(state), state[index * size : (index + 1) * size])
-                if not composer.add_chunk(key, flag, chunk):
-                    return ("c", key, tid, index, flag)
-                index += 1
-            self._sent(state)
-            return None
-        if kind == "m":
-            return None if composer.add_chunk_want(*item[1:]) else item
-        raise AssertionError(f"unknown work item {kind!r}")
+            return self._place_big_state(composer, item, state)
+        if type(item) is ExpandNode:
+            return None if self._place_node(composer, item, salt) else item
+        if isinstance(item, AskStates):
+            return None if composer.add_want(item.leaf, item.name) else item
+        if isinstance(item, AskGroup):
+            return None if composer.add_differs(item.level, item.node) else item
+        if isinstance(item, SendChunks):
+            return self._place_chunks(composer, item)
+        if isinstance(item, AskChunks):
+            return None if composer.add_chunk_want(item.key, item.transfer_id, item.next_chunk, item.pushback) else item
+        raise AssertionError(f"{item!r} is lazy work: `fill` expands it")
+
+    def _place_node(self, composer: Composer, item: ExpandNode, salt: int) -> bool:
+        tree, width, level, node = self.tree, self.config.hash_bytes, item.level, item.node
+        if level < tree.depth and item.sketch:
+            values = sketch_of(tree.children_ints(level, node))
+            return composer.add_sketch(level + 1, node, b"".join(slice_hash(v, salt, width) for v in values))
+        if level < tree.depth:
+            blob = b"".join(slice_hash(v, salt, width) for v in tree.children_ints(level, node))
+            return composer.add_group(level + 1, node, blob)
+        items = tree.leaf_items(node)
+        if not items:  # the common case of a node catching up: nothing to list
+            return composer.add_entries(node, b"", 0, LISTING_FINGERPRINTS, self.entry_reply_estimate(0))
+        hints = [size_hint(tree.size_of(k)) for k, _ in items]
+        # Entry tags are half the bytes but cannot pair two versions of a key, so the peer wants (5 bytes) each
+        # version it lacks, even one it is pushing a newer state of: they pay from two keys a leaf, sizes never.
+        form = LISTING_SIZES if any(hints) else LISTING_TAGS if len(items) >= 2 else LISTING_FINGERPRINTS
+        if form == LISTING_TAGS:
+            listing = b"".join(entry_tag(k, d, salt) for k, d in items)
+        else:
+            hint_bytes = SIZE_HINT_BYTES if form == LISTING_SIZES else 0
+            listing = b"".join(key_fingerprint(k, salt) + d[salt : salt + width] + hint.to_bytes(hint_bytes, "big")
+                               for (k, d), hint in zip(items, hints, strict=True))
+        return composer.add_entries(node, listing, len(items), form, self.entry_reply_estimate(len(items)))
+
+    def _place_big_state(self, composer: Composer, item: SendState, state: bytes) -> WorkItem | None:
+        """A state that did not fit this message: wait for an emptier one, or go in chunks if none would do."""
+        key = item.key
+        if len(state) + len(key) + 64 <= self.chunk_bytes_base:
+            return item
+        tid = transfer_id_of(state, key)
+        self._cached = (key, state, tid)
+        return self._place_chunks(composer, SendChunks(key, tid, 0, item.pushback))
+
+    def _place_chunks(self, composer: Composer, item: SendChunks) -> WorkItem | None:
+        key, tid, index, pushback = item.key, item.transfer_id, item.next_chunk, item.pushback
+        found = self.big_state(key, tid)
+        if found is None:
+            return None if composer.add_gone(tid) else item
+        state, _ = found
+        size = self.chunk_bytes_base - len(key)
+        count = max(1, -(-len(state) // size))
+        while index < count:
+            chunk = Chunk.make(tid, index, count, len(state), state[index * size : (index + 1) * size])
+            if not composer.add_chunk(key, pushback, chunk):
+                return SendChunks(key, tid, index, pushback)
+            index += 1
+        self._sent(state)
+        return None
+
+    def defer(self, composer: Composer, item: WorkItem) -> bool:
+        """Leave a note for work that did not fit, for the peer to ask again (responder side); False if not even
+        the note fits. Leaf-derived work becomes one "list that leaf again" note per leaf."""
+        if isinstance(item, (ExpandNode, AskGroup)):
+            return composer.add_node_note(item.level, item.node)
+        if isinstance(item, SendChunks):
+            return composer.add_more_chunks(item.key, item.transfer_id, item.next_chunk, item.pushback)
+        if isinstance(item, AskChunks):
+            return False
+        leaf = self.tree.leaf_of(item.key) if isinstance(item, SendState) else item.leaf
+        return composer.add_node_note(self.tree.depth, leaf)
 
     def _sent(self, state: bytes) -> None:
         self.stats.states_sent += 1
@@ -366,12 +371,10 @@ class ExchangeEngine:
 
 
 __all__ = [
-    "AntiEntropyConfig",
     "AntiEntropyMergeError",
     "AntiEntropyStats",
     "CheckState",
     "ExchangeEngine",
     "GetState",
-    "Item",
     "Merge",
 ]

@@ -24,6 +24,7 @@ from hashlib import blake2b
 import msgpack
 
 from gossip.errors import GossipError
+from gossip.msgpack_wire import UNPACK_ERRORS, unpack_error_reason
 
 CHUNK_MESSAGE_TYPE = 0x50
 """Type byte of a standalone chunk message (the replication layer's app channel carries it)."""
@@ -121,8 +122,8 @@ def decode_chunk(message: bytes) -> Chunk:
         raise ChunkError("wrong_type", detail=f"first byte {message[:1].hex() or 'missing'}")
     try:
         fields = msgpack.unpackb(message[1:], raw=False, strict_map_key=True, use_list=True)
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
-        raise ChunkError("malformed", detail=str(exc)) from exc
+    except UNPACK_ERRORS as exc:
+        raise ChunkError("malformed", detail=unpack_error_reason(exc)) from exc
     return Chunk.from_wire(fields)
 
 
@@ -167,8 +168,10 @@ class Reassembler:
         max_transfers: int = 16,
         remember_completed: int = 256,
     ) -> None:
-        if max_buffer_bytes < 1 or max_transfers < 1 or remember_completed < 0:
-            raise ChunkError("bad_bounds", detail="bounds must be positive")
+        for name, value, least in (("max_buffer_bytes", max_buffer_bytes, 1), ("max_transfers", max_transfers, 1),
+                                   ("remember_completed", remember_completed, 0)):
+            if value < least:
+                raise ChunkError("bad_bounds", detail=f"{name}={value} must be >= {least}")
         self.max_buffer_bytes = max_buffer_bytes
         self.max_transfers = max_transfers
         self._remember = remember_completed

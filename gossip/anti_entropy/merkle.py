@@ -12,8 +12,8 @@ Why this shape:
   of writes (incremental update equals full rebuild, which the tests check). Entry hashes are 128-bit, keys in a map
   are distinct, so an accidental cancellation has probability ~2**-128; this is not an adversarial setting (the
   keyring authenticates peers), which is what makes the cheap combiner acceptable.
-* **Defaults ``fanout=8, depth=5``** (32,768 leaves, ~3 keys a leaf at 100k keys) were chosen from the anti-entropy
-  byte model in ``anti_entropy.py``: a small fanout keeps the cost of locating ``d`` differences near
+* **Defaults ``fanout=8, depth=5``** (32,768 leaves, ~3 keys a leaf at 100k keys) follow from the byte model in the
+  `gossip.anti_entropy` package docstring: a small fanout keeps the cost of locating ``d`` differences near
   ``d * fanout * 3 bytes`` per level, and the session descends two levels per round trip to keep round trips down.
   Where differences are sparse the session sends a `sketch_of` a node's children instead, ``(1 + log2 fanout) * 3``
   bytes that name a single differing child, which XOR's linearity makes possible.
@@ -97,7 +97,7 @@ class MerkleTree:
             raise ConfigError("depth", depth, f"fanout**depth must be <= {MAX_LEAVES}")
         self._fanout = fanout
         self._depth = depth
-        self._leaf_count = fanout**depth
+        self._leaf_count: int = fanout**depth
         self._levels: list[list[int]] = [[0] * (fanout**level) for level in range(depth + 1)]
         self._leaves: dict[int, dict[bytes, bytes]] = {}
         self._sizes: dict[bytes, int] = {}  # encoded state sizes, when the caller gives them (a hint, not hashed)

@@ -1,0 +1,39 @@
+"""The knobs both sides of an anti-entropy session share, checked once where they are built."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gossip.anti_entropy.merkle import DIGEST_BYTES
+from gossip.errors import ConfigError
+
+MIN_MESSAGE_BYTES = 4096
+"""Smallest ``max_message_bytes``: a message keeps fixed reserves (512 bytes beside a chunk, 256 beside deferral
+notes), and what is left must still let a session progress."""
+
+
+@dataclass(frozen=True, slots=True)
+class AntiEntropyConfig:
+    """Bounds and wire width of a session; both peers must agree on ``hash_bytes`` (HELLO checks it)."""
+
+    max_message_bytes: int = 60 * 1024
+    """Largest encoded message either side sends, framing included; leave room for the transport's own sealing."""
+    hash_bytes: int = 3
+    """Width of the hash, digest and sketch slices on the wire: a difference hides with odds ~2**(-8 * width)."""
+    max_pending: int = 200_000
+    """Work items the initiator queues at most; beyond it work is dropped and the session marked incomplete."""
+    max_rounds: int = 10_000
+    """Round trips one session makes at most before it stops, marked incomplete."""
+
+    def __post_init__(self) -> None:
+        if self.max_message_bytes < MIN_MESSAGE_BYTES:
+            raise ConfigError("max_message_bytes", self.max_message_bytes, f"must be >= {MIN_MESSAGE_BYTES}")
+        if not 2 <= self.hash_bytes <= DIGEST_BYTES:
+            raise ConfigError("hash_bytes", self.hash_bytes, f"must be in 2..{DIGEST_BYTES}")
+        if self.max_pending < 1:
+            raise ConfigError("max_pending", self.max_pending, "must be >= 1")
+        if self.max_rounds < 1:
+            raise ConfigError("max_rounds", self.max_rounds, "must be >= 1")
+
+
+__all__ = ["MIN_MESSAGE_BYTES", "AntiEntropyConfig"]

@@ -1,0 +1,210 @@
+"""The two roles of an anti-entropy session and the message flow between them (see the package docstring).
+
+The initiator (`AntiEntropySession`) keeps the session's state: its slice offset and a queue of work. The responder
+(`AntiEntropyResponder`) keeps none per session, so every request is one bounded step; what one message does on
+either side is `engine.ExchangeEngine`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+
+from gossip.anti_entropy.chunking import Reassembler
+from gossip.anti_entropy.composer import Composer
+from gossip.anti_entropy.config import AntiEntropyConfig
+from gossip.anti_entropy.engine import (
+    AntiEntropyMergeError,
+    AntiEntropyStats,
+    CheckState,
+    ExchangeEngine,
+    GetState,
+    Merge,
+)
+from gossip.anti_entropy.merkle import DIGEST_BYTES, MerkleTree
+from gossip.anti_entropy.wire import (
+    PROTOCOL_VERSION,
+    AntiEntropyMessageType,
+    AntiEntropyProtocolError,
+    Exchange,
+    Hello,
+    decode_message,
+    encode_message,
+)
+from gossip.anti_entropy.work import ExpandNode, WorkItem
+from gossip.errors import GossipError
+
+
+class AntiEntropyPeerError(GossipError):
+    """The responder refused the session (shape mismatch, malformed request): its reason is in ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"peer rejected anti-entropy: {reason}")
+        self.reason = reason
+
+
+class AntiEntropyResponder:
+    """Answers anti-entropy requests from any number of peers; keeps no per-session state (only a bounded
+    `Reassembler` for chunked states in flight and a one-slot cache), so each request is one bounded step.
+
+    Pass ``reassembler`` to share one reassembly budget with other sessions and responders of the same store.
+    """
+
+    def __init__(self, tree: MerkleTree, get_state: GetState, merge: Merge,
+                 config: AntiEntropyConfig | None = None, check: CheckState | None = None,
+                 reassembler: Reassembler | None = None) -> None:
+        self._replica = ExchangeEngine(tree, get_state, merge, config or AntiEntropyConfig(), check, reassembler)
+
+    @property
+    def stats(self) -> AntiEntropyStats:
+        return self._replica.stats
+
+    def handle(self, request: bytes) -> bytes:
+        """Answer one request. Malformed requests get an ERROR reply (and are counted), never an exception."""
+        replica = self._replica
+        replica.stats.rounds += 1
+        replica.stats.bytes_received += len(request)
+        try:
+            reply = self._answer(request)
+        except (AntiEntropyProtocolError, AntiEntropyMergeError) as exc:
+            reason = exc.reason if isinstance(exc, AntiEntropyProtocolError) else "state_rejected"
+            replica.count_error(reason)
+            reply = encode_message(AntiEntropyMessageType.ERROR, {"reason": reason})
+        replica.stats.bytes_sent += len(reply)
+        return reply
+
+    def _answer(self, request: bytes) -> bytes:
+        replica, tree, config = self._replica, self._replica.tree, self._replica.config
+        kind, body = decode_message(request, config.max_message_bytes)
+        work: list[WorkItem]
+        if kind == AntiEntropyMessageType.HELLO:
+            hello = Hello.parse(body)
+            shape = (tree.fanout, tree.depth, config.hash_bytes, PROTOCOL_VERSION)
+            if (hello.fanout, hello.depth, hello.width, hello.version) != shape:
+                raise AntiEntropyProtocolError("shape_mismatch", f"peer {hello} vs local {shape}")
+            if hello.root == tree.root():
+                return encode_message(AntiEntropyMessageType.IN_SYNC, {})
+            work = [ExpandNode(0, 0, False)]
+            salt = hello.salt
+            count: int | None = len(tree)
+        elif kind == AntiEntropyMessageType.EXCHANGE:
+            ex = Exchange.parse(body, tree, config.hash_bytes)
+            if ex.salt is None:
+                raise AntiEntropyProtocolError("malformed_exchange", "request without a slice offset")
+            salt = ex.salt
+            work = replica.absorb(ex, salt)
+            count = None
+        else:
+            raise AntiEntropyProtocolError("unexpected_type", f"{kind!r} is not a request")
+        composer = Composer(tree, config, salt=None, count=count)
+        queue = deque(work)
+        replica.fill(composer, queue, salt)
+        for item in queue:
+            if not replica.defer(composer, item):
+                replica.stats.dropped_items += 1
+        return composer.encode(AntiEntropyMessageType.EXCHANGE)
+
+
+class AntiEntropySession:
+    """The initiator's side of one push-pull session: `start` -> request, `receive(reply)` -> next request or None.
+
+    Pure: no I/O, no clock; the only randomness is the slice offset drawn from the injected ``rng``. Pass
+    ``reassembler`` to share one reassembly budget with other sessions and responders of the same store.
+    """
+
+    def __init__(self, tree: MerkleTree, get_state: GetState, merge: Merge, rng: random.Random,
+                 config: AntiEntropyConfig | None = None, check: CheckState | None = None,
+                 reassembler: Reassembler | None = None) -> None:
+        self._replica = ExchangeEngine(tree, get_state, merge, config or AntiEntropyConfig(), check, reassembler)
+        config = self._replica.config
+        self._salt = rng.randrange(DIGEST_BYTES - config.hash_bytes + 1)
+        self._queue: deque[WorkItem] = deque()
+        self._started = False
+        self.done = False
+        self.aborted: BaseException | None = None
+        self.incomplete = False
+        """True when the session stopped at ``max_rounds`` or dropped work at ``max_pending``: run another soon."""
+
+    @property
+    def stats(self) -> AntiEntropyStats:
+        return self._replica.stats
+
+    def start(self) -> bytes:
+        """The HELLO request."""
+        if self._started:
+            raise AntiEntropyProtocolError("already_started")
+        self._started = True
+        tree, config = self._replica.tree, self._replica.config
+        hello = Hello(tree.depth, tree.fanout, len(tree), tree.root(), self._salt, PROTOCOL_VERSION, config.hash_bytes)
+        return self._count_sent(encode_message(AntiEntropyMessageType.HELLO, hello.body()))
+
+    def receive(self, reply: bytes) -> bytes | None:
+        """Digest the responder's reply; return the next request, or None when the session is over."""
+        if self.done or not self._started:
+            raise AntiEntropyProtocolError("not_running", "session finished, aborted or not started")
+        replica = self._replica
+        stats = replica.stats
+        stats.rounds += 1
+        stats.bytes_received += len(reply)
+        try:
+            kind, body = decode_message(reply, replica.config.max_message_bytes)
+            if kind == AntiEntropyMessageType.IN_SYNC:
+                self.done = True
+                return None
+            if kind == AntiEntropyMessageType.ERROR:
+                reason = body.get("reason") if isinstance(body, dict) else None
+                raise AntiEntropyPeerError(reason if isinstance(reason, str) else "unreadable")
+            if kind != AntiEntropyMessageType.EXCHANGE:
+                raise AntiEntropyProtocolError("unexpected_type", f"{kind!r} is not a reply")
+            ex = Exchange.parse(body, replica.tree, replica.config.hash_bytes)
+            if ex.count is not None:
+                replica.peer_keys = ex.count
+            work = replica.absorb(ex, self._salt)
+        except GossipError as exc:
+            self.done = True
+            self.aborted = exc
+            raise
+        for item in work:
+            if len(self._queue) >= replica.config.max_pending:
+                stats.dropped_items += 1
+                self.incomplete = True
+            else:
+                self._queue.append(item)
+        if not self._queue:
+            self.done = True
+            return None
+        if stats.rounds >= replica.config.max_rounds:
+            self.incomplete = True
+            self.done = True
+            return None
+        composer = Composer(replica.tree, replica.config, salt=self._salt)
+        replica.fill(composer, self._queue, self._salt)
+        if self._queue and composer.empty:  # the head cannot fit even an empty message (a huge leaf): give up on it
+            self._queue.popleft()
+            stats.dropped_items += 1
+            self.incomplete = True
+            replica.fill(composer, self._queue, self._salt)
+        if composer.empty:
+            self.done = True
+            return None
+        return self._count_sent(composer.encode(AntiEntropyMessageType.EXCHANGE))
+
+    def _count_sent(self, message: bytes) -> bytes:
+        self._replica.stats.bytes_sent += len(message)
+        return message
+
+
+def run_session(session: AntiEntropySession, responder: AntiEntropyResponder) -> AntiEntropySession:
+    """Drive a session against an in-process responder until it ends (tests, benches, and local catch-up)."""
+    request: bytes | None = session.start()
+    while request is not None:
+        request = session.receive(responder.handle(request))
+    return session
+
+
+__all__ = [
+    "AntiEntropyPeerError",
+    "AntiEntropyResponder",
+    "AntiEntropySession",
+    "run_session",
+]
