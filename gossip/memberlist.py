@@ -382,8 +382,8 @@ class Memberlist:
             return
         if failure is not None and self._join_failures is not None:
             self._join_failures[request.address] = failure  # what a failed join's error will say about this seed
-        self._dispatch(self._membership.stream_response(request.request_id, reply, self._clock.now(),
-                                                        refused=isinstance(failure, KeyMismatchError)))
+        self._membership.stream_response(request.request_id, reply, self._clock.now(),
+                                         refused=isinstance(failure, KeyMismatchError))
         self._arm()
         self._changed.set()
 

@@ -132,18 +132,16 @@ class Membership(Swim):
         self._merge_remote(message, now)
         return StreamReply(reply=self._push_pull_message(message.join))
 
-    def stream_response(self, request_id: int, data: bytes | None, now: float, *, refused: bool = False
-                        ) -> list[Outgoing]:
+    def stream_response(self, request_id: int, data: bytes | None, now: float, *, refused: bool = False) -> None:
         """Report how one of our `StreamRequest`s ended: the reply bytes, or None on failure/timeout.
 
         ``refused``: it failed in a way a retry cannot change (the peer could not decrypt us, or we it), so a join
-        whose every seed refused fails at once instead of retrying for many seconds. Nothing is sent in answer
-        (what the outcome changes leaves with later ticks), so the list is always empty; it keeps the shape every
-        entry point has.
+        whose every seed refused fails at once instead of retrying for many seconds. Nothing is sent in answer:
+        what the outcome changes leaves with later ticks.
         """
         entry = self._streams.pop(request_id, None)
         if entry is None:
-            return []
+            return
         kind, context = entry
         reply: Message | None = None
         if data is not None:
@@ -155,7 +153,6 @@ class Membership(Swim):
             self._probe_answered(context, reply, now)
         elif kind == "push_pull":
             self._push_pull_answered(request_id, reply, now, refused)
-        return []
 
     def join(self, seeds: list[Address], now: float) -> list[Outgoing]:
         """Start joining through ``seeds`` by push-pull; progress is in ``join_status`` (retries with backoff)."""

@@ -271,7 +271,7 @@ class Simulation:
             else:
                 def done(reply: bytes | None, request_id: int = item.request_id) -> None:
                     if node.membership is membership:
-                        self.dispatch(node, membership.stream_response(request_id, reply, self.clock.now()))
+                        membership.stream_response(request_id, reply, self.clock.now())
                 self.network.request(node.address, item.address, item.data, item.timeout_s,
                                      self.deferred(node, done))
 

@@ -88,7 +88,7 @@ class Router:
                     queue += [(out.address, o) for o in dst.receive(out.data, frm, now)]  # type: ignore[union-attr]
                 continue
             reply = dst.receive_stream(out.data, frm, now).reply if reachable else None  # type: ignore[union-attr]
-            queue += [(frm, o) for o in self.nodes[frm].stream_response(out.request_id, reply, now)]
+            self.nodes[frm].stream_response(out.request_id, reply, now)
 
     def step(self, start: float, end: float, dt: float = 0.05) -> float:
         t = start
