@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import rust_peers  # noqa: E402  (bench/ is sys.path[0] when run as a script)
+
 import crdt  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------------------- peers
@@ -624,7 +626,8 @@ def run(quick: bool) -> dict[str, Any]:
     out["peer_law_violations"] = {
         lib: {ad.name: probe(ad, trials) for ad in ads} for lib, ads in adapters().items()
     }
-    out["targets"] = targets(out)
+    out.update(rust_peers.run(quick))  # issue 13: loro and pycrdt, keys in bench/rust_peers.py
+    out["targets"] = {**targets(out), **out.pop("rust_peers_targets")}
     out["seconds"] = time.perf_counter() - started
     return out
 

@@ -42,8 +42,10 @@ from collections.abc import Hashable, Iterable, Iterator
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from crdt.causal_context import CausalContext
+from crdt.delta_since import diff_since
 from crdt.dot import Dot
 from crdt.errors import InvalidOperationError, TypeMismatchError
+from crdt.fast_merge import apply_write
 
 DotT = tuple[str, int]
 #: what a type keys its entries by (set element, map field, counter replica, None for registers)
@@ -232,11 +234,9 @@ class DotKernel(Generic[K]):
         """Join ``other`` into ``self`` in place (commutative, associative, idempotent). O(size of other)."""
         if type(other) is not type(self):
             raise TypeMismatchError(self.TYPE_NAME, getattr(other, "TYPE_NAME", type(other).__name__))
-        octx = other._ctx
-        ocloud = octx._cloud
-        if not (not octx._vv and len(ocloud) == 1 and len(other._keys) == 1 and self._apply_fresh(other, ocloud)):
+        if not apply_write(self, other):  # one-entry deltas, the commonest: crdt.fast_merge
             self._join_store(other)
-            self._ctx.merge(octx)
+            self._ctx.merge(other._ctx)
         if other._deferred:
             self._add_deferred(other._deferred)
         if self._deferred:
@@ -267,43 +267,6 @@ class DotKernel(Generic[K]):
             del self._deferred[identity]
         if not self._deferred:
             self._deferred = _NO_DEFERRED
-
-    def _apply_fresh(self, other: DotKernel[K], ocloud: dict[str, set[int]]) -> bool:
-        """Fast path for the commonest delta, one entry whose context is just its own dot (a fresh add).
-
-        Equivalent to the general join for that shape (nothing of self can be covered except that dot, which
-        self either has already or lacks); returns False to fall back when the shape does not match.
-        """
-        for r, cs in ocloud.items():
-            if len(cs) != 1:
-                return False
-            for c in cs:
-                sctx = self._ctx
-                svv = sctx._vv
-                top = svv.get(r, 0)
-                if c <= top:
-                    return True
-                scl = sctx._cloud.get(r)
-                if scl is not None and c in scl:
-                    return True
-                for key, okd in other._keys.items():
-                    if len(okd) != 1 or (r, c) not in okd:
-                        return False
-                    kd = self._keys.get(key)
-                    if kd is None:
-                        self._keys[key] = okd.copy()
-                    else:
-                        kd.update(okd)
-                    mine = self._dots.get(r)
-                    if mine is None:
-                        self._dots[r] = {c: key}
-                    else:
-                        mine[c] = key
-                if c == top + 1 and scl is None:
-                    svv[r] = c
-                else:
-                    sctx.add((r, c))
-        return True
 
     def _join_store(self, other: DotKernel[K], changes: list[DotT] | None = None) -> None:
         """Join entries only (contexts untouched), judging coverage by ``self._ctx`` and ``other._ctx``.
@@ -383,6 +346,20 @@ class DotKernel(Generic[K]):
     def context(self) -> CausalContext:
         """What this state has observed (a copy): pass it back to a remove/overwrite to limit it."""
         return self._ctx.copy()
+
+    def delta_since(self, context: CausalContext) -> Self:
+        """The smallest delta bringing a replica whose context is ``context`` up to this state: merging it there
+        equals merging this whole state. Entries it lacks, the removals it may not have seen, every deferred
+        remove; correctness and cost in ``crdt.delta_since``."""
+        dctx, fresh = diff_since(self._ctx, self._dots, context)
+        d = type(self)._bound_to(dctx)
+        dots, keys = self._dots, self._keys
+        for r, c in fresh:
+            key = dots[r][c]
+            d._insert((r, c), key, keys[key][(r, c)])
+        if self._deferred:
+            d._deferred = {i: (ctx.copy(), k) for i, (ctx, k) in self._deferred.items()}
+        return d
 
     def is_empty(self) -> bool:
         """True when no entry is visible (value is bottom), whatever the context remembers."""

@@ -40,6 +40,7 @@ from typing import Any, ClassVar, Self, TypeVar
 from crdt.causal_context import CausalContext
 from crdt.dot_kernel import DotKernel, DotT
 from crdt.errors import InvalidOperationError, TypeMismatchError
+from crdt.fast_merge import apply_write
 from crdt.registry import TYPES, register_type
 
 T = TypeVar("T", bound=DotKernel[Any])
@@ -165,8 +166,9 @@ class ORMap(DotKernel[FlatKey]):
         """Join in place: the kernel's join, then index what arrived. O(size of ``other``)."""
         if type(other) is not type(self):
             raise TypeMismatchError(self.TYPE_NAME, getattr(other, "TYPE_NAME", type(other).__name__))
-        self._join_store(other)
-        self._ctx.merge(other._ctx)
+        if not apply_write(self, other):  # a one-key update, the commonest: crdt.fast_merge (its _discard indexes)
+            self._join_store(other)
+            self._ctx.merge(other._ctx)
         keys = self._keys
         for key in other._keys:
             if key in keys:

@@ -170,6 +170,23 @@ def test_mutators_are_pure_and_the_delta_equals_shipping_the_full_state(type_nam
 
 
 @pytest.mark.parametrize("type_name", TYPE_NAMES)
+@settings(max_examples=60)
+@given(data=st.data())
+def test_delta_since_a_context_equals_shipping_the_full_state(type_name: str, data: st.DataObject) -> None:
+    """``b + a.delta_since(b.context()) == b + a`` for any two replicas (through encode/decode, as it travels);
+    the delta is below ``a``, holds nothing against ``a``'s own context, and is all of ``a`` against nothing."""
+    r = data.draw(replays(type_name))
+    a, b = pick(r, data, 2)
+    a_before = a.copy()
+    delta = a.delta_since(b.context())
+    assert a == a_before, "delta_since modified the state it was called on"
+    assert_same(join(b, crdt.decode(crdt.encode(delta))), join(b, a))
+    assert_same(join(a, delta), a)
+    assert a.delta_since(a.context()).is_empty()
+    assert_same(join(r.empty(), a.delta_since(r.empty().context())), a)
+
+
+@pytest.mark.parametrize("type_name", TYPE_NAMES)
 @settings(max_examples=40)
 @given(data=st.data())
 def test_clear_resets_what_was_observed_and_keeps_concurrent_updates(type_name: str, data: st.DataObject) -> None:

@@ -1,0 +1,100 @@
+"""``crdt.fast_merge`` equals the general join: for every type, any delta its mutators make (and any full state), merged
+through ``merge`` into any replica state, in any order, duplicated or not, gives the same store, index and context as
+the general join (``_join_store`` then ``CausalContext.merge``), which is the reference here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from crdt_strategies import registered_type_names, replays
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import crdt
+from crdt.fast_merge import apply_write
+
+TYPE_NAMES = registered_type_names()
+
+
+def general_merge(state: Any, other: Any) -> None:
+    """``merge`` with the general join only: the reference the fast path must equal."""
+    state._join_store(other)
+    state._ctx.merge(other._ctx)
+    if isinstance(state, crdt.ORMap):
+        for key in other._keys:
+            if key in state._keys:
+                state._index_key(key)
+        return
+    if other._deferred:
+        state._add_deferred(other._deferred)
+    if state._deferred:
+        state._apply_deferred()
+
+
+def assert_identical(a: Any, b: Any) -> None:
+    assert a == b
+    assert a._keys == b._keys and a._dots == b._dots and a._ctx == b._ctx
+    if isinstance(a, crdt.ORMap):
+        assert a._index == b._index
+
+
+def is_one_entry(d: Any) -> bool:
+    return len(d._keys) == 1 and all(len(kd) == 1 for kd in d._keys.values())
+
+
+@pytest.mark.parametrize("type_name", TYPE_NAMES)
+@settings(max_examples=150)
+@given(data=st.data())
+def test_merge_of_any_delta_sequence_equals_the_general_join(type_name: str, data: st.DataObject) -> None:
+    r = data.draw(replays(type_name, max_steps=24))
+    pool = [d for _, d in r.deltas] + r.states  # a full state holding one entry takes the fast path too
+    if not pool:
+        return
+    start = data.draw(st.sampled_from([*r.states, r.empty()]))
+    fast, reference = start.copy(), start.copy()
+    # out of order, duplicated, skipping some: to replicas ahead of, behind or beside their origin
+    order = data.draw(st.lists(st.integers(0, len(pool) - 1), max_size=3 * len(pool)))
+    for i in order:
+        d = pool[i]
+        before = d.copy()
+        fast.merge(d)
+        general_merge(reference, d.copy())
+        assert d == before
+        assert_identical(fast, reference)
+
+
+@pytest.mark.parametrize("type_name", TYPE_NAMES)
+@settings(max_examples=60)
+@given(data=st.data())
+def test_one_entry_deltas_take_the_fast_path_and_others_change_nothing(type_name: str, data: st.DataObject) -> None:
+    """The shape check: a one-entry delta with a small context is applied; anything else leaves the state as it was."""
+    r = data.draw(replays(type_name))
+    for _, d in r.deltas:
+        target = data.draw(st.sampled_from([*r.states, r.empty()])).copy()
+        untouched = target.copy()
+        small = d._ctx.size() <= 8 and sum(d._ctx._vv.values()) + d._ctx.cloud_size() <= 8
+        applied = apply_write(target, d)
+        assert applied == (is_one_entry(d) and small)
+        if not applied:
+            assert_identical(target, untouched)
+
+
+def test_common_writes_are_one_entry_deltas() -> None:
+    """The shapes this path exists for, as their mutators make them (a change there would silently slow merges)."""
+    ts = crdt.HLCTimestamp.now(None, 1)
+    g = crdt.GCounter()
+    for _ in range(3):
+        g.merge(g.increment("a"))
+    m = crdt.LWWMap()
+    m.merge(m.set("a", "f", 1, ts))
+    m.merge(m.set("b", "g", 1, ts))
+    o = crdt.ORMap()
+    o.merge(o.update("a", "k", crdt.GCounter, lambda c: c.increment("a")))
+    deltas = [g.increment("a"), crdt.PNCounter().decrement("b"), m.set("b", "f", 2, ts),
+              crdt.LWWRegister().write("a", 1, ts), crdt.MVRegister().write("a", 1), crdt.ORSet().add("a", 1),
+              o.update("b", "k", crdt.GCounter, lambda c: c.increment("b"))]
+    for d in deltas:
+        assert is_one_entry(d)
+        assert apply_write(type(d)(), d)
