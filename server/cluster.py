@@ -224,6 +224,7 @@ class Cluster:
         metrics.gossip_packets.set_source(lambda: self._wire("packets"))
         metrics.gossip_dropped.set_source(self._dropped)
         metrics.anti_entropy_exchanges.set_source(self._exchanges)
+        metrics.replication_rejected.set_source(self._rejected)
 
     def _members_by_status(self) -> dict[tuple[str, ...], float]:
         counts: dict[tuple[str, ...], float] = {(s,): 0 for s in ("alive", "suspect", "dead", "left")}
@@ -263,6 +264,10 @@ class Cluster:
             return {}
         complete = core.stats.syncs_complete
         return {("complete",): complete, ("incomplete",): max(0, core.stats.syncs_started - complete)}
+
+    def _rejected(self) -> dict[tuple[str, ...], float]:
+        core = self.replication.core
+        return {} if core is None else {(reason,): n for reason, n in core.stats.rejected.items()}
 
 
 __all__ = ["Cluster", "UnknownPeerError", "decode_meta", "encode_meta", "gossip_config", "keyring_for",

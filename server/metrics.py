@@ -8,9 +8,10 @@ a registry. Here each `Node` owns one `Metrics`.
 Some metrics read their values at scrape time from where they are kept (`set_source`): `Node` points `keys` at its
 keyspace and `background_failures` at its supervisor's counts; a served node's `server.cluster.Cluster` points
 `members`, `gossip_bytes`, `gossip_packets`, `gossip_dropped` (memberlist, transport and fault injection drops, by
-reason) and `anti_entropy_exchanges` (the replication runtime's sync sessions) at the live gossip and replication
-state. Without a `Cluster` (a node embedded in a program) those five keep their start values: `members` one alive,
-the byte and packet counters zero in each direction, the dropped and exchange counters no series at all.
+reason), `anti_entropy_exchanges` (the replication runtime's sync sessions) and `replication_rejected` (what the
+replication core refused from peers, by reason) at the live gossip and replication state. Without a `Cluster` (a
+node embedded in a program) those six keep their start values: `members` one alive, the byte and packet counters
+zero in each direction, the dropped, exchange and rejection counters no series at all.
 """
 
 from __future__ import annotations
@@ -182,6 +183,9 @@ class Metrics:
                                       ("reason",))
         self.anti_entropy_exchanges = Counter("rumor_anti_entropy_exchanges_total",
                                               "Anti-entropy exchanges, by result.", ("result",))
+        self.replication_rejected = Counter("rumor_replication_rejected_total",
+                                            "Replication requests and states from peers refused, by reason.",
+                                            ("reason",))
         self.background_failures = Counter("rumor_background_failures_total",
                                            "Failures of background components (restarted or reported), by component.",
                                            ("component",))

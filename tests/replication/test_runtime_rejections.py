@@ -111,5 +111,8 @@ async def test_a_refusal_over_the_network_is_counted_by_the_memberlist_and_shown
         assert 'rumor_gossip_dropped_packets_total{reason="request_refused"} 3' in node.metrics.render()
         core = replication_of(node).core
         assert core is not None and sum(core.stats.rejected.values()) == len(REFUSED_REPLS)
+        rendered = node.metrics.render()
+        for reason, n in core.stats.rejected.items():
+            assert f'rumor_replication_rejected_total{{reason="{reason}"}} {n}' in rendered
     warned = [r for r in caplog.records if r.name == "gossip.memberlist" and "refused an app request" in r.getMessage()]
     assert len(warned) == 1 and warned[0].levelno == logging.WARNING  # at most one a minute per requester
