@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from server.client import InvalidNodeURLError, RumorClient, RumorHTTPError, node_url
+from server.client import InvalidNodeURLError, MalformedResponseError, RumorClient, RumorHTTPError, node_url
 from server.config import MIB, TIMING_PRESETS, ServerConfig, env_name, load_config
 from server.errors import ConfigError, ServerError
 
@@ -150,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         result = asyncio.run(_run_client(args))
-    except RumorHTTPError as exc:
+    except (RumorHTTPError, MalformedResponseError) as exc:
         print(f"rumor: {exc}", file=sys.stderr)
         return 1
     except (OSError, aiohttp.ClientError) as exc:

@@ -18,10 +18,9 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-import msgpack
 import yarl
 
-from server.errors import ServerError
+from server.errors import MalformedBodyError, ServerError
 from server.negotiation import JSON, MSGPACK, decode_body, encode_body
 
 
@@ -33,6 +32,10 @@ class RumorHTTPError(ServerError):
         self.status = status
         self.code = code
         self.message = message
+
+
+class MalformedResponseError(ServerError, ValueError):
+    """The node (or something between) answered with a body that does not decode as its content type says."""
 
 
 class InvalidNodeURLError(ServerError, ValueError):
@@ -126,11 +129,12 @@ class RumorClient:
                 raise self._error(response.status, raw)
             if not raw:
                 return response.status, None
-            if media == MSGPACK:
-                return response.status, msgpack.unpackb(raw, raw=False)
-            if media == JSON:
-                return response.status, decode_body(raw, JSON)
-            return response.status, raw.decode()
+            if media not in (MSGPACK, JSON):
+                return response.status, raw.decode(errors="replace")
+            try:
+                return response.status, decode_body(raw, media)
+            except MalformedBodyError as exc:
+                raise MalformedResponseError(f"{method} {path}: the answer's {exc}") from None
 
     @staticmethod
     def _error(status: int, raw: bytes) -> RumorHTTPError:
