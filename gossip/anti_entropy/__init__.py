@@ -87,7 +87,14 @@ from gossip.anti_entropy.chunking import (
     transfer_id_of,
 )
 from gossip.anti_entropy.config import AntiEntropyConfig
-from gossip.anti_entropy.engine import AntiEntropyMergeError, AntiEntropyStats, CheckState, GetState, Merge
+from gossip.anti_entropy.engine import (
+    AntiEntropyMergeError,
+    AntiEntropyStats,
+    CheckState,
+    GetState,
+    GetStateSince,
+    Merge,
+)
 from gossip.anti_entropy.merkle import (
     DIGEST_BYTES,
     KEY_HASH_BYTES,
@@ -125,6 +132,7 @@ __all__ = [
     "Chunk",
     "ChunkError",
     "GetState",
+    "GetStateSince",
     "Merge",
     "MerkleTree",
     "Reassembler",

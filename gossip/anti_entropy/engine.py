@@ -49,6 +49,8 @@ from gossip.anti_entropy.work import (
 from gossip.errors import GossipError
 
 GetState = Callable[[bytes], "bytes | None"]
+#: ``(key, a state of it the peer holds at least) -> what the peer lacks of mine`` (a state that merges like mine)
+GetStateSince = Callable[[bytes, bytes], "bytes | None"]
 """key -> the key's deterministic state encoding, or None if the key is unknown."""
 Merge = Callable[[bytes, bytes], None]
 """(key, state) -> join the state into the store and update the tree (``tree.set(key, digest, size)``)."""
@@ -85,9 +87,11 @@ class ExchangeEngine:
     """What both roles share: the tree, the caller's store callbacks, the reassembler and the absorb/compose logic."""
 
     def __init__(self, tree: MerkleTree, get_state: GetState, merge: Merge, config: AntiEntropyConfig,
-                 check: CheckState | None, reassembler: Reassembler | None) -> None:
+                 check: CheckState | None, reassembler: Reassembler | None,
+                 get_state_since: GetStateSince | None = None) -> None:
         self.tree = tree
         self.get_state = get_state
+        self.get_state_since = get_state_since
         self.merge = merge
         self.check = check
         self.config = config
@@ -134,7 +138,7 @@ class ExchangeEngine:
             self.stats.state_bytes_received += len(state)
             if pushback and tree.get(key) != state_digest(state):
                 self.stats.pushbacks += 1
-                work.append(SendState(key, False))
+                work.append(SendState(key, False, state if self.get_state_since is not None else None))
         for tid in ex.gone:
             self.reassembler.abandon(tid)
         work.extend(self._compare_nodes(ex, salt))
@@ -286,7 +290,9 @@ class ExchangeEngine:
     def place(self, composer: Composer, item: WorkItem, salt: int) -> WorkItem | None:
         """Put one work item into the message; return what is left of it (None when fully placed or moot)."""
         if type(item) is SendState:  # the bulk of a catch-up: kept inline
-            state = self.get_state(item.key)
+            since = item.since
+            get_since = self.get_state_since
+            state = self.get_state(item.key) if since is None or get_since is None else get_since(item.key, since)
             if state is None:
                 return None
             if composer.add_state(item.key, state, item.pushback):
@@ -376,5 +382,6 @@ __all__ = [
     "CheckState",
     "ExchangeEngine",
     "GetState",
+    "GetStateSince",
     "Merge",
 ]

@@ -19,6 +19,7 @@ from gossip.anti_entropy.engine import (
     CheckState,
     ExchangeEngine,
     GetState,
+    GetStateSince,
     Merge,
 )
 from gossip.anti_entropy.merkle import DIGEST_BYTES, MerkleTree
@@ -47,13 +48,15 @@ class AntiEntropyResponder:
     """Answers anti-entropy requests from any number of peers; keeps no per-session state (only a bounded
     `Reassembler` for chunked states in flight and a one-slot cache), so each request is one bounded step.
 
-    Pass ``reassembler`` to share one reassembly budget with other sessions and responders of the same store.
+    Pass ``reassembler`` to share one reassembly budget with other sessions and responders of the same store, and
+    ``get_state_since`` to answer a pushback with what the peer lacks rather than the whole state.
     """
 
     def __init__(self, tree: MerkleTree, get_state: GetState, merge: Merge,
                  config: AntiEntropyConfig | None = None, check: CheckState | None = None,
-                 reassembler: Reassembler | None = None) -> None:
-        self._replica = ExchangeEngine(tree, get_state, merge, config or AntiEntropyConfig(), check, reassembler)
+                 reassembler: Reassembler | None = None, get_state_since: GetStateSince | None = None) -> None:
+        self._replica = ExchangeEngine(tree, get_state, merge, config or AntiEntropyConfig(), check, reassembler,
+                                       get_state_since)
 
     @property
     def stats(self) -> AntiEntropyStats:
@@ -109,13 +112,15 @@ class AntiEntropySession:
     """The initiator's side of one push-pull session: `start` -> request, `receive(reply)` -> next request or None.
 
     Pure: no I/O, no clock; the only randomness is the slice offset drawn from the injected ``rng``. Pass
-    ``reassembler`` to share one reassembly budget with other sessions and responders of the same store.
+    ``reassembler`` to share one reassembly budget with other sessions and responders of the same store, and
+    ``get_state_since`` to answer a pushback with what the peer lacks rather than the whole state.
     """
 
     def __init__(self, tree: MerkleTree, get_state: GetState, merge: Merge, rng: random.Random,
                  config: AntiEntropyConfig | None = None, check: CheckState | None = None,
-                 reassembler: Reassembler | None = None) -> None:
-        self._replica = ExchangeEngine(tree, get_state, merge, config or AntiEntropyConfig(), check, reassembler)
+                 reassembler: Reassembler | None = None, get_state_since: GetStateSince | None = None) -> None:
+        self._replica = ExchangeEngine(tree, get_state, merge, config or AntiEntropyConfig(), check, reassembler,
+                                       get_state_since)
         config = self._replica.config
         self._salt = rng.randrange(DIGEST_BYTES - config.hash_bytes + 1)
         self._queue: deque[WorkItem] = deque()

@@ -44,10 +44,15 @@ class AskStates:
 @final
 @dataclass(slots=True)
 class SendState:
-    """Send my state of ``key``; with ``pushback`` the peer sends its merged state back if that still differs."""
+    """Send my state of ``key``; with ``pushback`` the peer sends its merged state back if that still differs.
+
+    ``since``: the state the peer just sent of ``key`` (set when this answers its pushback). The peer holds at least
+    that, so what it lacks of mine is enough: the caller's ``get_state_since`` makes that diff, when it has one.
+    """
 
     key: bytes
     pushback: bool
+    since: bytes | None = None
 
 
 @final

@@ -141,7 +141,7 @@ class ReplicaCore:
         # bound to their key, so the roles can share completed and partial transfers safely.
         self.reassembler = Reassembler(max_buffer_bytes=config.max_reassembly_bytes)
         self.responder = AntiEntropyResponder(self.digests.tree, self.get_blob, self.merge_blob, self.ae_config,
-                                              reassembler=self.reassembler)
+                                              reassembler=self.reassembler, get_state_since=self.get_blob_since)
         self.next_sync_at = now + rng.uniform(0, config.sync_interval_s)
         self.syncing: SyncInitiator | None = None
         self.last_outcome: SyncOutcome | None = None
@@ -154,6 +154,19 @@ class ReplicaCore:
 
     def get_blob(self, key: bytes) -> bytes | None:
         return self.encode_key(key.decode("utf-8"))
+
+    def get_blob_since(self, key: bytes, peer_blob: bytes) -> bytes | None:
+        """A pushback's state: the peer just sent ``peer_blob`` of ``key`` and holds at least that, so what it
+        lacks of ours (`diff_for`) brings it to our merged state."""
+        held = self.store.get(key.decode("utf-8"))
+        if held is None:
+            return None
+        type_name, state = held
+        try:
+            peer_type, data = split_state_blob(peer_blob)
+        except ReplicationProtocolError:
+            return state_blob(type_name, encode(state))
+        return state_blob(type_name, diff_for(type_name, state, data) if peer_type == type_name else encode(state))
 
     def merge_blob(self, key_bytes: bytes, blob: bytes) -> None:
         try:
@@ -217,7 +230,7 @@ class ReplicaCore:
         """Begin a session with ``peer``: flush digests (bounded) first, so claims are possible when idle."""
         self.digests.flush(self.config.digest_batch_keys)
         session = SyncInitiator(peer, self.digests, self.coverage, self.get_blob, self.merge_blob, self.rng,
-                                self.ae_config, self.reassembler)
+                                self.ae_config, self.reassembler, self.get_blob_since)
         self.syncing = session
         self.stats.syncs_started += 1
         return session, session.open()
@@ -326,15 +339,32 @@ class ReplicaCore:
         return data
 
     def repair_requests(self, key: str, replies: dict[str, bytes | None]) -> list[tuple[str, bytes]]:
-        """Read repair: REPL our merged state to every replier whose state differs from it."""
+        """Read repair: REPL to every replier whose state differs from our merged one what it lacks of it (its
+        whole state to one that had none), when that fits one message."""
         held = self.store.get(key)
         if held is None:
             return []
-        merged = encode(held[1])
-        if len(merged) + len(key) + 64 > self.config.sync_message_bytes:
-            return []
-        payload = repl_message(key, held[0], merged)
-        return [(member, payload) for member, theirs in sorted(replies.items()) if theirs != merged]
+        type_name, state = held
+        merged = encode(state)
+        requests = []
+        for member, theirs in sorted(replies.items()):
+            if theirs == merged:
+                continue
+            diff = merged if theirs is None else diff_for(type_name, state, theirs)
+            if len(diff) + len(key) + 64 <= self.config.sync_message_bytes:
+                requests.append((member, repl_message(key, type_name, diff)))
+        return requests
+
+
+def diff_for(type_name: str, state: Any, peer_data: bytes) -> bytes:
+    """What a peer holding the encoded state ``peer_data`` of the key lacks of ``state``: the encoded
+    ``delta_since`` its context, which merges there like the whole state. The whole state when ``peer_data``
+    does not decode as a state of ``type_name`` (already checked on receipt: not expected)."""
+    try:
+        peer = decode_state(type_name, peer_data)
+    except ReplicationProtocolError:
+        return encode(state)
+    return encode(state.delta_since(peer.context()))
 
 
 def sync_pair(initiator: ReplicaCore, responder: ReplicaCore, now: float,

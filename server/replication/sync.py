@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from gossip.anti_entropy import AntiEntropyConfig, AntiEntropySession, GetState, Merge, Reassembler
+from gossip.anti_entropy import AntiEntropyConfig, AntiEntropySession, GetState, GetStateSince, Merge, Reassembler
 from gossip.errors import GossipError
 from server.replication.coverage import Coverage
 from server.replication.digests import DigestIndex
@@ -52,10 +52,12 @@ class SyncOutcome:
 
 class SyncInitiator:
     def __init__(self, peer: str, digests: DigestIndex, coverage: Coverage, get_state: GetState, merge: Merge,
-                 rng: random.Random, config: AntiEntropyConfig, reassembler: Reassembler) -> None:
+                 rng: random.Random, config: AntiEntropyConfig, reassembler: Reassembler,
+                 get_state_since: GetStateSince | None = None) -> None:
         self.peer = peer
         self.coverage = coverage
-        self._session = AntiEntropySession(digests.tree, get_state, merge, rng, config, reassembler=reassembler)
+        self._session = AntiEntropySession(digests.tree, get_state, merge, rng, config, reassembler=reassembler,
+                                           get_state_since=get_state_since)
         self._claim = digests.dirty == 0
         self._snapshot: Vector = coverage.vector() if self._claim else {}
         self._peer_vector: Vector | None = None

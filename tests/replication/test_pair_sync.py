@@ -148,3 +148,37 @@ def test_concurrent_big_transfers_into_one_replica_share_one_reassembly_budget()
     sync_pair(a.core, b.core, 1.0)
     sync_pair(c.core, a.core, 1.0)
     assert {"big-b", "big-c"} <= set(a.keyspace)
+
+
+def test_a_pushback_carries_only_what_the_peer_lacks() -> None:
+    """Concurrent changes to one big set: one side sends its whole state with a pushback, the other answers with the
+    diff against that state (its ``delta_since``), not with its whole merged state."""
+    a, b = Replica("a", seed=1), Replica("b", seed=2)
+    a.keyspace.apply_local("big", SetChange(add=tuple(range(20_000))))
+    sync_pair(b.core, a.core, 0.0)
+    a.keyspace.apply_local("big", SetChange(add=("only on a",)))
+    b.keyspace.apply_local("big", SetChange(add=("only on b",), remove=(7,)))
+    full_bytes = len(a.core.encode_key("big") or b"")
+    sizes: list[int] = []
+    session = sync_pair(a.core, b.core, 1.0, observe=lambda m: sizes.append(len(m)))
+    assert session.outcome is not None and session.outcome.complete
+    assert states(a.keyspace) == states(b.keyspace)
+    item = a.keyspace.item("big")
+    assert item is not None and {"only on a", "only on b"} <= set(item.value) and 7 not in item.value
+    assert full_bytes < sum(sizes) < full_bytes + 4_096, (sum(sizes), full_bytes)  # one state, not two
+
+
+def test_read_repair_sends_only_what_the_replier_lacks() -> None:
+    a, b = Replica("a", seed=1), Replica("b", seed=2)
+    a.keyspace.apply_local("big", SetChange(add=tuple(range(2_000))))
+    sync_pair(b.core, a.core, 0.0)
+    a.keyspace.apply_local("big", SetChange(add=("new on a",)))
+    theirs = a.core.merge_state_reply("big", b.core.state_reply("big"))  # a reads with r=2: b's answer
+    entry = a.keyspace.entry("big")
+    assert entry is not None
+    full = encode(entry.state)
+    # c answered a state equal to the merged one: nothing to repair there
+    ((member, payload),) = a.core.repair_requests("big", {"b": theirs, "c": full})
+    assert member == "b" and len(payload) < 256 < len(full)
+    b.core.handle_request(payload, "a", 1.0)
+    assert states(a.keyspace) == states(b.keyspace)
