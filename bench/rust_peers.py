@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from crdt import HLCTimestamp, HybridLogicalClock, LWWMap, PNCounter, decode, encode, encode_context  # noqa: E402
+from crdt import HLCTimestamp, HybridLogicalClock, LWWMap, PNCounter, decode, decode_context, encode, encode_context  # noqa: E402
 
 PEERS = ("loro", "pycrdt")
 LIBS = ("rumor", *PEERS)
@@ -330,7 +330,8 @@ def overwrite(max_ops: int, max_s: float, repeats: int, fields: int = 1_000) -> 
 def sync(n: int, repeats: int) -> tuple[dict[str, dict[str, float]], dict[str, bool]]:
     """Two n-entry replicas sharing 90% (written on a third replica and replicated), each with 10% of its own:
     time and bytes (both directions, version vectors included) until both hold the same state.
-    rumor has no diff exchange between two diverged states: each ships its whole state and merges the other's."""
+    rumor: each sends its encoded context, and each answers with ``delta_since`` the other's (the whole state
+    both ways where the type has no ``delta_since``)."""
     shared, own = n * 9 // 10, n - n * 9 // 10
     converged: dict[str, bool] = {}
     runs: dict[str, Callable[[], tuple[float, int]]] = {}
@@ -341,10 +342,17 @@ def sync(n: int, repeats: int) -> tuple[dict[str, dict[str, float]], dict[str, b
         sizes: list[int] = []
 
         def exchange() -> None:
-            ba, bb = encode(a), encode(b)
-            a.merge(decode(bb))
-            b.merge(decode(ba))
-            sizes.extend((len(ba), len(bb)))
+            if not hasattr(a, "delta_since"):
+                ba, bb = encode(a), encode(b)
+                a.merge(decode(bb))
+                b.merge(decode(ba))
+                sizes.extend((len(ba), len(bb)))
+                return
+            ca, cb = encode_context(a.context()), encode_context(b.context())
+            da, db = encode(a.delta_since(decode_context(cb))), encode(b.delta_since(decode_context(ca)))
+            a.merge(decode(db))
+            b.merge(decode(da))
+            sizes.extend((len(ca), len(cb), len(da), len(db)))
 
         ms = timed_ms(exchange)
         converged.setdefault("rumor", a == b and len(a) == n + own)
