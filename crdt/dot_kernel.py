@@ -358,7 +358,7 @@ class DotKernel(Generic[K]):
             key = dots[r][c]
             d._insert((r, c), key, keys[key][(r, c)])
         if self._deferred:
-            d._deferred = {i: (ctx.copy(), k) for i, (ctx, k) in self._deferred.items()}
+            d._add_deferred(self._deferred)
         return d
 
     def is_empty(self) -> bool:
@@ -403,7 +403,9 @@ class DotKernel(Generic[K]):
         new._keys = {k: dict(kd) for k, kd in self._keys.items()}
         new._dots = {r: dict(per) for r, per in self._dots.items()}
         new._ctx = self._ctx.copy()
-        new._deferred = {i: (c.copy(), k) for i, (c, k) in self._deferred.items()} if self._deferred else _NO_DEFERRED
+        new._deferred = _NO_DEFERRED
+        if self._deferred:
+            new._add_deferred(self._deferred)
         return new
 
     def __eq__(self, other: object) -> bool:

@@ -72,19 +72,17 @@ def test_pncounter_merge_of_many_replicas_converges() -> None:
     assert total.value() == sum(range(1, 101))
 
 
-def _increment_deltas(replicas: int, amounts: list[int]) -> tuple[list[tuple[str, PNCounter]], dict[str, list[int]]]:
-    """Each replica in turn applies the next amount to its own state; returns every delta made, with its replica,
-    and per replica the running totals after each of its increments."""
+def _increment_deltas(replicas: int, amounts: list[int]) -> list[tuple[str, PNCounter, int]]:
+    """Each replica in turn applies the next amount to its own state; returns every delta made, in order, with its
+    replica and that replica's running total once it is applied."""
     states = {f"r{i}": PNCounter() for i in range(replicas)}
-    deltas: list[tuple[str, PNCounter]] = []
-    totals: dict[str, list[int]] = {r: [] for r in states}
+    made: list[tuple[str, PNCounter, int]] = []
     for i, amount in enumerate(amounts):
         r = f"r{i % replicas}"
         delta = states[r].increment(r, amount)
         states[r].merge(delta)
-        deltas.append((r, delta))
-        totals[r].append(states[r].value())
-    return deltas, totals
+        made.append((r, delta, states[r].value()))
+    return made
 
 
 @settings(max_examples=200, deadline=None)
@@ -99,22 +97,21 @@ def test_counter_deltas_delivered_in_any_order_count_each_replica_once(
 ) -> None:
     """Out-of-order delivery (a replica's third increment before its second) keeps two of its entries for a while;
     a read counts that replica by its newest total only, never by both, so every read is a total the replica had."""
-    deltas, totals = _increment_deltas(replicas, amounts)
-    subset = [d for d in deltas if delivered.draw(st.booleans())]
+    made = _increment_deltas(replicas, amounts)
+    subset = [i for i in range(len(made)) if delivered.draw(st.booleans())]
     order.shuffle(subset)  # type: ignore[attr-defined]
     receiver = PNCounter()
-    seen: dict[str, int] = {}
-    for r, delta in subset:
+    newest: dict[str, int] = {}  # replica -> index in `made` of its newest delta delivered so far
+    for i in subset:
+        r, delta, _ = made[i]
         receiver.merge(delta.copy())
-        seen[r] = max(seen.get(r, 0), deltas.index((r, delta)))
-        latest = {
-            rep: totals[rep][sum(1 for rr, _ in deltas[: seen[rep] + 1] if rr == rep) - 1] for rep in seen
-        }
-        assert receiver.value() == sum(latest.values())
-    for _, delta in deltas:
+        newest[r] = max(newest.get(r, i), i)
+        assert receiver.value() == sum(made[j][2] for j in newest.values())
+    for _, delta, _ in made:
         receiver.merge(delta.copy())
-    assert receiver.value() == sum(t[-1] for t in totals.values() if t)
-    assert receiver._entry_count() == len([t for t in totals.values() if t])
+    final = {r: total for r, _, total in made}  # each replica's last running total
+    assert receiver.value() == sum(final.values())
+    assert receiver._entry_count() == len(final)
 
 
 def test_gcounter_third_increment_before_the_second_reads_the_newest_total() -> None:
