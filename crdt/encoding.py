@@ -1,354 +1,97 @@
-"""Versioned, deterministic msgpack encoding of CRDT states, contexts and ops (types found in ``crdt.registry``).
+"""Versioned, deterministic bytes for CRDT states, contexts and ops (types found in ``crdt.registry``).
 
-Same state -> same bytes (anti-entropy compares digests): entries are sorted by dot, contexts by replica,
-dict values by key. Tuples and big ints, which msgpack cannot tell apart from lists / cannot hold, travel as
-ext types. Decoding treats its input as hostile: it enforces size and depth limits, validates every field
-and invariant (each dot covered by the context, counters non-negative, per-type entry shapes), and finally
-re-encodes the result and demands identical bytes, which rejects every non-canonical form (duplicate keys,
-unsorted maps, non-minimal ints, uncompacted contexts) with one rule. Only ``DecodeError`` escapes.
+What is written is version 2 (``crdt.wire_v2``: flat columns, one msgpack value); version 1 (``crdt.wire_v1``)
+is still read, so data directories and peers of the previous version keep working. The two are told apart at
+byte 0: version 2 starts with ``0xc1``, a byte msgpack never uses, then its version byte and a flags byte; version
+1 is a bare msgpack array.
 
-Wire layout (lists, append-only versioning): ``[VERSION, type_name, body]``; a dot-kernel body is
-``[context, [[replica, [[counter, key, payload], ...]], ...]]``, followed by ``[[context, keys or nil], ...]`` (its
-deferred removes, sorted by their bytes, keys sorted likewise) only when it has any; a context is
-``[[[replica, n], ...], [[replica, [counter, ...]], ...]]``; an op is
-``[VERSION, "op", replica, counter, deps, type_name, body]``.
+Same state -> same bytes (anti-entropy compares digests): ``encode`` never compresses. ``encode(...,
+compress=True)`` deflates a body above ``COMPRESS_ABOVE`` bytes when that saves at least an eighth (flag bit
+``FLAG_ZLIB``); it is for storage and transfer, never for a digest, since another zlib may deflate differently.
+
+Decoding treats its input as hostile: size limits on the input and on what it inflates to, depth limits, every
+field and invariant checked while the state is built (each dot covered by the context, counters positive,
+per-type entry shapes), and canonical form demanded: the structure's orders and ranges as it goes, the msgpack
+layer by packing the decoded tree once more and comparing bytes. Only ``DecodeError`` escapes.
 """
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
-import msgpack
-
+from crdt import wire_v1, wire_v2
 from crdt.causal_context import CausalContext
 from crdt.causal_delivery import Op
-from crdt.dot import Dot
-from crdt.dot_kernel import Deferred, DotKernel, context_identity
-from crdt.errors import CRDTError, DecodeError, InvalidOperationError
-from crdt.plain_value import StrictKey
-from crdt.registry import TYPES
-from crdt.version_vector import VersionVector
+from crdt.dot_kernel import DotKernel
+from crdt.errors import DecodeError
+from crdt.wire_values import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, pack, unpack
 
-VERSION = 1
-EXT_TUPLE = 1
-EXT_BIGINT = 2
-DEFAULT_MAX_BYTES = 64 * 1024 * 1024
-DEFAULT_MAX_DEPTH = 32
-_MIN_INT = -(2**63)
-_MAX_INT = 2**64 - 1
+VERSION = 2
+MAGIC = 0xC1
+FLAG_ZLIB = 1
+COMPRESS_ABOVE = 4096
+#: zlib level: 1 deflates a 1.4 MB map body in ~15 ms to about a third; higher levels cost 3-5x for a few percent
+ZLIB_LEVEL = 1
+_PLAIN = bytes((MAGIC, VERSION, 0))
+_DEFLATED = bytes((MAGIC, VERSION, FLAG_ZLIB))
 
 
-# -- plain values -------------------------------------------------------------------------------------------
-_AS_IS = frozenset({type(None), bool, str, bytes, float})  # what value_to_wire returns unchanged (plus small ints)
+def _frame(body: list[Any], compress: bool) -> bytes:
+    raw = pack(body)
+    if compress and len(raw) > COMPRESS_ABOVE:
+        deflated = zlib.compress(raw, ZLIB_LEVEL)
+        if len(deflated) <= len(raw) - len(raw) // 8:
+            return _DEFLATED + deflated
+    return _PLAIN + raw
 
 
-def _ext(code: int, data: bytes) -> msgpack.ExtType:
-    # ExtType's own __new__ re-validates both fields in Python; ours are always an int code and bytes
-    return tuple.__new__(msgpack.ExtType, (code, data))
-
-
-def value_to_wire(value: Any) -> Any:
-    """Plain value -> msgpack-ready structure (canonical: dicts sorted, tuples/big ints as ext types).
-
-    Members that are already wire-ready (scalars, small ints) are tested inline rather than by a recursive call:
-    this runs for every register and map payload on the write path.
-    """
-    t = type(value)
-    if t in _AS_IS:
-        return value
-    if t is int:
-        if _MIN_INT <= value <= _MAX_INT:
-            return value
-        mag = abs(value)
-        return _ext(EXT_BIGINT, (b"-" if value < 0 else b"+") + mag.to_bytes((mag.bit_length() + 7) // 8))
-    if t is dict:
-        wire = {}
-        try:
-            keys = sorted(value)
-        except TypeError:  # keys of types that do not compare: not all str
-            keys = _bad_keys()
-        for k in keys:
-            if type(k) is not str:
-                _bad_keys()
-            v = value[k]
-            tv = type(v)
-            wire[k] = v if tv in _AS_IS or (tv is int and _MIN_INT <= v <= _MAX_INT) else value_to_wire(v)
-        return wire
-    if t is list or isinstance(value, tuple):
-        items = [v if type(v) in _AS_IS or (type(v) is int and _MIN_INT <= v <= _MAX_INT) else value_to_wire(v)
-                 for v in value]
-        return items if t is list else _ext(EXT_TUPLE, _pack(items))
-    if t is StrictKey:
-        return value_to_wire(value.value)
-    raise InvalidOperationError(f"not a plain value: {type(value).__name__}")
-
-
-def _bad_keys() -> list[str]:
-    raise InvalidOperationError("dict keys must be str")
-
-
-def value_from_wire(obj: Any, depth: int, max_depth: int) -> Any:
-    """Inverse of ``value_to_wire`` for decoded msgpack data; raises ``DecodeError``."""
-    if depth > max_depth:
-        raise DecodeError(f"nesting deeper than {max_depth}")
-    t = type(obj)
-    if obj is None or t in (bool, int, float, str, bytes):
-        return obj
-    if t is list:
-        return [value_from_wire(v, depth + 1, max_depth) for v in obj]
-    if t is dict:
-        if not all(type(k) is str for k in obj):
-            raise DecodeError("dict keys must be str")
-        return {k: value_from_wire(v, depth + 1, max_depth) for k, v in obj.items()}
-    if t is msgpack.ExtType:
-        if obj.code == EXT_TUPLE:
-            items = _unpack(obj.data, len(obj.data))
-            if type(items) is not list:
-                raise DecodeError("tuple ext must hold an array")
-            return tuple(value_from_wire(v, depth + 1, max_depth) for v in items)
-        if obj.code == EXT_BIGINT:
-            if len(obj.data) < 2 or obj.data[:1] not in (b"+", b"-"):
-                raise DecodeError("malformed big int")
-            mag = int.from_bytes(obj.data[1:])
-            return -mag if obj.data[:1] == b"-" else mag
-    raise DecodeError(f"unexpected wire value of type {t.__name__}")
-
-
-_PACKER = msgpack.Packer(use_bin_type=True)
-
-
-def _pack(obj: Any) -> bytes:
-    """msgpack bytes of ``obj``, through one shared Packer (``packb`` builds a new one per call: twice the cost).
-
-    Sharing is safe: ``Packer.pack`` runs start to end in C without releasing the GIL or calling back into Python
-    (no ``default`` hook), so no other call can interleave with it, from this thread or another; nested values are
-    packed bottom-up, before the outer call begins.
-    """
-    return _PACKER.pack(obj)
-
-
-def _unpack(data: bytes, max_bytes: int) -> Any:
-    if len(data) > max_bytes:
-        raise DecodeError(f"input of {len(data)} bytes exceeds the {max_bytes}-byte limit")
+def _inflate(data: bytes, max_bytes: int) -> bytes:
+    inflater = zlib.decompressobj()
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
-    except Exception as exc:  # msgpack raises a zoo of ValueError/TypeError/StackError subclasses
-        raise DecodeError(f"malformed msgpack: {exc}") from exc
+        raw = inflater.decompress(data, max_bytes + 1)
+    except zlib.error as exc:
+        raise DecodeError(f"corrupt compressed body: {exc}") from exc
+    if len(raw) > max_bytes or inflater.unconsumed_tail:
+        raise DecodeError(f"compressed body inflates past the {max_bytes}-byte limit")
+    if not inflater.eof or inflater.unused_data:
+        raise DecodeError("compressed body is truncated or followed by stray bytes")
+    return raw
 
 
-# -- contexts -----------------------------------------------------------------------------------------------
-def context_to_wire(ctx: CausalContext) -> list[Any]:
-    vv, cloud = ctx._vv, ctx._cloud
-    # what most states and deltas on the write path carry: one replica's counter, or the few dots of one replica
-    if not cloud:
-        if len(vv) == 1:
-            for r, n in vv.items():
-                return [[[r, n]], []]
-    elif not vv and len(cloud) == 1:
-        for r, cs in cloud.items():
-            return [[], [[r, sorted(cs)]]]
-    return [
-        [[r, n] for r, n in sorted(vv.items())],
-        [[r, sorted(cs)] for r, cs in sorted(cloud.items())],
-    ]
-
-
-def _is_counter(x: object) -> bool:
-    return type(x) is int and x >= 1
-
-
-def context_from_wire(obj: Any) -> CausalContext:
-    if type(obj) is not list or len(obj) != 2 or type(obj[0]) is not list or type(obj[1]) is not list:
-        raise DecodeError("context must be [vector, cloud]")
-    ctx = CausalContext()
-    for entry in obj[0]:
-        if type(entry) is not list or len(entry) != 2 or type(entry[0]) is not str or not _is_counter(entry[1]):
-            raise DecodeError("context vector entries must be [replica, counter>=1]")
-        ctx._vv[entry[0]] = entry[1]
-    for entry in obj[1]:
-        if type(entry) is not list or len(entry) != 2 or type(entry[0]) is not str or type(entry[1]) is not list:
-            raise DecodeError("context cloud entries must be [replica, [counter, ...]]")
-        for c in entry[1]:
-            if not _is_counter(c):
-                raise DecodeError("cloud counters must be ints >= 1")
-            ctx.add((entry[0], c))
-    return ctx
-
-
-# -- states -------------------------------------------------------------------------------------------------
-def _lww_payload_to_wire(payload: Any) -> Any:
-    """``value_to_wire`` of an LWW ``(timestamp, replica, value)`` payload, same bytes, without the generic walk:
-    every register and map write encodes one, for the delta, the durable log and the digest."""
-    ts, replica, value = payload
-    wall, logical = ts
-    if type(wall) is not int or type(logical) is not int or not (0 <= wall <= _MAX_INT and 0 <= logical <= _MAX_INT) \
-            or type(replica) is not str:
-        return value_to_wire(payload)
-    t = type(value)
-    if not (t in _AS_IS or (t is int and _MIN_INT <= value <= _MAX_INT)):
-        value = value_to_wire(value)
-    return _ext(EXT_TUPLE, _pack([_ext(EXT_TUPLE, _pack(ts)), replica, value]))
-
-
-#: per-type payload conversion where a type's payload shape allows a faster one than ``value_to_wire``
-_PAYLOAD_TO_WIRE = {"lwwregister": _lww_payload_to_wire, "lwwmap": _lww_payload_to_wire}
-
-
-def state_to_wire(state: DotKernel[Any]) -> list[Any]:
-    """Body of a state: every type is a dot store, so all share one layout."""
-    entries: list[Any] = []
-    keys = state._keys
-    payload_to_wire = _PAYLOAD_TO_WIRE.get(state.TYPE_NAME, value_to_wire)
-    for r in sorted(state._dots):
-        per = state._dots[r]
-        rows: list[list[Any]] = []
-        append = rows.append
-        for c in sorted(per):
-            key = per[c]
-            payload = keys[key][(r, c)]
-            # inline fast path for the common scalars (what value_to_wire returns unchanged)
-            t = type(key)
-            if not (t is str or (t is int and _MIN_INT <= key <= _MAX_INT)):
-                key = value_to_wire(key)
-            if payload is not None and type(payload) is not str:
-                payload = payload_to_wire(payload)
-            append([c, key, payload])
-        entries.append([r, rows])
-    if state._deferred:
-        return [context_to_wire(state._ctx), entries, _deferred_to_wire(state)]
-    return [context_to_wire(state._ctx), entries]
-
-
-def _deferred_to_wire(state: DotKernel[Any]) -> list[Any]:
-    rows = []
-    for ctx, keys in state._deferred.values():
-        wire_keys = None if keys is None else sorted((value_to_wire(k) for k in keys), key=_pack)
-        rows.append([context_to_wire(ctx), wire_keys])
-    return sorted(rows, key=_pack)
-
-
-def _deferred_from_wire(cls: type[DotKernel[Any]], state: DotKernel[Any], rows: Any, depth: int, max_depth: int) \
-        -> None:
-    if type(rows) is not list or not rows:
-        raise DecodeError("deferred removes must be a non-empty list (absent when there are none)")
-    deferred: dict[tuple[Any, ...], Deferred[Any]] = {}
-    for row in rows:
-        if type(row) is not list or len(row) != 2 or not (row[1] is None or type(row[1]) is list):
-            raise DecodeError("a deferred remove must be [context, keys or nil]")
-        ctx = context_from_wire(row[0])
-        keys = None
-        if row[1] is not None:
-            try:
-                keys = frozenset(cls._key_from_wire(value_from_wire(k, depth + 1, max_depth)) for k in row[1])
-            except (TypeError, ValueError) as exc:
-                raise DecodeError(f"invalid key in a deferred remove: {exc}") from exc
-        deferred[context_identity(ctx)] = (ctx, keys)
-    state._deferred = deferred
-
-
-_WIRE_SCALARS = frozenset({str, int, float, bool, bytes, type(None)})  # decoded as themselves by value_from_wire
-
-
-def state_from_wire(cls: type[DotKernel[Any]], body: Any, depth: int, max_depth: int) -> DotKernel[Any]:
-    """Build a ``cls`` from its wire body, validating every invariant; raises ``DecodeError``."""
-    if type(body) is not list or len(body) not in (2, 3) or type(body[1]) is not list:
-        raise DecodeError(f"{cls.TYPE_NAME} body must be [context, entries] or [context, entries, deferred]")
-    state = cls()
-    ctx = state._ctx = context_from_wire(body[0])
-    check_entry = cls._entry_from_wire
-    insert = state._insert
-    inline_insert = cls._insert is DotKernel._insert  # ORMap keeps an index in its own _insert hook
-    dots, keys = state._dots, state._keys
-    scalars = _WIRE_SCALARS
-    for group in body[1]:
-        if type(group) is not list or len(group) != 2 or type(group[0]) is not str or type(group[1]) is not list:
-            raise DecodeError("entry groups must be [replica, rows]")
-        r = group[0]
-        top = ctx._vv.get(r, 0)
-        cloud = ctx._cloud.get(r, ())
-        per: dict[int, Any] = {}
-        for row in group[1]:
-            if type(row) is not list or len(row) != 3:
-                raise DecodeError("entries must be [counter>=1, key, payload]")
-            c, key, payload = row
-            if type(c) is not int or c < 1:
-                raise DecodeError("entries must be [counter>=1, key, payload]")
-            if c > top and c not in cloud:
-                raise DecodeError(f"entry dot {(r, c)} is not covered by the context")
-            if type(key) not in scalars:
-                key = value_from_wire(key, depth + 1, max_depth)
-            if type(payload) not in scalars:
-                payload = value_from_wire(payload, depth + 1, max_depth)
-            try:
-                key, payload = check_entry(r, key, payload)
-                hash(key)
-            except (CRDTError, TypeError, ValueError) as exc:
-                raise DecodeError(f"invalid {cls.TYPE_NAME} entry at {(r, c)}: {exc}") from exc
-            if not inline_insert:
-                insert((r, c), key, payload)
-                continue
-            per[c] = key  # DotKernel._insert, inlined: this loop runs once per element of a big state
-            kd = keys.get(key)
-            if kd is None:
-                keys[key] = {(r, c): payload}
-            else:
-                kd[(r, c)] = payload
-        if per:
-            if r in dots:  # a replica listed twice: non-canonical, the re-encode check rejects it
-                dots[r].update(per)
-            else:
-                dots[r] = per
-    if len(body) == 3:
-        _deferred_from_wire(cls, state, body[2], depth, max_depth)
-    return state
-
-
-def encode(state: DotKernel[Any]) -> bytes:
-    """Deterministic bytes for ``state`` (a registered CRDT type)."""
-    return _pack([VERSION, state.TYPE_NAME, state_to_wire(state)])
-
-
-def _envelope(data: bytes, max_bytes: int, kind: str | None) -> list[Any]:
+def _open(data: bytes, max_bytes: int) -> Any | None:
+    """The decoded version-2 body of ``data``, checked canonical at the msgpack layer; None for version 1."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise DecodeError(f"expected bytes, got {type(data).__name__}")
-    obj = _unpack(bytes(data), max_bytes)
-    if type(obj) is not list or len(obj) < 3 or obj[0] != VERSION or type(obj[0]) is not int:
-        raise DecodeError("not a version-1 rumor CRDT envelope")
-    if kind is not None and obj[1] != kind:
-        raise DecodeError(f"expected a {kind!r} envelope, got {obj[1]!r}")
-    return obj
+    data = bytes(data)
+    if len(data) > max_bytes:
+        raise DecodeError(f"input of {len(data)} bytes exceeds the {max_bytes}-byte limit")
+    if data[:1] != _PLAIN[:1]:
+        return None
+    if len(data) < 3 or data[1] != VERSION or data[2] not in (0, FLAG_ZLIB):
+        raise DecodeError("unknown rumor CRDT encoding version or flags")
+    raw = _inflate(data[3:], max_bytes) if data[2] == FLAG_ZLIB else data[3:]
+    body = unpack(raw, max_bytes)
+    if pack(body) != raw:
+        raise DecodeError("non-canonical encoding (non-minimal msgpack, duplicated map keys or float32)")
+    return body
 
 
-def _canonical(result: Any, data: bytes, again: bytes) -> Any:
-    if again != bytes(data):
-        raise DecodeError("non-canonical encoding (unsorted, duplicated or non-minimal fields)")
-    return result
-
-
-def _type_for(name: object) -> type[DotKernel[Any]]:
-    if type(name) is not str:
-        raise DecodeError("type name must be a string")
-    cls = TYPES.get(name)
-    if cls is None:
-        raise DecodeError(f"unknown CRDT type {name!r}")
-    return cls
+def encode(state: DotKernel[Any], *, compress: bool = False) -> bytes:
+    """Deterministic bytes for ``state`` (a registered CRDT type); ``compress`` may deflate a big one."""
+    return _frame(wire_v2.state_body(state), compress)
 
 
 def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
-    """Rebuild a state from ``encode`` output; raises only ``DecodeError`` on bad input."""
-    obj = _envelope(data, max_bytes, None)
-    if len(obj) != 3:
-        raise DecodeError("state envelope must be [version, type, body]")
-    state = state_from_wire(_type_for(obj[1]), obj[2], 1, max_depth)
-    try:
-        again = encode(state)
-    except CRDTError as exc:
-        raise DecodeError(f"decoded state does not re-encode: {exc}") from exc
-    return _canonical(state, data, again)
+    """Rebuild a state from ``encode`` output (either version); raises only ``DecodeError`` on bad input."""
+    body = _open(data, max_bytes)
+    if body is None:
+        return wire_v1.decode(data, max_bytes=max_bytes, max_depth=max_depth)
+    return wire_v2.state_from_body(body, max_depth)
 
 
 def encode_context(ctx: CausalContext) -> bytes:
-    return _pack([VERSION, "ctx", context_to_wire(ctx)])
+    return _frame(wire_v2.context_body(ctx), False)
 
 
 def encode_state_context(state: DotKernel[Any]) -> bytes:
@@ -357,32 +100,22 @@ def encode_state_context(state: DotKernel[Any]) -> bytes:
 
 
 def decode_context(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> CausalContext:
-    obj = _envelope(data, max_bytes, "ctx")
-    if len(obj) != 3:
-        raise DecodeError("context envelope must be [version, 'ctx', context]")
-    ctx = context_from_wire(obj[2])
-    return _canonical(ctx, data, encode_context(ctx))
+    body = _open(data, max_bytes)
+    if body is None:
+        return wire_v1.decode_context(data, max_bytes=max_bytes)
+    return wire_v2.context_from_body(body)
 
 
 def encode_op(op: Op) -> bytes:
-    deps = [[r, n] for r, n in op.deps.items()]
-    return _pack([VERSION, "op", op.dot.replica, op.dot.counter, deps, op.type_name, state_to_wire(op.delta)])
+    return _frame(wire_v2.op_body(op), False)
 
 
 def decode_op(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_depth: int = DEFAULT_MAX_DEPTH) -> Op:
-    obj = _envelope(data, max_bytes, "op")
-    if len(obj) != 7 or type(obj[2]) is not str or not _is_counter(obj[3]) or type(obj[4]) is not list:
-        raise DecodeError("op envelope must be [version, 'op', replica, counter, deps, type, body]")
-    deps = VersionVector()
-    for entry in obj[4]:
-        if type(entry) is not list or len(entry) != 2 or type(entry[0]) is not str or not _is_counter(entry[1]):
-            raise DecodeError("op deps must be [replica, counter>=1] pairs")
-        deps._v[entry[0]] = entry[1]
-    cls = _type_for(obj[5])
-    delta = state_from_wire(cls, obj[6], 1, max_depth)
-    op = Op(Dot(obj[2], obj[3]), deps, obj[5], delta)
-    try:
-        again = encode_op(op)
-    except CRDTError as exc:
-        raise DecodeError(f"decoded op does not re-encode: {exc}") from exc
-    return _canonical(op, data, again)
+    body = _open(data, max_bytes)
+    if body is None:
+        return wire_v1.decode_op(data, max_bytes=max_bytes, max_depth=max_depth)
+    return wire_v2.op_from_body(body, max_depth)
+
+
+__all__ = ["COMPRESS_ABOVE", "FLAG_ZLIB", "VERSION", "decode", "decode_context", "decode_op", "encode",
+           "encode_context", "encode_op", "encode_state_context"]

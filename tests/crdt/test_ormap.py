@@ -22,7 +22,7 @@ from crdt import (
     decode,
     encode,
 )
-from crdt.encoding import value_to_wire
+from crdt.wire_values import value_to_wire
 
 
 def wire(state: ORMap) -> ORMap:

@@ -1,9 +1,11 @@
 """Golden vectors guard the wire format: fixed op sequences, their encodings pinned as hex in
-``tests/vectors/crdt/vectors.json``.
+``tests/vectors/crdt/vectors.json`` (version 2, what is written) and ``tests/vectors/crdt/v1.json`` (version 1,
+frozen: what the previous release wrote, which data directories and older peers still hold).
 
-The test rebuilds every vector and demands the pinned bytes, and decodes the pinned bytes back to an equal
-state. A change to the encoding therefore fails here first; if it is intended (a new VERSION, an append to a
-type enum), regenerate and review the diff:
+The test rebuilds every vector and demands the pinned version-2 bytes, and decodes the pinned bytes of both
+versions back to an equal state. A change to the encoding therefore fails here first; if it is intended (a new
+VERSION, an append to a type enum), regenerate the version-2 file and review the diff (v1.json is never
+regenerated):
 
     .venv/bin/python tests/crdt/test_vectors.py --regenerate
 """
@@ -34,6 +36,7 @@ from crdt import (
 )
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors" / "crdt" / "vectors.json"
+V1_VECTORS = VECTORS.with_name("v1.json")
 
 
 def applied(state: Any, *deltas: Any) -> Any:
@@ -183,8 +186,8 @@ def build() -> dict[str, str]:
     return out
 
 
-def load() -> dict[str, str]:
-    return json.loads(VECTORS.read_text())["vectors"]
+def load(path: Path = VECTORS) -> dict[str, str]:
+    return json.loads(path.read_text())["vectors"]
 
 
 # ------------------------------------------------------------------------------------------------ tests
@@ -219,9 +222,27 @@ def test_context_and_op_vectors() -> None:
                                                                                  frozenset({"b"}))
 
 
+@pytest.mark.parametrize("name", sorted(STATES))
+def test_version_1_bytes_still_decode_to_the_same_state(name: str) -> None:
+    """A data directory or a peer of the previous release holds version-1 bytes: they read as they always did,
+    and what this version writes of them is the version-2 encoding of the same state."""
+    back = crdt.decode(bytes.fromhex(load(V1_VECTORS)[name]))
+    assert back == STATES[name]()
+    assert crdt.encode(back) == bytes.fromhex(load()[name])
+
+
+def test_version_1_context_and_op_still_decode() -> None:
+    pinned = load(V1_VECTORS)
+    assert crdt.decode_context(bytes.fromhex(pinned["context_with_cloud"])) == context_vector()
+    op = crdt.decode_op(bytes.fromhex(pinned["op_orset_second_add"]))
+    assert crdt.encode_op(op) == op_second_add()
+    assert set(pinned) == set(load())
+
+
 def test_pinned_values_read_as_documented() -> None:
     """The vectors also pin semantics a reader can check by eye."""
     pinned = {name: crdt.decode(bytes.fromhex(h)) for name, h in load().items() if name in STATES}
+    assert all(bytes.fromhex(h)[:2] == bytes((crdt.encoding.MAGIC, crdt.encoding.VERSION)) for h in load().values())
     assert pinned["gcounter_two_replicas"].value() == 8
     assert pinned["gcounter_big"].value() == 2**70 + 2**64 - 1
     assert pinned["pncounter_mixed"].value() == 4
