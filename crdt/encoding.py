@@ -38,12 +38,17 @@ _DEFLATED = bytes((MAGIC, VERSION, FLAG_ZLIB))
 
 
 def _frame(body: list[Any], compress: bool) -> bytes:
-    raw = pack(body)
-    if compress and len(raw) > COMPRESS_ABOVE:
-        deflated = zlib.compress(raw, ZLIB_LEVEL)
-        if len(deflated) <= len(raw) - len(raw) // 8:
-            return _DEFLATED + deflated
-    return _PLAIN + raw
+    data = _PLAIN + pack(body)
+    return compressed(data) if compress else data
+
+
+def compressed(data: bytes) -> bytes:
+    """``data`` (a plain version-2 encoding) deflated if it is over ``COMPRESS_ABOVE`` bytes and that saves an eighth;
+    otherwise ``data`` itself. For storage and transfer: a digest is always taken of the plain bytes."""
+    if len(data) <= COMPRESS_ABOVE or data[:3] != _PLAIN:
+        return data
+    deflated = zlib.compress(memoryview(data)[3:], ZLIB_LEVEL)
+    return _DEFLATED + deflated if len(deflated) <= len(data) - len(data) // 8 else data
 
 
 def _inflate(data: bytes, max_bytes: int) -> bytes:
@@ -117,5 +122,5 @@ def decode_op(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_depth: int
     return wire_v2.op_from_body(body, max_depth)
 
 
-__all__ = ["COMPRESS_ABOVE", "FLAG_ZLIB", "VERSION", "decode", "decode_context", "decode_op", "encode",
+__all__ = ["COMPRESS_ABOVE", "FLAG_ZLIB", "VERSION", "compressed", "decode", "decode_context", "decode_op", "encode",
            "encode_context", "encode_op", "encode_state_context"]

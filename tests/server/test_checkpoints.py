@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from crdt import decode, encode
+from crdt.encoding import FLAG_ZLIB
 from server.config import ServerConfig, with_overrides
 from server.node import BIG_STATE_BYTES, Node
 from server.storage import DB_FILE, read_log
@@ -25,10 +27,31 @@ def logged_bytes(config: ServerConfig, key: str) -> int:
         return sum(len(delta) for _seq, logged_key, _type, delta in read_log(db) if logged_key == key)
 
 
-def state_bytes(config: ServerConfig, key: str) -> int:
+def stored_state(config: ServerConfig, key: str) -> bytes | None:
     with sqlite3.connect(config.data_dir / DB_FILE) as db:
-        row = db.execute("SELECT length(state) FROM states WHERE key = ?", (key,)).fetchone()
-    return 0 if row is None else row[0]
+        row = db.execute("SELECT state FROM states WHERE key = ?", (key,)).fetchone()
+    return None if row is None else bytes(row[0])
+
+
+def state_bytes(config: ServerConfig, key: str) -> int:
+    """The checkpointed state's plain encoding size (what the node weighs the log against; disk holds it deflated)."""
+    blob = stored_state(config, key)
+    return 0 if blob is None else len(encode(decode(blob)))
+
+
+async def test_a_big_state_is_checkpointed_deflated_and_read_back_after_a_restart(disk_config: ServerConfig) -> None:
+    async with Node(disk_config) as node:
+        await node.update("big", SetChange(add=BIG_SET))
+        await node.update("small", Increment(amount=1))
+        assert node.checkpoint(10) == 2
+        await node.storage.flush()
+        expected = node.keyspace.entry("big").state.value()
+    big, small = stored_state(disk_config, "big"), stored_state(disk_config, "small")
+    assert big is not None and small is not None
+    assert big[2] == FLAG_ZLIB and len(big) * 10 < state_bytes(disk_config, "big")  # 200 x's an element deflate well
+    assert small[2] == 0  # a few bytes: stored plain
+    async with Node(disk_config) as node:
+        assert node.keyspace.entry("big").state.value() == expected
 
 
 async def test_a_big_state_is_folded_again_only_once_its_deltas_add_up_to_half_of_it(
