@@ -41,6 +41,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Iterator
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
+from crdt import entries
 from crdt.causal_context import CausalContext
 from crdt.delta_since import diff_since
 from crdt.dot import Dot
@@ -69,7 +70,8 @@ def context_identity(ctx: CausalContext) -> tuple[Any, ...]:
 class DotKernel(Generic[K]):
     """Flat dot store + causal context; base class of every causal CRDT type.
 
-    ``_keys``: key -> {dot: payload}   (dot as plain ``(replica, counter)`` tuple)
+    ``_keys``: key -> its entries: ``(replica, counter, payload)`` for one, ``{(replica, counter): payload}`` for
+    two or more (``crdt.entries``)
     ``_dots``: replica -> {counter: key}  (index for O(delta) removals)
     ``_ctx``:  causal context (every dot ever seen by this state)
     ``_deferred``: context identity -> deferred remove (see the module docstring); usually the shared empty dict
@@ -83,7 +85,7 @@ class DotKernel(Generic[K]):
     TYPE_NAME: ClassVar[str] = "dotkernel"
 
     def __init__(self) -> None:
-        self._keys: dict[K, dict[DotT, Any]] = {}
+        self._keys: dict[K, Any] = {}  # values: crdt.entries.Entries (Any: hot paths narrow by type() is tuple)
         self._dots: dict[str, dict[int, K]] = {}
         self._ctx = CausalContext()
         self._deferred: dict[tuple[Any, ...], Deferred[K]] = _NO_DEFERRED
@@ -119,19 +121,20 @@ class DotKernel(Generic[K]):
             per[c] = key
         kd = self._keys.get(key)
         if kd is None:
-            self._keys[key] = {dot: payload}
+            self._keys[key] = (r, c, payload)
         else:
-            kd[dot] = payload
+            self._keys[key] = entries.with_entry(kd, r, c, payload)
 
     def _discard(self, r: str, c: int) -> None:
         per = self._dots[r]
         key = per.pop(c)
         if not per:
             del self._dots[r]
-        kd = self._keys[key]
-        del kd[(r, c)]
-        if not kd:
+        kd = entries.without_entry(self._keys[key], r, c)
+        if kd is None:
             del self._keys[key]
+        else:
+            self._keys[key] = kd
 
     # -- delta mutators (read self, return a delta; never modify self) ---------------------------------------
     def _observed(self, key: K, context: CausalContext | None) -> list[DotT]:
@@ -139,8 +142,8 @@ class DotKernel(Generic[K]):
         if not kd:
             return []
         if context is None:
-            return list(kd)
-        return [d for d in kd if context.contains(d)]
+            return list(entries.dots(kd))
+        return [d for d in entries.dots(kd) if context.contains(d)]
 
     def _write_delta(
         self, replica: str, key: K, payload: Any = None, context: CausalContext | None = None
@@ -154,9 +157,8 @@ class DotKernel(Generic[K]):
         c = sctx._vv.get(replica, 0) + 1
         if replica in sctx._cloud:
             c = sctx.max_counter(replica) + 1
-        dot = (replica, c)
         d = _new(type(self))
-        d._keys = {key: {dot: payload}}
+        d._keys = {key: (replica, c, payload)}
         d._dots = {replica: {c: key}}
         d._deferred = _NO_DEFERRED
         ctx = d._ctx = _new(CausalContext)
@@ -168,9 +170,13 @@ class DotKernel(Generic[K]):
             ctx._cloud = {replica: {c}}
         kd = self._keys.get(key)
         if kd:
-            for od in kd:
-                if context is None or context.contains(od):
-                    ctx.add(od)
+            if type(kd) is tuple:  # one entry, the usual
+                if context is None or context.contains((kd[0], kd[1])):
+                    ctx.add((kd[0], kd[1]))
+            else:
+                for od in kd:
+                    if context is None or context.contains(od):
+                        ctx.add(od)
         if context is not None:
             self._defer(d, context, (key,))
         return d
@@ -211,9 +217,9 @@ class DotKernel(Generic[K]):
         Entries written concurrently (not covered) survive. Cost O(size of self).
         """
         if context is None:
-            covered: Iterable[DotT] = (d for kd in self._keys.values() for d in kd)
+            covered: Iterable[DotT] = (d for kd in self._keys.values() for d in entries.dots(kd))
         else:
-            covered = (d for kd in self._keys.values() for d in kd if context.contains(d))
+            covered = (d for kd in self._keys.values() for d in entries.dots(kd) if context.contains(d))
         d = self._delta((), covered)
         if context is not None:
             self._defer(d, context, None)
@@ -257,8 +263,8 @@ class DotKernel(Generic[K]):
         """Removes what each deferred remove covers by now; drops those whose read context is all here."""
         finished = []
         for identity, (ctx, keys) in self._deferred.items():
-            gone = [d for k in (list(self._keys) if keys is None else keys) for d in self._keys.get(k, ())
-                    if ctx.contains(d)]
+            gone = [d for k in (list(self._keys) if keys is None else keys)
+                    for d in entries.dots(self._keys.get(k, _EMPTY)) if ctx.contains(d)]
             for r, c in gone:
                 self._discard(r, c)
             if self._ctx.covers(ctx):
@@ -315,8 +321,7 @@ class DotKernel(Generic[K]):
         scloud = self._ctx._cloud
         skeys = self._keys
         for key, okd in other._keys.items():
-            kd = None
-            for dot, payload in okd.items():
+            for dot, payload in entries.items(okd):
                 r, c = dot
                 # self's entries are all covered by self's context, so one coverage test decides: a covered
                 # dot is either already here (dots are unique, payloads equal) or was removed since.
@@ -330,11 +335,8 @@ class DotKernel(Generic[K]):
                     sdots[r] = {c: key}
                 else:
                     mine[c] = key
-                if kd is None:
-                    kd = skeys.get(key)
-                    if kd is None:
-                        kd = skeys[key] = {}
-                kd[dot] = payload
+                kd = skeys.get(key)
+                skeys[key] = (r, c, payload) if kd is None else entries.with_entry(kd, r, c, payload)
                 if changes is not None:
                     changes.append(dot)
 
@@ -356,7 +358,7 @@ class DotKernel(Generic[K]):
         dots, keys = self._dots, self._keys
         for r, c in fresh:
             key = dots[r][c]
-            d._insert((r, c), key, keys[key][(r, c)])
+            d._insert((r, c), key, entries.payload_at(keys[key], r, c))
         if self._deferred:
             d._add_deferred(self._deferred)
         return d
@@ -379,7 +381,7 @@ class DotKernel(Generic[K]):
             per = self._dots[r]
             for c in sorted(per):
                 key = per[c]
-                yield Dot(r, c), key, self._keys[key][(r, c)]
+                yield Dot(r, c), key, entries.payload_at(self._keys[key], r, c)
 
     def _entry_count(self) -> int:
         return sum(len(per) for per in self._dots.values())
@@ -400,7 +402,7 @@ class DotKernel(Generic[K]):
 
     def copy(self) -> Self:
         new = type(self).__new__(type(self))
-        new._keys = {k: dict(kd) for k, kd in self._keys.items()}
+        new._keys = {k: entries.copied(kd) for k, kd in self._keys.items()}
         new._dots = {r: dict(per) for r, per in self._dots.items()}
         new._ctx = self._ctx.copy()
         new._deferred = _NO_DEFERRED

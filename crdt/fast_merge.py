@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from crdt.causal_context import CausalContext
+from crdt.entries import Entries, with_entry
 
 #: the most dots a delta's context may name for the direct path (a write covers its key's few observed dots)
 MAX_DOTS = 8
@@ -33,7 +34,7 @@ MAX_DOTS = 8
 class Store(Protocol):
     """The parts of a ``DotKernel`` this module uses (named here so it need not import the kernel)."""
 
-    _keys: dict[Any, dict[tuple[str, int], Any]]
+    _keys: dict[Any, Any]  # crdt.entries.Entries
     _dots: dict[str, dict[int, Any]]
     _ctx: CausalContext
 
@@ -57,16 +58,17 @@ def apply_write(state: Store, delta: Store) -> bool:
         for r, cs in ocloud.items():
             if len(cs) == 1:  # the commonest of all: a fresh add, whose context is its own dot alone
                 return _apply_own_dot(state, okeys, r, cs)
+            if len(cs) <= MAX_DOTS and _apply_successor(state, okeys, r, cs):
+                return True
     n = sum(ovv.values()) if ovv else 0
     for cs in ocloud.values():
         n += len(cs)
     if n > MAX_DOTS:
         return False
     for key, okd in okeys.items():  # noqa: B007  (the one entry, read out of its dicts)
-        if len(okd) != 1:
+        if type(okd) is not tuple:
             return False
-        for dot, payload in okd.items():  # noqa: B007
-            r, c = dot
+        r, c, payload = okd
     sctx = state._ctx
     svv = sctx._vv
     scloud = sctx._cloud
@@ -93,10 +95,7 @@ def apply_write(state: Store, delta: Store) -> bool:
         else:
             mine[c] = key
         kd = state._keys.get(key)
-        if kd is None:
-            state._keys[key] = {dot: payload}
-        else:
-            kd[dot] = payload
+        state._keys[key] = okd if kd is None else with_entry(kd, r, c, payload)
     for q, m in ovv.items():  # 3., keeping the context canonical (contiguous dots in the vector)
         top = svv.get(q, 0)
         if m > top:
@@ -119,7 +118,7 @@ def apply_write(state: Store, delta: Store) -> bool:
     return True
 
 
-def _apply_own_dot(state: Store, okeys: dict[Any, dict[tuple[str, int], Any]], r: str, cs: set[int]) -> bool:
+def _apply_own_dot(state: Store, okeys: dict[Any, Entries], r: str, cs: set[int]) -> bool:
     """``apply_write`` for a delta whose context is just the dot of its one entry: nothing of ``state`` can be
     covered but that dot, which ``state`` either has seen (then nothing changes) or gains."""
     for c in cs:
@@ -132,13 +131,10 @@ def _apply_own_dot(state: Store, okeys: dict[Any, dict[tuple[str, int], Any]], r
         if scl is not None and c in scl:
             return True
         for key, okd in okeys.items():
-            if len(okd) != 1 or (r, c) not in okd:
+            if type(okd) is not tuple or okd[1] != c or okd[0] != r:
                 return False
             kd = state._keys.get(key)
-            if kd is None:
-                state._keys[key] = okd.copy()
-            else:
-                kd.update(okd)
+            state._keys[key] = okd if kd is None else with_entry(kd, r, c, okd[2])
             mine = state._dots.get(r)
             if mine is None:
                 state._dots[r] = {c: key}
@@ -148,4 +144,33 @@ def _apply_own_dot(state: Store, okeys: dict[Any, dict[tuple[str, int], Any]], r
             svv[r] = c
         else:
             sctx.add((r, c))
+    return True
+
+
+def _apply_successor(state: Store, okeys: dict[Any, Entries], r: str, cs: set[int]) -> bool:
+    """``apply_write`` for a replica's next write over its own earlier ones (a counter increment, an overwrite by
+    the writer of what it overwrites): the context is dots of ``r`` only, the entry's is the highest, and ``state``
+    has seen every earlier dot of ``r`` and no later one. Then the join removes the covered dots ``state`` holds,
+    adds the entry, and the vector of ``r`` moves to it. False, having changed nothing, for any other case."""
+    c = max(cs)
+    sctx = state._ctx
+    svv = sctx._vv
+    if svv.get(r, 0) != c - 1 or r in sctx._cloud:
+        return False
+    for key, okd in okeys.items():
+        if type(okd) is not tuple or okd[1] != c or okd[0] != r:
+            return False
+        mine = state._dots.get(r)
+        if mine:
+            for k in cs:
+                if k in mine and k != c:
+                    state._discard(r, k)
+            mine = state._dots.get(r)  # emptied and dropped by the discards, perhaps
+        if mine is None:
+            state._dots[r] = {c: key}
+        else:
+            mine[c] = key
+        kd = state._keys.get(key)
+        state._keys[key] = okd if kd is None else with_entry(kd, r, c, okd[2])
+    svv[r] = c
     return True

@@ -16,9 +16,11 @@ twice in between.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from crdt.dot_kernel import DotKernel
+from crdt.entries import Entries, items
 from crdt.errors import InvalidOperationError
 from crdt.registry import register_type
 
@@ -31,12 +33,11 @@ def _check_amount(amount: object, *, allow_negative: bool) -> int:
     return amount
 
 
-def latest_total(entries: dict[tuple[str, int], Any]) -> Any:
+def latest_total(kd: Entries | Mapping[tuple[str, int], Any]) -> Any:
     """The running total under a replica's highest dot (its entries all share the replica, so dots order by counter)."""
-    if len(entries) == 1:
-        for total in entries.values():
-            return total
-    return entries[max(entries)]
+    if type(kd) is tuple:  # the usual: deltas arrived in order, one entry
+        return kd[2]
+    return max(items(kd))[1]
 
 
 @register_type

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, NamedTuple
 
 from crdt.causal_context import CausalContext
 from crdt.dot_kernel import DotKernel
+from crdt.entries import count, dots
 from crdt.errors import InvalidOperationError
 from crdt.hlc import HLCTimestamp
 from crdt.lww_register import lww_payload_from_wire, lww_winner
@@ -107,11 +108,11 @@ class LWWMap(DotKernel[str]):
         if not kd:
             return None
         frontier: dict[str, int] = {}
-        for r, c in kd:
+        for r, c in dots(kd):
             if c > frontier.get(r, 0):
                 frontier[r] = c
         ts, replica, _ = lww_winner(kd)
-        return FieldVersion(VersionVector(frontier), ts, replica, len(kd))
+        return FieldVersion(VersionVector(frontier), ts, replica, count(kd))
 
     def keys(self) -> list[str]:
         """Present fields, sorted."""

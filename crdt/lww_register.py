@@ -7,22 +7,23 @@ largest ``(timestamp, replica)`` wins (then the dot counter, so the choice is to
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from crdt.causal_context import CausalContext
 from crdt.dot_kernel import DotKernel
+from crdt.entries import Entries, items
 from crdt.errors import InvalidOperationError
 from crdt.hlc import HLCTimestamp
 from crdt.registry import register_type
 
 
-def lww_winner(entries: dict[tuple[str, int], tuple[HLCTimestamp, str, Any]]) -> tuple[HLCTimestamp, str, Any]:
+def lww_winner(kd: Entries | Mapping[tuple[str, int], Any]) -> tuple[HLCTimestamp, str, Any]:
     """The winning ``(timestamp, replica, value)`` among concurrent entries (non-empty)."""
-    if len(entries) == 1:  # the usual case: concurrent writes are rare
-        for payload in entries.values():
-            return payload
-    best_dot = max(entries, key=lambda d: (entries[d][0], entries[d][1], d[1]))
-    return entries[best_dot]
+    if type(kd) is tuple:  # the usual case: concurrent writes are rare
+        return kd[2]  # type: ignore[no-any-return]
+    best = max(items(kd), key=lambda e: (e[1][0], e[1][1], e[0][1]))
+    return best[1]  # type: ignore[no-any-return]
 
 
 def lww_payload_from_wire(replica: str, payload: Any) -> tuple[HLCTimestamp, str, Any]:

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from crdt.causal_context import CausalContext
 from crdt.dot_kernel import DotKernel
+from crdt.entries import payloads
 from crdt.plain_value import order_key
 from crdt.registry import register_type
 
@@ -29,7 +30,7 @@ class MVRegister(DotKernel[None]):
         if not kd:
             return []
         out: list[Any] = []
-        for v in sorted(kd.values(), key=order_key):
+        for v in sorted(payloads(kd), key=order_key):
             if not out or order_key(out[-1]) != order_key(v):
                 out.append(v)
         return out

@@ -39,6 +39,7 @@ from typing import Any, ClassVar, Self, TypeVar
 
 from crdt.causal_context import CausalContext
 from crdt.dot_kernel import DotKernel, DotT
+from crdt.entries import Entries, dots, items
 from crdt.errors import InvalidOperationError, TypeMismatchError
 from crdt.fast_merge import apply_write
 from crdt.registry import TYPES, register_type
@@ -48,8 +49,9 @@ T = TypeVar("T", bound=DotKernel[Any])
 FlatKey = tuple[str, str, Hashable]
 
 
-class _NestedEntries(Mapping[Hashable, Mapping[DotT, Any]]):
-    """Read-only window onto one key's entries in the parent's flat store: nested key -> {dot: payload}.
+class _NestedEntries(Mapping[Hashable, Any]):
+    """Read-only window onto one key's entries in the parent's flat store: nested key -> its entries (the tuple of
+    one, or a read-only view of the dict of several: ``crdt.entries``).
 
     Handing ``mutate`` (and ``value``) this window instead of a copy makes an update cost O(its delta), not
     O(size of the nested value). Writes are impossible through it (no ``__setitem__``, payload dicts behind
@@ -58,20 +60,20 @@ class _NestedEntries(Mapping[Hashable, Mapping[DotT, Any]]):
 
     __slots__ = ("_flat", "_inners", "_key", "_name")
 
-    def __init__(self, flat: dict[FlatKey, dict[DotT, Any]], key: str, name: str, inners: set[Hashable]) -> None:
+    def __init__(self, flat: dict[FlatKey, Entries], key: str, name: str, inners: set[Hashable]) -> None:
         self._flat = flat
         self._key = key
         self._name = name
         self._inners = inners
 
-    def __getitem__(self, inner: Hashable) -> Mapping[DotT, Any]:
+    def __getitem__(self, inner: Hashable) -> Any:
         if inner not in self._inners:
             raise KeyError(inner)
-        return MappingProxyType(self._flat[(self._key, self._name, inner)])
+        return _read_only(self._flat[(self._key, self._name, inner)])
 
     def get(self, inner: Hashable, default: Any = None) -> Any:
         if inner in self._inners:
-            return MappingProxyType(self._flat[(self._key, self._name, inner)])
+            return _read_only(self._flat[(self._key, self._name, inner)])
         return default
 
     def __contains__(self, inner: object) -> bool:
@@ -82,6 +84,10 @@ class _NestedEntries(Mapping[Hashable, Mapping[DotT, Any]]):
 
     def __len__(self) -> int:
         return len(self._inners)
+
+
+def _read_only(kd: Entries) -> Any:
+    return kd if isinstance(kd, tuple) else MappingProxyType(kd)
 
 
 class _NestedDots(Mapping[str, Mapping[int, Hashable]]):
@@ -97,7 +103,7 @@ class _NestedDots(Mapping[str, Mapping[int, Hashable]]):
         if self._built is None:
             per: dict[str, dict[int, Hashable]] = {}
             for inner, kd in self._entries.items():
-                for r, c in kd:
+                for r, c in dots(kd):
                     per.setdefault(r, {})[c] = inner
             self._built = {r: MappingProxyType(cs) for r, cs in per.items()}
         return self._built
@@ -216,7 +222,7 @@ class ORMap(DotKernel[FlatKey]):
         delta = ORMap._bound_to(dctx.copy())
         for inner, kd in nested_delta._keys.items():
             flat = (key, name, inner)
-            for dot, payload in kd.items():
+            for dot, payload in items(kd):
                 delta._insert(dot, flat, payload)
         return delta
 
@@ -254,7 +260,7 @@ class ORMap(DotKernel[FlatKey]):
         nested = kind._bound_to(ctx)
         keys = self._keys
         for inner in self._index[key][name]:
-            for dot, payload in keys[(key, name, inner)].items():
+            for dot, payload in items(keys[(key, name, inner)]):
                 nested._insert(dot, inner, payload)
         return nested
 

@@ -18,6 +18,7 @@ from crdt.causal_context import CausalContext
 from crdt.causal_delivery import Op
 from crdt.dot import Dot
 from crdt.dot_kernel import Deferred, DotKernel, context_identity
+from crdt.entries import payload_at, with_entry
 from crdt.errors import CRDTError, DecodeError
 from crdt.registry import TYPES
 from crdt.version_vector import VersionVector
@@ -101,7 +102,7 @@ def state_to_wire(state: DotKernel[Any]) -> list[Any]:
         append = rows.append
         for c in sorted(per):
             key = per[c]
-            payload = keys[key][(r, c)]
+            payload = payload_at(keys[key], r, c)
             # inline fast path for the common scalars (what value_to_wire returns unchanged)
             t = type(key)
             if not (t is str or (t is int and _MIN_INT <= key <= _MAX_INT)):
@@ -182,10 +183,7 @@ def state_from_wire(cls: type[DotKernel[Any]], body: Any, depth: int, max_depth:
                 continue
             per[c] = key  # DotKernel._insert, inlined: this loop runs once per element of a big state
             kd = keys.get(key)
-            if kd is None:
-                keys[key] = {(r, c): payload}
-            else:
-                kd[(r, c)] = payload
+            keys[key] = (r, c, payload) if kd is None else with_entry(kd, r, c, payload)
         if per:
             if r in dots:  # a replica listed twice: non-canonical, the re-encode check rejects it
                 dots[r].update(per)

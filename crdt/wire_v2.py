@@ -35,6 +35,7 @@ from crdt.causal_context import CausalContext
 from crdt.causal_delivery import Op
 from crdt.dot import Dot
 from crdt.dot_kernel import Deferred, DotKernel, context_identity
+from crdt.entries import payload_at, with_entry
 from crdt.errors import CRDTError, DecodeError
 from crdt.hlc import HLCTimestamp
 from crdt.registry import TYPES
@@ -123,7 +124,7 @@ def state_body(state: DotKernel[Any]) -> list[Any]:
         groups += (index[r], count)
         ks = [per[c] for c in cs]
         keys += ks
-        payloads += [skeys[k][(r, c)] for k, c in zip(ks, cs, strict=True)]
+        payloads += [payload_at(skeys[k], r, c) for k, c in zip(ks, cs, strict=True)]
     return [state.TYPE_NAME, replicas, vector, cloud, groups, runs, _columns(state.TYPE_NAME, keys, payloads),
             _deferred_rows(state) if state._deferred else []]
 
@@ -154,7 +155,7 @@ def _one_entry_body(state: DotKernel[Any]) -> list[Any] | None:
             n = ctx._vv.get(r)
             cs = ctx._cloud.get(r)
             cloud = [0, len(cs), *sorted(cs)] if cs else []
-            columns = _columns(state.TYPE_NAME, [key], [state._keys[key][(r, c)]])
+            columns = _columns(state.TYPE_NAME, [key], [payload_at(state._keys[key], r, c)])
             return [state.TYPE_NAME, [r], [0, n] if n else [], cloud, [0, 1], [c, 1], columns, []]
     return None
 
@@ -373,26 +374,22 @@ def _payloads(pay_kind: int, columns: list[Any], n: int, max_depth: int) -> list
 def _fill_lww(state: DotKernel[Any], dots: list[tuple[str, list[int]]], keys: list[Any] | None,
               stamps: list[HLCTimestamp], values: list[Any]) -> None:
     """LWW registers and maps (the bulk of big states): keys and timestamps are already checked, the replica of
-    each payload is its entry's, so entries go straight in, built by C-level zips and maps rather than a Python
-    loop per entry (``dict(((dot, payload),))`` is ``{dot: payload}``)."""
+    each payload is its entry's, so entries go straight in, built by C-level zips rather than a Python loop per
+    entry: a key's one entry is the tuple ``(replica, counter, payload)`` (``crdt.entries``)."""
     skeys, sdots = state._keys, state._dots
     at = 0
     for r, cs in dots:
         k = len(cs)
         ks = [None] * k if keys is None else keys[at : at + k]
         payloads = zip(stamps[at : at + k], repeat(r, k), values[at : at + k], strict=True)
-        inner = list(map(dict, zip(zip(zip(repeat(r, k), cs, strict=True), payloads, strict=True))))
+        held = list(zip(repeat(r, k), cs, payloads, strict=True))
         sdots[r] = dict(zip(cs, ks, strict=True))
-        fresh = dict(zip(ks, inner, strict=True))
+        fresh = dict(zip(ks, held, strict=True))
         if len(fresh) == k and skeys.keys().isdisjoint(fresh):
             skeys.update(fresh)
         else:  # a field written more than once (siblings): join its entries
-            for key, kd in zip(ks, inner, strict=True):
-                held = skeys.get(key)
-                if held is None:
-                    skeys[key] = kd
-                else:
-                    held.update(kd)
+            for key, (_, c, payload) in zip(ks, held, strict=True):
+                skeys[key] = with_entry(skeys.get(key), r, c, payload)
         at += k
 
 

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import crdt
+from crdt import entries
 from crdt.fast_merge import apply_write
 
 TYPE_NAMES = registered_type_names()
@@ -33,15 +34,28 @@ def general_merge(state: Any, other: Any) -> None:
         state._apply_deferred()
 
 
+def assert_compact(state: Any) -> None:
+    """A key's one entry is the tuple (replica, counter, payload), two or more a dict (crdt.entries), and both
+    agree with the dot index: the form follows the count exactly, or equal stores would compare unequal."""
+    for key, kd in state._keys.items():
+        if type(kd) is tuple:
+            assert len(kd) == 3 and state._dots[kd[0]][kd[1]] == key
+        else:
+            assert type(kd) is dict and len(kd) >= 2 and all(state._dots[r][c] == key for r, c in kd)
+    assert sum(map(len, state._dots.values())) == sum(entries.count(kd) for kd in state._keys.values())
+
+
 def assert_identical(a: Any, b: Any) -> None:
     assert a == b
+    assert_compact(a)
+    assert_compact(b)
     assert a._keys == b._keys and a._dots == b._dots and a._ctx == b._ctx
     if isinstance(a, crdt.ORMap):
         assert a._index == b._index
 
 
 def is_one_entry(d: Any) -> bool:
-    return len(d._keys) == 1 and all(len(kd) == 1 for kd in d._keys.values())
+    return len(d._keys) == 1 and all(entries.count(kd) == 1 for kd in d._keys.values())
 
 
 @pytest.mark.parametrize("type_name", TYPE_NAMES)
