@@ -79,6 +79,8 @@ class DotKernel(Generic[K]):
 
     #: whether removes with a foreign context are deferred (ORMap joins nested stores its own way: not yet)
     _DEFERS_REMOVES: ClassVar[bool] = True
+    #: whether ``_insert``/``_discard`` keep an index of keys (ORMap): ``crdt.fast_merge`` then never bypasses them
+    _KEYS_INDEXED: ClassVar[bool] = False
 
     __slots__ = ("_ctx", "_deferred", "_dots", "_keys")
 
@@ -171,8 +173,12 @@ class DotKernel(Generic[K]):
         kd = self._keys.get(key)
         if kd:
             if type(kd) is tuple:  # one entry, the usual
-                if context is None or context.contains((kd[0], kd[1])):
-                    ctx.add((kd[0], kd[1]))
+                q, k = kd[0], kd[1]
+                if context is None or context.contains((q, k)):
+                    if q == replica and k != 1 and not ctx._vv:
+                        ctx._cloud[q].add(k)  # the writer's own earlier write: both dots in the cloud, compact
+                    else:
+                        ctx.add((q, k))
             else:
                 for od in kd:
                     if context is None or context.contains(od):

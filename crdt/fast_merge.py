@@ -22,7 +22,7 @@ happens to hold one entry, whose context the general join walks more cleverly) i
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from crdt.causal_context import CausalContext
 from crdt.entries import Entries, with_entry
@@ -37,6 +37,9 @@ class Store(Protocol):
     _keys: dict[Any, Any]  # crdt.entries.Entries
     _dots: dict[str, dict[int, Any]]
     _ctx: CausalContext
+    #: whether the store keeps an index of its keys that ``_discard`` maintains (ORMap): then entries always
+    #: leave through ``_discard``
+    _KEYS_INDEXED: ClassVar[bool]
 
     def _discard(self, r: str, c: int) -> None: ...
 
@@ -161,6 +164,16 @@ def _apply_successor(state: Store, okeys: dict[Any, Entries], r: str, cs: set[in
         if type(okd) is not tuple or okd[1] != c or okd[0] != r:
             return False
         mine = state._dots.get(r)
+        held = state._keys.get(key)
+        if len(cs) == 2 and type(held) is tuple and held[1] in cs and held[0] == r and not state._KEYS_INDEXED:
+            # the usual: the key's one entry is the write this one replaces (no other dot of cs is held: the
+            # store has one entry a dot). Replaced in place, as _discard then the insert below would.
+            assert mine is not None
+            del mine[held[1]]
+            mine[c] = key
+            state._keys[key] = okd
+            svv[r] = c
+            return True
         if mine:
             for k in cs:
                 if k in mine and k != c:

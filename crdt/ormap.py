@@ -167,6 +167,7 @@ class ORMap(DotKernel[FlatKey]):
                 inners.add(inner)
 
     _DEFERS_REMOVES: ClassVar[bool] = False  # its merge joins nested stores directly (see DotKernel's docstring)
+    _KEYS_INDEXED: ClassVar[bool] = True
 
     def merge(self, other: Self) -> None:
         """Join in place: the kernel's join, then index what arrived. O(size of ``other``)."""

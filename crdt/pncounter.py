@@ -25,7 +25,7 @@ class PNCounter(DotKernel[str]):
         """Add ``amount`` (negative means decrement; zero is invalid)."""
         _check_amount(amount, allow_negative=True)
         kd = self._keys.get(replica)
-        p, n = latest_total(kd) if kd else (0, 0)
+        p, n = (0, 0) if kd is None else kd[2] if type(kd) is tuple else latest_total(kd)
         if amount > 0:
             p += amount
         else:
