@@ -28,7 +28,7 @@ contiguous from 1): small for a store whose removes were few, as large as the ch
 from __future__ import annotations
 
 from collections.abc import Container, Mapping, Sized
-from itertools import chain
+from itertools import chain, repeat
 from typing import Protocol
 
 from crdt.causal_context import CausalContext
@@ -53,15 +53,13 @@ def diff_since(ctx: CausalContext, held: Mapping[str, HeldCounters], since: Caus
         va, cla = ctx._vv.get(r, 0), ctx._cloud.get(r, empty)
         vb, clb = since._vv.get(r, 0), since._cloud.get(r, empty)
         mine = held.get(r, empty)
-        picked: list[int] = []
         # 1. new dots: ctx's prefix past the peer's vector and ctx's cloud, minus what the peer's cloud has
-        held_new = 0
-        for c in chain(range(vb + 1, va + 1), (c for c in cla if c > vb)):
-            if c not in clb:
-                picked.append(c)
-                if c in mine:
-                    fresh_held.append((r, c))
-                    held_new += 1
+        picked = [*range(vb + 1, va + 1), *(c for c in cla if c > vb)]
+        if clb:
+            picked = [c for c in picked if c not in clb]
+        new_held = list(filter(mine.__contains__, picked))  # at C speed: this runs once per new dot
+        fresh_held += zip(repeat(r, len(new_held)), new_held, strict=True)
+        held_new = len(new_held)
         # 2. dots both saw that we no longer hold: their count first, a walk only if there are any
         top = min(va, vb)
         shared_cloud = [c for c in clb if c <= va] + [c for c in cla if c <= vb or c in clb]
@@ -73,7 +71,24 @@ def diff_since(ctx: CausalContext, held: Mapping[str, HeldCounters], since: Caus
                     removed -= 1
                     if not removed:
                         break
-        for c in sorted(picked):  # ascending: each add extends the vector or the cloud, no refolding
-            out.add((r, c))
+        if picked:
+            _add_sorted(out, r, sorted(picked))
     return out, fresh_held
+
+
+def _add_sorted(out: CausalContext, r: str, counters: list[int]) -> None:
+    """Adds the dots ``(r, c)`` of ``counters`` (ascending, distinct) to ``out``, which holds none of ``r``: the
+    prefix 1, 2, ... n is the vector, the rest the cloud. ``counters[i] >= i + 1`` and equality holds exactly on
+    the prefix, so it is found by bisection."""
+    lo, hi = 0, len(counters)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if counters[mid] == mid + 1:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo:
+        out._vv[r] = lo
+    if lo < len(counters):
+        out._cloud[r] = set(counters[lo:])
 

@@ -327,7 +327,7 @@ class DotKernel(Generic[K]):
         scloud = self._ctx._cloud
         skeys = self._keys
         for key, okd in other._keys.items():
-            for dot, payload in entries.items(okd):
+            for dot, payload in (((okd[0], okd[1]), okd[2]),) if type(okd) is tuple else okd.items():
                 r, c = dot
                 # self's entries are all covered by self's context, so one coverage test decides: a covered
                 # dot is either already here (dots are unique, payloads equal) or was removed since.
@@ -362,9 +362,23 @@ class DotKernel(Generic[K]):
         dctx, fresh = diff_since(self._ctx, self._dots, context)
         d = type(self)._bound_to(dctx)
         dots, keys = self._dots, self._keys
-        for r, c in fresh:
-            key = dots[r][c]
-            d._insert((r, c), key, entries.payload_at(keys[key], r, c))
+        if self._KEYS_INDEXED:
+            for r, c in fresh:
+                key = dots[r][c]
+                d._insert((r, c), key, entries.payload_at(keys[key], r, c))
+        else:  # _insert, inlined: this runs once per entry the peer lacks
+            ddots, dkeys = d._dots, d._keys
+            for r, c in fresh:
+                key = dots[r][c]
+                kd = keys[key]
+                payload = kd[2] if type(kd) is tuple else kd[(r, c)]
+                per = ddots.get(r)
+                if per is None:
+                    ddots[r] = {c: key}
+                else:
+                    per[c] = key
+                held = dkeys.get(key)
+                dkeys[key] = (r, c, payload) if held is None else entries.with_entry(held, r, c, payload)
         if self._deferred:
             d._add_deferred(self._deferred)
         return d
