@@ -342,7 +342,10 @@ class DotKernel(Generic[K]):
                 else:
                     mine[c] = key
                 kd = skeys.get(key)
-                skeys[key] = (r, c, payload) if kd is None else entries.with_entry(kd, r, c, payload)
+                if kd is None:  # the delta's own one-entry tuple when it has one: immutable, so shared
+                    skeys[key] = okd if type(okd) is tuple else (r, c, payload)
+                else:
+                    skeys[key] = entries.with_entry(kd, r, c, payload)
                 if changes is not None:
                     changes.append(dot)
 
