@@ -29,7 +29,6 @@ from gossip.errors import GossipError
 from gossip.fault_injection import FaultInjectingTransport
 from gossip.member import Member
 from gossip.memberlist import Memberlist
-from gossip.msgpack_wire import UNPACK_ERRORS
 from gossip.security import KEY_SIZES, Keyring
 from gossip.transport import Transport
 from gossip.transport_asyncio import AsyncioTransport
@@ -37,6 +36,7 @@ from server.config import ServerConfig
 from server.errors import BadRequestError, NodeNotRunningError
 from server.metrics import Metrics
 from server.replication.config import ReplicationConfig
+from server.replication.member_meta import advertised, decode_meta
 from server.replication.runtime import GossipReplication
 
 _GOSSIP_PRESETS = {"lan": GossipConfig.lan, "wan": GossipConfig.wan, "local": GossipConfig.local}
@@ -87,19 +87,9 @@ def keyring_for(cluster_key: str | None) -> Keyring | None:
 
 
 def encode_meta(http_addr: str) -> bytes:
-    """Member metadata: a msgpack map, so later fields can be added without breaking older nodes."""
-    return msgpack.packb({_META_HTTP: http_addr})
-
-
-def decode_meta(meta: bytes) -> dict[str, Any]:
-    """Whatever a peer published; a malformed blob is shown as no metadata rather than breaking the listing."""
-    if not meta:
-        return {}
-    try:
-        value = msgpack.unpackb(meta)
-    except UNPACK_ERRORS:
-        return {}
-    return value if isinstance(value, dict) else {}
+    """Member metadata: a msgpack map, so later fields can be added without breaking older nodes (`decode_meta`
+    ignores what it does not know); replication adds what this node reads (`member_meta.advertised`)."""
+    return msgpack.packb({_META_HTTP: http_addr, **advertised()})
 
 
 def member_view(member: Member, self_id: str) -> dict[str, Any]:

@@ -24,6 +24,11 @@ Shape of a session (initiator ``I``, responder ``R``; ``R`` keeps **no per-sessi
    side diffing the listing is the newer one; two otherwise. The initiator lists (the responder diffs) unless a
    deferral moved the listing: a lagging node tends to be the one starting sessions, and is then the older side.
 3. States too big for one message go as `chunking` chunks, reassembled in a bounded `Reassembler`.
+4. Where the application gives a context (``get_context``, ``get_state_for_context``: a CRDT's causal context,
+   opaque here) and knows the peer reads them, a flagged push of a big key (``context_min_bytes``) goes as a
+   *context row* instead: the receiver answers with what that context lacks of its state and its own context as an
+   answer row, which is answered with a diff only. Both directions then cost the difference, not a whole state
+   (`engine` has the details; `wire` why they are never sent to a peer not known to read them).
 
 Why the wire uses **3-byte slices** (``hash_bytes``) of the 16-byte node hashes and digests: locating ``d``
 differences costs about ``d * fanout * width`` bytes per level near the leaves, so width dominates. A 3-byte slice
@@ -70,8 +75,9 @@ Garbage from the peer (bad type, bad msgpack, wrong shapes, out-of-range ids, ba
 
 Modules, each importing only those listed before it: `merkle` (the hash tree), `chunking` (big states in bounded
 pieces), `config` (`AntiEntropyConfig`), `wire` (message types, record layouts, strict decoding), `work` (the work
-items a side queues), `composer` (one message within its bounds), `engine` (what one message does on either side:
-merge, compare, diff, compose), `session` (the two roles and the message flow).
+items a side queues), `descent` (where two trees differ: hash comparison, listing diffs), `composer` (one message
+within its bounds), `engine` (what one message does on either side: merge, answer, compose), `session` (the two
+roles and the message flow).
 """
 
 from gossip.anti_entropy.chunking import (
@@ -80,6 +86,7 @@ from gossip.anti_entropy.chunking import (
     Chunk,
     ChunkError,
     Reassembler,
+    SentValues,
     chunk_data_bytes,
     decode_chunk,
     encode_chunk,
@@ -88,10 +95,13 @@ from gossip.anti_entropy.chunking import (
 )
 from gossip.anti_entropy.config import AntiEntropyConfig
 from gossip.anti_entropy.engine import (
+    AntiEntropyContextError,
     AntiEntropyMergeError,
     AntiEntropyStats,
     CheckState,
+    GetContext,
     GetState,
+    GetStateForContext,
     GetStateSince,
     Merge,
 )
@@ -111,16 +121,23 @@ from gossip.anti_entropy.merkle import (
     state_digest,
 )
 from gossip.anti_entropy.session import AntiEntropyPeerError, AntiEntropyResponder, AntiEntropySession, run_session
-from gossip.anti_entropy.wire import PROTOCOL_VERSION, AntiEntropyMessageType, AntiEntropyProtocolError
+from gossip.anti_entropy.wire import (
+    FEATURE_CONTEXTS,
+    PROTOCOL_VERSION,
+    AntiEntropyMessageType,
+    AntiEntropyProtocolError,
+)
 
 __all__ = [
     "CHUNK_MESSAGE_TYPE",
     "CHUNK_OVERHEAD_BYTES",
     "DIGEST_BYTES",
+    "FEATURE_CONTEXTS",
     "KEY_HASH_BYTES",
     "MAX_LEAVES",
     "PROTOCOL_VERSION",
     "AntiEntropyConfig",
+    "AntiEntropyContextError",
     "AntiEntropyMergeError",
     "AntiEntropyMessageType",
     "AntiEntropyPeerError",
@@ -131,11 +148,14 @@ __all__ = [
     "CheckState",
     "Chunk",
     "ChunkError",
+    "GetContext",
     "GetState",
+    "GetStateForContext",
     "GetStateSince",
     "Merge",
     "MerkleTree",
     "Reassembler",
+    "SentValues",
     "chunk_data_bytes",
     "decode_chunk",
     "encode_chunk",

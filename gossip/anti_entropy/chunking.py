@@ -12,6 +12,8 @@ Why it looks like this:
 * **The receiver's memory is bounded** by ``max_buffer_bytes`` (declared sizes are reserved up front) and
   ``max_transfers``; when full, the least recently progressed transfer is evicted (a vanished sender cannot pin memory
   forever), and ids of recently completed transfers are remembered so late duplicates are ignored, not restarted.
+* **The sender keeps what it is sending** (`SentValues`): the receiver asks for the next chunks by transfer id, often
+  a message later, and a value that is a diff for the receiver's context cannot be made again from the key alone.
 """
 
 from __future__ import annotations
@@ -155,6 +157,36 @@ class _Partial:
     received_bytes: int = 0
 
 
+class SentValues:
+    """The values of the sender's recent transfers, by id, so "send chunks from index i" finds the same bytes: a
+    few transfers may be in flight at once (one per key a peer is being sent), and a diff cannot be rebuilt from
+    its key. Bounded: at most ``max_values``, and beyond ``max_bytes`` only the newest; the oldest go first (their
+    receiver is then told the transfer is gone, and the key is repaired by a later session)."""
+
+    def __init__(self, max_values: int = 8, max_bytes: int = 32 * 1024 * 1024) -> None:
+        self.max_values = max_values
+        self.max_bytes = max_bytes
+        self._values: OrderedDict[bytes, tuple[bytes, bytes]] = OrderedDict()  # transfer id -> (context, value)
+        self._bytes = 0
+
+    def get(self, transfer_id: bytes, context: bytes) -> bytes | None:
+        found = self._values.get(transfer_id)
+        if found is None or found[0] != context:
+            return None
+        self._values.move_to_end(transfer_id)
+        return found[1]
+
+    def put(self, transfer_id: bytes, context: bytes, value: bytes) -> None:
+        old = self._values.pop(transfer_id, None)
+        if old is not None:
+            self._bytes -= len(old[1])
+        self._values[transfer_id] = (context, value)
+        self._bytes += len(value)
+        while len(self._values) > self.max_values or (self._bytes > self.max_bytes and len(self._values) > 1):
+            _, (_, dropped) = self._values.popitem(last=False)
+            self._bytes -= len(dropped)
+
+
 class Reassembler:
     """Collects chunks of many concurrent transfers into whole values within fixed memory bounds.
 
@@ -267,6 +299,7 @@ __all__ = [
     "Chunk",
     "ChunkError",
     "Reassembler",
+    "SentValues",
     "chunk_data_bytes",
     "decode_chunk",
     "encode_chunk",

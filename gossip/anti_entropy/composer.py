@@ -31,7 +31,7 @@ class Composer:
     """
 
     def __init__(self, tree: MerkleTree, config: AntiEntropyConfig, salt: int | None,
-                 count: int | None = None) -> None:
+                 count: int | None = None, features: int = 0) -> None:
         self._idw = id_width(tree)
         self._fanout = tree.fanout
         self._max = config.max_message_bytes
@@ -44,9 +44,10 @@ class Composer:
         self.content_limit = self._max if salt is not None else reply_limit
         self.full = False
         """Set once some content did not fit: lazy work is then deferred without being done."""
-        self.size = 16 + (10 if count is not None else 0) + (4 if salt is not None else 0)
+        self.size = 16 + (10 if count is not None else 0) + (4 if salt is not None else 0) + (7 if features else 0)
         self._salt = salt
         self._count = count
+        self._features = features
         self._rows: dict[str, list[object]] = {}  # k, c, m, cw, x: one msgpack array per row
         self._level_blobs: dict[str, list[tuple[int, bytearray]]] = {}  # g, sk, d: one blob of records per level
         self._flat: dict[str, bytearray] = {}  # e, w: one blob of records
@@ -145,6 +146,14 @@ class Composer:
             return False
         return self._append_row("k", [key, state, pushback], len(key) + len(state))
 
+    def add_context(self, key: bytes, context: bytes, answer: bool) -> bool:
+        """A context row: the reply is at most a diff and (unless ``answer``) a row back, or a leaf note if neither
+        fits, like a flagged state's."""
+        if not self._room(len(key) + len(context) + _ROW_OVERHEAD + 8 + _LIST_OVERHEAD, False) or not self._work(
+                self._idw):
+            return False
+        return self._append_row("cx", [key, context, answer], len(key) + len(context))
+
     def add_chunk(self, key: bytes, pushback: bool, chunk: Chunk) -> bool:
         cost = len(key) + len(chunk.data) + CHUNK_OVERHEAD_BYTES
         if not self._room(cost + _ROW_OVERHEAD + 8 + _LIST_OVERHEAD, False) or not self._work(
@@ -189,6 +198,8 @@ class Composer:
             body["s"] = self._salt
         if self._count is not None:
             body["n"] = self._count
+        if self._features:
+            body["ft"] = self._features
         message = encode_message(kind, body)
         if len(message) > self._max:
             raise PacketTooLargeError(len(message), self._max)

@@ -24,6 +24,10 @@ class AntiEntropyConfig:
     """Work items the initiator queues at most; beyond it work is dropped and the session marked incomplete."""
     max_rounds: int = 10_000
     """Round trips one session makes at most before it stops, marked incomplete."""
+    context_min_bytes: int = 4096
+    """A key both sides hold differently whose state (the tree's size hint) is at least this big goes first as a
+    context row instead of its state, when the peer reads them: each side then sends only what the other lacks,
+    at the price of one more message. Below it, sending the whole state is cheaper than waiting a round trip more."""
 
     def __post_init__(self) -> None:
         if self.max_message_bytes < MIN_MESSAGE_BYTES:
@@ -34,6 +38,8 @@ class AntiEntropyConfig:
             raise ConfigError("max_pending", self.max_pending, "must be >= 1")
         if self.max_rounds < 1:
             raise ConfigError("max_rounds", self.max_rounds, "must be >= 1")
+        if self.context_min_bytes < 0:
+            raise ConfigError("context_min_bytes", self.context_min_bytes, "must be >= 0")
 
 
 __all__ = ["MIN_MESSAGE_BYTES", "AntiEntropyConfig"]

@@ -1,8 +1,19 @@
 """The half of anti-entropy both roles share: absorbing a peer's EXCHANGE and composing our own.
 
 `session` holds the two roles and the message flow; this module holds what a message *does*: merge its states
-(checked first), compare its hash groups and sketches with our tree, diff its leaf listings, answer its wants, and
-fill the next message from a queue of `work` items within the size and work bounds of `composer.Composer`.
+(checked first), compare its hash groups and sketches with our tree and diff its leaf listings (`descent`), answer
+its wants and context rows, and fill the next message from a queue of `work` items within the size and work bounds
+of `composer.Composer`.
+
+**Context rows.** For a key both sides hold differently, one side pushes first; a big state pushed whole costs its
+size even when the two differ in a few elements. So where the peer reads them (``send_contexts``), a flagged push of
+a key whose state is at least ``context_min_bytes`` goes as a context row instead: the application's opaque, small
+summary of what this side holds (a CRDT's causal context). The receiver answers it with a diff (what a holder of
+that context lacks of its state, unflagged) and its own context row marked as an *answer*; the first side answers
+that with a diff only. Both directions then cost the difference, plus one message more than a whole state and its
+push-back. An answer row is never answered with a row, so the exchange ends there. A side that does not hold the key
+answers with an empty context ("I hold nothing"), which the first side answers with its whole state. Big diffs go in
+chunks exactly as big states do.
 """
 
 from __future__ import annotations
@@ -11,15 +22,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from gossip.anti_entropy.chunking import Chunk, ChunkError, Reassembler, transfer_id_of
+from gossip.anti_entropy.chunking import Chunk, ChunkError, Reassembler, SentValues, transfer_id_of
 from gossip.anti_entropy.composer import Composer, reply_content_limit
 from gossip.anti_entropy.config import AntiEntropyConfig
+from gossip.anti_entropy.descent import compare_nodes, diff_leaf, wanted_keys
 from gossip.anti_entropy.merkle import (
-    KEY_HASH_BYTES,
     MerkleTree,
     entry_tag,
     key_fingerprint,
-    locate_child,
     sketch_of,
     sketch_pays_below,
     slice_hash,
@@ -29,13 +39,15 @@ from gossip.anti_entropy.wire import (
     LISTING_FINGERPRINTS,
     LISTING_SIZES,
     LISTING_TAGS,
+    MAX_CONTEXT_BYTES,
+    MAX_CONTEXT_KEY_BYTES,
     SIZE_HINT_BYTES,
     Exchange,
-    entry_width,
     id_width,
     size_hint,
 )
 from gossip.anti_entropy.work import (
+    AnswerContext,
     AnswerWant,
     AskChunks,
     AskGroup,
@@ -43,15 +55,22 @@ from gossip.anti_entropy.work import (
     DiffListing,
     ExpandNode,
     SendChunks,
+    SendDiff,
     SendState,
     WorkItem,
 )
 from gossip.errors import GossipError
 
 GetState = Callable[[bytes], "bytes | None"]
-#: ``(key, a state of it the peer holds at least) -> what the peer lacks of mine`` (a state that merges like mine)
-GetStateSince = Callable[[bytes, bytes], "bytes | None"]
 """key -> the key's deterministic state encoding, or None if the key is unknown."""
+GetStateSince = Callable[[bytes, bytes], "bytes | None"]
+"""``(key, a state of it the peer holds at least) -> what the peer lacks of mine`` (a state that merges like mine)."""
+GetContext = Callable[[bytes], "bytes | None"]
+"""key -> my context of the key (opaque bytes, small next to a big state), or None if the key is unknown."""
+GetStateForContext = Callable[[bytes, bytes], "bytes | None"]
+"""``(key, the peer's context of it) -> what a holder of that context lacks of mine`` (merges there like my whole
+state), or None if the key is unknown; raises if the context is not valid (the session then fails, nothing
+changed by it)."""
 Merge = Callable[[bytes, bytes], None]
 """(key, state) -> join the state into the store and update the tree (``tree.set(key, digest, size)``)."""
 CheckState = Callable[[bytes, bytes], None]
@@ -61,10 +80,22 @@ CheckState = Callable[[bytes, bytes], None]
 class AntiEntropyMergeError(GossipError, ValueError):
     """The caller's ``check``/``merge`` refused a state received from the peer; the session was aborted."""
 
+    reason = "state_rejected"
+    """What a responder answers (an ERROR) and counts."""
+    what = "state"
+
     def __init__(self, key: bytes, cause: BaseException) -> None:
-        super().__init__(f"state for key {key[:32]!r} rejected: {cause}")
+        super().__init__(f"{self.what} for key {key[:32]!r} rejected: {cause}")
         self.key = key
         self.cause = cause
+
+
+class AntiEntropyContextError(AntiEntropyMergeError):
+    """The caller's ``get_state_for_context`` refused a context the peer sent (garbled, or not one it can read);
+    the session was aborted, and nothing was made of that context."""
+
+    reason = "context_rejected"
+    what = "context"
 
 
 @dataclass(slots=True)
@@ -79,6 +110,9 @@ class AntiEntropyStats:
     state_bytes_sent: int = 0
     state_bytes_received: int = 0
     pushbacks: int = 0
+    contexts_sent: int = 0
+    """Context rows sent (answers included), each in place of a big state."""
+    contexts_received: int = 0
     dropped_items: int = 0
     errors: dict[str, int] = field(default_factory=dict)
 
@@ -88,20 +122,27 @@ class ExchangeEngine:
 
     def __init__(self, tree: MerkleTree, get_state: GetState, merge: Merge, config: AntiEntropyConfig,
                  check: CheckState | None, reassembler: Reassembler | None,
-                 get_state_since: GetStateSince | None = None) -> None:
+                 get_state_since: GetStateSince | None = None, get_context: GetContext | None = None,
+                 get_state_for_context: GetStateForContext | None = None) -> None:
         self.tree = tree
         self.get_state = get_state
         self.get_state_since = get_state_since
+        self.get_context = get_context
+        self.get_state_for_context = get_state_for_context
+        self.answers_contexts = get_context is not None and get_state_for_context is not None
+        """Both context callbacks given: this side can answer context rows (and so may send them)."""
+        self.send_contexts = False
+        """Set by the role for the message being composed: the peer reads context rows, and so do we."""
         self.merge = merge
         self.check = check
         self.config = config
         self.reassembler = reassembler or Reassembler()
         self.stats = AntiEntropyStats()
-        self._cached: tuple[bytes, bytes, bytes] | None = None  # key, state, transfer id of the last big state
+        self._sent_values = SentValues()  # big states and diffs being sent in chunks, by transfer id
         # A chunk must fit an otherwise empty reply.
         self.chunk_bytes_base = reply_content_limit(config.max_message_bytes) - 512
         self.peer_keys: int | None = None  # the responder's key count, learnt by the initiator from the first reply
-        self._just_received: set[bytes] = set()  # keys whose states the message being answered carried
+        self._just_received: set[bytes] = set()  # keys of the message being answered: see `absorb`
         self.sketch_below = sketch_pays_below(tree.fanout, config.hash_bytes, id_width(tree))
 
     def count_error(self, reason: str) -> None:
@@ -127,8 +168,12 @@ class ExchangeEngine:
                     self.check(key, state)
                 except Exception as exc:  # the caller's decoder: whatever it raises means "not a valid state"
                     raise AntiEntropyMergeError(key, exc) from exc
-        work: list[WorkItem] = []
-        self._just_received = {key for key, _, _ in states}
+        # Context rows first: an answer row is a few bytes that the peer's diff back waits for, so it must not be
+        # the one item a full reply defers.
+        work: list[WorkItem] = self._answer_contexts(ex.contexts)
+        # Keys whose answer is already on its way: a flagged state (the push-back) or a context row (our diff). Not
+        # an unflagged state: a diff of ours it may be, and a want of that key in the same message must be answered.
+        self._just_received = {key for key, _, pushback in states if pushback} | {key for key, _, _ in ex.contexts}
         for key, state, pushback in states:
             try:
                 self.merge(key, state)
@@ -141,7 +186,7 @@ class ExchangeEngine:
                 work.append(SendState(key, False, state if self.get_state_since is not None else None))
         for tid in ex.gone:
             self.reassembler.abandon(tid)
-        work.extend(self._compare_nodes(ex, salt))
+        work.extend(compare_nodes(tree, ex, salt, self.config.hash_bytes, self.sketch_below))
         # Leaf entries and wants are expanded lazily (`fill`): a full reply defers them without doing the work.
         work.extend(DiffListing(leaf, entries, form) for leaf, entries, form in ex.entries)
         work.extend(ExpandNode(level, node, False) for level, node in ex.differs)
@@ -150,113 +195,37 @@ class ExchangeEngine:
         work.extend(SendChunks(key, tid, index, pushback) for key, tid, index, pushback in ex.chunk_wants)
         return work
 
-    def _compare_nodes(self, ex: Exchange, salt: int) -> list[WorkItem]:
-        """Compare the peer's groups and sketches with our tree: the differing nodes, each to be expanded.
-
-        Whether we expand a node with a sketch or a full group follows the differing children per differing parent
-        seen at its level in this message (`sketch_pays_below`): many means the next level is dense too.
-        """
-        tree, width, fanout = self.tree, self.config.hash_bytes, self.tree.fanout
-        found: list[tuple[int, int]] = []
-        failed: list[WorkItem] = []
-        seen: dict[int, list[int]] = {}  # level -> [parents compared, differing children found]
-        for level, parent, hashes in ex.groups:
-            tally = seen.setdefault(level, [0, 0])
-            tally[0] += 1
-            for i, value in enumerate(tree.children_ints(level - 1, parent)):
-                if slice_hash(value, salt, width) != hashes[i * width : (i + 1) * width]:
-                    found.append((level, parent * fanout + i))
-                    tally[1] += 1
-        for level, parent, theirs in ex.sketches:
-            mine = sketch_of(tree.children_ints(level - 1, parent))
-            deltas = [int.from_bytes(slice_hash(v, salt, width), "big") ^ int.from_bytes(
-                theirs[k * width : (k + 1) * width], "big") for k, v in enumerate(mine)]
-            child = locate_child(deltas, fanout)
-            tally = seen.setdefault(level, [0, 0])
-            tally[0] += 1
-            if child is None:
-                # Several children differ: ask the sender for its full group rather than sending ours, so the same
-                # side keeps listing the leaves below (which side that is decides who pushes on a tie).
-                failed.append(AskGroup(level - 1, parent))
-                tally[1] += 2
-            elif child >= 0:
-                found.append((level, parent * fanout + child))
-                tally[1] += 1
-        sparse = {level: differing < parents * self.sketch_below for level, (parents, differing) in seen.items()}
-        expand: list[WorkItem] = [ExpandNode(level, node, sparse[level]) for level, node in found]
-        return expand + failed
-
-    def _wanted_keys(self, leaf: int, name: bytes, salt: int) -> list[bytes]:
-        """Keys a want names (by fingerprint or entry tag), less those the same message brought: if ours still
-        differs from what they sent, the push-back already carries it."""
-        return [k for k, d in self.tree.leaf_items(leaf) if k not in self._just_received and (
-            key_fingerprint(k, salt) == name or entry_tag(k, d, salt) == name)]
-
-    def _diff_leaf(self, leaf: int, entries: bytes, form: int, salt: int) -> list[WorkItem]:
-        """Compare the peer's listing of a leaf with ours: push what they lack, want what we lack.
-
-        For a key both hold differently, the side whose encoded state is larger (the size hint in the listing) is
-        guessed to be newer and pushes first; the other merges and pushes back only if the result still differs.
-        """
-        if form == LISTING_TAGS:
-            return self._diff_tag_listing(leaf, entries, salt)
-        width = self.config.hash_bytes
-        entry_bytes = KEY_HASH_BYTES + width
-        step = entry_width(width, form)
-        theirs: set[bytes] = set()
-        their_size: dict[bytes, int] = {}
-        for i in range(0, len(entries), step):
-            theirs.add(entries[i : i + entry_bytes])
-            fp = entries[i : i + KEY_HASH_BYTES]
-            their_size[fp] = max(their_size.get(fp, 0), int.from_bytes(entries[i + entry_bytes : i + step], "big"))
-        matched: set[bytes] = set()
-        my_fps: set[bytes] = set()
+    def _answer_contexts(self, rows: list[tuple[bytes, bytes, bool]]) -> list[WorkItem]:
+        """The peer's context rows, each standing for its state of a big key: answer with what that context lacks
+        of ours and, unless the row is itself an answer, with our own context (see the module docstring). Without
+        the callbacks (a peer should not have sent them), answer as a plain flagged push would be answered."""
         work: list[WorkItem] = []
-        wanted: set[bytes] = set()
-        for key, digest in self.tree.leaf_items(leaf):
-            fp = key_fingerprint(key, salt)
-            my_fps.add(fp)
-            entry = fp + digest[salt : salt + width]
-            if entry in theirs:
-                matched.add(entry)
-            elif fp not in their_size:
-                work.append(SendState(key, False))
-            elif 0 < size_hint(self.tree.size_of(key)) < their_size[fp]:
-                wanted.add(fp)  # theirs is probably newer: it comes first, ours follows only if still needed
-            else:
-                work.append(SendState(key, True))  # ours is larger, or nothing tells: push now, saving a round trip
-        wanted.update(e[:KEY_HASH_BYTES] for e in theirs - matched if e[:KEY_HASH_BYTES] not in my_fps)
-        work.extend(AskStates(leaf, fp) for fp in sorted(wanted))
-        return work
-
-    def _diff_tag_listing(self, leaf: int, entries: bytes, salt: int) -> list[WorkItem]:
-        """Entry tags cannot pair two versions of a key: push every version they lack (flagged), want every tag we
-        lack."""
-        step = KEY_HASH_BYTES
-        tags = {entries[i : i + step] for i in range(0, len(entries), step)}
-        mine: set[bytes] = set()
-        work: list[WorkItem] = []
-        for key, digest in self.tree.leaf_items(leaf):
-            tag = entry_tag(key, digest, salt)
-            mine.add(tag)
-            if tag not in tags:
-                work.append(SendState(key, True))
-        work.extend(AskStates(leaf, tag) for tag in sorted(tags - mine))
+        seen: set[bytes] = set()
+        for key, context, answer in rows:
+            if key in seen:
+                continue
+            seen.add(key)
+            self.stats.contexts_received += 1
+            if not self.answers_contexts:
+                work.append(SendState(key, not answer))
+            elif answer:
+                work.append(SendDiff(key, context))
+            else:  # the row first: it is small, and the peer's diff back depends on it, while ours may be big
+                work.extend((AnswerContext(key), SendDiff(key, context)))
         return work
 
     # -- composing what to send ------------------------------------------------------------------------------
 
-    def big_state(self, key: bytes, tid: bytes | None) -> tuple[bytes, bytes] | None:
-        """The state of ``key`` and its transfer id, from a one-slot cache (chunked sends re-ask once a message)."""
-        if self._cached is not None and self._cached[0] == key and (tid is None or self._cached[2] == tid):
-            return self._cached[1], self._cached[2]
-        state = self.get_state(key)
-        if state is None:
-            return None
-        self._cached = (key, state, transfer_id_of(state, key))
-        if tid is not None and self._cached[2] != tid:
-            return None
-        return state, self._cached[2]
+    def big_state(self, key: bytes, tid: bytes) -> bytes | None:
+        """The value transfer ``tid`` of ``key`` sends (chunked sends re-ask once a message): kept since its first
+        chunk, or else our state if that is still what it sends; None when neither (the transfer is gone)."""
+        value = self._sent_values.get(tid, key)
+        if value is None:
+            value = self.get_state(key)
+            if value is None or transfer_id_of(value, key) != tid:
+                return None
+            self._sent_values.put(tid, key, value)
+        return value
 
     def fill(self, composer: Composer, queue: deque[WorkItem], salt: int) -> None:
         """Place work from the front of ``queue`` until the message is full; what is left stays queued, in order."""
@@ -267,9 +236,10 @@ class ExchangeEngine:
                     return
                 queue.popleft()
                 if type(item) is DiffListing:
-                    expanded = self._diff_leaf(item.leaf, item.entries, item.form, salt)
+                    expanded = diff_leaf(self.tree, item.leaf, item.entries, item.form, salt, self.config.hash_bytes)
                 else:
-                    expanded = [SendState(key, True) for key in self._wanted_keys(item.leaf, item.name, salt)]
+                    keys = wanted_keys(self.tree, item.leaf, item.name, salt, self._just_received)
+                    expanded = [SendState(key, True) for key in keys]
                 queue.extendleft(reversed(expanded))
                 continue
             left = self.place(composer, item, salt)
@@ -291,6 +261,10 @@ class ExchangeEngine:
         """Put one work item into the message; return what is left of it (None when fully placed or moot)."""
         if type(item) is SendState:  # the bulk of a catch-up: kept inline
             since = item.since
+            if item.pushback and self.send_contexts and self.tree.size_of(item.key) >= self.config.context_min_bytes:
+                placed = self._place_context(composer, item.key, False)
+                if placed is not None:
+                    return None if placed else item
             get_since = self.get_state_since
             state = self.get_state(item.key) if since is None or get_since is None else get_since(item.key, since)
             if state is None:
@@ -298,7 +272,11 @@ class ExchangeEngine:
             if composer.add_state(item.key, state, item.pushback):
                 self._sent(state)
                 return None
-            return self._place_big_state(composer, item, state)
+            return self._place_big_state(composer, item, item.key, state, item.pushback)
+        if isinstance(item, SendDiff):
+            return self._place_diff(composer, item)
+        if isinstance(item, AnswerContext):
+            return None if self._place_context(composer, item.key, True) is not False else item
         if type(item) is ExpandNode:
             return None if self._place_node(composer, item, salt) else item
         if isinstance(item, AskStates):
@@ -334,21 +312,53 @@ class ExchangeEngine:
                                for (k, d), hint in zip(items, hints, strict=True))
         return composer.add_entries(node, listing, len(items), form, self.entry_reply_estimate(len(items)))
 
-    def _place_big_state(self, composer: Composer, item: SendState, state: bytes) -> WorkItem | None:
-        """A state that did not fit this message: wait for an emptier one, or go in chunks if none would do."""
-        key = item.key
+    def _place_big_state(self, composer: Composer, item: WorkItem, key: bytes, state: bytes,
+                         pushback: bool) -> WorkItem | None:
+        """A state (or diff) that did not fit this message: wait for an emptier one, or go in chunks if none would."""
         if len(state) + len(key) + 64 <= self.chunk_bytes_base:
             return item
         tid = transfer_id_of(state, key)
-        self._cached = (key, state, tid)
-        return self._place_chunks(composer, SendChunks(key, tid, 0, item.pushback))
+        self._sent_values.put(tid, key, state)
+        return self._place_chunks(composer, SendChunks(key, tid, 0, pushback))
+
+    def _place_context(self, composer: Composer, key: bytes, answer: bool) -> bool | None:
+        """Our context row of ``key``: True if placed, False if this message has no room; None (a first row only)
+        when a row does not pay (no key any more, or a context about as big as the state or than a row may be), so
+        the caller sends the state. An answer is always placed: empty if we hold nothing (the peer then sends its
+        whole state), or if our context is too big for a row (the same, which is correct, if not cheap)."""
+        context = self.get_context(key) if self.get_context is not None else None
+        too_big = context is not None and (len(context) > MAX_CONTEXT_BYTES or len(key) > MAX_CONTEXT_KEY_BYTES
+                                           or len(context) + len(key) + 64 > self.chunk_bytes_base)
+        if not answer and (context is None or too_big or len(context) >= self.tree.size_of(key)):
+            return None
+        row = b"" if context is None or too_big else context
+        if not composer.add_context(key, row, answer):
+            return False
+        self.stats.contexts_sent += 1
+        return True
+
+    def _place_diff(self, composer: Composer, item: SendDiff) -> WorkItem | None:
+        """What the peer's context lacks of our state, unflagged; chunked like a state when big."""
+        key, context = item.key, item.context
+        if not context or self.get_state_for_context is None:
+            state = self.get_state(key)
+        else:
+            try:
+                state = self.get_state_for_context(key, context)
+            except Exception as exc:  # the caller's decoder: whatever it raises means "not a valid context"
+                raise AntiEntropyContextError(key, exc) from exc
+        if state is None:
+            return None
+        if composer.add_state(key, state, False):
+            self._sent(state)
+            return None
+        return self._place_big_state(composer, item, key, state, False)
 
     def _place_chunks(self, composer: Composer, item: SendChunks) -> WorkItem | None:
         key, tid, index, pushback = item.key, item.transfer_id, item.next_chunk, item.pushback
-        found = self.big_state(key, tid)
-        if found is None:
+        state = self.big_state(key, tid)
+        if state is None:
             return None if composer.add_gone(tid) else item
-        state, _ = found
         size = self.chunk_bytes_base - len(key)
         count = max(1, -(-len(state) // size))
         while index < count:
@@ -368,7 +378,7 @@ class ExchangeEngine:
             return composer.add_more_chunks(item.key, item.transfer_id, item.next_chunk, item.pushback)
         if isinstance(item, AskChunks):
             return False
-        leaf = self.tree.leaf_of(item.key) if isinstance(item, SendState) else item.leaf
+        leaf = self.tree.leaf_of(item.key) if isinstance(item, SendState | SendDiff | AnswerContext) else item.leaf
         return composer.add_node_note(self.tree.depth, leaf)
 
     def _sent(self, state: bytes) -> None:
@@ -377,11 +387,14 @@ class ExchangeEngine:
 
 
 __all__ = [
+    "AntiEntropyContextError",
     "AntiEntropyMergeError",
     "AntiEntropyStats",
     "CheckState",
     "ExchangeEngine",
+    "GetContext",
     "GetState",
+    "GetStateForContext",
     "GetStateSince",
     "Merge",
 ]

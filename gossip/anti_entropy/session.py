@@ -18,12 +18,15 @@ from gossip.anti_entropy.engine import (
     AntiEntropyStats,
     CheckState,
     ExchangeEngine,
+    GetContext,
     GetState,
+    GetStateForContext,
     GetStateSince,
     Merge,
 )
 from gossip.anti_entropy.merkle import DIGEST_BYTES, MerkleTree
 from gossip.anti_entropy.wire import (
+    FEATURE_CONTEXTS,
     PROTOCOL_VERSION,
     AntiEntropyMessageType,
     AntiEntropyProtocolError,
@@ -46,17 +49,22 @@ class AntiEntropyPeerError(GossipError):
 
 class AntiEntropyResponder:
     """Answers anti-entropy requests from any number of peers; keeps no per-session state (only a bounded
-    `Reassembler` for chunked states in flight and a one-slot cache), so each request is one bounded step.
+    `Reassembler` for chunked states in flight and the few values it is sending in chunks), so each request is one
+    bounded step.
 
-    Pass ``reassembler`` to share one reassembly budget with other sessions and responders of the same store, and
-    ``get_state_since`` to answer a pushback with what the peer lacks rather than the whole state.
+    Pass ``reassembler`` to share one reassembly budget with other sessions and responders of the same store,
+    ``get_state_since`` to answer a pushback with what the peer lacks rather than the whole state, and
+    ``get_context`` with ``get_state_for_context`` to answer context rows with diffs, and to send context rows for
+    big keys in reply to requests that say (``ft``) they read them.
     """
 
     def __init__(self, tree: MerkleTree, get_state: GetState, merge: Merge,
                  config: AntiEntropyConfig | None = None, check: CheckState | None = None,
-                 reassembler: Reassembler | None = None, get_state_since: GetStateSince | None = None) -> None:
+                 reassembler: Reassembler | None = None, get_state_since: GetStateSince | None = None,
+                 get_context: GetContext | None = None,
+                 get_state_for_context: GetStateForContext | None = None) -> None:
         self._replica = ExchangeEngine(tree, get_state, merge, config or AntiEntropyConfig(), check, reassembler,
-                                       get_state_since)
+                                       get_state_since, get_context, get_state_for_context)
 
     @property
     def stats(self) -> AntiEntropyStats:
@@ -70,9 +78,8 @@ class AntiEntropyResponder:
         try:
             reply = self._answer(request)
         except (AntiEntropyProtocolError, AntiEntropyMergeError) as exc:
-            reason = exc.reason if isinstance(exc, AntiEntropyProtocolError) else "state_rejected"
-            replica.count_error(reason)
-            reply = encode_message(AntiEntropyMessageType.ERROR, {"reason": reason})
+            replica.count_error(exc.reason)
+            reply = encode_message(AntiEntropyMessageType.ERROR, {"reason": exc.reason})
         replica.stats.bytes_sent += len(reply)
         return reply
 
@@ -80,6 +87,7 @@ class AntiEntropyResponder:
         replica, tree, config = self._replica, self._replica.tree, self._replica.config
         kind, body = decode_message(request, config.max_message_bytes)
         work: list[WorkItem]
+        replica.send_contexts = False
         if kind == AntiEntropyMessageType.HELLO:
             hello = Hello.parse(body)
             shape = (tree.fanout, tree.depth, config.hash_bytes, PROTOCOL_VERSION)
@@ -95,6 +103,8 @@ class AntiEntropyResponder:
             if ex.salt is None:
                 raise AntiEntropyProtocolError("malformed_exchange", "request without a slice offset")
             salt = ex.salt
+            # Stateless: whether this requester reads context rows is said by each request, not remembered.
+            replica.send_contexts = bool(ex.features & FEATURE_CONTEXTS) and replica.answers_contexts
             work = replica.absorb(ex, salt)
             count = None
         else:
@@ -114,13 +124,23 @@ class AntiEntropySession:
     Pure: no I/O, no clock; the only randomness is the slice offset drawn from the injected ``rng``. Pass
     ``reassembler`` to share one reassembly budget with other sessions and responders of the same store, and
     ``get_state_since`` to answer a pushback with what the peer lacks rather than the whole state.
+
+    Context rows (see `engine`) need ``get_context`` and ``get_state_for_context``, and ``peer_reads_contexts``: the
+    application knows the responder reads them (and ``ft``). Nothing in this protocol can tell: a responder that
+    predates them refuses any message holding them, so without that knowledge none is sent, and the session runs
+    exactly as before them.
     """
 
     def __init__(self, tree: MerkleTree, get_state: GetState, merge: Merge, rng: random.Random,
                  config: AntiEntropyConfig | None = None, check: CheckState | None = None,
-                 reassembler: Reassembler | None = None, get_state_since: GetStateSince | None = None) -> None:
+                 reassembler: Reassembler | None = None, get_state_since: GetStateSince | None = None,
+                 get_context: GetContext | None = None, get_state_for_context: GetStateForContext | None = None,
+                 peer_reads_contexts: bool = False) -> None:
         self._replica = ExchangeEngine(tree, get_state, merge, config or AntiEntropyConfig(), check, reassembler,
-                                       get_state_since)
+                                       get_state_since, get_context, get_state_for_context)
+        # Our requests say we read context rows (so the responder may send them) exactly when we may send them.
+        self._replica.send_contexts = peer_reads_contexts and self._replica.answers_contexts
+        self._features = FEATURE_CONTEXTS if self._replica.send_contexts else 0
         config = self._replica.config
         self._salt = rng.randrange(DIGEST_BYTES - config.hash_bytes + 1)
         self._queue: deque[WorkItem] = deque()
@@ -166,8 +186,7 @@ class AntiEntropySession:
                 replica.peer_keys = ex.count
             work = replica.absorb(ex, self._salt)
         except GossipError as exc:
-            self.done = True
-            self.aborted = exc
+            self._abort(exc)
             raise
         for item in work:
             if len(self._queue) >= replica.config.max_pending:
@@ -182,17 +201,25 @@ class AntiEntropySession:
             self.incomplete = True
             self.done = True
             return None
-        composer = Composer(replica.tree, replica.config, salt=self._salt)
-        replica.fill(composer, self._queue, self._salt)
-        if self._queue and composer.empty:  # the head cannot fit even an empty message (a huge leaf): give up on it
-            self._queue.popleft()
-            stats.dropped_items += 1
-            self.incomplete = True
+        composer = Composer(replica.tree, replica.config, salt=self._salt, features=self._features)
+        try:
             replica.fill(composer, self._queue, self._salt)
+            if self._queue and composer.empty:  # the head cannot fit an empty message (a huge leaf): give up on it
+                self._queue.popleft()
+                stats.dropped_items += 1
+                self.incomplete = True
+                replica.fill(composer, self._queue, self._salt)
+        except AntiEntropyMergeError as exc:  # a context from the reply that the caller refused
+            self._abort(exc)
+            raise
         if composer.empty:
             self.done = True
             return None
         return self._count_sent(composer.encode(AntiEntropyMessageType.EXCHANGE))
+
+    def _abort(self, exc: BaseException) -> None:
+        self.done = True
+        self.aborted = exc
 
     def _count_sent(self, message: bytes) -> bytes:
         self._replica.stats.bytes_sent += len(message)

@@ -24,7 +24,16 @@ c     [[key, flag, chunk]]               a chunk of a state too big for one mess
 m     [[key, transfer, index, flag]]     more chunks are available from index: ask for them
 cw    [[key, transfer, index, flag]]     send me the chunks of transfer from index
 x     [transfer]                         that transfer's state changed: abandon it
+ft    int                                features the sender reads in a reply (requests only; `FEATURE_CONTEXTS`)
+cx    [[key, context, answer]]           context rows: the sender's opaque context of a big key instead of its
+                                         state; answer = this row answers the peer's own (see below)
 ====  =================================  ===========================================================
+
+``ft`` and ``cx`` were appended after the others, and neither changes what the others mean. A peer that predates
+them refuses any message holding them (it takes unknown fields as malformed), so they go only to a peer the
+application knows reads them (``peer_reads_contexts`` of `session.AntiEntropySession`, learnt outside this protocol:
+no message here has room an older peer would ignore), and a responder sends ``cx`` only in reply to a request whose
+``ft`` says it reads them. A context is opaque bytes here: the application makes and reads it.
 
 HELLO is a map of the initiator's tree shape and root (``D`` depth, ``f`` fanout, ``n`` key count, ``r`` root, ``s``
 slice offset, ``v`` `PROTOCOL_VERSION`, ``w`` slice width); IN_SYNC an empty map; ERROR ``{"reason": str}``.
@@ -67,7 +76,18 @@ LISTING_TAGS, LISTING_FINGERPRINTS, LISTING_SIZES = 0, 1, 2
 SHORT_COUNT = 0x3F
 """Leaf listing head: form in the top two bits, then the entry count, or this value and the count in two bytes."""
 
-_FIELDS = frozenset({"s", "n", "g", "sk", "e", "d", "w", "k", "c", "m", "cw", "x"})
+_FIELDS = frozenset({"s", "n", "g", "sk", "e", "d", "w", "k", "c", "m", "cw", "x", "ft", "cx"})
+
+FEATURE_CONTEXTS = 1
+"""``ft`` bit: the requester reads context rows (``cx``) in the reply, and answers them."""
+MAX_FEATURES = 1 << 16
+"""``ft`` is below this; bits a peer does not know are ignored (later features append bits)."""
+MAX_CONTEXT_KEY_BYTES = 4096
+"""Longest key a context row may name: a big state's key, and far below a message (senders fall back to the state
+for longer keys, so this refuses only garbage)."""
+MAX_CONTEXT_BYTES = 16 * 1024
+"""Largest context a row may carry. A context is a few counters per replica plus a gap cloud; one this big no
+longer saves much next to the state, and senders send the state instead."""
 
 
 class AntiEntropyProtocolError(GossipError, ValueError):
@@ -140,8 +160,9 @@ def _int(value: object, low: int, high: int, what: str) -> int:
     return value
 
 
-def _bin(value: object, what: str, record: int = 1, exact: int | None = None) -> bytes:
-    if not isinstance(value, bytes) or len(value) % record or (exact is not None and len(value) != exact):
+def _bin(value: object, what: str, record: int = 1, exact: int | None = None, most: int | None = None) -> bytes:
+    if not isinstance(value, bytes) or len(value) % record or (exact is not None and len(value) != exact) or (
+            most is not None and len(value) > most):
         raise _fail(f"{what} has a bad length or type")
     return value
 
@@ -212,6 +233,10 @@ class Exchange:
     chunk_wants: list[ChunkNote] = field(default_factory=list)
     gone: list[bytes] = field(default_factory=list)
     """Transfer ids to abandon."""
+    features: int = 0
+    """What the requester reads in the reply (`FEATURE_CONTEXTS`); 0 in replies."""
+    contexts: list[tuple[bytes, bytes, bool]] = field(default_factory=list)
+    """``(key, opaque context, answer flag)``: empty context bytes mean "I hold nothing of it"."""
 
     @classmethod
     def parse(cls, body: object, tree: MerkleTree, width: int) -> Exchange:
@@ -253,6 +278,11 @@ class Exchange:
         if not isinstance(gone, list):
             raise _fail("x must be a list")
         ex.gone = [_bin(t, "transfer", exact=TRANSFER_ID_BYTES) for t in gone]
+        if "ft" in fields:
+            ex.features = _int(fields["ft"], 0, MAX_FEATURES, "features")
+        ex.contexts = [(_bin(key, "key", most=MAX_CONTEXT_KEY_BYTES),
+                        _bin(context, "context", most=MAX_CONTEXT_BYTES), _flag(answer))
+                       for key, context, answer in _rows(fields, "cx", 3)]
         return ex
 
 
@@ -295,9 +325,13 @@ def _parse_chunk_notes(fields: dict[str, object], name: str) -> list[ChunkNote]:
 
 
 __all__ = [
+    "FEATURE_CONTEXTS",
     "LISTING_FINGERPRINTS",
     "LISTING_SIZES",
     "LISTING_TAGS",
+    "MAX_CONTEXT_BYTES",
+    "MAX_CONTEXT_KEY_BYTES",
+    "MAX_FEATURES",
     "PROTOCOL_VERSION",
     "SHORT_COUNT",
     "SIZE_HINT_BYTES",

@@ -45,6 +45,7 @@ class AskStates:
 @dataclass(slots=True)
 class SendState:
     """Send my state of ``key``; with ``pushback`` the peer sends its merged state back if that still differs.
+    With ``pushback``, a big key goes as a context row instead when the peer reads them (`engine.ExchangeEngine`).
 
     ``since``: the state the peer just sent of ``key`` (set when this answers its pushback). The peer holds at least
     that, so what it lacks of mine is enough: the caller's ``get_state_since`` makes that diff, when it has one.
@@ -53,6 +54,26 @@ class SendState:
     key: bytes
     pushback: bool
     since: bytes | None = None
+
+
+@final
+@dataclass(slots=True)
+class SendDiff:
+    """Send what a holder of ``context`` (the peer's opaque context of ``key``, from its context row) lacks of my
+    state, without a pushback flag: the context rows carry the other direction. Empty ``context``: the peer holds
+    nothing of ``key``, so that is my whole state."""
+
+    key: bytes
+    context: bytes
+
+
+@final
+@dataclass(slots=True)
+class AnswerContext:
+    """Send my context of ``key`` as an *answer* row (the peer sent me its own): the peer answers it with a diff
+    only, never with another context row, so an exchange of contexts ends after one round."""
+
+    key: bytes
 
 
 @final
@@ -96,9 +117,11 @@ class AnswerWant:
     name: bytes
 
 
-WorkItem = ExpandNode | AskGroup | AskStates | SendState | SendChunks | AskChunks | DiffListing | AnswerWant
+WorkItem = (ExpandNode | AskGroup | AskStates | SendState | SendDiff | AnswerContext | SendChunks | AskChunks
+            | DiffListing | AnswerWant)
 
 __all__ = [
+    "AnswerContext",
     "AnswerWant",
     "AskChunks",
     "AskGroup",
@@ -106,6 +129,7 @@ __all__ = [
     "DiffListing",
     "ExpandNode",
     "SendChunks",
+    "SendDiff",
     "SendState",
     "WorkItem",
 ]

@@ -6,7 +6,10 @@ Layering (each module is one concept; the pure ones take ``now`` and a ``random.
 - `digests`: per-key digests in gossip's hash tree, kept current lazily (dirty keys rehashed in bounded batches).
 - `coverage`: which delta groups this replica holds (per-origin vectors), dedupe, and membership-driven GC of them.
 - `disseminator`: batched delta groups pushed each interval to a few random live members, forwarded epidemically.
+- `states`: checking a received CRDT state, and making what a peer lacks of ours (from its state or its context).
 - `sync`: one anti-entropy session (gossip's push-pull hash-tree protocol) plus the vector handshake around it.
+- `member_meta`: what a node says it reads in its member metadata (so sessions send context rows only to peers
+  that read them), and reading a peer's.
 - `quorum`: when to stop waiting for acknowledgements at ``w``/``r`` levels.
 - `replica`: `ReplicaCore`, the pure replica tying the above to a `Store`; drivers call ``tick``/``handle_*``.
 - `seam`: what a node asks of replication (`Replication`), what replication asks of a node (`ReplicaHost`), and

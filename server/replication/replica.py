@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from crdt import CRDTError, decode, encode
+from crdt import CRDTError, encode
 from gossip.anti_entropy import AntiEntropyConfig, AntiEntropyResponder, Reassembler
 from server.errors import InvalidKeyError, ServerError
 from server.keyspace import Keyspace
@@ -28,6 +28,7 @@ from server.replication.coverage import Coverage
 from server.replication.digests import DigestIndex
 from server.replication.disseminator import Disseminator
 from server.replication.errors import ReplicationProtocolError
+from server.replication.states import context_of, decode_state, diff_for, diff_for_context, read_context
 from server.replication.sync import SyncInitiator, SyncOutcome
 from server.replication.wire import (
     DeltaGroup,
@@ -49,9 +50,7 @@ from server.replication.wire import (
     step_message,
     unpack_push,
 )
-from server.values import TYPES
 
-MAX_STATE_DECODE_BYTES = 512 * 1024 * 1024
 ACKNOWLEDGED_WHEN_DURABLE = frozenset({Kind.REPL})
 """Requests whose reply says the merge is durable (what ``w`` > 1 counts): a driver over durable storage sends their
 reply only once its store has committed what `handle_request` merged."""
@@ -107,24 +106,19 @@ class CoreStats:
     requests_served: int = 0
 
 
-def decode_state(type_name: str, data: bytes) -> Any:
-    """Decode a received state/delta and check it is of the type it claims; `ReplicationProtocolError` otherwise."""
-    cls = TYPES.get(type_name)
-    if cls is None:
-        raise ReplicationProtocolError("unknown_type_name", type_name)
-    try:
-        state = decode(data, max_bytes=MAX_STATE_DECODE_BYTES)
-    except CRDTError as exc:
-        raise ReplicationProtocolError("bad_state", str(exc)[:200]) from None
-    if type(state) is not cls:
-        raise ReplicationProtocolError("type_mismatch", f"{type_name} carried a {type(state).__name__}")
-    return state
+def _nobody(_peer: str) -> bool:
+    return False
 
 
 class ReplicaCore:
+    """``peer_reads_contexts(member id)`` says whether that peer reads anti-entropy context rows (the driver knows
+    from its member metadata, `member_meta.reads_context_rows`); by default no peer is known to, and sessions we
+    start send none (what we answer follows each request: see `gossip.anti_entropy.session`)."""
+
     def __init__(self, node_id: str, store: Store, config: ReplicationConfig, rng: random.Random, now: float,
-                 epoch: int) -> None:
+                 epoch: int, peer_reads_contexts: Callable[[str], bool] = _nobody) -> None:
         self.node_id = node_id
+        self.peer_reads_contexts = peer_reads_contexts
         self.store = store
         self.config = config
         self.rng = rng
@@ -141,7 +135,9 @@ class ReplicaCore:
         # bound to their key, so the roles can share completed and partial transfers safely.
         self.reassembler = Reassembler(max_buffer_bytes=config.max_reassembly_bytes)
         self.responder = AntiEntropyResponder(self.digests.tree, self.get_blob, self.merge_blob, self.ae_config,
-                                              reassembler=self.reassembler, get_state_since=self.get_blob_since)
+                                              reassembler=self.reassembler, get_state_since=self.get_blob_since,
+                                              get_context=self.get_blob_context,
+                                              get_state_for_context=self.get_blob_for_context)
         self.next_sync_at = now + rng.uniform(0, config.sync_interval_s)
         self.syncing: SyncInitiator | None = None
         self.last_outcome: SyncOutcome | None = None
@@ -167,6 +163,27 @@ class ReplicaCore:
         except ReplicationProtocolError:
             return state_blob(type_name, encode(state))
         return state_blob(type_name, diff_for(type_name, state, data) if peer_type == type_name else encode(state))
+
+    def _held(self, key: bytes) -> tuple[str, Any] | None:
+        """The store's entry for a key a peer named (any bytes: one that is not UTF-8 is no key of ours)."""
+        try:
+            return self.store.get(key.decode("utf-8"))
+        except UnicodeDecodeError:
+            return None
+
+    def get_blob_context(self, key: bytes) -> bytes | None:
+        """Our causal context of ``key`` (an anti-entropy context row: a few counters where the state may be
+        megabytes), or None if we do not hold the key."""
+        held = self._held(key)
+        return None if held is None else context_of(held[1])
+
+    def get_blob_for_context(self, key: bytes, context: bytes) -> bytes | None:
+        """What a peer holding ``context`` of ``key`` lacks of ours, as a state blob (`diff_for_context`), or None
+        if we do not hold the key. A garbled context (checked first, whether we hold the key or not) raises
+        `ReplicationProtocolError`, which anti-entropy counts and answers with an ERROR; nothing changes."""
+        peer_context = read_context(context)
+        held = self._held(key)
+        return None if held is None else state_blob(held[0], diff_for_context(held[1], peer_context))
 
     def merge_blob(self, key_bytes: bytes, blob: bytes) -> None:
         try:
@@ -226,11 +243,16 @@ class ReplicaCore:
                 result.sync_with = self.rng.choice(sorted(peers))
         return result
 
-    def start_sync(self, peer: str, now: float) -> tuple[SyncInitiator, bytes]:
-        """Begin a session with ``peer``: flush digests (bounded) first, so claims are possible when idle."""
+    def start_sync(self, peer: str, now: float, *,
+                   peer_reads_contexts: bool | None = None) -> tuple[SyncInitiator, bytes]:
+        """Begin a session with ``peer``: flush digests (bounded) first, so claims are possible when idle.
+        ``peer_reads_contexts`` overrides what `peer_reads_contexts` says of the peer (in-process pairs)."""
         self.digests.flush(self.config.digest_batch_keys)
+        contexts = self.peer_reads_contexts(peer) if peer_reads_contexts is None else peer_reads_contexts
         session = SyncInitiator(peer, self.digests, self.coverage, self.get_blob, self.merge_blob, self.rng,
-                                self.ae_config, self.reassembler, self.get_blob_since)
+                                self.ae_config, self.reassembler, self.get_blob_since,
+                                get_context=self.get_blob_context, get_state_for_context=self.get_blob_for_context,
+                                peer_reads_contexts=contexts)
         self.syncing = session
         self.stats.syncs_started += 1
         return session, session.open()
@@ -356,22 +378,12 @@ class ReplicaCore:
         return requests
 
 
-def diff_for(type_name: str, state: Any, peer_data: bytes) -> bytes:
-    """What a peer holding the encoded state ``peer_data`` of the key lacks of ``state``: the encoded
-    ``delta_since`` its context, which merges there like the whole state. The whole state when ``peer_data``
-    does not decode as a state of ``type_name`` (already checked on receipt: not expected)."""
-    try:
-        peer = decode_state(type_name, peer_data)
-    except ReplicationProtocolError:
-        return encode(state)
-    return encode(state.delta_since(peer.context()))
-
-
 def sync_pair(initiator: ReplicaCore, responder: ReplicaCore, now: float,
-              observe: Callable[[bytes], None] | None = None) -> SyncInitiator:
+              observe: Callable[[bytes], None] | None = None, contexts: bool = True) -> SyncInitiator:
     """Run one whole session between two in-process cores (tests, benches, local catch-up); ``observe`` sees
-    every message both ways. Returns the finished session (see ``outcome``)."""
-    session, request = initiator.start_sync(responder.node_id, now)
+    every message both ways. Returns the finished session (see ``outcome``). Both run this code, so each reads
+    context rows; ``contexts=False`` runs the session as with a peer not known to (an older version)."""
+    session, request = initiator.start_sync(responder.node_id, now, peer_reads_contexts=contexts)
     message: bytes | None = request
     while message is not None:
         if observe is not None:

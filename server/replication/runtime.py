@@ -52,6 +52,7 @@ from gossip.memberlist import Memberlist, RequestRefusedError
 from server.errors import ServerError
 from server.replication.config import ReplicationConfig
 from server.replication.errors import ReplicationProtocolError
+from server.replication.member_meta import reads_context_rows
 from server.replication.quorum import Tally
 from server.replication.replica import ACKNOWLEDGED_WHEN_DURABLE, ReplicaCore
 from server.replication.seam import ReplicaHost
@@ -153,7 +154,7 @@ class GossipReplication:
         self._supervisor = host.supervisor
         self.known_members = KnownMembers(host)
         self.core = ReplicaCore(host.node_id, HostStore(host), self.config, self._rng, self.clock.now(),
-                                epoch=next_epoch(host))
+                                epoch=next_epoch(host), peer_reads_contexts=self.peer_reads_contexts)
         self._unsubscribe = host.keyspace.subscribe(self.core.on_local)
         self.memberlist = self._factory(self.delegate, host.node_id)
         self.memberlist.on_error = self._membership_failed
@@ -230,6 +231,14 @@ class GossipReplication:
         known.note(seen=[m.id for m in members if m.status is not MemberStatus.LEFT],
                    gone=[m.id for m in members if m.status is MemberStatus.LEFT])
         return max(1, len(known))
+
+    def peer_reads_contexts(self, member_id: str) -> bool:
+        """Whether that member's metadata says it reads anti-entropy context rows (`member_meta`): only then do
+        our sessions with it send them. A member we do not know (yet) is taken as an older version."""
+        if self.memberlist is None or not self._running:
+            return False
+        member = self.memberlist.member(member_id)
+        return member is not None and reads_context_rows(member.meta)
 
     def note_members(self, seen: Iterable[str] = (), gone: Iterable[str] = ()) -> None:
         """Membership saw members join (``seen``) or leave for good (``gone``): see `stored_meta.KnownMembers`."""

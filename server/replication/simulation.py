@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import msgpack
+
 from crdt import encode
 from gossip.config import Config
 from gossip.delegate import Delegate
@@ -23,6 +25,7 @@ from server.hlc_source import HLCSource
 from server.keyspace import Keyspace
 from server.replication.config import ReplicationConfig
 from server.replication.errors import ReplicationProtocolError
+from server.replication.member_meta import advertised, reads_context_rows
 from server.replication.replica import KeyspaceStore, ReplicaCore
 from server.replication.sync import SyncInitiator
 from server.updates import Update
@@ -40,7 +43,8 @@ class ReplicaApp(Delegate):
         boots = cluster.boots[node.id] = cluster.boots.get(node.id, 0) + 1
         sim = node.sim
         self.core = ReplicaCore(node.id, KeyspaceStore(self.keyspace), cluster.config,
-                                sim.rng.__class__(sim.rng.getrandbits(64)), sim.clock.now(), epoch=boots)
+                                sim.rng.__class__(sim.rng.getrandbits(64)), sim.clock.now(), epoch=boots,
+                                peer_reads_contexts=self._peer_reads_contexts)
         old = cluster.unsubscribe.pop(node.id, None)
         if old is not None:
             old()
@@ -50,6 +54,11 @@ class ReplicaApp(Delegate):
 
     def next_deadline(self) -> float | None:
         return self.core.next_deadline()
+
+    def _peer_reads_contexts(self, member_id: str) -> bool:
+        """As in production: from the member's metadata (`member_meta`), as this process's membership sees it."""
+        member = self.node.membership.member(member_id)
+        return member is not None and reads_context_rows(member.meta)
 
     def _live(self) -> list[str]:
         return [m.id for m in self.node.membership.alive_members()]
@@ -139,8 +148,11 @@ class ReplicatedSimulation:
         self.keyspaces: dict[str, Keyspace] = {}
         self.boots: dict[str, int] = {}
         self.unsubscribe: dict[str, Callable[[], None]] = {}
-        self.sim = Simulation(n, gossip_config or Config.lan(), seed, faults,
+        self.sim = Simulation(0, gossip_config or Config.lan(), seed, faults,
                               delegate_factory=lambda node: ReplicaApp(node, self))
+        meta = msgpack.packb(advertised())  # what a node publishes of itself, as `server.cluster` does
+        for _ in range(n):
+            self.sim.add_node(meta=meta)
 
     @property
     def seed(self) -> int:

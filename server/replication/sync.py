@@ -21,7 +21,16 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from gossip.anti_entropy import AntiEntropyConfig, AntiEntropySession, GetState, GetStateSince, Merge, Reassembler
+from gossip.anti_entropy import (
+    AntiEntropyConfig,
+    AntiEntropySession,
+    GetContext,
+    GetState,
+    GetStateForContext,
+    GetStateSince,
+    Merge,
+    Reassembler,
+)
 from gossip.errors import GossipError
 from server.replication.coverage import Coverage
 from server.replication.digests import DigestIndex
@@ -51,13 +60,19 @@ class SyncOutcome:
 
 
 class SyncInitiator:
+    """``get_context`` and ``get_state_for_context`` let big keys go as context rows (`gossip.anti_entropy`), sent
+    only when ``peer_reads_contexts`` (the peer's member metadata says it reads them)."""
+
     def __init__(self, peer: str, digests: DigestIndex, coverage: Coverage, get_state: GetState, merge: Merge,
                  rng: random.Random, config: AntiEntropyConfig, reassembler: Reassembler,
-                 get_state_since: GetStateSince | None = None) -> None:
+                 get_state_since: GetStateSince | None = None, *, get_context: GetContext | None = None,
+                 get_state_for_context: GetStateForContext | None = None, peer_reads_contexts: bool = False) -> None:
         self.peer = peer
         self.coverage = coverage
         self._session = AntiEntropySession(digests.tree, get_state, merge, rng, config, reassembler=reassembler,
-                                           get_state_since=get_state_since)
+                                           get_state_since=get_state_since, get_context=get_context,
+                                           get_state_for_context=get_state_for_context,
+                                           peer_reads_contexts=peer_reads_contexts)
         self._claim = digests.dirty == 0
         self._snapshot: Vector = coverage.vector() if self._claim else {}
         self._peer_vector: Vector | None = None

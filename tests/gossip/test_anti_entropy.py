@@ -23,6 +23,7 @@ from gossip.anti_entropy import (
     run_session,
     state_digest,
 )
+from gossip.anti_entropy.wire import MAX_CONTEXT_BYTES, MAX_CONTEXT_KEY_BYTES, MAX_FEATURES
 from gossip.errors import GossipError
 
 
@@ -270,6 +271,17 @@ def exchange(body: dict[str, object]) -> bytes:
         exchange({"k": [[b"stolen", b"state", True]], "d": [[1, b"\x00\x09"]]}),  # node out of range
         exchange({"k": [[b"stolen", b"state", True]], "sk": [[2, b"\x00" * 13]]}),  # bad sketch width
         exchange({"k": [[b"stolen", b"state", True]], "sk": [[1, b"\x00\x01" + b"\x00" * 12]]}),  # bad parent
+        # context rows and the features field, appended later: checked as strictly as the rest
+        exchange({"k": [[b"stolen", b"state", True]], "cx": [[b"big", b"ctx"]]}),  # row of two fields
+        exchange({"k": [[b"stolen", b"state", True]], "cx": [["big", b"ctx", False]]}),  # key not bytes
+        exchange({"k": [[b"stolen", b"state", True]], "cx": [[b"big", "ctx", False]]}),  # context not bytes
+        exchange({"k": [[b"stolen", b"state", True]], "cx": [[b"big", b"ctx", 1]]}),  # answer flag not a bool
+        exchange({"k": [[b"stolen", b"state", True]], "cx": [[b"k" * (MAX_CONTEXT_KEY_BYTES + 1), b"c", False]]}),
+        exchange({"k": [[b"stolen", b"state", True]], "cx": [[b"big", b"c" * (MAX_CONTEXT_BYTES + 1), False]]}),
+        exchange({"k": [[b"stolen", b"state", True]], "cx": {b"big": b"ctx"}}),  # not a list of rows
+        exchange({"k": [[b"stolen", b"state", True]], "ft": -1}),  # features out of range
+        exchange({"k": [[b"stolen", b"state", True]], "ft": MAX_FEATURES}),
+        exchange({"k": [[b"stolen", b"state", True]], "ft": True}),  # a bool is no feature set
     ],
 )
 def test_garbage_reply_aborts_the_session_and_merges_nothing(reply: bytes) -> None:
@@ -373,10 +385,12 @@ def test_random_pairwise_sessions_converge_a_small_cluster() -> None:
     assert all(converged(replicas[0], r) for r in replicas[1:])
 
 
-def test_responder_merges_nothing_from_a_request_with_a_bad_part() -> None:
+@pytest.mark.parametrize("bad_part", [{"w": b"\x00\x00\x00"}, {"ft": 1, "cx": [[b"k", b"ctx", "yes"]]}],
+                         ids=["want", "context-row"])
+def test_responder_merges_nothing_from_a_request_with_a_bad_part(bad_part: dict[str, object]) -> None:
     b = GSetReplica({b"k": b"v"})
     responder = AntiEntropyResponder(b.tree, b.get_state, b.merge)
-    reply = responder.handle(exchange({"s": 0, "k": [[b"k", b"evil", True]], "w": b"\x00\x00\x00"}))
+    reply = responder.handle(exchange({"s": 0, "k": [[b"k", b"evil", True]], **bad_part}))
     assert reply[0] == AntiEntropyMessageType.ERROR
     assert b.data == {b"k": b"v"} and b.merges == 0
     assert responder.stats.errors == {"malformed_exchange": 1}

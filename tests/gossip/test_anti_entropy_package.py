@@ -14,7 +14,7 @@ from gossip.anti_entropy.wire import decode_message
 from gossip.errors import ConfigError, GossipError
 
 PACKAGE_DIR = Path(package.__file__).parent
-LAYERS = ["merkle", "chunking", "config", "wire", "work", "composer", "engine", "session"]
+LAYERS = ["merkle", "chunking", "config", "wire", "work", "descent", "composer", "engine", "session"]
 """Each module may import only the modules before it (the order the package docstring gives)."""
 
 

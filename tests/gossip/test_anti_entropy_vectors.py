@@ -1,12 +1,14 @@
 """Golden vectors for the anti-entropy wire: one message of each type, pinned as hex in
 ``tests/vectors/gossip/anti_entropy.json`` with its decoded form.
 
-Each vector must decode to its pinned type and body, and that body must encode to exactly the pinned bytes. The two
+Each vector must decode to its pinned type and body, and that body must encode to exactly the pinned bytes. The
 EXCHANGE vectors are also rebuilt through `Composer` (so the fixed-width record layouts are pinned, not just msgpack)
 and parsed with `Exchange.parse` into the records written out below. Bytes in the JSON bodies are ``{"bin": hex}``.
 
-A change here is a wire format change: bump ``PROTOCOL_VERSION`` and regenerate on purpose with
+A change to a pinned vector is a wire format change: bump ``PROTOCOL_VERSION`` and regenerate on purpose with
     .venv/bin/python tests/gossip/test_anti_entropy_vectors.py --regenerate
+Appending a field is not (the ``exchange_context_*`` vectors pin ``ft`` and ``cx``, added so): it adds vectors and
+leaves every existing one byte for byte as it was.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from gossip.anti_entropy import (
 )
 from gossip.anti_entropy.composer import Composer
 from gossip.anti_entropy.wire import (
+    FEATURE_CONTEXTS,
     LISTING_FINGERPRINTS,
     LISTING_SIZES,
     LISTING_TAGS,
@@ -74,6 +77,24 @@ def exchange_reply() -> bytes:
     return composer.encode(AntiEntropyMessageType.EXCHANGE)
 
 
+def exchange_context_request() -> bytes:
+    """A requester that reads context rows (``ft``) sends its context of a big key instead of its state."""
+    composer = Composer(TREE, CONFIG, salt=SALT, features=FEATURE_CONTEXTS)
+    assert composer.add_context(b"big", b"ctx-of-a", False)
+    assert composer.add_state(b"k1", b"{1,2}", True)
+    return composer.encode(AntiEntropyMessageType.EXCHANGE)
+
+
+def exchange_context_reply() -> bytes:
+    """Its answer: the diff that context lacks, and this side's context as an answer row; an empty context for a
+    key this side does not hold."""
+    composer = Composer(TREE, CONFIG, salt=None)
+    assert composer.add_context(b"big", b"ctx-of-b", True)
+    assert composer.add_state(b"big", b"{3}", False)
+    assert composer.add_context(b"new", b"", True)
+    return composer.encode(AntiEntropyMessageType.EXCHANGE)
+
+
 def simple(kind: AntiEntropyMessageType, body: dict[str, object]) -> bytes:
     return encode_message(kind, body)
 
@@ -84,6 +105,8 @@ MESSAGES = {
     "in_sync": lambda: simple(AntiEntropyMessageType.IN_SYNC, {}),
     "exchange_request": exchange_request,
     "exchange_reply": exchange_reply,
+    "exchange_context_request": exchange_context_request,
+    "exchange_context_reply": exchange_context_reply,
     "error": lambda: simple(AntiEntropyMessageType.ERROR, {"reason": "shape_mismatch"}),
 }
 
@@ -107,6 +130,16 @@ PARSED = {
         states=[(b"k2", b"v", False)],
         more=[(b"big", BIG_TID, 1, False)],
         gone=[OTHER_TID],
+    ),
+    "exchange_context_request": Exchange(
+        salt=SALT,
+        states=[(b"k1", b"{1,2}", True)],
+        features=FEATURE_CONTEXTS,
+        contexts=[(b"big", b"ctx-of-a", False)],
+    ),
+    "exchange_context_reply": Exchange(
+        states=[(b"big", b"{3}", False)],
+        contexts=[(b"big", b"ctx-of-b", True), (b"new", b"", True)],
     ),
 }
 

@@ -13,6 +13,7 @@ from gossip.anti_entropy import (
     Chunk,
     ChunkError,
     Reassembler,
+    SentValues,
     decode_chunk,
     encode_chunk,
     split,
@@ -145,3 +146,19 @@ def test_the_context_keeps_equal_values_for_different_purposes_apart() -> None:
     with pytest.raises(ChunkError, match="checksum_mismatch"):
         for chunk in split(value, 200, context=b"k3"):
             wrong.add(chunk, context=b"wrong")
+
+
+def test_a_sender_keeps_a_few_values_it_sends_within_its_bounds() -> None:
+    """`SentValues`: "send chunks from i" finds the value by transfer id (a diff cannot be rebuilt from its key),
+    bound to its key; at most ``max_values``, and past ``max_bytes`` only the newest; the oldest go first."""
+    values = SentValues(max_values=3, max_bytes=100)
+    for i in range(4):
+        values.put(b"t%d" % i, b"key%d" % i, b"v" * 10)
+    assert values.get(b"t0", b"key0") is None  # the oldest of four went
+    assert values.get(b"t1", b"key1") == b"v" * 10
+    assert values.get(b"t1", b"other key") is None
+    values.put(b"t4", b"key4", b"w" * 95)  # over the byte bound: older ones go, the newest stays whatever its size
+    assert values.get(b"t4", b"key4") == b"w" * 95
+    assert values.get(b"t2", b"key2") is None and values.get(b"t3", b"key3") is None
+    values.put(b"big", b"key", b"x" * 500)
+    assert values.get(b"big", b"key") == b"x" * 500 and values.get(b"t4", b"key4") is None

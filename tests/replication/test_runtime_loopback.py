@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
+import msgpack
 import pytest
 
 from crdt import PNCounter
@@ -19,6 +20,7 @@ from server.config import ServerConfig
 from server.consistency import Consistency, Level
 from server.node import Node
 from server.replication import ReplicationConfig
+from server.replication.member_meta import advertised
 from server.replication.runtime import GossipReplication
 from server.updates import Increment, SetChange
 
@@ -32,20 +34,22 @@ QUICK_DEATH = Config.local(gossip_interval_s=0.05, probe_interval_s=0.3, probe_t
                            suspicion_max_timeout_mult=1)
 
 
-def make_memberlist(delegate: Delegate, node_id: str, gossip: Config = GOSSIP) -> Memberlist:
+def make_memberlist(delegate: Delegate, node_id: str, gossip: Config = GOSSIP, meta: bytes = b"") -> Memberlist:
     """How a Node's replication gets its gossip member (the node id is known only once storage is open)."""
     transport = AsyncioTransport(("127.0.0.1", 0), None, gossip.max_packet_bytes, gossip.max_stream_bytes)
-    return Memberlist(gossip, node_id, transport, delegate=delegate)
+    return Memberlist(gossip, node_id, transport, delegate=delegate, meta=meta)
 
 
 @asynccontextmanager
-async def cluster(n: int, gossip: Config = GOSSIP) -> AsyncIterator[list[Node]]:
+async def cluster(n: int, gossip: Config = GOSSIP,
+                  meta: Callable[[str], bytes] = lambda _node_id: b"") -> AsyncIterator[list[Node]]:
     async with AsyncExitStack() as stack:
         nodes: list[Node] = []
         seeds: tuple[Address, ...] = ()
         for i in range(n):
             replication = GossipReplication(ReplicationConfig(push_interval_s=0.05, sync_interval_s=0.3, seeds=seeds),
-                                      lambda delegate, node_id: make_memberlist(delegate, node_id, gossip))
+                                      lambda delegate, node_id: make_memberlist(delegate, node_id, gossip,
+                                                                                meta(node_id)))
             node = Node(ServerConfig(in_memory=True, node_id=f"n{i}"), replication=replication)
             nodes.append(await stack.enter_async_context(node))
             if not seeds:
@@ -74,6 +78,21 @@ async def test_deltas_spread_and_levels_count_acknowledgements() -> None:
         assert item is not None and item.value == 5
         info = a.replication.cluster_info()  # what GET /v1/cluster shows
         assert info["cluster_size"] == 3 and {m["id"] for m in info["members"]} == {"n0", "n1", "n2"}
+
+
+async def test_sessions_send_context_rows_only_to_members_whose_metadata_says_they_read_them() -> None:
+    """n1 publishes that it reads context rows (`member_meta`); n0 publishes nothing, as a node of an older version
+    would not: n0's sessions may send n1 context rows, n1's send n0 none. A big set changed on both converges."""
+    async with cluster(2, meta=lambda node_id: msgpack.packb(advertised()) if node_id == "n1" else b"") as nodes:
+        n0, n1 = nodes
+        assert isinstance(n0.replication, GossipReplication) and isinstance(n1.replication, GossipReplication)
+        assert n0.replication.peer_reads_contexts("n1") and not n1.replication.peer_reads_contexts("n0")
+        assert not n0.replication.peer_reads_contexts("nobody")
+        await n0.update("big", SetChange(add=tuple(range(5_000))))
+        await n1.update("big", SetChange(add=("from n1",)))
+        expected = {*range(5_000), "from n1"}
+        await wait_for(lambda: all((item := n.keyspace.item("big")) is not None and set(item.value) == expected
+                                   for n in nodes), 10.0)
 
 
 async def test_read_with_r_all_merges_and_repairs() -> None:
