@@ -192,6 +192,21 @@ class RumorClient:
         _, item = await self.request("DELETE", self._key_path(key), params=_options(context=context), op_id=op_id)
         return item
 
+    async def batch(self, updates: list[dict[str, Any]], *, w: str | None = None, timeout_ms: int | None = None,
+                    items: bool = False) -> dict[str, Any]:
+        """Many typed updates in one request: each a POST body plus its "key" (and an optional "op_id"). Returns
+        {"results": [one per update, with its "status" (and "item" with `items`)], "errors": bool}."""
+        _, answer = await self.request("POST", "/v1/batch", body={"updates": updates},
+                                       params=_options(w=w, timeout_ms=timeout_ms, items="true" if items else None))
+        return answer
+
+    async def get_many(self, keys: list[str], *, r: str | None = None,
+                       timeout_ms: int | None = None) -> dict[str, Any]:
+        """Many reads in one request: {"results": [{"key", "status": 200 with "item", or 404}, ...], "errors"}."""
+        _, answer = await self.request("POST", "/v1/batch/get", body={"keys": keys},
+                                       params=_options(r=r, timeout_ms=timeout_ms))
+        return answer
+
     async def keys(self, prefix: str = "", *, after: str | None = None, limit: int | None = None) -> dict[str, Any]:
         """One page: {"keys": [{"key", "type"}], "next": cursor or None}."""
         _, page = await self.request("GET", "/v1/kv", params=_options(prefix=prefix or None, after=after, limit=limit))

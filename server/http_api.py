@@ -19,12 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from server.batch import answer, error_result, outcome_result, parse_keys, parse_updates
 from server.consistency import MAX_TIMEOUT_MS, Consistency, parse_consistency
 from server.errors import (
     InvalidOptionError,
     KeyNotFoundError,
     MalformedBodyError,
     PayloadTooLargeError,
+    ServerError,
     UnauthorizedError,
     UnknownFieldError,
 )
@@ -156,6 +158,7 @@ _READ_OPTIONS = frozenset({"r", "timeout_ms"})
 _WRITE_OPTIONS = frozenset({"w", "timeout_ms"})
 _PUT_OPTIONS = _WRITE_OPTIONS | {"context"}
 _DELETE_BODY_FIELDS = frozenset({"context"})
+_BATCH_OPTIONS = _WRITE_OPTIONS | {"items"}
 
 
 async def get_item(request: web.Request) -> web.StreamResponse:
@@ -215,6 +218,36 @@ async def delete_item(request: web.Request) -> web.StreamResponse:
     result = await request.app[NODE_KEY].delete(key, context.get("context"), op_id=op_id, consistency=consistency,
                                                 context_binding=context.get("context_binding"))
     return _write_response(request, result)
+
+
+async def post_batch(request: web.Request) -> web.StreamResponse:
+    """Many typed updates in order, one group commit, a result per update (`server.batch`); `?w=` for each."""
+    options = query_options(request, _BATCH_OPTIONS)
+    items = options.pop("items", "false")
+    if items not in ("true", "false"):
+        raise InvalidOptionError("items must be true or false")
+    consistency = _consistency(options, "w")
+    entries = parse_updates(await _body(request))
+    writes = [e for e in entries if len(e) == 3]
+    done = iter(await request.app[NODE_KEY].update_batch(writes, consistency,  # type: ignore[arg-type]
+                                                         items=items == "true"))
+    results = []
+    for entry in entries:
+        outcome = entry[1] if len(entry) == 2 else next(done)
+        results.append(error_result(entry[0], outcome) if isinstance(outcome, ServerError)
+                       else outcome_result(entry[0], outcome))
+    return _render(request, answer(results))
+
+
+async def post_batch_get(request: web.Request) -> web.StreamResponse:
+    """Many reads in one request (`server.batch`); `?r=` for each, the replicas asked concurrently."""
+    consistency = _consistency(query_options(request, _READ_OPTIONS), "r")
+    node = request.app[NODE_KEY]
+    keys = parse_keys(await _body(request))
+    wanted = [k for k in keys if isinstance(k, str)]
+    read = iter(await asyncio.gather(*(node.read_outcome(k, consistency) for k in wanted)))
+    results = [error_result(k[0], k[1]) if isinstance(k, tuple) else outcome_result(k, next(read)) for k in keys]
+    return _render(request, answer(results))
 
 
 async def list_keys(request: web.Request) -> web.StreamResponse:
@@ -309,6 +342,8 @@ def create_app(node: Node, cluster: Cluster | None = None) -> web.Application:
         "/v1/cluster": [("GET", cluster_view)],
         "/v1/cluster/leave": [("POST", cluster_leave)],
         "/v1/kv": [("GET", list_keys)],
+        "/v1/batch": [("POST", post_batch)],
+        "/v1/batch/get": [("POST", post_batch_get)],
         f"/v1/kv/{{key:{_ANY_CHARS}+}}": [("GET", get_item), ("PUT", put_item), ("POST", post_item),
                                           ("DELETE", delete_item)],
     }

@@ -155,13 +155,14 @@ class Keyspace:
             return entry.type_name
         return next((name for name in TYPES if context_binding(key, name) == binding), None)
 
-    def apply_local(self, key: str, update: Update) -> LocalUpdate:
+    def apply_local(self, key: str, update: Update, *, render: bool = True) -> LocalUpdate:
         """Applies a validated update made on this node and returns its item, delta and the delta's encoding.
 
         The state changes only once the delta has encoded (so it is storable and gossipable): an update that fails,
         whatever the reason, leaves every state byte-identical. The item is None when the key is left without a
         value; an update that changes nothing on a key that does not exist (a remove of what was never there)
-        creates no key and returns no blob. The type is fixed by the key's first write.
+        creates no key and returns no blob. The type is fixed by the key's first write. Without `render` the item
+        is not made (None): a caller that answers with a status only asks `has_value` instead.
         """
         entry = self._entries.get(key)
         if entry is None or isinstance(update, Clear) or entry.type_name != update.type_name:
@@ -187,9 +188,13 @@ class Keyspace:
         entry.cached = None
         for listener in self._local_listeners:
             listener(key, type_name, delta, blob)
-        if state.is_empty():
+        if state.is_empty() or not render:
             return LocalUpdate(None, delta, blob)
         return LocalUpdate(self._item(key, entry), delta, blob)
+
+    def has_value(self, key: str) -> bool:
+        entry = self._entries.get(key)
+        return entry is not None and not entry.state.is_empty()
 
     def load(self, key: str, type_name: str, state: Any) -> None:
         """Recovery: installs a decoded state (or joins it into what is there) without telling listeners."""

@@ -19,7 +19,8 @@ from server.values import check_json_value
 JSON = "application/json"
 MSGPACK = "application/msgpack"
 _MSGPACK_ALIASES = frozenset({MSGPACK, "application/x-msgpack", "application/vnd.msgpack"})
-_JSON_ALIASES = frozenset({JSON, "text/json"})
+#: curl's `-d` sends application/x-www-form-urlencoded unless told otherwise: its body is the JSON the user typed
+_JSON_ALIASES = frozenset({JSON, "text/json", "application/x-www-form-urlencoded"})
 
 
 def _media_type(header: str) -> str:

@@ -22,7 +22,7 @@ import logging
 import secrets
 import socket
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from types import TracebackType
@@ -35,7 +35,14 @@ from crdt.encoding import compressed
 from gossip.futures import retrieve_exception
 from server.config import ServerConfig
 from server.consistency import Consistency, Level
-from server.errors import InvalidOperationError, NodeNotRunningError, OpIdConflictError, StorageCorruptError
+from server.errors import (
+    InvalidOperationError,
+    NodeNotRunningError,
+    OpIdConflictError,
+    ServerError,
+    StorageCorruptError,
+    StorageError,
+)
 from server.hlc_source import HLCSource, wall_clock_ms
 from server.keyspace import Item, KeyPage, Keyspace
 from server.metrics import Metrics
@@ -70,6 +77,20 @@ class Outcome:
 @dataclass(slots=True)
 class WriteResult(Outcome):
     replayed: bool = False  # True when this is the stored result of an earlier request with the same op_id
+    #: whether the key holds a value after the write, when the item was not rendered (a batch without items)
+    present: bool | None = None
+
+
+@dataclass(slots=True)
+class _Applied:
+    """A write applied and queued, not yet durable: what `Node._finish` waits for and then answers with."""
+
+    item: Item | None
+    delta: Any  # None when nothing changed: nothing to send to replicas
+    written: asyncio.Future[None] | None
+    op_id: str | None
+    record: OpRecord | None
+    present: bool
 
 
 @dataclass(slots=True)
@@ -280,27 +301,88 @@ class Node:
         first result, applied once; the op_id with any other request raises `OpIdConflictError` rather than
         silently answering with the other request's result.
         """
+        return await self._start_update(key, update, op_id, consistency or Consistency())
+
+    async def update_batch(
+        self, writes: Sequence[tuple[str, Update, str | None]], consistency: Consistency | None = None,
+        *, items: bool = False,
+    ) -> list[WriteResult | ServerError]:
+        """Applies each `(key, update, op_id)` in order, as `update` does, then waits once for them all: they are
+        applied within one loop iteration, so their records join one group commit. A write refused on its own (a
+        bad key, a type conflict, an op_id reused for another request) is its `ServerError` in the result list and
+        changes nothing; the others go ahead. A failed commit fails the whole batch (`StorageError`). Without
+        `items`, results of writes without an op_id carry no item, only `present` (rendering each item is a third
+        of a small update's cost)."""
+        self._check_running()
+        level = consistency or Consistency()
+        started: list[Awaitable[WriteResult] | _Applied | ServerError] = []
+        for key, update, op_id in writes:
+            try:
+                if op_id is None and level.level is Level.ONE:  # the bulk: no task each, one commit for all
+                    check_key(key)
+                    started.append(self._apply(key, update, None, render=items))
+                else:
+                    started.append(self._start_update(key, update, op_id, level))
+            except ServerError as exc:
+                started.append(exc)
+        commits = {id(s.written): s.written for s in started if isinstance(s, _Applied) and s.written is not None}
+        pending = [s for s in started if not isinstance(s, _Applied | ServerError)]
+        finished = iter(await asyncio.gather(*commits.values(), *pending, return_exceptions=True))
+        for _ in commits:
+            failed = next(finished)
+            if isinstance(failed, BaseException):
+                raise failed
+        results: list[WriteResult | ServerError] = []
+        for s in started:
+            outcome = s if isinstance(s, ServerError) else WriteResult(s.item, present=s.present) \
+                if isinstance(s, _Applied) else next(finished)
+            if (isinstance(outcome, BaseException) and not isinstance(outcome, ServerError)) \
+                    or isinstance(outcome, StorageError):
+                raise outcome
+            assert isinstance(outcome, WriteResult | ServerError)
+            results.append(outcome)
+        return results
+
+    def _start_update(self, key: str, update: Update, op_id: str | None,
+                      consistency: Consistency) -> Awaitable[WriteResult]:
+        """Everything of `update` that happens at once (checks, apply, queue its log record); the returned
+        awaitable waits for the commit and the replicas. Raises, having changed nothing, if the write is refused."""
         self._check_running()
         check_key(key)
         if op_id is None:
-            return await self._update(key, update, None, consistency or Consistency())
+            return self._finish(key, self._apply(key, update, None), consistency)
         fingerprint = request_fingerprint(key, update)
         known = self._op_results.get(op_id)
         if known is not None:
             if not known.same_request(key, fingerprint):
                 raise OpIdConflictError(op_id, known.key)
-            return await self._replay(key, known.item, consistency or Consistency())
+            return self._replay(key, known.item, consistency)
         inflight = self._op_inflight.get(op_id)
         if inflight is not None:
             if inflight[:2] != (key, fingerprint):
                 raise OpIdConflictError(op_id, inflight[0])
-            first = await asyncio.shield(inflight[2])
-            return WriteResult(first.item, first.acks, first.required, replayed=True)
+            return self._same_as(inflight[2])
         future: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
         future.add_done_callback(retrieve_exception)
         self._op_inflight[op_id] = (key, fingerprint, future)
         try:
-            result = await self._update(key, update, (op_id, fingerprint), consistency or Consistency())
+            applied = self._apply(key, update, (op_id, fingerprint))
+        except BaseException as exc:
+            del self._op_inflight[op_id]
+            future.set_exception(exc)
+            raise
+        return self._finish_op(op_id, future, key, applied, consistency)
+
+    @staticmethod
+    async def _same_as(first: asyncio.Future[WriteResult]) -> WriteResult:
+        """A retry of an op_id still in flight: the first attempt's result, once it has one."""
+        result = await asyncio.shield(first)
+        return WriteResult(result.item, result.acks, result.required, replayed=True)
+
+    async def _finish_op(self, op_id: str, future: asyncio.Future[WriteResult], key: str, applied: _Applied,
+                         consistency: Consistency) -> WriteResult:
+        try:
+            result = await self._finish(key, applied, consistency)
         except BaseException as exc:
             future.set_exception(exc)
             raise
@@ -319,24 +401,29 @@ class Node:
         clear = Clear(context=context, context_binding=context_binding)
         return await self.update(key, clear, op_id=op_id, consistency=consistency)
 
-    async def _update(
-        self, key: str, update: Update, op: tuple[str, str] | None, consistency: Consistency
-    ) -> WriteResult:
-        """`op` is (op_id, request fingerprint) when the request carries an op_id."""
-        item, delta, blob = self.keyspace.apply_local(key, update)
+    def _apply(self, key: str, update: Update, op: tuple[str, str] | None, *, render: bool = True) -> _Applied:
+        """Applies `update` and queues its log record (and op_id result); `op` is (op_id, request fingerprint)."""
+        item, delta, blob = self.keyspace.apply_local(key, update, render=render or op is not None)
         written = None
         if blob is not None:  # None: nothing changed and no key was made (a remove of what was never there)
             written = self._log(key, self.keyspace.type_of(key) or "", blob)
+        record = None
         if op is not None:
             record = OpRecord(key, op[1], item)
             written = self.storage.put_op_result(key, op[0], record.stored())
-        if written is not None:
-            await written
-        if op is not None:
-            self._remember_op(op[0], record)
+        present = item is not None or (not render and self.keyspace.has_value(key))
+        return _Applied(item, delta if blob is not None else None, written, op[0] if op else None, record, present)
+
+    async def _finish(self, key: str, applied: _Applied, consistency: Consistency) -> WriteResult:
+        """Waits for the write's commit, remembers its op_id result, then meets `consistency`."""
+        if applied.written is not None:
+            await applied.written
+        if applied.record is not None:
+            assert applied.op_id is not None
+            self._remember_op(applied.op_id, applied.record)
         if consistency.level is Level.ONE:  # the default: nothing to wait for (and no coroutine to run for it)
-            return WriteResult(item)
-        return await self._replicated(key, item, delta if blob is not None else None, consistency)
+            return WriteResult(applied.item)
+        return await self._replicated(key, applied.item, applied.delta, consistency)
 
     async def _replicated(self, key: str, item: Item | None, delta: Any, consistency: Consistency,
                           *, replayed: bool = False) -> WriteResult:

@@ -70,3 +70,17 @@ async def test_causally_later_write_wins_with_clock_an_hour_behind(skewed_cluste
     await cluster.wait_converged(["skew/register"], timeout_s=15)
     values = await cluster.values(["skew/register"])
     assert {row["skew/register"] for row in values.values()} == {"second (n3, clock an hour behind)"}
+
+
+async def test_a_batch_with_w_all_is_on_every_replica_when_it_answers(skewed_cluster: LocalCluster) -> None:
+    """`w=all` applies to each update of a batch: when n2 answers 200, n1 and n3 hold every update already (read
+    there at once, with no wait for gossip), and a batch read on n3 shows them all."""
+    cluster = skewed_cluster
+    keys = [f"batch/k{i}" for i in range(20)]
+    updates = [{"key": key, "type": "counter", "increment": i + 1} for i, key in enumerate(keys)]
+    answer = await cluster["n2"].api().batch(updates, w="all", timeout_ms=5000)
+    assert answer["errors"] is False and {r["status"] for r in answer["results"]} == {200}
+    read = await cluster["n3"].api().get_many(keys)
+    assert [r["item"]["value"] for r in read["results"]] == list(range(1, 21))
+    values = await cluster.values(keys, ["n1"])
+    assert values["n1"] == {key: i + 1 for i, key in enumerate(keys)}

@@ -318,8 +318,18 @@ async def test_type_mismatch_is_409_and_changes_nothing(api: TestClient) -> None
 
 
 async def test_unsupported_media_type_is_415(api: TestClient) -> None:
-    response = await api.post("/v1/kv/k", data=b"x=1", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    response = await api.post("/v1/kv/k", data=b"x=1", headers={"Content-Type": "text/plain"})
     assert await error_code(response, 415) == "unsupported_media_type"
+
+
+async def test_the_first_curl_works_a_form_content_type_is_read_as_json(api: TestClient) -> None:
+    """`curl -X PUT localhost:7000/v1/kv/k -d '"v"'` labels its body application/x-www-form-urlencoded."""
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    response = await api.put("/v1/kv/k", data=b'"v"', headers=form)
+    assert response.status == 200 and (await response.json())["value"] == "v"
+    response = await api.post("/v1/kv/c", data=b'{"type": "counter", "increment": 2}', headers=form)
+    assert response.status == 200 and (await response.json())["value"] == 2
+    assert await error_code(await api.put("/v1/kv/k", data=b"x=1", headers=form), 400) == "malformed_body"
 
 
 async def test_oversized_body_is_413(make_api: Callable[..., Any]) -> None:
