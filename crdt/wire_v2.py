@@ -142,20 +142,35 @@ def _columns(type_name: str, keys: list[Any], payloads: list[Any]) -> list[list[
 
 
 def _one_entry_body(state: DotKernel[Any]) -> list[Any] | None:
-    """``state_body`` of the commonest delta (one entry, a context of its own replica only), without the sorts
-    and run building; None for any other state."""
+    """``state_body`` of the commonest delta (one entry, a context of its own replica only), without the sorts,
+    the run building and the column machinery; None for any other state."""
     dots, ctx = state._dots, state._ctx
     if len(dots) != 1 or state._deferred:
         return None
+    vv, cl = ctx._vv, ctx._cloud
     for r, per in dots.items():
-        if len(per) != 1 or len(ctx._vv) + len(ctx._cloud) > 2 or any(x != r for x in ctx._vv) \
-                or any(x != r for x in ctx._cloud):
+        if len(per) != 1 or (vv and (len(vv) > 1 or r not in vv)) or (cl and (len(cl) > 1 or r not in cl)):
             return None
         for c, key in per.items():
-            n = ctx._vv.get(r)
-            cs = ctx._cloud.get(r)
-            cloud = [0, len(cs), *sorted(cs)] if cs else []
-            columns = _columns(state.TYPE_NAME, [key], [payload_at(state._keys[key], r, c)])
+            kd = state._keys[key]
+            payload = kd[2] if type(kd) is tuple else kd[(r, c)]
+            n = vv.get(r)
+            cs = cl.get(r)
+            cloud = ([0, 1, *cs] if len(cs) == 1 else [0, len(cs), *sorted(cs)]) if cs else []
+            key_kind, pay_kind = LAYOUTS.get(state.TYPE_NAME, DEFAULT_LAYOUT)
+            if pay_kind == PAY_LWW:
+                ts = payload[0]
+                value = payload[2]
+                columns: list[Any] = [[int_to_wire(ts[0]), int_to_wire(ts[1]), 1],
+                                      [value if type(value) in AS_IS else value_to_wire(value)]]
+            elif pay_kind == PAY_NONE:
+                columns = []
+            else:
+                columns = _columns(state.TYPE_NAME, [key], [payload])
+                if key_kind == KEY_PLAIN:
+                    del columns[0]
+            if key_kind == KEY_PLAIN:
+                columns.insert(0, [key if type(key) is str else value_to_wire(key)])
             return [state.TYPE_NAME, [r], [0, n] if n else [], cloud, [0, 1], [c, 1], columns, []]
     return None
 

@@ -8,9 +8,12 @@ from typing import Any
 
 import msgpack
 import pytest
+from crdt_strategies import registered_type_names, replays
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import crdt
-from crdt import DecodeError, HLCTimestamp, LWWMap, LWWRegister, MVRegister, ORSet, PNCounter, decode, encode
+from crdt import DecodeError, HLCTimestamp, LWWMap, LWWRegister, MVRegister, ORSet, PNCounter, decode, encode, wire_v2
 from crdt.encoding import COMPRESS_ABOVE, FLAG_ZLIB, MAGIC, VERSION
 
 HEADER = bytes((MAGIC, VERSION, 0))
@@ -168,3 +171,16 @@ def test_ops_and_contexts_are_version_2() -> None:
     assert crdt.decode_context(blob) == ctx
     with pytest.raises(DecodeError):
         crdt.decode_context(framed(["ctx", ["A", 1], ["A", 1, 2]]))  # uncompacted: A:2 belongs in the vector
+
+
+@settings(max_examples=100)
+@given(data=st.data())
+def test_the_one_entry_fast_path_gives_the_general_layout(data: st.DataObject) -> None:
+    """Every mutator's delta (and every state) of every type: ``_one_entry_body``, where it applies, builds exactly
+    what the general column builder does."""
+    replay = data.draw(replays(data.draw(st.sampled_from(registered_type_names())), max_steps=8))
+    for state in [d for _, d in replay.deltas] + replay.states:
+        fast = wire_v2.state_body(state)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(wire_v2, "_one_entry_body", lambda _state: None)
+            assert wire_v2.state_body(state) == fast
