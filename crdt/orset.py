@@ -37,6 +37,9 @@ class ORSet(DotKernel[Hashable]):
     def add_all(self, replica: str, elements: Iterable[Hashable]) -> ORSet:
         """One delta adding every element, each with its own consecutive dot from ``replica``."""
         unique = dict.fromkeys(map(element_key, elements))
+        if len(unique) == 1:  # the commonest: one element, through the one-write path (the same delta)
+            for element in unique:
+                return self._write_delta(replica, element, None)
         return self._write_many_delta(replica, ((element, None) for element in unique))
 
     def remove(self, element: Hashable, context: CausalContext | None = None) -> ORSet:
