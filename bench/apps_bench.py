@@ -90,6 +90,9 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
         "batch_ops_per_s": round(ops), "bare_put_rps": round(bare_rps),
         "batch_ops_per_s_vs_bare_put": round(ops / bare_rps, 3), "batch_requests_per_s": round(batch_rps, 1),
         "batch_p99_ms": round(median("batch", "p99_ms"), 2), "batch_size": args.batch_size, "durable": True,
+        # the server's CPU (all threads) per update and per bare PUT: steadier than rates on a shared machine
+        "batch_cpu_us_per_update": round(median("batch", "cpu_us") / args.batch_size, 1),
+        "bare_put_cpu_us_per_request": round(median("bare_put", "cpu_us"), 1),
         "rounds": args.rounds, "duration_s": args.duration, "connections": args.connections, "pinned": two_cores,
         "targets": {"batch_ops_per_s_vs_bare_put": {"want": ">= 3", "value": round(ops / bare_rps, 3),
                                                     "met": ops / bare_rps >= 3}},
