@@ -22,30 +22,45 @@ from typing import Any
 import aiohttp
 
 from server.client import InvalidNodeURLError, MalformedResponseError, RumorClient, RumorHTTPError, node_url
-from server.config import MIB, TIMING_PRESETS, ServerConfig, env_name, load_config
+from server.config import LOG_FORMATS, LOG_LEVELS, TIMING_PRESETS, ServerConfig, env_name, load_config
 from server.errors import ConfigError, ServerError
+from server.version import PYTHON, VERSION
 
 DEFAULT_NODE_URL = "http://127.0.0.1:7000"
 
 # (flag, config field, help) for `rumor serve`; each is also RUMOR_<FIELD> in the environment and <field> in TOML.
 _SERVE_OPTIONS: list[tuple[str | tuple[str, ...], str, dict[str, Any], str]] = [
-    ("--node-id", "node_id", {}, "replica id of this node (default: derived once, then persisted in the data dir)"),
-    ("--http-addr", "http_addr", {}, "host:port of the HTTP API (default 127.0.0.1:7000; port 0 = any free port)"),
-    ("--gossip-addr", "gossip_addr", {}, "host:port for gossip, UDP and TCP (default 127.0.0.1:7946)"),
+    ("--node-id", "node_id", {}, "replica id of this node (when unset: derived once, then persisted in the data dir)"),
+    ("--http-addr", "http_addr", {}, "host:port of the HTTP API (port 0 = any free port)"),
+    ("--gossip-addr", "gossip_addr", {}, "host:port for gossip, UDP and TCP"),
     (("--join", "--seed"), "seeds", {"action": "append"},
      "gossip address of a node to join through (repeatable; env: comma list)"),
-    ("--data-dir", "data_dir", {}, "directory of the SQLite database (default ./rumor-data)"),
-    ("--cluster-key", "cluster_key", {}, "shared secret that encrypts gossip (default: none, plaintext)"),
+    ("--data-dir", "data_dir", {}, "directory of the SQLite database"),
+    ("--cluster-key", "cluster_key", {}, "shared secret that encrypts gossip (when unset: plaintext gossip)"),
     ("--api-token", "api_token", {}, "require 'Authorization: Bearer <token>' on every API call but /health"),
     (("--preset", "--timing"), "timing", {"choices": TIMING_PRESETS},
-     "gossip timing preset: lan (default), wan or local (fast timers for loopback clusters)"),
+     "gossip timing preset: lan, wan or local (fast timers for loopback clusters)"),
     ("--clock-offset-ms", "clock_offset_ms", {"type": int}, "added to the wall clock feeding the HLC (tests: skew)"),
-    ("--max-body-bytes", "max_body_bytes", {"type": int}, f"largest accepted request body (default {MIB} = 1 MiB)"),
+    ("--max-body-bytes", "max_body_bytes", {"type": int}, "largest accepted request body, in bytes"),
     ("--in-memory", "in_memory", {"action": "store_const", "const": True},
      "keep everything in memory: nothing survives a restart"),
     ("--enable-fault-injection", "enable_fault_injection", {"action": "store_const", "const": True},
      "add POST /v1/debug/partition to cut this node off from peers (demos and tests only)"),
+    ("--log-level", "log_level", {"choices": LOG_LEVELS}, "lowest level logged"),
+    ("--log-format", "log_format", {"choices": LOG_FORMATS}, "text lines, or one JSON object a line"),
+    ("--access-log", "access_log", {"action": "store_const", "const": True},
+     "log one line per HTTP request (method, path, status, bytes, ms)"),
 ]
+
+
+def _default_of(field_name: str) -> str:
+    """The real default of a `serve` option, as `rumor serve --help` shows it (None: unset)."""
+    default = ServerConfig.__dataclass_fields__[field_name].default
+    if default is None or default == ():
+        return "unset"
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    return str(default)
 
 
 def _parse_value(text: str) -> Any:
@@ -57,18 +72,19 @@ def _parse_value(text: str) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rumor", description="Available-first replicated store of CRDTs.")
+    parser.add_argument("--version", action="version", version=f"rumor {VERSION} (Python {PYTHON})")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser(
         "serve", help="run a node",
         description="Run a node. Precedence: flags > RUMOR_* environment variables > --config TOML file > defaults.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     serve.add_argument("--config", type=Path, help="TOML file whose top-level keys are the option names "
                        "with underscores (e.g. http_addr = \"127.0.0.1:7000\"); env: RUMOR_CONFIG")
     for flags, field_name, extra, help_text in _SERVE_OPTIONS:
         names = (flags,) if isinstance(flags, str) else flags
-        serve.add_argument(*names, dest=field_name, default=None, help=f"{help_text} [env {env_name(field_name)}]",
+        serve.add_argument(*names, dest=field_name, default=None,
+                           help=f"{help_text} (default: {_default_of(field_name)}; env {env_name(field_name)})",
                            **extra)
 
     demo = commands.add_parser(

@@ -19,6 +19,8 @@ from server.errors import ConfigError
 
 MIB = 1024 * 1024
 TIMING_PRESETS = ("lan", "wan", "local")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,12 @@ class ServerConfig:
     op_id_retention: int = 10_000
     #: adds POST /v1/debug/partition (cut this node off from chosen peers). Demos and tests only; off by default.
     enable_fault_injection: bool = False
+    #: the lowest level logged: debug, info, warning or error.
+    log_level: str = "info"
+    #: text (one human line a record) or json (one JSON object a line, for log shippers).
+    log_format: str = "text"
+    #: log one line per HTTP request (method, path, status, duration): off by default, it costs a write a request.
+    access_log: bool = False
 
     def __post_init__(self) -> None:
         config_address(self.http_addr, "http_addr")
@@ -82,6 +90,9 @@ class ServerConfig:
                 or self.checkpoint_max_log_records < 1:
             raise ConfigError("checkpoint_interval_s > 0, checkpoint_batch_keys >= 1, op_id_retention >= 0, "
                               "checkpoint_max_log_records >= 1")
+        if self.log_level not in LOG_LEVELS or self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)} and log_format one of "
+                              f"{', '.join(LOG_FORMATS)}, got {self.log_level!r} and {self.log_format!r}")
         if self.node_id is not None and not (0 < len(self.node_id) <= 128):
             raise ConfigError("node_id must be 1..128 characters")
 

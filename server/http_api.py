@@ -36,6 +36,7 @@ from server.keyspace import Item
 from server.negotiation import decode_body, encode_body, request_format, response_format
 from server.node import Node, Outcome, WriteResult
 from server.updates import OP_ID_HINT, RegisterWrite, parse_context, parse_update
+from server.version import VERSION
 
 if TYPE_CHECKING:
     from server.cluster import Cluster  # the single-node app (tests, embedding) never loads the gossip stack
@@ -78,7 +79,7 @@ def _endpoint(handler: Handler, route: str) -> Handler:
         except Exception as exc:  # the single place errors become responses
             response = response_for(exc)
         node.metrics.http_requests.inc(route, request.method, str(response.status))
-        node.metrics.http_latency.observe(time.perf_counter() - started, route)
+        node.metrics.http_latency.observe(time.perf_counter() - started, route, request.method)
         return response
 
     return endpoint
@@ -304,7 +305,7 @@ async def health(request: web.Request) -> web.StreamResponse:
     failing = node.failing()
     ready = not failing
     body: dict[str, Any] = {"status": "ok" if ready else "unavailable", "node": node.node_id, "ready": ready,
-                            "durable": node.storage.durable}
+                            "durable": node.storage.durable, "version": VERSION}
     if failing:
         body["failing"] = failing
     return _render(request, body, 200 if ready else 503)

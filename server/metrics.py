@@ -17,8 +17,13 @@ zero in each direction, the dropped, exchange and rejection counters no series a
 from __future__ import annotations
 
 import math
+import os
+import resource
+import time
 from bisect import bisect_left
 from collections.abc import Callable
+
+from server.version import PYTHON, VERSION
 
 LabelValues = tuple[str, ...]
 
@@ -168,8 +173,10 @@ class Metrics:
     def __init__(self) -> None:
         self.http_requests = Counter("rumor_http_requests_total", "HTTP requests by route, method and status.",
                                      ("route", "method", "status"))
-        self.http_latency = Histogram("rumor_http_request_duration_seconds", "HTTP request latency by route.",
-                                      ("route",))
+        self.http_latency = Histogram("rumor_http_request_duration_seconds",
+                                      "HTTP request latency by route and method.", ("route", "method"))
+        self.build_info = Gauge("rumor_build_info", "Always 1; the labels say what is running.", ("version", "python"))
+        self.build_info.set(1, VERSION, PYTHON)
         self.keys = Gauge("rumor_keys", "Keys held by this node (including emptied ones kept for their context).")
         self.storage_commit_latency = Histogram("rumor_storage_commit_duration_seconds",
                                                 "Duration of one group commit (one SQLite transaction + fsync).")
@@ -195,7 +202,7 @@ class Metrics:
             self.gossip_packets.inc(direction, amount=0)
 
     def all(self) -> list[_Metric]:
-        return [m for m in vars(self).values() if isinstance(m, _Metric)]
+        return [m for m in vars(self).values() if isinstance(m, _Metric)] + PROCESS_METRICS
 
     def observe_commit(self, seconds: float, records: int) -> None:
         self.storage_commit_latency.observe(seconds)
@@ -207,3 +214,43 @@ class Metrics:
             lines.extend(metric.header())
             lines.extend(metric.samples())
         return "\n".join(lines) + "\n"
+
+
+# -- the standard process_* metrics (Prometheus client conventions), read from the OS at scrape time ------------------
+_START_TIME = time.time()
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _statm() -> tuple[float, float]:
+    """(virtual, resident) bytes of this process (Linux /proc; elsewhere the peak RSS, and 0 virtual)."""
+    try:
+        with open("/proc/self/statm") as f:
+            size, resident = f.read().split()[:2]
+        return float(int(size) * _PAGE), float(int(resident) * _PAGE)
+    except OSError:
+        return 0.0, float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
+
+def _open_fds() -> float:
+    try:
+        return float(len(os.listdir("/proc/self/fd")))
+    except OSError:
+        return 0.0
+
+
+def _process_metrics() -> list[_Metric]:
+    cpu = Counter("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.")
+    cpu.set_source(lambda: {(): sum(os.times()[:2])})
+    resident = Gauge("process_resident_memory_bytes", "Resident memory size in bytes.")
+    resident.set_source(lambda: {(): _statm()[1]})
+    virtual = Gauge("process_virtual_memory_bytes", "Virtual memory size in bytes.")
+    virtual.set_source(lambda: {(): _statm()[0]})
+    fds = Gauge("process_open_fds", "Number of open file descriptors.")
+    fds.set_source(lambda: {(): _open_fds()})
+    start = Gauge("process_start_time_seconds", "Start time of the process since unix epoch in seconds.")
+    start.set(_START_TIME)
+    return [cpu, resident, virtual, fds, start]
+
+
+#: one set for the process, shared by every node in it (they are the same process's figures)
+PROCESS_METRICS = _process_metrics()

@@ -19,7 +19,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 from collections.abc import Iterator
 
 from aiohttp import web
@@ -30,6 +29,7 @@ from server.config import ServerConfig
 from server.errors import ServerError
 from server.http_api import create_app
 from server.http_server import NodeRunner
+from server.logs import ACCESS_LOGGER, AccessLogger, configure_logging
 from server.node import Node
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,10 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None) -> i
     node = Node(config, replication=cluster.replication)
     node.supervisor.on_fatal = lambda _component, _exc: stop.set()
     cluster.bind_metrics(node.metrics)
+    access = {"access_log": logging.getLogger(ACCESS_LOGGER), "access_log_class": AccessLogger} \
+        if config.access_log else {"access_log": None}
     runner = NodeRunner(create_app(node, cluster), header_timeout_s=config.http_header_timeout_s,
-                                 access_log=None, handle_signals=False)
+                        handle_signals=False, **access)
     try:
         with collector_paused():  # recovery decodes every stored state: up to 2x faster with no cyclic GC passes
             await node.start()
@@ -152,5 +154,5 @@ def tune_collector() -> None:
 
 
 def run(config: ServerConfig) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging(config)
     return asyncio.run(serve(config))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import re
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from server.values import (
     sorted_json,
     to_element,
 )
+from server.version import VERSION
 
 
 def test_config_precedence_flags_over_env_over_file_over_defaults(tmp_path: Path) -> None:
@@ -179,18 +181,28 @@ def test_accept_negotiation() -> None:
 def test_metrics_text_format() -> None:
     metrics = Metrics()
     metrics.http_requests.inc("/v1/kv", "GET", "200")
-    metrics.http_latency.observe(0.003, "/v1/kv")
-    metrics.http_latency.observe(7.0, "/v1/kv")
+    metrics.http_latency.observe(0.003, "/v1/kv", "GET")
+    metrics.http_latency.observe(7.0, "/v1/kv", "GET")
+    metrics.http_latency.observe(0.003, "/v1/kv", "POST")
     metrics.gossip_dropped.inc("bad_mac", amount=3)
     metrics.keys.set_source(lambda: {(): 42})
     text = metrics.render()
     assert 'rumor_http_requests_total{route="/v1/kv",method="GET",status="200"} 1' in text
-    assert 'rumor_http_request_duration_seconds_bucket{route="/v1/kv",le="0.0025"} 0' in text
-    assert 'rumor_http_request_duration_seconds_bucket{route="/v1/kv",le="0.005"} 1' in text
-    assert 'rumor_http_request_duration_seconds_bucket{route="/v1/kv",le="+Inf"} 2' in text
-    assert 'rumor_http_request_duration_seconds_count{route="/v1/kv"} 2' in text
+    assert 'rumor_http_request_duration_seconds_bucket{route="/v1/kv",method="GET",le="0.0025"} 0' in text
+    assert 'rumor_http_request_duration_seconds_bucket{route="/v1/kv",method="GET",le="0.005"} 1' in text
+    assert 'rumor_http_request_duration_seconds_bucket{route="/v1/kv",method="GET",le="+Inf"} 2' in text
+    assert 'rumor_http_request_duration_seconds_count{route="/v1/kv",method="GET"} 2' in text
+    assert 'rumor_http_request_duration_seconds_count{route="/v1/kv",method="POST"} 1' in text
     assert 'rumor_gossip_dropped_packets_total{reason="bad_mac"} 3' in text
     assert "rumor_keys 42" in text
     assert 'rumor_members{status="alive"} 1' in text
+    assert f'rumor_build_info{{version="{VERSION}",python="{platform.python_version()}"}} 1' in text
+    for name in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds",
+                 "process_start_time_seconds", "process_virtual_memory_bytes"):
+        value = next(line for line in text.splitlines() if line.startswith(name + " ")).split(" ")[1]
+        assert float(value) > 0, name
+    counters = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE") and line.endswith("counter")}
+    assert all(name.endswith("_total") for name in counters)  # a counter is named so, and only counts up
     for line in text.splitlines():
-        assert line.startswith("# ") or line.split(" ")[-1].replace(".", "", 1).replace("e-", "").isdigit()
+        if not line.startswith("# "):
+            float(line.rsplit(" ", 1)[1])  # every sample's value is a number

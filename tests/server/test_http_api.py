@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from crdt import ORSet
 from server.node import Node
+from server.version import VERSION
 
 pytestmark = pytest.mark.integration  # every test reaches the node through aiohttp's TestServer: a loopback socket
 
@@ -396,7 +397,7 @@ async def test_token_auth(make_api: Callable[..., Any]) -> None:
 
 async def test_health_members_and_metrics(api: TestClient, node: Node) -> None:
     health = await (await api.get("/health")).json()
-    assert health == {"status": "ok", "node": "n1", "ready": True, "durable": False}
+    assert health == {"status": "ok", "node": "n1", "ready": True, "durable": False, "version": VERSION}
     members = await (await api.get("/v1/members")).json()
     assert members == {"members": [{"id": "n1", "address": "127.0.0.1:7946", "status": "alive"}]}
     await api.put("/v1/kv/k", json=1)
@@ -406,7 +407,8 @@ async def test_health_members_and_metrics(api: TestClient, node: Node) -> None:
     text = await response.text()
     assert 'rumor_http_requests_total{route="/v1/kv/{key}",method="PUT",status="200"} 1' in text
     assert 'rumor_http_requests_total{route="/v1/kv/{key}",method="GET",status="404"} 1' in text
-    assert 'rumor_http_request_duration_seconds_count{route="/v1/kv/{key}"} 2' in text
+    assert 'rumor_http_request_duration_seconds_count{route="/v1/kv/{key}",method="PUT"} 1' in text
+    assert 'rumor_http_request_duration_seconds_count{route="/v1/kv/{key}",method="GET"} 1' in text
     assert "rumor_keys 1" in text
     for hook in ("rumor_members", "rumor_gossip_bytes_total", "rumor_gossip_packets_total",
                  "rumor_gossip_dropped_packets_total", "rumor_anti_entropy_exchanges_total",

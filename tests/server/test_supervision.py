@@ -20,6 +20,7 @@ from server.replication.seam import Standalone
 from server.storage import DB_FILE
 from server.supervisor import Supervisor, SupervisorConfig
 from server.updates import Increment
+from server.version import VERSION
 
 pytestmark = pytest.mark.integration  # aiohttp's TestServer and `serve` bind real sockets on loopback
 
@@ -71,7 +72,8 @@ async def test_a_failed_checkpointer_is_restarted_and_health_says_why_until_the_
         clock.now += 30.0
         response = await api.get("/health")
         assert response.status == 200
-        assert await response.json() == {"status": "ok", "node": "disk-1", "ready": True, "durable": True}
+        assert await response.json() == {"status": "ok", "node": "disk-1", "ready": True, "durable": True,
+                                         "version": VERSION}
 
 
 async def test_health_says_why_storage_is_unhealthy(disk_config: ServerConfig) -> None:
