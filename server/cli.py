@@ -1,5 +1,5 @@
 """`rumor`: run a node (`rumor serve`), a local demo cluster (`rumor demo`), or talk to a node
-(`rumor get/put/incr/add/remove/del/keys/members`).
+(`rumor get/put/incr/add/remove/del/keys/members`), or follow its changes (`rumor watch PREFIX`).
 
 Client commands print the server's JSON answer on stdout and exit non-zero on errors. Values and set elements on the
 command line are parsed as JSON when they parse (`42`, `true`, `[1,2]`, `"x"`) and taken as strings otherwise.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -21,7 +22,14 @@ from typing import Any
 
 import aiohttp
 
-from server.client import InvalidNodeURLError, MalformedResponseError, RumorClient, RumorHTTPError, node_url
+from server.client import (
+    InvalidNodeURLError,
+    MalformedResponseError,
+    RumorClient,
+    RumorHTTPError,
+    WatchEvent,
+    node_url,
+)
 from server.config import LOG_FORMATS, LOG_LEVELS, TIMING_PRESETS, ServerConfig, env_name, load_config
 from server.errors import ConfigError, ServerError
 from server.version import PYTHON, VERSION
@@ -118,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--prefix", default="")
     keys.add_argument("--limit", type=int, default=None, help="one page of at most this many keys")
     client_command("members", "list cluster members as this node sees them")
+    watch = client_command("watch", "print each change under a prefix as it happens, one line each (Ctrl-C stops); "
+                                    "resumes by itself after a dropped connection")
+    watch.add_argument("prefix", nargs="?", default="", help="only keys starting with this (default: every key)")
+    watch.add_argument("--since", help="resume after this cursor (an event's or a reset's) instead of from now")
+    watch.add_argument("--count", type=int, default=None, help="stop after this many events")
     return parser
 
 
@@ -145,6 +158,34 @@ async def _run_client(args: argparse.Namespace) -> Any:
     raise AssertionError(args.command)
 
 
+def watch_line(event: WatchEvent) -> str:
+    """`key type value|deleted (origin)` for a change; a reset says why and how to resync."""
+    data = event.data
+    if event.kind == "reset":
+        return f"reset ({data['reason']}): {data['resync']}"
+    value = "deleted" if data["deleted"] else json.dumps(data["value"], ensure_ascii=False)
+    return f"{data['key']} {data['type']} {value} ({data['origin']})"
+
+
+async def _watch(args: argparse.Namespace) -> int:
+    """`rumor watch`: one line per event on stdout; connection trouble on stderr, once per lost connection."""
+
+    def retrying(error: BaseException | None, cursor: str | None) -> None:
+        reason = "the node ended the stream" if error is None else str(error) or type(error).__name__
+        print(f"rumor: watch: {reason}; reconnecting to {args.node}"
+              + (f" from {cursor}" if cursor else ""), file=sys.stderr, flush=True)
+
+    seen = 0
+    async with RumorClient(args.node, token=args.token) as client, \
+            contextlib.aclosing(client.watch(args.prefix, args.since, on_retry=retrying)) as events:
+        async for event in events:
+            status = _print(watch_line(event))
+            seen += 1
+            if status or (args.count is not None and seen >= args.count):
+                return status
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
@@ -165,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rumor: --node: {exc}", file=sys.stderr)
         return 2
     try:
+        if args.command == "watch":
+            return asyncio.run(_watch(args))
         result = asyncio.run(_run_client(args))
     except (RumorHTTPError, MalformedResponseError) as exc:
         print(f"rumor: {exc}", file=sys.stderr)
@@ -172,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, aiohttp.ClientError) as exc:
         print(f"rumor: cannot reach {args.node}: {str(exc) or type(exc).__name__}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C ends `rumor watch`: no traceback
+        return 130
     if args.command == "get" and result is None:
         print(f"rumor: key not found: {args.key}", file=sys.stderr)
         return 1

@@ -4,6 +4,9 @@
         await client.incr("visits", 5)
         item = await client.get("visits")   # {"key", "type", "value", "context"} or None
 
+`watch(prefix, since)` follows the change feed (`GET /v1/watch` as Server-Sent Events) and resumes by itself after a
+dropped connection, from the last cursor it saw.
+
 Errors come back as `RumorHTTPError` carrying the status and the server's error code. The base URL may omit its
 scheme (``127.0.0.1:7000`` means ``http://127.0.0.1:7000``); one that is no http(s) URL with a host raises
 `InvalidNodeURLError` at once, before anything is sent.
@@ -11,8 +14,11 @@ scheme (``127.0.0.1:7000`` means ``http://127.0.0.1:7000``); one that is no http
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -22,6 +28,8 @@ import yarl
 
 from server.errors import MalformedBodyError, ServerError
 from server.negotiation import JSON, MSGPACK, decode_body, encode_body
+from server.sse import CONTENT_TYPE as EVENT_STREAM
+from server.sse import read_events
 
 
 class RumorHTTPError(ServerError):
@@ -71,6 +79,23 @@ def node_url(text: str) -> str:
     if url.query_string or url.fragment:
         raise InvalidNodeURLError(text, "a node URL has no query or fragment")
     return str(url).rstrip("/")
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One event of the change feed: `kind` "change" (`data`: key, type, value, context, cursor, origin, deleted) or
+    "reset" (`data`: reason, cursor, resync: list the prefix, then carry on from the reset's cursor)."""
+
+    kind: str
+    data: dict[str, Any]
+
+    @property
+    def cursor(self) -> str:
+        return str(self.data["cursor"])
+
+
+#: the server comments every 15 s on an idle stream: three missed in a row is a dead connection
+WATCH_IDLE_TIMEOUT_S = 45.0
 
 
 def _options(**options: Any) -> dict[str, str]:
@@ -221,6 +246,57 @@ class RumorClient:
             after = page["next"]
             if after is None:
                 return keys
+
+    # -- change feed -----------------------------------------------------------------------------------------------
+
+    async def poll_changes(self, prefix: str = "", since: str | None = None, *,
+                           timeout_ms: int | None = None) -> dict[str, Any]:
+        """One long-poll of the change feed: {"events", "cursor" (pass it as `since` next), "reset"}. With a tiny
+        `timeout_ms` and no `since` it answers at once with the current cursor: a place to watch from."""
+        _, answer = await self.request("GET", "/v1/watch",
+                                       params=_options(prefix=prefix or None, since=since, timeout_ms=timeout_ms))
+        return answer
+
+    async def watch(self, prefix: str = "", since: str | None = None, *,
+                    on_retry: Callable[[BaseException | None, str | None], None] | None = None,
+                    retry_initial_s: float = 0.1, retry_max_s: float = 5.0) -> AsyncGenerator[WatchEvent, None]:
+        """Every change under `prefix` (after the cursor `since`, or from now), as it happens, until the caller stops.
+
+        A dropped connection (or a node restarting) is retried with a doubling delay, resuming from the last cursor
+        seen: no change is missed, and one seen already comes again only as its key's later state. Resets come
+        through as events too: the caller resyncs (list the prefix, read what it needs) and carries on iterating,
+        since the feed continues from the reset's cursor. `on_retry(error or None for a stream the node ended,
+        cursor)` is called before each reconnection. A 4xx answer (a malformed `since`, a wrong token) raises
+        `RumorHTTPError`. Iterate inside `contextlib.aclosing` to hang up as soon as the loop ends.
+        """
+        cursor = since
+        delay = retry_initial_s
+        headers = self._headers | {"Accept": EVENT_STREAM}
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=WATCH_IDLE_TIMEOUT_S)
+        while True:
+            error: BaseException | None = None
+            try:
+                async with self._session.get(self.base_url + "/v1/watch", headers=headers, timeout=timeout,
+                                             params=_options(prefix=prefix or None, since=cursor)) as response:
+                    if response.status >= 400:
+                        failure = self._error(response.status, await response.read())
+                        if response.status < 500:
+                            raise failure
+                        error = failure
+                    else:
+                        async for sse in read_events(response.content.iter_any()):
+                            if sse.event not in ("change", "reset"):
+                                continue
+                            event = WatchEvent(sse.event, json.loads(sse.data))
+                            cursor = event.cursor
+                            delay = retry_initial_s
+                            yield event
+            except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+                error = exc
+            if on_retry is not None:
+                on_retry(error, cursor)
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, retry_max_s)
 
     # -- node ------------------------------------------------------------------------------------------------------
 

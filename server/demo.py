@@ -3,7 +3,8 @@
 What it shows, step by step, with a table of every node's values after each step:
 1. N nodes on loopback find each other (SWIM join).
 2. Concurrent writes through different nodes (a counter incremented everywhere, a set added to everywhere, a
-   register written everywhere) converge, and how long that took.
+   register written everywhere) converge, and how long that took. A watcher on the last node (`GET /v1/watch`, the
+   change feed) sees the writes the other nodes make, as they arrive by gossip.
 3. One node is cut off (fault injection on both sides of the cut). The majority sees it suspected, then dead.
 4. Both sides keep accepting writes (available first): increments, a concurrent remove (majority) and re-add
    (minority) of the same set element, register writes on both sides, the minority's last.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import shutil
 import sys
@@ -98,6 +100,9 @@ async def run_demo(nodes: int, preset: str, base_dir: Path, out: TextIO) -> None
         await _show_state(cluster, say, viewer)
         expected_visits = sum(range(1, nodes + 1))
 
+        say.step(f"change feed: a watcher on {minority} follows 'feed/' while {', '.join(majority)} write")
+        await _watch_writes(cluster, say, minority, majority)
+
         say.step(f"partition: {minority} is cut off from {', '.join(majority)} (both directions)")
         await cluster.partition(majority, [minority])
         suspect_s = await cluster.wait_status(viewer, minority, "suspect", timeout_s=15)
@@ -139,6 +144,44 @@ async def run_demo(nodes: int, preset: str, base_dir: Path, out: TextIO) -> None
         say.say(f"    motd = {final['motd']!r}: the two writes were concurrent (one per side), so the later")
         say.say("    hybrid-logical-clock timestamp wins, the same on every node")
         say.say(f"    total {time.monotonic() - say.started:.1f} s")
+
+
+async def _watch_writes(cluster: LocalCluster, say: Narrator, watcher: str, writers: Sequence[str]) -> None:
+    """A watcher on `watcher` (from the feed's current cursor, so nothing written after it can be missed) sees one
+    write made on each of `writers`, delivered by gossip; prints a line per event."""
+    api = cluster[watcher].api()
+    cursor = (await api.poll_changes("feed/", timeout_ms=1))["cursor"]
+    wanted = {f"feed/{name}" for name in writers}
+    written: dict[str, float] = {}
+    lines: list[str] = []
+
+    async def follow() -> None:
+        async with contextlib.aclosing(api.watch("feed/", cursor)) as events:
+            async for event in events:
+                data = event.data
+                if event.kind == "reset":
+                    raise DemoFailedError(f"the watcher on {watcher} got a reset: {data['reason']}")
+                after = (time.monotonic() - written.get(data["key"], time.monotonic())) * 1000
+                lines.append(f"    {watcher} saw {data['key']} = {json.dumps(data['value'])} "
+                             f"(origin: {data['origin']}) {after:.0f} ms after the write")
+                wanted.discard(data["key"])
+                if not wanted:
+                    return
+
+    following = asyncio.create_task(follow())
+    try:
+        for name in writers:
+            written[f"feed/{name}"] = time.monotonic()
+            await cluster[name].api().put(f"feed/{name}", f"written on {name}")
+        await asyncio.wait_for(asyncio.shield(following), 15)
+    except TimeoutError:
+        raise DemoFailedError(f"the watcher on {watcher} did not see {', '.join(sorted(wanted))}") from None
+    finally:
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await following
+    for line in lines:
+        say.say(line)
 
 
 async def _write_round(cluster: LocalCluster, name: str, i: int) -> None:

@@ -35,8 +35,10 @@ from server.http_request import int_option, op_id_of, path_key, query_options
 from server.keyspace import Item
 from server.negotiation import decode_body, encode_body, request_format, response_format
 from server.node import Node, Outcome, WriteResult
+from server.openapi import document_json
 from server.updates import OP_ID_HINT, RegisterWrite, parse_context, parse_update
 from server.version import VERSION
+from server.watch_http import watch_route
 
 if TYPE_CHECKING:
     from server.cluster import Cluster  # the single-node app (tests, embedding) never loads the gossip stack
@@ -316,6 +318,12 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     return web.Response(body=node.metrics.render().encode(), headers={"Content-Type": node.metrics.CONTENT_TYPE})
 
 
+async def openapi_document(request: web.Request) -> web.StreamResponse:
+    """The OpenAPI 3.1 contract (`server.openapi`): JSON whatever `Accept` says; behind the token like the rest."""
+    query_options(request, frozenset())
+    return web.Response(body=document_json(), content_type="application/json")
+
+
 async def _unmatched(request: web.Request) -> web.StreamResponse:
     raise web.HTTPNotFound()
 
@@ -345,6 +353,8 @@ def create_app(node: Node, cluster: Cluster | None = None) -> web.Application:
         "/v1/kv": [("GET", list_keys)],
         "/v1/batch": [("POST", post_batch)],
         "/v1/batch/get": [("POST", post_batch_get)],
+        "/v1/watch": [("GET", watch_route(app, node))],  # the change feed (`server.watch_http`)
+        "/v1/openapi.json": [("GET", openapi_document)],
         f"/v1/kv/{{key:{_ANY_CHARS}+}}": [("GET", get_item), ("PUT", put_item), ("POST", post_item),
                                           ("DELETE", delete_item)],
     }

@@ -51,6 +51,7 @@ from server.storage import Recovered, Storage
 from server.supervisor import Supervisor
 from server.updates import Clear, Update, request_fingerprint
 from server.values import TYPES, canonical_json, check_key
+from server.watch import LOCAL, PEER, ChangeFeed
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,7 @@ class Node:
         )
         self.node_id = config.node_id or ""
         self._keyspace: Keyspace | None = None
+        self._feed: ChangeFeed | None = None
         #: the data directory's small named values as found at start (node id, known cluster members, ...)
         self.stored_meta: dict[str, str] = {}
         self._running = False
@@ -173,6 +175,13 @@ class Node:
         if self._keyspace is None:
             raise NodeNotRunningError("node not started")
         return self._keyspace
+
+    @property
+    def feed(self) -> ChangeFeed:
+        """The change feed (`server.watch`): every logged change, local or received, for `GET /v1/watch`."""
+        if self._feed is None:
+            raise NodeNotRunningError("node not started")
+        return self._feed
 
     @property
     def running(self) -> bool:
@@ -205,6 +214,8 @@ class Node:
             await self.storage.put_meta("node_id", self.node_id)
         self._keyspace = Keyspace(self.node_id, self.hlc)
         self._recover(recovered)
+        self._feed = await ChangeFeed.open(self.node_id, self.storage, recovered, self._keyspace,
+                                           uncommitted=self._uncommitted, on_failure=self.supervisor.report)
         self._running = True
         try:
             await self.replication.start(self)
@@ -245,6 +256,8 @@ class Node:
         if not self._running:
             return
         self._running = False
+        if self._feed is not None:
+            self._feed.close()  # open watch streams end now, not when their clients give up
         try:
             try:
                 await self.replication.stop()
@@ -469,7 +482,7 @@ class Node:
         if blob is None and self.storage.durable:
             blob = encode(state_or_delta)
         self.keyspace.merge_remote(key, type_name, state_or_delta)
-        return self._log(key, type_name, blob)
+        return self._log(key, type_name, blob, PEER)
 
     def keys(self, prefix: str = "", after: str | None = None, limit: int = 100) -> KeyPage:
         self._check_running()
@@ -480,9 +493,12 @@ class Node:
 
     # -- durability ------------------------------------------------------------------------------------------------
 
-    def _log(self, key: str, type_name: str, blob: bytes | None) -> asyncio.Future[None]:
-        """Queues an encoded delta and returns its commit's future (in memory, nothing is stored: already done)."""
+    def _log(self, key: str, type_name: str, blob: bytes | None, origin: int = LOCAL) -> asyncio.Future[None]:
+        """Queues an encoded delta and returns its commit's future (in memory, nothing is stored: already done).
+        Every change goes through here, local or received (`origin`), so this is where the change feed hears of it."""
         future = self.storage.append_delta(key, type_name, blob or b"")
+        if self._feed is not None:
+            self._feed.logged(key, self.storage.last_seq, origin, future)
         if blob is not None and self.storage.durable:
             self._dirty.setdefault(key, self.storage.last_seq)
             big = self._big_states.get(key)
@@ -490,6 +506,11 @@ class Node:
                 big[1] += len(blob)
             self._last_write[key] = future  # settled entries are pruned by the checkpointer, not one callback each
         return future
+
+    def _uncommitted(self, key: str) -> bool:
+        """Whether `key`'s newest logged write still waits for its commit (what a read waits for first)."""
+        pending = self._last_write.get(key)
+        return pending is not None and not pending.done()
 
     def _prune_settled_writes(self) -> None:
         if self._last_write:

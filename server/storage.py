@@ -13,6 +13,10 @@ Why this shape:
   order they became dirty, with the seq of each one's first unfolded record, so the oldest dirty key's seq is the
   low-water mark below which every record is in some checkpointed state. Checkpoints go oldest key first, so the
   mark keeps moving.
+- Seqs never go back: dropping log rows also stores the highest seq handed out so far in meta (`log_seq`, in the same
+  transaction), and `open` continues after the larger of it and the log's last seq. Without it a log emptied by the
+  checkpointer would restart the numbering at 1 on the next start, and a change-feed cursor (`server.watch`), which
+  names a change by its seq, would name another change.
 - Recovery loads the checkpointed states, then merges the logged deltas in order. Merge is idempotent, so a delta
   that is both in a state and in the log is harmless.
 - Group commit: records queue on the event loop into the pending batch; a dedicated writer thread owns the SQLite
@@ -51,6 +55,8 @@ from server.data_dir_lock import DataDirLock
 from server.errors import StorageError
 
 DB_FILE = "rumor.sqlite3"
+#: the meta entry holding the highest seq handed out when log rows were last dropped
+LOG_SEQ_META = "log_seq"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -262,7 +268,9 @@ class Storage:
             raise
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"cannot open storage: {exc}") from exc
-        self.last_seq = recovered.deltas[-1][0] if recovered.deltas else 0
+        stored_seq = recovered.meta.get(LOG_SEQ_META, "0")
+        self.last_seq = max(recovered.deltas[-1][0] if recovered.deltas else 0,
+                            int(stored_seq) if stored_seq.isdigit() else 0)
         return recovered
 
     def append_delta(self, key: str, type_name: str, delta: bytes) -> asyncio.Future[None]:
@@ -301,6 +309,7 @@ class Storage:
             return self._resolved()
         with self._lock:
             self._pending.truncate_below = max(self._pending.truncate_below, below_seq)
+            self._pending.meta[LOG_SEQ_META] = str(self.last_seq)  # every seq the dropped rows held is at most this
             return self._queued()
 
     def put_meta(self, name: str, value: str) -> asyncio.Future[None]:

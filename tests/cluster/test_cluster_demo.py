@@ -21,5 +21,6 @@ def test_demo_runs_to_completion_and_cleans_up(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "replicas converged" in result.stdout
     assert "visits = " in result.stdout and "add wins" in result.stdout
+    assert "n3 saw feed/n1" in result.stdout and "n3 saw feed/n2" in result.stdout  # the change feed step
     assert result.stderr == ""  # children's logs stay in their files
     assert set(Path(tempfile.gettempdir()).glob("rumor-demo-*")) <= before
