@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from http_bench import KEYS, Server, bare_server, free_port, run_wrk
+from http_bench import KEYS, PUT_LUA, Server, bare_server, free_port, run_wrk
 
 BATCH_LUA = """
 counter = 0
@@ -43,16 +43,6 @@ request = function()
   return wrk.format("POST", "/v1/batch?items=false", {["Content-Type"] = "application/json"}, body)
 end
 """
-
-PUT_LUA = """
-counter = 0
-request = function()
-  counter = counter + 1
-  local path = "/v1/kv/bench-" .. (counter % %KEYS%)
-  return wrk.format("PUT", path, {["Content-Type"] = "application/json"}, '{"n": ' .. counter .. ', "s": "value"}')
-end
-"""
-
 
 def measure(args: argparse.Namespace) -> dict[str, object]:
     if shutil.which("wrk") is None:

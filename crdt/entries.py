@@ -50,12 +50,6 @@ def payload_at(kd: Entries | Mapping[DotT, Any], r: str, c: int) -> Any:
     return kd[(r, c)]
 
 
-def has(kd: Entries | Mapping[DotT, Any], r: str, c: int) -> bool:
-    if isinstance(kd, tuple):
-        return kd[1] == c and kd[0] == r
-    return (r, c) in kd
-
-
 def with_entry(kd: Entries | None, r: str, c: int, payload: Any) -> Entries:
     """``kd`` plus the entry ``(r, c): payload`` (a dict is updated in place and returned)."""
     if kd is None:
@@ -76,15 +70,6 @@ def without_entry(kd: Entries, r: str, c: int) -> Entries | None:
     if len(kd) == 1:
         for (q, k), payload in kd.items():
             return (q, k, payload)
-    return kd
-
-
-def joined(kd: Entries | None, more: Entries) -> Entries:
-    """``kd`` plus every entry of ``more`` (a dict ``kd`` is updated in place)."""
-    if kd is None:
-        return more if isinstance(more, tuple) else dict(more)
-    for (r, c), payload in items(more):
-        kd = with_entry(kd, r, c, payload)
     return kd
 
 

@@ -20,10 +20,17 @@ from crdt.dot import Dot
 from crdt.dot_kernel import Deferred, DotKernel, context_identity
 from crdt.entries import payload_at, with_entry
 from crdt.errors import CRDTError, DecodeError
-from crdt.registry import TYPES
 from crdt.version_vector import VersionVector
 from crdt.wire_values import AS_IS as _AS_IS
-from crdt.wire_values import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, EXT_TUPLE, _ext, value_from_wire, value_to_wire
+from crdt.wire_values import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_DEPTH,
+    EXT_TUPLE,
+    _ext,
+    type_for,
+    value_from_wire,
+    value_to_wire,
+)
 from crdt.wire_values import MAX_INT as _MAX_INT
 from crdt.wire_values import MIN_INT as _MIN_INT
 from crdt.wire_values import WIRE_SCALARS as _WIRE_SCALARS
@@ -216,21 +223,12 @@ def _canonical(result: Any, data: bytes, again: bytes) -> Any:
     return result
 
 
-def _type_for(name: object) -> type[DotKernel[Any]]:
-    if type(name) is not str:
-        raise DecodeError("type name must be a string")
-    cls = TYPES.get(name)
-    if cls is None:
-        raise DecodeError(f"unknown CRDT type {name!r}")
-    return cls
-
-
 def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
     """Rebuild a state from ``encode`` output; raises only ``DecodeError`` on bad input."""
     obj = _envelope(data, max_bytes, None)
     if len(obj) != 3:
         raise DecodeError("state envelope must be [version, type, body]")
-    state = state_from_wire(_type_for(obj[1]), obj[2], 1, max_depth)
+    state = state_from_wire(type_for(obj[1]), obj[2], 1, max_depth)
     try:
         again = encode(state)
     except CRDTError as exc:
@@ -264,7 +262,7 @@ def decode_op(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_depth: int
         if type(entry) is not list or len(entry) != 2 or type(entry[0]) is not str or not _is_counter(entry[1]):
             raise DecodeError("op deps must be [replica, counter>=1] pairs")
         deps._v[entry[0]] = entry[1]
-    cls = _type_for(obj[5])
+    cls = type_for(obj[5])
     delta = state_from_wire(cls, obj[6], 1, max_depth)
     op = Op(Dot(obj[2], obj[3]), deps, obj[5], delta)
     try:

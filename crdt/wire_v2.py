@@ -38,9 +38,18 @@ from crdt.dot_kernel import Deferred, DotKernel, context_identity
 from crdt.entries import payload_at, with_entry
 from crdt.errors import CRDTError, DecodeError
 from crdt.hlc import HLCTimestamp
-from crdt.registry import TYPES
 from crdt.version_vector import VersionVector
-from crdt.wire_values import AS_IS, MAX_INT, MIN_INT, WIRE_SCALARS, int_to_wire, pack, value_from_wire, value_to_wire
+from crdt.wire_values import (
+    AS_IS,
+    MAX_INT,
+    MIN_INT,
+    WIRE_SCALARS,
+    int_to_wire,
+    pack,
+    type_for,
+    value_from_wire,
+    value_to_wire,
+)
 
 KEY_NONE, KEY_REPLICA, KEY_PLAIN = range(3)
 PAY_NONE, PAY_PLAIN, PAY_PN, PAY_LWW = range(4)
@@ -458,15 +467,6 @@ def _fill_deferred(state: DotKernel[Any], rows: list[Any], max_depth: int) -> No
             raise _fail("two deferred removes share one read context")
         deferred[identity] = (ctx, keys)
     state._deferred = deferred
-
-
-def type_for(name: object) -> type[DotKernel[Any]]:
-    if type(name) is not str:
-        raise DecodeError("type name must be a string")
-    cls = TYPES.get(name)
-    if cls is None:
-        raise DecodeError(f"unknown CRDT type {name!r}")
-    return cls
 
 
 def context_from_body(body: Any) -> CausalContext:

@@ -9,12 +9,16 @@ value decodes only from the one byte string that encodes it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
 from crdt.errors import DecodeError, InvalidOperationError
 from crdt.plain_value import StrictKey
+from crdt.registry import TYPES
+
+if TYPE_CHECKING:
+    from crdt.dot_kernel import DotKernel
 
 EXT_TUPLE = 1
 EXT_BIGINT = 2
@@ -77,6 +81,15 @@ def value_to_wire(value: Any) -> Any:
 
 def _bad_keys() -> list[str]:
     raise InvalidOperationError("dict keys must be str")
+
+
+def type_for(name: object) -> type[DotKernel[Any]]:
+    if type(name) is not str:
+        raise DecodeError("type name must be a string")
+    cls = TYPES.get(name)
+    if cls is None:
+        raise DecodeError(f"unknown CRDT type {name!r}")
+    return cls
 
 
 def value_from_wire(obj: Any, depth: int, max_depth: int) -> Any:

@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from server.client import RumorClient, RumorHTTPError, node_url
+from server.client import RumorClient, RumorHTTPError, _options, node_url
 from server.errors import ServerError
 
 T = TypeVar("T")
@@ -231,10 +231,6 @@ class Client:
         answer = await self._call(lambda node: node.batch(with_ids, w=w), movable=movable,
                                   op_id=with_ids[0]["op_id"] if with_ids else None)
         return list(answer["results"])
-
-
-def _options(**options: Any) -> dict[str, str]:
-    return {name: str(value) for name, value in options.items() if value is not None}
 
 
 class SyncClient:
