@@ -12,6 +12,9 @@ them, so the first entry survives until the second delta arrives. Every older en
 state (its next increment replaced it, or a reset it merged removed it), so the join of everything drops it; the
 latest entry alone is what the replica's contribution converges to. Summing both would read the first increment
 twice in between.
+
+An increment made with an op_id (``increment_op``) is an entry keyed by the op instead, read once however many
+replicas applied it, and later folded into a running total (``crdt.counter_ops``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from crdt import counter_ops
 from crdt.dot_kernel import DotKernel
 from crdt.entries import Entries, items
 from crdt.errors import InvalidOperationError
@@ -54,13 +58,40 @@ class GCounter(DotKernel[str]):
         total = latest_total(kd) if kd else 0
         return self._write_delta(replica, replica, total + amount)
 
+    def increment_op(self, replica: str, op_id: str, amount: int, at_ms: int) -> GCounter:
+        """An increment counted once however many replicas apply it (see ``crdt.counter_ops``); an empty delta if
+        this state holds the op already."""
+        _check_amount(amount, allow_negative=False)
+        return counter_ops.op_delta(self, replica, op_id, amount, at_ms)
+
+    def fold_ops(self, replica: str, before_ms: int, keep: int, limit: int = 1000) -> GCounter:
+        """The delta folding the op contributions ``replica`` owns and that are due (``counter_ops.due_for_fold``)
+        into its running total; the value stays the same. Empty when nothing is due."""
+        due = counter_ops.due_for_fold(self, replica, before_ms, keep, limit)
+        if not due:
+            return GCounter()
+        kd = self._keys.get(replica)
+        return counter_ops.fold_delta(self, replica, due, latest_total(kd) if kd else None, int.__add__, max)
+
     def value(self) -> int:
-        return sum(latest_total(kd) for kd in self._keys.values())
+        total = 0
+        for key, kd in self._keys.items():
+            total += counter_ops.contribution(kd, max) if type(key) is tuple else latest_total(kd)
+        return total
+
+    def has_ops(self) -> bool:
+        return any(type(key) is tuple for key in self._keys)
 
     @classmethod
-    def _entry_from_wire(cls, replica: str, key: Any, payload: Any) -> tuple[str, Any]:
+    def _entry_from_wire(cls, replica: str, key: Any, payload: Any) -> tuple[Any, Any]:
+        if type(key) is tuple:
+            return counter_ops.op_entry_from_wire(key, payload, _positive)
         if key != replica or type(key) is not str:
             raise ValueError("a counter entry is keyed by its own replica")
-        if type(payload) is not int or payload < 1:
-            raise ValueError("grow-only totals are positive ints")
-        return key, payload
+        return key, _positive(payload)
+
+
+def _positive(payload: Any) -> int:
+    if type(payload) is not int or payload < 1:
+        raise ValueError("grow-only totals are positive ints")
+    return payload

@@ -1,13 +1,15 @@
 """Positive-negative counter: per replica a ``(increments, decrements)`` pair of running totals.
 
 Same embedding as ``GCounter`` (one dot-tagged entry per replica, replaced by that replica's next delta, and
-read by its latest entry only); arbitrary-precision ints throughout.
+read by its latest entry only); arbitrary-precision ints throughout. Increments made with an op_id are entries
+keyed by the op, counted once however many replicas apply them (``crdt.counter_ops``).
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from crdt import counter_ops
 from crdt.dot_kernel import DotKernel
 from crdt.gcounter import _check_amount, latest_total
 from crdt.registry import register_type
@@ -37,22 +39,51 @@ class PNCounter(DotKernel[str]):
         _check_amount(amount, allow_negative=False)
         return self.increment(replica, -amount)
 
+    def increment_op(self, replica: str, op_id: str, amount: int, at_ms: int) -> PNCounter:
+        """Add ``amount`` once however many replicas apply op ``op_id`` (see ``crdt.counter_ops``); an empty delta
+        if this state holds the op already."""
+        _check_amount(amount, allow_negative=True)
+        pair = (amount, 0) if amount > 0 else (0, -amount)
+        return counter_ops.op_delta(self, replica, op_id, pair, at_ms)
+
+    def fold_ops(self, replica: str, before_ms: int, keep: int, limit: int = 1000) -> PNCounter:
+        """The delta folding the op contributions ``replica`` owns and that are due (``counter_ops.due_for_fold``)
+        into its running totals; the value stays the same. Empty when nothing is due."""
+        due = counter_ops.due_for_fold(self, replica, before_ms, keep, limit)
+        if not due:
+            return PNCounter()
+        kd = self._keys.get(replica)
+        return counter_ops.fold_delta(self, replica, due, latest_total(kd) if kd else None, _add_pairs, max)
+
     def value(self) -> int:
         total = 0
-        for kd in self._keys.values():
-            p, n = latest_total(kd)
+        for key, kd in self._keys.items():
+            p, n = counter_ops.contribution(kd, max) if type(key) is tuple else latest_total(kd)
             total += p - n
         return total
 
+    def has_ops(self) -> bool:
+        return any(type(key) is tuple for key in self._keys)
+
     @classmethod
-    def _entry_from_wire(cls, replica: str, key: Any, payload: Any) -> tuple[str, Any]:
+    def _entry_from_wire(cls, replica: str, key: Any, payload: Any) -> tuple[Any, Any]:
+        if type(key) is tuple:
+            return counter_ops.op_entry_from_wire(key, payload, _pn_pair)
         if key != replica or type(key) is not str:
             raise ValueError("a counter entry is keyed by its own replica")
-        if (
-            type(payload) is not tuple
-            or len(payload) != 2
-            or any(type(x) is not int or x < 0 for x in payload)
-            or payload == (0, 0)
-        ):
-            raise ValueError("pn totals are a pair of non-negative ints, not both zero")
-        return key, payload
+        return key, _pn_pair(payload)
+
+
+def _add_pairs(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    return (a[0] + b[0], a[1] + b[1])
+
+
+def _pn_pair(payload: Any) -> tuple[int, int]:
+    if (
+        type(payload) is not tuple
+        or len(payload) != 2
+        or any(type(x) is not int or x < 0 for x in payload)
+        or payload == (0, 0)
+    ):
+        raise ValueError("pn totals are a pair of non-negative ints, not both zero")
+    return payload

@@ -134,8 +134,25 @@ def state_body(state: DotKernel[Any]) -> list[Any]:
         ks = [per[c] for c in cs]
         keys += ks
         payloads += [payload_at(skeys[k], r, c) for k, c in zip(ks, cs, strict=True)]
-    return [state.TYPE_NAME, replicas, vector, cloud, groups, runs, _columns(state.TYPE_NAME, keys, payloads),
-            _deferred_rows(state) if state._deferred else []]
+    body = [state.TYPE_NAME, replicas, vector, cloud, groups, runs, None, _deferred_rows(state) if state._deferred
+            else []]
+    ops = _op_rows(keys, payloads) if LAYOUTS.get(state.TYPE_NAME, DEFAULT_LAYOUT)[0] == KEY_REPLICA else None
+    if ops:
+        body.append(ops)
+    body[6] = _columns(state.TYPE_NAME, keys, payloads)
+    return body
+
+
+def _op_rows(keys: list[Any], payloads: list[Any]) -> list[Any]:
+    """A counter's op-keyed entries (``crdt.counter_ops``) as ``[position, op_id, at_ms]`` rows, in entry order;
+    their payloads are replaced by the amounts, which go in the payload columns like a running total."""
+    rows: list[Any] = []
+    for i, key in enumerate(keys):
+        if type(key) is tuple:
+            amount, at_ms = payloads[i]
+            payloads[i] = amount
+            rows.append([i, key[0], at_ms])
+    return rows
 
 
 def _columns(type_name: str, keys: list[Any], payloads: list[Any]) -> list[list[Any]]:
@@ -167,6 +184,8 @@ def _one_entry_body(state: DotKernel[Any]) -> list[Any] | None:
             cs = cl.get(r)
             cloud = ([0, 1, *cs] if len(cs) == 1 else [0, len(cs), *sorted(cs)]) if cs else []
             key_kind, pay_kind = LAYOUTS.get(state.TYPE_NAME, DEFAULT_LAYOUT)
+            if key_kind == KEY_REPLICA and type(key) is tuple:
+                return None  # an op-keyed counter entry: the general layout's op rows
             if pay_kind == PAY_LWW:
                 ts = payload[0]
                 value = payload[2]
@@ -351,9 +370,9 @@ def _timestamps(runs: Any, n: int, max_depth: int) -> list[HLCTimestamp]:
 
 def state_from_body(body: Any, max_depth: int) -> DotKernel[Any]:
     """Build a state from its version-2 body, checking every invariant and canonical form; raises ``DecodeError``."""
-    if type(body) is not list or len(body) != 8:
-        raise _fail("a state is [type, replicas, vector, cloud, groups, runs, columns, deferred]")
-    name, replicas, vector, cloud, groups, runs, columns, deferred = body
+    if type(body) is not list or len(body) not in (8, 9):
+        raise _fail("a state is [type, replicas, vector, cloud, groups, runs, columns, deferred] (+ op rows)")
+    name, replicas, vector, cloud, groups, runs, columns, deferred = body[:8]
     cls = type_for(name)
     names = _replica_table(replicas)
     ctx = context_from_flat(vector, cloud, names)
@@ -367,6 +386,11 @@ def state_from_body(body: Any, max_depth: int) -> DotKernel[Any]:
     dots = _dots(groups, runs, names, ctx, len(_list(columns[-1], "column")) if columns else 0)
     n = sum(len(cs) for _, cs in dots)
     keys = _plain_values(columns.pop(0), n, max_depth) if key_kind == KEY_PLAIN else None
+    ops = None
+    if len(body) == 9:
+        if key_kind != KEY_REPLICA:
+            raise _fail(f"{name} has no op rows")
+        ops = _ops_from_rows(body[8], n)
     state = cls()
     state._ctx = ctx
     try:
@@ -374,7 +398,7 @@ def state_from_body(body: Any, max_depth: int) -> DotKernel[Any]:
             _fill_lww(state, dots, keys, _timestamps(columns[0], n, max_depth),
                       _plain_values(columns[1], n, max_depth))
         else:
-            _fill(state, dots, keys, _payloads(pay_kind, columns, n, max_depth), key_kind, pay_kind)
+            _fill(state, dots, keys, _payloads(pay_kind, columns, n, max_depth), key_kind, pay_kind, ops)
     except (CRDTError, TypeError, ValueError) as exc:
         raise DecodeError(f"invalid {name} entry: {exc}") from exc
     rows = _list(deferred, "deferred removes")
@@ -417,8 +441,24 @@ def _fill_lww(state: DotKernel[Any], dots: list[tuple[str, list[int]]], keys: li
         at += k
 
 
+def _ops_from_rows(rows: Any, n: int) -> dict[int, tuple[tuple[str], int]]:
+    """``[position, op_id, at_ms]`` rows -> position -> (op key, at_ms); positions ascend within the entries."""
+    rows = _list(rows, "op rows")
+    if not rows:
+        raise _fail("op rows, when present, are not empty")
+    ops: dict[int, tuple[tuple[str], int]] = {}
+    last = -1
+    for row in rows:
+        if type(row) is not list or len(row) != 3 or type(row[0]) is not int or not last < row[0] < n \
+                or type(row[1]) is not str or type(row[2]) is not int:
+            raise _fail("op rows are [position, op_id, at_ms], positions ascending within the entries")
+        last = row[0]
+        ops[last] = ((row[1],), row[2])
+    return ops
+
+
 def _fill(state: DotKernel[Any], dots: list[tuple[str, list[int]]], keys: list[Any] | None, payloads: list[Any],
-          key_kind: int, pay_kind: int) -> None:
+          key_kind: int, pay_kind: int, ops: dict[int, tuple[tuple[str], int]] | None = None) -> None:
     """Every other layout: each entry checked by its type (``_entry_from_wire``), inserted through ``_insert``."""
     cls = type(state)
     check, insert = cls._entry_from_wire, state._insert
@@ -428,6 +468,9 @@ def _fill(state: DotKernel[Any], dots: list[tuple[str, list[int]]], keys: list[A
         for c in cs:
             key = r if keys is None and key_kind == KEY_REPLICA else None if keys is None else keys[at]
             payload = payloads[at]
+            if ops is not None and at in ops:
+                key, at_ms = ops[at]
+                payload = (payload, at_ms)
             at += 1
             if plain_keys and (type(key) is str or type(key) is int):
                 insert((r, c), key, None)

@@ -66,6 +66,13 @@ class ServerConfig:
     checkpoint_max_log_records: int = 100_000
     #: how many op_id -> result entries are kept for retried requests.
     op_id_retention: int = 10_000
+    #: a counter increment made with an op_id is kept apart, keyed by the op, so that a retry on any node counts once
+    #: (`crdt.counter_ops`); once this old it folds into the plain count, and a retry after that counts again.
+    op_fold_after_s: float = 600.0
+    #: and a counter keeps at most this many such increments: past it, the oldest fold early (bounds its state).
+    op_fold_keep: int = 1000
+    #: how often the node folds what is due (each round a bounded number of keys, in one group commit).
+    op_fold_interval_s: float = 5.0
     #: adds POST /v1/debug/partition (cut this node off from chosen peers). Demos and tests only; off by default.
     enable_fault_injection: bool = False
     #: the lowest level logged: debug, info, warning or error.
@@ -90,6 +97,8 @@ class ServerConfig:
                 or self.checkpoint_max_log_records < 1:
             raise ConfigError("checkpoint_interval_s > 0, checkpoint_batch_keys >= 1, op_id_retention >= 0, "
                               "checkpoint_max_log_records >= 1")
+        if not (self.op_fold_after_s >= 0 and self.op_fold_keep >= 0 and self.op_fold_interval_s > 0):
+            raise ConfigError("op_fold_after_s >= 0, op_fold_keep >= 0 and op_fold_interval_s > 0")
         if self.log_level not in LOG_LEVELS or self.log_format not in LOG_FORMATS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)} and log_format one of "
                               f"{', '.join(LOG_FORMATS)}, got {self.log_level!r} and {self.log_format!r}")

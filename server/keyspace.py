@@ -98,6 +98,9 @@ class Keyspace:
         self._entries: SortedDict = SortedDict()
         self._local_listeners: list[Listener] = []
         self._remote_listeners: list[Listener] = []
+        #: counters that may hold op-keyed increments (`crdt.counter_ops`): what `server.op_folding` visits
+        #: (a dict used as an ordered set: the folder takes keys from the front and puts back those still holding some)
+        self.op_keyed: dict[str, None] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -155,14 +158,15 @@ class Keyspace:
             return entry.type_name
         return next((name for name in TYPES if context_binding(key, name) == binding), None)
 
-    def apply_local(self, key: str, update: Update, *, render: bool = True) -> LocalUpdate:
+    def apply_local(self, key: str, update: Update, *, render: bool = True, op_id: str | None = None) -> LocalUpdate:
         """Applies a validated update made on this node and returns its item, delta and the delta's encoding.
 
         The state changes only once the delta has encoded (so it is storable and gossipable): an update that fails,
         whatever the reason, leaves every state byte-identical. The item is None when the key is left without a
         value; an update that changes nothing on a key that does not exist (a remove of what was never there)
         creates no key and returns no blob. The type is fixed by the key's first write. Without `render` the item
-        is not made (None): a caller that answers with a status only asks `has_value` instead.
+        is not made (None): a caller that answers with a status only asks `has_value` instead. An increment with
+        an `op_id` counts once however many nodes apply it (`server.updates.make_delta`).
         """
         entry = self._entries.get(key)
         if entry is None or isinstance(update, Clear) or entry.type_name != update.type_name:
@@ -176,7 +180,7 @@ class Keyspace:
             check_binding(key, type_name, update.context_binding)
         state = entry.state if entry is not None else new_state(type_name)
         try:
-            delta = make_delta(state, update, self.replica, self.hlc)
+            delta = make_delta(state, update, self.replica, self.hlc, op_id)
         except CRDTError as exc:  # the algebra refused it (too many deferred removes waiting, say): the client's 400
             raise InvalidOperationError(str(exc)) from exc
         if entry is None and delta.is_bottom():
@@ -186,6 +190,8 @@ class Keyspace:
         if entry is None:
             entry = self._entries[key] = Entry(type_name, state)
         entry.cached = None
+        if op_id is not None and type_name == "counter":
+            self.op_keyed[key] = None
         for listener in self._local_listeners:
             listener(key, type_name, delta, blob)
         if state.is_empty() or not render:
@@ -206,6 +212,8 @@ class Keyspace:
         else:
             entry.state.merge(state)
             entry.cached = None
+        if type_name == "counter" and state.has_ops():
+            self.op_keyed[key] = None
 
     def merge_remote(self, key: str, type_name: str, state_or_delta: Any) -> None:
         """Joins a delta or full state received from another node: its key passes the same check as a client's."""
@@ -220,6 +228,8 @@ class Keyspace:
             raise TypeConflictError(key, entry.type_name, type_name)
         entry.state.merge(state_or_delta)
         entry.cached = None
+        if type_name == "counter" and state_or_delta.has_ops():
+            self.op_keyed[key] = None
         for listener in self._remote_listeners:
             listener(key, type_name, state_or_delta, None)
 

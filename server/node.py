@@ -46,6 +46,7 @@ from server.errors import (
 from server.hlc_source import HLCSource, wall_clock_ms
 from server.keyspace import Item, KeyPage, Keyspace
 from server.metrics import Metrics
+from server.op_folding import OpFolder
 from server.replication.seam import Replication, Standalone
 from server.storage import Recovered, Storage
 from server.supervisor import Supervisor
@@ -224,6 +225,7 @@ class Node:
             raise
         if self.storage.durable:
             self.supervisor.supervise("checkpointer", self._checkpoint_loop)
+        self.supervisor.supervise("op_folder", OpFolder(self).run)
 
     def _recover(self, recovered: Recovered) -> None:
         keyspace = self.keyspace
@@ -416,7 +418,8 @@ class Node:
 
     def _apply(self, key: str, update: Update, op: tuple[str, str] | None, *, render: bool = True) -> _Applied:
         """Applies `update` and queues its log record (and op_id result); `op` is (op_id, request fingerprint)."""
-        item, delta, blob = self.keyspace.apply_local(key, update, render=render or op is not None)
+        item, delta, blob = self.keyspace.apply_local(key, update, render=render or op is not None,
+                                                      op_id=None if op is None else op[0])
         written = None
         if blob is not None:  # None: nothing changed and no key was made (a remove of what was never there)
             written = self._log(key, self.keyspace.type_of(key) or "", blob)

@@ -43,6 +43,17 @@ class Increment(Update):
 
 
 @dataclass(frozen=True, kw_only=True)
+class FoldOps(Update):
+    """Folds a counter's op-keyed increments that are due into its plain count (`crdt.counter_ops`): made by the
+    node itself (`server.op_folding`), never parsed from a request. The value stays the same."""
+
+    type_name: ClassVar[str | None] = "counter"
+    before_ms: int
+    keep: int
+    limit: int = 1000
+
+
+@dataclass(frozen=True, kw_only=True)
 class SetChange(Update):
     """Removes then adds (the two never overlap). Elements are JSON values."""
 
@@ -196,8 +207,11 @@ def new_state(type_name: str) -> Any:
     return TYPES[type_name]()
 
 
-def make_delta(state: Any, update: Update, replica: str, hlc: HLCSource) -> Any:
+def make_delta(state: Any, update: Update, replica: str, hlc: HLCSource, op_id: str | None = None) -> Any:
     """The delta that applies `update` to `state`, made without changing `state` (crdt mutators only read).
+
+    An increment made with an `op_id` is keyed by it (`crdt.counter_ops`): applied on several nodes (a retry that
+    timed out on one and went to another), it still counts once.
 
     An update of several steps (a set's removes and adds, a map's removes and field writes) is made as one delta:
     its steps touch distinct elements or fields, and the multi-write mutators hand out consecutive dots, so no step
@@ -208,7 +222,11 @@ def make_delta(state: Any, update: Update, replica: str, hlc: HLCSource) -> Any:
     if isinstance(update, RegisterWrite):  # the commonest of all
         return state.write(replica, update.value, hlc.now(after=state.timestamp()), ctx)
     if isinstance(update, Increment):
+        if op_id is not None:
+            return state.increment_op(replica, op_id, update.amount, max(0, hlc.physical_ms()))
         return state.increment(replica, update.amount)
+    if isinstance(update, FoldOps):
+        return state.fold_ops(replica, update.before_ms, update.keep, update.limit)
     if isinstance(update, MVRegisterWrite):
         return state.write(replica, update.value, ctx)
     if isinstance(update, Clear):

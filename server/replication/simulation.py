@@ -177,9 +177,10 @@ class ReplicatedSimulation:
     def core(self, node: SimNode) -> ReplicaCore:
         return self.app(node).core
 
-    def update(self, node: SimNode, key: str, update: Update) -> Any:
-        """A local update on ``node`` (acknowledged once this returns: in the simulator, the keyspace is storage)."""
-        item = self.keyspaces[node.id].apply_local(key, update).item
+    def update(self, node: SimNode, key: str, update: Update, op_id: str | None = None) -> Any:
+        """A local update on ``node`` (acknowledged once this returns: in the simulator, the keyspace is storage);
+        an `op_id` as `server.node.Node` passes one (a counter increment keyed by it counts once cluster-wide)."""
+        item = self.keyspaces[node.id].apply_local(key, update, op_id=op_id).item
         self.sim.wake(node)
         return item
 

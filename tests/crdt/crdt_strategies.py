@@ -80,6 +80,10 @@ def _counter_apply(s: Any, env: Env, op: tuple[Any, ...]) -> Any:
         return s.increment(env.replica, op[1])
     if op[0] == "dec":
         return s.decrement(env.replica, op[1])
+    if op[0] == "op":  # an increment naming its request: the same op_id on several replicas counts once
+        return s.increment_op(env.replica, op[1], op[2], op[3])
+    if op[0] == "fold":
+        return s.fold_ops(env.replica, op[1], op[2])
     return s.clear(env.ctx(op[1]))
 
 
@@ -90,6 +94,15 @@ PNCOUNTER_OPS = (
     | st.tuples(st.just("dec"), _amount)
     | st.tuples(st.just("clear"), ctx_flag)
 )
+#: op-keyed increments (``crdt.counter_ops``): a small pool of op_ids, so replicas often apply the same one; an
+#: op's amount follows from its id (a retry repeats its request); folds by age (ms) and by count (keep)
+OP_IDS = ("x", "y", "z")
+OP_AMOUNTS = {"x": 3, "y": 2**64 + 1, "z": 1}
+_op_increment = st.sampled_from(OP_IDS).flatmap(
+    lambda op_id: st.tuples(st.just("op"), st.just(op_id), st.just(OP_AMOUNTS[op_id]), ms))
+_fold = st.tuples(st.just("fold"), st.integers(0, 7), st.integers(0, 2))
+TOP_GCOUNTER_OPS = GCOUNTER_OPS | _op_increment | _fold
+TOP_PNCOUNTER_OPS = PNCOUNTER_OPS | _op_increment | _op_increment.map(lambda op: (*op[:2], -op[2], op[3])) | _fold
 
 
 def _orset_apply(s: Any, env: Env, op: tuple[Any, ...]) -> Any:
@@ -193,8 +206,8 @@ def _ormap_ops(depth: int) -> st.SearchStrategy[tuple[Any, ...]]:
 MODELS: dict[str, Model] = {
     m.type_name: m
     for m in (
-        Model("gcounter", "GCounter", GCOUNTER_OPS, _counter_apply),
-        Model("pncounter", "PNCounter", PNCOUNTER_OPS, _counter_apply),
+        Model("gcounter", "GCounter", TOP_GCOUNTER_OPS, _counter_apply),
+        Model("pncounter", "PNCounter", TOP_PNCOUNTER_OPS, _counter_apply),
         Model("orset", "ORSet", ORSET_OPS, _orset_apply),
         Model("lwwregister", "LWWRegister", LWWREGISTER_OPS, _lwwregister_apply),
         Model("mvregister", "MVRegister", MVREGISTER_OPS, _mvregister_apply),
