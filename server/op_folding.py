@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from crdt.errors import CRDTError
-from server.updates import FoldOps
-
-if TYPE_CHECKING:
-    from server.node import Node
+from server.config import ServerConfig
+from server.hlc_source import HLCSource
+from server.keyspace import Keyspace
+from server.updates import FoldOps, Update
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,21 @@ KEYS_PER_ROUND = 512
 FOLDS_PER_KEY = 1000
 
 
+class FoldHost(Protocol):
+    """What the folder needs of `server.node.Node`."""
+
+    config: ServerConfig
+    hlc: HLCSource
+    node_id: str
+
+    @property
+    def keyspace(self) -> Keyspace: ...
+
+    async def update_batch(self, writes: Sequence[tuple[str, Update, str | None]]) -> list[Any]: ...
+
+
 class OpFolder:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: FoldHost) -> None:
         self.node = node
 
     async def run(self) -> None:
