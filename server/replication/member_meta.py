@@ -23,11 +23,13 @@ READS = "reads"
 """The metadata field listing what this node reads, by name (append-only: later features add names)."""
 CONTEXT_ROWS = "ae-cx"
 """In ``reads``: anti-entropy context rows (``cx``) and the request field saying so (``ft``)."""
+ROOT_PROBE = "cv-probe"
+"""In ``reads``: the PROBE request (`server.replication.probe`), asked by convergence reports."""
 
 
 def advertised() -> dict[str, Any]:
     """What this version adds to its metadata map."""
-    return {READS: [CONTEXT_ROWS]}
+    return {READS: [CONTEXT_ROWS, ROOT_PROBE]}
 
 
 def decode_meta(meta: bytes) -> dict[str, Any]:
@@ -43,8 +45,17 @@ def decode_meta(meta: bytes) -> dict[str, Any]:
 
 def reads_context_rows(meta: bytes) -> bool:
     """Whether the member that published ``meta`` reads anti-entropy context rows."""
+    return _reads(meta, CONTEXT_ROWS)
+
+
+def reads_probe(meta: bytes) -> bool:
+    """Whether the member that published ``meta`` answers a PROBE (older versions refuse the unknown type)."""
+    return _reads(meta, ROOT_PROBE)
+
+
+def _reads(meta: bytes, name: str) -> bool:
     reads = decode_meta(meta).get(READS)
-    return isinstance(reads, list) and CONTEXT_ROWS in reads
+    return isinstance(reads, list) and name in reads
 
 
-__all__ = ["CONTEXT_ROWS", "READS", "advertised", "decode_meta", "reads_context_rows"]
+__all__ = ["CONTEXT_ROWS", "READS", "ROOT_PROBE", "advertised", "decode_meta", "reads_context_rows", "reads_probe"]
