@@ -159,10 +159,10 @@ function renderTimeline(now) {
     for (let k = 0; k < samples.length; k++) {
       const status = samples[k].statuses[member];
       if (!status) continue;
-      const start = samples[k].t, end = k + 1 < samples.length ? samples[k + 1].t : now;
+      const start = samples[k].t, end = k + 1 < samples.length ? samples[k + 1].t : now + 1;
       const rect = document.createElementNS(ns, "rect");
       rect.setAttribute("x", 60 + ((start - (now - WINDOW_S)) / WINDOW_S) * 540);
-      rect.setAttribute("width", Math.max(((end - start) / WINDOW_S) * 540, 1));
+      rect.setAttribute("width", Math.max(Math.min(end - start, WINDOW_S) / WINDOW_S * 540, 2));
       rect.setAttribute("y", i * height + 2);
       rect.setAttribute("height", Math.max(height - 4, 1));
       rect.setAttribute("fill", getComputedStyle(document.documentElement).getPropertyValue("--" + status));
