@@ -9,6 +9,9 @@ every version so far (an unknown field makes the whole message malformed), so a 
 A node lists ``ae-cx`` under ``reads``: it reads anti-entropy context rows (`gossip.anti_entropy.wire`). A session
 sends them only to a peer whose metadata lists them. A peer of an older version, or one whose metadata has not
 reached us yet, gets the protocol it knows: a big key's whole state, and the diff back.
+
+It lists ``cv-probe`` too: it answers the PROBE of convergence reports (`server.replication.probe`), a message type
+older versions refuse; a report shows a member that does not list it as ``unknown`` instead of asking it.
 """
 
 from __future__ import annotations
