@@ -34,8 +34,8 @@ from gossip.transport import Transport
 from gossip.transport_asyncio import AsyncioTransport
 from server.config import ServerConfig
 from server.errors import BadRequestError, NodeNotRunningError
+from server.member_events import MemberEvents
 from server.metrics import Metrics
-from server.ops_view import MemberEvents
 from server.replication.config import ReplicationConfig
 from server.replication.convergence import ConvergenceMonitor
 from server.replication.member_meta import advertised, decode_meta

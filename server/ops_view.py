@@ -1,8 +1,7 @@
 """What an operator sees of one node: its convergence report and the dashboard's snapshots (`server.ops_http` serves
 both). Kept apart from the HTTP layer so the figures can be read and tested without a server.
 
-- `MemberEvents` keeps the latest membership changes this node saw (a member joined, became suspect, dead, alive
-  again, left), each stamped with the wall-clock time it was seen; `server.cluster` feeds it from the memberlist.
+- `server.member_events.MemberEvents` (kept by `server.cluster`) holds the latest membership changes.
 - `WriteCount` counts the local updates this node applied (subscribed to its keyspace), for writes per second.
 - `OpsView.convergence` is `GET /v1/cluster/convergence` (`server.replication.convergence` on a cluster member; a
   node without a cluster is ``alone``), and `OpsView.snapshot` one frame of the dashboard's event stream.
@@ -11,45 +10,12 @@ both). Kept apart from the HTTP layer so the figures can be read and tested with
 from __future__ import annotations
 
 import time
-from collections import deque
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from server.node import Node
 
-if TYPE_CHECKING:  # the single-node app never loads the gossip stack
-    from gossip.member import Member
+if TYPE_CHECKING:  # the single-node app never loads the memberlist
     from server.cluster import Cluster
-
-MEMBER_EVENTS_KEPT = 200
-"""Membership changes remembered per node (the dashboard shows the latest)."""
-EVENTS_PER_SNAPSHOT = 30
-
-
-class MemberEvents:
-    """The latest membership changes, oldest first; ``wall_clock`` stamps them (injected by tests)."""
-
-    def __init__(self, node_id: Callable[[], str], kept: int = MEMBER_EVENTS_KEPT,
-                 wall_clock: Callable[[], float] = time.time) -> None:
-        self._node_id = node_id
-        self._events: deque[dict[str, Any]] = deque(maxlen=kept)
-        self._wall_clock = wall_clock
-        self.seen = 0
-
-    def record(self, old: Member | None, new: Member) -> None:
-        """A memberlist listener: only changes of status (or a new member) are events; a refreshed entry is not."""
-        if old is not None and old.status is new.status:
-            return
-        self.seen += 1
-        self._events.append({
-            "seq": self.seen, "t": round(self._wall_clock(), 3), "member": new.id,
-            "status": new.status.name.lower(), "was": None if old is None else old.status.name.lower(),
-            "incarnation": new.incarnation, "self": new.id == self._node_id(),
-        })
-
-    def latest(self, count: int = EVENTS_PER_SNAPSHOT) -> list[dict[str, Any]]:
-        return list(self._events)[-count:]
-
 
 class WriteCount:
     """Local updates applied by a node since `attach` (a keyspace listener: one integer increment per update)."""
@@ -106,4 +72,4 @@ class OpsView:
         }
 
 
-__all__ = ["MemberEvents", "OpsView", "WriteCount"]
+__all__ = ["OpsView", "WriteCount"]
