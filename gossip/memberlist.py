@@ -130,6 +130,9 @@ class Memberlist:
     refusal) and ``"packet"`` (handling a datagram raised: the delegate's ``notify_message``, or the protocol).
     Each is also counted in ``stats.dropped[f"{what}_error"]``. With a hook the hook logs it (a node's
     supervisor, which also shows it in /health); without one it is logged here, at ERROR with its traceback.
+
+    ``member_listeners`` are called with ``(old, new)`` on every change of a member's entry (``old`` None for a new
+    member), synchronously: keep them cheap. One that raises is reported as ``"listener"``.
     """
 
     _join_failures: dict[Address, BaseException] | None = None  # while `join` waits: each seed's last failure
@@ -148,6 +151,7 @@ class Memberlist:
         self._rng = rng or random.Random()
         self._meta = meta
         self.stats = MemberlistStats()
+        self.member_listeners: list[Callable[[Member | None, Member], None]] = []
         if isinstance(transport, CountingTransport):
             self.stats.transport = transport.stats
         self._membership: Membership | None = None
@@ -448,6 +452,11 @@ class Memberlist:
 
     def _on_member_change(self, old: Member | None, new: Member) -> None:
         self._changed.set()
+        for listener in list(self.member_listeners):
+            try:
+                listener(old, new)
+            except Exception as exc:  # a listener's bug must not break membership; it is heard of once
+                self._failed("listener", exc)
         if old is None or old.status is not new.status:  # what an operator reads a partition or a crash from
             was = "new" if old is None else old.status.name.lower()
             me = self._membership.id if self._membership is not None else "?"

@@ -1,5 +1,5 @@
 """`rumor`: run a node (`rumor serve`), a local demo cluster (`rumor demo`), or talk to a node
-(`rumor get/put/incr/add/remove/del/keys/members`), or follow its changes (`rumor watch PREFIX`).
+(`rumor get/put/incr/add/remove/del/keys/members/status`), or follow its changes (`rumor watch PREFIX`).
 
 Client commands print the server's JSON answer on stdout and exit non-zero on errors. Values and set elements on the
 command line are parsed as JSON when they parse (`42`, `true`, `[1,2]`, `"x"`) and taken as strings otherwise.
@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--prefix", default="")
     keys.add_argument("--limit", type=int, default=None, help="one page of at most this many keys")
     client_command("members", "list cluster members as this node sees them")
+    status = client_command("status", "show whether every member holds the same data as this node, now: members, "
+                                      "agreement, lag and the verdict")
+    status.add_argument("--json", action="store_true", help="print the convergence report as JSON")
     watch = client_command("watch", "print each change under a prefix as it happens, one line each (Ctrl-C stops); "
                                     "resumes by itself after a dropped connection")
     watch.add_argument("prefix", nargs="?", default="", help="only keys starting with this (default: every key)")
@@ -155,6 +158,8 @@ async def _run_client(args: argparse.Namespace) -> Any:
                 return await client.all_keys(args.prefix)
             case "members":
                 return await client.members()
+            case "status":
+                return await client.convergence()
     raise AssertionError(args.command)
 
 
@@ -217,6 +222,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:  # Ctrl-C ends `rumor watch`: no traceback
         return 130
+    if args.command == "status" and not args.json:
+        from server.status_view import status_table
+
+        return _print(status_table(result))
     if args.command == "get" and result is None:
         print(f"rumor: key not found: {args.key}", file=sys.stderr)
         return 1

@@ -304,6 +304,11 @@ class RumorClient:
         _, body = await self.request("GET", "/v1/members")
         return body["members"]
 
+    async def convergence(self) -> dict[str, Any]:
+        """Whether the node holds the same data as every member now: `GET /v1/cluster/convergence`."""
+        _, body = await self.request("GET", "/v1/cluster/convergence")
+        return body
+
     async def health(self) -> dict[str, Any]:
         _, body = await self.request("GET", "/health")
         return body

@@ -34,8 +34,10 @@ from gossip.transport import Transport
 from gossip.transport_asyncio import AsyncioTransport
 from server.config import ServerConfig
 from server.errors import BadRequestError, NodeNotRunningError
+from server.member_events import MemberEvents
 from server.metrics import Metrics
 from server.replication.config import ReplicationConfig
+from server.replication.convergence import ConvergenceMonitor
 from server.replication.member_meta import advertised, decode_meta
 from server.replication.runtime import GossipReplication
 
@@ -120,6 +122,8 @@ class Cluster:
         self.faults: FaultInjectingTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.replication = GossipReplication(replication_config(config.timing, config.seeds), self._make_memberlist)
+        self.member_events = MemberEvents(lambda: self.replication.core.node_id if self.replication.core else "")
+        self.monitor = ConvergenceMonitor(self.replication)
 
     def _make_memberlist(self, delegate: Delegate, node_id: str) -> Memberlist:
         gc = self.gossip_config
@@ -130,7 +134,9 @@ class Cluster:
         if self.config.enable_fault_injection:
             self.faults = FaultInjectingTransport(transport)
             transport = self.faults
-        return Memberlist(gc, node_id, transport, delegate=delegate, meta=encode_meta(self.http_addr))
+        memberlist = Memberlist(gc, node_id, transport, delegate=delegate, meta=encode_meta(self.http_addr))
+        memberlist.member_listeners.append(self.member_events.record)
+        return memberlist
 
     # -- views -------------------------------------------------------------------------------------------------------
 
@@ -161,6 +167,18 @@ class Cluster:
         info = {k: v for k, v in self.replication.cluster_info().items() if k != "members"}
         blocked = sorted(format_address(a) for a in self.faults.blocked) if self.faults is not None else None
         return {"node": me, "members": members, "left": self._left(), "partitioned_from": blocked, **info}
+
+    async def convergence(self) -> dict[str, Any]:
+        """`GET /v1/cluster/convergence`: the monitor's report, each peer with its HTTP address."""
+        report = await self.monitor.report()
+        members = {m["id"]: m for m in self.members()}
+        me = members.get(report["node"] or "", {})
+        return report | {
+            "status": me.get("status"), "incarnation": me.get("incarnation"), "gossip_address": me.get("gossip_addr"),
+            "http_address": me.get("http_addr"),
+            "peers": [peer | {"http_address": members.get(peer["id"], {}).get("http_addr")}
+                      for peer in report["peers"]],
+        }
 
     def _left(self) -> bool:
         try:

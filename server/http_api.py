@@ -36,6 +36,8 @@ from server.keyspace import Item
 from server.negotiation import decode_body, encode_body, request_format, response_format
 from server.node import Node, Outcome, WriteResult
 from server.openapi import document_json
+from server.ops_http import UI_FILES, ops_routes
+from server.ops_view import OpsView
 from server.updates import OP_ID_HINT, RegisterWrite, parse_context, parse_update
 from server.version import VERSION
 from server.watch_http import watch_route
@@ -49,7 +51,7 @@ NODE_KEY: web.AppKey[Node] = web.AppKey("node", Node)
 CLUSTER_KEY: web.AppKey[Cluster] = web.AppKey("cluster")
 MAX_LIST_LIMIT = 1000
 DEFAULT_LIST_LIMIT = 100
-_PUBLIC_PATHS = frozenset({"/health"})
+_PUBLIC_PATHS = frozenset({"/health", *UI_FILES})  # the dashboard's static files hold no data (`server.ops_http`)
 #: counted in /metrics for a request whose client disconnected before the answer (nginx's convention); never sent
 CLIENT_CLOSED_REQUEST = 499
 
@@ -358,6 +360,7 @@ def create_app(node: Node, cluster: Cluster | None = None) -> web.Application:
         f"/v1/kv/{{key:{_ANY_CHARS}+}}": [("GET", get_item), ("PUT", put_item), ("POST", post_item),
                                           ("DELETE", delete_item)],
     }
+    routes.update(ops_routes(app, OpsView(node, cluster)))  # convergence and the dashboard (`server.ops_http`)
     if cluster is not None and node.config.enable_fault_injection:
         routes["/v1/debug/partition"] = [("POST", debug_partition)]
     for path, handlers in routes.items():

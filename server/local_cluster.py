@@ -50,8 +50,10 @@ class NodeStartError(ServerError, RuntimeError):
 class NodeProcess:
     """One `rumor serve` child. ``http_url``/``gossip_addr`` are known once started; restarts reuse both ports."""
 
-    def __init__(self, name: str, data_dir: Path, log_path: Path, extra_args: Sequence[str]) -> None:
+    def __init__(self, name: str, data_dir: Path, log_path: Path, extra_args: Sequence[str],
+                 api_token: str | None = None) -> None:
         self.name = name
+        self.api_token = api_token
         self.data_dir = data_dir
         self.log_path = log_path
         self.extra_args = list(extra_args)
@@ -71,6 +73,8 @@ class NodeProcess:
                 "--preset", preset, *(a for seed in join for a in ("--join", seed)), *self.extra_args]
         if fault_injection:
             args.append("--enable-fault-injection")
+        if self.api_token is not None:
+            args += ["--api-token", self.api_token]
         with self.log_path.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
                 *args, stdout=asyncio.subprocess.PIPE, stderr=log, stdin=asyncio.subprocess.DEVNULL,
@@ -90,7 +94,7 @@ class NodeProcess:
             raise NodeStartError(self.name, f"exited with {self.proc.returncode}", self.log_tail())
         self.http_url, self.gossip_addr = match.group(2), match.group(3)
         if self.client is None:
-            self.client = RumorClient(self.http_url, timeout_s=5.0)
+            self.client = RumorClient(self.http_url, timeout_s=5.0, token=self.api_token)
 
     def api(self) -> RumorClient:
         if self.client is None:
@@ -128,10 +132,11 @@ class NodeProcess:
 
 
 class LocalCluster:
-    """``n`` node processes named n1..nN under ``base_dir``; ``node_args[name]`` adds flags to one node."""
+    """``n`` node processes named n1..nN under ``base_dir``; ``node_args[name]`` adds flags to one node;
+    ``api_token`` is every node's ``--api-token`` (and what the cluster's clients send)."""
 
     def __init__(self, n: int, base_dir: Path, *, preset: str = "local", fault_injection: bool = True,
-                 node_args: dict[str, Sequence[str]] | None = None) -> None:
+                 node_args: dict[str, Sequence[str]] | None = None, api_token: str | None = None) -> None:
         if n < 1:
             raise ValueError("a cluster has at least one node")
         self.base_dir = base_dir
@@ -139,7 +144,7 @@ class LocalCluster:
         self.fault_injection = fault_injection
         node_args = node_args or {}
         self.nodes = [
-            NodeProcess(name, base_dir / name, base_dir / f"{name}.log", node_args.get(name, ()))
+            NodeProcess(name, base_dir / name, base_dir / f"{name}.log", node_args.get(name, ()), api_token)
             for name in (f"n{i}" for i in range(1, n + 1))
         ]
 

@@ -17,6 +17,7 @@ import json
 from functools import cache
 from typing import Any
 
+from server import openapi_ops
 from server.openapi_schemas import (
     BODY,
     HEADERS,
@@ -196,6 +197,7 @@ def _paths() -> dict[str, Schema]:
             {"name": "Last-Event-ID", "in": "header", "required": False, "schema": schema_ref("Cursor"),
              "description": "what an EventSource sends on reconnecting: read as `since` when the query has none"},
         ))},
+        **openapi_ops.paths(_op, _answer, _errors(QUERY_ONLY)),  # convergence and the dashboard (`server.ops_http`)
         "/v1/debug/partition": {"post": _op("partition", "Cut this node off from members (fault injection)", "debug", {
             "200": _answer("what is blocked now", schema_ref("PartitionAnswer")),
         } | _errors([*BODY, UNKNOWN_PEER], "Unavailable", *_BODY_ERRORS), body=schema_ref("PartitionRequest"),
@@ -215,7 +217,8 @@ def document() -> dict[str, Any]:
         "security": [{"bearerAuth": []}],
         "paths": _paths(),
         "components": {
-            "schemas": SCHEMAS, "parameters": PARAMETERS, "headers": HEADERS, "responses": RESPONSES,
+            "schemas": SCHEMAS | openapi_ops.SCHEMAS, "parameters": PARAMETERS, "headers": HEADERS,
+            "responses": RESPONSES,
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
                                                "description": "only when the node runs with --api-token"}},
         },

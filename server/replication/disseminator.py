@@ -35,6 +35,8 @@ from server.replication.wire import PUSH_OVERHEAD, DeltaEntry, DeltaGroup, Origi
 
 _ENTRY_OVERHEAD = 16  # msgpack headers of one [key, type, delta] row, upper bound
 _GROUP_OVERHEAD = 40  # [origin, epoch, seq, rows] headers, upper bound (plus the origin id)
+MADE_TIMES_KEPT = 4096
+"""When this node made each of its latest groups (for `group_age_after`: its replication lag as peers see it)."""
 
 
 @dataclass(slots=True)
@@ -113,6 +115,7 @@ class Disseminator:
         self.sync_wanted = False
         """Set when something was left to anti-entropy (dropped backlog, oversized delta); the driver clears it."""
         self.overflow_keys: set[str] = set()
+        self._made_at: deque[tuple[int, float]] = deque(maxlen=MADE_TIMES_KEPT)
 
     @property
     def backlog_bytes(self) -> int:
@@ -176,7 +179,16 @@ class Disseminator:
         self.coverage.record(self.origin, self._seq, now)
         self.stats.groups_made += 1
         self._enqueue(_Queued(group, None, 0))
+        self._made_at.append((self._seq, now))
         return group
+
+    def group_age_after(self, seq: int, now: float) -> float | None:
+        """Seconds since this node made its oldest group after ``seq`` (what a peer holding groups 1..``seq`` of
+        ours lacks), or None when it made none. Past the times kept, the oldest kept is the answer: a lower bound."""
+        for made_seq, made_at in self._made_at:
+            if made_seq > seq:
+                return max(0.0, now - made_at)
+        return None
 
     def _enqueue(self, item: _Queued) -> None:
         self._queue.append(item)

@@ -9,6 +9,9 @@ every version so far (an unknown field makes the whole message malformed), so a 
 A node lists ``ae-cx`` under ``reads``: it reads anti-entropy context rows (`gossip.anti_entropy.wire`). A session
 sends them only to a peer whose metadata lists them. A peer of an older version, or one whose metadata has not
 reached us yet, gets the protocol it knows: a big key's whole state, and the diff back.
+
+It lists ``cv-probe`` too: it answers the PROBE of convergence reports (`server.replication.probe`), a message type
+older versions refuse; a report shows a member that does not list it as ``unknown`` instead of asking it.
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ READS = "reads"
 """The metadata field listing what this node reads, by name (append-only: later features add names)."""
 CONTEXT_ROWS = "ae-cx"
 """In ``reads``: anti-entropy context rows (``cx``) and the request field saying so (``ft``)."""
+ROOT_PROBE = "cv-probe"
+"""In ``reads``: the PROBE request (`server.replication.probe`), asked by convergence reports."""
 
 
 def advertised() -> dict[str, Any]:
     """What this version adds to its metadata map."""
-    return {READS: [CONTEXT_ROWS]}
+    return {READS: [CONTEXT_ROWS, ROOT_PROBE]}
 
 
 def decode_meta(meta: bytes) -> dict[str, Any]:
@@ -43,8 +48,17 @@ def decode_meta(meta: bytes) -> dict[str, Any]:
 
 def reads_context_rows(meta: bytes) -> bool:
     """Whether the member that published ``meta`` reads anti-entropy context rows."""
+    return _reads(meta, CONTEXT_ROWS)
+
+
+def reads_probe(meta: bytes) -> bool:
+    """Whether the member that published ``meta`` answers a PROBE (older versions refuse the unknown type)."""
+    return _reads(meta, ROOT_PROBE)
+
+
+def _reads(meta: bytes, name: str) -> bool:
     reads = decode_meta(meta).get(READS)
-    return isinstance(reads, list) and CONTEXT_ROWS in reads
+    return isinstance(reads, list) and name in reads
 
 
-__all__ = ["CONTEXT_ROWS", "READS", "advertised", "decode_meta", "reads_context_rows"]
+__all__ = ["CONTEXT_ROWS", "READS", "ROOT_PROBE", "advertised", "decode_meta", "reads_context_rows", "reads_probe"]

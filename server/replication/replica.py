@@ -28,6 +28,7 @@ from server.replication.coverage import Coverage
 from server.replication.digests import DigestIndex
 from server.replication.disseminator import Disseminator
 from server.replication.errors import ReplicationProtocolError
+from server.replication.probe import RANGE_LEVEL, ProbeAnswer, parse_probe, probed_message
 from server.replication.states import context_of, decode_state, diff_for, diff_for_context, read_context
 from server.replication.sync import SyncInitiator, SyncOutcome
 from server.replication.wire import (
@@ -141,6 +142,8 @@ class ReplicaCore:
         self.next_sync_at = now + rng.uniform(0, config.sync_interval_s)
         self.syncing: SyncInitiator | None = None
         self.last_outcome: SyncOutcome | None = None
+        self.last_exchange: dict[str, float] = {}
+        """member id -> `now` of the last complete anti-entropy session with it, whichever side started it."""
 
     # -- the store, as anti-entropy sees it ------------------------------------------------------------------------
 
@@ -257,7 +260,8 @@ class ReplicaCore:
         self.stats.syncs_started += 1
         return session, session.open()
 
-    def sync_finished(self, session: SyncInitiator) -> None:
+    def sync_finished(self, session: SyncInitiator, now: float | None = None) -> None:
+        """``now`` dates a complete session in `last_exchange` (drivers pass it; without it, it is not dated)."""
         if self.syncing is session:
             self.syncing = None
         outcome = session.outcome
@@ -266,6 +270,8 @@ class ReplicaCore:
             self.stats.sync_bytes += outcome.bytes_sent + outcome.bytes_received
             if outcome.complete:
                 self.stats.syncs_complete += 1
+                if now is not None:
+                    self.last_exchange[session.peer] = now
 
     # -- incoming -----------------------------------------------------------------------------------------------------
 
@@ -296,6 +302,7 @@ class ReplicaCore:
 
     def _done(self, payload: bytes, sender: str, now: float) -> None:
         vector = parse_done(payload)
+        self.last_exchange[sender] = now
         self.coverage.note_ack(sender, vector, [])
         self.coverage.raise_to(vector, now)
 
@@ -331,10 +338,29 @@ class ReplicaCore:
             if kind is Kind.PUSH:
                 self.handle_message(payload, sender, now)
                 return ack_message()
+            if kind is Kind.PROBE:
+                return probed_message(self.probe_answer(*parse_probe(payload), now))
             raise ReplicationProtocolError("unexpected_type", kind.name)
         except ReplicationProtocolError as exc:
             self._reject(exc.reason)
             raise
+
+    def probe_answer(self, epoch: int, seq: int, now: float) -> ProbeAnswer:
+        """Where this replica stands now (`server.replication.probe`), for a peer that holds groups 1..``seq`` of
+        our origin's ``epoch``. Stale digests are rehashed first (bounded), as for a session's OPEN."""
+        self.digests.flush(self.config.digest_batch_keys)
+        disseminator = self.disseminator
+        held = seq if epoch == self.origin[1] else 0
+        return ProbeAnswer(root=self.digests.tree.root(), ranges=self.range_hashes(), dirty=self.digests.dirty,
+                           keys=len(self.digests.tree), backlog_groups=disseminator.queued(),
+                           backlog_bytes=disseminator.backlog_bytes, unsealed_keys=len(disseminator.batch),
+                           oldest_unheld_age_s=disseminator.group_age_after(held, now))
+
+    def range_hashes(self) -> bytes:
+        """The hash tree's level-`RANGE_LEVEL` node hashes, concatenated: one per key range."""
+        tree = self.digests.tree
+        level = min(RANGE_LEVEL, tree.depth)
+        return b"".join(tree.node(level, i) for i in range(tree.level_size(level)))
 
     def _reject(self, reason: str) -> None:
         self.stats.rejected[reason] = self.stats.rejected.get(reason, 0) + 1
@@ -392,7 +418,7 @@ def sync_pair(initiator: ReplicaCore, responder: ReplicaCore, now: float,
         if observe is not None:
             observe(reply)
         message = session.receive(reply, now)
-    initiator.sync_finished(session)
+    initiator.sync_finished(session, now)
     if session.done_message is not None:
         if observe is not None:
             observe(session.done_message)

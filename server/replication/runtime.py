@@ -305,6 +305,10 @@ class GossipReplication:
         except _NETWORK_ERRORS:
             return
 
+    def spawn(self, coro: Coroutine[Any, Any, Any], component: str) -> asyncio.Task[Any]:
+        """A one-shot task under the node's supervisor, for work built on this runtime (convergence probes)."""
+        return self._spawn(coro, component)
+
     def _spawn(self, coro: Coroutine[Any, Any, Any], component: str = "replication") -> asyncio.Task[Any]:
         """A one-shot task: it handles the network's errors itself, and whatever else escapes is reported as a
         failure of `component` (so it is never "Task exception was never retrieved")."""
@@ -342,7 +346,7 @@ class GossipReplication:
             raise
         finally:
             if session is not None:
-                core.sync_finished(session)
+                core.sync_finished(session, self.clock.now())
             self._sync_task = None
         if session is not None and session.done_message is not None:
             await self._request_quietly(peer, session.done_message)

@@ -15,6 +15,8 @@ REPL     0x65    ``{k: key, t: type, d: delta}``: a write asking for an acknowle
 ACK      0x66    ``{}``: merged (and durable on a Node) before the reply
 READ     0x67    ``{k: key}``: a read asking for this replica's state (``r`` > 1)
 STATE    0x68    ``{t: type or nil, s: state or nil}``
+PROBE    0x69    ``{e: epoch, s: seq}``: what is your root now? (`server.replication.probe`; only to peers that read it)
+PROBED   0x6a    the answer: root, range hashes, dirty digests, keys, backlog, age of the oldest group not held
 =======  ======  ==========================================================================================
 
 A PUSH body is an array header followed by the groups' own encodings, so a forwarded group is copied as bytes,
@@ -51,6 +53,8 @@ class Kind(IntEnum):
     ACK = 0x66
     READ = 0x67
     STATE = 0x68
+    PROBE = 0x69
+    PROBED = 0x6A
 
 
 _KINDS = frozenset(int(k) for k in Kind)

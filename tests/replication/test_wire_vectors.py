@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from server.replication.probe import ProbeAnswer, parse_probe, parse_probed, probe_message, probed_message
 from server.replication.wire import (
     DeltaEntry,
     DeltaGroup,
@@ -92,6 +93,20 @@ def _decode_state(payload: bytes) -> Decoded:
     return {"type": None, "state": None} if held is None else {"type": held[0], "state": held[1].hex()}
 
 
+def _encode_probed(d: Decoded) -> bytes:
+    return probed_message(ProbeAnswer(
+        root=bytes.fromhex(d["root"]), ranges=bytes.fromhex(d["ranges"]), dirty=d["dirty"], keys=d["keys"],
+        backlog_groups=d["backlog_groups"], backlog_bytes=d["backlog_bytes"], unsealed_keys=d["unsealed_keys"],
+        oldest_unheld_age_s=d["oldest_unheld_age_s"]))
+
+
+def _decode_probed(payload: bytes) -> Decoded:
+    answer = parse_probed(payload)
+    return {"root": answer.root.hex(), "ranges": answer.ranges.hex(), "dirty": answer.dirty, "keys": answer.keys,
+            "backlog_groups": answer.backlog_groups, "backlog_bytes": answer.backlog_bytes,
+            "unsealed_keys": answer.unsealed_keys, "oldest_unheld_age_s": answer.oldest_unheld_age_s}
+
+
 CODECS: dict[Kind, tuple[Callable[[Decoded], bytes], Callable[[bytes], Decoded]]] = {
     Kind.PUSH: (_encode_push, _decode_push),
     Kind.OPEN: _open_codec(Kind.OPEN),
@@ -103,6 +118,9 @@ CODECS: dict[Kind, tuple[Callable[[Decoded], bytes], Callable[[bytes], Decoded]]
     Kind.ACK: (lambda _d: ack_message(), _decode_ack),
     Kind.READ: (lambda d: read_message(d["key"]), lambda p: {"key": parse_read(p)}),
     Kind.STATE: (_encode_state, _decode_state),
+    Kind.PROBE: (lambda d: probe_message(d["epoch"], d["seq"]),
+                 lambda p: dict(zip(("epoch", "seq"), parse_probe(p), strict=True))),
+    Kind.PROBED: (_encode_probed, _decode_probed),
 }
 
 VECTOR_SET: dict[str, dict[str, Any]] = json.loads(VECTORS.read_text())
