@@ -18,6 +18,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("crdt", "gossip", "server")
+#: the namespace they install under (``rumor.crdt``, ...): imports are read with it stripped, as the packages' own names
+NAMESPACE = "rumor"
 
 # -- reading the code --------------------------------------------------------------------------------------------
 
@@ -66,7 +68,7 @@ def imported_modules(path: Path, *, module_level_only: bool = False) -> Iterator
     for node in walk(parse(path)):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                yield alias.name, [], node.lineno
+                yield alias.name.removeprefix(f"{NAMESPACE}."), [], node.lineno
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
@@ -74,7 +76,11 @@ def imported_modules(path: Path, *, module_level_only: bool = False) -> Iterator
                 target = ".".join([*base, node.module] if node.module else base)
             else:
                 target = node.module or ""
-            yield target, [alias.name for alias in node.names], node.lineno
+            if target == NAMESPACE:  # `from rumor import crdt` imports the package crdt
+                for alias in node.names:
+                    yield alias.name, [], node.lineno
+            else:
+                yield target.removeprefix(f"{NAMESPACE}."), [alias.name for alias in node.names], node.lineno
 
 
 def imported_roots(path: Path) -> set[str]:

@@ -9,9 +9,9 @@ import msgpack
 import pytest
 
 import gossip.anti_entropy as package
-from gossip.anti_entropy import AntiEntropyConfig, AntiEntropyMessageType, AntiEntropyProtocolError, Reassembler
-from gossip.anti_entropy.wire import decode_message
-from gossip.errors import ConfigError, GossipError
+from rumor.gossip.anti_entropy import AntiEntropyConfig, AntiEntropyMessageType, AntiEntropyProtocolError, Reassembler
+from rumor.gossip.anti_entropy.wire import decode_message
+from rumor.gossip.errors import ConfigError, GossipError
 
 PACKAGE_DIR = Path(package.__file__).parent
 LAYERS = ["merkle", "chunking", "config", "wire", "work", "descent", "composer", "engine", "session"]
@@ -22,8 +22,8 @@ def package_imports(module: str) -> set[str]:
     tree = ast.parse((PACKAGE_DIR / f"{module}.py").read_text())
     found = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("gossip.anti_entropy."):
-            found.add(node.module.removeprefix("gossip.anti_entropy."))
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("rumor.gossip.anti_entropy."):
+            found.add(node.module.removeprefix("rumor.gossip.anti_entropy."))
         elif isinstance(node, ast.ImportFrom) and node.level:
             found.add(node.module or "__init__")
     return found
