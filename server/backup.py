@@ -33,7 +33,14 @@ from typing import Any
 
 from crdt import encode
 from crdt.encoding import compressed
-from server.backup_format import MAX_RECORD_BYTES, ExportHeader, ExportReader, ExportWriter, check_record
+from server.backup_format import (
+    MAX_CONFLICTS_LISTED,
+    MAX_RECORD_BYTES,
+    ExportHeader,
+    ExportReader,
+    ExportWriter,
+    check_record,
+)
 from server.errors import TypeConflictError
 from server.hlc_source import wall_clock_ms
 from server.node import Node
@@ -46,8 +53,6 @@ PAGE_KEYS = 32
 CHUNK_BYTES = 256 * 1024
 #: a staged import body stays in memory up to this size, then moves to a temporary file
 SPOOL_MEMORY_BYTES = 16 * 1024 * 1024
-#: conflicting keys named in an import's answer (all are counted)
-MAX_CONFLICTS_LISTED = 100
 
 
 class _Slicer:

@@ -58,6 +58,8 @@ MAX_STATE_BYTES = 8 * MAX_RECORD_BYTES
 #: CRDT encoding versions `crdt.decode` reads
 READABLE_WIRE_VERSIONS = (1, 2)
 END = b"\x00\x00\x00\x00"
+#: conflicting keys an import's answer names (all are counted)
+MAX_CONFLICTS_LISTED = 100
 _LENGTH_BYTES = 4
 _HEADER_FIELDS = frozenset({"format", "version", "node", "created_unix_ms", "wire"})
 _TRAILER_FIELDS = frozenset({"count", "sha256"})
@@ -127,7 +129,7 @@ class ExportWriter:
 
 
 # reader states
-_MAGIC, _HEADER, _RECORDS, _TRAILER, _DONE = range(5)
+_MAGIC, _HEADER, _RECORDS, _TRAILER, _DONE, _FAILED = range(6)
 
 
 class ExportReader:
@@ -144,6 +146,7 @@ class ExportReader:
         self._state = _MAGIC
         self._hash = hashlib.sha256()
         self._last_key: str | None = None
+        self._failure = ""
 
     @property
     def done(self) -> bool:
@@ -151,6 +154,8 @@ class ExportReader:
 
     def feed(self, data: bytes) -> Iterator[ExportRecord]:
         """The records `data` completes, in file order. Consume the iterator before feeding more."""
+        if self._state == _FAILED:
+            raise BackupFormatError(self._failure)
         if self._state == _DONE:
             if data:
                 raise self._error(self._offset, "bytes after the trailer")
@@ -194,6 +199,8 @@ class ExportReader:
 
     def finish(self) -> ExportHeader:
         """The header, once the whole file was fed; `BackupFormatError` if it ended early."""
+        if self._state == _FAILED:
+            raise BackupFormatError(self._failure)
         if self._state != _DONE:
             where = {_MAGIC: "in its magic bytes", _HEADER: "in its header", _RECORDS: f"after {self.count} records "
                      "without the end marker and trailer", _TRAILER: "in its trailer"}[self._state]
@@ -275,9 +282,10 @@ class ExportReader:
             raise self._error(offset, "checksum mismatch: the file was altered or damaged")
 
     def _error(self, offset: int, reason: str) -> BackupFormatError:
-        self._state = _DONE
+        self._state = _FAILED
         self._buffer.clear()
-        return BackupFormatError(f"bad export file at byte {offset}: {reason}")
+        self._failure = f"bad export file at byte {offset}: {reason}"
+        return BackupFormatError(self._failure)
 
 
 def check_record(record: ExportRecord) -> Any:
