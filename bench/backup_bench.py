@@ -39,7 +39,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from server.backup_format import MEDIA_TYPE  # noqa: E402
+from rumor.server.backup_format import MEDIA_TYPE  # noqa: E402
 
 BATCH = 1000
 SOCKET_TIMEOUT_S = 120.0
@@ -56,7 +56,7 @@ class NodeProcess:
     def start(self, deadline: float) -> None:
         http = f"127.0.0.1:{self.port}" if self.port else "127.0.0.1:0"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "serve", "--node-id", self.name, "--http-addr", http,
+            [sys.executable, "-m", "rumor.server.cli", "serve", "--node-id", self.name, "--http-addr", http,
              "--gossip-addr", "127.0.0.1:0", "--data-dir", str(self.data_dir), "--log-level", "warning"],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         assert self.proc.stdout is not None

@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from crdt import encode
-from crdt.encoding import compressed
-from server.backup_format import (
+from rumor.crdt import encode
+from rumor.crdt.encoding import compressed
+from rumor.server.backup_format import (
     MAX_CONFLICTS_LISTED,
     MAX_RECORD_BYTES,
     ExportHeader,
@@ -43,9 +43,9 @@ from server.backup_format import (
     ExportWriter,
     check_record,
 )
-from server.errors import TypeConflictError
-from server.hlc_source import wall_clock_ms
-from server.node import Node
+from rumor.server.errors import TypeConflictError
+from rumor.server.hlc_source import wall_clock_ms
+from rumor.server.node import Node
 
 #: the longest an export or import holds the event loop before giving it back (GETs wait at most about this)
 LOOP_SLICE_S = 0.001

@@ -25,8 +25,8 @@ from typing import BinaryIO
 
 import aiohttp
 
-from server.backup_format import BackupFormatError, ExportReader, check_record
-from server.client import MalformedResponseError, RumorClient, RumorHTTPError
+from rumor.server.backup_format import BackupFormatError, ExportReader, check_record
+from rumor.server.client import MalformedResponseError, RumorClient, RumorHTTPError
 
 COMMANDS = ("export", "import")
 _READ_BYTES = 256 * 1024

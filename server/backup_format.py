@@ -39,10 +39,10 @@ from typing import Any
 
 import msgpack
 
-from crdt import CRDTError, decode
-from crdt.encoding import VERSION as CRDT_WIRE_VERSION
-from server.errors import BadRequestError, InvalidKeyError
-from server.values import TYPES, check_key
+from rumor.crdt import CRDTError, decode
+from rumor.crdt.encoding import VERSION as CRDT_WIRE_VERSION
+from rumor.server.errors import BadRequestError, InvalidKeyError
+from rumor.server.values import TYPES, check_key
 
 MAGIC = b"\x89RUMOR\r\n\x1a\n"
 FORMAT_NAME = "rumor-export"

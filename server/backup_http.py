@@ -15,12 +15,12 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from server.backup import export_chunks, import_export
-from server.backup_format import MEDIA_TYPE, SUFFIX
-from server.errors import ServerError, UnsupportedMediaTypeError
-from server.http_request import query_options
-from server.negotiation import encode_body, response_format
-from server.node import Node
+from rumor.server.backup import export_chunks, import_export
+from rumor.server.backup_format import MEDIA_TYPE, SUFFIX
+from rumor.server.errors import ServerError, UnsupportedMediaTypeError
+from rumor.server.http_request import query_options
+from rumor.server.negotiation import encode_body, response_format
+from rumor.server.node import Node
 
 log = logging.getLogger(__name__)
 

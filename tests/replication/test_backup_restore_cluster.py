@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from test_runtime_loopback import cluster, wait_for
 
-from crdt import decode
-from server.backup import export_chunks, import_export
-from server.backup_format import ExportReader
-from server.node import Node
-from server.updates import Increment, MapChange, RegisterWrite, SetChange
+from rumor.crdt import decode
+from rumor.server.backup import export_chunks, import_export
+from rumor.server.backup_format import ExportReader
+from rumor.server.node import Node
+from rumor.server.updates import Increment, MapChange, RegisterWrite, SetChange
 
 pytestmark = pytest.mark.integration
 

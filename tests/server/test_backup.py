@@ -11,12 +11,12 @@ from typing import Any
 import msgpack
 from aiohttp.test_utils import TestClient
 
-from crdt import MVRegister
-from server.backup import export_chunks, import_export
-from server.backup_format import MEDIA_TYPE, ExportReader
-from server.config import ServerConfig
-from server.node import Node
-from server.updates import Increment, MapChange, MVRegisterWrite, RegisterWrite, SetChange
+from rumor.crdt import MVRegister
+from rumor.server.backup import export_chunks, import_export
+from rumor.server.backup_format import MEDIA_TYPE, ExportReader
+from rumor.server.config import ServerConfig
+from rumor.server.node import Node
+from rumor.server.updates import Increment, MapChange, MVRegisterWrite, RegisterWrite, SetChange
 
 Build = Callable[..., Any]
 

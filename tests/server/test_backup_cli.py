@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from server.backup_cli import check_file
-from server.updates import Increment, RegisterWrite, SetChange
+from rumor.server.backup_cli import check_file
+from rumor.server.updates import Increment, RegisterWrite, SetChange
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -21,7 +21,7 @@ Build = Callable[..., Any]
 
 async def rumor(*args: str, env: dict[str, str] | None = None) -> tuple[int, bytes, str]:
     """Runs the CLI to its end (bounded): (exit status, stdout, stderr)."""
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "server.cli", *args, cwd=ROOT, env=env,
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "rumor.server.cli", *args, cwd=ROOT, env=env,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None

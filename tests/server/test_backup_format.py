@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crdt import ORSet, PNCounter, encode
-from crdt.encoding import compressed
-from server.backup_format import (
+from rumor.crdt import ORSet, PNCounter, encode
+from rumor.crdt.encoding import compressed
+from rumor.server.backup_format import (
     END,
     MAGIC,
     MAX_META_FRAME_BYTES,
