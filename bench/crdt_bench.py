@@ -107,7 +107,7 @@ class Adapter:
         return s.value()
 
     def copy(self, s: Any) -> Any:
-        return s.copy() if type(s).__module__.startswith("crdt.") else copy.deepcopy(s)
+        return s.copy() if type(s).__module__.startswith("rumor.crdt.") else copy.deepcopy(s)
 
 
 class OursCounter(Adapter):

@@ -1,5 +1,6 @@
 """`rumor`: run a node (`rumor serve`), a local demo cluster (`rumor demo`), or talk to a node
-(`rumor get/put/incr/add/remove/del/keys/members/status`), or follow its changes (`rumor watch PREFIX`).
+(`rumor get/put/incr/add/remove/del/keys/members/status`), or follow its changes (`rumor watch PREFIX`), or back it
+up and restore it (`rumor export`, `rumor import`: `server.backup_cli`).
 
 Client commands print the server's JSON answer on stdout and exit non-zero on errors. Values and set elements on the
 command line are parsed as JSON when they parse (`42`, `true`, `[1,2]`, `"x"`) and taken as strings otherwise.
@@ -22,6 +23,7 @@ from typing import Any
 
 import aiohttp
 
+from rumor.server import backup_cli
 from rumor.server.client import (
     InvalidNodeURLError,
     MalformedResponseError,
@@ -134,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("prefix", nargs="?", default="", help="only keys starting with this (default: every key)")
     watch.add_argument("--since", help="resume after this cursor (an event's or a reset's) instead of from now")
     watch.add_argument("--count", type=int, default=None, help="stop after this many events")
+    backup_cli.add_commands(client_command)
     return parser
 
 
@@ -210,6 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InvalidNodeURLError as exc:
         print(f"rumor: --node: {exc}", file=sys.stderr)
         return 2
+    if args.command in backup_cli.COMMANDS:
+        return backup_cli.run(args)
     try:
         if args.command == "watch":
             return asyncio.run(_watch(args))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -26,6 +26,7 @@ from urllib.parse import quote
 import aiohttp
 import yarl
 
+from rumor.server.backup_format import MEDIA_TYPE as EXPORT_MEDIA_TYPE
 from rumor.server.errors import MalformedBodyError, ServerError
 from rumor.server.negotiation import JSON, MSGPACK, decode_body, encode_body
 from rumor.server.sse import CONTENT_TYPE as EVENT_STREAM
@@ -297,6 +298,35 @@ class RumorClient:
                 on_retry(error, cursor)
             await asyncio.sleep(delay)
             delay = min(2 * delay, retry_max_s)
+
+    # -- backup and restore ----------------------------------------------------------------------------------------
+
+    async def export(self, *, chunk_bytes: int = 256 * 1024) -> AsyncGenerator[bytes, None]:
+        """The node's export file (`server.backup_format`), chunk by chunk as it streams; no overall time limit,
+        but a node silent for a minute is given up on."""
+        headers = self._headers | {"Accept": EXPORT_MEDIA_TYPE}
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=60.0)
+        async with self._session.get(self.base_url + "/v1/export", headers=headers, timeout=timeout) as response:
+            if response.status >= 400:
+                raise self._error(response.status, await response.read())
+            async for chunk in response.content.iter_chunked(chunk_bytes):
+                yield chunk
+
+    async def import_export(self, body: AsyncIterable[bytes]) -> dict[str, Any]:
+        """Streams an export file to the node, which checks all of it and then joins it: {"records", "merged",
+        "unchanged", "conflicts", "conflicted", "source"}. The node answers once the whole file is durable, so no
+        time limit applies but to connecting."""
+        headers = self._headers | {"Content-Type": EXPORT_MEDIA_TYPE, "Accept": JSON}
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10.0)
+        async with self._session.post(self.base_url + "/v1/import", data=body, headers=headers,
+                                      timeout=timeout) as response:
+            raw = await response.read()
+            if response.status >= 400:
+                raise self._error(response.status, raw)
+            try:
+                return decode_body(raw, JSON)  # type: ignore[no-any-return]
+            except MalformedBodyError as exc:
+                raise MalformedResponseError(f"POST /v1/import: the answer's {exc}") from None
 
     # -- node ------------------------------------------------------------------------------------------------------
 

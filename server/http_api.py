@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from rumor.server.backup_http import export_route, import_route
 from rumor.server.batch import answer, error_result, outcome_result, parse_keys, parse_updates
 from rumor.server.consistency import MAX_TIMEOUT_MS, Consistency, parse_consistency
 from rumor.server.errors import (
@@ -357,6 +358,8 @@ def create_app(node: Node, cluster: Cluster | None = None) -> web.Application:
         "/v1/batch/get": [("POST", post_batch_get)],
         "/v1/watch": [("GET", watch_route(app, node))],  # the change feed (`server.watch_http`)
         "/v1/openapi.json": [("GET", openapi_document)],
+        "/v1/export": [("GET", export_route(node))],  # backup and restore (`server.backup_http`)
+        "/v1/import": [("POST", import_route(node))],
         f"/v1/kv/{{key:{_ANY_CHARS}+}}": [("GET", get_item), ("PUT", put_item), ("POST", post_item),
                                           ("DELETE", delete_item)],
     }

@@ -10,6 +10,9 @@ What it offers the rest of the node:
 - `item(key)`: the read (value in its JSON shape plus read context), rendered once per change of the key and cached.
 - `entry(key)`: the raw entry (type name, state): what replication reads states through.
 - `page(prefix, after, limit)`: a listing in key order; `encoded_state(key)`: a state's canonical bytes.
+- `keys_after(after, limit)`: every key in order, emptied ones too (what an export pages through).
+- `join_local(key, type_name, delta, blob)`: joins a delta made here without an `Update` (an import) and tells the
+  local listeners, so it spreads like a local write.
 - `subscribe(callback, remote=False)`: `callback(key, type_name, delta, blob)` after every local update, with the
   delta's encoding; with ``remote=True`` after every remote merge too, with ``blob`` None.
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, NamedTuple
 
 from sortedcontainers import SortedDict
@@ -233,6 +237,22 @@ class Keyspace:
         for listener in self._remote_listeners:
             listener(key, type_name, state_or_delta, None)
 
+    def join_local(self, key: str, type_name: str, delta: Any, blob: bytes) -> None:
+        """Joins `delta` (encoded as `blob`, which the caller made first) into `key` as this node's own change: the
+        local listeners hear of it as of a local update, so replication pushes it and marks the key's digest."""
+        check_key(key)
+        entry = self._entries.get(key)
+        if entry is None:
+            if type_name not in TYPES:
+                raise TypeConflictError(key, "nothing", type_name)
+            entry = self._entries[key] = Entry(type_name, new_state(type_name))
+        elif entry.type_name != type_name:
+            raise TypeConflictError(key, entry.type_name, type_name)
+        entry.state.merge(delta)
+        entry.cached = None
+        for listener in self._local_listeners:
+            listener(key, type_name, delta, blob)
+
     def subscribe(self, callback: Listener, *, remote: bool = False) -> Callable[[], None]:
         """Calls `callback(key, type_name, delta, blob)` after each local update (and each remote merge if `remote`).
 
@@ -255,6 +275,11 @@ class Keyspace:
         if entry is None:
             raise KeyNotFoundError(key)
         return encode(entry.state)
+
+    def keys_after(self, after: str | None, limit: int) -> list[str]:
+        """Up to `limit` keys strictly after `after` (from the first when None) in key order, emptied keys included."""
+        keys = self._entries.irange(minimum=after, inclusive=(after is None, True))
+        return list(islice(keys, limit))
 
     def page(self, prefix: str = "", after: str | None = None, limit: int = 100) -> KeyPage:
         """Non-empty keys starting with `prefix`, strictly after `after`, in key order, at most `limit`."""

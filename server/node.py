@@ -42,6 +42,7 @@ from rumor.server.errors import (
     ServerError,
     StorageCorruptError,
     StorageError,
+    TypeConflictError,
 )
 from rumor.server.hlc_source import HLCSource, wall_clock_ms
 from rumor.server.keyspace import Item, KeyPage, Keyspace
@@ -486,6 +487,31 @@ class Node:
             blob = encode(state_or_delta)
         self.keyspace.merge_remote(key, type_name, state_or_delta)
         return self._log(key, type_name, blob, PEER)
+
+    def join_imported(self, key: str, type_name: str, state: Any, blob: bytes) -> asyncio.Future[None] | None:
+        """Joins a whole state read from a backup (`blob`, its bytes as read) into `key` as this node's own write:
+        only what the node lacks of it (`delta_since` its context) is joined, logged and handed to replication, so
+        nothing the node holds is lost, and an import that brings nothing new changes nothing, not even the log.
+        Returns the commit's future, or None when there was nothing to join. A key of another type raises
+        `TypeConflictError` and changes nothing (`server.backup` counts it)."""
+        self._check_running()
+        entry = self.keyspace.entry(key)
+        if entry is not None and entry.type_name != type_name:
+            raise TypeConflictError(key, entry.type_name, type_name)
+        if entry is not None:
+            state = state.delta_since(entry.state.context())
+            if not state.is_bottom() and state.is_empty():
+                # no entry the node lacks, only removes it may have applied already: try them on a copy (the import
+                # decoded the whole state anyway, so this costs no more than that)
+                trial = entry.state.copy()
+                trial.merge(state)
+                if trial == entry.state:
+                    return None
+            blob = b"" if state.is_bottom() else compressed(encode(state))
+        if state.is_bottom():
+            return None
+        self.keyspace.join_local(key, type_name, state, blob)
+        return self._log(key, type_name, blob)
 
     def keys(self, prefix: str = "", after: str | None = None, limit: int = 100) -> KeyPage:
         self._check_running()

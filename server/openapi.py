@@ -18,6 +18,9 @@ from functools import cache
 from typing import Any
 
 from rumor.server import openapi_ops
+from rumor.server.backup_format import MEDIA_TYPE as EXPORT_MEDIA_TYPE
+from rumor.server.backup_format import BackupFormatError
+from rumor.server.errors import InvalidOptionError, UnsupportedMediaTypeError
 from rumor.server.openapi_schemas import (
     BODY,
     HEADERS,
@@ -30,7 +33,9 @@ from rumor.server.openapi_schemas import (
     WRITE,
     Schema,
     bad_request,
+    codes,
     content,
+    error_answer,
     ref,
     schema_ref,
 )
@@ -134,8 +139,34 @@ def _kv_item() -> Schema:
     }
 
 
-def _paths() -> dict[str, Schema]:
+def _backup_paths() -> dict[str, Schema]:
+    """`GET /v1/export` and `POST /v1/import`: the body is the export file (`server.backup_format`), not JSON."""
+    file = {"type": "string", "contentMediaType": EXPORT_MEDIA_TYPE,
+            "description": "an export file: magic, header, one record per key, trailer with count and SHA-256"}
+    importing = _op("importKeys", "Join an export file into this node", "backup", {
+        "200": _answer("all of it checked, then joined and durable: what it did", schema_ref("ImportResult")),
+        "415": error_answer(f"send the file as {EXPORT_MEDIA_TYPE} or application/octet-stream",
+                            codes(UnsupportedMediaTypeError)),
+    } | _errors(codes(BackupFormatError, InvalidOptionError), "Unavailable"),
+        description="The whole body is checked (framing, every state, count, checksum) before any of it is "
+                    "joined: a bad file is 400 `bad_export` and changes nothing. Each key's state is joined as "
+                    "this node's own write, so nothing newer the node holds is lost and importing twice equals "
+                    "once; a key holding another type here is counted in `conflicts` and left as it is.")
+    importing["requestBody"] = {"required": True, "content": {EXPORT_MEDIA_TYPE: {"schema": file},
+                                                              "application/octet-stream": {"schema": file}}}
     return {
+        "/v1/export": {"get": _op("exportKeys", "Stream every key's state as an export file", "backup", {
+            "200": {"description": "the export, streamed (chunked) while the node keeps serving; a stream that "
+                                   "ends without its trailer broke off and is no valid file",
+                    "headers": {"Content-Disposition": {"schema": {"type": "string"}}},
+                    "content": {EXPORT_MEDIA_TYPE: {"schema": file}}},
+        } | _errors(QUERY_ONLY, "Unavailable"))},
+        "/v1/import": {"post": importing},
+    }
+
+
+def _paths() -> dict[str, Schema]:
+    return _backup_paths() | {
         "/health": {"get": _op("health", "Liveness and readiness", "operations", {
             "200": _answer("started, storage healthy, no background component failed lately", schema_ref("Health")),
             "503": _answer("not ready: `failing` says why", schema_ref("Health")),
@@ -213,6 +244,7 @@ def document() -> dict[str, Any]:
         "info": {"title": "rumor", "version": "1", "description": _DESCRIPTION,
                  "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"}},
         "tags": [{"name": "kv"}, {"name": "batch"}, {"name": "watch"}, {"name": "cluster"}, {"name": "operations"},
+                 {"name": "backup"},
                  {"name": "debug", "description": "routes that exist only with fault injection on"}],
         "security": [{"bearerAuth": []}],
         "paths": _paths(),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rumor.server.backup_format import MAX_CONFLICTS_LISTED
 from rumor.server.batch import MAX_BATCH
 from rumor.server.consistency import DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS, Level
 from rumor.server.errors import (
@@ -259,6 +260,25 @@ SCHEMAS: dict[str, Schema] = {
         "properties": {"events": {"type": "array", "items": schema_ref("WatchEvent")},
                        "cursor": {"type": "string", "description": "pass as `since` for what follows"},
                        "reset": {"oneOf": [{"type": "null"}, schema_ref("WatchReset")]}},
+    },
+    "ImportResult": {
+        "type": "object", "required": ["records", "merged", "unchanged", "conflicts", "conflicted", "source"],
+        "properties": {
+            "records": {"type": "integer", "minimum": 0, "description": "records in the file"},
+            "merged": {"type": "integer", "minimum": 0, "description": "records that brought something new here"},
+            "unchanged": {"type": "integer", "minimum": 0, "description": "records this node held all of already"},
+            "conflicts": {"type": "integer", "minimum": 0,
+                          "description": "records whose key holds another type here (left as it is)"},
+            "conflicted": {"type": "array", "maxItems": MAX_CONFLICTS_LISTED,
+                           "description": "the first conflicting keys",
+                           "items": {"type": "object", "required": ["key", "type", "held"],
+                                     "properties": {"key": {"type": "string"}, "type": _TYPE_NAME,
+                                                    "held": _TYPE_NAME}}},
+            "source": {"type": "object", "required": ["node", "created_unix_ms", "wire"],
+                       "description": "the export's header: the node it came from and when",
+                       "properties": {"node": {"type": "string"}, "created_unix_ms": {"type": "integer"},
+                                      "wire": {"type": "integer"}}},
+        },
     },
     "Key": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_BYTES,
             "description": f"1 to {MAX_KEY_BYTES} bytes of UTF-8"},
