@@ -15,6 +15,8 @@ from rumor.crdt.encoding import (
     encode_context,
     encode_op,
     encode_state_context,
+    set_write_version,
+    write_version,
 )
 from rumor.crdt.errors import (
     BufferFullError,
@@ -72,4 +74,6 @@ __all__ = [
     "encode_state_context",
     "order_key",
     "register_type",
+    "set_write_version",
+    "write_version",
 ]

@@ -35,6 +35,24 @@ COMPRESS_ABOVE = 4096
 ZLIB_LEVEL = 1
 _PLAIN = bytes((MAGIC, VERSION, 0))
 _DEFLATED = bytes((MAGIC, VERSION, FLAG_ZLIB))
+#: the version the encoders write: VERSION, or 1 while a cluster is being upgraded from a release that reads only
+#: version 1 (`set_write_version`); decoding always reads both
+_write_version = VERSION
+
+
+def set_write_version(version: int) -> None:
+    """Which version ``encode``, ``encode_context`` and ``encode_op`` write, for the whole process: 2 (the default)
+    or 1, the previous release's format, for a rolling upgrade (each node first runs this release writing version 1,
+    so the nodes not yet upgraded read what it sends; then each restarts writing version 2). Version 1 cannot hold
+    op-keyed counter increments (``crdt.counter_ops``): a caller writing it must not make them."""
+    global _write_version
+    if version not in (1, VERSION):
+        raise ValueError(f"a CRDT encoding version this release writes: 1 or {VERSION}, not {version!r}")
+    _write_version = version
+
+
+def write_version() -> int:
+    return _write_version
 
 
 def _frame(body: list[Any], compress: bool) -> bytes:
@@ -84,6 +102,8 @@ def _open(data: bytes, max_bytes: int) -> Any | None:
 
 def encode(state: DotKernel[Any], *, compress: bool = False) -> bytes:
     """Deterministic bytes for ``state`` (a registered CRDT type); ``compress`` may deflate a big one."""
+    if _write_version == 1:
+        return wire_v1.encode(state)
     return _frame(wire_v2.state_body(state), compress)
 
 
@@ -96,6 +116,8 @@ def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_depth: int = 
 
 
 def encode_context(ctx: CausalContext) -> bytes:
+    if _write_version == 1:
+        return wire_v1.encode_context(ctx)
     return _frame(wire_v2.context_body(ctx), False)
 
 
@@ -112,6 +134,8 @@ def decode_context(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Causal
 
 
 def encode_op(op: Op) -> bytes:
+    if _write_version == 1:
+        return wire_v1.encode_op(op)
     return _frame(wire_v2.op_body(op), False)
 
 

@@ -32,7 +32,15 @@ from rumor.server.client import (
     WatchEvent,
     node_url,
 )
-from rumor.server.config import LOG_FORMATS, LOG_LEVELS, TIMING_PRESETS, ServerConfig, env_name, load_config
+from rumor.server.config import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    TIMING_PRESETS,
+    WIRE_VERSIONS,
+    ServerConfig,
+    env_name,
+    load_config,
+)
 from rumor.server.errors import ConfigError, ServerError
 from rumor.server.version import PYTHON, VERSION
 
@@ -60,6 +68,8 @@ _SERVE_OPTIONS: list[tuple[str | tuple[str, ...], str, dict[str, Any], str]] = [
     ("--log-format", "log_format", {"choices": LOG_FORMATS}, "text lines, or one JSON object a line"),
     ("--access-log", "access_log", {"action": "store_const", "const": True},
      "log one line per HTTP request (method, path, status, bytes, ms)"),
+    ("--wire-version", "wire_version", {"type": int, "choices": WIRE_VERSIONS},
+     "CRDT encoding this node writes: 2, or 1 while upgrading a cluster from the previous release (README)"),
 ]
 
 

@@ -21,6 +21,8 @@ MIB = 1024 * 1024
 TIMING_PRESETS = ("lan", "wan", "local")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
+#: CRDT encodings a node can write (`crdt.set_write_version`)
+WIRE_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,9 @@ class ServerConfig:
     log_format: str = "text"
     #: log one line per HTTP request (method, path, status, duration): off by default, it costs a write a request.
     access_log: bool = False
+    #: the CRDT encoding this node writes (it reads both): 2, or 1 while a cluster is upgraded from the previous
+    #: release, whose nodes read only 1 (README, "Upgrading"); with 1, counter increments are not op-keyed.
+    wire_version: int = 2
 
     def __post_init__(self) -> None:
         config_address(self.http_addr, "http_addr")
@@ -97,6 +102,8 @@ class ServerConfig:
                 or self.checkpoint_max_log_records < 1:
             raise ConfigError("checkpoint_interval_s > 0, checkpoint_batch_keys >= 1, op_id_retention >= 0, "
                               "checkpoint_max_log_records >= 1")
+        if self.wire_version not in WIRE_VERSIONS:
+            raise ConfigError(f"wire_version must be one of {WIRE_VERSIONS}, got {self.wire_version!r}")
         if not (self.op_fold_after_s >= 0 and self.op_fold_keep >= 0 and self.op_fold_interval_s > 0):
             raise ConfigError("op_fold_after_s >= 0, op_fold_keep >= 0 and op_fold_interval_s > 0")
         if self.log_level not in LOG_LEVELS or self.log_format not in LOG_FORMATS:

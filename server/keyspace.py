@@ -96,9 +96,12 @@ class KeyPage:
 
 
 class Keyspace:
-    def __init__(self, replica: str, hlc: HLCSource) -> None:
+    def __init__(self, replica: str, hlc: HLCSource, *, op_keyed_increments: bool = True) -> None:
         self.replica = replica
         self.hlc = hlc
+        #: whether an increment with an op_id is keyed by it (off while writing the previous release's encoding,
+        #: which cannot hold such entries: `crdt.set_write_version`)
+        self.op_keyed_increments = op_keyed_increments
         self._entries: SortedDict = SortedDict()
         self._local_listeners: list[Listener] = []
         self._remote_listeners: list[Listener] = []
@@ -184,7 +187,7 @@ class Keyspace:
             check_binding(key, type_name, update.context_binding)
         state = entry.state if entry is not None else new_state(type_name)
         try:
-            delta = make_delta(state, update, self.replica, self.hlc, op_id)
+            delta = make_delta(state, update, self.replica, self.hlc, op_id if self.op_keyed_increments else None)
         except CRDTError as exc:  # the algebra refused it (too many deferred removes waiting, say): the client's 400
             raise InvalidOperationError(str(exc)) from exc
         if entry is None and delta.is_bottom():
@@ -194,7 +197,7 @@ class Keyspace:
         if entry is None:
             entry = self._entries[key] = Entry(type_name, state)
         entry.cached = None
-        if op_id is not None and type_name == "counter":
+        if op_id is not None and type_name == "counter" and self.op_keyed_increments:
             self.op_keyed[key] = None
         for listener in self._local_listeners:
             listener(key, type_name, delta, blob)

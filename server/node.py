@@ -214,7 +214,7 @@ class Node:
         self.node_id = self.config.node_id or stored_id or derive_node_id()
         if self.node_id != stored_id:
             await self.storage.put_meta("node_id", self.node_id)
-        self._keyspace = Keyspace(self.node_id, self.hlc)
+        self._keyspace = Keyspace(self.node_id, self.hlc, op_keyed_increments=self.config.wire_version >= 2)
         self._recover(recovered)
         self._feed = await ChangeFeed.open(self.node_id, self.storage, recovered, self._keyspace,
                                            uncommitted=self._uncommitted, on_failure=self.supervisor.report)

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 
 from aiohttp import web
 
+from rumor.crdt import set_write_version
 from rumor.gossip.address import format_address
 from rumor.server.cluster import Cluster
 from rumor.server.config import ServerConfig
@@ -155,4 +156,5 @@ def tune_collector() -> None:
 
 def run(config: ServerConfig) -> int:
     configure_logging(config)
+    set_write_version(config.wire_version)  # process-wide: every encoder of this process writes it
     return asyncio.run(serve(config))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +237,31 @@ def test_version_1_context_and_op_still_decode() -> None:
     op = crdt.decode_op(bytes.fromhex(pinned["op_orset_second_add"]))
     assert crdt.encode_op(op) == op_second_add()
     assert set(pinned) == set(load())
+
+
+@pytest.fixture
+def writing_version_1() -> Iterator[None]:
+    crdt.set_write_version(1)
+    try:
+        yield
+    finally:
+        crdt.set_write_version(crdt.encoding.VERSION)
+
+
+@pytest.mark.usefixtures("writing_version_1")
+def test_writing_version_1_gives_the_previous_release_s_bytes() -> None:
+    """A node upgraded with `wire_version = 1` (a rolling upgrade) must write exactly what the previous release
+    wrote, byte for byte, for states, contexts and ops: the frozen v1 file is that release's output."""
+    pinned = load(V1_VECTORS)
+    assert crdt.write_version() == 1
+    assert build() == pinned
+
+
+def test_only_versions_1_and_2_can_be_written() -> None:
+    for version in (0, 3, "2"):
+        with pytest.raises(ValueError):
+            crdt.set_write_version(version)  # type: ignore[arg-type]
+    assert crdt.write_version() == crdt.encoding.VERSION
 
 
 def test_pinned_values_read_as_documented() -> None:
