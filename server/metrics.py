@@ -73,6 +73,9 @@ class Counter(_Metric):
         super().__init__(name, help_text, labels)
         self._values: dict[LabelValues, float] = {} if labels else {(): 0}
         self._source: Callable[[], dict[LabelValues, float]] | None = None
+        #: per label combination, the source's last reading and what it counted before it last started over
+        self._last_read: dict[LabelValues, float] = {}
+        self._before_restarts: dict[LabelValues, float] = {}
 
     def inc(self, *label_values: str, amount: float = 1) -> None:
         self._values[label_values] = self._values.get(label_values, 0) + amount
@@ -82,14 +85,25 @@ class Counter(_Metric):
 
     def set_source(self, source: Callable[[], dict[LabelValues, float]]) -> None:
         """Reads cumulative totals kept elsewhere at scrape time (gossip counters live in the memberlist's stats);
-        values counted with `inc` before stay included."""
+        values counted with `inc` before stay included. A counter never goes down: when a source starts over (the
+        component that keeps it was restarted, or replaced by `set_source`), what it had counted is kept."""
+        for key, value in self._last_read.items():
+            self._before_restarts[key] = self._before_restarts.get(key, 0) + value
+        self._last_read = {}
         self._source = source
 
     def _current(self) -> dict[LabelValues, float]:
-        if self._source is None:
+        if self._source is None and not self._before_restarts:
             return self._values
         merged = dict(self._values)
-        for key, value in self._source().items():
+        for key, value in self._before_restarts.items():
+            merged[key] = merged.get(key, 0) + value
+        for key, value in (self._source() if self._source is not None else {}).items():
+            last = self._last_read.get(key, 0)
+            if value < last:  # the source started over: keep what it had counted
+                self._before_restarts[key] = self._before_restarts.get(key, 0) + last
+                merged[key] = merged.get(key, 0) + last
+            self._last_read[key] = value
             merged[key] = merged.get(key, 0) + value
         return merged
 
@@ -106,6 +120,9 @@ class Gauge(_Metric):
         super().__init__(name, help_text, labels)
         self._values: dict[LabelValues, float] = {} if labels else {(): 0}
         self._source: Callable[[], dict[LabelValues, float]] | None = None
+        #: per label combination, the source's last reading and what it counted before it last started over
+        self._last_read: dict[LabelValues, float] = {}
+        self._before_restarts: dict[LabelValues, float] = {}
 
     def set(self, value: float, *label_values: str) -> None:
         self._values[label_values] = value

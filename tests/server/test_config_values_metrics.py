@@ -206,3 +206,26 @@ def test_metrics_text_format() -> None:
     for line in text.splitlines():
         if not line.startswith("# "):
             float(line.rsplit(" ", 1)[1])  # every sample's value is a number
+
+
+def test_a_counter_never_goes_down_when_its_source_starts_over() -> None:
+    """Gossip and replication counters are read from their components' stats: a component restarted under the
+    supervisor starts from zero, and the counter must keep what it had counted (a Prometheus counter only rises)."""
+    from rumor.server.metrics import Counter
+
+    readings = {("sent",): 5.0}
+    counter = Counter("rumor_test_total", "test", ("direction",))
+    counter.set_source(lambda: dict(readings))
+    counter.inc("sent", amount=2)
+    assert counter.get("sent") == 7
+    readings[("sent",)] = 1.0  # the component was restarted
+    assert counter.get("sent") == 8
+    readings[("sent",)] = 4.0
+    assert counter.get("sent") == 11
+    counter.set_source(lambda: {("sent",): 0.5})  # replaced by a new component's stats
+    assert counter.get("sent") == 11.5
+    seen = [counter.get("sent")]
+    for value in (0.0, 3.0, 2.0, 9.0):
+        counter.set_source(lambda value=value: {("sent",): value})
+        seen.append(counter.get("sent"))
+    assert seen == sorted(seen)
