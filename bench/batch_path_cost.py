@@ -32,14 +32,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from server.batch import answer, error_result, outcome_result, parse_updates  # noqa: E402
-from server.config import ServerConfig  # noqa: E402
-from server.consistency import Consistency  # noqa: E402
-from server.errors import ServerError  # noqa: E402
-from server.negotiation import JSON, decode_body, encode_body  # noqa: E402
-from server.node import Node  # noqa: E402
-from server.replication.config import ReplicationConfig  # noqa: E402
-from server.replication.replica import KeyspaceStore, ReplicaCore  # noqa: E402
+from rumor.server.batch import answer, error_result, outcome_result, parse_updates  # noqa: E402
+from rumor.server.config import ServerConfig  # noqa: E402
+from rumor.server.consistency import Consistency  # noqa: E402
+from rumor.server.errors import ServerError  # noqa: E402
+from rumor.server.negotiation import JSON, decode_body, encode_body  # noqa: E402
+from rumor.server.node import Node  # noqa: E402
+from rumor.server.replication.config import ReplicationConfig  # noqa: E402
+from rumor.server.replication.replica import KeyspaceStore, ReplicaCore  # noqa: E402
 
 BATCH = 100
 KEYS = 1000

@@ -31,8 +31,8 @@ from pathlib import Path
 import aiohttp
 from http_bench import cpu_seconds
 
-from server.client import RumorClient
-from server.local_cluster import LocalCluster
+from rumor.server.client import RumorClient
+from rumor.server.local_cluster import LocalCluster
 
 SSE = {"Accept": "text/event-stream"}
 CHANGE, RESET = b"event: change\n", b"event: reset\n"

@@ -40,13 +40,13 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from server.client import Item as Item
-from server.client import RumorClient, RumorHTTPError, _options, node_url
-from server.cluster_watch import Change as Change
-from server.cluster_watch import ClusterWatchEvent, follow
-from server.cluster_watch import Reset as Reset
-from server.cluster_watch import Snapshot as Snapshot
-from server.errors import ServerError
+from rumor.server.client import Item as Item
+from rumor.server.client import RumorClient, RumorHTTPError, _options, node_url
+from rumor.server.cluster_watch import Change as Change
+from rumor.server.cluster_watch import ClusterWatchEvent, follow
+from rumor.server.cluster_watch import Reset as Reset
+from rumor.server.cluster_watch import Snapshot as Snapshot
+from rumor.server.errors import ServerError
 
 T = TypeVar("T")
 

@@ -51,7 +51,7 @@ from typing import Any
 
 import aiohttp
 
-from server.client import Item, RumorClient, RumorHTTPError
+from rumor.server.client import Item, RumorClient, RumorHTTPError
 
 #: keys listed and read per request while taking a snapshot (the server's limit for both)
 SNAPSHOT_PAGE = 1000

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from server import cluster_watch
-from server.client import RumorClient, RumorHTTPError
-from server.cluster_client import Change, Client, NoNodeAvailableError, Reset, Snapshot, SyncClient
-from server.cluster_watch import ClusterWatchEvent
-from server.node import Node
-from server.updates import Increment, RegisterWrite, SetChange
-from server.watch import Cursor
+from rumor.server import cluster_watch
+from rumor.server.client import RumorClient, RumorHTTPError
+from rumor.server.cluster_client import Change, Client, NoNodeAvailableError, Reset, Snapshot, SyncClient
+from rumor.server.cluster_watch import ClusterWatchEvent
+from rumor.server.node import Node
+from rumor.server.updates import Increment, RegisterWrite, SetChange
+from rumor.server.watch import Cursor
 
 Build = Callable[..., Any]
 
