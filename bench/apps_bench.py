@@ -1,4 +1,5 @@
-"""What applications get from a node: batched writes against the bare aiohttp server's single PUT, in one run, with wrk.
+"""What applications get from a node: batched writes against the bare aiohttp server's single PUT, in one run, with
+wrk; and the change feed's latency across a cluster, fan-out rate and memory per subscriber (`watch_figures.py`).
 
 `batch_ops_per_s`: updates applied per second through `POST /v1/batch`, --batch-size counter increments and set adds
 a request over 1,000 keys, on a durable node (SQLite WAL, synchronous=FULL: each request is one group commit). Its
@@ -7,14 +8,17 @@ servers run side by side, pinned to one core with wrk on the other, and their ru
 figures are medians over rounds. `batch_ops_per_s_vs_bare_put` (target >= 3) is their ratio.
 
     .venv/bin/python bench/apps_bench.py [--duration 5] [--rounds 3] [--batch-size 100] [--json]
+                                         [--watch-samples 200] [--watch-subscribers 100] [--watch-writes 3000]
 
-Issue 15's other figures (watch latency and fan-out, the cross-node retry storm) need the change feed and
-cluster-wide op_ids, which are not built yet: they are listed under `missing`.
+`watch_latency_ms_p50/_p99`, `watch_events_per_s` and `rss_mib_per_subscriber` are described in watch_figures.py
+(`--watch-samples 0` skips them). Issue 15's cross-node retry storm needs cluster-wide op_ids, which are not built
+yet: it is listed under `missing`.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import shutil
@@ -25,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from http_bench import KEYS, PUT_LUA, Server, bare_server, free_port, run_wrk
+from watch_figures import measure as measure_watch
 
 BATCH_LUA = """
 counter = 0
@@ -86,9 +91,7 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
         "rounds": args.rounds, "duration_s": args.duration, "connections": args.connections, "pinned": two_cores,
         "targets": {"batch_ops_per_s_vs_bare_put": {"want": ">= 3", "value": round(ops / bare_rps, 3),
                                                     "met": ops / bare_rps >= 3}},
-        "missing": {"watch_latency_ms_p50": "no change feed yet (issue 15)",
-                    "watch_events_per_s": "no change feed yet (issue 15)",
-                    "retry_double_applied": "op_ids are deduplicated per node only (issue 15)"},
+        "missing": {"retry_double_applied": "op_ids are deduplicated per node only (issue 15)"},
     }
 
 
@@ -98,13 +101,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--watch-samples", type=int, default=200, help="writes timed to a watcher (0: no watch figures)")
+    parser.add_argument("--watch-subscribers", type=int, default=100)
+    parser.add_argument("--watch-writes", type=int, default=3000, help="new keys written to the subscribers")
+    parser.add_argument("--skip-batch", action="store_true", help="only the watch figures (no wrk runs)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_server is not None:
         bare_server(args.bare_server)
         return
-    out = measure(args)
+    out: dict[str, object] = {} if args.skip_batch else measure(args)
+    if args.watch_samples > 0:
+        two_cores = (os.cpu_count() or 1) >= 2
+        out |= asyncio.run(measure_watch(args.watch_samples, args.watch_subscribers, args.watch_writes,
+                                         0 if two_cores else None, 1 if two_cores else None))
     if args.json:
         print(json.dumps(out))
         return

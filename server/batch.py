@@ -27,6 +27,9 @@ MAX_BATCH = 1000
 
 Entry = tuple[str, Update, str | None]
 
+#: an entry's fields besides its update's
+_ENVELOPE = frozenset({"key", "op_id"})
+
 
 def _entries(body: Any, field: str) -> list[Any]:
     if not isinstance(body, dict) or field not in body:
@@ -57,8 +60,7 @@ def parse_updates(body: Any) -> list[Entry | tuple[str, ServerError]]:
                 raise MalformedBodyError("each update must be an object: a POST body plus its 'key'")
             key = _entry_key(named)
             op_id = raw.get("op_id")
-            out.append((key, parse_update({k: v for k, v in raw.items() if k not in ("key", "op_id")}),
-                        None if op_id is None else check_op_id(op_id)))
+            out.append((key, parse_update(raw, envelope=_ENVELOPE), None if op_id is None else check_op_id(op_id)))
         except ServerError as exc:
             out.append((named if isinstance(named, str) else "", exc))
     return out
@@ -81,6 +83,9 @@ def error_result(key: str, exc: ServerError) -> dict[str, Any]:
 
 def outcome_result(key: str, outcome: Outcome) -> dict[str, Any]:
     """A write's or read's result as its single request would have answered it (status and body)."""
+    if type(outcome) is WriteResult and outcome.present and outcome.item is None and outcome.acks >= outcome.required \
+            and not outcome.replayed:  # the bulk of a batch without items: applied, durable, nothing to render
+        return {"key": key, "status": 200}
     if isinstance(outcome, WriteResult) and outcome.item is None and outcome.present:
         result: dict[str, Any] = {"key": key, "status": 200}  # applied, not rendered: a batch without items
     elif outcome.item is None:

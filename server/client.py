@@ -15,9 +15,10 @@ scheme (``127.0.0.1:7000`` means ``http://127.0.0.1:7000``); one that is no http
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
-from collections.abc import AsyncGenerator, AsyncIterable, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -80,6 +81,30 @@ def node_url(text: str) -> str:
     if url.query_string or url.fragment:
         raise InvalidNodeURLError(text, "a node URL has no query or fragment")
     return str(url).rstrip("/")
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """A key's value as a read or write answered it."""
+
+    key: str
+    type: str
+    value: Any
+    context: str
+    acks: int = 1
+    required: int = 1
+
+    @property
+    def complete(self) -> bool:
+        """False for a 202: fewer replicas than the consistency level asked for answered in time."""
+        return self.acks >= self.required
+
+    @classmethod
+    def of(cls, body: dict[str, Any] | None) -> Item | None:
+        if body is None:
+            return None
+        return cls(body["key"], body["type"], body["value"], body["context"], body.get("acks", 1),
+                   body.get("required", 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +283,28 @@ class RumorClient:
                                        params=_options(prefix=prefix or None, since=since, timeout_ms=timeout_ms))
         return answer
 
+    @contextlib.asynccontextmanager
+    async def open_watch(self, prefix: str = "", since: str | None = None
+                         ) -> AsyncIterator[AsyncIterator[WatchEvent]]:
+        """One connection to the change feed (`GET /v1/watch` as Server-Sent Events), no retry: entering connects
+        and raises `RumorHTTPError` for an error status (or aiohttp's error when the node cannot be reached); the
+        iterator it gives yields the stream's change and reset events until the node ends the stream (or raises
+        when the connection drops or stays silent for `WATCH_IDLE_TIMEOUT_S`). `watch` and the application
+        client's failover (`server.cluster_watch`) are loops around it."""
+        headers = self._headers | {"Accept": EVENT_STREAM}
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=WATCH_IDLE_TIMEOUT_S)
+        async with self._session.get(self.base_url + "/v1/watch", headers=headers, timeout=timeout,
+                                     params=_options(prefix=prefix or None, since=since)) as response:
+            if response.status >= 400:
+                raise self._error(response.status, await response.read())
+            yield self._watch_events(response)
+
+    @staticmethod
+    async def _watch_events(response: aiohttp.ClientResponse) -> AsyncIterator[WatchEvent]:
+        async for sse in read_events(response.content.iter_any()):
+            if sse.event in ("change", "reset"):
+                yield WatchEvent(sse.event, json.loads(sse.data))
+
     async def watch(self, prefix: str = "", since: str | None = None, *,
                     on_retry: Callable[[BaseException | None, str | None], None] | None = None,
                     retry_initial_s: float = 0.1, retry_max_s: float = 5.0) -> AsyncGenerator[WatchEvent, None]:
@@ -268,30 +315,23 @@ class RumorClient:
         through as events too: the caller resyncs (list the prefix, read what it needs) and carries on iterating,
         since the feed continues from the reset's cursor. `on_retry(error or None for a stream the node ended,
         cursor)` is called before each reconnection. A 4xx answer (a malformed `since`, a wrong token) raises
-        `RumorHTTPError`. Iterate inside `contextlib.aclosing` to hang up as soon as the loop ends.
+        `RumorHTTPError`. Iterate inside `contextlib.aclosing` to hang up as soon as the loop ends. (This follows
+        one node; `server.cluster_client.Client.watch` fails over between several.)
         """
         cursor = since
         delay = retry_initial_s
-        headers = self._headers | {"Accept": EVENT_STREAM}
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=WATCH_IDLE_TIMEOUT_S)
         while True:
             error: BaseException | None = None
             try:
-                async with self._session.get(self.base_url + "/v1/watch", headers=headers, timeout=timeout,
-                                             params=_options(prefix=prefix or None, since=cursor)) as response:
-                    if response.status >= 400:
-                        failure = self._error(response.status, await response.read())
-                        if response.status < 500:
-                            raise failure
-                        error = failure
-                    else:
-                        async for sse in read_events(response.content.iter_any()):
-                            if sse.event not in ("change", "reset"):
-                                continue
-                            event = WatchEvent(sse.event, json.loads(sse.data))
-                            cursor = event.cursor
-                            delay = retry_initial_s
-                            yield event
+                async with self.open_watch(prefix, cursor) as events:
+                    async for event in events:
+                        cursor = event.cursor
+                        delay = retry_initial_s
+                        yield event
+            except RumorHTTPError as exc:
+                if exc.status < 500:
+                    raise
+                error = exc
             except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
                 error = exc
             if on_retry is not None:

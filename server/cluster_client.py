@@ -19,6 +19,10 @@ it (the connection could not be made); after a timeout, a dropped connection or 
 and if that node stays away the client raises `OutcomeUnknownError` rather than guess. Every other write (set and
 map changes, register writes, deletes) reaches the same value when applied twice, so it moves freely.
 
+**The change feed.** `watch(prefix, since)` yields `Change` events, resumes after dropped streams and fails over
+like the rest; a reset from a node (always the case after a failover: cursors are per node) becomes a `Snapshot` of
+that node, or is yielded as a `Reset` with ``resync=False`` (`server.cluster_watch` has the details and guarantees).
+
 **Results.** Reads and writes return an `Item` (with ``acks``/``required``: ``complete`` is False for a 202, when
 fewer replicas than asked answered in time) or None (absent; a write that left the key without a value). A write to
 a key of another type raises `ConflictError` (409); an op_id reused for another request raises `RumorHTTPError` 422;
@@ -30,41 +34,21 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Generator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
 import aiohttp
 
+from rumor.server.client import Item as Item
 from rumor.server.client import RumorClient, RumorHTTPError, _options, node_url
+from rumor.server.cluster_watch import Change as Change
+from rumor.server.cluster_watch import ClusterWatchEvent, follow
+from rumor.server.cluster_watch import Reset as Reset
+from rumor.server.cluster_watch import Snapshot as Snapshot
 from rumor.server.errors import ServerError
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    """A key's value as a read or write answered it."""
-
-    key: str
-    type: str
-    value: Any
-    context: str
-    acks: int = 1
-    required: int = 1
-
-    @property
-    def complete(self) -> bool:
-        """False for a 202: fewer replicas than the consistency level asked for answered in time."""
-        return self.acks >= self.required
-
-    @classmethod
-    def of(cls, body: dict[str, Any] | None) -> Item | None:
-        if body is None:
-            return None
-        return cls(body["key"], body["type"], body["value"], body["context"], body.get("acks", 1),
-                   body.get("required", 1))
 
 
 class ConflictError(RumorHTTPError):
@@ -232,6 +216,24 @@ class Client:
                                   op_id=with_ids[0]["op_id"] if with_ids else None)
         return list(answer["results"])
 
+    # -- change feed ----------------------------------------------------------------------------------------------
+
+    def watch(self, prefix: str = "", since: str | None = None, *, resync: bool = True,
+              give_up_s: float | None = 60.0, retry_initial_s: float | None = None,
+              retry_max_s: float = 5.0) -> AsyncGenerator[ClusterWatchEvent, None]:
+        """Every change under `prefix` after the cursor `since` (None: from now), as typed events (`Change`, and
+        `Snapshot` or `Reset`), resuming after dropped connections and failing over between the nodes; see
+        `server.cluster_watch` for what a failover and a reset guarantee. Iterate inside `contextlib.aclosing` to
+        hang up as soon as the loop ends. Raises `NoNodeAvailableError` when no node answered for `give_up_s`
+        (None: never gives up)."""
+
+        def followed(index: int) -> None:
+            self._current = index
+
+        return follow(self._nodes, self._current, prefix, since, resync=resync, give_up_s=give_up_s,
+                      retry_initial_s=self.backoff_s if retry_initial_s is None else retry_initial_s,
+                      retry_max_s=retry_max_s, sleep=self._sleep, on_node=followed, no_node=NoNodeAvailableError)
+
 
 class SyncClient:
     """`Client`'s calls, blocking: an event loop of its own runs in a background thread."""
@@ -293,3 +295,22 @@ class SyncClient:
 
     def batch(self, updates: list[dict[str, Any]], **options: Any) -> list[dict[str, Any]]:
         return self._run(self._client.batch(updates, **options))
+
+    def watch(self, prefix: str = "", since: str | None = None,
+              **options: Any) -> Generator[ClusterWatchEvent, None, None]:
+        """`Client.watch`, blocking: each `next` waits for the next event. Close the generator (or leave the loop
+        inside `contextlib.closing`) to hang up."""
+        events = self._client.watch(prefix, since, **options)
+
+        async def step() -> ClusterWatchEvent:
+            return await anext(events)
+
+        try:
+            while True:
+                try:
+                    yield self._run(step())
+                except StopAsyncIteration:
+                    return
+        finally:
+            if self._thread.is_alive():
+                self._run(events.aclose())

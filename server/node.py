@@ -331,27 +331,38 @@ class Node:
         of a small update's cost)."""
         self._check_running()
         level = consistency or Consistency()
+        bulk = level.level is Level.ONE
+        apply = self._apply
+        # per write: its _Applied (the bulk: no task each, one commit for all), the awaitable of a write with an
+        # op_id or a level (`waits` holds those), or the ServerError that refused it
         started: list[Awaitable[WriteResult] | _Applied | ServerError] = []
+        commits: dict[int, asyncio.Future[None]] = {}
+        waits: list[Awaitable[WriteResult]] = []
         for key, update, op_id in writes:
             try:
-                if op_id is None and level.level is Level.ONE:  # the bulk: no task each, one commit for all
+                if op_id is None and bulk:
                     check_key(key)
-                    started.append(self._apply(key, update, None, render=items))
+                    applied = apply(key, update, None, render=items)
+                    if applied.written is not None:
+                        commits[id(applied.written)] = applied.written
+                    started.append(applied)
                 else:
-                    started.append(self._start_update(key, update, op_id, level))
+                    waiting = self._start_update(key, update, op_id, level)
+                    waits.append(waiting)
+                    started.append(waiting)
             except ServerError as exc:
                 started.append(exc)
-        commits = {id(s.written): s.written for s in started if isinstance(s, _Applied) and s.written is not None}
-        pending = [s for s in started if not isinstance(s, _Applied | ServerError)]
-        finished = iter(await asyncio.gather(*commits.values(), *pending, return_exceptions=True))
+        finished = iter(await asyncio.gather(*commits.values(), *waits, return_exceptions=True))
         for _ in commits:
             failed = next(finished)
             if isinstance(failed, BaseException):
                 raise failed
         results: list[WriteResult | ServerError] = []
         for s in started:
-            outcome = s if isinstance(s, ServerError) else WriteResult(s.item, present=s.present) \
-                if isinstance(s, _Applied) else next(finished)
+            if type(s) is _Applied:
+                results.append(WriteResult(s.item, present=s.present))
+                continue
+            outcome = s if isinstance(s, ServerError) else next(finished)
             if (isinstance(outcome, BaseException) and not isinstance(outcome, ServerError)) \
                     or isinstance(outcome, StorageError):
                 raise outcome

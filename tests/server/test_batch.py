@@ -70,6 +70,20 @@ async def test_a_refused_entry_changes_nothing_and_the_others_go_ahead(api: Test
     assert (await value(api, "ok-1"), await value(api, "ok-2")) == (1, ["z"])
 
 
+async def test_an_entrys_own_fields_are_checked_as_a_single_post_body_would_be(api: TestClient) -> None:
+    answer = await batch(api, [
+        {"key": "colour", "type": "counter", "increment": 1, "colour": "red", "op_id": "o-1"},
+        {"key": "both", "type": "set", "add": ["x", 1], "remove": [1]},
+        {"key": "neither", "type": "set", "op_id": "o-2"},
+        {"key": "fine", "type": "set", "add": ["x"], "remove": ["y"], "op_id": "o-3"},
+    ])
+    errors = [r.get("error", {}) for r in answer["results"]]
+    assert [e.get("code") for e in errors] == ["unknown_field", "invalid_operation", "invalid_operation", None]
+    assert "colour" in errors[0]["message"] and "op_id" not in errors[0]["message"]  # key and op_id are the entry's
+    assert "both added and removed" in errors[1]["message"] and "needs" in errors[2]["message"]
+    assert (await value(api, "both"), await value(api, "fine")) == (None, ["x"])
+
+
 @pytest.mark.parametrize("body", [
     [], "x", {"updates": []}, {"updates": "x"}, {"updates": [{"key": "k"}], "w": "all"}, {"other": []},
     {"updates": [{"key": f"k{i}", "type": "counter", "increment": 1} for i in range(MAX_BATCH + 1)]},
