@@ -12,12 +12,14 @@ reset or timed out) or answers 503 (not ready, storage failing), the client trie
 URL once, and rounds repeat up to ``attempts`` times with a doubling pause between them (``backoff_s``).
 
 **Which writes may move to another node.** Every write carries an op_id (the `Idempotency-Key` header) that the client
-makes once and keeps across its retries, so a retry on the *same* node is applied once. A node deduplicates op_ids it
-has seen itself; cluster-wide deduplication is not built yet, so a counter increment retried on *another* node after
-its first node may have applied it would count twice. So an increment moves on only when its node surely never got
-it (the connection could not be made); after a timeout, a dropped connection or a 503 it is retried on the same node,
-and if that node stays away the client raises `OutcomeUnknownError` rather than guess. Every other write (set and
-map changes, register writes, deletes) reaches the same value when applied twice, so it moves freely.
+makes once and keeps across its retries. Every write may then move to another node: a set or map change, a register
+write or a delete reaches the same value when applied twice, and a counter increment with an op_id counts once
+cluster-wide (`crdt.counter_ops`: it is keyed by the op, so the node that took the first attempt and the node that
+took the retry agree when they meet), within the server's `op_fold_after_s` (600 s by default). With
+``move_counters=False`` an increment moves on only when its node surely never got it (the connection could not be
+made): after a timeout, a dropped connection or a 503 it is retried on the same node, and if that node stays away the
+client raises `OutcomeUnknownError` rather than guess. Use that while some node writes wire version 1 (the first pass
+of a rolling upgrade, README), whose increments are deduplicated per node only.
 
 **The change feed.** `watch(prefix, since)` yields `Change` events, resumes after dropped streams and fails over
 like the rest; a reset from a node (always the case after a failover: cursors are per node) becomes a `Snapshot` of
@@ -78,7 +80,7 @@ class Client:
     """Async client over ``urls`` (see the module docstring). One aiohttp session serves every node."""
 
     def __init__(self, urls: Sequence[str], *, token: str | None = None, timeout_s: float = 5.0,
-                 attempts: int = 3, backoff_s: float = 0.1,
+                 attempts: int = 3, backoff_s: float = 0.1, move_counters: bool = True,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         if not urls:
             raise ValueError("give at least one node URL")
@@ -88,6 +90,7 @@ class Client:
         self._current = 0
         self.attempts = max(1, attempts)
         self.backoff_s = backoff_s
+        self.move_counters = move_counters
         self._sleep = sleep
 
     async def __aenter__(self) -> Client:
@@ -190,7 +193,7 @@ class Client:
 
     async def update(self, key: str, update: dict[str, Any], *, w: str | None = None) -> Item | None:
         """A typed update (the POST body, e.g. ``{"type": "set", "add": [1]}``)."""
-        movable = update.get("type") != "counter"
+        movable = self.move_counters or update.get("type") != "counter"
         return await self._write("POST", key, body=update, params=_options(w=w), movable=movable)
 
     async def incr(self, key: str, amount: int = 1, *, w: str | None = None) -> Item | None:
@@ -209,9 +212,10 @@ class Client:
 
     async def batch(self, updates: list[dict[str, Any]], *, w: str | None = None) -> list[dict[str, Any]]:
         """`POST /v1/batch`; each update gets an op_id unless it has one, so the whole batch may be retried (on
-        another node only when it holds no counter increment). Returns the per-update results."""
+        another node, unless ``move_counters`` is off and it holds a counter increment). Returns the per-update
+        results."""
         with_ids = [u if "op_id" in u else u | {"op_id": uuid.uuid4().hex} for u in updates]
-        movable = all(u.get("type") != "counter" for u in updates)
+        movable = self.move_counters or all(u.get("type") != "counter" for u in updates)
         answer = await self._call(lambda node: node.batch(with_ids, w=w), movable=movable,
                                   op_id=with_ids[0]["op_id"] if with_ids else None)
         return list(answer["results"])

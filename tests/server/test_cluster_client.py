@@ -1,5 +1,6 @@
-"""The application client: failover to the next node, op_ids on every write, counter increments never moved once
-their node may have applied them, typed results, and the blocking flavour."""
+"""The application client: failover to the next node, op_ids on every write (so a counter increment moves to another
+node and still counts once cluster-wide; with move_counters off it is never moved once its node may have applied
+it), typed results, and the blocking flavour."""
 
 from __future__ import annotations
 
@@ -77,9 +78,17 @@ async def test_requests_fail_over_to_the_next_node_and_stay_there(urls: list[str
         assert await rumor.get("missing") is None
 
 
-async def test_a_counter_increment_is_not_moved_once_its_node_may_have_applied_it(urls: list[str]) -> None:
+async def test_a_counter_increment_moves_on_with_its_op_id_when_its_node_may_have_applied_it(
+        urls: list[str]) -> None:
     hangup = HangUp()
     async with hangup as flaky, Client([flaky, urls[0]], sleep=no_sleep, attempts=3) as rumor:
+        assert (await rumor.incr("c", 4)).value == 4  # type: ignore[union-attr]
+        assert hangup.requests == 1 and rumor.current_url == urls[0]
+
+
+async def test_with_move_counters_off_an_increment_stays_on_its_node(urls: list[str]) -> None:
+    hangup = HangUp()
+    async with hangup as flaky, Client([flaky, urls[0]], sleep=no_sleep, attempts=3, move_counters=False) as rumor:
         with pytest.raises(OutcomeUnknownError) as unknown:
             await rumor.incr("c", 1)
         assert hangup.requests == 3 and unknown.value.node == flaky  # retried on its node only, same op_id
