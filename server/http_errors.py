@@ -15,7 +15,9 @@ from aiohttp import web
 
 from server.errors import (
     BadRequestError,
+    JoinFailedError,
     KeyNotFoundError,
+    MemberNotDeadError,
     NodeNotRunningError,
     OpIdConflictError,
     PayloadTooLargeError,
@@ -23,6 +25,7 @@ from server.errors import (
     StorageError,
     TypeConflictError,
     UnauthorizedError,
+    UnknownMemberError,
     UnsupportedMediaTypeError,
 )
 
@@ -37,6 +40,9 @@ STATUS_BY_ERROR: tuple[tuple[type[ServerError], int], ...] = (
     (TypeConflictError, 409),
     (PayloadTooLargeError, 413),
     (UnsupportedMediaTypeError, 415),
+    (UnknownMemberError, 404),
+    (MemberNotDeadError, 409),
+    (JoinFailedError, 502),
     (StorageError, 503),
     (NodeNotRunningError, 503),
     (ServerError, 500),
