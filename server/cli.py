@@ -1,5 +1,6 @@
 """`rumor`: run a node (`rumor serve`), a local demo cluster (`rumor demo`), or talk to a node
-(`rumor get/put/incr/add/remove/del/keys/members`), or follow its changes (`rumor watch PREFIX`).
+(`rumor get/put/incr/add/remove/del/keys/members`), or follow its changes (`rumor watch PREFIX`), or change its
+cluster (`rumor join HOST:PORT...`, `rumor force-leave NODE_ID`).
 
 Client commands print the server's JSON answer on stdout and exit non-zero on errors. Values and set elements on the
 command line are parsed as JSON when they parse (`42`, `true`, `[1,2]`, `"x"`) and taken as strings otherwise.
@@ -42,7 +43,15 @@ _SERVE_OPTIONS: list[tuple[str | tuple[str, ...], str, dict[str, Any], str]] = [
     ("--http-addr", "http_addr", {}, "host:port of the HTTP API (port 0 = any free port)"),
     ("--gossip-addr", "gossip_addr", {}, "host:port for gossip, UDP and TCP"),
     (("--join", "--seed"), "seeds", {"action": "append"},
-     "gossip address of a node to join through (repeatable; env: comma list)"),
+     "gossip host:port of a node to join through; a DNS name joins every address it has, looked up again on each "
+     "attempt (repeatable; env: comma list)"),
+    ("--advertise-addr", "advertise_addr", {},
+     "IP[:port] other nodes reach this node's gossip at, and the published API host (NAT, containers, 0.0.0.0 binds)"),
+    ("--advertise-http-addr", "advertise_http_addr", {}, "host[:port] clients should use for the API, when not "
+     "the --advertise-addr host with the bound API port"),
+    ("--tls-cert", "tls_cert", {}, "PEM certificate: serve the API over HTTPS (with --tls-key)"),
+    ("--tls-key", "tls_key", {}, "PEM private key of --tls-cert (unencrypted)"),
+    ("--tls-ca", "tls_ca", {}, "PEM CA: HTTPS clients must present a certificate it signed (mutual TLS)"),
     ("--data-dir", "data_dir", {}, "directory of the SQLite database"),
     ("--cluster-key", "cluster_key", {}, "shared secret that encrypts gossip (when unset: plaintext gossip)"),
     ("--api-token", "api_token", {}, "require 'Authorization: Bearer <token>' on every API call but /health"),
@@ -108,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--node", default=os.environ.get("RUMOR_NODE", DEFAULT_NODE_URL),
                          help=f"node URL (default $RUMOR_NODE or {DEFAULT_NODE_URL})")
         sub.add_argument("--token", default=os.environ.get("RUMOR_API_TOKEN"), help="API token ($RUMOR_API_TOKEN)")
+        sub.add_argument("--ca", default=os.environ.get("RUMOR_CA"),
+                         help="PEM CA that signed an https node's certificate ($RUMOR_CA; default: the system's)")
+        sub.add_argument("--cert", default=os.environ.get("RUMOR_CERT"),
+                         help="PEM client certificate, for a node run with --tls-ca ($RUMOR_CERT)")
+        sub.add_argument("--key", default=os.environ.get("RUMOR_KEY"), help="PEM key of --cert ($RUMOR_KEY)")
         return sub
 
     client_command("get", "print a key's item").add_argument("key")
@@ -126,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--prefix", default="")
     keys.add_argument("--limit", type=int, default=None, help="one page of at most this many keys")
     client_command("members", "list cluster members as this node sees them")
+    client_command("join", "ask the node to join a cluster through these gossip addresses (a name: each of its "
+                           "addresses)").add_argument("addresses", nargs="+", metavar="HOST:PORT")
+    client_command("force-leave", "declare a dead member left: nothing probes it, retries it or counts it for a "
+                                  "quorum any more").add_argument("member", metavar="NODE_ID")
     watch = client_command("watch", "print each change under a prefix as it happens, one line each (Ctrl-C stops); "
                                     "resumes by itself after a dropped connection")
     watch.add_argument("prefix", nargs="?", default="", help="only keys starting with this (default: every key)")
@@ -135,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def _run_client(args: argparse.Namespace) -> Any:
-    async with RumorClient(args.node, token=args.token) as client:
+    async with _client(args) as client:
         match args.command:
             case "get":
                 return await client.get(args.key)
@@ -155,7 +173,15 @@ async def _run_client(args: argparse.Namespace) -> Any:
                 return await client.all_keys(args.prefix)
             case "members":
                 return await client.members()
+            case "join":
+                return await client.join(args.addresses)
+            case "force-leave":
+                return await client.force_leave(args.member)
     raise AssertionError(args.command)
+
+
+def _client(args: argparse.Namespace) -> RumorClient:
+    return RumorClient(args.node, token=args.token, ca=args.ca, cert=args.cert, key=args.key)
 
 
 def watch_line(event: WatchEvent) -> str:
@@ -176,7 +202,7 @@ async def _watch(args: argparse.Namespace) -> int:
               + (f" from {cursor}" if cursor else ""), file=sys.stderr, flush=True)
 
     seen = 0
-    async with RumorClient(args.node, token=args.token) as client, \
+    async with _client(args) as client, \
             contextlib.aclosing(client.watch(args.prefix, args.since, on_retry=retrying)) as events:
         async for event in events:
             status = _print(watch_line(event))
@@ -212,6 +238,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RumorHTTPError, MalformedResponseError) as exc:
         print(f"rumor: {exc}", file=sys.stderr)
         return 1
+    except ConfigError as exc:  # --ca/--cert/--key files that cannot be used
+        print(f"rumor: {exc}", file=sys.stderr)
+        return 2
     except (OSError, aiohttp.ClientError) as exc:
         print(f"rumor: cannot reach {args.node}: {str(exc) or type(exc).__name__}", file=sys.stderr)
         return 1
