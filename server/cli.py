@@ -117,11 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--node", default=os.environ.get("RUMOR_NODE", DEFAULT_NODE_URL),
                          help=f"node URL (default $RUMOR_NODE or {DEFAULT_NODE_URL})")
         sub.add_argument("--token", default=os.environ.get("RUMOR_API_TOKEN"), help="API token ($RUMOR_API_TOKEN)")
-        sub.add_argument("--ca", default=os.environ.get("RUMOR_CA"),
+        sub.add_argument("--ca", dest="tls_ca", default=os.environ.get("RUMOR_CA"),
                          help="PEM CA that signed an https node's certificate ($RUMOR_CA; default: the system's)")
-        sub.add_argument("--cert", default=os.environ.get("RUMOR_CERT"),
+        sub.add_argument("--cert", dest="tls_cert", default=os.environ.get("RUMOR_CERT"),
                          help="PEM client certificate, for a node run with --tls-ca ($RUMOR_CERT)")
-        sub.add_argument("--key", default=os.environ.get("RUMOR_KEY"), help="PEM key of --cert ($RUMOR_KEY)")
+        sub.add_argument("--key", dest="tls_key", default=os.environ.get("RUMOR_KEY"),
+                         help="PEM key of --cert ($RUMOR_KEY)")
         return sub
 
     client_command("get", "print a key's item").add_argument("key")
@@ -181,7 +182,7 @@ async def _run_client(args: argparse.Namespace) -> Any:
 
 
 def _client(args: argparse.Namespace) -> RumorClient:
-    return RumorClient(args.node, token=args.token, ca=args.ca, cert=args.cert, key=args.key)
+    return RumorClient(args.node, token=args.token, ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key)
 
 
 def watch_line(event: WatchEvent) -> str:

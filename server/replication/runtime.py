@@ -314,8 +314,11 @@ class GossipReplication:
                     self._sync_task = self._spawn(self._sync(result.sync_with), "anti_entropy")
             delay = max(0.0, min(core.next_deadline() - self.clock.now(), self.config.push_interval_s))
             self._wakeup.clear()
+            # asyncio.timeout, not wait_for: on Python 3.11 a wait_for whose event is set as the task is cancelled
+            # returns normally and swallows the cancellation, and `stop` then waited for this loop forever
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout=max(delay, 0.001))
+                async with asyncio.timeout(max(delay, 0.001)):
+                    await self._wakeup.wait()
 
     def _push(self, member: str, payload: bytes) -> None:
         assert self.memberlist is not None
