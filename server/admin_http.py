@@ -2,7 +2,7 @@
 (their handlers are in `server.http_api`, the work in `server.cluster.Cluster`).
 
 Both take the API token like every other route, and check their body before anything happens. On a node that is no
-cluster member (an embedded `Node` with no `server.cluster.Cluster`) they answer 503 `unavailable`.
+cluster member (an embedded `Node` with no `server.cluster.Cluster`) they answer 409 `not_a_cluster_member`.
 
 - join ``{"addresses": ["host:port", ...]}``: every address of every entry is contacted once (names resolved now, A
   and AAAA); 200 with how many answered and the member rows, 400 `unresolvable_address` when no name resolved,
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from server.errors import MalformedBodyError, NodeNotRunningError
+from server.errors import MalformedBodyError, NotAClusterMemberError
 
 if TYPE_CHECKING:
     from server.cluster import Cluster
@@ -49,7 +49,7 @@ def force_leave_node(body: Any) -> str:
 
 def member_cluster(cluster: Cluster | None) -> Cluster:
     if cluster is None:
-        raise NodeNotRunningError("this node is not a cluster member (it runs embedded, without gossip)")
+        raise NotAClusterMemberError("this node is not a cluster member (it runs embedded, without gossip)")
     return cluster
 
 

@@ -200,3 +200,9 @@ class JoinFailedError(ServerError, ConnectionError):
     """No address given to `POST /v1/cluster/join` let this node in; the message says why, address by address."""
 
     code = "join_failed"
+
+
+class NotAClusterMemberError(ServerError):
+    """A cluster operation (join, force-leave) asked of a node that runs embedded, without gossip."""
+
+    code = "not_a_cluster_member"

@@ -21,6 +21,7 @@ from server.errors import (
     InvalidAddressError,
     JoinFailedError,
     MemberNotDeadError,
+    NotAClusterMemberError,
     UnknownMemberError,
     UnresolvableAddressError,
 )
@@ -167,6 +168,7 @@ def _paths() -> dict[str, Schema]:
         } | _errors(QUERY_ONLY, "Unavailable"))},
         "/v1/cluster/join": {"post": _op("joinCluster", "Join a cluster through these addresses", "cluster", {
             "200": _answer("at least one address answered (or all were this node's own)", schema_ref("JoinAnswer")),
+            "409": error_answer("this node runs embedded, without gossip", codes(NotAClusterMemberError)),
             "502": error_answer("no address answered; the message says why, address by address",
                                 codes(JoinFailedError)),
         } | _errors([*BODY, *codes(InvalidAddressError, UnresolvableAddressError)], "Unavailable", *_BODY_ERRORS),
@@ -176,8 +178,9 @@ def _paths() -> dict[str, Schema]:
             "200": _answer("the member, now left (here, and everywhere once gossip spreads it)",
                            schema_ref("ForceLeaveAnswer")),
             "404": error_answer("no member of that id is known here", codes(UnknownMemberError)),
-            "409": error_answer("the member is alive, suspect, or this node: only a dead one can be made left",
-                                codes(MemberNotDeadError)),
+            "409": error_answer("the member is alive, suspect, or this node: only a dead one can be made left (or "
+                                "this node runs embedded, without gossip)",
+                                codes(MemberNotDeadError, NotAClusterMemberError)),
         } | _errors(BODY, "Unavailable", *_BODY_ERRORS), body=schema_ref("ForceLeaveRequest"),
             description="What `rumor force-leave` sends: nothing probes, retries or counts the member for a quorum "
                         "any more. It comes back by itself if it restarts (a newer incarnation).")},
