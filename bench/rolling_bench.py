@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.chaos.cluster import ChaosCluster, ChaosNode
 from bench.chaos.netns import GOSSIP_PORT, HTTP_PORT, NetnsNetwork, Network, make_network
-from server.cluster_client import Client
+from rumor.server.cluster_client import Client
 
 NODES = ["n1", "n2", "n3"]
 SEED_NAME = "rumor-seeds"

@@ -19,10 +19,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from crdt.dot_kernel import DotKernel
-from crdt.entries import Entries, items
-from crdt.errors import InvalidOperationError
-from crdt.registry import register_type
+from rumor.crdt.dot_kernel import DotKernel
+from rumor.crdt.entries import Entries, items
+from rumor.crdt.errors import InvalidOperationError
+from rumor.crdt.registry import register_type
 
 
 def _check_amount(amount: object, *, allow_negative: bool) -> int:

@@ -19,9 +19,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from gossip.address import format_address
-from gossip.clock import Address
-from gossip.errors import GossipError
+from rumor.gossip.address import format_address
+from rumor.gossip.clock import Address
+from rumor.gossip.errors import GossipError
 
 
 class SeedResolutionError(GossipError, OSError):

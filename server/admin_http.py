@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from server.errors import MalformedBodyError, NotAClusterMemberError
+from rumor.server.errors import MalformedBodyError, NotAClusterMemberError
 
 if TYPE_CHECKING:
-    from server.cluster import Cluster
+    from rumor.server.cluster import Cluster
 
 #: addresses one join request may name
 MAX_JOIN_ADDRESSES = 64

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import ipaddress
 
-from gossip.address import AddressError, format_address, parse_address
-from gossip.clock import Address
-from server.errors import ConfigError
+from rumor.gossip.address import AddressError, format_address, parse_address
+from rumor.gossip.clock import Address
+from rumor.server.errors import ConfigError
 
 #: marks a port left out of an advertised address (the bound one is used)
 _NO_PORT = -1

@@ -37,9 +37,9 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from server.client import RumorClient, RumorHTTPError, _options, node_url, tls_session
-from server.errors import ServerError
-from server.tls import StrPath
+from rumor.server.client import RumorClient, RumorHTTPError, _options, node_url, tls_session
+from rumor.server.errors import ServerError
+from rumor.server.tls import StrPath
 
 T = TypeVar("T")
 

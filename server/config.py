@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gossip.address import AddressError, parse_address
-from gossip.clock import Address
-from server.advertise import check_advertising
-from server.errors import ConfigError
-from server.tls import check_server_options
+from rumor.gossip.address import AddressError, parse_address
+from rumor.gossip.clock import Address
+from rumor.server.advertise import check_advertising
+from rumor.server.errors import ConfigError
+from rumor.server.tls import check_server_options
 
 MIB = 1024 * 1024
 TIMING_PRESETS = ("lan", "wan", "local")

@@ -17,7 +17,7 @@ import json
 from functools import cache
 from typing import Any
 
-from server.errors import (
+from rumor.server.errors import (
     InvalidAddressError,
     JoinFailedError,
     MemberNotDeadError,
@@ -25,7 +25,7 @@ from server.errors import (
     UnknownMemberError,
     UnresolvableAddressError,
 )
-from server.openapi_schemas import (
+from rumor.server.openapi_schemas import (
     BODY,
     HEADERS,
     KEYED,
@@ -43,9 +43,9 @@ from server.openapi_schemas import (
     ref,
     schema_ref,
 )
-from server.sse import CONTENT_TYPE as EVENT_STREAM
-from server.watch_http import DEFAULT_TIMEOUT_MS as WATCH_DEFAULT_TIMEOUT_MS
-from server.watch_http import MAX_TIMEOUT_MS as WATCH_MAX_TIMEOUT_MS
+from rumor.server.sse import CONTENT_TYPE as EVENT_STREAM
+from rumor.server.watch_http import DEFAULT_TIMEOUT_MS as WATCH_DEFAULT_TIMEOUT_MS
+from rumor.server.watch_http import MAX_TIMEOUT_MS as WATCH_MAX_TIMEOUT_MS
 
 OPENAPI_VERSION = "3.1.0"
 #: the extension that marks a route `create_app` registers only with `enable_fault_injection` on a cluster member

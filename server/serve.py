@@ -25,16 +25,16 @@ from collections.abc import Iterator
 
 from aiohttp import web
 
-from gossip.address import format_address
-from server.advertise import http_advertised
-from server.cluster import Cluster
-from server.config import ServerConfig, config_address
-from server.errors import ServerError
-from server.http_api import create_app
-from server.http_server import NodeRunner
-from server.logs import ACCESS_LOGGER, AccessLogger, configure_logging
-from server.node import Node
-from server.tls import server_context
+from rumor.gossip.address import format_address
+from rumor.server.advertise import http_advertised
+from rumor.server.cluster import Cluster
+from rumor.server.config import ServerConfig, config_address
+from rumor.server.errors import ServerError
+from rumor.server.http_api import create_app
+from rumor.server.http_server import NodeRunner
+from rumor.server.logs import ACCESS_LOGGER, AccessLogger, configure_logging
+from rumor.server.node import Node
+from rumor.server.tls import server_context
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
-from server.errors import ConfigError
+from rumor.server.errors import ConfigError
 
 StrPath = str | Path
 

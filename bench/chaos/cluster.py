@@ -54,7 +54,7 @@ class ChaosNode:
 
     def serve_argv(self, seeds: list[str], preset: str) -> list[str]:
         """The `rumor serve` command line (a subclass may bind or advertise otherwise)."""
-        return [sys.executable, "-m", "server.cli", "serve", "--node-id", self.name,
+        return [sys.executable, "-m", "rumor.server.cli", "serve", "--node-id", self.name,
                 "--http-addr", self.network.http_addr(self.name), "--gossip-addr", self.network.gossip_addr(self.name),
                 "--data-dir", str(self.data_dir), "--preset", preset,
                 *(a for seed in seeds for a in ("--join", seed))]

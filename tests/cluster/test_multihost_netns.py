@@ -66,7 +66,7 @@ async def test_each_node_is_known_by_its_advertised_addresses_not_its_bind(clust
 async def test_rumor_join_contacts_every_address_of_a_seed_name(cluster: RollingCluster) -> None:
     """The node resolves the name in its own namespace (its /etc/hosts): three addresses, its own skipped."""
     done = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "server.cli", "join", f"{SEED_NAME}:{GOSSIP_PORT}",
+        subprocess.run, [sys.executable, "-m", "rumor.server.cli", "join", f"{SEED_NAME}:{GOSSIP_PORT}",
                          "--node", cluster.nodes["n1"].http_url], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from test_membership import Router, cluster
 
-from gossip.errors import MemberNotGoneError, UnknownMemberError
-from gossip.member import MemberStatus
-from gossip.membership import Membership
+from rumor.gossip.errors import MemberNotGoneError, UnknownMemberError
+from rumor.gossip.member import MemberStatus
+from rumor.gossip.membership import Membership
 
 
 def status(node: Membership, member_id: str) -> MemberStatus:

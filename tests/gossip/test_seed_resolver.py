@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from gossip.seed_resolver import SeedResolutionError, StaticResolver, SystemResolver, hosts_text, resolve_seeds
+from rumor.gossip.seed_resolver import SeedResolutionError, StaticResolver, SystemResolver, hosts_text, resolve_seeds
 
 HOSTS = """\
 # a headless Service: one name, a record per pod

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from server.replication.wire import (
+from rumor.server.replication.wire import (
     DeltaEntry,
     DeltaGroup,
     Kind,

@@ -11,9 +11,9 @@ from typing import Any
 
 import yaml
 
-import server
-from server.cli import build_parser
-from server.config import load_config
+from rumor import server
+from rumor.server.cli import build_parser
+from rumor.server.config import load_config
 
 DEPLOY = Path(server.__file__).parent / "deploy"
 #: what the cluster fills in for the $(VARS) of the pod spec

@@ -18,14 +18,14 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from gossip.clock import Address
-from gossip.member import MemberStatus
-from gossip.seed_resolver import StaticResolver
-from server.advertise import http_advertised
-from server.cluster import Cluster
-from server.config import ServerConfig
-from server.http_api import create_app
-from server.node import Node
+from rumor.gossip.clock import Address
+from rumor.gossip.member import MemberStatus
+from rumor.gossip.seed_resolver import StaticResolver
+from rumor.server.advertise import http_advertised
+from rumor.server.cluster import Cluster
+from rumor.server.config import ServerConfig
+from rumor.server.http_api import create_app
+from rumor.server.node import Node
 
 pytestmark = pytest.mark.integration
 WAIT_S = 20.0
@@ -95,7 +95,7 @@ async def test_a_node_bound_to_every_interface_is_known_by_its_advertised_addres
 async def test_a_seed_name_is_resolved_again_on_each_attempt_and_every_address_is_tried(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="server.replication.runtime")
+    caplog.set_level(logging.INFO, logger="rumor.server.replication.runtime")
     port = shared_port(["127.0.0.2", "127.0.0.3", "127.0.0.4"])
     resolver = SignallingResolver()
     async with AsyncExitStack() as stack:

@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from server.client import RumorClient
-from server.cluster_client import SyncClient
-from server.tls import TLSConfigError, client_context
+from rumor.server.client import RumorClient
+from rumor.server.cluster_client import SyncClient
+from rumor.server.tls import TLSConfigError, client_context
 
 pytestmark = pytest.mark.integration
 STARTUP_S = 30.0
@@ -92,7 +92,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     ca, other = ThrowawayCA(folder, "rumor-test-ca"), ThrowawayCA(folder, "other-ca")
     node = ca.issue("node", server=True)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--node-id", "tls1", "--in-memory", "--preset", "local",
+        [sys.executable, "-m", "rumor.server.cli", "serve", "--node-id", "tls1", "--in-memory", "--preset", "local",
          "--http-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0", "--tls-cert", str(node.cert),
          "--tls-key", str(node.key), "--tls-ca", str(ca.path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -141,7 +141,7 @@ def test_the_cluster_client_takes_the_same_files(served: Served) -> None:
 
 
 def rumor_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "server.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "rumor.server.cli", *args], capture_output=True, text=True,
                           timeout=STARTUP_S)
 
 
