@@ -49,3 +49,16 @@ class UnknownMemberError(GossipError, KeyError):
 
     def __str__(self) -> str:
         return f"unknown member {self.member_id!r}"
+
+
+class MemberNotGoneError(GossipError, ValueError):
+    """A force-leave named a member that is not dead: ``status`` is what this node sees (``alive``, ``suspect``, or
+    ``self``). Only the cluster's own verdict (dead) may be turned into a leave: a live member would refute it, and
+    declaring a suspect one gone would skip the suspicion that protects it from a slow network."""
+
+    def __init__(self, member_id: str, status: str) -> None:
+        why = ("it is this node: ask it to leave instead" if status == "self" else
+               f"it is {status}: force-leave only takes a member the cluster has declared dead")
+        super().__init__(f"cannot force member {member_id!r} to leave: {why}")
+        self.member_id = member_id
+        self.status = status

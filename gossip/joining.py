@@ -1,10 +1,11 @@
 """A join's progress: rounds of push-pulls to every seed, backoff between rounds, and when to give up.
 
 A round sends one push-pull to each seed. The join is done once a round reached any seed. It fails after
-``join_max_attempts`` rounds; at once when every seed of a round turned us down for good (the cluster keys differ:
-retrying for many seconds would only hide that); and at once when any seed answered that our node id is alive at
-another address (`gossip.id_conflict`), even if another seed let us in: that seed merely did not know the holder
-yet. Between rounds the join waits ``join_retry_base_s * 2**(attempts - 1)``.
+``join_max_attempts`` rounds (or the join's own ``max_attempts``: a caller that retries by itself, say after
+resolving seed names again, asks for one); at once when every seed of a round turned us down for good (the cluster
+keys differ: retrying for many seconds would only hide that); and at once when any seed answered that our node id is
+alive at another address (`gossip.id_conflict`), even if another seed let us in: that seed merely did not know the
+holder yet. Between rounds the join waits ``join_retry_base_s * 2**(attempts - 1)``.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class Join:
     failed: bool = False
     refused: int = 0  # requests of this round turned down for good
     conflict: Address | None = None  # where a seed said our id is in use
+    max_attempts: int | None = None  # rounds before giving up; None: the config's join_max_attempts
 
     @property
     def status(self) -> JoinStatus:
@@ -102,7 +104,7 @@ class Join:
             self.failed = True
         elif self.contacted > 0:
             self.done = True
-        elif self.attempts >= config.join_max_attempts or self.refused == len(self.seeds):
+        elif self.attempts >= (self.max_attempts or config.join_max_attempts) or self.refused == len(self.seeds):
             self.failed = True
         else:
             self.retry_at = now + config.join_retry_base_s * 2 ** (self.attempts - 1)

@@ -120,7 +120,12 @@ class MemberlistStats:
 class Memberlist:
     """One cluster member on a real network. Use as ``async with Memberlist(...) as ml: await ml.join(seeds)``.
 
-    ``node_id`` may be empty: the member is then named after the address the transport bound (``host:port``).
+    ``node_id`` may be empty: the member is then named after its address (``host:port``).
+
+    ``advertise`` is the address other members are told to reach this one at, when it differs from the bound one
+    (memberlist's AdvertiseAddr/AdvertisePort): behind NAT, in a container, or bound to every interface (0.0.0.0).
+    Either part may be None: the bound host, or the bound port (after port 0 is resolved). It must be an address
+    that packets can be sent to as is, never a name.
 
     Refused claims to a node id that is alive elsewhere (`gossip.id_conflict`) and app requests the delegate refused
     (`RequestRefusedError`) are logged as rate-limited WARNINGs.
@@ -141,8 +146,10 @@ class Memberlist:
 
     def __init__(self, config: Config, node_id: str, transport: Transport, delegate: Delegate | None = None,
                  clock: Clock | None = None, rng: random.Random | None = None, meta: bytes = b"",
-                 on_error: Callable[[str, BaseException], None] | None = None) -> None:
+                 on_error: Callable[[str, BaseException], None] | None = None,
+                 advertise: tuple[str | None, int | None] = (None, None)) -> None:
         self.config = config
+        self._advertise = advertise
         self.on_error = on_error
         self.transport = transport
         self.delegate = delegate or Delegate()
@@ -166,7 +173,9 @@ class Memberlist:
         if self._membership is not None or self._stopped:
             raise NotRunningError("a memberlist starts once")
         await self.transport.start(self._on_packet, self._on_request)
-        address = self.transport.local_address
+        bound_host, bound_port = self.transport.local_address
+        advertised_host, advertised_port = self._advertise
+        address = (advertised_host or bound_host, advertised_port or bound_port)
         node_id = self._node_id or format_address(address)
         self._membership = Membership(self.config, node_id, address, self._rng, self._clock.now(),
                                       delegate=self.delegate, meta=self._meta)
@@ -177,8 +186,9 @@ class Memberlist:
         self.stats.protocol = self._membership.stats
         self._arm()
 
-    async def join(self, seeds: list[Address]) -> int:
-        """Contact ``seeds`` by push-pull (the protocol retries with exponential backoff); return how many answered.
+    async def join(self, seeds: list[Address], *, max_attempts: int | None = None) -> int:
+        """Contact ``seeds`` by push-pull (the protocol retries with exponential backoff, up to ``max_attempts`` rounds,
+        by default the config's ``join_max_attempts``); return how many answered.
 
         Raises `NodeIdConflictError` if a seed answered that our node id is alive at another address, else
         `JoinError` if every attempt failed; its message gives each seed's last failure (timeout, refused
@@ -189,7 +199,7 @@ class Memberlist:
         failures: dict[Address, BaseException] = {}
         self._join_failures = failures
         try:
-            self._dispatch(membership.join(seeds, self._clock.now()))
+            self._dispatch(membership.join(seeds, self._clock.now(), max_attempts))
             self._arm()
             status = await self._wait_join()
         finally:
@@ -214,6 +224,13 @@ class Memberlist:
         # The Left message is retransmitted this many times, gossip_nodes at a time, once per gossip interval.
         rounds = math.ceil(retransmit_limit(self.config.retransmit_mult, peers + 1) / max(1, self.config.gossip_nodes))
         await asyncio.sleep(min(timeout_s, (rounds + 1) * self.config.gossip_interval_s))
+
+    def force_leave(self, member_id: str) -> Member:
+        """Declare a dead member left (`Membership.force_leave`: the errors are its); the news spreads by gossip."""
+        member = self._running().force_leave(member_id, self._clock.now())
+        self._arm()
+        self._changed.set()
+        return member
 
     async def shutdown(self) -> None:
         """Stop timers and tasks and close the transport (no goodbye: call `leave` first for a graceful exit)."""

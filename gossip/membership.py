@@ -32,7 +32,7 @@ from dataclasses import replace
 from rumor.gossip.clock import Address
 from rumor.gossip.config import Config, push_pull_scale
 from rumor.gossip.delegate import Delegate
-from rumor.gossip.errors import PacketDecodeError, PacketTooLargeError
+from rumor.gossip.errors import MemberNotGoneError, PacketDecodeError, PacketTooLargeError, UnknownMemberError
 from rumor.gossip.id_conflict import ConflictingClaim, claim_holder, sender_holder
 from rumor.gossip.joining import Join
 from rumor.gossip.member import Member, MemberStatus
@@ -154,11 +154,12 @@ class Membership(Swim):
         elif kind == "push_pull":
             self._push_pull_answered(request_id, reply, now, refused)
 
-    def join(self, seeds: list[Address], now: float) -> list[Outgoing]:
-        """Start joining through ``seeds`` by push-pull; progress is in ``join_status`` (retries with backoff)."""
+    def join(self, seeds: list[Address], now: float, max_attempts: int | None = None) -> list[Outgoing]:
+        """Start joining through ``seeds`` by push-pull; progress is in ``join_status`` (retries with backoff, up to
+        ``max_attempts`` rounds, by default the config's ``join_max_attempts``)."""
         own = self.local_member.address
         self._broadcast_alive()  # announce ourselves too, not only through the seed (memberlist's setAlive)
-        self._join = Join(seeds=[s for s in dict.fromkeys(seeds) if s != own])
+        self._join = Join(seeds=[s for s in dict.fromkeys(seeds) if s != own], max_attempts=max_attempts)
         if not self._join.seeds:
             self._join.done = True
             return []
@@ -174,6 +175,26 @@ class Membership(Swim):
         self._set(replace(me, status=MemberStatus.LEFT, status_changed_at=now))
         self._queue.enqueue(self.id, encode(Left(self.id, me.incarnation)))
         return self._gossip(now)
+
+    def force_leave(self, member_id: str, now: float) -> Member:
+        """Turn a dead member into a left one, here and (by gossip) everywhere: Serf's force-leave.
+
+        A dead member is still retried by the reconnect timer, gossiped to, and counted by whoever counts members
+        that have not left (replication's quorum); a left one is not. The member may still come back: a newer
+        incarnation makes it alive again, as after any leave. Raises `UnknownMemberError` for an id we do not know,
+        `MemberNotGoneError` for ourselves or a member that is alive or suspect; a member already left is returned
+        as it is.
+        """
+        current = self._members.get(member_id)
+        if current is None:
+            raise UnknownMemberError(member_id)
+        if member_id == self.id:
+            raise MemberNotGoneError(member_id, "self")
+        if current.status is MemberStatus.DEAD:
+            self._on_dead(Left(member_id, current.incarnation), now)
+        elif current.status is not MemberStatus.LEFT:
+            raise MemberNotGoneError(member_id, current.status.name.lower())
+        return self._members[member_id]
 
     def adopt(self, members: list[Member], now: float) -> None:
         """Take ``members`` as known without gossiping them: restoring a saved table, or bootstrapping a simulation.

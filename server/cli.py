@@ -1,6 +1,7 @@
 """`rumor`: run a node (`rumor serve`), a local demo cluster (`rumor demo`), or talk to a node
 (`rumor get/put/incr/add/remove/del/keys/members/status`), or follow its changes (`rumor watch PREFIX`), or back it
-up and restore it (`rumor export`, `rumor import`: `server.backup_cli`).
+up and restore it (`rumor export`, `rumor import`: `server.backup_cli`), or change its cluster (`rumor join
+HOST:PORT...`, `rumor force-leave NODE_ID`).
 
 Client commands print the server's JSON answer on stdout and exit non-zero on errors. Values and set elements on the
 command line are parsed as JSON when they parse (`42`, `true`, `[1,2]`, `"x"`) and taken as strings otherwise.
@@ -52,7 +53,15 @@ _SERVE_OPTIONS: list[tuple[str | tuple[str, ...], str, dict[str, Any], str]] = [
     ("--http-addr", "http_addr", {}, "host:port of the HTTP API (port 0 = any free port)"),
     ("--gossip-addr", "gossip_addr", {}, "host:port for gossip, UDP and TCP"),
     (("--join", "--seed"), "seeds", {"action": "append"},
-     "gossip address of a node to join through (repeatable; env: comma list)"),
+     "gossip host:port of a node to join through; a DNS name joins every address it has, looked up again on each "
+     "attempt (repeatable; env: comma list)"),
+    ("--advertise-addr", "advertise_addr", {},
+     "IP[:port] other nodes reach this node's gossip at, and the published API host (NAT, containers, 0.0.0.0 binds)"),
+    ("--advertise-http-addr", "advertise_http_addr", {}, "host[:port] clients should use for the API, when not "
+     "the --advertise-addr host with the bound API port"),
+    ("--tls-cert", "tls_cert", {}, "PEM certificate: serve the API over HTTPS (with --tls-key)"),
+    ("--tls-key", "tls_key", {}, "PEM private key of --tls-cert (unencrypted)"),
+    ("--tls-ca", "tls_ca", {}, "PEM CA: HTTPS clients must present a certificate it signed (mutual TLS)"),
     ("--data-dir", "data_dir", {}, "directory of the SQLite database"),
     ("--cluster-key", "cluster_key", {}, "shared secret that encrypts gossip (when unset: plaintext gossip)"),
     ("--api-token", "api_token", {}, "require 'Authorization: Bearer <token>' on every API call but /health"),
@@ -120,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--node", default=os.environ.get("RUMOR_NODE", DEFAULT_NODE_URL),
                          help=f"node URL (default $RUMOR_NODE or {DEFAULT_NODE_URL})")
         sub.add_argument("--token", default=os.environ.get("RUMOR_API_TOKEN"), help="API token ($RUMOR_API_TOKEN)")
+        sub.add_argument("--ca", dest="tls_ca", default=os.environ.get("RUMOR_CA"),
+                         help="PEM CA that signed an https node's certificate ($RUMOR_CA; default: the system's)")
+        sub.add_argument("--cert", dest="tls_cert", default=os.environ.get("RUMOR_CERT"),
+                         help="PEM client certificate, for a node run with --tls-ca ($RUMOR_CERT)")
+        sub.add_argument("--key", dest="tls_key", default=os.environ.get("RUMOR_KEY"),
+                         help="PEM key of --cert ($RUMOR_KEY)")
         return sub
 
     client_command("get", "print a key's item").add_argument("key")
@@ -141,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     status = client_command("status", "show whether every member holds the same data as this node, now: members, "
                                       "agreement, lag and the verdict")
     status.add_argument("--json", action="store_true", help="print the convergence report as JSON")
+    client_command("join", "ask the node to join a cluster through these gossip addresses (a name: each of its "
+                           "addresses)").add_argument("addresses", nargs="+", metavar="HOST:PORT")
+    client_command("force-leave", "declare a dead member left: nothing probes it, retries it or counts it for a "
+                                  "quorum any more").add_argument("member", metavar="NODE_ID")
     watch = client_command("watch", "print each change under a prefix as it happens, one line each (Ctrl-C stops); "
                                     "resumes by itself after a dropped connection")
     watch.add_argument("prefix", nargs="?", default="", help="only keys starting with this (default: every key)")
@@ -151,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def _run_client(args: argparse.Namespace) -> Any:
-    async with RumorClient(args.node, token=args.token) as client:
+    async with _client(args) as client:
         match args.command:
             case "get":
                 return await client.get(args.key)
@@ -173,7 +192,15 @@ async def _run_client(args: argparse.Namespace) -> Any:
                 return await client.members()
             case "status":
                 return await client.convergence()
+            case "join":
+                return await client.join(args.addresses)
+            case "force-leave":
+                return await client.force_leave(args.member)
     raise AssertionError(args.command)
+
+
+def _client(args: argparse.Namespace) -> RumorClient:
+    return RumorClient(args.node, token=args.token, ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key)
 
 
 def watch_line(event: WatchEvent) -> str:
@@ -194,7 +221,7 @@ async def _watch(args: argparse.Namespace) -> int:
               + (f" from {cursor}" if cursor else ""), file=sys.stderr, flush=True)
 
     seen = 0
-    async with RumorClient(args.node, token=args.token) as client, \
+    async with _client(args) as client, \
             contextlib.aclosing(client.watch(args.prefix, args.since, on_retry=retrying)) as events:
         async for event in events:
             status = _print(watch_line(event))
@@ -232,6 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RumorHTTPError, MalformedResponseError) as exc:
         print(f"rumor: {exc}", file=sys.stderr)
         return 1
+    except ConfigError as exc:  # --ca/--cert/--key files that cannot be used
+        print(f"rumor: {exc}", file=sys.stderr)
+        return 2
     except (OSError, aiohttp.ClientError) as exc:
         print(f"rumor: cannot reach {args.node}: {str(exc) or type(exc).__name__}", file=sys.stderr)
         return 1

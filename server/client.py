@@ -9,7 +9,8 @@ dropped connection, from the last cursor it saw.
 
 Errors come back as `RumorHTTPError` carrying the status and the server's error code. The base URL may omit its
 scheme (``127.0.0.1:7000`` means ``http://127.0.0.1:7000``); one that is no http(s) URL with a host raises
-`InvalidNodeURLError` at once, before anything is sent.
+`InvalidNodeURLError` at once, before anything is sent. An ``https://`` node is verified against ``ca`` (else the
+system's CAs), and ``cert``/``key`` answer a node that asks for a client certificate.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from rumor.server.errors import MalformedBodyError, ServerError
 from rumor.server.negotiation import JSON, MSGPACK, decode_body, encode_body
 from rumor.server.sse import CONTENT_TYPE as EVENT_STREAM
 from rumor.server.sse import read_events
+from rumor.server.tls import StrPath, client_context
 
 
 class RumorHTTPError(ServerError):
@@ -124,6 +126,15 @@ class WatchEvent:
 WATCH_IDLE_TIMEOUT_S = 45.0
 
 
+def tls_session(timeout: aiohttp.ClientTimeout, ca: StrPath | None = None, cert: StrPath | None = None,
+                key: StrPath | None = None) -> aiohttp.ClientSession:
+    """A session whose https connections verify against ``ca`` and present ``cert``/``key`` (`server.tls`); with
+    none of them, aiohttp's defaults (the system's CAs, no client certificate)."""
+    if ca is None and cert is None and key is None:
+        return aiohttp.ClientSession(timeout=timeout)
+    return aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(ssl=client_context(ca, cert, key)))
+
+
 def _options(**options: Any) -> dict[str, str]:
     return {name: str(value) for name, value in options.items() if value is not None}
 
@@ -137,14 +148,19 @@ class RumorClient:
         use_msgpack: bool = False,
         timeout_s: float = 10.0,
         session: aiohttp.ClientSession | None = None,
+        ca: StrPath | None = None,
+        cert: StrPath | None = None,
+        key: StrPath | None = None,
     ) -> None:
+        """``ca`` verifies an https node (else the system's CAs do); ``cert``/``key`` are a client certificate for a
+        node that asks for one (`--tls-ca`). Ignored when a ``session`` is given: its connector decides."""
         self.base_url = node_url(base_url)
         self._format = MSGPACK if use_msgpack else JSON
         self._headers = {"Accept": self._format}
         if token is not None:
             self._headers["Authorization"] = f"Bearer {token}"
         self._own_session = session is None
-        self._session = session or aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s))
+        self._session = session or tls_session(aiohttp.ClientTimeout(total=timeout_s), ca, cert, key)
 
     async def __aenter__(self) -> RumorClient:
         return self
@@ -377,6 +393,16 @@ class RumorClient:
     async def convergence(self) -> dict[str, Any]:
         """Whether the node holds the same data as every member now: `GET /v1/cluster/convergence`."""
         _, body = await self.request("GET", "/v1/cluster/convergence")
+        return body
+
+    async def join(self, addresses: list[str]) -> dict[str, Any]:
+        """Ask the node to join the cluster through ``addresses`` (``host:port``; names: every address they have)."""
+        _, body = await self.request("POST", "/v1/cluster/join", body={"addresses": addresses})
+        return body
+
+    async def force_leave(self, node_id: str) -> dict[str, Any]:
+        """Declare a dead member left, so nothing waits for it any more (409 unless the cluster found it dead)."""
+        _, body = await self.request("POST", "/v1/cluster/force-leave", body={"node": node_id})
         return body
 
     async def health(self) -> dict[str, Any]:

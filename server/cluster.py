@@ -25,15 +25,26 @@ from rumor.gossip.address import AddressError, format_address, parse_address
 from rumor.gossip.clock import Address
 from rumor.gossip.config import Config as GossipConfig
 from rumor.gossip.delegate import Delegate
-from rumor.gossip.errors import GossipError
+from rumor.gossip.errors import GossipError, MemberNotGoneError
+from rumor.gossip.errors import UnknownMemberError as GossipUnknownMemberError
 from rumor.gossip.fault_injection import FaultInjectingTransport
 from rumor.gossip.member import Member
 from rumor.gossip.memberlist import Memberlist
 from rumor.gossip.security import KEY_SIZES, Keyring
+from rumor.gossip.seed_resolver import Resolver, SystemResolver, resolve_seeds
 from rumor.gossip.transport import Transport
 from rumor.gossip.transport_asyncio import AsyncioTransport
+from rumor.server.advertise import gossip_advertise
 from rumor.server.config import ServerConfig
-from rumor.server.errors import BadRequestError, NodeNotRunningError
+from rumor.server.errors import (
+    BadRequestError,
+    InvalidAddressError,
+    JoinFailedError,
+    MemberNotDeadError,
+    NodeNotRunningError,
+    UnknownMemberError,
+    UnresolvableAddressError,
+)
 from rumor.server.member_events import MemberEvents
 from rumor.server.metrics import Metrics
 from rumor.server.replication.config import ReplicationConfig
@@ -111,17 +122,21 @@ def member_view(member: Member, self_id: str) -> dict[str, Any]:
 class Cluster:
     """Builds and owns the gossip side of one node. Pass `replication` to `Node`; the HTTP layer uses the rest.
 
-    ``http_addr`` is the address the API is really bound to (after resolving port 0), published to every member.
+    ``http_addr`` is the API address published to every member: the advertised one (`server.advertise`), with the
+    real port once port 0 is resolved. ``resolver`` turns seed names into addresses, on every join attempt and for
+    `join` (the system's resolver by default).
     """
 
-    def __init__(self, config: ServerConfig, http_addr: str) -> None:
+    def __init__(self, config: ServerConfig, http_addr: str, *, resolver: Resolver | None = None) -> None:
         self.config = config
         self.http_addr = http_addr
         self.gossip_config = gossip_config(config.timing)
         self.keyring = keyring_for(config.cluster_key)
         self.faults: FaultInjectingTransport | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self.replication = GossipReplication(replication_config(config.timing, config.seeds), self._make_memberlist)
+        self.resolver: Resolver = resolver or SystemResolver()
+        self.replication = GossipReplication(replication_config(config.timing, config.seeds), self._make_memberlist,
+                                             resolver=self.resolver)
         self.member_events = MemberEvents(lambda: self.replication.core.node_id if self.replication.core else "")
         self.monitor = ConvergenceMonitor(self.replication)
 
@@ -134,7 +149,8 @@ class Cluster:
         if self.config.enable_fault_injection:
             self.faults = FaultInjectingTransport(transport)
             transport = self.faults
-        memberlist = Memberlist(gc, node_id, transport, delegate=delegate, meta=encode_meta(self.http_addr))
+        memberlist = Memberlist(gc, node_id, transport, delegate=delegate, meta=encode_meta(self.http_addr),
+                                advertise=gossip_advertise(self.config.advertise_addr))
         memberlist.member_listeners.append(self.member_events.record)
         return memberlist
 
@@ -149,6 +165,11 @@ class Cluster:
 
     @property
     def gossip_address(self) -> str:
+        """The gossip address this node tells others (its advertised one; the bound one when none is)."""
+        return format_address(self.memberlist.local_member.address)
+
+    @property
+    def gossip_bound_address(self) -> str:
         return format_address(self.memberlist.transport.local_address)
 
     def members(self) -> list[dict[str, Any]]:
@@ -191,6 +212,42 @@ class Cluster:
     async def leave(self) -> None:
         """Announce a graceful leave and wait until it has been gossiped out; the node keeps serving locally."""
         await self.memberlist.leave(timeout_s=max(1.0, 4 * self.gossip_config.gossip_interval_s))
+
+    async def join(self, addresses: list[str]) -> dict[str, Any]:
+        """`rumor join`: contact every address of every ``host:port`` given (names resolved now, each A and AAAA
+        record), one round of push-pulls. Raises `InvalidAddressError`, `UnresolvableAddressError` when nothing
+        resolved, `JoinFailedError` when no address answered."""
+        seeds = []
+        for text in addresses:
+            try:
+                seeds.append(parse_address(text, "addresses"))
+            except AddressError as exc:
+                raise InvalidAddressError(str(exc)) from None
+        resolved = await resolve_seeds(seeds, self.resolver)
+        if not resolved.addresses:
+            raise UnresolvableAddressError(dict(resolved.failures))
+        own = self.memberlist.local_member.address
+        targets = [a for a in resolved.addresses if a != own]
+        contacted = 0
+        if targets:
+            try:
+                contacted = await self.memberlist.join(targets, max_attempts=1)
+            except (GossipError, OSError) as exc:
+                raise JoinFailedError(str(exc)) from None
+        return {"contacted": contacted, "addresses": [format_address(a) for a in targets],
+                "unresolved": dict(resolved.failures), "members": self.members()}
+
+    def force_leave(self, member_id: str) -> dict[str, Any]:
+        """`rumor force-leave`: a dead member becomes left everywhere, so nothing waits for it or retries it
+        (`gossip.membership.Membership.force_leave`)."""
+        try:
+            member = self.memberlist.force_leave(member_id)
+        except GossipUnknownMemberError:
+            raise UnknownMemberError(member_id) from None
+        except MemberNotGoneError as exc:
+            raise MemberNotDeadError(str(exc)) from None
+        self.replication.note_members(gone=[member.id])
+        return {"member": member_view(member, self.memberlist.local_member.id)}
 
     def partition(self, names: list[str]) -> list[str]:
         """Cut this node off from the named members (ids or gossip addresses); an empty list heals."""

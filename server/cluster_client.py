@@ -43,12 +43,13 @@ from typing import Any, TypeVar
 import aiohttp
 
 from rumor.server.client import Item as Item
-from rumor.server.client import RumorClient, RumorHTTPError, _options, node_url
+from rumor.server.client import RumorClient, RumorHTTPError, _options, node_url, tls_session
 from rumor.server.cluster_watch import Change as Change
 from rumor.server.cluster_watch import ClusterWatchEvent, follow
 from rumor.server.cluster_watch import Reset as Reset
 from rumor.server.cluster_watch import Snapshot as Snapshot
 from rumor.server.errors import ServerError
+from rumor.server.tls import StrPath
 
 T = TypeVar("T")
 
@@ -81,11 +82,12 @@ class Client:
 
     def __init__(self, urls: Sequence[str], *, token: str | None = None, timeout_s: float = 5.0,
                  attempts: int = 3, backoff_s: float = 0.1, move_counters: bool = True,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 ca: StrPath | None = None, cert: StrPath | None = None, key: StrPath | None = None) -> None:
         if not urls:
             raise ValueError("give at least one node URL")
         self._urls = [node_url(u) for u in urls]
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s))
+        self._session = tls_session(aiohttp.ClientTimeout(total=timeout_s), ca, cert, key)
         self._nodes = [RumorClient(u, token=token, session=self._session) for u in self._urls]
         self._current = 0
         self.attempts = max(1, attempts)

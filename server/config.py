@@ -15,7 +15,9 @@ from typing import Any
 
 from rumor.gossip.address import AddressError, parse_address
 from rumor.gossip.clock import Address
+from rumor.server.advertise import check_advertising
 from rumor.server.errors import ConfigError
+from rumor.server.tls import check_server_options
 
 MIB = 1024 * 1024
 TIMING_PRESETS = ("lan", "wan", "local")
@@ -36,8 +38,20 @@ class ServerConfig:
     http_addr: str = "127.0.0.1:7000"
     #: host:port for gossip (UDP packets + TCP streams), used by the replication layer.
     gossip_addr: str = "127.0.0.1:7946"
-    #: gossip addresses of nodes to join through.
+    #: gossip addresses of nodes to join through; a host may be a DNS name with several addresses (each is tried,
+    #: and names are resolved again on every join attempt: `gossip.seed_resolver`).
     seeds: tuple[str, ...] = ()
+    #: host or host:port other nodes reach this node's gossip at, when not the bound one (NAT, containers, a bind to
+    #: 0.0.0.0); an IP address. Its host is also the published API host. None: the bound address (`server.advertise`).
+    advertise_addr: str | None = None
+    #: host or host:port clients should use for the API (a name is fine), when neither the bound API address nor
+    #: advertise_addr's host with the bound API port is right. None: derived (`server.advertise`).
+    advertise_http_addr: str | None = None
+    #: PEM certificate (chain) and unencrypted private key: the API serves HTTPS only. None: plain HTTP.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: PEM CA certificate(s): with HTTPS, every client must present a certificate this CA signed (mutual TLS).
+    tls_ca: Path | None = None
     #: where the SQLite database (WAL) lives.
     data_dir: Path = Path("rumor-data")
     #: shared secret that encrypts gossip (None = plaintext gossip).
@@ -92,6 +106,9 @@ class ServerConfig:
         config_address(self.gossip_addr, "gossip_addr")
         for seed in self.seeds:
             config_address(seed, "seeds")
+        check_advertising(config_address(self.gossip_addr, "gossip_addr"), self.advertise_addr,
+                          self.advertise_http_addr)
+        check_server_options(self.tls_cert, self.tls_key, self.tls_ca)
         if self.timing not in TIMING_PRESETS:
             raise ConfigError(f"timing must be one of {', '.join(TIMING_PRESETS)}, got {self.timing!r}")
         if self.max_body_bytes < 1:
@@ -126,6 +143,7 @@ def config_address(value: str, name: str) -> Address:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(ServerConfig)}
+_PATH_FIELDS = frozenset({"data_dir", "tls_cert", "tls_key", "tls_ca"})
 
 
 def _coerce(name: str, raw: Any) -> Any:
@@ -138,7 +156,9 @@ def _coerce(name: str, raw: Any) -> Any:
             if isinstance(raw, list | tuple) and all(isinstance(s, str) for s in raw):
                 return tuple(raw)
             raise TypeError("a list of host:port strings")
-        if name == "data_dir":
+        if name in _PATH_FIELDS:
+            if not isinstance(raw, str | Path) or not str(raw):
+                raise TypeError("a path")
             return Path(raw)
         if kind == "bool":
             if isinstance(raw, bool):

@@ -161,3 +161,48 @@ class NodeNotRunningError(ServerError, RuntimeError):
     """The node is not started (or already stopped)."""
 
     code = "unavailable"
+
+
+class InvalidAddressError(BadRequestError):
+    """An address given to `POST /v1/cluster/join` is not ``host:port``."""
+
+    code = "invalid_address"
+
+
+class UnresolvableAddressError(BadRequestError):
+    """No address given to `POST /v1/cluster/join` resolved (``reasons``: name -> the resolver's words)."""
+
+    code = "unresolvable_address"
+
+    def __init__(self, reasons: dict[str, str]) -> None:
+        super().__init__("no address to contact: " + "; ".join(f"cannot resolve {name}: {why}"
+                                                                 for name, why in reasons.items()))
+        self.reasons = reasons
+
+
+class UnknownMemberError(ServerError, LookupError):
+    """A member id this node does not know (never seen, or forgotten long after it died or left)."""
+
+    code = "unknown_member"
+
+    def __init__(self, member_id: str) -> None:
+        super().__init__(f"no member {member_id!r} is known here (see GET /v1/members)")
+        self.member_id = member_id
+
+
+class MemberNotDeadError(ServerError):
+    """A force-leave named a member that is alive, suspect, or this node: only a dead member can be made left."""
+
+    code = "member_not_dead"
+
+
+class JoinFailedError(ServerError, ConnectionError):
+    """No address given to `POST /v1/cluster/join` let this node in; the message says why, address by address."""
+
+    code = "join_failed"
+
+
+class NotAClusterMemberError(ServerError):
+    """A cluster operation (join, force-leave) asked of a node that runs embedded, without gossip."""
+
+    code = "not_a_cluster_member"

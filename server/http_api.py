@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from rumor.server.admin_http import force_leave_node, join_addresses, member_cluster
 from rumor.server.backup_http import export_route, import_route
 from rumor.server.batch import answer, error_result, outcome_result, parse_keys, parse_updates
 from rumor.server.consistency import MAX_TIMEOUT_MS, Consistency, parse_consistency
@@ -291,6 +292,20 @@ async def cluster_leave(request: web.Request) -> web.StreamResponse:
     return _render(request, {"left": True, "members": request.app[NODE_KEY].members()})
 
 
+async def cluster_join(request: web.Request) -> web.StreamResponse:
+    """`rumor join`: contact every address of the given `host:port`s (`server.admin_http`)."""
+    query_options(request, frozenset())
+    addresses = join_addresses(await _body(request))
+    return _render(request, await member_cluster(request.app.get(CLUSTER_KEY)).join(addresses))
+
+
+async def cluster_force_leave(request: web.Request) -> web.StreamResponse:
+    """`rumor force-leave`: a dead member becomes left everywhere (`server.admin_http`)."""
+    query_options(request, frozenset())
+    node_id = force_leave_node(await _body(request))
+    return _render(request, member_cluster(request.app.get(CLUSTER_KEY)).force_leave(node_id))
+
+
 async def debug_partition(request: web.Request) -> web.StreamResponse:
     """`{"block": [member ids or gossip addresses]}` cuts this node off from them; `{"block": []}` heals."""
     query_options(request, frozenset())
@@ -353,6 +368,8 @@ def create_app(node: Node, cluster: Cluster | None = None) -> web.Application:
         "/v1/members": [("GET", members)],
         "/v1/cluster": [("GET", cluster_view)],
         "/v1/cluster/leave": [("POST", cluster_leave)],
+        "/v1/cluster/join": [("POST", cluster_join)],
+        "/v1/cluster/force-leave": [("POST", cluster_force_leave)],
         "/v1/kv": [("GET", list_keys)],
         "/v1/batch": [("POST", post_batch)],
         "/v1/batch/get": [("POST", post_batch_get)],

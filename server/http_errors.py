@@ -15,14 +15,18 @@ from aiohttp import web
 
 from rumor.server.errors import (
     BadRequestError,
+    JoinFailedError,
     KeyNotFoundError,
+    MemberNotDeadError,
     NodeNotRunningError,
+    NotAClusterMemberError,
     OpIdConflictError,
     PayloadTooLargeError,
     ServerError,
     StorageError,
     TypeConflictError,
     UnauthorizedError,
+    UnknownMemberError,
     UnsupportedMediaTypeError,
 )
 
@@ -37,6 +41,10 @@ STATUS_BY_ERROR: tuple[tuple[type[ServerError], int], ...] = (
     (TypeConflictError, 409),
     (PayloadTooLargeError, 413),
     (UnsupportedMediaTypeError, 415),
+    (UnknownMemberError, 404),
+    (MemberNotDeadError, 409),
+    (NotAClusterMemberError, 409),
+    (JoinFailedError, 502),
     (StorageError, 503),
     (NodeNotRunningError, 503),
     (ServerError, 500),

@@ -26,7 +26,7 @@ from rumor.server.errors import ServerError
 
 STARTUP_TIMEOUT_S = 20.0
 POLL_INTERVAL_S = 0.01
-_LISTENING = re.compile(r"node (\S+) listening on (http://\S+) gossip (\S+)")
+_LISTENING = re.compile(r"node (\S+) listening on (https?://\S+) gossip (\S+)")
 
 
 class ClusterTimeoutError(ServerError, TimeoutError):

@@ -20,7 +20,16 @@ from typing import Any
 from rumor.server import openapi_ops
 from rumor.server.backup_format import MEDIA_TYPE as EXPORT_MEDIA_TYPE
 from rumor.server.backup_format import BackupFormatError
-from rumor.server.errors import InvalidOptionError, UnsupportedMediaTypeError
+from rumor.server.errors import (
+    InvalidAddressError,
+    InvalidOptionError,
+    JoinFailedError,
+    MemberNotDeadError,
+    NotAClusterMemberError,
+    UnknownMemberError,
+    UnresolvableAddressError,
+    UnsupportedMediaTypeError,
+)
 from rumor.server.openapi_schemas import (
     BODY,
     HEADERS,
@@ -188,6 +197,24 @@ def _paths() -> dict[str, Schema]:
             "200": _answer("left: the cluster view; the node keeps serving its own reads and writes",
                            schema_ref("LeaveAnswer")),
         } | _errors(QUERY_ONLY, "Unavailable"))},
+        "/v1/cluster/join": {"post": _op("joinCluster", "Join a cluster through these addresses", "cluster", {
+            "200": _answer("at least one address answered (or all were this node's own)", schema_ref("JoinAnswer")),
+            "409": error_answer("this node runs embedded, without gossip", codes(NotAClusterMemberError)),
+            "502": error_answer("no address answered; the message says why, address by address",
+                                codes(JoinFailedError)),
+        } | _errors([*BODY, *codes(InvalidAddressError, UnresolvableAddressError)], "Unavailable", *_BODY_ERRORS),
+            body=schema_ref("JoinRequest"),
+            description="What `rumor join` sends. Every address of every name is contacted once (A and AAAA).")},
+        "/v1/cluster/force-leave": {"post": _op("forceLeave", "Declare a dead member left", "cluster", {
+            "200": _answer("the member, now left (here, and everywhere once gossip spreads it)",
+                           schema_ref("ForceLeaveAnswer")),
+            "404": error_answer("no member of that id is known here", codes(UnknownMemberError)),
+            "409": error_answer("the member is alive, suspect, or this node: only a dead one can be made left (or "
+                                "this node runs embedded, without gossip)",
+                                codes(MemberNotDeadError, NotAClusterMemberError)),
+        } | _errors(BODY, "Unavailable", *_BODY_ERRORS), body=schema_ref("ForceLeaveRequest"),
+            description="What `rumor force-leave` sends: nothing probes, retries or counts the member for a quorum "
+                        "any more. It comes back by itself if it restarts (a newer incarnation).")},
         "/v1/kv": {"get": _op("listKeys", "List keys in order", "kv", {
             "200": _answer("one page of keys", schema_ref("KeyPage")),
         } | _errors(QUERY_ONLY, "Unavailable"), query=(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rumor.server.admin_http import MAX_JOIN_ADDRESSES, MAX_NAME_CHARS
 from rumor.server.backup_format import MAX_CONFLICTS_LISTED
 from rumor.server.batch import MAX_BATCH
 from rumor.server.consistency import DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS, Level
@@ -239,6 +240,19 @@ SCHEMAS: dict[str, Schema] = {
                                                   "description": "member ids or gossip `host:port`; [] heals"}}},
     "PartitionAnswer": {"type": "object", "required": ["blocked"],
                         "properties": {"blocked": {"type": "array", "items": {"type": "string"}}}},
+    "JoinRequest": {"type": "object", "required": ["addresses"], "additionalProperties": False, "properties": {
+        "addresses": {"type": "array", "minItems": 1, "maxItems": MAX_JOIN_ADDRESSES,
+                      "items": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS},
+                      "description": "gossip `host:port`s; a host name stands for every address it resolves to"}}},
+    "JoinAnswer": {"type": "object", "required": ["contacted", "addresses", "unresolved", "members"], "properties": {
+        "contacted": {"type": "integer", "minimum": 0, "description": "addresses that answered"},
+        "addresses": {"type": "array", "items": {"type": "string"}, "description": "every address tried"},
+        "unresolved": {"type": "object", "additionalProperties": {"type": "string"},
+                       "description": "{name: why it did not resolve}"},
+        "members": {"type": "array", "items": schema_ref("Member")}}},
+    "ForceLeaveRequest": {"type": "object", "required": ["node"], "additionalProperties": False, "properties": {
+        "node": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS, "description": "a member id"}}},
+    "ForceLeaveAnswer": {"type": "object", "required": ["member"], "properties": {"member": schema_ref("Member")}},
     "Health": {
         "type": "object", "required": ["status", "node", "ready", "durable"],
         "properties": {

@@ -1,6 +1,8 @@
 """Running a node as a process: HTTP server + `Node`, until SIGTERM/SIGINT, then a graceful shutdown.
 
-Every served node is a cluster member (`server.cluster`): alone until it joins seeds or others join it.
+Every served node is a cluster member (`server.cluster`): alone until it joins seeds or others join it. It binds
+where the config says and publishes its advertised addresses (`server.advertise`); with a certificate it serves
+HTTPS only (`server.tls`), certificate files checked before anything is bound.
 Shutdown order: stop accepting and finish in-flight requests (aiohttp runner cleanup), then `Node.stop()` (which
 stops replication and announces a graceful leave, checkpoints dirty keys and flushes storage). Nothing acknowledged
 is lost either way; a clean stop just makes the next start faster.
@@ -25,13 +27,15 @@ from aiohttp import web
 
 from rumor.crdt import set_write_version
 from rumor.gossip.address import format_address
+from rumor.server.advertise import http_advertised
 from rumor.server.cluster import Cluster
-from rumor.server.config import ServerConfig
+from rumor.server.config import ServerConfig, config_address
 from rumor.server.errors import ServerError
 from rumor.server.http_api import create_app
 from rumor.server.http_server import NodeRunner
 from rumor.server.logs import ACCESS_LOGGER, AccessLogger, configure_logging
 from rumor.server.node import Node
+from rumor.server.tls import server_context
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +89,12 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None) -> i
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    tls = server_context(config.tls_cert, config.tls_key, config.tls_ca) \
+        if config.tls_cert is not None and config.tls_key is not None else None
     sock = bind_http(config)
-    http_addr = format_address(sock.getsockname()[:2])
+    bound_http = sock.getsockname()[:2]
+    http_addr = http_advertised(bound_http, config_address(config.gossip_addr, "gossip_addr")[0],
+                                config.advertise_addr, config.advertise_http_addr)
     cluster = Cluster(config, http_addr)
     node = Node(config, replication=cluster.replication)
     node.supervisor.on_fatal = lambda _component, _exc: stop.set()
@@ -106,9 +114,14 @@ async def serve(config: ServerConfig, *, stop: asyncio.Event | None = None) -> i
     fatal: tuple[str, str] | None = None
     try:
         await runner.setup()
-        site = web.SockSite(runner, sock)
+        site = web.SockSite(runner, sock, ssl_context=tls)
         await site.start()
-        print(f"rumor: node {node.node_id} listening on http://{http_addr} gossip {cluster.gossip_address}", flush=True)
+        scheme = "http" if tls is None else "https"
+        line = (f"rumor: node {node.node_id} listening on {scheme}://{format_address(bound_http)} "
+                f"gossip {cluster.gossip_bound_address}")
+        if (http_addr, cluster.gossip_address) != (format_address(bound_http), cluster.gossip_bound_address):
+            line += f" advertised as {scheme}://{http_addr} gossip {cluster.gossip_address}"
+        print(line, flush=True)
         await stop.wait()
         fatal = node.supervisor.fatal
         if fatal is None:

@@ -42,7 +42,8 @@ def test_every_module_of_the_repository_is_in_the_wheel(wheel: zipfile.ZipFile) 
 def test_data_files_and_the_console_script(wheel: zipfile.ZipFile) -> None:
     shipped = set(wheel.namelist())
     for name in ("rumor/crdt/py.typed", "rumor/gossip/py.typed", "rumor/server/py.typed",
-                 "rumor/server/ui/index.html", "rumor/server/ui/app.js", "rumor/server/ui/style.css"):
+                 "rumor/server/ui/index.html", "rumor/server/ui/app.js", "rumor/server/ui/style.css",
+                 "rumor/server/deploy/rumor.service", "rumor/server/deploy/kubernetes.yaml"):
         assert name in shipped
     (entry_points,) = [n for n in shipped if n.endswith(".dist-info/entry_points.txt")]
     assert "rumor = rumor.server.cli:main" in wheel.read(entry_points).decode()

@@ -52,13 +52,17 @@ class ChaosNode:
     def pid(self) -> int | None:
         return self.proc.pid if self.running and self.proc is not None else None
 
-    async def start(self, seeds: list[str], preset: str) -> None:
-        if self.running:
-            return
-        argv = [sys.executable, "-m", "rumor.server.cli", "serve", "--node-id", self.name,
+    def serve_argv(self, seeds: list[str], preset: str) -> list[str]:
+        """The `rumor serve` command line (a subclass may bind or advertise otherwise)."""
+        return [sys.executable, "-m", "rumor.server.cli", "serve", "--node-id", self.name,
                 "--http-addr", self.network.http_addr(self.name), "--gossip-addr", self.network.gossip_addr(self.name),
                 "--data-dir", str(self.data_dir), "--preset", preset,
                 *(a for seed in seeds for a in ("--join", seed))]
+
+    async def start(self, seeds: list[str], preset: str) -> None:
+        if self.running:
+            return
+        argv = self.serve_argv(seeds, preset)
         if self.clock_offset_ms:
             argv += ["--clock-offset-ms", str(self.clock_offset_ms)]
         with self.log_path.open("ab") as log:

@@ -28,11 +28,14 @@ import shutil
 import socket
 import subprocess
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 
 PREFIX = "rumor-chaos"
 HTTP_PORT = 7000
 GOSSIP_PORT = 7946
 _NFT_TABLE = "rumor_chaos"
+#: `ip netns exec NS` shows the files of /etc/netns/NS/ to what it runs in place of /etc's (hosts, resolv.conf)
+ETC_NETNS = Path("/etc/netns")
 
 Drops = frozenset[tuple[str, str]]  # (src, dst): dst never receives a packet from src
 
@@ -73,6 +76,11 @@ def remove_stale() -> list[str]:
                     os.kill(int(pid), 9)  # a node the crashed run left behind, inside the namespace it made
             _run("ip", "netns", "del", name, check=False)
             removed.append(name)
+    for folder in ETC_NETNS.glob(PREFIX + "-*") if ETC_NETNS.is_dir() else []:
+        parts = folder.name.split("-")
+        if len(parts) >= 4 and parts[2].isdigit() and not _pid_alive(int(parts[2])):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(str(folder))
     for line in _run("ip", "-o", "link", "show", "type", "bridge", check=False).stdout.splitlines():
         if f"alias {PREFIX}:" not in line:
             continue
@@ -98,6 +106,7 @@ class NetnsNetwork:
         self.gateway = str(base + 1)
         self.hosts = {n: str(base + 11 + i) for i, n in enumerate(nodes)}
         self._made: list[str] = []
+        self._etc: list[Path] = []
         self.drops: Drops = frozenset()
 
     @staticmethod
@@ -151,6 +160,18 @@ class NetnsNetwork:
             "  chain input { type filter hook input priority 0; policy accept; ip saddr @blocked_in drop; }\n"
             "}\n"))
 
+    def write_hosts(self, names: dict[str, list[str]]) -> None:
+        """An /etc/hosts of its own for each namespace (name -> addresses, a line each, plus localhost), so the
+        system resolver of the processes started in it (`command`) answers those names with every address, as DNS
+        answers a Kubernetes headless Service; no DNS server needed. Removed by `teardown`."""
+        lines = ["127.0.0.1 localhost", "::1 localhost"]
+        lines += [f"{address} {name}" for name, addresses in names.items() for address in addresses]
+        for ns in self.namespaces.values():
+            folder = ETC_NETNS / ns
+            folder.mkdir(parents=True, exist_ok=True)
+            self._etc.append(folder)
+            (folder / "hosts").write_text("\n".join(lines) + "\n")
+
     async def apply(self, drops: Iterable[tuple[str, str]]) -> None:
         """Replaces every drop rule at once, per namespace (each namespace's update is atomic)."""
         self.drops = frozenset(drops)
@@ -171,6 +192,9 @@ class NetnsNetwork:
             else:
                 _run("ip", "netns", "del", name, check=False)
         self._made.clear()
+        for folder in self._etc:
+            shutil.rmtree(folder, ignore_errors=True)
+        self._etc.clear()
 
 
 def _free_port() -> int:

@@ -23,8 +23,8 @@ arrive through `Memberlist.on_error`. So a bug shows in the log once, in /metric
 "Task exception was never retrieved".
 
 Joining is background work too: `start` returns at once with the node alone, and the join keeps contacting the seeds
-(each attempt is the memberlist's own retries) with an exponential backoff until one answers. A node whose seeds are
-all down still serves, and joins when they come back.
+(each attempt resolves their names again and tries every address once) with an exponential backoff until one
+answers. A node whose seeds are all down still serves, and joins when they come back.
 
 Durability: deltas and states merged here go through the node's delta log (`ReplicaHost.merge_remote_nowait`). A
 REPL (``w`` > 1) is acknowledged only once the merged delta is durable: its reply waits for the storage's commit
@@ -49,6 +49,7 @@ from rumor.gossip.delegate import Delegate
 from rumor.gossip.errors import GossipError
 from rumor.gossip.member import Member, MemberStatus
 from rumor.gossip.memberlist import Memberlist, RequestRefusedError
+from rumor.gossip.seed_resolver import Resolver, SystemResolver, resolve_seeds
 from rumor.server.errors import ServerError
 from rumor.server.replication.config import ReplicationConfig
 from rumor.server.replication.errors import ReplicationProtocolError
@@ -116,13 +117,17 @@ class _Delegate(Delegate):
 
 
 class GossipReplication:
-    """``join_backoff_s`` is (first, max) delay between join attempts; ``sleep`` is what waits them (tests)."""
+    """``join_backoff_s`` is (first, max) delay between join attempts; ``sleep`` is what waits them (tests);
+    ``resolver`` turns seed names into addresses (the system's by default; tests inject one)."""
 
     def __init__(self, config: ReplicationConfig, memberlist_factory: MemberlistFactory, *,
                  rng: random.Random | None = None, clock: Clock | None = None,
                  join_backoff_s: tuple[float, float] = (JOIN_BACKOFF_INITIAL_S, JOIN_BACKOFF_MAX_S),
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 resolver: Resolver | None = None) -> None:
         self.config = config
+        #: turns seed names into addresses on every join attempt (`gossip.seed_resolver`)
+        self.resolver: Resolver = resolver or SystemResolver()
         self.clock = clock or MonotonicClock()
         self._join_backoff_s = join_backoff_s
         self._sleep = sleep
@@ -193,22 +198,39 @@ class GossipReplication:
             log.error("%s failed: %s", component, exc, exc_info=exc)
 
     async def _join(self) -> None:
-        """Contacts the seeds until one answers: forever, each attempt (the memberlist's own retries) further apart,
-        up to the cap. Alone meanwhile, the node serves its own reads and writes; others may still join it."""
+        """Contacts the seeds until one answers: forever, each attempt further apart, up to the cap. Each attempt
+        resolves the seed names again and contacts every address they have (one round of push-pulls). Alone
+        meanwhile, the node serves its own reads and writes; others may still join it, which ends the loop too
+        (seeds that resolve to this node alone are how the first node of a cluster starts)."""
         memberlist, seeds = self.memberlist, list(self.config.seeds)
         assert memberlist is not None
         me = memberlist.local_member.id
         delay, cap = self._join_backoff_s
         while True:
-            try:
-                contacted = await memberlist.join(seeds)
-            except _NETWORK_ERRORS as exc:
-                self.join_failures += 1
-                log.warning("%s: not joined yet: %s; next attempt in %.1f s", me, exc, delay)
-            else:
+            if len(memberlist.alive_members()) > 1:
                 self.joined = True
-                log.info("%s: joined the cluster (%d of %d seed(s) answered)", me, contacted, len(seeds))
+                log.info("%s: joined by another member; no need to contact the seeds", me)
                 return
+            resolved = await resolve_seeds(seeds, self.resolver)
+            problem = resolved.describe_failures()
+            targets = [a for a in resolved.addresses if a != memberlist.local_member.address]
+            if targets:
+                try:
+                    contacted = await memberlist.join(targets, max_attempts=1)
+                except _NETWORK_ERRORS as exc:
+                    problem = f"{exc}; {problem}" if problem else str(exc)
+                else:
+                    self.joined = True
+                    log.info("%s: joined the cluster (%d of %d seed address(es) answered)", me, contacted,
+                             len(targets))
+                    return
+            elif not problem:  # the first node of a cluster, or one alone for now: waits to be joined, quietly
+                log.log(logging.INFO if self.join_failures == 0 else logging.DEBUG,
+                        "%s: the seeds resolve to this node only; waiting to be joined (next look in %.1f s)", me,
+                        delay)
+            self.join_failures += 1
+            if problem:
+                log.warning("%s: not joined yet: %s; next attempt in %.1f s", me, problem, delay)
             await self._sleep(delay)
             delay = min(2 * delay, cap)
 
@@ -292,8 +314,11 @@ class GossipReplication:
                     self._sync_task = self._spawn(self._sync(result.sync_with), "anti_entropy")
             delay = max(0.0, min(core.next_deadline() - self.clock.now(), self.config.push_interval_s))
             self._wakeup.clear()
+            # asyncio.timeout, not wait_for: on Python 3.11 a wait_for whose event is set as the task is cancelled
+            # returns normally and swallows the cancellation, and `stop` then waited for this loop forever
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout=max(delay, 0.001))
+                async with asyncio.timeout(max(delay, 0.001)):
+                    await self._wakeup.wait()
 
     def _push(self, member: str, payload: bytes) -> None:
         assert self.memberlist is not None
