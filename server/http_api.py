@@ -36,13 +36,14 @@ from rumor.server.http_errors import response_for
 from rumor.server.http_request import int_option, op_id_of, path_key, query_options
 from rumor.server.keyspace import Item
 from rumor.server.negotiation import decode_body, encode_body, request_format, response_format
-from rumor.server.node import Node, Outcome, WriteResult
+from rumor.server.node import Node
 from rumor.server.openapi import document_json
 from rumor.server.ops_http import UI_FILES, ops_routes
 from rumor.server.ops_view import OpsView
 from rumor.server.updates import OP_ID_HINT, RegisterWrite, parse_context, parse_update
 from rumor.server.version import VERSION
 from rumor.server.watch_http import watch_route
+from rumor.server.write_results import Outcome, WriteResult
 
 if TYPE_CHECKING:
     from rumor.server.cluster import Cluster  # the single-node app (tests, embedding) never loads the gossip stack

@@ -17,18 +17,14 @@ The HTTP layer (`server.http_api`) is a thin translation over these methods.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 import socket
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from itertools import islice
 from types import TracebackType
 from typing import Any
-
-import msgpack
 
 from rumor.crdt import CRDTError, decode, encode
 from rumor.crdt.encoding import compressed
@@ -52,8 +48,9 @@ from rumor.server.replication.seam import Replication, Standalone
 from rumor.server.storage import Recovered, Storage
 from rumor.server.supervisor import Supervisor
 from rumor.server.updates import Clear, Update, request_fingerprint
-from rumor.server.values import TYPES, canonical_json, check_key
+from rumor.server.values import TYPES, check_key
 from rumor.server.watch import LOCAL, PEER, ChangeFeed
+from rumor.server.write_results import AppliedWrite, OpRecord, Outcome, WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -61,66 +58,6 @@ log = logging.getLogger(__name__)
 BIG_STATE_BYTES = 64 * 1024
 
 _NOT_CACHED = object()
-
-
-@dataclass(slots=True)
-class Outcome:
-    """A read's or write's item (None: absent, or emptied by a delete) and how many replicas took part, this node
-    included, out of how many the consistency level asked for."""
-
-    item: Item | None
-    acks: int = 1
-    required: int = 1
-
-    @property
-    def satisfied(self) -> bool:
-        return self.acks >= self.required
-
-
-@dataclass(slots=True)
-class WriteResult(Outcome):
-    replayed: bool = False  # True when this is the stored result of an earlier request with the same op_id
-    #: whether the key holds a value after the write, when the item was not rendered (a batch without items)
-    present: bool | None = None
-
-
-@dataclass(slots=True)
-class _Applied:
-    """A write applied and queued, not yet durable: what `Node._finish` waits for and then answers with."""
-
-    item: Item | None
-    delta: Any  # None when nothing changed: nothing to send to replicas
-    written: asyncio.Future[None] | None
-    op_id: str | None
-    record: OpRecord | None
-    present: bool
-
-
-@dataclass(slots=True)
-class OpRecord:
-    """What an op_id named: the request (its key and `request_fingerprint`) and its result. Records written before
-    fingerprints existed have none (`fingerprint` None) and match any request on their key."""
-
-    key: str
-    fingerprint: str | None
-    item: Item | None
-
-    def same_request(self, key: str, fingerprint: str) -> bool:
-        return key == self.key and self.fingerprint in (None, fingerprint)
-
-    def stored(self) -> bytes:
-        """JSON text `[fingerprint, item record or null]`: the item is a value in the JSON data model, counters of
-        any size included, which JSON holds and msgpack does not, so storing a result can never fail."""
-        return canonical_json([self.fingerprint, None if self.item is None else self.item.to_record()]).encode()
-
-    @classmethod
-    def from_stored(cls, key: str, blob: bytes) -> OpRecord:
-        """Reads `stored()` back; records written before fingerprints are msgpack of the item's record (or nil)."""
-        if blob[:1] == b"[":
-            fingerprint, item = json.loads(blob)
-        else:
-            fingerprint, item = None, msgpack.unpackb(blob)
-        return cls(key, fingerprint, None if item is None else Item(**item))
 
 
 def derive_node_id() -> str:
@@ -333,9 +270,9 @@ class Node:
         level = consistency or Consistency()
         bulk = level.level is Level.ONE
         apply = self._apply
-        # per write: its _Applied (the bulk: no task each, one commit for all), the awaitable of a write with an
+        # per write: its AppliedWrite (the bulk: no task each, one commit for all), the awaitable of a write with an
         # op_id or a level (`waits` holds those), or the ServerError that refused it
-        started: list[Awaitable[WriteResult] | _Applied | ServerError] = []
+        started: list[Awaitable[WriteResult] | AppliedWrite | ServerError] = []
         commits: dict[int, asyncio.Future[None]] = {}
         waits: list[Awaitable[WriteResult]] = []
         for key, update, op_id in writes:
@@ -359,7 +296,7 @@ class Node:
                 raise failed
         results: list[WriteResult | ServerError] = []
         for s in started:
-            if type(s) is _Applied:
+            if type(s) is AppliedWrite:
                 results.append(WriteResult(s.item, present=s.present))
                 continue
             outcome = s if isinstance(s, ServerError) else next(finished)
@@ -406,7 +343,7 @@ class Node:
         result = await asyncio.shield(first)
         return WriteResult(result.item, result.acks, result.required, replayed=True)
 
-    async def _finish_op(self, op_id: str, future: asyncio.Future[WriteResult], key: str, applied: _Applied,
+    async def _finish_op(self, op_id: str, future: asyncio.Future[WriteResult], key: str, applied: AppliedWrite,
                          consistency: Consistency) -> WriteResult:
         try:
             result = await self._finish(key, applied, consistency)
@@ -428,7 +365,7 @@ class Node:
         clear = Clear(context=context, context_binding=context_binding)
         return await self.update(key, clear, op_id=op_id, consistency=consistency)
 
-    def _apply(self, key: str, update: Update, op: tuple[str, str] | None, *, render: bool = True) -> _Applied:
+    def _apply(self, key: str, update: Update, op: tuple[str, str] | None, *, render: bool = True) -> AppliedWrite:
         """Applies `update` and queues its log record (and op_id result); `op` is (op_id, request fingerprint)."""
         item, delta, blob = self.keyspace.apply_local(key, update, render=render or op is not None,
                                                       op_id=None if op is None else op[0])
@@ -440,9 +377,9 @@ class Node:
             record = OpRecord(key, op[1], item)
             written = self.storage.put_op_result(key, op[0], record.stored())
         present = item is not None or (not render and self.keyspace.has_value(key))
-        return _Applied(item, delta if blob is not None else None, written, op[0] if op else None, record, present)
+        return AppliedWrite(item, delta if blob is not None else None, written, op[0] if op else None, record, present)
 
-    async def _finish(self, key: str, applied: _Applied, consistency: Consistency) -> WriteResult:
+    async def _finish(self, key: str, applied: AppliedWrite, consistency: Consistency) -> WriteResult:
         """Waits for the write's commit, remembers its op_id result, then meets `consistency`."""
         if applied.written is not None:
             await applied.written
