@@ -312,3 +312,10 @@ def test_modules_stay_under_the_size_limit() -> None:
         if (n := len(path.read_text().splitlines())) > 700
     }
     assert too_long == {}
+
+
+def test_test_modules_have_unique_basenames() -> None:
+    """pytest imports test modules by basename (no __init__.py in tests/): two files of one name in different
+    folders break collection of the whole suite."""
+    names = [path.name for path in sorted((ROOT / "tests").rglob("test_*.py"))]
+    assert sorted({name for name in names if names.count(name) > 1}) == []
