@@ -19,9 +19,8 @@ async def test_a_retry_across_a_partition_counts_once_after_the_heal(cluster3: L
         _, first = await cluster["n1"].api().request("POST", "/v1/kv/orders", body=body, op_id="checkout-1")
         _, retry = await cluster["n3"].api().request("POST", "/v1/kv/orders", body=body, op_id="checkout-1")
         assert first["value"] == 7 and retry["value"] == 7  # each side applied it: neither knew of the other
-        plain = {"type": "counter", "increment": 1}
-        _, other = await cluster["n2"].api().request("POST", "/v1/kv/orders", body=plain)
-        assert other["value"] == 8
+        plain = {"type": "counter", "increment": 1}  # and a plain one on n2 (whether n1's has reached it yet or not)
+        await cluster["n2"].api().request("POST", "/v1/kv/orders", body=plain)
     finally:
         await cluster.heal()
     await cluster.wait_converged(["orders"], timeout_s=30)
