@@ -45,6 +45,7 @@ from server.errors import (
 )
 from server.hlc_source import HLCSource, wall_clock_ms
 from server.keyspace import Item, KeyPage, Keyspace
+from server.loop_lag import LoopLagMonitor
 from server.metrics import Metrics
 from server.op_folding import OpFolder
 from server.replication.seam import Replication, Standalone
@@ -226,6 +227,7 @@ class Node:
         if self.storage.durable:
             self.supervisor.supervise("checkpointer", self._checkpoint_loop)
         self.supervisor.supervise("op_folder", OpFolder(self).run)
+        self.supervisor.supervise("loop_lag", LoopLagMonitor(self.metrics.loop_lag, self.metrics.loop_lag_max).run)
 
     def _recover(self, recovered: Recovered) -> None:
         keyspace = self.keyspace
