@@ -29,6 +29,7 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -190,8 +191,8 @@ def figures(single: dict[str, Any], big: dict[str, Any], catch: dict[str, Any], 
               "write_load_single_10k": single["write_small"], "write_load_single_largest": single["write_large"]}
     lag = {name: {"p99_ms": p["loop_lag_p99_ms"], "max_ms": p["loop_lag_max_ms"],
                   "false_suspicions": p["false_suspicions"]} for name, p in phases.items()}
-    out["loop_lag_p99_ms"] = max(v["p99_ms"] for v in lag.values() if v["p99_ms"] is not None)
-    out["loop_lag_max_ms"] = max(v["max_ms"] for v in lag.values() if v["max_ms"] is not None)
+    out["loop_lag_p99_ms"] = max((v["p99_ms"] for v in lag.values() if v["p99_ms"] is not None), default=None)
+    out["loop_lag_max_ms"] = max((v["max_ms"] for v in lag.values() if v["max_ms"] is not None), default=None)
     out["false_suspicions"] = sum(v["false_suspicions"] or 0 for v in lag.values())
     out["loop_lag_by_phase"] = lag
     how["loop_lag_p99_ms"] = ("worst node of the worst phase; per phase per node from the rumor_event_loop_lag_seconds "
@@ -220,17 +221,35 @@ def figures(single: dict[str, Any], big: dict[str, Any], catch: dict[str, Any], 
             "details": {"single_node": single, "big_set_sync": big, "catch_up": catch, "repair": repair}}
 
 
+#: what `figures` reads of a phase that failed: every figure null, and the error
+_FAILED_PHASE = {"elements": None, "sync_s": None, "keys": 0, "keys_per_s": None, "complete": False,
+                 "serving_get_p99_ms": None, "loop_lag_p99_ms": None, "loop_lag_max_ms": None,
+                 "false_suspicions": None, "bytes_over_diff": None}
+
+
+async def _phase(name: str, work: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """A multi-node phase's figures, or (when it fails) nulls and the error: one phase must not cost the others.
+    Each phase's figures also go to stderr as they come."""
+    print(f"{name}: running", file=sys.stderr)
+    try:
+        result = await work
+    except Exception as exc:  # a bench reports what broke and goes on to the next phase
+        result = {**_FAILED_PHASE, "write_load_cluster": dict(_FAILED_PHASE), "error": f"{type(exc).__name__}: {exc}"}
+    print(f"{name}: {json.dumps(result)}", file=sys.stderr)
+    return result
+
+
 async def run(scale: Scale, quick: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="rumor-scale-bench-") as tmp:
         base = Path(tmp)
-        print("phase 1: one node, load, writes, restart", file=sys.stderr)
         single = await single_node(base, scale)
-        print("phase 2: big set sync", file=sys.stderr)
-        big = await big_set_sync(base / "bigset", scale.set_elements, scale.sync_bound_s, scale.startup_bound_s)
-        print("phase 3: catch-up and cluster writes", file=sys.stderr)
-        catch = await catch_up_and_write(base / "cluster", base / "single" / DB_FILE, single["loaded_keys"],
-                                         scale.catch_up_bound_s, scale.write_s, scale.startup_bound_s)
-    print("phase 4: repair bytes (in process)", file=sys.stderr)
+        print(f"single node: {json.dumps(single)}", file=sys.stderr)
+        big = await _phase("big set sync", big_set_sync(base / "bigset", scale.set_elements, scale.sync_bound_s,
+                                                        scale.startup_bound_s))
+        catch = await _phase("catch-up and cluster writes", catch_up_and_write(
+            base / "cluster", base / "single" / DB_FILE, single["loaded_keys"], scale.catch_up_bound_s,
+            scale.write_s, scale.startup_bound_s))
+    print("repair bytes (in process)", file=sys.stderr)
     repair = repair_bytes(scale.set_elements)
     return figures(single, big, catch, repair, scale, quick)
 

@@ -20,6 +20,7 @@ from replication_bench import core, keyspace_of, sync_bytes
 from scale_probe import Phase, get_latencies_ms, key_name, p99, parse_metrics, write_rate
 
 from crdt import ORSet, encode
+from server.client import RumorClient
 from server.local_cluster import LocalCluster, NodeProcess
 from server.replication import ReplicationConfig
 from server.storage import DB_FILE
@@ -46,9 +47,12 @@ async def big_set_sync(base: Path, elements: int, bound_s: float, startup_s: flo
         await cluster.wait_members(timeout_s=60)
         await cluster.partition(["n1"], ["n2"])
         started = time.monotonic()
-        for first in range(0, elements, SET_CHUNK):
-            await cluster["n1"].api().update("big", {"type": "set",
-                                                     "add": list(range(first, min(first + SET_CHUNK, elements)))})
+        slowest = 0.0
+        async with RumorClient(cluster["n1"].http_url, timeout_s=bound_s) as loader:  # a stalled n1 is a figure
+            for first in range(0, elements, SET_CHUNK):
+                sent = time.monotonic()
+                await loader.update("big", {"type": "set", "add": list(range(first, min(first + SET_CHUNK, elements)))})
+                slowest = max(slowest, time.monotonic() - sent)
         await cluster["n2"].api().update("big", {"type": "set", "add": [f"n2-{i}" for i in range(10)]})
         load_s = time.monotonic() - started
         phase = Phase("big_set_sync")
@@ -66,7 +70,7 @@ async def big_set_sync(base: Path, elements: int, bound_s: float, startup_s: flo
                 break
             await asyncio.sleep(0.5)
         figures = await phase.end()
-    return {"elements": elements, "load_s": round(load_s, 1),
+    return {"elements": elements, "load_s": round(load_s, 1), "slowest_add_request_s": round(slowest, 2),
             "sync_s": None if synced_s is None else round(synced_s, 2), "rejoined_s": round(rejoined_s, 2),
             "bound_s": bound_s, **figures}
 
