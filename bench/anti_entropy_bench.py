@@ -15,7 +15,7 @@ import time
 
 import msgpack
 
-from gossip.anti_entropy import (
+from rumor.gossip.anti_entropy import (
     AntiEntropyConfig,
     AntiEntropyResponder,
     AntiEntropySession,

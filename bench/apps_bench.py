@@ -55,7 +55,7 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
         batch_lua.write_text(BATCH_LUA.replace("%BATCH%", str(args.batch_size)).replace("%KEYS%", str(KEYS)))
         put_lua.write_text(PUT_LUA.replace("%KEYS%", str(KEYS)))
         bare_port, rumor_port = free_port(), free_port()
-        rumor_argv = [sys.executable, "-m", "server.cli", "serve", "--http-addr", f"127.0.0.1:{rumor_port}",
+        rumor_argv = [sys.executable, "-m", "rumor.server.cli", "serve", "--http-addr", f"127.0.0.1:{rumor_port}",
                       "--gossip-addr", "127.0.0.1:0", "--data-dir", str(Path(tmp) / "data"), "--node-id", "bench"]
         servers: list[Server] = []
         try:

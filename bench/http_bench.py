@@ -42,8 +42,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from server.client import RumorClient
-from server.local_cluster import LocalCluster
+from rumor.server.client import RumorClient
+from rumor.server.local_cluster import LocalCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = 1000
@@ -176,7 +176,7 @@ def throughput(args: argparse.Namespace) -> dict[str, object]:
         script = Path(tmp) / "put.lua"
         script.write_text(PUT_LUA.replace("%KEYS%", str(KEYS)))
         bare_port, rumor_port = free_port(), free_port()
-        rumor_argv = [sys.executable, "-m", "server.cli", "serve", "--http-addr", f"127.0.0.1:{rumor_port}",
+        rumor_argv = [sys.executable, "-m", "rumor.server.cli", "serve", "--http-addr", f"127.0.0.1:{rumor_port}",
                       "--gossip-addr", "127.0.0.1:0", "--data-dir", str(Path(tmp) / "data"), "--node-id", "bench"]
         if args.in_memory:
             rumor_argv.append("--in-memory")

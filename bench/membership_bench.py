@@ -182,7 +182,7 @@ class Cluster:
         for i, name in enumerate(self.names):
             others = [n for n in self.names if n != name]
             if kind == "ours":
-                argv = [sys.executable, "-m", "gossip", "--bind", name, "--preset", "lan",
+                argv = [sys.executable, "-m", "rumor.gossip", "--bind", name, "--preset", "lan",
                         "--probe-interval", str(settings["probe_interval"]),
                         "--probe-timeout", str(settings["probe_timeout"]),
                         "--stats-interval", "1", "--run-for", "300"]
@@ -246,7 +246,7 @@ class Cluster:
 
 
 def run_real(trials: int, idle_window_s: float, swim_suspect_timeout: float | None) -> dict[str, Any]:
-    from gossip.config import Config, suspicion_timeout_s
+    from rumor.gossip.config import Config, suspicion_timeout_s
 
     config = Config.lan()
     settings: dict[str, Any] = {
@@ -371,9 +371,9 @@ def percentile(values: list[float], q: float) -> float | None:
 
 def sim_figures(n: int, seed: int, trials: int, loss_window_s: float) -> dict[str, Any]:
     """SWIM figures for one cluster size, from bootstrapped simulated clusters (virtual time, seeded)."""
-    from gossip.config import Config
-    from gossip.member import MemberStatus
-    from gossip.simulation import Simulation
+    from rumor.gossip.config import Config
+    from rumor.gossip.member import MemberStatus
+    from rumor.gossip.simulation import Simulation
 
     config = Config.lan()
     sim = Simulation(n, config, seed)
@@ -449,8 +449,8 @@ def sim_figures(n: int, seed: int, trials: int, loss_window_s: float) -> dict[st
 
 def run_sim(seed: int, trials: int) -> dict[str, Any]:
     """N=50 (loss run: 10 simulated minutes) and N=200 (same figures, shorter loss window to bound runtime)."""
-    from gossip.config import Config
-    from gossip.simulation import run_scenario
+    from rumor.gossip.config import Config
+    from rumor.gossip.simulation import run_scenario
 
     out = sim_figures(50, seed, trials, loss_window_s=600.0)
     out.update({f"{k}_n200": v for k, v in sim_figures(200, seed, trials, loss_window_s=120.0).items()})

@@ -40,7 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from server.local_cluster import LocalCluster
+from rumor.server.local_cluster import LocalCluster
 
 NAMES = ("n1", "n2", "n3")
 KEYS_PER_SIDE = 40

@@ -23,19 +23,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from crdt import ORSet, PNCounter
-from gossip.config import Config
-from gossip.delegate import Delegate
-from gossip.memberlist import Memberlist
-from gossip.transport_asyncio import AsyncioTransport
-from server.config import ServerConfig
-from server.hlc_source import HLCSource
-from server.keyspace import Keyspace
-from server.node import Node
-from server.replication import KeyspaceStore, ReplicaCore, ReplicationConfig
-from server.replication.replica import sync_pair
-from server.replication.runtime import GossipReplication
-from server.updates import Increment
+from rumor.crdt import ORSet, PNCounter
+from rumor.gossip.config import Config
+from rumor.gossip.delegate import Delegate
+from rumor.gossip.memberlist import Memberlist
+from rumor.gossip.transport_asyncio import AsyncioTransport
+from rumor.server.config import ServerConfig
+from rumor.server.hlc_source import HLCSource
+from rumor.server.keyspace import Keyspace
+from rumor.server.node import Node
+from rumor.server.replication import KeyspaceStore, ReplicaCore, ReplicationConfig
+from rumor.server.replication.replica import sync_pair
+from rumor.server.replication.runtime import GossipReplication
+from rumor.server.updates import Increment
 
 
 def core(node_id: str, config: ReplicationConfig | None = None, seed: int = 0) -> ReplicaCore:

@@ -16,7 +16,7 @@ import json
 import time
 from typing import Any
 
-from server.replication.retry_storm import run_retry_storm
+from rumor.server.replication.retry_storm import run_retry_storm
 
 
 def measure(retries: int = 10_000, seed: int = 1, control_retries: int = 1_000) -> dict[str, Any]:

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from crdt import HLCTimestamp, HybridLogicalClock, LWWMap, PNCounter, decode, decode_context, encode, encode_context  # noqa: E402
+from rumor.crdt import HLCTimestamp, HybridLogicalClock, LWWMap, PNCounter, decode, decode_context, encode, encode_context  # noqa: E402
 
 PEERS = ("loro", "pycrdt")
 LIBS = ("rumor", *PEERS)

@@ -39,9 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scale_cluster import big_set_sync, catch_up_and_write, repair_bytes
 from scale_probe import Phase, get_latencies_ms, key_name, load_keys, p99, rss_mib, write_rate
 
-from server.client import RumorClient
-from server.local_cluster import NodeProcess
-from server.storage import DB_FILE
+from rumor.server.client import RumorClient
+from rumor.server.local_cluster import NodeProcess
+from rumor.server.storage import DB_FILE
 
 MIB = 1024 * 1024
 TARGET_KEYS = 1_000_000

@@ -19,12 +19,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from replication_bench import core, keyspace_of, sync_bytes
 from scale_probe import Phase, get_latencies_ms, key_name, p99, parse_metrics, write_rate
 
-from crdt import ORSet, encode
-from server.client import RumorClient
-from server.local_cluster import LocalCluster, NodeProcess
-from server.replication import ReplicationConfig
-from server.storage import DB_FILE
-from server.updates import SetChange
+from rumor.crdt import ORSet, encode
+from rumor.server.client import RumorClient
+from rumor.server.local_cluster import LocalCluster, NodeProcess
+from rumor.server.replication import ReplicationConfig
+from rumor.server.storage import DB_FILE
+from rumor.server.updates import SetChange
 
 PRESET = "lan"
 #: after a heal, how long a probe sent during the partition may still fail (lan: probe interval plus timeout)

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from server.client import RumorClient
-from server.local_cluster import NodeProcess
+from rumor.server.client import RumorClient
+from rumor.server.local_cluster import NodeProcess
 
 LAG = "rumor_event_loop_lag_seconds"
 LAG_MAX = "rumor_event_loop_lag_max_seconds"

@@ -33,12 +33,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from server import http_api  # noqa: E402
-from server.config import ServerConfig  # noqa: E402
-from server.negotiation import JSON, decode_body, encode_body  # noqa: E402
-from server.node import Node  # noqa: E402
-from server.updates import RegisterWrite  # noqa: E402
-from server.values import check_key  # noqa: E402
+from rumor.server import http_api  # noqa: E402
+from rumor.server.config import ServerConfig  # noqa: E402
+from rumor.server.negotiation import JSON, decode_body, encode_body  # noqa: E402
+from rumor.server.node import Node  # noqa: E402
+from rumor.server.updates import RegisterWrite  # noqa: E402
+from rumor.server.values import check_key  # noqa: E402
 
 VARIANTS = ("floor", "in_memory", "durable")
 KEYS = 1000

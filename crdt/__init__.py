@@ -3,11 +3,11 @@
 No I/O, no clock, no randomness: callers pass replica ids, physical time and contexts in.
 """
 
-from crdt.causal_context import CausalContext
-from crdt.causal_delivery import CausalDelivery, Op, OpEmitter
-from crdt.dot import Dot
-from crdt.dot_kernel import DotKernel
-from crdt.encoding import (
+from rumor.crdt.causal_context import CausalContext
+from rumor.crdt.causal_delivery import CausalDelivery, Op, OpEmitter
+from rumor.crdt.dot import Dot
+from rumor.crdt.dot_kernel import DotKernel
+from rumor.crdt.encoding import (
     decode,
     decode_context,
     decode_op,
@@ -16,7 +16,7 @@ from crdt.encoding import (
     encode_op,
     encode_state_context,
 )
-from crdt.errors import (
+from rumor.crdt.errors import (
     BufferFullError,
     CausalGapError,
     CRDTError,
@@ -24,18 +24,18 @@ from crdt.errors import (
     InvalidOperationError,
     TypeMismatchError,
 )
-from crdt.gcounter import GCounter
-from crdt.hlc import HLCTimestamp, HybridLogicalClock
-from crdt.lww_map import LWWMap
-from crdt.lww_register import LWWRegister
-from crdt.mv_register import MVRegister
-from crdt.ormap import ORMap
-from crdt.orset import ORSet
-from crdt.plain_value import order_key
-from crdt.pncounter import PNCounter
-from crdt.protocol import CRDT
-from crdt.registry import TYPES, register_type
-from crdt.version_vector import Ordering, VersionVector
+from rumor.crdt.gcounter import GCounter
+from rumor.crdt.hlc import HLCTimestamp, HybridLogicalClock
+from rumor.crdt.lww_map import LWWMap
+from rumor.crdt.lww_register import LWWRegister
+from rumor.crdt.mv_register import MVRegister
+from rumor.crdt.ormap import ORMap
+from rumor.crdt.orset import ORSet
+from rumor.crdt.plain_value import order_key
+from rumor.crdt.pncounter import PNCounter
+from rumor.crdt.protocol import CRDT
+from rumor.crdt.registry import TYPES, register_type
+from rumor.crdt.version_vector import Ordering, VersionVector
 
 __all__ = [
     "CRDT",

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from crdt.dot import Dot
-from crdt.version_vector import VersionVector
+from rumor.crdt.dot import Dot
+from rumor.crdt.version_vector import VersionVector
 
 
 class CausalContext:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from crdt.dot import Dot
-from crdt.errors import BufferFullError, CausalGapError
-from crdt.version_vector import VersionVector
+from rumor.crdt.dot import Dot
+from rumor.crdt.errors import BufferFullError, CausalGapError
+from rumor.crdt.version_vector import VersionVector
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,11 +28,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from crdt import entries
-from crdt.errors import InvalidOperationError
+from rumor.crdt import entries
+from rumor.crdt.errors import InvalidOperationError
 
 if TYPE_CHECKING:
-    from crdt.dot_kernel import DotKernel
+    from rumor.crdt.dot_kernel import DotKernel
 
 #: the longest op_id accepted (a client's idempotency key; the server allows as many)
 MAX_OP_ID_CHARS = 256

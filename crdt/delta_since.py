@@ -31,7 +31,7 @@ from collections.abc import Container, Mapping, Sized
 from itertools import chain, repeat
 from typing import Protocol
 
-from crdt.causal_context import CausalContext
+from rumor.crdt.causal_context import CausalContext
 
 DotT = tuple[str, int]
 

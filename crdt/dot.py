@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from crdt.errors import InvalidOperationError
+from rumor.crdt.errors import InvalidOperationError
 
 
 class Dot(NamedTuple):

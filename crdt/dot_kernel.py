@@ -41,12 +41,12 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Iterator
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
-from crdt import entries
-from crdt.causal_context import CausalContext
-from crdt.delta_since import diff_since
-from crdt.dot import Dot
-from crdt.errors import InvalidOperationError, TypeMismatchError
-from crdt.fast_merge import apply_write
+from rumor.crdt import entries
+from rumor.crdt.causal_context import CausalContext
+from rumor.crdt.delta_since import diff_since
+from rumor.crdt.dot import Dot
+from rumor.crdt.errors import InvalidOperationError, TypeMismatchError
+from rumor.crdt.fast_merge import apply_write
 
 DotT = tuple[str, int]
 #: what a type keys its entries by (set element, map field, counter replica, None for registers)

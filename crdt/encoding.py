@@ -20,12 +20,12 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
-from crdt import wire_v1, wire_v2
-from crdt.causal_context import CausalContext
-from crdt.causal_delivery import Op
-from crdt.dot_kernel import DotKernel
-from crdt.errors import DecodeError
-from crdt.wire_values import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, pack, unpack
+from rumor.crdt import wire_v1, wire_v2
+from rumor.crdt.causal_context import CausalContext
+from rumor.crdt.causal_delivery import Op
+from rumor.crdt.dot_kernel import DotKernel
+from rumor.crdt.errors import DecodeError
+from rumor.crdt.wire_values import DEFAULT_MAX_BYTES, DEFAULT_MAX_DEPTH, pack, unpack
 
 VERSION = 2
 MAGIC = 0xC1

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Protocol
 
-from crdt.causal_context import CausalContext
-from crdt.entries import Entries, with_entry
+from rumor.crdt.causal_context import CausalContext
+from rumor.crdt.entries import Entries, with_entry
 
 #: the most dots a delta's context may name for the direct path (a write covers its key's few observed dots)
 MAX_DOTS = 8

@@ -22,11 +22,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from crdt import counter_ops
-from crdt.dot_kernel import DotKernel
-from crdt.entries import Entries, items
-from crdt.errors import InvalidOperationError
-from crdt.registry import register_type
+from rumor.crdt import counter_ops
+from rumor.crdt.dot_kernel import DotKernel
+from rumor.crdt.entries import Entries, items
+from rumor.crdt.errors import InvalidOperationError
+from rumor.crdt.registry import register_type
 
 
 def _check_amount(amount: object, *, allow_negative: bool) -> int:

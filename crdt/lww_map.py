@@ -20,14 +20,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar, NamedTuple
 
-from crdt.causal_context import CausalContext
-from crdt.dot_kernel import DotKernel
-from crdt.entries import count, dots
-from crdt.errors import InvalidOperationError
-from crdt.hlc import HLCTimestamp
-from crdt.lww_register import lww_payload_from_wire, lww_winner
-from crdt.registry import register_type
-from crdt.version_vector import VersionVector
+from rumor.crdt.causal_context import CausalContext
+from rumor.crdt.dot_kernel import DotKernel
+from rumor.crdt.entries import count, dots
+from rumor.crdt.errors import InvalidOperationError
+from rumor.crdt.hlc import HLCTimestamp
+from rumor.crdt.lww_register import lww_payload_from_wire, lww_winner
+from rumor.crdt.registry import register_type
+from rumor.crdt.version_vector import VersionVector
 
 
 class FieldVersion(NamedTuple):

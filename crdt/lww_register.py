@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from crdt.causal_context import CausalContext
-from crdt.dot_kernel import DotKernel
-from crdt.entries import Entries, items
-from crdt.errors import InvalidOperationError
-from crdt.hlc import HLCTimestamp
-from crdt.registry import register_type
+from rumor.crdt.causal_context import CausalContext
+from rumor.crdt.dot_kernel import DotKernel
+from rumor.crdt.entries import Entries, items
+from rumor.crdt.errors import InvalidOperationError
+from rumor.crdt.hlc import HLCTimestamp
+from rumor.crdt.registry import register_type
 
 
 def lww_winner(kd: Entries | Mapping[tuple[str, int], Any]) -> tuple[HLCTimestamp, str, Any]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from crdt.causal_context import CausalContext
-from crdt.dot_kernel import DotKernel
-from crdt.entries import payloads
-from crdt.plain_value import order_key
-from crdt.registry import register_type
+from rumor.crdt.causal_context import CausalContext
+from rumor.crdt.dot_kernel import DotKernel
+from rumor.crdt.entries import payloads
+from rumor.crdt.plain_value import order_key
+from rumor.crdt.registry import register_type
 
 
 @register_type

@@ -37,12 +37,12 @@ from collections.abc import Callable, Hashable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar, Self, TypeVar
 
-from crdt.causal_context import CausalContext
-from crdt.dot_kernel import DotKernel, DotT
-from crdt.entries import Entries, dots, items
-from crdt.errors import InvalidOperationError, TypeMismatchError
-from crdt.fast_merge import apply_write
-from crdt.registry import TYPES, register_type
+from rumor.crdt.causal_context import CausalContext
+from rumor.crdt.dot_kernel import DotKernel, DotT
+from rumor.crdt.entries import Entries, dots, items
+from rumor.crdt.errors import InvalidOperationError, TypeMismatchError
+from rumor.crdt.fast_merge import apply_write
+from rumor.crdt.registry import TYPES, register_type
 
 T = TypeVar("T", bound=DotKernel[Any])
 #: an entry's key in the map's flat store: (map key, nested kind's TYPE_NAME, nested key)

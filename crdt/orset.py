@@ -13,10 +13,10 @@ from itertools import chain
 from operator import attrgetter
 from typing import Any, ClassVar
 
-from crdt.causal_context import CausalContext
-from crdt.dot_kernel import DotKernel
-from crdt.plain_value import StrictKey, element_key, element_of, is_hashable_plain, order_key
-from crdt.registry import register_type
+from rumor.crdt.causal_context import CausalContext
+from rumor.crdt.dot_kernel import DotKernel
+from rumor.crdt.plain_value import StrictKey, element_key, element_of, is_hashable_plain, order_key
+from rumor.crdt.registry import register_type
 
 _identity = attrgetter("_identity")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from crdt.errors import InvalidOperationError
+from rumor.crdt.errors import InvalidOperationError
 
 _NONE, _BOOL, _INT, _FLOAT, _STR, _BYTES, _TUPLE, _LIST, _DICT = range(9)
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from crdt import counter_ops
-from crdt.dot_kernel import DotKernel
-from crdt.gcounter import _check_amount, latest_total
-from crdt.registry import register_type
+from rumor.crdt import counter_ops
+from rumor.crdt.dot_kernel import DotKernel
+from rumor.crdt.gcounter import _check_amount, latest_total
+from rumor.crdt.registry import register_type
 
 
 @register_type

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
-from crdt.causal_context import CausalContext
+from rumor.crdt.causal_context import CausalContext
 
 
 @runtime_checkable

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from crdt.dot_kernel import DotKernel
-from crdt.errors import InvalidOperationError
+from rumor.crdt.dot_kernel import DotKernel
+from rumor.crdt.errors import InvalidOperationError
 
 D = TypeVar("D", bound=DotKernel[Any])
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from enum import Enum
 
-from crdt.dot import Dot
+from rumor.crdt.dot import Dot
 
 
 class Ordering(Enum):

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from crdt.causal_context import CausalContext
-from crdt.causal_delivery import Op
-from crdt.dot import Dot
-from crdt.dot_kernel import Deferred, DotKernel, context_identity
-from crdt.entries import payload_at, with_entry
-from crdt.errors import CRDTError, DecodeError
-from crdt.version_vector import VersionVector
-from crdt.wire_values import AS_IS as _AS_IS
-from crdt.wire_values import (
+from rumor.crdt.causal_context import CausalContext
+from rumor.crdt.causal_delivery import Op
+from rumor.crdt.dot import Dot
+from rumor.crdt.dot_kernel import Deferred, DotKernel, context_identity
+from rumor.crdt.entries import payload_at, with_entry
+from rumor.crdt.errors import CRDTError, DecodeError
+from rumor.crdt.version_vector import VersionVector
+from rumor.crdt.wire_values import AS_IS as _AS_IS
+from rumor.crdt.wire_values import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_DEPTH,
     EXT_TUPLE,
@@ -31,11 +31,11 @@ from crdt.wire_values import (
     value_from_wire,
     value_to_wire,
 )
-from crdt.wire_values import MAX_INT as _MAX_INT
-from crdt.wire_values import MIN_INT as _MIN_INT
-from crdt.wire_values import WIRE_SCALARS as _WIRE_SCALARS
-from crdt.wire_values import pack as _pack
-from crdt.wire_values import unpack as _unpack
+from rumor.crdt.wire_values import MAX_INT as _MAX_INT
+from rumor.crdt.wire_values import MIN_INT as _MIN_INT
+from rumor.crdt.wire_values import WIRE_SCALARS as _WIRE_SCALARS
+from rumor.crdt.wire_values import pack as _pack
+from rumor.crdt.wire_values import unpack as _unpack
 
 VERSION = 1
 

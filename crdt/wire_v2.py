@@ -31,15 +31,15 @@ from __future__ import annotations
 from itertools import pairwise, repeat
 from typing import Any
 
-from crdt.causal_context import CausalContext
-from crdt.causal_delivery import Op
-from crdt.dot import Dot
-from crdt.dot_kernel import Deferred, DotKernel, context_identity
-from crdt.entries import payload_at, with_entry
-from crdt.errors import CRDTError, DecodeError
-from crdt.hlc import HLCTimestamp
-from crdt.version_vector import VersionVector
-from crdt.wire_values import (
+from rumor.crdt.causal_context import CausalContext
+from rumor.crdt.causal_delivery import Op
+from rumor.crdt.dot import Dot
+from rumor.crdt.dot_kernel import Deferred, DotKernel, context_identity
+from rumor.crdt.entries import payload_at, with_entry
+from rumor.crdt.errors import CRDTError, DecodeError
+from rumor.crdt.hlc import HLCTimestamp
+from rumor.crdt.version_vector import VersionVector
+from rumor.crdt.wire_values import (
     AS_IS,
     MAX_INT,
     MIN_INT,

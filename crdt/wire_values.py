@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from crdt.errors import DecodeError, InvalidOperationError
-from crdt.plain_value import StrictKey
-from crdt.registry import TYPES
+from rumor.crdt.errors import DecodeError, InvalidOperationError
+from rumor.crdt.plain_value import StrictKey
+from rumor.crdt.registry import TYPES
 
 if TYPE_CHECKING:
-    from crdt.dot_kernel import DotKernel
+    from rumor.crdt.dot_kernel import DotKernel
 
 EXT_TUPLE = 1
 EXT_BIGINT = 2

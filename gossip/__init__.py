@@ -5,20 +5,20 @@ The protocol core is a set of pure state machines (`Membership` and its parts) t
 Application data rides through a `Delegate` as opaque bytes: this package never knows what a CRDT is.
 """
 
-from gossip.awareness import Awareness
-from gossip.broadcast_queue import BroadcastQueue
-from gossip.clock import Address, Clock, ManualClock, MonotonicClock
-from gossip.config import Config
-from gossip.delegate import Delegate, NoRequestHandlerError
-from gossip.errors import ConfigError, GossipError, PacketDecodeError, PacketTooLargeError, UnknownMemberError
-from gossip.member import Member, MemberStatus
-from gossip.membership import Membership
-from gossip.messages import MessageType, decode_app_response, encode_app_error, encode_app_response
-from gossip.outgoing import JoinStatus, MembershipStats, Outgoing, Packet, StreamReply, StreamRequest
-from gossip.probe_order import ProbeOrder
-from gossip.sim_network import FaultPlan, MemoryNetwork, SimulationError
-from gossip.simulation import ScenarioResult, SimNode, Simulation, StatusEvent, run_scenario
-from gossip.suspicion import Suspicion, remaining_suspicion_time
+from rumor.gossip.awareness import Awareness
+from rumor.gossip.broadcast_queue import BroadcastQueue
+from rumor.gossip.clock import Address, Clock, ManualClock, MonotonicClock
+from rumor.gossip.config import Config
+from rumor.gossip.delegate import Delegate, NoRequestHandlerError
+from rumor.gossip.errors import ConfigError, GossipError, PacketDecodeError, PacketTooLargeError, UnknownMemberError
+from rumor.gossip.member import Member, MemberStatus
+from rumor.gossip.membership import Membership
+from rumor.gossip.messages import MessageType, decode_app_response, encode_app_error, encode_app_response
+from rumor.gossip.outgoing import JoinStatus, MembershipStats, Outgoing, Packet, StreamReply, StreamRequest
+from rumor.gossip.probe_order import ProbeOrder
+from rumor.gossip.sim_network import FaultPlan, MemoryNetwork, SimulationError
+from rumor.gossip.simulation import ScenarioResult, SimNode, Simulation, StatusEvent, run_scenario
+from rumor.gossip.suspicion import Suspicion, remaining_suspicion_time
 
 __all__ = [
     "Address",

@@ -18,15 +18,15 @@ import sys
 import time
 from typing import Any
 
-from gossip.address import AddressError, format_address, parse_address
-from gossip.clock import Address
-from gossip.config import Config
-from gossip.delegate import Delegate
-from gossip.errors import GossipError
-from gossip.member import Member
-from gossip.memberlist import Memberlist
-from gossip.security import Keyring
-from gossip.transport_asyncio import AsyncioTransport
+from rumor.gossip.address import AddressError, format_address, parse_address
+from rumor.gossip.clock import Address
+from rumor.gossip.config import Config
+from rumor.gossip.delegate import Delegate
+from rumor.gossip.errors import GossipError
+from rumor.gossip.member import Member
+from rumor.gossip.memberlist import Memberlist
+from rumor.gossip.security import Keyring
+from rumor.gossip.transport_asyncio import AsyncioTransport
 
 PRESETS = {"lan": Config.lan, "wan": Config.wan, "local": Config.local}
 DEFAULT_PORT = 7946

@@ -8,8 +8,8 @@ takes the caller's default, when the caller has one; the host is never empty. `f
 
 from __future__ import annotations
 
-from gossip.clock import Address
-from gossip.errors import GossipError
+from rumor.gossip.clock import Address
+from rumor.gossip.errors import GossipError
 
 MAX_PORT = 65535
 

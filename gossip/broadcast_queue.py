@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 from sortedcontainers import SortedList
 
-from gossip.config import retransmit_limit
-from gossip.messages import MAX_COMPOUND_PARTS, bin_overhead, compound_overhead, compound_size, encode_compound
+from rumor.gossip.config import retransmit_limit
+from rumor.gossip.messages import MAX_COMPOUND_PARTS, bin_overhead, compound_overhead, compound_size, encode_compound
 
 PART_OVERHEAD = 3
 """msgpack bin16 header: the most framing one compound part below 64 KiB can cost."""

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from gossip.errors import ConfigError
+from rumor.gossip.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True)

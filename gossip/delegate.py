@@ -8,8 +8,8 @@ awaits it for each incoming app request.
 
 from __future__ import annotations
 
-from gossip.errors import GossipError
-from gossip.member import Member
+from rumor.gossip.errors import GossipError
+from rumor.gossip.member import Member
 
 
 class NoRequestHandlerError(GossipError, LookupError):

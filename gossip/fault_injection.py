@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
-from gossip.clock import Address
-from gossip.transport import PacketHandler, PeerUnreachableError, RequestHandler, Transport, TransportStats
+from rumor.gossip.clock import Address
+from rumor.gossip.transport import PacketHandler, PeerUnreachableError, RequestHandler, Transport, TransportStats
 
 
 class FaultInjectingTransport:

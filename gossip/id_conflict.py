@@ -26,9 +26,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gossip.address import format_address
-from gossip.clock import Address
-from gossip.member import Member, MemberStatus
+from rumor.gossip.address import format_address
+from rumor.gossip.clock import Address
+from rumor.gossip.member import Member, MemberStatus
 
 
 @dataclass(frozen=True, slots=True)

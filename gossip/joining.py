@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from gossip.address import format_address
-from gossip.clock import Address
-from gossip.config import Config
-from gossip.errors import GossipError
-from gossip.outgoing import JoinStatus
-from gossip.transport import KeyMismatchError
+from rumor.gossip.address import format_address
+from rumor.gossip.clock import Address
+from rumor.gossip.config import Config
+from rumor.gossip.errors import GossipError
+from rumor.gossip.outgoing import JoinStatus
+from rumor.gossip.transport import KeyMismatchError
 
 
 class JoinError(GossipError, ConnectionError):

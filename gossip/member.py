@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
-from gossip.clock import Address
+from rumor.gossip.clock import Address
 
 
 class MemberStatus(IntEnum):

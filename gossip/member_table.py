@@ -11,10 +11,10 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from gossip.clock import Address
-from gossip.errors import UnknownMemberError
-from gossip.member import Member
-from gossip.probe_order import ProbeOrder
+from rumor.gossip.clock import Address
+from rumor.gossip.errors import UnknownMemberError
+from rumor.gossip.member import Member
+from rumor.gossip.probe_order import ProbeOrder
 
 __all__ = ["MemberTable"]
 

@@ -21,20 +21,20 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from gossip.address import format_address
-from gossip.clock import Address, Clock, MonotonicClock
-from gossip.config import Config, retransmit_limit
-from gossip.delegate import Delegate
-from gossip.errors import GossipError, PacketDecodeError
-from gossip.futures import retrieve_exception
-from gossip.id_conflict import ConflictingClaim
-from gossip.joining import JoinError, NodeIdConflictError, failure_reason
-from gossip.member import Member
-from gossip.membership import JoinStatus, Membership, MembershipStats
-from gossip.messages import decode_app_response, encode_app_error, encode_app_response
-from gossip.outgoing import Outgoing, Packet, StreamRequest
-from gossip.rate_limit import RateLimiter
-from gossip.transport import (
+from rumor.gossip.address import format_address
+from rumor.gossip.clock import Address, Clock, MonotonicClock
+from rumor.gossip.config import Config, retransmit_limit
+from rumor.gossip.delegate import Delegate
+from rumor.gossip.errors import GossipError, PacketDecodeError
+from rumor.gossip.futures import retrieve_exception
+from rumor.gossip.id_conflict import ConflictingClaim
+from rumor.gossip.joining import JoinError, NodeIdConflictError, failure_reason
+from rumor.gossip.member import Member
+from rumor.gossip.membership import JoinStatus, Membership, MembershipStats
+from rumor.gossip.messages import decode_app_response, encode_app_error, encode_app_response
+from rumor.gossip.outgoing import Outgoing, Packet, StreamRequest
+from rumor.gossip.rate_limit import RateLimiter
+from rumor.gossip.transport import (
     CountingTransport,
     KeyMismatchError,
     PeerTimeoutError,

@@ -29,14 +29,14 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
-from gossip.clock import Address
-from gossip.config import Config, push_pull_scale
-from gossip.delegate import Delegate
-from gossip.errors import PacketDecodeError, PacketTooLargeError
-from gossip.id_conflict import ConflictingClaim, claim_holder, sender_holder
-from gossip.joining import Join
-from gossip.member import Member, MemberStatus
-from gossip.messages import (
+from rumor.gossip.clock import Address
+from rumor.gossip.config import Config, push_pull_scale
+from rumor.gossip.delegate import Delegate
+from rumor.gossip.errors import PacketDecodeError, PacketTooLargeError
+from rumor.gossip.id_conflict import ConflictingClaim, claim_holder, sender_holder
+from rumor.gossip.joining import Join
+from rumor.gossip.member import Member, MemberStatus
+from rumor.gossip.messages import (
     Alive,
     AppMessage,
     AppRequest,
@@ -51,8 +51,8 @@ from gossip.messages import (
     encode,
     encode_within,
 )
-from gossip.outgoing import JoinStatus, MembershipStats, Outgoing, Packet, StreamReply, StreamRequest
-from gossip.swim import Swim
+from rumor.gossip.outgoing import JoinStatus, MembershipStats, Outgoing, Packet, StreamReply, StreamRequest
+from rumor.gossip.swim import Swim
 
 __all__ = ["JoinStatus", "Membership", "MembershipStats", "Outgoing", "Packet", "StreamReply", "StreamRequest"]
 

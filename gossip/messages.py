@@ -17,10 +17,10 @@ from typing import Any, ClassVar
 
 import msgpack
 
-from gossip.clock import Address
-from gossip.errors import PacketDecodeError, PacketTooLargeError
-from gossip.member import MemberStatus
-from gossip.msgpack_wire import UNPACK_ERRORS, unpack_error_reason
+from rumor.gossip.clock import Address
+from rumor.gossip.errors import PacketDecodeError, PacketTooLargeError
+from rumor.gossip.member import MemberStatus
+from rumor.gossip.msgpack_wire import UNPACK_ERRORS, unpack_error_reason
 
 MAX_ID_CHARS = 256
 MAX_HOST_CHARS = 255

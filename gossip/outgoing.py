@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gossip.clock import Address
-from gossip.messages import AppRequest
+from rumor.gossip.clock import Address
+from rumor.gossip.messages import AppRequest
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gossip.errors import GossipError
+from rumor.gossip.errors import GossipError
 
 SEAL_VERSION = 0xE1
 """Version byte of the only sealed format so far (AES-GCM, 12-byte random nonce, 16-byte tag)."""

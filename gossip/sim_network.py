@@ -16,8 +16,8 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from gossip.clock import Address, ManualClock
-from gossip.errors import GossipError
+from rumor.gossip.clock import Address, ManualClock
+from rumor.gossip.errors import GossipError
 
 PacketSink = Callable[[bytes, Address], None]
 RequestSink = Callable[[bytes, Address], bytes | None]

@@ -17,15 +17,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from gossip.clock import Address, ManualClock
-from gossip.config import Config
-from gossip.delegate import Delegate
-from gossip.errors import PacketDecodeError
-from gossip.member import Member, MemberStatus
-from gossip.membership import Membership
-from gossip.messages import decode_app_response, encode_app_error, encode_app_response
-from gossip.outgoing import Outgoing, Packet
-from gossip.sim_network import FaultPlan, MemoryNetwork, SimulationError
+from rumor.gossip.clock import Address, ManualClock
+from rumor.gossip.config import Config
+from rumor.gossip.delegate import Delegate
+from rumor.gossip.errors import PacketDecodeError
+from rumor.gossip.member import Member, MemberStatus
+from rumor.gossip.membership import Membership
+from rumor.gossip.messages import decode_app_response, encode_app_error, encode_app_response
+from rumor.gossip.outgoing import Outgoing, Packet
+from rumor.gossip.sim_network import FaultPlan, MemoryNetwork, SimulationError
 
 DelegateFactory = Callable[["SimNode"], Delegate]
 RequestDone = Callable[[bytes | None, str | None], None]

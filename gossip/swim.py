@@ -17,16 +17,16 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from gossip.awareness import Awareness
-from gossip.broadcast_queue import PART_OVERHEAD, BroadcastQueue, fill_packet
-from gossip.clock import Address
-from gossip.config import Config, suspicion_timeout_s
-from gossip.delegate import Delegate
-from gossip.errors import PacketDecodeError, PacketTooLargeError
-from gossip.id_conflict import ConflictingClaim, claim_holder
-from gossip.member import Member, MemberStatus
-from gossip.member_table import MemberTable
-from gossip.messages import (
+from rumor.gossip.awareness import Awareness
+from rumor.gossip.broadcast_queue import PART_OVERHEAD, BroadcastQueue, fill_packet
+from rumor.gossip.clock import Address
+from rumor.gossip.config import Config, suspicion_timeout_s
+from rumor.gossip.delegate import Delegate
+from rumor.gossip.errors import PacketDecodeError, PacketTooLargeError
+from rumor.gossip.id_conflict import ConflictingClaim, claim_holder
+from rumor.gossip.member import Member, MemberStatus
+from rumor.gossip.member_table import MemberTable
+from rumor.gossip.messages import (
     Ack,
     Alive,
     AppMessage,
@@ -41,8 +41,8 @@ from gossip.messages import (
     UserBroadcast,
     encode,
 )
-from gossip.outgoing import MembershipStats, Outgoing, Packet, StreamReply, StreamRequest
-from gossip.suspicion import Suspicion
+from rumor.gossip.outgoing import MembershipStats, Outgoing, Packet, StreamReply, StreamRequest
+from rumor.gossip.suspicion import Suspicion
 
 __all__ = ["Swim"]
 

@@ -13,9 +13,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from gossip.address import format_address
-from gossip.clock import Address
-from gossip.errors import GossipError
+from rumor.gossip.address import format_address
+from rumor.gossip.clock import Address
+from rumor.gossip.errors import GossipError
 
 PacketHandler = Callable[[bytes, Address], None]
 """Called once per received datagram with its (already opened) payload and the sender's address."""

@@ -22,11 +22,11 @@ import socket
 import struct
 import time
 
-from gossip.address import format_address
-from gossip.clock import Address
-from gossip.rate_limit import RateLimiter
-from gossip.security import CONTEXT_PACKET, CONTEXT_STREAM, SEAL_OVERHEAD, DecryptError, Keyring, is_sealed
-from gossip.transport import (
+from rumor.gossip.address import format_address
+from rumor.gossip.clock import Address
+from rumor.gossip.rate_limit import RateLimiter
+from rumor.gossip.security import CONTEXT_PACKET, CONTEXT_STREAM, SEAL_OVERHEAD, DecryptError, Keyring, is_sealed
+from rumor.gossip.transport import (
     STREAM_LENGTH_PREFIX_BYTES,
     FrameTooLargeError,
     KeyMismatchError,

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.errors import MalformedBodyError, ServerError, UnknownFieldError
-from server.http_errors import status_for
-from server.node import Outcome, WriteResult
-from server.updates import Update, parse_update
-from server.values import check_key, check_op_id
+from rumor.server.errors import MalformedBodyError, ServerError, UnknownFieldError
+from rumor.server.http_errors import status_for
+from rumor.server.node import Outcome, WriteResult
+from rumor.server.updates import Update, parse_update
+from rumor.server.values import check_key, check_op_id
 
 #: entries one batch may hold: a batch is bounded work for one request (and the body limit bounds its bytes)
 MAX_BATCH = 1000

@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 
-from server.client import (
+from rumor.server.client import (
     InvalidNodeURLError,
     MalformedResponseError,
     RumorClient,
@@ -30,9 +30,9 @@ from server.client import (
     WatchEvent,
     node_url,
 )
-from server.config import LOG_FORMATS, LOG_LEVELS, TIMING_PRESETS, ServerConfig, env_name, load_config
-from server.errors import ConfigError, ServerError
-from server.version import PYTHON, VERSION
+from rumor.server.config import LOG_FORMATS, LOG_LEVELS, TIMING_PRESETS, ServerConfig, env_name, load_config
+from rumor.server.errors import ConfigError, ServerError
+from rumor.server.version import PYTHON, VERSION
 
 DEFAULT_NODE_URL = "http://127.0.0.1:7000"
 
@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="run a local multi-process cluster through a partition and watch it converge",
         description="Start a local cluster of node processes, write through every node, partition one away, keep "
                     "writing on both sides, heal, and show convergence step by step. Cleans up after itself.")
-    from server.demo import add_arguments as add_demo_arguments
+    from rumor.server.demo import add_arguments as add_demo_arguments
 
     add_demo_arguments(demo)
 
@@ -194,7 +194,7 @@ async def _watch(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
-        from server.demo import run as run_demo
+        from rumor.server.demo import run as run_demo
 
         return run_demo(args)
     if args.command == "serve":
@@ -223,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C ends `rumor watch`: no traceback
         return 130
     if args.command == "status" and not args.json:
-        from server.status_view import status_table
+        from rumor.server.status_view import status_table
 
         return _print(status_table(result))
     if args.command == "get" and result is None:
@@ -234,10 +234,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _serve(config: ServerConfig) -> int:
     """`rumor serve`; a failure to start that an operator causes and can fix is one line on stderr, status 1."""
-    from gossip.address import format_address
-    from gossip.errors import GossipError
-    from gossip.transport_asyncio import BindError
-    from server.serve import ListenError, run
+    from rumor.gossip.address import format_address
+    from rumor.gossip.errors import GossipError
+    from rumor.gossip.transport_asyncio import BindError
+    from rumor.server.serve import ListenError, run
 
     try:
         return run(config)

@@ -26,10 +26,10 @@ from urllib.parse import quote
 import aiohttp
 import yarl
 
-from server.errors import MalformedBodyError, ServerError
-from server.negotiation import JSON, MSGPACK, decode_body, encode_body
-from server.sse import CONTENT_TYPE as EVENT_STREAM
-from server.sse import read_events
+from rumor.server.errors import MalformedBodyError, ServerError
+from rumor.server.negotiation import JSON, MSGPACK, decode_body, encode_body
+from rumor.server.sse import CONTENT_TYPE as EVENT_STREAM
+from rumor.server.sse import read_events
 
 
 class RumorHTTPError(ServerError):

@@ -21,25 +21,25 @@ import msgpack
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from gossip.address import AddressError, format_address, parse_address
-from gossip.clock import Address
-from gossip.config import Config as GossipConfig
-from gossip.delegate import Delegate
-from gossip.errors import GossipError
-from gossip.fault_injection import FaultInjectingTransport
-from gossip.member import Member
-from gossip.memberlist import Memberlist
-from gossip.security import KEY_SIZES, Keyring
-from gossip.transport import Transport
-from gossip.transport_asyncio import AsyncioTransport
-from server.config import ServerConfig
-from server.errors import BadRequestError, NodeNotRunningError
-from server.member_events import MemberEvents
-from server.metrics import Metrics
-from server.replication.config import ReplicationConfig
-from server.replication.convergence import ConvergenceMonitor
-from server.replication.member_meta import advertised, decode_meta
-from server.replication.runtime import GossipReplication
+from rumor.gossip.address import AddressError, format_address, parse_address
+from rumor.gossip.clock import Address
+from rumor.gossip.config import Config as GossipConfig
+from rumor.gossip.delegate import Delegate
+from rumor.gossip.errors import GossipError
+from rumor.gossip.fault_injection import FaultInjectingTransport
+from rumor.gossip.member import Member
+from rumor.gossip.memberlist import Memberlist
+from rumor.gossip.security import KEY_SIZES, Keyring
+from rumor.gossip.transport import Transport
+from rumor.gossip.transport_asyncio import AsyncioTransport
+from rumor.server.config import ServerConfig
+from rumor.server.errors import BadRequestError, NodeNotRunningError
+from rumor.server.member_events import MemberEvents
+from rumor.server.metrics import Metrics
+from rumor.server.replication.config import ReplicationConfig
+from rumor.server.replication.convergence import ConvergenceMonitor
+from rumor.server.replication.member_meta import advertised, decode_meta
+from rumor.server.replication.runtime import GossipReplication
 
 _GOSSIP_PRESETS = {"lan": GossipConfig.lan, "wan": GossipConfig.wan, "local": GossipConfig.local}
 # Replication timers per preset: pushes ride at gossip's pace; `local` pushes often so a demo converges at once.

@@ -37,8 +37,8 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from server.client import RumorClient, RumorHTTPError, _options, node_url
-from server.errors import ServerError
+from rumor.server.client import RumorClient, RumorHTTPError, _options, node_url
+from rumor.server.errors import ServerError
 
 T = TypeVar("T")
 

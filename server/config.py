@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gossip.address import AddressError, parse_address
-from gossip.clock import Address
-from server.errors import ConfigError
+from rumor.gossip.address import AddressError, parse_address
+from rumor.gossip.clock import Address
+from rumor.server.errors import ConfigError
 
 MIB = 1024 * 1024
 TIMING_PRESETS = ("lan", "wan", "local")

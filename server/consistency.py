@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from server.errors import InvalidOptionError
+from rumor.server.errors import InvalidOptionError
 
 DEFAULT_TIMEOUT_MS = 1_000
 MAX_TIMEOUT_MS = 60_000

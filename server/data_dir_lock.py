@@ -22,7 +22,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from server.errors import StorageError
+from rumor.server.errors import StorageError
 
 LOCK_FILE = "rumor.lock"
 

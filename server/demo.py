@@ -30,9 +30,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from server.config import TIMING_PRESETS
-from server.errors import ServerError
-from server.local_cluster import LocalCluster
+from rumor.server.config import TIMING_PRESETS
+from rumor.server.errors import ServerError
+from rumor.server.local_cluster import LocalCluster
 
 KEYS = ("visits", "fruits", "motd")
 _FRUITS = ("apple", "banana", "cherry", "damson", "elder", "fig", "grape", "hazel", "kiwi")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from crdt import HLCTimestamp
+from rumor.crdt import HLCTimestamp
 
 
 def wall_clock_ms() -> int:

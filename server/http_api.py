@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from server.batch import answer, error_result, outcome_result, parse_keys, parse_updates
-from server.consistency import MAX_TIMEOUT_MS, Consistency, parse_consistency
-from server.errors import (
+from rumor.server.batch import answer, error_result, outcome_result, parse_keys, parse_updates
+from rumor.server.consistency import MAX_TIMEOUT_MS, Consistency, parse_consistency
+from rumor.server.errors import (
     InvalidOptionError,
     KeyNotFoundError,
     MalformedBodyError,
@@ -30,20 +30,20 @@ from server.errors import (
     UnauthorizedError,
     UnknownFieldError,
 )
-from server.http_errors import response_for
-from server.http_request import int_option, op_id_of, path_key, query_options
-from server.keyspace import Item
-from server.negotiation import decode_body, encode_body, request_format, response_format
-from server.node import Node, Outcome, WriteResult
-from server.openapi import document_json
-from server.ops_http import UI_FILES, ops_routes
-from server.ops_view import OpsView
-from server.updates import OP_ID_HINT, RegisterWrite, parse_context, parse_update
-from server.version import VERSION
-from server.watch_http import watch_route
+from rumor.server.http_errors import response_for
+from rumor.server.http_request import int_option, op_id_of, path_key, query_options
+from rumor.server.keyspace import Item
+from rumor.server.negotiation import decode_body, encode_body, request_format, response_format
+from rumor.server.node import Node, Outcome, WriteResult
+from rumor.server.openapi import document_json
+from rumor.server.ops_http import UI_FILES, ops_routes
+from rumor.server.ops_view import OpsView
+from rumor.server.updates import OP_ID_HINT, RegisterWrite, parse_context, parse_update
+from rumor.server.version import VERSION
+from rumor.server.watch_http import watch_route
 
 if TYPE_CHECKING:
-    from server.cluster import Cluster  # the single-node app (tests, embedding) never loads the gossip stack
+    from rumor.server.cluster import Cluster  # the single-node app (tests, embedding) never loads the gossip stack
 
 log = logging.getLogger(__name__)
 

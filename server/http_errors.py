@@ -13,7 +13,7 @@ import logging
 
 from aiohttp import web
 
-from server.errors import (
+from rumor.server.errors import (
     BadRequestError,
     KeyNotFoundError,
     NodeNotRunningError,

@@ -14,9 +14,9 @@ from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
 
-from server.errors import InvalidKeyError, InvalidOptionError
-from server.updates import OP_ID_HINT
-from server.values import check_key, check_op_id
+from rumor.server.errors import InvalidKeyError, InvalidOptionError
+from rumor.server.updates import OP_ID_HINT
+from rumor.server.values import check_key, check_op_id
 
 KV_PREFIX = "/v1/kv/"
 IDEMPOTENCY_HEADER = "Idempotency-Key"  # named in updates.OP_ID_HINT too

@@ -26,11 +26,11 @@ from typing import Any, NamedTuple
 
 from sortedcontainers import SortedDict
 
-from crdt import CRDTError, encode
-from server.errors import InvalidOperationError, KeyNotFoundError, TypeConflictError
-from server.hlc_source import HLCSource
-from server.updates import Clear, Update, make_delta, new_state
-from server.values import TYPES, check_binding, check_key, context_binding, read_context_of, render_value
+from rumor.crdt import CRDTError, encode
+from rumor.server.errors import InvalidOperationError, KeyNotFoundError, TypeConflictError
+from rumor.server.hlc_source import HLCSource
+from rumor.server.updates import Clear, Update, make_delta, new_state
+from rumor.server.values import TYPES, check_binding, check_key, context_binding, read_context_of, render_value
 
 Listener = Callable[[str, str, Any, "bytes | None"], None]
 

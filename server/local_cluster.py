@@ -21,8 +21,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from server.client import RumorClient, RumorHTTPError
-from server.errors import ServerError
+from rumor.server.client import RumorClient, RumorHTTPError
+from rumor.server.errors import ServerError
 
 STARTUP_TIMEOUT_S = 20.0
 POLL_INTERVAL_S = 0.01
@@ -70,7 +70,7 @@ class NodeProcess:
 
     async def start(self, join: Sequence[str], preset: str, fault_injection: bool) -> None:
         http = self.http_url.removeprefix("http://") or "127.0.0.1:0"
-        args = [sys.executable, "-m", "server.cli", "serve", "--node-id", self.name, "--http-addr", http,
+        args = [sys.executable, "-m", "rumor.server.cli", "serve", "--node-id", self.name, "--http-addr", http,
                 "--gossip-addr", self.gossip_addr or "127.0.0.1:0", "--data-dir", str(self.data_dir),
                 "--preset", preset, *(a for seed in join for a in ("--join", seed)), *self.extra_args]
         if fault_injection:

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
-from server.config import ServerConfig
+from rumor.server.config import ServerConfig
 
 ACCESS_LOGGER = "rumor.access"
 

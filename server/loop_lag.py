@@ -17,7 +17,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from server.metrics import Gauge, Histogram
+from rumor.server.metrics import Gauge, Histogram
 
 #: 50 ms: 20 wake-ups a second cost nothing measurable, and a stall shorter than the interval is still seen whole
 #: (the timer that falls due during it wakes late by what is left of it).

@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from gossip.member import Member
+from rumor.gossip.member import Member
 
 MEMBER_EVENTS_KEPT = 200
 """Membership changes remembered per node (the dashboard shows the latest)."""

@@ -23,7 +23,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable
 
-from server.version import PYTHON, VERSION
+from rumor.server.version import PYTHON, VERSION
 
 LabelValues = tuple[str, ...]
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import msgpack
 
-from gossip.msgpack_wire import UNPACK_ERRORS, unpack_error_reason
-from server.errors import MalformedBodyError, UnsupportedMediaTypeError
-from server.values import check_json_value
+from rumor.gossip.msgpack_wire import UNPACK_ERRORS, unpack_error_reason
+from rumor.server.errors import MalformedBodyError, UnsupportedMediaTypeError
+from rumor.server.values import check_json_value
 
 JSON = "application/json"
 MSGPACK = "application/msgpack"

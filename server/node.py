@@ -30,12 +30,12 @@ from typing import Any
 
 import msgpack
 
-from crdt import CRDTError, decode, encode
-from crdt.encoding import compressed
-from gossip.futures import retrieve_exception
-from server.config import ServerConfig
-from server.consistency import Consistency, Level
-from server.errors import (
+from rumor.crdt import CRDTError, decode, encode
+from rumor.crdt.encoding import compressed
+from rumor.gossip.futures import retrieve_exception
+from rumor.server.config import ServerConfig
+from rumor.server.consistency import Consistency, Level
+from rumor.server.errors import (
     InvalidOperationError,
     NodeNotRunningError,
     OpIdConflictError,
@@ -43,17 +43,17 @@ from server.errors import (
     StorageCorruptError,
     StorageError,
 )
-from server.hlc_source import HLCSource, wall_clock_ms
-from server.keyspace import Item, KeyPage, Keyspace
-from server.loop_lag import LoopLagMonitor
-from server.metrics import Metrics
-from server.op_folding import OpFolder
-from server.replication.seam import Replication, Standalone
-from server.storage import Recovered, Storage
-from server.supervisor import Supervisor
-from server.updates import Clear, Update, request_fingerprint
-from server.values import TYPES, canonical_json, check_key
-from server.watch import LOCAL, PEER, ChangeFeed
+from rumor.server.hlc_source import HLCSource, wall_clock_ms
+from rumor.server.keyspace import Item, KeyPage, Keyspace
+from rumor.server.loop_lag import LoopLagMonitor
+from rumor.server.metrics import Metrics
+from rumor.server.op_folding import OpFolder
+from rumor.server.replication.seam import Replication, Standalone
+from rumor.server.storage import Recovered, Storage
+from rumor.server.supervisor import Supervisor
+from rumor.server.updates import Clear, Update, request_fingerprint
+from rumor.server.values import TYPES, canonical_json, check_key
+from rumor.server.watch import LOCAL, PEER, ChangeFeed
 
 log = logging.getLogger(__name__)
 

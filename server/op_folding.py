@@ -20,11 +20,11 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from crdt.errors import CRDTError
-from server.config import ServerConfig
-from server.hlc_source import HLCSource
-from server.keyspace import Keyspace
-from server.updates import FoldOps, Update
+from rumor.crdt.errors import CRDTError
+from rumor.server.config import ServerConfig
+from rumor.server.hlc_source import HLCSource
+from rumor.server.keyspace import Keyspace
+from rumor.server.updates import FoldOps, Update
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import json
 from functools import cache
 from typing import Any
 
-from server import openapi_ops
-from server.openapi_schemas import (
+from rumor.server import openapi_ops
+from rumor.server.openapi_schemas import (
     BODY,
     HEADERS,
     KEYED,
@@ -34,9 +34,9 @@ from server.openapi_schemas import (
     ref,
     schema_ref,
 )
-from server.sse import CONTENT_TYPE as EVENT_STREAM
-from server.watch_http import DEFAULT_TIMEOUT_MS as WATCH_DEFAULT_TIMEOUT_MS
-from server.watch_http import MAX_TIMEOUT_MS as WATCH_MAX_TIMEOUT_MS
+from rumor.server.sse import CONTENT_TYPE as EVENT_STREAM
+from rumor.server.watch_http import DEFAULT_TIMEOUT_MS as WATCH_DEFAULT_TIMEOUT_MS
+from rumor.server.watch_http import MAX_TIMEOUT_MS as WATCH_MAX_TIMEOUT_MS
 
 OPENAPI_VERSION = "3.1.0"
 #: the extension that marks a route `create_app` registers only with `enable_fault_injection` on a cluster member

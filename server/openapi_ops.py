@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from server.ops_http import DEFAULT_INTERVAL_MS, MAX_INTERVAL_MS, MIN_INTERVAL_MS, UI_FILES
-from server.replication.convergence import VERDICTS
-from server.sse import CONTENT_TYPE as EVENT_STREAM
+from rumor.server.ops_http import DEFAULT_INTERVAL_MS, MAX_INTERVAL_MS, MIN_INTERVAL_MS, UI_FILES
+from rumor.server.replication.convergence import VERDICTS
+from rumor.server.sse import CONTENT_TYPE as EVENT_STREAM
 
 Schema = dict[str, Any]
 _SECONDS = {"type": ["number", "null"], "minimum": 0}

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.batch import MAX_BATCH
-from server.consistency import DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS, Level
-from server.errors import (
+from rumor.server.batch import MAX_BATCH
+from rumor.server.consistency import DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS, Level
+from rumor.server.errors import (
     BadContextError,
     InvalidKeyError,
     InvalidOperationError,
@@ -31,8 +31,8 @@ from server.errors import (
     UnknownFieldError,
     UnsupportedMediaTypeError,
 )
-from server.values import INT64_MAX, INT64_MIN, MAX_KEY_BYTES, MAX_OP_ID_CHARS, TYPES
-from server.watch import ORIGINS
+from rumor.server.values import INT64_MAX, INT64_MIN, MAX_KEY_BYTES, MAX_OP_ID_CHARS, TYPES
+from rumor.server.watch import ORIGINS
 
 Schema = dict[str, Any]
 

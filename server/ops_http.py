@@ -24,12 +24,12 @@ from importlib import resources
 
 from aiohttp import web
 
-from server.http_request import int_option, query_options
-from server.negotiation import JSON, encode_body, response_format
-from server.ops_view import OpsView
-from server.sse import CONTENT_TYPE as EVENT_STREAM
-from server.sse import frame
-from server.watch_http import wants_event_stream
+from rumor.server.http_request import int_option, query_options
+from rumor.server.negotiation import JSON, encode_body, response_format
+from rumor.server.ops_view import OpsView
+from rumor.server.sse import CONTENT_TYPE as EVENT_STREAM
+from rumor.server.sse import frame
+from rumor.server.watch_http import wants_event_stream
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from server.node import Node
+from rumor.server.node import Node
 
 if TYPE_CHECKING:  # the single-node app never loads the memberlist
-    from server.cluster import Cluster
+    from rumor.server.cluster import Cluster
 
 class WriteCount:
     """Local updates applied by a node since `attach` (a keyspace listener: one integer increment per update)."""

@@ -23,14 +23,14 @@ from collections.abc import Iterator
 
 from aiohttp import web
 
-from gossip.address import format_address
-from server.cluster import Cluster
-from server.config import ServerConfig
-from server.errors import ServerError
-from server.http_api import create_app
-from server.http_server import NodeRunner
-from server.logs import ACCESS_LOGGER, AccessLogger, configure_logging
-from server.node import Node
+from rumor.gossip.address import format_address
+from rumor.server.cluster import Cluster
+from rumor.server.config import ServerConfig
+from rumor.server.errors import ServerError
+from rumor.server.http_api import create_app
+from rumor.server.http_server import NodeRunner
+from rumor.server.logs import ACCESS_LOGGER, AccessLogger, configure_logging
+from rumor.server.node import Node
 
 log = logging.getLogger(__name__)
 

@@ -50,9 +50,9 @@ from pathlib import Path
 
 import msgpack
 
-from gossip.futures import retrieve_exception
-from server.data_dir_lock import DataDirLock
-from server.errors import StorageError
+from rumor.gossip.futures import retrieve_exception
+from rumor.server.data_dir_lock import DataDirLock
+from rumor.server.errors import StorageError
 
 DB_FILE = "rumor.sqlite3"
 #: the meta entry holding the highest seq handed out when log rows were last dropped

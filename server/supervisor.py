@@ -26,8 +26,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gossip.futures import retrieve_exception
-from server.errors import ServerError
+from rumor.gossip.futures import retrieve_exception
+from rumor.server.errors import ServerError
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from crdt import CausalContext, encode_context
-from server.errors import InvalidOperationError, MalformedBodyError, UnknownFieldError
-from server.hlc_source import HLCSource
-from server.values import TYPES, canonical_json, check_json_value, check_text, decode_read_context, to_element
+from rumor.crdt import CausalContext, encode_context
+from rumor.server.errors import InvalidOperationError, MalformedBodyError, UnknownFieldError
+from rumor.server.hlc_source import HLCSource
+from rumor.server.values import TYPES, canonical_json, check_json_value, check_text, decode_read_context, to_element
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,7 +20,7 @@ import math
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from crdt import (
+from rumor.crdt import (
     CausalContext,
     CRDTError,
     LWWMap,
@@ -32,7 +32,7 @@ from crdt import (
     encode_context,
     encode_state_context,
 )
-from server.errors import BadContextError, InvalidKeyError, InvalidOptionError, InvalidValueError
+from rumor.server.errors import BadContextError, InvalidKeyError, InvalidOptionError, InvalidValueError
 
 MAX_DEPTH = 24
 MAX_KEY_BYTES = 1024

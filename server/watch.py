@@ -45,9 +45,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
 
-from server.errors import InvalidOptionError
-from server.keyspace import Keyspace
-from server.storage import Recovered, Storage
+from rumor.server.errors import InvalidOptionError
+from rumor.server.keyspace import Keyspace
+from rumor.server.storage import Recovered, Storage
 
 log = logging.getLogger(__name__)
 

@@ -29,12 +29,12 @@ from typing import Any
 
 from aiohttp import web
 
-from server.http_request import int_option, query_options
-from server.negotiation import JSON, encode_body, response_format
-from server.node import Node
-from server.sse import CONTENT_TYPE as EVENT_STREAM
-from server.sse import KEEPALIVE, comment, frame
-from server.watch import ChangeFeed, Cursor, Subscriber, Taken
+from rumor.server.http_request import int_option, query_options
+from rumor.server.negotiation import JSON, encode_body, response_format
+from rumor.server.node import Node
+from rumor.server.sse import CONTENT_TYPE as EVENT_STREAM
+from rumor.server.sse import KEEPALIVE, comment, frame
+from rumor.server.watch import ChangeFeed, Cursor, Subscriber, Taken
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench.scale_probe import LagReading, lag_between, parse_metrics, update_for
-from server.metrics import Metrics
+from rumor.server.metrics import Metrics
 
 
 def reading(lags: list[float], metrics: Metrics | None = None) -> tuple[LagReading, Metrics]:

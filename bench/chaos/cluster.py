@@ -55,7 +55,7 @@ class ChaosNode:
     async def start(self, seeds: list[str], preset: str) -> None:
         if self.running:
             return
-        argv = [sys.executable, "-m", "server.cli", "serve", "--node-id", self.name,
+        argv = [sys.executable, "-m", "rumor.server.cli", "serve", "--node-id", self.name,
                 "--http-addr", self.network.http_addr(self.name), "--gossip-addr", self.network.gossip_addr(self.name),
                 "--data-dir", str(self.data_dir), "--preset", preset,
                 *(a for seed in seeds for a in ("--join", seed))]

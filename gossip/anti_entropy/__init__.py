@@ -80,7 +80,7 @@ within its bounds), `engine` (what one message does on either side: merge, answe
 roles and the message flow).
 """
 
-from gossip.anti_entropy.chunking import (
+from rumor.gossip.anti_entropy.chunking import (
     CHUNK_MESSAGE_TYPE,
     CHUNK_OVERHEAD_BYTES,
     Chunk,
@@ -93,8 +93,8 @@ from gossip.anti_entropy.chunking import (
     split,
     transfer_id_of,
 )
-from gossip.anti_entropy.config import AntiEntropyConfig
-from gossip.anti_entropy.engine import (
+from rumor.gossip.anti_entropy.config import AntiEntropyConfig
+from rumor.gossip.anti_entropy.engine import (
     AntiEntropyContextError,
     AntiEntropyMergeError,
     AntiEntropyStats,
@@ -105,7 +105,7 @@ from gossip.anti_entropy.engine import (
     GetStateSince,
     Merge,
 )
-from gossip.anti_entropy.merkle import (
+from rumor.gossip.anti_entropy.merkle import (
     DIGEST_BYTES,
     KEY_HASH_BYTES,
     MAX_LEAVES,
@@ -120,8 +120,8 @@ from gossip.anti_entropy.merkle import (
     slice_hash,
     state_digest,
 )
-from gossip.anti_entropy.session import AntiEntropyPeerError, AntiEntropyResponder, AntiEntropySession, run_session
-from gossip.anti_entropy.wire import (
+from rumor.gossip.anti_entropy.session import AntiEntropyPeerError, AntiEntropyResponder, AntiEntropySession, run_session
+from rumor.gossip.anti_entropy.wire import (
     FEATURE_CONTEXTS,
     PROTOCOL_VERSION,
     AntiEntropyMessageType,

@@ -25,8 +25,8 @@ from hashlib import blake2b
 
 import msgpack
 
-from gossip.errors import GossipError
-from gossip.msgpack_wire import UNPACK_ERRORS, unpack_error_reason
+from rumor.gossip.errors import GossipError
+from rumor.gossip.msgpack_wire import UNPACK_ERRORS, unpack_error_reason
 
 CHUNK_MESSAGE_TYPE = 0x50
 """Type byte of a standalone chunk message (the replication layer's app channel carries it)."""

@@ -6,11 +6,11 @@ so a message is never built past its limit; the encoded bytes are checked agains
 
 from __future__ import annotations
 
-from gossip.anti_entropy.chunking import CHUNK_OVERHEAD_BYTES, Chunk
-from gossip.anti_entropy.config import AntiEntropyConfig
-from gossip.anti_entropy.merkle import MerkleTree
-from gossip.anti_entropy.wire import AntiEntropyMessageType, encode_message, id_width, listing_head
-from gossip.errors import PacketTooLargeError
+from rumor.gossip.anti_entropy.chunking import CHUNK_OVERHEAD_BYTES, Chunk
+from rumor.gossip.anti_entropy.config import AntiEntropyConfig
+from rumor.gossip.anti_entropy.merkle import MerkleTree
+from rumor.gossip.anti_entropy.wire import AntiEntropyMessageType, encode_message, id_width, listing_head
+from rumor.gossip.errors import PacketTooLargeError
 
 _LIST_OVERHEAD = 8  # field name + array header, upper bound
 _ROW_OVERHEAD = 12  # row array header + int + bin header, upper bound

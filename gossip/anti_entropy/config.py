@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gossip.anti_entropy.merkle import DIGEST_BYTES
-from gossip.errors import ConfigError
+from rumor.gossip.anti_entropy.merkle import DIGEST_BYTES
+from rumor.gossip.errors import ConfigError
 
 MIN_MESSAGE_BYTES = 4096
 """Smallest ``max_message_bytes``: a message keeps fixed reserves (512 bytes beside a chunk, 256 beside deferral

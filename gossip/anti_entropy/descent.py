@@ -7,7 +7,7 @@ results (work items) into messages; keeping these apart keeps each readable on i
 
 from __future__ import annotations
 
-from gossip.anti_entropy.merkle import (
+from rumor.gossip.anti_entropy.merkle import (
     KEY_HASH_BYTES,
     MerkleTree,
     entry_tag,
@@ -16,8 +16,8 @@ from gossip.anti_entropy.merkle import (
     sketch_of,
     slice_hash,
 )
-from gossip.anti_entropy.wire import LISTING_TAGS, Exchange, entry_width, size_hint
-from gossip.anti_entropy.work import AskGroup, AskStates, ExpandNode, SendState, WorkItem
+from rumor.gossip.anti_entropy.wire import LISTING_TAGS, Exchange, entry_width, size_hint
+from rumor.gossip.anti_entropy.work import AskGroup, AskStates, ExpandNode, SendState, WorkItem
 
 
 def compare_nodes(tree: MerkleTree, ex: Exchange, salt: int, width: int, sketch_below: float) -> list[WorkItem]:

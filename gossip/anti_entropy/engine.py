@@ -22,11 +22,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from gossip.anti_entropy.chunking import Chunk, ChunkError, Reassembler, SentValues, transfer_id_of
-from gossip.anti_entropy.composer import Composer, reply_content_limit
-from gossip.anti_entropy.config import AntiEntropyConfig
-from gossip.anti_entropy.descent import compare_nodes, diff_leaf, wanted_keys
-from gossip.anti_entropy.merkle import (
+from rumor.gossip.anti_entropy.chunking import Chunk, ChunkError, Reassembler, SentValues, transfer_id_of
+from rumor.gossip.anti_entropy.composer import Composer, reply_content_limit
+from rumor.gossip.anti_entropy.config import AntiEntropyConfig
+from rumor.gossip.anti_entropy.descent import compare_nodes, diff_leaf, wanted_keys
+from rumor.gossip.anti_entropy.merkle import (
     MerkleTree,
     entry_tag,
     key_fingerprint,
@@ -35,7 +35,7 @@ from gossip.anti_entropy.merkle import (
     slice_hash,
     state_digest,
 )
-from gossip.anti_entropy.wire import (
+from rumor.gossip.anti_entropy.wire import (
     LISTING_FINGERPRINTS,
     LISTING_SIZES,
     LISTING_TAGS,
@@ -46,7 +46,7 @@ from gossip.anti_entropy.wire import (
     id_width,
     size_hint,
 )
-from gossip.anti_entropy.work import (
+from rumor.gossip.anti_entropy.work import (
     AnswerContext,
     AnswerWant,
     AskChunks,
@@ -59,7 +59,7 @@ from gossip.anti_entropy.work import (
     SendState,
     WorkItem,
 )
-from gossip.errors import GossipError
+from rumor.gossip.errors import GossipError
 
 GetState = Callable[[bytes], "bytes | None"]
 """key -> the key's deterministic state encoding, or None if the key is unknown."""

@@ -29,7 +29,7 @@ import math
 from collections.abc import Iterable, Iterator
 from hashlib import blake2b
 
-from gossip.errors import ConfigError
+from rumor.gossip.errors import ConfigError
 
 DIGEST_BYTES = 16
 """Width of a state digest and of a full node hash."""

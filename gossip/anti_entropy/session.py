@@ -10,10 +10,10 @@ from __future__ import annotations
 import random
 from collections import deque
 
-from gossip.anti_entropy.chunking import Reassembler
-from gossip.anti_entropy.composer import Composer
-from gossip.anti_entropy.config import AntiEntropyConfig
-from gossip.anti_entropy.engine import (
+from rumor.gossip.anti_entropy.chunking import Reassembler
+from rumor.gossip.anti_entropy.composer import Composer
+from rumor.gossip.anti_entropy.config import AntiEntropyConfig
+from rumor.gossip.anti_entropy.engine import (
     AntiEntropyMergeError,
     AntiEntropyStats,
     CheckState,
@@ -24,8 +24,8 @@ from gossip.anti_entropy.engine import (
     GetStateSince,
     Merge,
 )
-from gossip.anti_entropy.merkle import DIGEST_BYTES, MerkleTree
-from gossip.anti_entropy.wire import (
+from rumor.gossip.anti_entropy.merkle import DIGEST_BYTES, MerkleTree
+from rumor.gossip.anti_entropy.wire import (
     FEATURE_CONTEXTS,
     PROTOCOL_VERSION,
     AntiEntropyMessageType,
@@ -35,8 +35,8 @@ from gossip.anti_entropy.wire import (
     decode_message,
     encode_message,
 )
-from gossip.anti_entropy.work import ExpandNode, WorkItem
-from gossip.errors import GossipError
+from rumor.gossip.anti_entropy.work import ExpandNode, WorkItem
+from rumor.gossip.errors import GossipError
 
 
 class AntiEntropyPeerError(GossipError):

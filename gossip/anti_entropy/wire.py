@@ -47,10 +47,10 @@ from typing import NamedTuple
 
 import msgpack
 
-from gossip.anti_entropy.chunking import MAX_COUNT, TRANSFER_ID_BYTES, Chunk, ChunkError
-from gossip.anti_entropy.merkle import DIGEST_BYTES, KEY_HASH_BYTES, MerkleTree, sketch_size
-from gossip.errors import GossipError
-from gossip.msgpack_wire import UNPACK_ERRORS, unpack_error_reason
+from rumor.gossip.anti_entropy.chunking import MAX_COUNT, TRANSFER_ID_BYTES, Chunk, ChunkError
+from rumor.gossip.anti_entropy.merkle import DIGEST_BYTES, KEY_HASH_BYTES, MerkleTree, sketch_size
+from rumor.gossip.errors import GossipError
+from rumor.gossip.msgpack_wire import UNPACK_ERRORS, unpack_error_reason
 
 PROTOCOL_VERSION = 2
 """Sent in HELLO; peers of another version refuse the session (``shape_mismatch``)."""

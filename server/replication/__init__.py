@@ -19,9 +19,9 @@ Layering (each module is one concept; the pure ones take ``now`` and a ``random.
 - `simulation`: the same core on gossip's in-memory `Simulation` (virtual time, seeded faults).
 """
 
-from server.replication.config import ReplicationConfig
-from server.replication.errors import ReplicationError, ReplicationProtocolError
-from server.replication.replica import KeyspaceStore, ReplicaCore, Store
+from rumor.server.replication.config import ReplicationConfig
+from rumor.server.replication.errors import ReplicationError, ReplicationProtocolError
+from rumor.server.replication.replica import KeyspaceStore, ReplicaCore, Store
 
 __all__ = [
     "KeyspaceStore",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from gossip.clock import Address
-from server.replication.errors import ReplicationConfigError
+from rumor.gossip.clock import Address
+from rumor.server.replication.errors import ReplicationConfigError
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,15 +37,15 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gossip.address import format_address
-from gossip.errors import GossipError
-from gossip.member import Member, MemberStatus
-from server.replication.errors import ReplicationProtocolError
-from server.replication.member_meta import reads_probe
-from server.replication.probe import ProbeAnswer, differing_ranges, parse_probed, probe_message
+from rumor.gossip.address import format_address
+from rumor.gossip.errors import GossipError
+from rumor.gossip.member import Member, MemberStatus
+from rumor.server.replication.errors import ReplicationProtocolError
+from rumor.server.replication.member_meta import reads_probe
+from rumor.server.replication.probe import ProbeAnswer, differing_ranges, parse_probed, probe_message
 
 if TYPE_CHECKING:
-    from server.replication.runtime import GossipReplication
+    from rumor.server.replication.runtime import GossipReplication
 
 VERDICTS = ("converged", "diverged", "unknown", "alone")
 DEFAULT_MIN_INTERVAL_S = 0.2

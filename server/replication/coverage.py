@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from server.replication.wire import OriginKey, Vector
+from rumor.server.replication.wire import OriginKey, Vector
 
 RETIRED_MEMORY = 1024
 """Retired origins remembered (FIFO); an even later straggler is tracked again, then collected again."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from gossip.anti_entropy import MerkleTree, state_digest
+from rumor.gossip.anti_entropy import MerkleTree, state_digest
 
 Encoder = Callable[[str], "bytes | None"]
 """key -> the key's anti-entropy blob (type name + encoded state), or None if the key does not exist."""

@@ -28,10 +28,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from crdt import encode
-from server.replication.config import ReplicationConfig
-from server.replication.coverage import Coverage
-from server.replication.wire import PUSH_OVERHEAD, DeltaEntry, DeltaGroup, OriginKey, pack_push
+from rumor.crdt import encode
+from rumor.server.replication.config import ReplicationConfig
+from rumor.server.replication.coverage import Coverage
+from rumor.server.replication.wire import PUSH_OVERHEAD, DeltaEntry, DeltaGroup, OriginKey, pack_push
 
 _ENTRY_OVERHEAD = 16  # msgpack headers of one [key, type, delta] row, upper bound
 _GROUP_OVERHEAD = 40  # [origin, epoch, seq, rows] headers, upper bound (plus the origin id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.errors import ServerError
+from rumor.server.errors import ServerError
 
 
 class ReplicationError(ServerError):

@@ -20,7 +20,7 @@ from typing import Any
 
 import msgpack
 
-from gossip.msgpack_wire import UNPACK_ERRORS
+from rumor.gossip.msgpack_wire import UNPACK_ERRORS
 
 READS = "reads"
 """The metadata field listing what this node reads, by name (append-only: later features add names)."""

@@ -27,8 +27,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from server.replication.errors import ReplicationProtocolError
-from server.replication.wire import Kind, body_of, pack
+from rumor.server.replication.errors import ReplicationProtocolError
+from rumor.server.replication.wire import Kind, body_of, pack
 
 RANGE_LEVEL = 2
 """The tree level whose nodes are reported as key ranges: 64 ranges with the default fanout of 8."""

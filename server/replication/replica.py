@@ -19,19 +19,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from crdt import CRDTError, encode
-from gossip.anti_entropy import AntiEntropyConfig, AntiEntropyResponder, Reassembler
-from server.errors import InvalidKeyError, ServerError
-from server.keyspace import Keyspace
-from server.replication.config import ReplicationConfig
-from server.replication.coverage import Coverage
-from server.replication.digests import DigestIndex
-from server.replication.disseminator import Disseminator
-from server.replication.errors import ReplicationProtocolError
-from server.replication.probe import RANGE_LEVEL, ProbeAnswer, parse_probe, probed_message
-from server.replication.states import context_of, decode_state, diff_for, diff_for_context, read_context
-from server.replication.sync import SyncInitiator, SyncOutcome
-from server.replication.wire import (
+from rumor.crdt import CRDTError, encode
+from rumor.gossip.anti_entropy import AntiEntropyConfig, AntiEntropyResponder, Reassembler
+from rumor.server.errors import InvalidKeyError, ServerError
+from rumor.server.keyspace import Keyspace
+from rumor.server.replication.config import ReplicationConfig
+from rumor.server.replication.coverage import Coverage
+from rumor.server.replication.digests import DigestIndex
+from rumor.server.replication.disseminator import Disseminator
+from rumor.server.replication.errors import ReplicationProtocolError
+from rumor.server.replication.probe import RANGE_LEVEL, ProbeAnswer, parse_probe, probed_message
+from rumor.server.replication.states import context_of, decode_state, diff_for, diff_for_context, read_context
+from rumor.server.replication.sync import SyncInitiator, SyncOutcome
+from rumor.server.replication.wire import (
     DeltaGroup,
     Kind,
     OriginKey,

@@ -14,10 +14,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from gossip.config import Config
-from server.replication.config import ReplicationConfig
-from server.replication.simulation import ReplicatedSimulation
-from server.updates import FoldOps, Increment
+from rumor.gossip.config import Config
+from rumor.server.replication.config import ReplicationConfig
+from rumor.server.replication.simulation import ReplicatedSimulation
+from rumor.server.updates import FoldOps, Increment
 
 
 @dataclass(frozen=True)

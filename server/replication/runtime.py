@@ -42,24 +42,24 @@ import random
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
-from crdt import CRDTError, encode
-from gossip.address import format_address
-from gossip.clock import Clock, MonotonicClock
-from gossip.delegate import Delegate
-from gossip.errors import GossipError
-from gossip.member import Member, MemberStatus
-from gossip.memberlist import Memberlist, RequestRefusedError
-from server.errors import ServerError
-from server.replication.config import ReplicationConfig
-from server.replication.errors import ReplicationProtocolError
-from server.replication.member_meta import reads_context_rows
-from server.replication.quorum import Tally
-from server.replication.replica import ACKNOWLEDGED_WHEN_DURABLE, ReplicaCore
-from server.replication.seam import ReplicaHost
-from server.replication.stored_meta import KnownMembers, next_epoch
-from server.replication.sync import SyncInitiator
-from server.replication.wire import is_ack, kind_of, read_message, repl_message
-from server.supervisor import Supervisor
+from rumor.crdt import CRDTError, encode
+from rumor.gossip.address import format_address
+from rumor.gossip.clock import Clock, MonotonicClock
+from rumor.gossip.delegate import Delegate
+from rumor.gossip.errors import GossipError
+from rumor.gossip.member import Member, MemberStatus
+from rumor.gossip.memberlist import Memberlist, RequestRefusedError
+from rumor.server.errors import ServerError
+from rumor.server.replication.config import ReplicationConfig
+from rumor.server.replication.errors import ReplicationProtocolError
+from rumor.server.replication.member_meta import reads_context_rows
+from rumor.server.replication.quorum import Tally
+from rumor.server.replication.replica import ACKNOWLEDGED_WHEN_DURABLE, ReplicaCore
+from rumor.server.replication.seam import ReplicaHost
+from rumor.server.replication.stored_meta import KnownMembers, next_epoch
+from rumor.server.replication.sync import SyncInitiator
+from rumor.server.replication.wire import is_ack, kind_of, read_message, repl_message
+from rumor.server.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 

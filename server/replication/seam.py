@@ -18,11 +18,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from server.config import ServerConfig
-from server.hlc_source import HLCSource
-from server.keyspace import Keyspace
-from server.storage import Storage
-from server.supervisor import Supervisor
+from rumor.server.config import ServerConfig
+from rumor.server.hlc_source import HLCSource
+from rumor.server.keyspace import Keyspace
+from rumor.server.storage import Storage
+from rumor.server.supervisor import Supervisor
 
 
 class ReplicaHost(Protocol):

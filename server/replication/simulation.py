@@ -14,21 +14,21 @@ from typing import Any
 
 import msgpack
 
-from crdt import encode
-from gossip.config import Config
-from gossip.delegate import Delegate
-from gossip.errors import GossipError
-from gossip.member import Member
-from gossip.sim_network import FaultPlan
-from gossip.simulation import SimNode, Simulation
-from server.hlc_source import HLCSource
-from server.keyspace import Keyspace
-from server.replication.config import ReplicationConfig
-from server.replication.errors import ReplicationProtocolError
-from server.replication.member_meta import advertised, reads_context_rows
-from server.replication.replica import KeyspaceStore, ReplicaCore
-from server.replication.sync import SyncInitiator
-from server.updates import Update
+from rumor.crdt import encode
+from rumor.gossip.config import Config
+from rumor.gossip.delegate import Delegate
+from rumor.gossip.errors import GossipError
+from rumor.gossip.member import Member
+from rumor.gossip.sim_network import FaultPlan
+from rumor.gossip.simulation import SimNode, Simulation
+from rumor.server.hlc_source import HLCSource
+from rumor.server.keyspace import Keyspace
+from rumor.server.replication.config import ReplicationConfig
+from rumor.server.replication.errors import ReplicationProtocolError
+from rumor.server.replication.member_meta import advertised, reads_context_rows
+from rumor.server.replication.replica import KeyspaceStore, ReplicaCore
+from rumor.server.replication.sync import SyncInitiator
+from rumor.server.updates import Update
 
 
 class RequestRefusedError(GossipError):

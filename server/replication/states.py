@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from crdt import CausalContext, CRDTError, decode, decode_context, encode, encode_context
-from server.replication.errors import ReplicationProtocolError
-from server.values import TYPES
+from rumor.crdt import CausalContext, CRDTError, decode, decode_context, encode, encode_context
+from rumor.server.replication.errors import ReplicationProtocolError
+from rumor.server.values import TYPES
 
 MAX_STATE_DECODE_BYTES = 512 * 1024 * 1024
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-from server.replication.seam import ReplicaHost
+from rumor.server.replication.seam import ReplicaHost
 
 KNOWN_MEMBERS = "known_members"
 """The meta entry: a JSON list of member ids."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from gossip.anti_entropy import (
+from rumor.gossip.anti_entropy import (
     AntiEntropyConfig,
     AntiEntropySession,
     GetContext,
@@ -31,11 +31,11 @@ from gossip.anti_entropy import (
     Merge,
     Reassembler,
 )
-from gossip.errors import GossipError
-from server.replication.coverage import Coverage
-from server.replication.digests import DigestIndex
-from server.replication.errors import ReplicationProtocolError
-from server.replication.wire import (
+from rumor.gossip.errors import GossipError
+from rumor.server.replication.coverage import Coverage
+from rumor.server.replication.digests import DigestIndex
+from rumor.server.replication.errors import ReplicationProtocolError
+from rumor.server.replication.wire import (
     Kind,
     Vector,
     done_message,

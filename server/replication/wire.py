@@ -35,8 +35,8 @@ from typing import Any
 
 import msgpack
 
-from gossip.msgpack_wire import UNPACK_ERRORS, unpack_error_reason
-from server.replication.errors import ReplicationProtocolError
+from rumor.gossip.msgpack_wire import UNPACK_ERRORS, unpack_error_reason
+from rumor.server.replication.errors import ReplicationProtocolError
 
 OriginKey = tuple[str, int]
 """A delta-group origin: (node id, epoch). A restarted process draws a new, larger epoch."""

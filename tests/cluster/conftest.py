@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from server.local_cluster import LocalCluster
+from rumor.server.local_cluster import LocalCluster
 
 
 async def started_cluster(n: int, node_args: dict[str, Sequence[str]] | None = None) -> AsyncIterator[LocalCluster]:

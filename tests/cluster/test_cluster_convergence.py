@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from server.local_cluster import LocalCluster
+from rumor.server.local_cluster import LocalCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -78,7 +78,7 @@ async def test_converged_diverged_and_converged_again(cluster: LocalCluster) -> 
 
 
 async def rumor(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "server.cli", *args,
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "rumor.server.cli", *args,
                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode is not None

@@ -16,7 +16,7 @@ DEMO_TIMEOUT_S = 90
 
 def test_demo_runs_to_completion_and_cleans_up(tmp_path: Path) -> None:
     before = set(Path(tempfile.gettempdir()).glob("rumor-demo-*"))
-    result = subprocess.run([sys.executable, "-m", "server.cli", "demo"], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "rumor.server.cli", "demo"], capture_output=True, text=True,
                             timeout=DEMO_TIMEOUT_S, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "replicas converged" in result.stdout

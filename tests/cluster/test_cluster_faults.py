@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from server.client import RumorClient
-from server.local_cluster import LocalCluster
+from rumor.server.client import RumorClient
+from rumor.server.local_cluster import LocalCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from server.local_cluster import LocalCluster
+from rumor.server.local_cluster import LocalCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 

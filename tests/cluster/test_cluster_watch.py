@@ -8,8 +8,8 @@ import contextlib
 
 import pytest
 
-from server.client import WatchEvent
-from server.local_cluster import LocalCluster
+from rumor.server.client import WatchEvent
+from rumor.server.local_cluster import LocalCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from gossip.clock import Address
-from gossip.fault_injection import FaultInjectingTransport
-from gossip.transport import PacketHandler, PeerUnreachableError, RequestHandler, Transport
+from rumor.gossip.clock import Address
+from rumor.gossip.fault_injection import FaultInjectingTransport
+from rumor.gossip.transport import PacketHandler, PeerUnreachableError, RequestHandler, Transport
 
 A: Address = ("127.0.0.1", 7001)
 B: Address = ("127.0.0.1", 7002)

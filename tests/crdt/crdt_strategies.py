@@ -25,8 +25,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-import crdt
-
+from rumor import crdt
 REPLICA_IDS = ("r0", "r1", "r2", "r3", "r4")
 
 # Small pools make collisions (same element, same field, equal timestamps) common, which is where bugs live.

@@ -1,6 +1,6 @@
 """Causal context compaction and version vector ordering; HLC monotonicity."""
 
-from crdt import CausalContext, Dot, HLCTimestamp, HybridLogicalClock, Ordering, VersionVector
+from rumor.crdt import CausalContext, Dot, HLCTimestamp, HybridLogicalClock, Ordering, VersionVector
 
 
 def test_context_folds_cloud_into_vector_when_gaps_fill() -> None:

@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from crdt import BufferFullError, CausalDelivery, CausalGapError, OpEmitter, ORSet, decode_op, encode_op
-from crdt.causal_delivery import Op
+from rumor.crdt import BufferFullError, CausalDelivery, CausalGapError, OpEmitter, ORSet, decode_op, encode_op
+from rumor.crdt.causal_delivery import Op
 
 
 def make_ops() -> list[Op]:

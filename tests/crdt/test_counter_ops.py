@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crdt import DecodeError, GCounter, PNCounter, decode, encode
-from crdt.errors import InvalidOperationError
+from rumor.crdt import DecodeError, GCounter, PNCounter, decode, encode
+from rumor.crdt.errors import InvalidOperationError
 
 COUNTERS = [GCounter, PNCounter]
 REPLICAS = ["r0", "r1", "r2", "r3"]
@@ -195,7 +195,7 @@ def test_malformed_op_rows_are_refused(mangle: Any) -> None:
 
 
 def test_op_rows_on_a_type_without_them_are_refused() -> None:
-    from crdt import ORSet
+    from rumor.crdt import ORSet
 
     s = ORSet()
     s.merge(s.add("a", "e"))

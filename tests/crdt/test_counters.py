@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crdt import GCounter, InvalidOperationError, PNCounter
+from rumor.crdt import GCounter, InvalidOperationError, PNCounter
 
 
 def test_gcounter_never_loses_a_concurrent_increment() -> None:

@@ -21,8 +21,8 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-import crdt
-from crdt import wire_v1
+from rumor import crdt
+from rumor.crdt import wire_v1
 
 TYPE_NAMES = registered_type_names()
 

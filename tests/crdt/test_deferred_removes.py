@@ -16,7 +16,7 @@ from crdt_strategies import MODELS, Replay, replays
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crdt import LWWMap, ORSet, decode, encode
+from rumor.crdt import LWWMap, ORSet, decode, encode
 
 DEFERRING_TYPES = ["orset", "lwwmap", "mvregister", "lwwregister", "pncounter", "gcounter"]
 #: ops that only remove (no new dot, no timestamp): their outcome is comparable with "caught up first"
@@ -87,7 +87,7 @@ def test_an_add_after_the_read_survives_a_deferred_remove() -> None:
 
 def test_deferred_removes_of_one_context_merge_into_one_entry_and_are_bounded() -> None:
     a, b = LWWMap(), LWWMap()
-    from crdt import HLCTimestamp
+    from rumor.crdt import HLCTimestamp
 
     a.merge(a.set_all("a", [("f", 1), ("g", 2)], HLCTimestamp(1, 0)))
     read = a.context()
@@ -99,8 +99,8 @@ def test_deferred_removes_of_one_context_merge_into_one_entry_and_are_bounded() 
 
 
 def test_a_state_defers_at_most_max_deferred_removes_of_its_own() -> None:
-    from crdt import CausalContext, InvalidOperationError
-    from crdt.dot_kernel import MAX_DEFERRED
+    from rumor.crdt import CausalContext, InvalidOperationError
+    from rumor.crdt.dot_kernel import MAX_DEFERRED
 
     s = ORSet()
     for i in range(1, MAX_DEFERRED + 1):

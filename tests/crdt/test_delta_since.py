@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-import crdt
-from crdt import HLCTimestamp, LWWMap, ORMap, ORSet
+from rumor import crdt
+from rumor.crdt import HLCTimestamp, LWWMap, ORMap, ORSet
 
 N = 100_000
 TS = HLCTimestamp(1, 0)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crdt import (
+from rumor.crdt import (
     TYPES,
     DecodeError,
     GCounter,
@@ -22,8 +22,8 @@ from crdt import (
     encode_context,
     wire_v1,
 )
-from crdt.dot_kernel import DotKernel
-from crdt.lww_map import LWWMap
+from rumor.crdt.dot_kernel import DotKernel
+from rumor.crdt.lww_map import LWWMap
 
 
 def sample_states() -> list[DotKernel[Any]]:

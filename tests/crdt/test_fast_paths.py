@@ -12,9 +12,9 @@ from crdt_strategies import registered_type_names, replays
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import crdt
-from crdt import entries
-from crdt.fast_merge import apply_write
+from rumor import crdt
+from rumor.crdt import entries
+from rumor.crdt.fast_merge import apply_write
 
 TYPE_NAMES = registered_type_names()
 

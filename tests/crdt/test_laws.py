@@ -24,8 +24,8 @@ from crdt_strategies import (
 from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
 
-import crdt
-from crdt.plain_value import element_key
+from rumor import crdt
+from rumor.crdt.plain_value import element_key
 
 TYPE_NAMES = registered_type_names()
 CONTRACT_TYPES = {"gcounter", "pncounter", "orset", "lwwregister", "mvregister", "lwwmap", "ormap"}

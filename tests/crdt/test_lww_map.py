@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crdt import HLCTimestamp, LWWMap, ORSet, TypeMismatchError, decode, encode
+from rumor.crdt import HLCTimestamp, LWWMap, ORSet, TypeMismatchError, decode, encode
 
 HOUR_MS = 3_600_000
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crdt import (
+from rumor.crdt import (
     DecodeError,
     GCounter,
     HLCTimestamp,
@@ -22,7 +22,7 @@ from crdt import (
     decode,
     encode,
 )
-from crdt.wire_values import value_to_wire
+from rumor.crdt.wire_values import value_to_wire
 
 
 def wire(state: ORMap) -> ORMap:

@@ -1,6 +1,6 @@
 """Semantics of the add-wins observed-remove set."""
 
-from crdt import ORSet
+from rumor.crdt import ORSet
 
 
 def merged(*states: ORSet) -> ORSet:

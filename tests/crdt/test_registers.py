@@ -1,6 +1,6 @@
 """Semantics of LWWRegister and MVRegister."""
 
-from crdt import HLCTimestamp, LWWRegister, MVRegister
+from rumor.crdt import HLCTimestamp, LWWRegister, MVRegister
 
 HOUR_MS = 3_600_000
 

@@ -4,9 +4,9 @@ from typing import Any, ClassVar
 
 import pytest
 
-import crdt
-from crdt import TYPES, InvalidOperationError, ORSet, register_type
-from crdt.dot_kernel import DotKernel
+from rumor import crdt
+from rumor.crdt import TYPES, InvalidOperationError, ORSet, register_type
+from rumor.crdt.dot_kernel import DotKernel
 
 
 def test_every_type_the_package_exports_is_registered_under_its_name() -> None:

@@ -22,8 +22,8 @@ from crdt_strategies import MODELS, REPLICA_IDS, Env, Replay, registered_type_na
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import crdt
-from crdt import CausalDelivery, Op, OpEmitter
+from rumor import crdt
+from rumor.crdt import CausalDelivery, Op, OpEmitter
 
 TYPE_NAMES = registered_type_names()
 

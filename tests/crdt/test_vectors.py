@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-import crdt
-from crdt import (
+from rumor import crdt
+from rumor.crdt import (
     CausalContext,
     CausalDelivery,
     GCounter,

@@ -12,9 +12,9 @@ from crdt_strategies import registered_type_names, replays
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import crdt
-from crdt import DecodeError, HLCTimestamp, LWWMap, LWWRegister, MVRegister, ORSet, PNCounter, decode, encode, wire_v2
-from crdt.encoding import COMPRESS_ABOVE, FLAG_ZLIB, MAGIC, VERSION
+from rumor import crdt
+from rumor.crdt import DecodeError, HLCTimestamp, LWWMap, LWWRegister, MVRegister, ORSet, PNCounter, decode, encode, wire_v2
+from rumor.crdt.encoding import COMPRESS_ABOVE, FLAG_ZLIB, MAGIC, VERSION
 
 HEADER = bytes((MAGIC, VERSION, 0))
 

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gossip.address import AddressError, format_address, parse_address
-from gossip.errors import GossipError
+from rumor.gossip.address import AddressError, format_address, parse_address
+from rumor.gossip.errors import GossipError
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from gossip.anti_entropy import (
+from rumor.gossip.anti_entropy import (
     AntiEntropyConfig,
     AntiEntropyMergeError,
     AntiEntropyMessageType,
@@ -23,8 +23,8 @@ from gossip.anti_entropy import (
     run_session,
     state_digest,
 )
-from gossip.anti_entropy.wire import MAX_CONTEXT_BYTES, MAX_CONTEXT_KEY_BYTES, MAX_FEATURES
-from gossip.errors import GossipError
+from rumor.gossip.anti_entropy.wire import MAX_CONTEXT_BYTES, MAX_CONTEXT_KEY_BYTES, MAX_FEATURES
+from rumor.gossip.errors import GossipError
 
 
 class GSetReplica:

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from gossip.anti_entropy import (
+from rumor.gossip.anti_entropy import (
     FEATURE_CONTEXTS,
     AntiEntropyConfig,
     AntiEntropyContextError,
@@ -26,8 +26,8 @@ from gossip.anti_entropy import (
     MerkleTree,
     state_digest,
 )
-from gossip.anti_entropy.wire import decode_message
-from gossip.errors import GossipError
+from rumor.gossip.anti_entropy.wire import decode_message
+from rumor.gossip.errors import GossipError
 
 OLD_FIELDS = {"s", "n", "g", "sk", "e", "d", "w", "k", "c", "m", "cw", "x"}
 """EXCHANGE fields a peer that predates context rows parses (it refuses any other)."""

@@ -9,9 +9,9 @@ import msgpack
 import pytest
 
 import gossip.anti_entropy as package
-from gossip.anti_entropy import AntiEntropyConfig, AntiEntropyMessageType, AntiEntropyProtocolError, Reassembler
-from gossip.anti_entropy.wire import decode_message
-from gossip.errors import ConfigError, GossipError
+from rumor.gossip.anti_entropy import AntiEntropyConfig, AntiEntropyMessageType, AntiEntropyProtocolError, Reassembler
+from rumor.gossip.anti_entropy.wire import decode_message
+from rumor.gossip.errors import ConfigError, GossipError
 
 PACKAGE_DIR = Path(package.__file__).parent
 LAYERS = ["merkle", "chunking", "config", "wire", "work", "descent", "composer", "engine", "session"]

@@ -19,15 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from gossip.anti_entropy import (
+from rumor.gossip.anti_entropy import (
     AntiEntropyConfig,
     AntiEntropyMessageType,
     Chunk,
     MerkleTree,
     transfer_id_of,
 )
-from gossip.anti_entropy.composer import Composer
-from gossip.anti_entropy.wire import (
+from rumor.gossip.anti_entropy.composer import Composer
+from rumor.gossip.anti_entropy.wire import (
     FEATURE_CONTEXTS,
     LISTING_FINGERPRINTS,
     LISTING_SIZES,

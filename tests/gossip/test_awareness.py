@@ -2,7 +2,7 @@
 
 import pytest
 
-from gossip.awareness import Awareness
+from rumor.gossip.awareness import Awareness
 
 
 def test_score_saturates_between_zero_and_max_minus_one() -> None:

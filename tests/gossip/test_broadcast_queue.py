@@ -1,7 +1,7 @@
 """The transmit-limited queue: limits, invalidation, ordering and byte budgets."""
 
-from gossip.broadcast_queue import BroadcastQueue, fill_packet
-from gossip.config import retransmit_limit
+from rumor.gossip.broadcast_queue import BroadcastQueue, fill_packet
+from rumor.gossip.config import retransmit_limit
 
 
 def drain_counts(queue: BroadcastQueue, n_members: int) -> dict[bytes, int]:

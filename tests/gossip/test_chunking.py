@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gossip.anti_entropy import (
+from rumor.gossip.anti_entropy import (
     CHUNK_MESSAGE_TYPE,
     Chunk,
     ChunkError,
@@ -19,7 +19,7 @@ from gossip.anti_entropy import (
     split,
     transfer_id_of,
 )
-from gossip.errors import GossipError
+from rumor.gossip.errors import GossipError
 
 
 def test_an_8_mb_value_travels_in_messages_never_over_the_limit() -> None:

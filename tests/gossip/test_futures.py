@@ -6,7 +6,7 @@ import asyncio
 import gc
 from typing import Any
 
-from gossip.futures import retrieve_exception
+from rumor.gossip.futures import retrieve_exception
 
 
 async def test_it_returns_the_failure_and_none_for_success_or_cancellation() -> None:

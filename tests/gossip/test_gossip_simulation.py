@@ -7,12 +7,12 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
-from gossip.clock import Address, ManualClock
-from gossip.config import Config
-from gossip.delegate import Delegate
-from gossip.member import Member, MemberStatus
-from gossip.sim_network import FaultPlan, MemoryNetwork
-from gossip.simulation import SimNode, Simulation, run_scenario
+from rumor.gossip.clock import Address, ManualClock
+from rumor.gossip.config import Config
+from rumor.gossip.delegate import Delegate
+from rumor.gossip.member import Member, MemberStatus
+from rumor.gossip.sim_network import FaultPlan, MemoryNetwork
+from rumor.gossip.simulation import SimNode, Simulation, run_scenario
 
 GONE = {MemberStatus.DEAD}
 SIZES = [5, 50, pytest.param(200, marks=pytest.mark.slow)]

@@ -5,13 +5,13 @@ Message-level rules on a lone `Membership` first, then whole clusters in the sim
 
 import random
 
-from gossip.config import Config
-from gossip.id_conflict import ConflictingClaim
-from gossip.member import MemberStatus
-from gossip.membership import Membership
-from gossip.messages import Alive, Dead, IdConflict, PushPull, RemoteState, Suspect, decode_stream, encode
-from gossip.outgoing import StreamRequest
-from gossip.simulation import SimNode, Simulation
+from rumor.gossip.config import Config
+from rumor.gossip.id_conflict import ConflictingClaim
+from rumor.gossip.member import MemberStatus
+from rumor.gossip.membership import Membership
+from rumor.gossip.messages import Alive, Dead, IdConflict, PushPull, RemoteState, Suspect, decode_stream, encode
+from rumor.gossip.outgoing import StreamRequest
+from rumor.gossip.simulation import SimNode, Simulation
 
 CFG = Config.lan(push_pull_interval_s=0, reconnect_interval_s=0)
 ME, X, NEW, PEER = ("10.0.0.1", 1), ("10.0.0.2", 2), ("10.0.0.9", 9), ("10.0.0.5", 5)

@@ -13,12 +13,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
 
-from gossip.address import format_address
-from gossip.config import Config
-from gossip.member import MemberStatus
-from gossip.memberlist import JoinError, Memberlist, NodeIdConflictError
-from gossip.security import Keyring
-from gossip.transport_asyncio import AsyncioTransport, BindError
+from rumor.gossip.address import format_address
+from rumor.gossip.config import Config
+from rumor.gossip.member import MemberStatus
+from rumor.gossip.memberlist import JoinError, Memberlist, NodeIdConflictError
+from rumor.gossip.security import Keyring
+from rumor.gossip.transport_asyncio import AsyncioTransport, BindError
 
 pytestmark = pytest.mark.integration
 

@@ -10,10 +10,10 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
 
-from gossip.config import Config
-from gossip.delegate import Delegate
-from gossip.memberlist import AppRequestError, Memberlist, RequestRefusedError
-from gossip.transport_asyncio import AsyncioTransport
+from rumor.gossip.config import Config
+from rumor.gossip.delegate import Delegate
+from rumor.gossip.memberlist import AppRequestError, Memberlist, RequestRefusedError
+from rumor.gossip.transport_asyncio import AsyncioTransport
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +58,7 @@ async def test_a_delegate_bug_is_counted_and_logged_once_and_a_refusal_is_counte
         with pytest.raises(AppRequestError, match="ZeroDivisionError: a bug in the handler"):
             await asking.request("m1", b"q", timeout_s=WAIT_S)
         assert answering.stats.dropped["delegate_error"] == 1
-        logged = [r for r in caplog.records if r.name == "gossip.memberlist" and r.levelno == logging.ERROR]
+        logged = [r for r in caplog.records if r.name == "rumor.gossip.memberlist" and r.levelno == logging.ERROR]
         assert len(logged) == 1 and logged[0].exc_info is not None
 
         delegate = answering.delegate
@@ -83,7 +83,7 @@ async def test_a_delegate_bug_on_a_datagram_is_counted_and_logged_and_later_data
         assert isinstance(delegate, Answering)
         sending.send_to("m1", b"bug")
         await receiving.wait_until(lambda: receiving.stats.dropped["packet_error"] == 1, WAIT_S)
-        logged = [r for r in caplog.records if r.name == "gossip.memberlist" and r.levelno == logging.ERROR]
+        logged = [r for r in caplog.records if r.name == "rumor.gossip.memberlist" and r.levelno == logging.ERROR]
         assert len(logged) == 1 and logged[0].exc_info is not None
         assert "packet failed: KeyError: 'a bug in notify_message'" in logged[0].getMessage()
         sending.send_to("m1", b"fine")

@@ -20,15 +20,15 @@ from typing import Any
 import pytest
 from loopback import ipv6_available
 
-from gossip.address import format_address
-from gossip.config import Config
-from gossip.delegate import Delegate
-from gossip.errors import PacketTooLargeError, UnknownMemberError
-from gossip.member import MemberStatus
-from gossip.memberlist import AppRequestError, JoinError, Memberlist
-from gossip.security import Keyring
-from gossip.transport import PeerTimeoutError
-from gossip.transport_asyncio import AsyncioTransport
+from rumor.gossip.address import format_address
+from rumor.gossip.config import Config
+from rumor.gossip.delegate import Delegate
+from rumor.gossip.errors import PacketTooLargeError, UnknownMemberError
+from rumor.gossip.member import MemberStatus
+from rumor.gossip.memberlist import AppRequestError, JoinError, Memberlist
+from rumor.gossip.security import Keyring
+from rumor.gossip.transport import PeerTimeoutError
+from rumor.gossip.transport_asyncio import AsyncioTransport
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +105,7 @@ async def test_five_members_converge_and_detect_a_crash() -> None:
 
 
 async def test_graceful_leave_is_seen_as_left_not_dead(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="gossip.memberlist")
+    caplog.set_level(logging.INFO, logger="rumor.gossip.memberlist")
     async with cluster(3) as nodes:
         await converge(nodes)
         await nodes[2].leave(timeout_s=2.0)
@@ -220,7 +220,7 @@ class NodeProcess:
     @classmethod
     async def spawn(cls, *args: str) -> NodeProcess:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gossip", "--preset", "lan", "--probe-interval", "0.3", "--probe-timeout", "0.1",
+            sys.executable, "-m", "rumor.gossip", "--preset", "lan", "--probe-interval", "0.3", "--probe-timeout", "0.1",
             "--run-for", "60", *args, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )

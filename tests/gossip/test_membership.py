@@ -4,12 +4,12 @@ import random
 
 import pytest
 
-from gossip.config import Config, suspicion_timeout_s
-from gossip.delegate import Delegate
-from gossip.errors import ConfigError, PacketDecodeError, PacketTooLargeError, UnknownMemberError
-from gossip.member import Member, MemberStatus
-from gossip.membership import Membership
-from gossip.messages import (
+from rumor.gossip.config import Config, suspicion_timeout_s
+from rumor.gossip.delegate import Delegate
+from rumor.gossip.errors import ConfigError, PacketDecodeError, PacketTooLargeError, UnknownMemberError
+from rumor.gossip.member import Member, MemberStatus
+from rumor.gossip.membership import Membership
+from rumor.gossip.messages import (
     Ack,
     Alive,
     AppMessage,
@@ -26,7 +26,7 @@ from gossip.messages import (
     decode_stream,
     encode,
 )
-from gossip.outgoing import Outgoing, Packet, StreamRequest
+from rumor.gossip.outgoing import Outgoing, Packet, StreamRequest
 
 CFG = Config.lan(push_pull_interval_s=0, reconnect_interval_s=0)
 

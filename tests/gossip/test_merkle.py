@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gossip.anti_entropy import (
+from rumor.gossip.anti_entropy import (
     DIGEST_BYTES,
     MerkleTree,
     entry_tag,
@@ -20,7 +20,7 @@ from gossip.anti_entropy import (
     slice_hash,
     state_digest,
 )
-from gossip.errors import ConfigError, GossipError
+from rumor.gossip.errors import ConfigError, GossipError
 
 SMALL = {"fanout": 4, "depth": 3}
 

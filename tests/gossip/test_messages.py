@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gossip.errors import PacketDecodeError, PacketTooLargeError
-from gossip.member import MemberStatus
-from gossip.messages import (
+from rumor.gossip.errors import PacketDecodeError, PacketTooLargeError
+from rumor.gossip.member import MemberStatus
+from rumor.gossip.messages import (
     MESSAGE_CLASSES,
     Ack,
     Alive,

@@ -6,9 +6,9 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from gossip.errors import PacketDecodeError
-from gossip.messages import MessageType, decode_packet
-from gossip.msgpack_wire import UNPACK_ERRORS, unpack_error_reason
+from rumor.gossip.errors import PacketDecodeError
+from rumor.gossip.messages import MessageType, decode_packet
+from rumor.gossip.msgpack_wire import UNPACK_ERRORS, unpack_error_reason
 
 MALFORMED = {
     "a byte that begins no value": b"\xc1",

@@ -7,11 +7,11 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gossip.config import Config
-from gossip.errors import PacketDecodeError
-from gossip.member import MemberStatus
-from gossip.membership import Membership
-from gossip.messages import (
+from rumor.gossip.config import Config
+from rumor.gossip.errors import PacketDecodeError
+from rumor.gossip.member import MemberStatus
+from rumor.gossip.membership import Membership
+from rumor.gossip.messages import (
     Ack,
     Alive,
     Dead,

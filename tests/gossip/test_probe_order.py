@@ -5,7 +5,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gossip.probe_order import ProbeOrder
+from rumor.gossip.probe_order import ProbeOrder
 
 
 def test_every_member_is_probed_once_per_round() -> None:

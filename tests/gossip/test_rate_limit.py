@@ -1,6 +1,6 @@
 """The limiter behind per-peer warnings: one per key per interval, with a count of what it held back."""
 
-from gossip.rate_limit import RateLimiter
+from rumor.gossip.rate_limit import RateLimiter
 
 
 def test_one_per_key_per_interval_and_the_count_of_what_was_held_back() -> None:

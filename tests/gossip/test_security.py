@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gossip.errors import GossipError
-from gossip.security import (
+from rumor.gossip.errors import GossipError
+from rumor.gossip.security import (
     CONTEXT_PACKET,
     CONTEXT_STREAM,
     SEAL_OVERHEAD,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from gossip.suspicion import Suspicion, remaining_suspicion_time
+from rumor.gossip.suspicion import Suspicion, remaining_suspicion_time
 
 
 @pytest.mark.parametrize(

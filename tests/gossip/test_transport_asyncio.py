@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from loopback import ipv6_available
 
-from gossip.address import parse_address
-from gossip.clock import Address
-from gossip.security import Keyring
-from gossip.transport import (
+from rumor.gossip.address import parse_address
+from rumor.gossip.clock import Address
+from rumor.gossip.security import Keyring
+from rumor.gossip.transport import (
     CountingTransport,
     FrameTooLargeError,
     KeyMismatchError,
@@ -22,7 +22,7 @@ from gossip.transport import (
     Transport,
     TransportClosedError,
 )
-from gossip.transport_asyncio import AsyncioTransport
+from rumor.gossip.transport_asyncio import AsyncioTransport
 
 pytestmark = pytest.mark.integration
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import random
 
-from server.hlc_source import HLCSource
-from server.keyspace import Keyspace
-from server.replication import KeyspaceStore, ReplicaCore, ReplicationConfig
-from server.replication.simulation import encoded_states
+from rumor.server.hlc_source import HLCSource
+from rumor.server.keyspace import Keyspace
+from rumor.server.replication import KeyspaceStore, ReplicaCore, ReplicationConfig
+from rumor.server.replication.simulation import encoded_states
 
 
 class Replica:

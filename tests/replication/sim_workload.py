@@ -6,9 +6,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from gossip.simulation import SimNode
-from server.replication.simulation import ReplicatedSimulation
-from server.updates import Increment, MapChange, MVRegisterWrite, RegisterWrite, SetChange
+from rumor.gossip.simulation import SimNode
+from rumor.server.replication.simulation import ReplicatedSimulation
+from rumor.server.updates import Increment, MapChange, MVRegisterWrite, RegisterWrite, SetChange
 
 KINDS = ("counter", "set", "register", "map", "mvregister")
 

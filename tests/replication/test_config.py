@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from server.replication import ReplicationConfig
-from server.replication.errors import ReplicationConfigError
+from rumor.server.replication import ReplicationConfig
+from rumor.server.replication.errors import ReplicationConfigError
 
 
 @pytest.mark.parametrize(("name", "value"), [

@@ -15,16 +15,16 @@ import msgpack
 import pytest
 from replication_helpers import Replica, states
 
-from gossip.anti_entropy import FEATURE_CONTEXTS, AntiEntropyMessageType
-from gossip.anti_entropy.wire import decode_message, encode_message
-from gossip.config import Config
-from server.cluster import decode_meta, encode_meta
-from server.replication import ReplicationConfig
-from server.replication.member_meta import reads_context_rows
-from server.replication.replica import sync_pair
-from server.replication.simulation import ReplicatedSimulation
-from server.replication.wire import Kind, kind_of, parse_open, parse_step, step_message
-from server.updates import SetChange
+from rumor.gossip.anti_entropy import FEATURE_CONTEXTS, AntiEntropyMessageType
+from rumor.gossip.anti_entropy.wire import decode_message, encode_message
+from rumor.gossip.config import Config
+from rumor.server.cluster import decode_meta, encode_meta
+from rumor.server.replication import ReplicationConfig
+from rumor.server.replication.member_meta import reads_context_rows
+from rumor.server.replication.replica import sync_pair
+from rumor.server.replication.simulation import ReplicatedSimulation
+from rumor.server.replication.wire import Kind, kind_of, parse_open, parse_step, step_message
+from rumor.server.updates import SetChange
 
 OLD_FIELDS = {"s", "n", "g", "sk", "e", "d", "w", "k", "c", "m", "cw", "x"}
 """EXCHANGE fields a node predating context rows parses (it refuses any message with another)."""

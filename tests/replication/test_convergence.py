@@ -17,13 +17,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from replication_helpers import Replica, states
 
-from gossip.clock import ManualClock
-from gossip.member import Member, MemberStatus
-from gossip.transport import PeerUnreachableError
-from server.replication.convergence import ConvergenceMonitor, OwnState, PeerView, judge
-from server.replication.errors import ReplicationProtocolError
-from server.replication.member_meta import ROOT_PROBE, advertised, reads_probe
-from server.replication.probe import (
+from rumor.gossip.clock import ManualClock
+from rumor.gossip.member import Member, MemberStatus
+from rumor.gossip.transport import PeerUnreachableError
+from rumor.server.replication.convergence import ConvergenceMonitor, OwnState, PeerView, judge
+from rumor.server.replication.errors import ReplicationProtocolError
+from rumor.server.replication.member_meta import ROOT_PROBE, advertised, reads_probe
+from rumor.server.replication.probe import (
     ProbeAnswer,
     differing_ranges,
     parse_probe,
@@ -31,9 +31,9 @@ from server.replication.probe import (
     probe_message,
     probed_message,
 )
-from server.replication.replica import sync_pair
-from server.replication.wire import Kind, pack
-from server.updates import Increment, SetChange
+from rumor.server.replication.replica import sync_pair
+from rumor.server.replication.wire import Kind, pack
+from rumor.server.updates import Increment, SetChange
 
 ROOT = bytes(16)
 OTHER_ROOT = bytes([1]) * 16

@@ -8,13 +8,13 @@ import random
 import pytest
 from replication_helpers import Replica, states
 
-from crdt import PNCounter
-from server.replication import ReplicationConfig, ReplicationProtocolError
-from server.replication.coverage import Coverage
-from server.replication.disseminator import LocalBatch
-from server.replication.replica import sync_pair
-from server.replication.wire import DeltaEntry, DeltaGroup, Kind, pack_push, unpack_push
-from server.updates import Increment, SetChange
+from rumor.crdt import PNCounter
+from rumor.server.replication import ReplicationConfig, ReplicationProtocolError
+from rumor.server.replication.coverage import Coverage
+from rumor.server.replication.disseminator import LocalBatch
+from rumor.server.replication.replica import sync_pair
+from rumor.server.replication.wire import DeltaEntry, DeltaGroup, Kind, pack_push, unpack_push
+from rumor.server.updates import Increment, SetChange
 
 
 def test_repeated_changes_to_one_key_are_joined_into_one_delta() -> None:
@@ -32,7 +32,7 @@ def test_repeated_changes_to_one_key_are_joined_into_one_delta() -> None:
 
 
 def test_a_batch_reuses_the_writers_encoding_and_never_mutates_the_writers_delta() -> None:
-    from crdt import decode, encode
+    from rumor.crdt import decode, encode
 
     batch = LocalBatch()
     counter = PNCounter()
@@ -57,7 +57,7 @@ def test_a_batch_reuses_the_writers_encoding_and_never_mutates_the_writers_delta
 def test_groups_are_never_sent_back_to_their_source_or_origin() -> None:
     b = Replica("b")
     delta = PNCounter().increment("a", 5)
-    from crdt import encode
+    from rumor.crdt import encode
 
     group = DeltaGroup.build(("a", 1), 1, [DeltaEntry("k", "counter", encode(delta))])
     b.core.handle_message(pack_push([group.raw]), "c", 0.0)

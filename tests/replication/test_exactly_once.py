@@ -3,11 +3,11 @@ its retry lands on the other side of a partition (`crdt.counter_ops`, `server.op
 
 from __future__ import annotations
 
-from gossip.config import Config
-from server.replication import ReplicationConfig
-from server.replication.retry_storm import run_retry_storm
-from server.replication.simulation import ReplicatedSimulation
-from server.updates import FoldOps, Increment
+from rumor.gossip.config import Config
+from rumor.server.replication import ReplicationConfig
+from rumor.server.replication.retry_storm import run_retry_storm
+from rumor.server.replication.simulation import ReplicatedSimulation
+from rumor.server.updates import FoldOps, Increment
 
 
 def _cluster(n: int, seed: int) -> ReplicatedSimulation:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from gossip.config import Config
-from server.replication import ReplicationConfig
-from server.replication.simulation import ReplicatedSimulation
-from server.updates import Increment, SetChange
+from rumor.gossip.config import Config
+from rumor.server.replication import ReplicationConfig
+from rumor.server.replication.simulation import ReplicatedSimulation
+from rumor.server.updates import Increment, SetChange
 
 
 def test_departed_member_metadata_is_compacted_but_its_writes_survive_everywhere() -> None:

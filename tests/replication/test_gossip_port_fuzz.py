@@ -27,22 +27,22 @@ from typing import Any
 import msgpack
 import pytest
 
-from crdt import ORSet, PNCounter, encode
-from gossip.clock import Address
-from gossip.config import Config
-from gossip.delegate import Delegate
-from gossip.memberlist import Memberlist
-from gossip.messages import AppMessage, AppRequest
-from gossip.messages import encode as encode_message
-from gossip.security import CONTEXT_PACKET, CONTEXT_STREAM, Keyring
-from gossip.transport_asyncio import AsyncioTransport
-from server.config import ServerConfig
-from server.consistency import Consistency, Level
-from server.node import Node
-from server.replication import ReplicationConfig
-from server.replication.runtime import GossipReplication
-from server.replication.wire import Kind, pack, pack_push
-from server.updates import Increment, MapChange, RegisterWrite, SetChange
+from rumor.crdt import ORSet, PNCounter, encode
+from rumor.gossip.clock import Address
+from rumor.gossip.config import Config
+from rumor.gossip.delegate import Delegate
+from rumor.gossip.memberlist import Memberlist
+from rumor.gossip.messages import AppMessage, AppRequest
+from rumor.gossip.messages import encode as encode_message
+from rumor.gossip.security import CONTEXT_PACKET, CONTEXT_STREAM, Keyring
+from rumor.gossip.transport_asyncio import AsyncioTransport
+from rumor.server.config import ServerConfig
+from rumor.server.consistency import Consistency, Level
+from rumor.server.node import Node
+from rumor.server.replication import ReplicationConfig
+from rumor.server.replication.runtime import GossipReplication
+from rumor.server.replication.wire import Kind, pack, pack_push
+from rumor.server.updates import Increment, MapChange, RegisterWrite, SetChange
 
 pytestmark = pytest.mark.integration
 

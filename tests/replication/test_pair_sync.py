@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from replication_helpers import Replica, states
 
-from crdt import ORSet, encode
-from server.replication import ReplicationConfig
-from server.replication.replica import sync_pair
-from server.updates import Increment, RegisterWrite, SetChange
+from rumor.crdt import ORSet, encode
+from rumor.server.replication import ReplicationConfig
+from rumor.server.replication.replica import sync_pair
+from rumor.server.updates import Increment, RegisterWrite, SetChange
 
 
 def _loaded_pair(n_keys: int) -> tuple[Replica, Replica]:

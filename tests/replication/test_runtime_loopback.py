@@ -10,19 +10,19 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from crdt import PNCounter
-from gossip.clock import Address
-from gossip.config import Config
-from gossip.delegate import Delegate
-from gossip.memberlist import Memberlist
-from gossip.transport_asyncio import AsyncioTransport
-from server.config import ServerConfig
-from server.consistency import Consistency, Level
-from server.node import Node
-from server.replication import ReplicationConfig
-from server.replication.member_meta import advertised
-from server.replication.runtime import GossipReplication
-from server.updates import Increment, SetChange
+from rumor.crdt import PNCounter
+from rumor.gossip.clock import Address
+from rumor.gossip.config import Config
+from rumor.gossip.delegate import Delegate
+from rumor.gossip.memberlist import Memberlist
+from rumor.gossip.transport_asyncio import AsyncioTransport
+from rumor.server.config import ServerConfig
+from rumor.server.consistency import Consistency, Level
+from rumor.server.node import Node
+from rumor.server.replication import ReplicationConfig
+from rumor.server.replication.member_meta import advertised
+from rumor.server.replication.runtime import GossipReplication
+from rumor.server.updates import Increment, SetChange
 
 pytestmark = pytest.mark.integration  # Memberlist over real UDP/TCP sockets on 127.0.0.1
 

@@ -15,19 +15,19 @@ from pathlib import Path
 
 import pytest
 
-from crdt import ORSet, PNCounter, encode
-from gossip.config import Config
-from gossip.delegate import Delegate
-from gossip.memberlist import AppRequestError, Memberlist, RequestRefusedError
-from gossip.transport_asyncio import AsyncioTransport
-from server.cluster import Cluster
-from server.config import ServerConfig
-from server.node import Node
-from server.replication import ReplicationConfig
-from server.replication.runtime import GossipReplication
-from server.replication.simulation import encoded_states
-from server.replication.wire import is_ack, repl_message
-from server.updates import Increment
+from rumor.crdt import ORSet, PNCounter, encode
+from rumor.gossip.config import Config
+from rumor.gossip.delegate import Delegate
+from rumor.gossip.memberlist import AppRequestError, Memberlist, RequestRefusedError
+from rumor.gossip.transport_asyncio import AsyncioTransport
+from rumor.server.cluster import Cluster
+from rumor.server.config import ServerConfig
+from rumor.server.node import Node
+from rumor.server.replication import ReplicationConfig
+from rumor.server.replication.runtime import GossipReplication
+from rumor.server.replication.simulation import encoded_states
+from rumor.server.replication.wire import is_ack, repl_message
+from rumor.server.updates import Increment
 
 pytestmark = pytest.mark.integration
 
@@ -114,5 +114,5 @@ async def test_a_refusal_over_the_network_is_counted_by_the_memberlist_and_shown
         rendered = node.metrics.render()
         for reason, n in core.stats.rejected.items():
             assert f'rumor_replication_rejected_total{{reason="{reason}"}} {n}' in rendered
-    warned = [r for r in caplog.records if r.name == "gossip.memberlist" and "refused an app request" in r.getMessage()]
+    warned = [r for r in caplog.records if r.name == "rumor.gossip.memberlist" and "refused an app request" in r.getMessage()]
     assert len(warned) == 1 and warned[0].levelno == logging.WARNING  # at most one a minute per requester

@@ -15,18 +15,18 @@ from typing import Any
 
 import pytest
 
-from gossip.clock import Address
-from gossip.config import Config
-from gossip.delegate import Delegate
-from gossip.memberlist import AppRequestError, Memberlist
-from gossip.transport_asyncio import AsyncioTransport
-from server.config import ServerConfig
-from server.node import Node
-from server.replication import ReplicationConfig
-from server.replication.errors import ReplicationProtocolError
-from server.replication.runtime import GossipReplication
-from server.supervisor import Supervisor
-from server.updates import Increment
+from rumor.gossip.clock import Address
+from rumor.gossip.config import Config
+from rumor.gossip.delegate import Delegate
+from rumor.gossip.memberlist import AppRequestError, Memberlist
+from rumor.gossip.transport_asyncio import AsyncioTransport
+from rumor.server.config import ServerConfig
+from rumor.server.node import Node
+from rumor.server.replication import ReplicationConfig
+from rumor.server.replication.errors import ReplicationProtocolError
+from rumor.server.replication.runtime import GossipReplication
+from rumor.server.supervisor import Supervisor
+from rumor.server.updates import Increment
 
 pytestmark = pytest.mark.integration
 
@@ -162,7 +162,7 @@ def free_port() -> int:
 async def test_a_node_whose_seed_is_down_serves_at_once_and_joins_when_the_seed_comes_up(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="server.replication.runtime")
+    caplog.set_level(logging.INFO, logger="rumor.server.replication.runtime")
     port = free_port()
     delays: list[float] = []
     third_wait = asyncio.Event()

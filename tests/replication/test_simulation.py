@@ -8,10 +8,10 @@ import random
 import pytest
 from sim_workload import Workload
 
-from gossip.config import Config
-from gossip.sim_network import FaultPlan
-from server.replication import ReplicationConfig
-from server.replication.simulation import ReplicatedSimulation
+from rumor.gossip.config import Config
+from rumor.gossip.sim_network import FaultPlan
+from rumor.server.replication import ReplicationConfig
+from rumor.server.replication.simulation import ReplicatedSimulation
 
 
 def run_chaos(n: int, seed: int, duration_s: float = 30.0, writes_per_s: float = 10.0,

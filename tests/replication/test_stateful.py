@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 from sim_workload import Workload
 
-from gossip.config import Config
-from gossip.simulation import SimNode
-from server.replication import ReplicationConfig
-from server.replication.simulation import ReplicatedSimulation
+from rumor.gossip.config import Config
+from rumor.gossip.simulation import SimNode
+from rumor.server.replication import ReplicationConfig
+from rumor.server.replication.simulation import ReplicatedSimulation
 
 N = 4
 

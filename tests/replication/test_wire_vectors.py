@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from server.replication.probe import ProbeAnswer, parse_probe, parse_probed, probe_message, probed_message
-from server.replication.wire import (
+from rumor.server.replication.probe import ProbeAnswer, parse_probe, parse_probed, probe_message, probed_message
+from rumor.server.replication.wire import (
     DeltaEntry,
     DeltaGroup,
     Kind,

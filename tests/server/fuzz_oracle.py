@@ -42,10 +42,10 @@ from fuzz_requests import (
 )
 from yarl import URL
 
-from crdt import encode
-from server.config import ServerConfig
-from server.http_api import create_app
-from server.node import Node
+from rumor.crdt import encode
+from rumor.server.config import ServerConfig
+from rumor.server.http_api import create_app
+from rumor.server.node import Node
 
 _VISIBLE_ASCII = re.compile(r"[\x21-\x7e]{1,256}")
 _SAMPLE = re.compile(r'^rumor_http_requests_total\{route="([^"]*)",method="([^"]*)",status="(\d+)"\} (\S+)$', re.M)

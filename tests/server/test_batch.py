@@ -11,9 +11,9 @@ import msgpack
 import pytest
 from aiohttp.test_utils import TestClient
 
-from server.batch import MAX_BATCH
-from server.config import ServerConfig
-from server.storage import DB_FILE, read_log
+from rumor.server.batch import MAX_BATCH
+from rumor.server.config import ServerConfig
+from rumor.server.storage import DB_FILE, read_log
 
 
 async def batch(api: TestClient, updates: Any, status: int = 200, **params: str) -> Any:

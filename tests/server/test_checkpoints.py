@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 
-from crdt import decode, encode
-from crdt.encoding import FLAG_ZLIB
-from server.config import ServerConfig, with_overrides
-from server.node import BIG_STATE_BYTES, Node
-from server.storage import DB_FILE, read_log
-from server.updates import Increment, SetChange
+from rumor.crdt import decode, encode
+from rumor.crdt.encoding import FLAG_ZLIB
+from rumor.server.config import ServerConfig, with_overrides
+from rumor.server.node import BIG_STATE_BYTES, Node
+from rumor.server.storage import DB_FILE, read_log
+from rumor.server.updates import Increment, SetChange
 
 # Over BIG_STATE_BYTES (about 90 KB encoded) in few elements: every write answers with the whole rendered value, so
 # each write to a big set costs a sort of all its elements, and these tests write to one many times.

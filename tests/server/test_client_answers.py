@@ -6,7 +6,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from server.client import MalformedResponseError, RumorClient
+from rumor.server.client import MalformedResponseError, RumorClient
 
 pytestmark = pytest.mark.integration  # a real aiohttp server on loopback plays the misbehaving node
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from server.client import RumorHTTPError
-from server.cluster_client import Client, ConflictError, Item, NoNodeAvailableError, OutcomeUnknownError, SyncClient
+from rumor.server.client import RumorHTTPError
+from rumor.server.cluster_client import Client, ConflictError, Item, NoNodeAvailableError, OutcomeUnknownError, SyncClient
 
 
 class HangUp:

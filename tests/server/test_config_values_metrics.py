@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from crdt import CausalContext
-from server.config import ServerConfig, load_config
-from server.consistency import Level, parse_consistency
-from server.errors import BadContextError, ConfigError, InvalidOptionError, InvalidValueError, MalformedBodyError
-from server.metrics import Metrics
-from server.negotiation import JSON, MSGPACK, response_format
-from server.values import (
+from rumor.crdt import CausalContext
+from rumor.server.config import ServerConfig, load_config
+from rumor.server.consistency import Level, parse_consistency
+from rumor.server.errors import BadContextError, ConfigError, InvalidOptionError, InvalidValueError, MalformedBodyError
+from rumor.server.metrics import Metrics
+from rumor.server.negotiation import JSON, MSGPACK, response_format
+from rumor.server.values import (
     MAX_DEPTH,
     check_binding,
     check_json_value,
@@ -27,7 +27,7 @@ from server.values import (
     sorted_json,
     to_element,
 )
-from server.version import VERSION
+from rumor.server.version import VERSION
 
 
 def test_config_precedence_flags_over_env_over_file_over_defaults(tmp_path: Path) -> None:

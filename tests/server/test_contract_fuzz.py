@@ -37,11 +37,11 @@ from schemathesis.specs.openapi.checks import (
 )
 from test_openapi import registered_operations
 
-from server.config import ServerConfig
-from server.http_api import create_app
-from server.http_server import NodeRunner
-from server.node import Node
-from server.openapi import FAULT_INJECTION
+from rumor.server.config import ServerConfig
+from rumor.server.http_api import create_app
+from rumor.server.http_server import NodeRunner
+from rumor.server.node import Node
+from rumor.server.openapi import FAULT_INJECTION
 
 TOKEN = "contract-fuzz-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from server.data_dir_lock import LOCK_FILE, DataDirLock, DataDirLockedError
-from server.storage import Storage
+from rumor.server.data_dir_lock import LOCK_FILE, DataDirLock, DataDirLockedError
+from rumor.server.storage import Storage
 
 WAIT_S = 15.0
 ROOT = Path(__file__).resolve().parents[2]

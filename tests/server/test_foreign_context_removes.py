@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from crdt import decode
-from server.config import ServerConfig
-from server.http_api import create_app
-from server.node import Node
+from rumor.crdt import decode
+from rumor.server.config import ServerConfig
+from rumor.server.http_api import create_app
+from rumor.server.node import Node
 
 pytestmark = pytest.mark.integration  # the nodes are reached through aiohttp's TestServer: real sockets on loopback
 

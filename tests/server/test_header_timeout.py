@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from server.config import ServerConfig, load_config
-from server.errors import ConfigError
-from server.http_server import NodeRunner
+from rumor.server.config import ServerConfig, load_config
+from rumor.server.errors import ConfigError
+from rumor.server.http_server import NodeRunner
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 from yarl import URL
 
-from crdt import encode
-from server.node import Node
+from rumor.crdt import encode
+from rumor.server.node import Node
 
 pytestmark = pytest.mark.integration  # every test reaches the node through aiohttp's TestServer: a loopback socket
 

@@ -9,9 +9,9 @@ import msgpack
 import pytest
 from aiohttp.test_utils import TestClient
 
-from crdt import ORSet
-from server.node import Node
-from server.version import VERSION
+from rumor.crdt import ORSet
+from rumor.server.node import Node
+from rumor.server.version import VERSION
 
 pytestmark = pytest.mark.integration  # every test reaches the node through aiohttp's TestServer: a loopback socket
 
@@ -89,7 +89,7 @@ async def test_map_set_and_remove_fields(api: TestClient) -> None:
 async def test_mvregister_keeps_concurrent_siblings(api: TestClient, node: Node) -> None:
     first = await post(api, "mv", {"type": "mvregister", "value": "mine"})
     assert first["value"] == ["mine"]
-    from crdt import MVRegister
+    from rumor.crdt import MVRegister
 
     remote = MVRegister().write("n2", "theirs")
     await node.merge_remote("mv", "mvregister", remote)
@@ -158,7 +158,7 @@ async def test_context_limits_a_remove_to_what_was_observed(api: TestClient) -> 
 
 
 async def test_context_limits_an_mvregister_overwrite(api: TestClient, node: Node) -> None:
-    from crdt import MVRegister
+    from rumor.crdt import MVRegister
 
     await post(api, "mv", {"type": "mvregister", "value": "old"})
     context = (await get(api, "mv"))["context"]
@@ -171,7 +171,7 @@ async def test_context_limits_an_mvregister_overwrite(api: TestClient, node: Nod
 
 
 async def test_register_write_after_a_future_timestamp_still_wins(api: TestClient, node: Node) -> None:
-    from crdt import HLCTimestamp, LWWRegister
+    from rumor.crdt import HLCTimestamp, LWWRegister
 
     # a value from a node whose clock runs far ahead: a later write here observes its timestamp and sorts after it
     await node.merge_remote("r", "register", LWWRegister().write("n2", "remote", HLCTimestamp(2**50, 0)))
@@ -453,8 +453,8 @@ class ThreeNodesOneSilent:
 async def test_write_levels_through_the_replication_seam() -> None:
     from aiohttp.test_utils import TestServer
 
-    from server.config import ServerConfig
-    from server.http_api import create_app
+    from rumor.server.config import ServerConfig
+    from rumor.server.http_api import create_app
 
     replication = ThreeNodesOneSilent()
     async with Node(ServerConfig(in_memory=True, node_id="n1"), replication=replication) as node, \

@@ -40,9 +40,9 @@ from fuzz_requests import ACCEPT, MAX_BODY_BYTES, FuzzRequest, Seen, next_reques
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from server.http_api import create_app
-from server.local_cluster import ClusterTimeoutError, LocalCluster
-from server.node import Node
+from rumor.server.http_api import create_app
+from rumor.server.local_cluster import ClusterTimeoutError, LocalCluster
+from rumor.server.node import Node
 
 pytestmark = pytest.mark.integration  # the node is served on real loopback sockets (TestServer, TCPSite, rumor serve)
 

@@ -7,11 +7,11 @@ import asyncio
 
 import pytest
 
-from server.config import ServerConfig
-from server.loop_lag import LoopLagMonitor
-from server.metrics import Metrics
-from server.node import Node
-from server.supervisor import AlreadySupervisedError
+from rumor.server.config import ServerConfig
+from rumor.server.loop_lag import LoopLagMonitor
+from rumor.server.metrics import Metrics
+from rumor.server.node import Node
+from rumor.server.supervisor import AlreadySupervisedError
 
 
 class LateSleeper:

@@ -11,11 +11,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from loopback import ipv6_available
 
-from gossip.address import parse_address
-from server.cluster import Cluster
-from server.config import ServerConfig
-from server.http_api import create_app
-from server.node import Node
+from rumor.gossip.address import parse_address
+from rumor.server.cluster import Cluster
+from rumor.server.config import ServerConfig
+from rumor.server.http_api import create_app
+from rumor.server.node import Node
 
 pytestmark = [
     pytest.mark.integration,  # gossip over real UDP/TCP sockets, the API through aiohttp's TestServer

@@ -10,13 +10,13 @@ from typing import Any
 import msgpack
 import pytest
 
-from crdt import ORSet, PNCounter, decode, encode
-from server.config import ServerConfig, with_overrides
-from server.errors import BadRequestError, KeyNotFoundError, NodeNotRunningError, TypeConflictError
-from server.node import Node
-from server.op_folding import OpFolder
-from server.storage import DB_FILE
-from server.updates import Clear, Increment, MapChange, RegisterWrite, SetChange, parse_context
+from rumor.crdt import ORSet, PNCounter, decode, encode
+from rumor.server.config import ServerConfig, with_overrides
+from rumor.server.errors import BadRequestError, KeyNotFoundError, NodeNotRunningError, TypeConflictError
+from rumor.server.node import Node
+from rumor.server.op_folding import OpFolder
+from rumor.server.storage import DB_FILE
+from rumor.server.updates import Clear, Increment, MapChange, RegisterWrite, SetChange, parse_context
 
 
 async def test_embedded_use_without_http() -> None:
@@ -191,7 +191,7 @@ async def test_an_update_built_in_python_is_checked_before_it_can_reach_a_state(
 async def test_received_bytes_are_logged_as_they_came_without_encoding_again(
     disk_config: ServerConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from crdt import encode
+    from rumor.crdt import encode
 
     delta = PNCounter().increment("n2", 7)
     blob = encode(delta)
@@ -199,7 +199,7 @@ async def test_received_bytes_are_logged_as_they_came_without_encoding_again(
         def no_encoding(state: Any) -> bytes:
             raise AssertionError("the received bytes should have been logged")
 
-        monkeypatch.setattr("server.node.encode", no_encoding)
+        monkeypatch.setattr("rumor.server.node.encode", no_encoding)
         await node.merge_remote("c", "counter", delta, blob)
         node.merge_remote_nowait("d", "counter", delta.copy(), blob)
         monkeypatch.undo()

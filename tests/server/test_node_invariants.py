@@ -14,10 +14,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crdt import decode, encode
-from server.config import ServerConfig
-from server.node import Node
-from server.updates import Clear, Increment, MapChange, MVRegisterWrite, RegisterWrite, SetChange, Update, new_state
+from rumor.crdt import decode, encode
+from rumor.server.config import ServerConfig
+from rumor.server.node import Node
+from rumor.server.updates import Clear, Increment, MapChange, MVRegisterWrite, RegisterWrite, SetChange, Update, new_state
 
 KEYS = ("a", "b", "c")
 TEXT = st.text(alphabet="xyz", max_size=2)

@@ -10,13 +10,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate
 
-from server import http_api, openapi, watch
-from server.cluster import UnknownPeerError
-from server.config import ServerConfig
-from server.http_api import create_app
-from server.node import Node
-from server.openapi import FAULT_INJECTION, document
-from server.openapi_schemas import CURSOR_PATTERN
+from rumor.server import http_api, openapi, watch
+from rumor.server.cluster import UnknownPeerError
+from rumor.server.config import ServerConfig
+from rumor.server.http_api import create_app
+from rumor.server.node import Node
+from rumor.server.openapi import FAULT_INJECTION, document
+from rumor.server.openapi_schemas import CURSOR_PATTERN
 
 _METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 

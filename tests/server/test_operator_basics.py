@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient
 
-from server import cli
-from server.config import ServerConfig
-from server.logs import JSONFormatter, configure_logging
-from server.version import VERSION
+from rumor.server import cli
+from rumor.server.config import ServerConfig
+from rumor.server.logs import JSONFormatter, configure_logging
+from rumor.server.version import VERSION
 
 STARTUP_TIMEOUT_S = 15
 
@@ -78,7 +78,7 @@ def test_the_log_level_is_the_operators() -> None:
 @pytest.mark.integration
 def test_a_served_node_logs_json_and_one_access_line_per_request(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--http-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0",
+        [sys.executable, "-m", "rumor.server.cli", "serve", "--http-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0",
          "--in-memory", "--log-format", "json", "--access-log", "--node-id", "ops"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
     )

@@ -9,11 +9,11 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from gossip.member import Member, MemberStatus
-from server.member_events import MemberEvents
-from server.sse import read_events
-from server.status_view import status_table
-from server.updates import Increment
+from rumor.gossip.member import Member, MemberStatus
+from rumor.server.member_events import MemberEvents
+from rumor.server.sse import read_events
+from rumor.server.status_view import status_table
+from rumor.server.updates import Increment
 
 TOKEN = "ops-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from server import cli
-from server.client import RumorClient
+from rumor.server import cli
+from rumor.server.client import RumorClient
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ class Served:
 def start_node(data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> Served:
     """Starts `rumor serve` on a free port (port 0) and waits for its 'listening' line."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--http-addr", "127.0.0.1:0", "--data-dir", str(data_dir),
+        [sys.executable, "-m", "rumor.server.cli", "serve", "--http-addr", "127.0.0.1:0", "--data-dir", str(data_dir),
          *extra],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env={**os.environ, **(env or {})},
     )
@@ -113,7 +113,7 @@ def test_cli_commands_and_graceful_sigterm(
 
 
 def test_serve_help_explains_every_option() -> None:
-    result = subprocess.run([sys.executable, "-m", "server.cli", "serve", "--help"], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "rumor.server.cli", "serve", "--help"], capture_output=True, text=True,
                             timeout=STARTUP_TIMEOUT_S, check=True)
     for flag in ("--node-id", "--http-addr", "--gossip-addr", "--seed", "--data-dir", "--cluster-key", "--api-token",
                  "--timing", "--clock-offset-ms", "--max-body-bytes", "--in-memory", "--config"):

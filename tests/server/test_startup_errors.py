@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from server import cli
+from rumor.server import cli
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT_S = 15.0
-RUMOR = [sys.executable, "-m", "server.cli"]
+RUMOR = [sys.executable, "-m", "rumor.server.cli"]
 
 
 def serve(*args: str) -> subprocess.CompletedProcess[str]:

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from server.errors import StorageError
-from server.storage import DB_FILE, Storage
-from server.storage import read_log as logged_records
+from rumor.server.errors import StorageError
+from rumor.server.storage import DB_FILE, Storage
+from rumor.server.storage import read_log as logged_records
 
 
 async def test_records_are_on_disk_when_the_future_resolves(tmp_path: Path) -> None:

@@ -10,17 +10,17 @@ import sqlite3
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from server import serve as serve_module
-from server.config import ServerConfig, with_overrides
-from server.errors import StorageError
-from server.http_api import create_app
-from server.node import Node
-from server.replication.runtime import GossipReplication
-from server.replication.seam import Standalone
-from server.storage import DB_FILE
-from server.supervisor import Supervisor, SupervisorConfig
-from server.updates import Increment
-from server.version import VERSION
+from rumor.server import serve as serve_module
+from rumor.server.config import ServerConfig, with_overrides
+from rumor.server.errors import StorageError
+from rumor.server.http_api import create_app
+from rumor.server.node import Node
+from rumor.server.replication.runtime import GossipReplication
+from rumor.server.replication.seam import Standalone
+from rumor.server.storage import DB_FILE
+from rumor.server.supervisor import Supervisor, SupervisorConfig
+from rumor.server.updates import Increment
+from rumor.server.version import VERSION
 
 pytestmark = pytest.mark.integration  # aiohttp's TestServer and `serve` bind real sockets on loopback
 
@@ -154,7 +154,7 @@ async def test_serve_stops_gracefully_and_exits_1_after_a_fatal_failure(
     async with asyncio.timeout(5):
         assert await serve_module.serve(served_config()) == 1
     assert started[0].storage.failure == "storage is closed"
-    fatal = [r.getMessage() for r in caplog.records if r.name == "server.serve" and r.levelno == logging.ERROR]
+    fatal = [r.getMessage() for r in caplog.records if r.name == "rumor.server.serve" and r.levelno == logging.ERROR]
     assert fatal == ["node served: doomed failed fatally (RuntimeError: cannot go on); shutting down"]
 
 

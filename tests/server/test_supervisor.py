@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from server.supervisor import Supervisor, SupervisorConfig, TaskReturnedError, describe
+from rumor.server.supervisor import Supervisor, SupervisorConfig, TaskReturnedError, describe
 
 FAST = SupervisorConfig(backoff_initial_s=0.1, backoff_max_s=0.4, healthy_after_s=30.0, fatal_failures=100)
 
@@ -56,7 +56,7 @@ class Flaky:
 
 
 def error_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.levelno >= logging.ERROR and r.name == "server.supervisor"]
+    return [r for r in caplog.records if r.levelno >= logging.ERROR and r.name == "rumor.server.supervisor"]
 
 
 async def test_a_failing_task_is_logged_once_per_failure_and_restarted_with_doubling_capped_backoff(

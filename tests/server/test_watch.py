@@ -16,14 +16,14 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from server import cli
-from server.client import RumorClient, WatchEvent
-from server.config import ServerConfig
-from server.http_api import create_app
-from server.node import Node
-from server.sse import SSEvent, read_events
-from server.updates import Increment, RegisterWrite
-from server.watch import SLOW_CONSUMER, Cursor
+from rumor.server import cli
+from rumor.server.client import RumorClient, WatchEvent
+from rumor.server.config import ServerConfig
+from rumor.server.http_api import create_app
+from rumor.server.node import Node
+from rumor.server.sse import SSEvent, read_events
+from rumor.server.updates import Increment, RegisterWrite
+from rumor.server.watch import SLOW_CONSUMER, Cursor
 
 SSE = {"Accept": "text/event-stream"}
 Build = Callable[..., Any]
@@ -325,7 +325,7 @@ async def test_the_client_resumes_after_a_dropped_connection_from_its_last_curso
 
 
 async def test_the_client_raises_for_a_malformed_cursor(make_api: Build) -> None:
-    from server.client import RumorHTTPError
+    from rumor.server.client import RumorHTTPError
 
     _, api = await make_api()
     async with RumorClient(str(api.make_url(""))) as client:

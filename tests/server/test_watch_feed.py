@@ -8,11 +8,11 @@ import sqlite3
 
 import pytest
 
-from server.config import ServerConfig, with_overrides
-from server.node import Node
-from server.storage import DB_FILE, Storage
-from server.updates import Increment, RegisterWrite, SetChange
-from server.watch import (
+from rumor.server.config import ServerConfig, with_overrides
+from rumor.server.node import Node
+from rumor.server.storage import DB_FILE, Storage
+from rumor.server.updates import Increment, RegisterWrite, SetChange
+from rumor.server.watch import (
     AHEAD,
     OTHER_EPOCH,
     OTHER_NODE,
@@ -295,8 +295,8 @@ async def test_storage_numbering_continues_after_the_log_was_emptied(tmp_path: o
 
 
 def test_a_feed_built_alone_starts_at_its_head() -> None:
-    from server.hlc_source import HLCSource
-    from server.keyspace import Keyspace
+    from rumor.server.hlc_source import HLCSource
+    from rumor.server.keyspace import Keyspace
 
     feed = ChangeFeed("n1", "0" * 16, Keyspace("n1", HLCSource(lambda: 0, 0)), head=7)
     assert feed.floor == 7 and str(feed.cursor(7)) == "v1.0000000000000000.7.n1"
