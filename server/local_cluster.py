@@ -51,8 +51,10 @@ class NodeProcess:
     """One `rumor serve` child. ``http_url``/``gossip_addr`` are known once started; restarts reuse both ports."""
 
     def __init__(self, name: str, data_dir: Path, log_path: Path, extra_args: Sequence[str],
-                 api_token: str | None = None) -> None:
+                 api_token: str | None = None, startup_timeout_s: float = STARTUP_TIMEOUT_S) -> None:
         self.name = name
+        #: how long a start may take to print its 'listening' line (recovering a big data dir takes a while)
+        self.startup_timeout_s = startup_timeout_s
         self.api_token = api_token
         self.data_dir = data_dir
         self.log_path = log_path
@@ -83,10 +85,10 @@ class NodeProcess:
             )
         assert self.proc.stdout is not None
         try:
-            line = await asyncio.wait_for(self.proc.stdout.readline(), STARTUP_TIMEOUT_S)
+            line = await asyncio.wait_for(self.proc.stdout.readline(), self.startup_timeout_s)
         except TimeoutError:
             await self.kill()
-            detail = f"no 'listening' line in {STARTUP_TIMEOUT_S:.0f}s"
+            detail = f"no 'listening' line in {self.startup_timeout_s:.0f}s"
             raise NodeStartError(self.name, detail, self.log_tail()) from None
         match = _LISTENING.search(line.decode(errors="replace"))
         if match is None:
@@ -136,7 +138,8 @@ class LocalCluster:
     ``api_token`` is every node's ``--api-token`` (and what the cluster's clients send)."""
 
     def __init__(self, n: int, base_dir: Path, *, preset: str = "local", fault_injection: bool = True,
-                 node_args: dict[str, Sequence[str]] | None = None, api_token: str | None = None) -> None:
+                 node_args: dict[str, Sequence[str]] | None = None, api_token: str | None = None,
+                 startup_timeout_s: float = STARTUP_TIMEOUT_S) -> None:
         if n < 1:
             raise ValueError("a cluster has at least one node")
         self.base_dir = base_dir
@@ -144,7 +147,8 @@ class LocalCluster:
         self.fault_injection = fault_injection
         node_args = node_args or {}
         self.nodes = [
-            NodeProcess(name, base_dir / name, base_dir / f"{name}.log", node_args.get(name, ()), api_token)
+            NodeProcess(name, base_dir / name, base_dir / f"{name}.log", node_args.get(name, ()), api_token,
+                        startup_timeout_s)
             for name in (f"n{i}" for i in range(1, n + 1))
         ]
 

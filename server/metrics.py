@@ -28,6 +28,8 @@ from rumor.server.version import PYTHON, VERSION
 LabelValues = tuple[str, ...]
 
 DEFAULT_LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+#: event-loop lag (`server.loop_lag`): 1 ms..2 s, with bounds at 20 ms and 200 ms (issue 14's p99 and max targets)
+LOOP_LAG_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 
 
 def _escape(value: str) -> str:
@@ -213,6 +215,10 @@ class Metrics:
         self.background_failures = Counter("rumor_background_failures_total",
                                            "Failures of background components (restarted or reported), by component.",
                                            ("component",))
+        self.loop_lag = Histogram("rumor_event_loop_lag_seconds",
+                                  "How late the event loop woke a periodic timer (every 50 ms): its stalls.",
+                                  buckets=LOOP_LAG_BUCKETS_S)
+        self.loop_lag_max = Gauge("rumor_event_loop_lag_max_seconds", "The largest event-loop lag since start.")
         self.members.set(1, "alive")
         for direction in ("in", "out"):
             self.gossip_bytes.inc(direction, amount=0)

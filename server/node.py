@@ -42,6 +42,7 @@ from rumor.server.errors import (
 )
 from rumor.server.hlc_source import HLCSource, wall_clock_ms
 from rumor.server.keyspace import Item, KeyPage, Keyspace
+from rumor.server.loop_lag import LoopLagMonitor
 from rumor.server.metrics import Metrics
 from rumor.server.op_folding import OpFolder
 from rumor.server.replication.seam import Replication, Standalone
@@ -164,6 +165,7 @@ class Node:
         if self.storage.durable:
             self.supervisor.supervise("checkpointer", self._checkpoint_loop)
         self.supervisor.supervise("op_folder", OpFolder(self).run)
+        self.supervisor.supervise("loop_lag", LoopLagMonitor(self.metrics.loop_lag, self.metrics.loop_lag_max).run)
 
     def _recover(self, recovered: Recovered) -> None:
         keyspace = self.keyspace

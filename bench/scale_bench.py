@@ -1,0 +1,282 @@
+"""Issue 14's figures ("SQLite as the store of record, memory as a cache") for the design as it stands: the baseline
+that the same script measures again once the design lands.
+
+    .venv/bin/python bench/scale_bench.py --quick          # smoke run, ~3 minutes, small sizes (flagged)
+    .venv/bin/python bench/scale_bench.py --json           # one JSON object; full sizes, bounded to ~30 minutes
+
+Phases, each bounded in count and time (`Scale`):
+1. one `rumor serve` process, fresh data dir: keys loaded through `POST /v1/batch` (1000 small mixed updates a
+   request, 2 in flight): RSS at each size of the trend; a write load (`/v1/batch`, 100 updates a request, 4 in
+   flight, random existing keys) at 10k keys and again at the largest size; a graceful stop, then a restart timed
+   from process start to `/health` 200 and a GET answering; then 1000 never-read keys read one by one.
+2. two nodes, partitioned: n1's set gets the big set's elements, n2's 10 others; the heal; anti-entropy until
+   both convergence reports say converged.
+3. three nodes started from copies of phase 1's database; a fourth, empty, joins and catches up while n1 serves
+   GETs; then a write load through n1 (checkpoints run on every node).
+4. in process: the bytes a repair exchanges between two copies of the big set that differ by 10 added elements.
+
+Every figure sits next to `how` (what was loaded and measured) or, when the design cannot produce it within the
+bound, is null with a reason in `why_null`. Loop lag and false suspicions come from every node's `/metrics`
+(`rumor_event_loop_lag_seconds`, `server/loop_lag.py`) and membership events; see bench/scale_probe.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scale_cluster import big_set_sync, catch_up_and_write, repair_bytes
+from scale_probe import Phase, get_latencies_ms, key_name, load_keys, p99, rss_mib, write_rate
+
+from rumor.server.client import RumorClient
+from rumor.server.local_cluster import NodeProcess
+from rumor.server.storage import DB_FILE
+
+MIB = 1024 * 1024
+TARGET_KEYS = 1_000_000
+TEN_MILLION = 10_000_000
+
+
+@dataclass(frozen=True)
+class Scale:
+    small_keys: int = 10_000
+    trend: tuple[int, ...] = (100_000, 300_000, 1_000_000)
+    load_bound_s: float = 420.0       # all loading of phase 1
+    write_s: float = 8.0              # each write load
+    startup_bound_s: float = 300.0    # one process start (recovery included)
+    set_elements: int = 1_000_000
+    sync_bound_s: float = 240.0
+    catch_up_bound_s: float = 300.0
+    cold_reads: int = 1000
+
+
+QUICK = Scale(small_keys=2_000, trend=(10_000, 20_000, 40_000), load_bound_s=90, write_s=3, startup_bound_s=60,
+              set_elements=50_000, sync_bound_s=60, catch_up_bound_s=60, cold_reads=200)
+
+
+async def _serving(node: NodeProcess, key: str, bound_s: float) -> None:
+    """Until /health answers 200 and a GET of `key` answers 200 (polled every 10 ms, bounded)."""
+    deadline = time.monotonic() + bound_s
+    client = node.api()
+    while time.monotonic() < deadline:
+        try:
+            if (await client.request("GET", "/health"))[0] == 200 and await client.get(key) is not None:
+                return
+        except Exception:  # not listening yet, or 503 while starting: keep polling until the bound
+            pass
+        await asyncio.sleep(0.01)
+    raise TimeoutError(f"{node.name} not serving within {bound_s} s")
+
+
+async def single_node(base: Path, scale: Scale) -> dict[str, Any]:
+    node = NodeProcess("single", base / "single", base / "single.log", (), startup_timeout_s=scale.startup_bound_s)
+    await node.start((), "lan", False)
+    assert node.proc is not None
+    client = RumorClient(node.http_url, use_msgpack=True, timeout_s=120)
+    out: dict[str, Any] = {"rss_mib_empty": rss_mib(node.proc.pid)}
+    deadline = time.monotonic() + scale.load_bound_s
+    try:
+        started = time.monotonic()
+        loaded = await load_keys(client, 0, scale.small_keys, deadline)
+        out["write_small"] = await _write_phase(node, client, loaded, scale.write_s)
+        rss: dict[int, float] = {}
+        for size in scale.trend:
+            loaded = await load_keys(client, loaded, size, deadline)
+            if loaded < size:
+                break
+            rss[size] = rss_mib(node.proc.pid)
+        out.update({"rss_mib_by_keys": rss, "loaded_keys": loaded,
+                    "load_keys_per_s": round(loaded / (time.monotonic() - started))})
+        out["write_large"] = await _write_phase(node, client, loaded, scale.write_s)
+        stopping = time.monotonic()
+        await node.terminate(timeout_s=scale.startup_bound_s)
+        out["graceful_stop_s"] = round(time.monotonic() - stopping, 1)
+        await node.close_client()
+        started = time.monotonic()
+        await node.start((), "lan", False)
+        listening = time.monotonic() - started
+        await _serving(node, key_name(loaded - 1), scale.startup_bound_s)
+        out.update({"restart_listening_s": round(listening, 2),
+                    "restart_to_serving_s": round(time.monotonic() - started, 2),
+                    "rss_mib_after_restart": rss_mib(node.proc.pid)})
+        cold = random.Random(5).sample(range(loaded), min(scale.cold_reads, loaded))
+        latencies = await get_latencies_ms(node.api(), [key_name(i) for i in cold], time.monotonic() + 120)
+        out.update({"cold_reads": len(latencies), "first_read_cold_key_ms_p99": p99(latencies)})
+    finally:
+        await client.close()
+        await node.terminate(timeout_s=scale.startup_bound_s)
+        await node.close_client()
+    return out
+
+
+async def _write_phase(node: NodeProcess, client: RumorClient, keys: int, seconds: float) -> dict[str, Any]:
+    phase = Phase("write_load")
+    await phase.begin([node])
+    rate = await write_rate(client, keys, seconds)
+    return {"keys": keys, **rate, **await phase.end()}
+
+
+def trend_per_key(rss: dict[int, float], empty: float) -> float | None:
+    """Least-squares slope of RSS over keys, in bytes a key (None with fewer than two points)."""
+    points = [(k, v * MIB) for k, v in rss.items()]
+    if len(points) < 2:
+        return None
+    mean_k = sum(k for k, _ in points) / len(points)
+    mean_v = sum(v for _, v in points) / len(points)
+    return sum((k - mean_k) * (v - mean_v) for k, v in points) / sum((k - mean_k) ** 2 for k, _ in points)
+
+
+def figures(single: dict[str, Any], big: dict[str, Any], catch: dict[str, Any], repair: dict[str, Any],
+            scale: Scale, quick: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    how: dict[str, str] = {}
+    why_null: dict[str, str] = {}
+    rss = single["rss_mib_by_keys"]
+    slope = trend_per_key(rss, single["rss_mib_empty"])
+    largest = max(rss, default=0)
+    out["rss_mib_1m_keys"] = rss.get(TARGET_KEYS)
+    out["bytes_per_key_memory"] = round((rss[largest] - single["rss_mib_empty"]) * MIB / largest) if largest else None
+    how["rss_mib_1m_keys"] = ("VmRSS of one rumor serve process right after 1M small keys were created through POST "
+                              "/v1/batch (1000 updates a request; a third counters +1, sets of one short string, "
+                              "registers of a short string)")
+    how["bytes_per_key_memory"] = f"(RSS at {largest} keys - RSS empty) / {largest}"
+    not_loaded = (f"only {single['loaded_keys']} keys loaded within {scale.load_bound_s} s" if TARGET_KEYS in scale.trend
+                  else f"this run's sizes stop at {max(scale.trend)} keys (--quick)")
+    for key in ("rss_mib_1m_keys", "restart_to_serving_s_1m_keys", "write_ops_per_s_1m_keys"):
+        why_null[key] = not_loaded
+    out["rss_mib_10m_keys"] = None
+    out["rss_mib_10m_keys_extrapolated"] = None if slope is None else round(
+        single["rss_mib_empty"] + slope * TEN_MILLION / MIB)
+    why_null["rss_mib_10m_keys"] = (
+        f"not measured: every key's decoded state lives in the process, so 10M keys need about "
+        f"{out['rss_mib_10m_keys_extrapolated']} MiB of RAM and ~{TEN_MILLION / single['load_keys_per_s'] / 60:.0f} "
+        f"min of loading at the measured {single['load_keys_per_s']} keys/s: rss_mib_10m_keys_extrapolated is the "
+        "least-squares line through the RSS trend")
+    how["rss_mib_10m_keys_extrapolated"] = f"RSS trend {rss} (MiB by keys) extrapolated to 10M keys"
+    out["restart_to_serving_s_1m_keys"] = single["restart_to_serving_s"] if largest == TARGET_KEYS else None
+    out["restart_to_serving_s_at_largest"] = {"keys": single["loaded_keys"], "s": single["restart_to_serving_s"]}
+    how["restart_to_serving_s_1m_keys"] = ("graceful stop (every key checkpointed), then process start until "
+                                           "/health answers 200 and a GET of a loaded key answers 200")
+    out["first_read_cold_key_ms_p99"] = single["first_read_cold_key_ms_p99"]
+    how["first_read_cold_key_ms_p99"] = (f"after that restart, {single['cold_reads']} random never-read keys, one "
+                                         "GET after another (today every key is in memory after recovery)")
+    out["write_ops_per_s_10k_keys"] = single["write_small"]["ops_per_s"]
+    out["write_ops_per_s_1m_keys"] = single["write_large"]["ops_per_s"] if largest == TARGET_KEYS else None
+    out["write_ops_per_s_at_largest"] = {"keys": single["write_large"]["keys"],
+                                         "ops_per_s": single["write_large"]["ops_per_s"]}
+    how["write_ops_per_s_1m_keys"] = (f"updates of random existing keys through POST /v1/batch (100 a request, 4 in "
+                                      f"flight) for {scale.write_s} s, durable node, the same generator at "
+                                      f"{single['write_small']['keys']} and {single['write_large']['keys']} keys")
+    n_catch = catch["keys"]
+    out["catch_up_keys_per_s"] = catch["keys_per_s"]
+    out["catch_up_keys"] = n_catch
+    out["catch_up_complete"] = catch["complete"]
+    out["serving_node_get_p99_ms_during_catch_up"] = catch["serving_get_p99_ms"]
+    how["catch_up_keys_per_s"] = (f"a fresh rumor serve joins 3 (lan preset, loopback) holding the same {n_catch} "
+                                  "keys (copies of phase 1's database): keys it holds / seconds since its process "
+                                  f"started, polled every 0.5 s, bounded at {scale.catch_up_bound_s} s")
+    how["serving_node_get_p99_ms_during_catch_up"] = "n1 (the joiner's seed): one GET every 10 ms during the catch-up"
+    phases = {"big_set_sync": big, "catch_up": catch, "write_load_cluster": catch["write_load_cluster"],
+              "write_load_single_10k": single["write_small"], "write_load_single_largest": single["write_large"]}
+    lag = {name: {"p99_ms": p["loop_lag_p99_ms"], "max_ms": p["loop_lag_max_ms"],
+                  "false_suspicions": p["false_suspicions"]} for name, p in phases.items()}
+    out["loop_lag_p99_ms"] = max((v["p99_ms"] for v in lag.values() if v["p99_ms"] is not None), default=None)
+    out["loop_lag_max_ms"] = max((v["max_ms"] for v in lag.values() if v["max_ms"] is not None), default=None)
+    out["false_suspicions"] = sum(v["false_suspicions"] or 0 for v in lag.values())
+    out["loop_lag_by_phase"] = lag
+    how["loop_lag_p99_ms"] = ("worst node of the worst phase; per phase per node from the rumor_event_loop_lag_seconds "
+                              "buckets (p99 interpolated within its bucket) and the max gauge (see loop_lag_by_phase)")
+    how["false_suspicions"] = ("membership events (suspect or dead) about a member that was running throughout, seen by "
+                               "any node during the phases (the big set's from the heal on)")
+    out["big_set_sync_s"] = big["sync_s"]
+    how["big_set_sync_s"] = (f"{big['elements']}-element set on n1 vs 10 other elements on n2 (partitioned while "
+                             "loading), heal -> both convergence reports say converged")
+    out["big_value_repair_bytes_over_diff"] = repair["bytes_over_diff"]
+    how["big_value_repair_bytes_over_diff"] = (f"in process: two copies of a {repair['elements']}-element set, one adds "
+                                               "10 elements (one delta); anti-entropy bytes both ways / that delta's "
+                                               "encoded bytes; worse of either side initiating")
+    targets = {"rss_mib_1m_keys": ("<= 600", lambda v: v <= 600), "restart_to_serving_s_1m_keys": ("<= 3", lambda v: v <= 3),
+               "catch_up_keys_per_s": (">= 50000", lambda v: v >= 50_000 and n_catch >= TARGET_KEYS),
+               "loop_lag_p99_ms": ("<= 20", lambda v: v <= 20), "loop_lag_max_ms": ("<= 200", lambda v: v <= 200),
+               "false_suspicions": ("== 0", lambda v: v == 0),
+               "big_value_repair_bytes_over_diff": ("<= 3", lambda v: v <= 3)}
+    met = {k: {"want": want, "value": out[k], "met": None if out[k] is None else bool(ok(out[k]))}
+           for k, (want, ok) in targets.items()}
+    w10k, w1m = out["write_ops_per_s_10k_keys"], out["write_ops_per_s_1m_keys"]
+    met["write_ops_per_s_10k_over_1m"] = {"want": "<= 1.5", "value": None if not w1m else round(w10k / w1m, 2),
+                                          "met": None if not w1m else w10k / w1m <= 1.5}
+    return {"quick": quick, **out, "targets": met, "how": how,
+            "why_null": {k: v for k, v in why_null.items() if out.get(k) is None}, "scale": asdict(scale),
+            "details": {"single_node": single, "big_set_sync": big, "catch_up": catch, "repair": repair}}
+
+
+#: what `figures` reads of a phase that failed: every figure null, and the error
+_FAILED_PHASE = {"elements": None, "sync_s": None, "keys": 0, "keys_per_s": None, "complete": False,
+                 "serving_get_p99_ms": None, "loop_lag_p99_ms": None, "loop_lag_max_ms": None,
+                 "false_suspicions": None, "bytes_over_diff": None}
+
+
+async def _phase(name: str, work: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """A multi-node phase's figures, or (when it fails) nulls and the error: one phase must not cost the others.
+    Each phase's figures also go to stderr as they come."""
+    print(f"{name}: running", file=sys.stderr)
+    try:
+        result = await work
+    except Exception as exc:  # a bench reports what broke and goes on to the next phase
+        result = {**_FAILED_PHASE, "write_load_cluster": dict(_FAILED_PHASE), "error": f"{type(exc).__name__}: {exc}"}
+    print(f"{name}: {json.dumps(result)}", file=sys.stderr)
+    return result
+
+
+async def run(scale: Scale, quick: bool) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="rumor-scale-bench-") as tmp:
+        base = Path(tmp)
+        single = await single_node(base, scale)
+        print(f"single node: {json.dumps(single)}", file=sys.stderr)
+        big = await _phase("big set sync", big_set_sync(base / "bigset", scale.set_elements, scale.sync_bound_s,
+                                                        scale.startup_bound_s))
+        catch = await _phase("catch-up and cluster writes", catch_up_and_write(
+            base / "cluster", base / "single" / DB_FILE, single["loaded_keys"], scale.catch_up_bound_s,
+            scale.write_s, scale.startup_bound_s))
+    print("repair bytes (in process)", file=sys.stderr)
+    repair = repair_bytes(scale.set_elements)
+    return figures(single, big, catch, repair, scale, quick)
+
+
+def table(out: dict[str, Any]) -> str:
+    lines = []
+    for key, value in out.items():
+        if key in ("how", "why_null", "details", "scale", "targets", "loop_lag_by_phase"):
+            continue
+        note = out["why_null"].get(key) if value is None else out["how"].get(key, "")
+        lines.append(f"{key:<42} {value!s:<14} {note or ''}")
+    lines.append("loop lag by phase (worst node): " + json.dumps(out["loop_lag_by_phase"]))
+    for key, target in out["targets"].items():
+        verdict = "n/a    " if target["met"] is None else "MET    " if target["met"] else "NOT MET"
+        lines.append(f"{verdict} {key} {target['want']} (value {target['value']})")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run (figures flagged quick)")
+    args = parser.parse_args()
+    scale = QUICK if args.quick else Scale()
+    out = asyncio.run(run(scale, args.quick))
+    print(json.dumps(out) if args.json else table(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""The multi-node phases of bench/scale_bench.py: a big set's sync between two `rumor serve` processes, a fresh node
+catching up with a 3-node cluster, and a write load on that cluster; plus the in-process repair-bytes figure.
+
+Clusters run the `lan` preset (the production timers: probe every 1 s, 0.5 s probe timeout) on loopback, so a
+stall long enough to miss probes shows as a false suspicion, as it would in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from replication_bench import core, keyspace_of, sync_bytes
+from scale_probe import Phase, get_latencies_ms, key_name, p99, parse_metrics, write_rate
+
+from rumor.crdt import ORSet, encode
+from rumor.server.client import RumorClient
+from rumor.server.local_cluster import LocalCluster, NodeProcess
+from rumor.server.replication import ReplicationConfig
+from rumor.server.storage import DB_FILE
+from rumor.server.updates import SetChange
+
+PRESET = "lan"
+#: after a heal, how long a probe sent during the partition may still fail (lan: probe interval plus timeout)
+PROBE_SETTLE_S = 2.0
+SET_CHUNK = 20_000  # elements a request while loading the big set: ~200 KB of JSON, under the 1 MiB body limit
+
+
+async def _converged(node: NodeProcess) -> bool:
+    """Whether its report says converged; a node too busy to answer within the client's timeout has not."""
+    try:
+        return (await node.api().convergence())["verdict"] == "converged"
+    except (TimeoutError, OSError):
+        return False
+
+
+async def big_set_sync(base: Path, elements: int, bound_s: float, startup_s: float) -> dict[str, Any]:
+    """n1 and n2, partitioned; n1's set `big` gets `elements` elements and n2's 10 of its own; then the heal, and
+    the anti-entropy sync until both convergence reports say converged. The phase (lag, suspicions) starts at the
+    heal: the partition's own suspicions are real ones."""
+    base.mkdir(parents=True, exist_ok=True)
+    async with LocalCluster(2, base, preset=PRESET, startup_timeout_s=startup_s) as cluster:
+        await cluster.wait_members(timeout_s=60)
+        await cluster.partition(["n1"], ["n2"])
+        started = time.monotonic()
+        slowest = 0.0
+        async with RumorClient(cluster["n1"].http_url, timeout_s=bound_s) as loader:  # a stalled n1 is a figure
+            for first in range(0, elements, SET_CHUNK):
+                sent = time.monotonic()
+                await loader.update("big", {"type": "set", "add": list(range(first, min(first + SET_CHUNK, elements)))})
+                slowest = max(slowest, time.monotonic() - sent)
+        await cluster["n2"].api().update("big", {"type": "set", "add": [f"n2-{i}" for i in range(10)]})
+        load_s = time.monotonic() - started
+        phase = Phase("big_set_sync")
+        await phase.begin(cluster.nodes)
+        await cluster.heal()
+        healed = time.monotonic()
+        # the partition's suspicions are real, and some land just after the heal (a probe sent before it timing
+        # out, a dead timeout running out): false ones are those once both see each other alive again and a probe
+        # sent before the heal has timed out (lan: 1 s interval + 0.5 s timeout)
+        heal_wall = time.time()
+        rejoined_s = await cluster.wait_members(timeout_s=bound_s)
+        phase.count_suspicions_from(max(time.time(), heal_wall + PROBE_SETTLE_S))
+        synced_s: float | None = None
+        while time.monotonic() - healed < bound_s:
+            if await _converged(cluster["n1"]) and await _converged(cluster["n2"]):
+                synced_s = time.monotonic() - healed
+                break
+            await asyncio.sleep(0.5)
+        figures = await phase.end()
+    return {"elements": elements, "load_s": round(load_s, 1), "slowest_add_request_s": round(slowest, 2),
+            "sync_s": None if synced_s is None else round(synced_s, 2), "rejoined_s": round(rejoined_s, 2),
+            "bound_s": bound_s, **figures}
+
+
+def seed_data_dir(source_db: Path, target_dir: Path) -> None:
+    """A copy of a stopped node's database for another node: the same keys and states, none of its identity (node
+    id, known members, feed epoch: the whole meta table goes)."""
+    target_dir.mkdir(parents=True)
+    shutil.copyfile(source_db, target_dir / DB_FILE)
+    with sqlite3.connect(target_dir / DB_FILE) as conn:
+        conn.execute("DELETE FROM meta")
+        conn.execute("DELETE FROM op_results")
+
+
+async def _keys_held(node: NodeProcess, last: int) -> int:
+    """The node's `rumor_keys`; `last` when it is too busy to answer within the client's timeout."""
+    try:
+        return int(parse_metrics(await node.api().metrics())["rumor_keys"][""])
+    except (TimeoutError, OSError):
+        return last
+
+
+async def catch_up_and_write(base: Path, source_db: Path, n_keys: int, bound_s: float, write_s: float,
+                             startup_s: float) -> dict[str, Any]:
+    """Three nodes start from copies of `source_db` (n_keys keys each, identical); a fourth, empty, joins through
+    n1 and is polled (its `rumor_keys`, every 0.5 s) until it holds n_keys or `bound_s` passed, while n1 answers
+    GETs of random keys (one every 10 ms, sequential). Then a write load of `write_s` through n1."""
+    for name in ("n1", "n2", "n3"):
+        seed_data_dir(source_db, base / name)
+    async with LocalCluster(3, base, preset=PRESET, fault_injection=False, startup_timeout_s=startup_s) as cluster:
+        await cluster.wait_members(timeout_s=120)
+        fresh = NodeProcess("n4", base / "n4", base / "n4.log", (), startup_timeout_s=startup_s)
+        try:
+            catch = await _catch_up(cluster, fresh, n_keys, bound_s)
+            writes = Phase("write_load")
+            await writes.begin([*cluster.nodes, fresh])
+            rate = await write_rate(cluster["n1"].api(), n_keys, write_s, seed=7)
+            catch["write_load_cluster"] = {**rate, "keys": n_keys, **await writes.end()}
+        finally:
+            await fresh.terminate(timeout_s=120)
+            await fresh.close_client()
+    return catch
+
+
+async def _catch_up(cluster: LocalCluster, fresh: NodeProcess, n_keys: int, bound_s: float) -> dict[str, Any]:
+    phase = Phase("catch_up")
+    await phase.begin(cluster.nodes)
+    started = time.monotonic()
+    await fresh.start((cluster["n1"].gossip_addr,), PRESET, False)
+    await phase.add(fresh)
+    stop = asyncio.Event()
+    keys = [key_name(i) for i in range(0, n_keys, max(1, n_keys // 100_000))]
+    order = [keys[(i * 7919) % len(keys)] for i in range(len(keys))]  # spread over the keyspace, deterministic
+    reads = asyncio.create_task(get_latencies_ms(cluster["n1"].api(), order * 10, started + bound_s,
+                                                 pause_s=0.01, stop=stop))
+    held, progress = 0, []
+    try:
+        while time.monotonic() - started < bound_s:
+            held = await _keys_held(fresh, held)
+            progress.append((round(time.monotonic() - started, 1), held))
+            if held >= n_keys:
+                break
+            await asyncio.sleep(0.5)
+    finally:
+        stop.set()
+        latencies = await reads
+    elapsed = time.monotonic() - started
+    figures = await phase.end()
+    return {"keys": n_keys, "keys_caught_up": held, "complete": held >= n_keys, "seconds": round(elapsed, 1),
+            "keys_per_s": round(held / elapsed), "bound_s": bound_s,
+            "serving_get_p99_ms": p99(latencies), "serving_gets": len(latencies),
+            "progress": progress[:: max(1, len(progress) // 20)], **figures}
+
+
+def repair_bytes(elements: int, diff: int = 10) -> dict[str, Any]:
+    """Two in-process replicas (the anti-entropy core of replication_bench.py, messages counted both ways) of one
+    `elements`-element set; replica a adds `diff` new elements (one delta), then a session repairs b, once with
+    each side initiating. The figure is the worse session's bytes over the encoded delta of those adds."""
+    config = ReplicationConfig(sync_interval_s=1e9)
+    a, b = core("a", config, 1), core("b", config, 2)
+    big = ORSet()
+    big.merge(big.add_all("seed", range(elements)))
+    for replica in (a, b):
+        keyspace_of(replica).merge_remote("big", "set", big.copy())
+        replica.on_changed("big")
+        replica.digests.flush(10**9)
+    out: dict[str, Any] = {"elements": elements, "diff_elements": diff}
+    for now, (initiator, responder), case in ((1.0, (b, a), "responder_newer"), (2.0, (a, b), "initiator_newer")):
+        _, _, blob = keyspace_of(a).apply_local("big", SetChange(add=tuple(f"{case}-{i}" for i in range(diff))))
+        assert blob is not None
+        a.digests.flush(10**9)
+        started = time.perf_counter()
+        total, largest, complete = sync_bytes(initiator, responder, now)
+        equal = encode(keyspace_of(a).entry("big").state) == encode(keyspace_of(b).entry("big").state)  # type: ignore[union-attr]
+        out[case] = {"repair_bytes": total, "delta_bytes": len(blob), "ratio": round(total / len(blob), 2),
+                     "largest_message": largest, "complete": complete, "converged": equal,
+                     "seconds": round(time.perf_counter() - started, 2)}
+    worst = max(out["responder_newer"]["ratio"], out["initiator_newer"]["ratio"])
+    out["bytes_over_diff"] = worst
+    return out
+
+
+__all__ = ["big_set_sync", "catch_up_and_write", "repair_bytes", "seed_data_dir"]
