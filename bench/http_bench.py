@@ -138,9 +138,12 @@ def run_wrk(url: str, args: argparse.Namespace, script: Path | None, server_pid:
     cpu = cpu_seconds(server_pid) - cpu_before
     if "Non-2xx" in out:
         raise SystemExit(f"wrk saw error responses:\n{out}")
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    try:
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+        p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+        requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    except (AttributeError, KeyError) as exc:  # say what wrk printed rather than a bare parse error
+        raise SystemExit(f"unexpected wrk output ({exc!r}):\n{out}") from None
     return {"rps": rps, "p99_ms": p99, "cpu_us": cpu / max(requests, 1) * 1e6}
 
 
