@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rumor.crdt import encode
 from rumor.crdt.encoding import compressed
 from rumor.server.backup_format import (
     MAX_CONFLICTS_LISTED,
@@ -80,7 +79,7 @@ async def export_chunks(node: Node, *, chunk_bytes: int = CHUNK_BYTES) -> AsyncI
         for key in keys:
             entry = keyspace.entry(key)
             if entry is not None:  # keys are never dropped; checked all the same, as the loop ran in between
-                out += writer.record(key, entry.type_name, compressed(encode(entry.state)))
+                out += writer.record(key, entry.type_name, compressed(entry.encoded()))
         after = keys[-1]
         if len(out) >= chunk_bytes:
             yield bytes(out)

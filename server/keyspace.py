@@ -30,8 +30,9 @@ from typing import Any, NamedTuple
 
 from sortedcontainers import SortedDict
 
-from rumor.crdt import CRDTError, encode
-from rumor.server.errors import InvalidOperationError, KeyNotFoundError, TypeConflictError
+from rumor.crdt import CRDTError, decode, encode
+from rumor.crdt.encoding import as_written, holds_entries
+from rumor.server.errors import InvalidOperationError, KeyNotFoundError, StorageCorruptError, TypeConflictError
 from rumor.server.hlc_source import HLCSource
 from rumor.server.updates import Clear, Update, make_delta, new_state
 from rumor.server.values import TYPES, check_binding, check_key, context_binding, read_context_of, render_value
@@ -77,14 +78,63 @@ class Item:
         return body
 
 
-@dataclass
 class Entry:
-    type_name: str
-    state: Any
-    #: the rendered read of `state`, rebuilt after each change: repeated reads cost nothing, even of a huge set
-    cached: Item | None = None
-    #: `values.context_binding` of the key and type, made at the first read of the key (it never changes)
-    binding: bytes = b""
+    """A key's type and state. A state recovered from storage stays encoded (`blob`, as stored) until something
+    reads it: a restart then costs reading bytes, not building every state, and a key nobody touches costs its bytes
+    only. Anti-entropy digests, exports and listings read what they need from the bytes (`encoded`, `is_empty`);
+    those bytes were checked when they were written, and are checked again (decoded) once a value is read. A state
+    whose stored bytes turn out unreadable fails its key with `StorageCorruptError` (503), not the node's start."""
+
+    __slots__ = ("_blob", "_state", "binding", "cached", "key", "type_name")
+
+    def __init__(self, type_name: str, state: Any = None, *, blob: bytes | None = None, key: str = "") -> None:
+        self.type_name = type_name
+        self._state = state
+        self._blob = blob
+        self.key = key  # for the error when stored bytes turn out unreadable
+        #: the rendered read of `state`, rebuilt after each change: repeated reads cost nothing, even of a huge set
+        self.cached: Item | None = None
+        #: `values.context_binding` of the key and type, made at the first read of the key (it never changes)
+        self.binding = b""
+
+    @property
+    def state(self) -> Any:
+        state = self._state
+        if state is None:
+            try:
+                state = self._state = decode(self._blob)  # type: ignore[arg-type]
+            except CRDTError as exc:
+                raise self._unreadable(exc) from exc
+            self._blob = None
+        return state
+
+    def _unreadable(self, exc: Exception) -> StorageCorruptError:
+        return StorageCorruptError(f"the stored state of key {self.key!r} is unreadable: {exc}")
+
+    @property
+    def decoded(self) -> bool:
+        return self._state is not None
+
+    def encoded(self) -> bytes:
+        """`crdt.encode(state)`, from the stored bytes when the state was never decoded."""
+        if self._state is None:
+            try:
+                plain = as_written(self._blob)  # type: ignore[arg-type]
+            except CRDTError as exc:
+                raise self._unreadable(exc) from exc
+            if plain is not None:
+                return plain
+        return encode(self.state)
+
+    def is_empty(self) -> bool:
+        if self._state is None:
+            try:
+                holds = holds_entries(self._blob)  # type: ignore[arg-type]
+            except CRDTError as exc:
+                raise self._unreadable(exc) from exc
+            if holds is not None:
+                return not holds
+        return bool(self.state.is_empty())
 
 
 @dataclass(frozen=True)
@@ -128,7 +178,7 @@ class Keyspace:
     def item(self, key: str) -> Item | None:
         """The current value, or None when the key was never written or is empty."""
         entry = self._entries.get(key)
-        if entry is None or entry.state.is_empty():
+        if entry is None or entry.is_empty():
             return None
         return self._item(key, entry)
 
@@ -195,7 +245,7 @@ class Keyspace:
         blob = encode(delta)
         state.merge(delta)
         if entry is None:
-            entry = self._entries[key] = Entry(type_name, state)
+            entry = self._entries[key] = Entry(type_name, state, key=key)
         entry.cached = None
         if op_id is not None and type_name == "counter" and self.op_keyed_increments:
             self.op_keyed[key] = None
@@ -207,13 +257,21 @@ class Keyspace:
 
     def has_value(self, key: str) -> bool:
         entry = self._entries.get(key)
-        return entry is not None and not entry.state.is_empty()
+        return entry is not None and not entry.is_empty()
+
+    def load_encoded(self, states: list[tuple[str, str, bytes]]) -> None:
+        """Recovery of checkpointed states, each kept as its stored bytes until first read (`Entry`), into an empty
+        keyspace, in one sorted bulk insert. (A counter holding op-keyed increments is visited by the op folder once
+        something touches it again.)"""
+        if self._entries:
+            raise ValueError("load_encoded fills an empty keyspace")
+        self._entries.update((key, Entry(type_name, blob=blob, key=key)) for key, type_name, blob in states)
 
     def load(self, key: str, type_name: str, state: Any) -> None:
         """Recovery: installs a decoded state (or joins it into what is there) without telling listeners."""
         entry = self._entries.get(key)
         if entry is None:
-            self._entries[key] = Entry(type_name, state)
+            self._entries[key] = Entry(type_name, state, key=key)
         elif entry.type_name != type_name:
             raise TypeConflictError(key, entry.type_name, type_name)
         else:
@@ -229,7 +287,7 @@ class Keyspace:
         if entry is None:
             if type_name not in TYPES:
                 raise TypeConflictError(key, "nothing", type_name)
-            entry = Entry(type_name, new_state(type_name))
+            entry = Entry(type_name, new_state(type_name), key=key)
             self._entries[key] = entry
         elif entry.type_name != type_name:
             raise TypeConflictError(key, entry.type_name, type_name)
@@ -248,7 +306,7 @@ class Keyspace:
         if entry is None:
             if type_name not in TYPES:
                 raise TypeConflictError(key, "nothing", type_name)
-            entry = self._entries[key] = Entry(type_name, new_state(type_name))
+            entry = self._entries[key] = Entry(type_name, new_state(type_name), key=key)
         elif entry.type_name != type_name:
             raise TypeConflictError(key, entry.type_name, type_name)
         entry.state.merge(delta)
@@ -277,7 +335,7 @@ class Keyspace:
         entry = self._entries.get(key)
         if entry is None:
             raise KeyNotFoundError(key)
-        return encode(entry.state)
+        return entry.encoded()
 
     def keys_after(self, after: str | None, limit: int) -> list[str]:
         """Up to `limit` keys strictly after `after` (from the first when None) in key order, emptied keys included."""
@@ -293,7 +351,7 @@ class Keyspace:
             if not key.startswith(prefix):
                 break
             entry = self._entries[key]
-            if entry.state.is_empty():
+            if entry.is_empty():
                 continue
             if len(keys) == limit:
                 return KeyPage(keys, keys[-1][0])

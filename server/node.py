@@ -170,8 +170,7 @@ class Node:
     def _recover(self, recovered: Recovered) -> None:
         keyspace = self.keyspace
         try:
-            for key, type_name, blob in recovered.states:
-                keyspace.load(key, type_name, decode(blob))
+            keyspace.load_encoded(recovered.states)  # each state is decoded when first read, not now
             for seq, key, type_name, blob in recovered.deltas:
                 keyspace.load(key, type_name, decode(blob))
                 self._dirty.setdefault(key, seq)

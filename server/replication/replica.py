@@ -63,6 +63,10 @@ class Store(Protocol):
     def get(self, key: str) -> tuple[str, Any] | None:
         """(API type name, CRDT state) of ``key``, or None if it was never written here."""
 
+    def encoded(self, key: str) -> tuple[str, bytes] | None:
+        """(API type name, `crdt.encode` of its state) of ``key``, or None: what digests hash (a store may have the
+        bytes at hand without building the state)."""
+
     def merge(self, key: str, type_name: str, state: Any, blob: bytes | None = None) -> None:
         """Join a received delta or state into ``key`` (synchronously; durability may complete later).
 
@@ -83,6 +87,10 @@ class KeyspaceStore:
     def get(self, key: str) -> tuple[str, Any] | None:
         entry = self.keyspace.entry(key)
         return None if entry is None else (entry.type_name, entry.state)
+
+    def encoded(self, key: str) -> tuple[str, bytes] | None:
+        entry = self.keyspace.entry(key)
+        return None if entry is None else (entry.type_name, entry.encoded())
 
     def merge(self, key: str, type_name: str, state: Any, blob: bytes | None = None) -> None:
         self.keyspace.merge_remote(key, type_name, state)
@@ -148,8 +156,8 @@ class ReplicaCore:
     # -- the store, as anti-entropy sees it ------------------------------------------------------------------------
 
     def encode_key(self, key: str) -> bytes | None:
-        held = self.store.get(key)
-        return None if held is None else state_blob(held[0], encode(held[1]))
+        held = self.store.encoded(key)
+        return None if held is None else state_blob(*held)
 
     def get_blob(self, key: bytes) -> bytes | None:
         return self.encode_key(key.decode("utf-8"))

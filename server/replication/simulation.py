@@ -14,7 +14,6 @@ from typing import Any
 
 import msgpack
 
-from rumor.crdt import encode
 from rumor.gossip.config import Config
 from rumor.gossip.delegate import Delegate
 from rumor.gossip.errors import GossipError
@@ -135,7 +134,7 @@ def encoded_states(keyspace: Keyspace) -> dict[str, bytes]:
     for key in keyspace:
         entry = keyspace.entry(key)
         assert entry is not None
-        out[key] = entry.type_name.encode() + b"\0" + encode(entry.state)
+        out[key] = entry.type_name.encode() + b"\0" + entry.encoded()
     return out
 
 
