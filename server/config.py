@@ -80,6 +80,9 @@ class ServerConfig:
     #: event loop), or once its oldest unfolded record is this many records behind the newest; and while the log
     #: spans more than this, each round folds four times `checkpoint_batch_keys`.
     checkpoint_max_log_records: int = 100_000
+    #: decoded CRDT states kept in memory, by an estimate of their size (`server.state_cache`): past it the least
+    #: recently used states that are on disk are dropped to their stored bytes and decoded again when next used.
+    state_cache_bytes: int = 256 * MIB
     #: how many op_id -> result entries are kept for retried requests.
     op_id_retention: int = 10_000
     #: a counter increment made with an op_id is kept apart, keyed by the op, so that a retry on any node counts once
@@ -119,6 +122,8 @@ class ServerConfig:
                 or self.checkpoint_max_log_records < 1:
             raise ConfigError("checkpoint_interval_s > 0, checkpoint_batch_keys >= 1, op_id_retention >= 0, "
                               "checkpoint_max_log_records >= 1")
+        if self.state_cache_bytes < 0:
+            raise ConfigError("state_cache_bytes must be >= 0")
         if self.wire_version not in WIRE_VERSIONS:
             raise ConfigError(f"wire_version must be one of {WIRE_VERSIONS}, got {self.wire_version!r}")
         if not (self.op_fold_after_s >= 0 and self.op_fold_keep >= 0 and self.op_fold_interval_s > 0):

@@ -30,10 +30,10 @@ from typing import Any, NamedTuple
 
 from sortedcontainers import SortedDict
 
-from rumor.crdt import CRDTError, decode, encode
-from rumor.crdt.encoding import as_written, holds_entries
-from rumor.server.errors import InvalidOperationError, KeyNotFoundError, StorageCorruptError, TypeConflictError
+from rumor.crdt import CRDTError, encode
+from rumor.server.errors import InvalidOperationError, KeyNotFoundError, TypeConflictError
 from rumor.server.hlc_source import HLCSource
+from rumor.server.state_cache import Entry, StateCache
 from rumor.server.updates import Clear, Update, make_delta, new_state
 from rumor.server.values import TYPES, check_binding, check_key, context_binding, read_context_of, render_value
 
@@ -78,65 +78,6 @@ class Item:
         return body
 
 
-class Entry:
-    """A key's type and state. A state recovered from storage stays encoded (`blob`, as stored) until something
-    reads it: a restart then costs reading bytes, not building every state, and a key nobody touches costs its bytes
-    only. Anti-entropy digests, exports and listings read what they need from the bytes (`encoded`, `is_empty`);
-    those bytes were checked when they were written, and are checked again (decoded) once a value is read. A state
-    whose stored bytes turn out unreadable fails its key with `StorageCorruptError` (503), not the node's start."""
-
-    __slots__ = ("_blob", "_state", "binding", "cached", "key", "type_name")
-
-    def __init__(self, type_name: str, state: Any = None, *, blob: bytes | None = None, key: str = "") -> None:
-        self.type_name = type_name
-        self._state = state
-        self._blob = blob
-        self.key = key  # for the error when stored bytes turn out unreadable
-        #: the rendered read of `state`, rebuilt after each change: repeated reads cost nothing, even of a huge set
-        self.cached: Item | None = None
-        #: `values.context_binding` of the key and type, made at the first read of the key (it never changes)
-        self.binding = b""
-
-    @property
-    def state(self) -> Any:
-        state = self._state
-        if state is None:
-            try:
-                state = self._state = decode(self._blob)  # type: ignore[arg-type]
-            except CRDTError as exc:
-                raise self._unreadable(exc) from exc
-            self._blob = None
-        return state
-
-    def _unreadable(self, exc: Exception) -> StorageCorruptError:
-        return StorageCorruptError(f"the stored state of key {self.key!r} is unreadable: {exc}")
-
-    @property
-    def decoded(self) -> bool:
-        return self._state is not None
-
-    def encoded(self) -> bytes:
-        """`crdt.encode(state)`, from the stored bytes when the state was never decoded."""
-        if self._state is None:
-            try:
-                plain = as_written(self._blob)  # type: ignore[arg-type]
-            except CRDTError as exc:
-                raise self._unreadable(exc) from exc
-            if plain is not None:
-                return plain
-        return encode(self.state)
-
-    def is_empty(self) -> bool:
-        if self._state is None:
-            try:
-                holds = holds_entries(self._blob)  # type: ignore[arg-type]
-            except CRDTError as exc:
-                raise self._unreadable(exc) from exc
-            if holds is not None:
-                return not holds
-        return bool(self.state.is_empty())
-
-
 @dataclass(frozen=True)
 class KeyPage:
     """One page of a listing; `next` is the cursor for the following page (None = no more keys)."""
@@ -146,9 +87,12 @@ class KeyPage:
 
 
 class Keyspace:
-    def __init__(self, replica: str, hlc: HLCSource, *, op_keyed_increments: bool = True) -> None:
+    def __init__(self, replica: str, hlc: HLCSource, *, op_keyed_increments: bool = True,
+                 cache_bytes: int | None = None) -> None:
         self.replica = replica
         self.hlc = hlc
+        #: decoded states, bounded (`server.state_cache`): the checkpointer evicts what is over budget
+        self.cache = StateCache(cache_bytes)
         #: whether an increment with an op_id is keyed by it (off while writing the previous release's encoding,
         #: which cannot hold such entries: `crdt.set_write_version`)
         self.op_keyed_increments = op_keyed_increments
@@ -245,8 +189,8 @@ class Keyspace:
         blob = encode(delta)
         state.merge(delta)
         if entry is None:
-            entry = self._entries[key] = Entry(type_name, state, key=key)
-        entry.cached = None
+            entry = self._entries[key] = Entry(type_name, state, key=key, cache=self.cache)
+        entry.changed()
         if op_id is not None and type_name == "counter" and self.op_keyed_increments:
             self.op_keyed[key] = None
         for listener in self._local_listeners:
@@ -265,18 +209,19 @@ class Keyspace:
         something touches it again.)"""
         if self._entries:
             raise ValueError("load_encoded fills an empty keyspace")
-        self._entries.update((key, Entry(type_name, blob=blob, key=key)) for key, type_name, blob in states)
+        cache = self.cache
+        self._entries.update((key, Entry(name, blob=blob, key=key, cache=cache)) for key, name, blob in states)
 
     def load(self, key: str, type_name: str, state: Any) -> None:
         """Recovery: installs a decoded state (or joins it into what is there) without telling listeners."""
         entry = self._entries.get(key)
         if entry is None:
-            self._entries[key] = Entry(type_name, state, key=key)
+            self._entries[key] = Entry(type_name, state, key=key, cache=self.cache)
         elif entry.type_name != type_name:
             raise TypeConflictError(key, entry.type_name, type_name)
         else:
             entry.state.merge(state)
-            entry.cached = None
+            entry.changed()
         if type_name == "counter" and state.has_ops():
             self.op_keyed[key] = None
 
@@ -287,12 +232,12 @@ class Keyspace:
         if entry is None:
             if type_name not in TYPES:
                 raise TypeConflictError(key, "nothing", type_name)
-            entry = Entry(type_name, new_state(type_name), key=key)
+            entry = Entry(type_name, new_state(type_name), key=key, cache=self.cache)
             self._entries[key] = entry
         elif entry.type_name != type_name:
             raise TypeConflictError(key, entry.type_name, type_name)
         entry.state.merge(state_or_delta)
-        entry.cached = None
+        entry.changed()
         if type_name == "counter" and state_or_delta.has_ops():
             self.op_keyed[key] = None
         for listener in self._remote_listeners:
@@ -306,11 +251,11 @@ class Keyspace:
         if entry is None:
             if type_name not in TYPES:
                 raise TypeConflictError(key, "nothing", type_name)
-            entry = self._entries[key] = Entry(type_name, new_state(type_name), key=key)
+            entry = self._entries[key] = Entry(type_name, new_state(type_name), key=key, cache=self.cache)
         elif entry.type_name != type_name:
             raise TypeConflictError(key, entry.type_name, type_name)
         entry.state.merge(delta)
-        entry.cached = None
+        entry.changed()
         for listener in self._local_listeners:
             listener(key, type_name, delta, blob)
 

@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 
 #: a checkpointed state this big is not folded again on every round its key is dirty (see `Node.checkpoint`)
 BIG_STATE_BYTES = 64 * 1024
+#: decoded states the checkpointer may drop a round to keep within `state_cache_bytes` (`server.state_cache`)
+EVICTIONS_PER_ROUND = 4096
 
 _NOT_CACHED = object()
 
@@ -152,7 +154,8 @@ class Node:
         self.node_id = self.config.node_id or stored_id or derive_node_id()
         if self.node_id != stored_id:
             await self.storage.put_meta("node_id", self.node_id)
-        self._keyspace = Keyspace(self.node_id, self.hlc, op_keyed_increments=self.config.wire_version >= 2)
+        self._keyspace = Keyspace(self.node_id, self.hlc, op_keyed_increments=self.config.wire_version >= 2,
+                                  cache_bytes=self.config.state_cache_bytes if self.storage.durable else None)
         self._recover(recovered)
         self._feed = await ChangeFeed.open(self.node_id, self.storage, recovered, self._keyspace,
                                            uncommitted=self._uncommitted, on_failure=self.supervisor.report)
@@ -524,7 +527,9 @@ class Node:
             entry = keyspace.entry(key)
             assert entry is not None, "a logged key is never dropped from the keyspace"
             blob = encode(entry.state)
-            self.storage.checkpoint(key, entry.type_name, compressed(blob))  # big states deflated: a third of the disk
+            stored = compressed(blob)  # big states deflated: a third of the disk
+            self.storage.checkpoint(key, entry.type_name, stored)
+            entry.stored(stored)  # clean now: the cache may drop its decoded form
             if len(blob) >= BIG_STATE_BYTES:
                 self._big_states[key] = [len(blob), 0]
             elif big is not None:
@@ -539,6 +544,7 @@ class Node:
         """One round of the background checkpointer: `checkpoint_batch_keys` keys, or four times that while the log
         spans `checkpoint_max_log_records` records or more (writes touch more distinct keys than the rounds fold,
         and a restart would replay the whole span)."""
+        self.keyspace.cache.shrink(EVICTIONS_PER_ROUND)
         if not self._dirty or not self.storage.healthy:
             return 0
         keys = self.config.checkpoint_batch_keys
