@@ -103,6 +103,17 @@ def due_for_fold(state: DotKernel[Any], replica: str, before_ms: int, keep: int,
     return due
 
 
+def fold(state: S, replica: str, before_ms: int, keep: int, limit: int, running_total: Callable[[Any], Any],
+         add: Callable[[Any, Any], Any]) -> S:
+    """The delta folding the op keys ``replica`` owns that are due (`due_for_fold`) into its running total (read
+    from its entries by ``running_total``; amounts summed by ``add``); empty when nothing is due."""
+    due = due_for_fold(state, replica, before_ms, keep, limit)
+    if not due:
+        return type(state)()
+    held = state._keys.get(replica)
+    return fold_delta(state, replica, due, running_total(held) if held else None, add, max)
+
+
 def fold_delta(state: S, replica: str, due: list[tuple[OpKey, Any]], total: Any,
                add: Callable[[Any, Any], Any], greatest: Callable[[Any, Any], Any]) -> S:
     """The delta folding ``due`` into ``replica``'s running total ``total`` (None: it has none yet)."""

@@ -67,11 +67,7 @@ class GCounter(DotKernel[str]):
     def fold_ops(self, replica: str, before_ms: int, keep: int, limit: int = 1000) -> GCounter:
         """The delta folding the op contributions ``replica`` owns and that are due (``counter_ops.due_for_fold``)
         into its running total; the value stays the same. Empty when nothing is due."""
-        due = counter_ops.due_for_fold(self, replica, before_ms, keep, limit)
-        if not due:
-            return GCounter()
-        kd = self._keys.get(replica)
-        return counter_ops.fold_delta(self, replica, due, latest_total(kd) if kd else None, int.__add__, max)
+        return counter_ops.fold(self, replica, before_ms, keep, limit, latest_total, int.__add__)
 
     def value(self) -> int:
         total = 0

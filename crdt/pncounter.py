@@ -49,11 +49,7 @@ class PNCounter(DotKernel[str]):
     def fold_ops(self, replica: str, before_ms: int, keep: int, limit: int = 1000) -> PNCounter:
         """The delta folding the op contributions ``replica`` owns and that are due (``counter_ops.due_for_fold``)
         into its running totals; the value stays the same. Empty when nothing is due."""
-        due = counter_ops.due_for_fold(self, replica, before_ms, keep, limit)
-        if not due:
-            return PNCounter()
-        kd = self._keys.get(replica)
-        return counter_ops.fold_delta(self, replica, due, latest_total(kd) if kd else None, _add_pairs, max)
+        return counter_ops.fold(self, replica, before_ms, keep, limit, latest_total, _add_pairs)
 
     def value(self) -> int:
         total = 0
