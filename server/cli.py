@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     status = client_command("status", "show whether every member holds the same data as this node, now: members, "
                                       "agreement, lag and the verdict")
     status.add_argument("--json", action="store_true", help="print the convergence report as JSON")
+    status.add_argument("--check", action="store_true",
+                        help=f"exit with status {NOT_CONVERGED_EXIT} unless the verdict is converged (or alone): for "
+                             "scripts that wait for convergence")
     client_command("join", "ask the node to join a cluster through these gossip addresses (a name: each of its "
                            "addresses)").add_argument("addresses", nargs="+", metavar="HOST:PORT")
     client_command("force-leave", "declare a dead member left: nothing probes it, retries it or counts it for a "
@@ -267,10 +270,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:  # Ctrl-C ends `rumor watch`: no traceback
         return 130
-    if args.command == "status" and not args.json:
-        from rumor.server.status_view import status_table
+    if args.command == "status":
+        from rumor.server.status_view import check_status, status_table
 
-        return _print(status_table(result))
+        printed = _print(json.dumps(result, indent=2, ensure_ascii=False) if args.json else status_table(result))
+        return printed or (check_status(result, NOT_CONVERGED_EXIT) if args.check else 0)
     if args.command == "get" and result is None:
         print(f"rumor: key not found: {args.key}", file=sys.stderr)
         return 1
@@ -293,6 +297,10 @@ def _serve(config: ServerConfig) -> int:
         error = exc
     print(f"rumor: {error}", file=sys.stderr)
     return 1
+
+
+#: `rumor status --check`'s exit status when the cluster has not converged (1 and 2 are errors)
+NOT_CONVERGED_EXIT = 3
 
 
 def _print(text: str) -> int:

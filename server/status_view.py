@@ -55,3 +55,10 @@ def status_table(report: dict[str, Any]) -> str:
 
 
 __all__ = ["COLUMNS", "rows", "status_table"]
+
+
+def check_status(report: dict[str, Any], not_converged: int = 3) -> int:
+    """`rumor status --check`: 0 when every member holds the same data (or there is no other member), else
+    ``not_converged``."""
+    return 0 if report.get("verdict") in ("converged", "alone") else not_converged
+

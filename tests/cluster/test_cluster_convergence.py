@@ -100,9 +100,10 @@ async def test_status_prints_a_table_and_json(cluster: LocalCluster) -> None:
         assert " alive " in row and cluster[name].gossip_addr in row and "agrees" in row
     assert lines[-1].partition(": ")[0] in ("converged", "diverged", "unknown") and lines[-2] == ""
 
-    code, out, err = await rumor("status", "--node", url, "--token", TOKEN, "--json")
-    assert code == 0, err
+    code, out, err = await rumor("status", "--node", url, "--token", TOKEN, "--json", "--check")
+    assert code in (0, 3), err
     report = json.loads(out)
+    assert (code == 0) == (report["verdict"] == "converged")  # --check: 3 unless converged
     assert report["node"] == "n2" and report["verdict"] in ("converged", "diverged", "unknown")
     assert sorted(p["id"] for p in report["peers"]) == ["n1", "n3"]
 

@@ -90,3 +90,10 @@ def test_membership_events_are_changes_of_status_bounded() -> None:
         events.record(member(MemberStatus.SUSPECT), member(status))
     assert [e["status"] for e in events.latest()] == ["dead", "alive", "left"] and events.seen == 5
     assert all(e["self"] is False and e["member"] == "n2" for e in events.latest())
+
+
+def test_status_check_passes_only_a_converged_or_lone_node() -> None:
+    from rumor.server.status_view import check_status
+
+    assert [check_status({"verdict": v}, 3) for v in ("converged", "alone", "diverged", "unknown")] == [0, 0, 3, 3]
+    assert check_status({}, 3) == 3
