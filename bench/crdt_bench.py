@@ -8,7 +8,7 @@ same machine at the same moment. The peers are bench extras that live only in `.
     .venv-bench/bin/python bench/crdt_bench.py --quick    # sizes / 10, a smoke run in seconds
 
 python3-crdt's wheel also installs top-level `src` and `tests` packages; we import only its real package `py3crdt`
-(checked by path) and never `src`/`tests`, and the repository root goes first on sys.path so `crdt` is the working tree's.
+(checked by path) and never `src`/`tests`; ours is `rumor.crdt`, which no peer's package can shadow.
 Timed sections run with the garbage collector paused (as `timeit` does) for every library alike; setup is never timed.
 """
 
