@@ -59,14 +59,16 @@ def check_at_ms(at_ms: object) -> int:
     return at_ms
 
 
-def contribution(kd: Any, greatest: Callable[[Any, Any], Any]) -> Any:
-    """What an op key adds to the value: its entries' amounts reduced by ``greatest`` (one entry: its amount)."""
+def contribution(kd: Any) -> Any:
+    """What an op key adds to the value: the largest amount among its entries (one entry: its amount)."""
     if type(kd) is tuple:
         return kd[2][0]
-    result = None
-    for amount, _ in entries.payloads(kd):
-        result = amount if result is None else greatest(result, amount)
-    return result
+    return max(amount for amount, _ in entries.payloads(kd))
+
+
+def has_ops(state: DotKernel[Any]) -> bool:
+    """Whether ``state`` holds any op-keyed entry (a counter's method: ``has_ops = counter_ops.has_ops``)."""
+    return any(type(key) is tuple for key in state._keys)
 
 
 def op_delta(state: S, replica: str, op_id: str, amount: Any, at_ms: int) -> S:
@@ -111,14 +113,14 @@ def fold(state: S, replica: str, before_ms: int, keep: int, limit: int, running_
     if not due:
         return type(state)()
     held = state._keys.get(replica)
-    return fold_delta(state, replica, due, running_total(held) if held else None, add, max)
+    return fold_delta(state, replica, due, running_total(held) if held else None, add)
 
 
 def fold_delta(state: S, replica: str, due: list[tuple[OpKey, Any]], total: Any,
-               add: Callable[[Any, Any], Any], greatest: Callable[[Any, Any], Any]) -> S:
+               add: Callable[[Any, Any], Any]) -> S:
     """The delta folding ``due`` into ``replica``'s running total ``total`` (None: it has none yet)."""
     for _, kd in due:
-        amount = contribution(kd, greatest)
+        amount = contribution(kd)
         total = amount if total is None else add(total, amount)
     delta = state._write_delta(replica, replica, total)
     for _, kd in due:

@@ -107,25 +107,29 @@ def encode(state: DotKernel[Any], *, compress: bool = False) -> bytes:
     return _frame(wire_v2.state_body(state), compress)
 
 
+def _v2_raw(data: bytes) -> bytes | None:
+    """The msgpack body of a version-2 frame (inflated if deflated), unchecked; None for any other bytes."""
+    if len(data) < 3 or data[0] != MAGIC or data[1] != VERSION or data[2] not in (0, FLAG_ZLIB):
+        return None
+    return _inflate(data[3:], DEFAULT_MAX_BYTES) if data[2] == FLAG_ZLIB else data[3:]
+
+
 def as_written(data: bytes) -> bytes | None:
     """``data`` (an ``encode`` output, possibly deflated by ``compressed``) as the plain bytes ``encode`` would write
     for its state now, found without building the state; None when only a decode and a new encode can tell (version-1
     bytes, or while writing version 1). For bytes this process stored itself: they are not checked again."""
-    if _write_version != VERSION or len(data) < 3 or data[0] != MAGIC or data[1] != VERSION:
+    raw = _v2_raw(data) if _write_version == VERSION else None
+    if raw is None:
         return None
-    if data[2] == 0:
-        return data
-    if data[2] == FLAG_ZLIB:
-        return _PLAIN + _inflate(data[3:], DEFAULT_MAX_BYTES)
-    return None
+    return data if data[2] == 0 else _PLAIN + raw
 
 
 def holds_entries(data: bytes) -> bool | None:
     """Whether the state in ``data`` (version 2, possibly deflated) has any entry, i.e. is not ``is_empty()``, read
     from its layout without building the state; None for bytes that do not say so without a decode."""
-    if len(data) < 3 or data[0] != MAGIC or data[1] != VERSION or data[2] not in (0, FLAG_ZLIB):
+    raw = _v2_raw(data)
+    if raw is None:
         return None
-    raw = _inflate(data[3:], DEFAULT_MAX_BYTES) if data[2] == FLAG_ZLIB else data[3:]
     body = unpack(raw, DEFAULT_MAX_BYTES)
     if type(body) is not list or len(body) < 8 or type(body[4]) is not list:
         return None

@@ -54,12 +54,11 @@ class PNCounter(DotKernel[str]):
     def value(self) -> int:
         total = 0
         for key, kd in self._keys.items():
-            p, n = counter_ops.contribution(kd, max) if type(key) is tuple else latest_total(kd)
+            p, n = counter_ops.contribution(kd) if type(key) is tuple else latest_total(kd)
             total += p - n
         return total
 
-    def has_ops(self) -> bool:
-        return any(type(key) is tuple for key in self._keys)
+    has_ops = counter_ops.has_ops
 
     @classmethod
     def _entry_from_wire(cls, replica: str, key: Any, payload: Any) -> tuple[Any, Any]:

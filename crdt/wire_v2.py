@@ -134,13 +134,10 @@ def state_body(state: DotKernel[Any]) -> list[Any]:
         ks = [per[c] for c in cs]
         keys += ks
         payloads += [payload_at(skeys[k], r, c) for k, c in zip(ks, cs, strict=True)]
-    body = [state.TYPE_NAME, replicas, vector, cloud, groups, runs, None, _deferred_rows(state) if state._deferred
-            else []]
-    ops = _op_rows(keys, payloads) if LAYOUTS.get(state.TYPE_NAME, DEFAULT_LAYOUT)[0] == KEY_REPLICA else None
-    if ops:
-        body.append(ops)
-    body[6] = _columns(state.TYPE_NAME, keys, payloads)
-    return body
+    ops = _op_rows(keys, payloads) if LAYOUTS.get(state.TYPE_NAME, DEFAULT_LAYOUT)[0] == KEY_REPLICA else []
+    body = [state.TYPE_NAME, replicas, vector, cloud, groups, runs, _columns(state.TYPE_NAME, keys, payloads),
+            _deferred_rows(state) if state._deferred else []]
+    return [*body, ops] if ops else body
 
 
 def _op_rows(keys: list[Any], payloads: list[Any]) -> list[Any]:

@@ -93,6 +93,8 @@ class Keyspace:
         self.hlc = hlc
         #: decoded states, bounded (`server.state_cache`): the checkpointer evicts what is over budget
         self.cache = StateCache(cache_bytes)
+        #: what entries report their use to: nothing when the cache is unbounded (in memory), so no bookkeeping
+        self._tracking = self.cache if cache_bytes is not None else None
         #: whether an increment with an op_id is keyed by it (off while writing the previous release's encoding,
         #: which cannot hold such entries: `crdt.set_write_version`)
         self.op_keyed_increments = op_keyed_increments
@@ -189,7 +191,7 @@ class Keyspace:
         blob = encode(delta)
         state.merge(delta)
         if entry is None:
-            entry = self._entries[key] = Entry(type_name, state, key=key, cache=self.cache)
+            entry = self._entries[key] = Entry(type_name, state, key=key, cache=self._tracking)
         entry.changed()
         if op_id is not None and type_name == "counter" and self.op_keyed_increments:
             self.op_keyed[key] = None
@@ -209,14 +211,14 @@ class Keyspace:
         something touches it again.)"""
         if self._entries:
             raise ValueError("load_encoded fills an empty keyspace")
-        cache = self.cache
+        cache = self._tracking
         self._entries.update((key, Entry(name, blob=blob, key=key, cache=cache)) for key, name, blob in states)
 
     def load(self, key: str, type_name: str, state: Any) -> None:
         """Recovery: installs a decoded state (or joins it into what is there) without telling listeners."""
         entry = self._entries.get(key)
         if entry is None:
-            self._entries[key] = Entry(type_name, state, key=key, cache=self.cache)
+            self._entries[key] = Entry(type_name, state, key=key, cache=self._tracking)
         elif entry.type_name != type_name:
             raise TypeConflictError(key, entry.type_name, type_name)
         else:
@@ -232,7 +234,7 @@ class Keyspace:
         if entry is None:
             if type_name not in TYPES:
                 raise TypeConflictError(key, "nothing", type_name)
-            entry = Entry(type_name, new_state(type_name), key=key, cache=self.cache)
+            entry = Entry(type_name, new_state(type_name), key=key, cache=self._tracking)
             self._entries[key] = entry
         elif entry.type_name != type_name:
             raise TypeConflictError(key, entry.type_name, type_name)
@@ -251,7 +253,7 @@ class Keyspace:
         if entry is None:
             if type_name not in TYPES:
                 raise TypeConflictError(key, "nothing", type_name)
-            entry = self._entries[key] = Entry(type_name, new_state(type_name), key=key, cache=self.cache)
+            entry = self._entries[key] = Entry(type_name, new_state(type_name), key=key, cache=self._tracking)
         elif entry.type_name != type_name:
             raise TypeConflictError(key, entry.type_name, type_name)
         entry.state.merge(delta)
