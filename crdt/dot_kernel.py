@@ -53,6 +53,8 @@ DotT = tuple[str, int]
 K = TypeVar("K", bound=Hashable)
 _EMPTY: dict[int, Any] = {}
 _new = object.__new__
+#: `_write_delta`'s default for ``held``: look the key's entries up
+_UNSEEN: Any = object()
 #: a deferred remove: the read context, and the keys it removes (None: every key, a clear)
 Deferred = tuple[CausalContext, frozenset[K] | None]
 _NO_DEFERRED: dict[tuple[Any, ...], Deferred[Any]] = {}  # shared while empty: a state pays one pointer for the feature
@@ -148,41 +150,44 @@ class DotKernel(Generic[K]):
         return [d for d in entries.dots(kd) if context.contains(d)]
 
     def _write_delta(
-        self, replica: str, key: K, payload: Any = None, context: CausalContext | None = None
+        self, replica: str, key: K, payload: Any = None, context: CausalContext | None = None, held: Any = _UNSEEN
     ) -> Self:
         """Delta writing ``payload`` under ``key`` with a fresh dot, replacing the key's observed dots.
 
         ``context`` limits what is replaced to what the caller observed (default: everything this state has).
+        ``held``: the key's entries, when the caller has already looked them up (a counter reads its total).
         This is the hot path of every mutator, hence the hand-built objects.
         """
         sctx = self._ctx
-        c = sctx._vv.get(replica, 0) + 1
-        if replica in sctx._cloud:
-            c = sctx.max_counter(replica) + 1
+        c = (sctx.max_counter(replica) if replica in sctx._cloud else sctx._vv.get(replica, 0)) + 1
         d = _new(type(self))
         d._keys = {key: (replica, c, payload)}
         d._dots = {replica: {c: key}}
         d._deferred = _NO_DEFERRED
         ctx = d._ctx = _new(CausalContext)
-        if c == 1:
-            ctx._vv = {replica: 1}
-            ctx._cloud = {}
-        else:
-            ctx._vv = {}
-            ctx._cloud = {replica: {c}}
-        kd = self._keys.get(key)
-        if kd:
-            if type(kd) is tuple:  # one entry, the usual
-                q, k = kd[0], kd[1]
-                if context is None or context.contains((q, k)):
-                    if q == replica and k != 1 and not ctx._vv:
-                        ctx._cloud[q].add(k)  # the writer's own earlier write: both dots in the cloud, compact
-                    else:
-                        ctx.add((q, k))
+        kd = self._keys.get(key) if held is _UNSEEN else held
+        if not kd:
+            if c == 1:
+                ctx._vv = {replica: 1}
+                ctx._cloud = {}
             else:
-                for od in kd:
-                    if context is None or context.contains(od):
-                        ctx.add(od)
+                ctx._vv = {}
+                ctx._cloud = {replica: {c}}
+        elif type(kd) is tuple and (context is None or context.contains((kd[0], kd[1]))):  # one entry, the usual
+            q, k = kd[0], kd[1]
+            if q == replica and k != 1 and c != 1:
+                ctx._vv = {}
+                ctx._cloud = {q: {c, k}}  # the writer's own earlier write: both dots in the cloud, compact
+            else:
+                ctx._vv = {replica: 1} if c == 1 else {}
+                ctx._cloud = {} if c == 1 else {replica: {c}}
+                ctx.add((q, k))
+        else:
+            ctx._vv = {replica: 1} if c == 1 else {}
+            ctx._cloud = {} if c == 1 else {replica: {c}}
+            for od in entries.dots(kd):
+                if context is None or context.contains(od):
+                    ctx.add(od)
         if context is not None:
             self._defer(d, context, (key,))
         return d

@@ -44,12 +44,13 @@ class Store(Protocol):
     def _discard(self, r: str, c: int) -> None: ...
 
 
-def apply_write(state: Store, delta: Store) -> bool:
+def apply_write(state: Store, delta: Store, replace_in_place: bool = True) -> bool:
     """Join ``delta`` into ``state`` in place if it is one entry under a context of at most ``MAX_DOTS`` dots.
 
     Returns False, having changed nothing, for any other shape. Entries leave through ``state._discard`` (so a
-    subclass's index hears of them); the new entry is inserted into the store directly, and a caller keeping an
-    index of keys indexes ``delta._keys`` afterwards, as after the general join.
+    subclass's index hears of them; one that keeps an index of keys passes ``replace_in_place=False``, which keeps
+    a replaced entry from being swapped without it); the new entry is inserted into the store directly, and a caller
+    keeping an index of keys indexes ``delta._keys`` afterwards, as after the general join.
     """
     okeys = delta._keys
     if len(okeys) != 1:
@@ -59,9 +60,29 @@ def apply_write(state: Store, delta: Store) -> bool:
     ocloud = octx._cloud
     if not ovv and len(ocloud) == 1:
         for r, cs in ocloud.items():
-            if len(cs) == 1:  # the commonest of all: a fresh add, whose context is its own dot alone
+            size = len(cs)
+            if size == 1:  # the commonest of all: a fresh add, whose context is its own dot alone
                 return _apply_own_dot(state, okeys, r, cs)
-            if len(cs) <= MAX_DOTS and _apply_successor(state, okeys, r, cs):
+            if size == 2 and replace_in_place:  # a counter increment, an overwrite by its own writer
+                for key, okd in okeys.items():  # noqa: B007  (the one entry, read out of its dict)
+                    pass
+                # the entry's dot and the one before it of r, which the key holds as its one entry, while the
+                # state has seen every earlier dot of r and no later one: the entry replaces the held one in place
+                # (the store has one entry a dot, so no other dot of cs is held), as _discard then an insert would
+                if type(okd) is tuple and okd[0] == r:
+                    c = okd[1]
+                    held = state._keys.get(key)
+                    if type(held) is tuple and held[0] == r and held[1] < c and held[1] in cs and c in cs:
+                        sctx = state._ctx
+                        svv = sctx._vv
+                        if svv.get(r, 0) == c - 1 and r not in sctx._cloud:
+                            of_r = state._dots[r]
+                            del of_r[held[1]]
+                            of_r[c] = key
+                            state._keys[key] = okd
+                            svv[r] = c
+                            return True
+            if size <= MAX_DOTS and _apply_successor(state, okeys, r, cs):
                 return True
     n = sum(ovv.values()) if ovv else 0
     for cs in ocloud.values():
@@ -164,16 +185,6 @@ def _apply_successor(state: Store, okeys: dict[Any, Entries], r: str, cs: set[in
         if type(okd) is not tuple or okd[1] != c or okd[0] != r:
             return False
         mine = state._dots.get(r)
-        held = state._keys.get(key)
-        if len(cs) == 2 and type(held) is tuple and held[1] in cs and held[0] == r and not state._KEYS_INDEXED:
-            # the usual: the key's one entry is the write this one replaces (no other dot of cs is held: the
-            # store has one entry a dot). Replaced in place, as _discard then the insert below would.
-            assert mine is not None
-            del mine[held[1]]
-            mine[c] = key
-            state._keys[key] = okd
-            svv[r] = c
-            return True
         if mine:
             for k in cs:
                 if k in mine and k != c:

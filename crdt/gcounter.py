@@ -53,10 +53,11 @@ class GCounter(DotKernel[str]):
     TYPE_NAME: ClassVar[str] = "gcounter"
 
     def increment(self, replica: str, amount: int = 1) -> GCounter:
-        _check_amount(amount, allow_negative=False)
+        if type(amount) is not int or amount < 1:
+            _check_amount(amount, allow_negative=False)  # raises
         kd = self._keys.get(replica)
         total = latest_total(kd) if kd else 0
-        return self._write_delta(replica, replica, total + amount)
+        return self._write_delta(replica, replica, total + amount, None, kd)
 
     def increment_op(self, replica: str, op_id: str, amount: int, at_ms: int) -> GCounter:
         """An increment counted once however many replicas apply it (see ``crdt.counter_ops``); an empty delta if

@@ -173,7 +173,8 @@ class ORMap(DotKernel[FlatKey]):
         """Join in place: the kernel's join, then index what arrived. O(size of ``other``)."""
         if type(other) is not type(self):
             raise TypeMismatchError(self.TYPE_NAME, getattr(other, "TYPE_NAME", type(other).__name__))
-        if not apply_write(self, other):  # a one-key update, the commonest: crdt.fast_merge (its _discard indexes)
+        # a one-key update, the commonest: crdt.fast_merge (its _discard indexes; no entry replaced behind it)
+        if not apply_write(self, other, False):
             self._join_store(other)
             self._ctx.merge(other._ctx)
         keys = self._keys

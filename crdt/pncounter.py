@@ -25,14 +25,13 @@ class PNCounter(DotKernel[str]):
 
     def increment(self, replica: str, amount: int) -> PNCounter:
         """Add ``amount`` (negative means decrement; zero is invalid)."""
-        _check_amount(amount, allow_negative=True)
+        if type(amount) is not int or not amount:
+            _check_amount(amount, allow_negative=True)  # raises
         kd = self._keys.get(replica)
         p, n = (0, 0) if kd is None else kd[2] if type(kd) is tuple else latest_total(kd)
         if amount > 0:
-            p += amount
-        else:
-            n -= amount
-        return self._write_delta(replica, replica, (p, n))
+            return self._write_delta(replica, replica, (p + amount, n), None, kd)
+        return self._write_delta(replica, replica, (p, n - amount), None, kd)
 
     def decrement(self, replica: str, amount: int = 1) -> PNCounter:
         """Subtract ``amount`` (>= 1)."""
