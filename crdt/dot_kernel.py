@@ -159,13 +159,32 @@ class DotKernel(Generic[K]):
         This is the hot path of every mutator, hence the hand-built objects.
         """
         sctx = self._ctx
+        kd = self._keys.get(key) if held is _UNSEEN else held
+        if type(kd) is tuple and kd[0] == replica and context is None and replica not in sctx._cloud:
+            # the usual overwrite: of the writer's own one entry (a counter increment), seen with all before it
+            c = sctx._vv[replica] + 1
+            d = _new(type(self))
+            d._keys = {key: (replica, c, payload)}
+            d._dots = {replica: {c: key}}
+            d._deferred = _NO_DEFERRED
+            ctx = d._ctx = _new(CausalContext)
+            k = kd[1]
+            if k != 1:
+                ctx._vv = {}
+                ctx._cloud = {replica: {c, k}}  # both dots in the cloud: compact, as neither is the first
+            elif c == 2:
+                ctx._vv = {replica: 2}
+                ctx._cloud = {}
+            else:
+                ctx._vv = {replica: 1}
+                ctx._cloud = {replica: {c}}
+            return d
         c = (sctx.max_counter(replica) if replica in sctx._cloud else sctx._vv.get(replica, 0)) + 1
         d = _new(type(self))
         d._keys = {key: (replica, c, payload)}
         d._dots = {replica: {c: key}}
         d._deferred = _NO_DEFERRED
         ctx = d._ctx = _new(CausalContext)
-        kd = self._keys.get(key) if held is _UNSEEN else held
         if not kd:
             if c == 1:
                 ctx._vv = {replica: 1}

@@ -112,3 +112,28 @@ def test_common_writes_are_one_entry_deltas() -> None:
     for d in deltas:
         assert is_one_entry(d)
         assert apply_write(type(d)(), d)
+
+
+@pytest.mark.parametrize("writes_between", [0, 1, 2])
+def test_an_overwrite_of_the_writers_own_entry_has_a_canonical_context(writes_between: int) -> None:
+    """The writer's own overwrite is built on its own path (``_write_delta``): its context must be the one the
+    general construction gives, in canonical form, whether the overwritten dot is the first or a later one and
+    whatever the writer wrote in between (a context that is not canonical would compare unequal)."""
+    ts = crdt.HLCTimestamp.now(None, 1)
+    for first_writes in (0, 1):
+        m = crdt.LWWMap()
+        for i in range(first_writes):
+            m.merge(m.set("a", f"before{i}", 0, ts))
+        m.merge(m.set("a", "f", 1, ts))
+        overwritten = m._keys["f"][1]
+        for i in range(writes_between):
+            m.merge(m.set("a", f"other{i}", 0, ts))
+        delta = m.set("a", "f", 2, ts)
+        c = overwritten + writes_between + 1
+        assert delta._ctx == crdt.CausalContext([("a", overwritten), ("a", c)])
+        assert delta._keys == {"f": ("a", c, (ts, "a", 2))}
+        assert delta._dots == {"a": {c: "f"}}
+        reference = crdt.CausalContext()
+        reference.add(("a", overwritten))
+        reference.add(("a", c))
+        assert (delta._ctx._vv, delta._ctx._cloud) == (reference._vv, reference._cloud)
