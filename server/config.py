@@ -92,6 +92,9 @@ class ServerConfig:
     op_fold_keep: int = 1000
     #: how often the node folds what is due (each round a bounded number of keys, in one group commit).
     op_fold_interval_s: float = 5.0
+    #: a served node's full garbage collections (`server.collector`): one every this many seconds, none otherwise
+    #: (0: never). They reclaim the rare cyclic garbage that outlived young collections, holding the loop meanwhile.
+    gc_full_interval_s: float = 3600.0
     #: adds POST /v1/debug/partition (cut this node off from chosen peers). Demos and tests only; off by default.
     enable_fault_injection: bool = False
     #: the lowest level logged: debug, info, warning or error.
@@ -124,6 +127,8 @@ class ServerConfig:
                               "checkpoint_max_log_records >= 1")
         if self.state_cache_bytes < 0:
             raise ConfigError("state_cache_bytes must be >= 0")
+        if not self.gc_full_interval_s >= 0:
+            raise ConfigError("gc_full_interval_s must be >= 0 (0: never)")
         if self.wire_version not in WIRE_VERSIONS:
             raise ConfigError(f"wire_version must be one of {WIRE_VERSIONS}, got {self.wire_version!r}")
         if not (self.op_fold_after_s >= 0 and self.op_fold_keep >= 0 and self.op_fold_interval_s > 0):

@@ -275,5 +275,9 @@ def _process_metrics() -> list[_Metric]:
     return [cpu, resident, virtual, fds, start]
 
 
+#: every cyclic garbage collection's duration, by generation (timed by `server.collector.CollectionPauses` in a
+#: served node; no series in a process that does not install it)
+GC_PAUSES = Histogram("rumor_gc_pause_seconds", "Duration of each cyclic garbage collection, by generation (2 = full).",
+                      ("generation",), buckets=LOOP_LAG_BUCKETS_S)
 #: one set for the process, shared by every node in it (they are the same process's figures)
-PROCESS_METRICS = _process_metrics()
+PROCESS_METRICS = [*_process_metrics(), GC_PAUSES]
