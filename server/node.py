@@ -31,6 +31,7 @@ from rumor.crdt.encoding import compressed
 from rumor.gossip.futures import retrieve_exception
 from rumor.server.config import ServerConfig
 from rumor.server.consistency import Consistency, Level
+from rumor.server.disk_index import StateReader
 from rumor.server.errors import (
     InvalidOperationError,
     NodeNotRunningError,
@@ -63,6 +64,31 @@ EVICTIONS_PER_ROUND = 4096
 _NOT_CACHED = object()
 
 
+class CommitWatch:
+    """The states a checkpoint queued, by the commit that writes them: once a commit settles well, the keyspace
+    hears which bytes are on disk (`Keyspace.persisted`), so it may let those keys go from memory."""
+
+    def __init__(self, keyspace: Keyspace) -> None:
+        self._keyspace = keyspace
+        self._by_commit: dict[int, tuple[asyncio.Future[None], list[tuple[str, bytes]]]] = {}
+        self.last: asyncio.Future[None] | None = None
+
+    def add(self, commit: asyncio.Future[None], key: str, stored: bytes) -> None:
+        held = self._by_commit.get(id(commit))
+        if held is None:
+            held = self._by_commit[id(commit)] = (commit, [])
+        held[1].append((key, stored))
+        self.last = commit
+
+    def watch(self) -> None:
+        for commit, rows in self._by_commit.values():
+            commit.add_done_callback(lambda done, rows=rows: self._settled(done, rows))  # type: ignore[misc]
+
+    def _settled(self, commit: asyncio.Future[None], rows: list[tuple[str, bytes]]) -> None:
+        if not commit.cancelled() and commit.exception() is None:
+            self._keyspace.persisted(rows)
+
+
 def derive_node_id() -> str:
     """Readable and unique enough: the host name plus 48 random bits."""
     host = socket.gethostname().split(".")[0] or "node"
@@ -92,6 +118,8 @@ class Node:
         )
         self.node_id = config.node_id or ""
         self._keyspace: Keyspace | None = None
+        #: the read side of the states table (None in memory): what the keyspace reads cold keys from
+        self._disk: StateReader | None = None
         self._feed: ChangeFeed | None = None
         #: the data directory's small named values as found at start (node id, known cluster members, ...)
         self.stored_meta: dict[str, str] = {}
@@ -154,8 +182,11 @@ class Node:
         self.node_id = self.config.node_id or stored_id or derive_node_id()
         if self.node_id != stored_id:
             await self.storage.put_meta("node_id", self.node_id)
+        database = self.storage.database
+        self._disk = None if database is None else StateReader(database)
         self._keyspace = Keyspace(self.node_id, self.hlc, op_keyed_increments=self.config.wire_version >= 2,
-                                  cache_bytes=self.config.state_cache_bytes if self.storage.durable else None)
+                                  cache_bytes=self.config.state_cache_bytes if self.storage.durable else None,
+                                  disk=self._disk)
         self._recover(recovered)
         self._feed = await ChangeFeed.open(self.node_id, self.storage, recovered, self._keyspace,
                                            uncommitted=self._uncommitted, on_failure=self.supervisor.report)
@@ -171,9 +202,8 @@ class Node:
         self.supervisor.supervise("loop_lag", LoopLagMonitor(self.metrics.loop_lag, self.metrics.loop_lag_max).run)
 
     def _recover(self, recovered: Recovered) -> None:
-        keyspace = self.keyspace
+        keyspace = self.keyspace  # checkpointed states stay on disk, read when used (`server.disk_index`)
         try:
-            keyspace.load_encoded(recovered.states)  # each state is decoded when first read, not now
             for seq, key, type_name, blob in recovered.deltas:
                 keyspace.load(key, type_name, decode(blob))
                 self._dirty.setdefault(key, seq)
@@ -188,8 +218,7 @@ class Node:
         if unreadable:
             log.warning("node %s: %d stored op_id results could not be read and were skipped", self.node_id,
                         unreadable)
-        log.info("node %s recovered %d keys (%d states, %d logged deltas)", self.node_id, len(keyspace),
-                 len(recovered.states), len(recovered.deltas))
+        log.info("node %s recovered %d keys (%d logged deltas)", self.node_id, len(keyspace), len(recovered.deltas))
 
     async def stop(self) -> None:
         """Stops replication and background work, folds every dirty key into a checkpoint, flushes and closes storage.
@@ -215,6 +244,9 @@ class Node:
                     log.exception("node %s: final checkpoint failed; the next start replays the log", self.node_id)
         finally:
             await self.storage.close()
+            if self._disk is not None:
+                self._disk.close()
+                self._disk = None
 
     async def __aenter__(self) -> Node:
         await self.start()
@@ -516,6 +548,7 @@ class Node:
         done = 0
         keyspace = self.keyspace
         dirty = self._dirty
+        written = CommitWatch(keyspace)
         oldest_allowed = self.storage.last_seq - self.config.checkpoint_max_log_records
         for key, first_seq in list(islice(dirty.items(), 4 * max_keys)):  # bounded, even past many waiting keys
             if done == max_keys:
@@ -526,10 +559,11 @@ class Node:
             del dirty[key]
             entry = keyspace.entry(key)
             assert entry is not None, "a logged key is never dropped from the keyspace"
-            blob = encode(entry.state)
+            state = entry.state
+            blob = encode(state)
             stored = compressed(blob)  # big states deflated: a third of the disk
-            self.storage.checkpoint(key, entry.type_name, stored)
-            entry.stored(stored)  # clean now: the cache may drop its decoded form
+            written.add(self.storage.checkpoint(key, entry.type_name, stored, empty=state.is_empty()), key, stored)
+            entry.stored(stored)  # clean now: the cache may drop its decoded form (and, once committed, the key)
             if len(blob) >= BIG_STATE_BYTES:
                 self._big_states[key] = [len(blob), 0]
             elif big is not None:
@@ -537,8 +571,25 @@ class Node:
             done += 1
         if done:
             self.storage.truncate_log(next(iter(dirty.values()), self.storage.last_seq + 1))
+        written.watch()
         self.metrics.checkpoints.inc(amount=done)
         return done
+
+    def install_stored(self, rows: Sequence[tuple[str, str, bytes]]) -> asyncio.Future[None] | None:
+        """A bulk install of raw (key, type name, stored bytes) rows straight to the states table, for the keys this
+        node does not hold (`Keyspace.install_stored`; a row of a key held here is skipped: the caller merges it the
+        usual way). Returns the commit's future (None when no row was taken). Nothing is logged: each row is one
+        checkpointed state, written in one transaction with the others queued meanwhile; the keyspace holds the
+        bytes until the commit, then lets them go. No listener is told (the caller marks digests)."""
+        self._check_running()
+        taken = self.keyspace.install_stored(rows)
+        if not taken:
+            return None
+        written = CommitWatch(self.keyspace)
+        for key, type_name, blob in taken:
+            written.add(self.storage.checkpoint(key, type_name, blob), key, blob)
+        written.watch()
+        return written.last
 
     def checkpoint_round(self) -> int:
         """One round of the background checkpointer: `checkpoint_batch_keys` keys, or four times that while the log

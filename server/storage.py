@@ -47,6 +47,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import msgpack
 
@@ -60,7 +61,11 @@ LOG_SEQ_META = "log_seq"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS states (key TEXT PRIMARY KEY, type TEXT NOT NULL, state BLOB NOT NULL);
+-- empty: whether the state holds no entry (listings skip it without decoding); digest, size, leaf: the key's
+-- anti-entropy digest, the size of what it hashes and its hash-tree leaf (`server.replication.digests`). NULL: not
+-- known (rows written before these columns existed, or raw installs): read from the state when needed.
+CREATE TABLE IF NOT EXISTS states (key TEXT PRIMARY KEY, type TEXT NOT NULL, state BLOB NOT NULL,
+                                   empty INTEGER, digest BLOB, size INTEGER, leaf INTEGER);
 -- one row per commit: last_seq is the seq of its last record; records is msgpack [[key, type, delta], ...]
 CREATE TABLE IF NOT EXISTS log (last_seq INTEGER PRIMARY KEY, records BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS op_results (
@@ -70,13 +75,28 @@ CREATE TABLE IF NOT EXISTS op_results (
 """
 
 
+#: columns of `states` added after its first release, with their declarations (NULL = not known yet)
+_LATER_STATE_COLUMNS = {"empty": "INTEGER", "digest": "BLOB", "size": "INTEGER", "leaf": "INTEGER"}
+_STATE_INDEXES = "CREATE INDEX IF NOT EXISTS states_by_leaf ON states (leaf);"
+
+
+class StateRow(NamedTuple):
+    """What a checkpoint writes for one key: its state and what is known beside it (None: not known, see _SCHEMA)."""
+
+    type_name: str
+    state: bytes
+    empty: bool | None = None
+    digest: bytes | None = None
+    size: int | None = None
+    leaf: int | None = None
+
+
 @dataclass
 class Recovered:
-    """What was on disk at open, in the order recovery must apply it."""
+    """What was on disk at open, in the order recovery must apply it. Checkpointed states are not read: they stay
+    on disk, read on demand (`server.disk_index.StateReader`)."""
 
     meta: dict[str, str] = field(default_factory=dict)
-    #: (key, type name, encoded full state)
-    states: list[tuple[str, str, bytes]] = field(default_factory=list)
     #: (seq, key, type name, encoded delta), ascending seq
     deltas: list[tuple[int, str, str, bytes]] = field(default_factory=list)
     #: (key, op_id, encoded result), oldest first
@@ -89,7 +109,7 @@ class _Batch:
     deltas: list[tuple[str, str, bytes]] = field(default_factory=list)
     last_seq: int = 0
     op_results: list[tuple[str, str, bytes]] = field(default_factory=list)
-    checkpoints: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    checkpoints: dict[str, StateRow] = field(default_factory=dict)
     #: log rows whose records all have a seq below this are dropped (0: none)
     truncate_below: int = 0
     meta: dict[str, str] = field(default_factory=dict)
@@ -111,6 +131,7 @@ class _SQLiteFile:
 
     def __init__(self, data_dir: Path, op_retention: int) -> None:
         self._data_dir = data_dir
+        self.database = data_dir / DB_FILE
         self._op_retention = op_retention
         self._lock = DataDirLock(data_dir)
         self._conn: sqlite3.Connection | None = None
@@ -122,15 +143,16 @@ class _SQLiteFile:
         """Locks the data directory (one node per directory: `server.data_dir_lock`), then opens and reads it."""
         self._data_dir.mkdir(parents=True, exist_ok=True)
         self._lock.acquire()
-        conn = sqlite3.connect(self._data_dir / DB_FILE, isolation_level=None)
+        conn = sqlite3.connect(self.database, isolation_level=None)
         self._conn = conn
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.executescript(_SCHEMA)
         self._migrate_row_per_record_log(conn)
+        self._add_state_columns(conn)
+        conn.executescript(_STATE_INDEXES)
         return Recovered(
             meta=dict(conn.execute("SELECT name, value FROM meta")),
-            states=list(conn.execute("SELECT key, type, state FROM states")),
             deltas=read_log(conn),
             op_results=list(conn.execute("SELECT key, op_id, result FROM op_results ORDER BY id")),
         )
@@ -153,6 +175,16 @@ class _SQLiteFile:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise
+
+    @staticmethod
+    def _add_state_columns(conn: sqlite3.Connection) -> None:
+        """Data directories from before a column of `states` existed get it, NULL in every row (adding a column
+        with no default rewrites nothing, whatever the table's size): readers treat NULL as not known and read it
+        from the state itself, and the next checkpoint of each key fills it in."""
+        present = {row[1] for row in conn.execute("PRAGMA table_info(states)")}
+        for name, declaration in _LATER_STATE_COLUMNS.items():
+            if name not in present:
+                conn.execute(f"ALTER TABLE states ADD COLUMN {name} {declaration}")
 
     def write(self, batch: _Batch) -> None:
         try:
@@ -181,8 +213,9 @@ class _SQLiteFile:
                     "DELETE FROM op_results WHERE id <= (SELECT MAX(id) FROM op_results) - ?", (self._op_retention,)
                 )
             conn.executemany(
-                "INSERT OR REPLACE INTO states (key, type, state) VALUES (?, ?, ?)",
-                [(key, type_name, state) for key, (type_name, state) in batch.checkpoints.items()],
+                "INSERT OR REPLACE INTO states (key, type, state, empty, digest, size, leaf) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(key, *row) for key, row in batch.checkpoints.items()],
             )
             if batch.truncate_below and self._may_truncate:
                 conn.execute("DELETE FROM log WHERE last_seq < ?", (batch.truncate_below,))
@@ -235,6 +268,11 @@ class Storage:
     @property
     def durable(self) -> bool:
         return self._file is not None
+
+    @property
+    def database(self) -> Path | None:
+        """The SQLite file (None in memory): what `server.disk_index.StateReader` opens for reading."""
+        return None if self._file is None else self._file.database
 
     @property
     def healthy(self) -> bool:
@@ -291,12 +329,15 @@ class Storage:
             self._pending.op_results.append((key, op_id, result))
             return self._queued()
 
-    def checkpoint(self, key: str, type_name: str, state: bytes) -> asyncio.Future[None]:
-        """Stores `state` as `key`'s full state (the log keeps its records until `truncate_log` drops them)."""
+    def checkpoint(self, key: str, type_name: str, state: bytes, *, empty: bool | None = None,
+                   digest: bytes | None = None, size: int | None = None,
+                   leaf: int | None = None) -> asyncio.Future[None]:
+        """Stores `state` as `key`'s full state (the log keeps its records until `truncate_log` drops them), with what
+        is known beside it (`StateRow`; None: not known, found from the state when needed)."""
         if self._file is None:
             return self._resolved()
         with self._lock:
-            self._pending.checkpoints[key] = (type_name, state)
+            self._pending.checkpoints[key] = StateRow(type_name, state, empty, digest, size, leaf)
             return self._queued()
 
     def truncate_log(self, below_seq: int) -> asyncio.Future[None]:

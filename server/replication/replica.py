@@ -89,8 +89,7 @@ class KeyspaceStore:
         return None if entry is None else (entry.type_name, entry.state)
 
     def encoded(self, key: str) -> tuple[str, bytes] | None:
-        entry = self.keyspace.entry(key)
-        return None if entry is None else (entry.type_name, entry.encoded())
+        return self.keyspace.stored(key)
 
     def merge(self, key: str, type_name: str, state: Any, blob: bytes | None = None) -> None:
         self.keyspace.merge_remote(key, type_name, state)

@@ -88,8 +88,7 @@ class HostStore:
         return None if entry is None else (entry.type_name, entry.state)
 
     def encoded(self, key: str) -> tuple[str, bytes] | None:
-        entry = self.host.keyspace.entry(key)
-        return None if entry is None else (entry.type_name, entry.encoded())
+        return self.host.keyspace.stored(key)
 
     def merge(self, key: str, type_name: str, state: Any, blob: bytes | None = None) -> None:
         self.host.merge_remote_nowait(key, type_name, state, blob)
