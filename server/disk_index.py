@@ -19,15 +19,48 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
-from rumor.crdt import CRDTError, decode
-from rumor.crdt.encoding import holds_entries
+from rumor.crdt import CRDTError, decode, encode
+from rumor.crdt.encoding import as_written, holds_entries
+from rumor.gossip.anti_entropy.merkle import leaf_of, state_digest
 from rumor.server.errors import StorageCorruptError
 
 #: rows a listing reads from disk at a time while it looks for non-empty keys
 LISTING_CHUNK_ROWS = 256
 #: keys `StateReader.existing` asks about in one statement (SQLite allows 32,766 parameters since 3.32)
 EXISTING_CHUNK_KEYS = 500
+#: the shape of the anti-entropy hash tree whose leaf numbers the `states` table stores (`server.replication.digests`)
+TREE_FANOUT = 8
+TREE_DEPTH = 5
+TREE_LEAVES = TREE_FANOUT**TREE_DEPTH
+
+
+class DigestColumns(NamedTuple):
+    """What the `states` table stores beside a state for anti-entropy: the digest of the key's anti-entropy blob
+    (type name, a NUL, the plain encoding: what `ReplicaCore.encode_key` hands the digest index), its size, and the
+    key's leaf in the hash tree."""
+
+    digest: bytes
+    size: int
+    leaf: int
+
+
+def digest_columns(key: str, type_name: str, plain: bytes) -> DigestColumns:
+    """Of a state given as its plain encoding (`crdt.encode`)."""
+    blob = type_name.encode("ascii") + b"\0" + plain  # `server.replication.wire.state_blob`
+    return DigestColumns(state_digest(blob), len(blob), leaf_of(key.encode("utf-8"), TREE_LEAVES))
+
+
+def stored_digest_columns(key: str, type_name: str, stored: bytes) -> DigestColumns:
+    """Of a state given as its stored bytes (possibly deflated or of version 1)."""
+    try:
+        plain = as_written(stored)
+        if plain is None:
+            plain = encode(decode(stored))
+    except CRDTError as exc:
+        raise StorageCorruptError(f"the stored state of key {key!r} is unreadable: {exc}") from exc
+    return digest_columns(key, type_name, plain)
 
 
 def stored_is_empty(key: str, blob: bytes) -> bool:
@@ -102,6 +135,34 @@ class StateReader:
             return self._conn.execute("SELECT key, type, state FROM states ORDER BY key LIMIT ?", (limit,)).fetchall()
         return self._conn.execute("SELECT key, type, state FROM states WHERE key > ? ORDER BY key LIMIT ?",
                                   (after, limit)).fetchall()
+
+    def undigested(self, after: str, limit: int) -> list[tuple[str, str, bytes]]:
+        """Up to ``limit`` (key, type name, stored bytes) of rows stored without a digest (written before the column
+        existed, or raw), keys after ``after`` (the caller's cursor), through the leaf index."""
+        return self._conn.execute("SELECT key, type, state FROM states WHERE leaf IS NULL AND key > ? ORDER BY key "
+                                  "LIMIT ?", (after, limit)).fetchall()
+
+    # -- `merkle.LeafSource`: what a `StoredTree` reads ------------------------------------------------------------
+
+    def leaf_hashes(self, leaf_count: int) -> tuple[list[int], int]:
+        if leaf_count != TREE_LEAVES:
+            raise ValueError(f"the states table numbers {TREE_LEAVES} leaves, not {leaf_count}")
+        leaves = [0] * leaf_count
+        keys = 0
+        for leaf, value, count in self._conn.execute("SELECT leaf, hash, keys FROM leaf_hashes").fetchall():
+            leaves[leaf] = int.from_bytes(value, "big")
+            keys += count
+        return leaves, keys
+
+    def digest_row(self, key: bytes) -> tuple[bytes, int] | None:
+        rows = self._conn.execute("SELECT digest, size FROM states WHERE key = ? AND digest IS NOT NULL",
+                                  (key.decode("utf-8"),)).fetchall()
+        return rows[0] if rows else None
+
+    def leaf_rows(self, leaf: int) -> list[tuple[bytes, bytes, int]]:
+        rows = self._conn.execute("SELECT key, digest, size FROM states WHERE leaf = ? AND digest IS NOT NULL",
+                                  (leaf,)).fetchall()
+        return [(key.encode("utf-8"), digest, size) for key, digest, size in rows]
 
     def listing(self, start: str, inclusive: bool, prefix: str) -> Iterator[tuple[str, str]]:
         """(key, type name) of each key with a non-empty state from ``start`` on (``inclusive`` or not), in key

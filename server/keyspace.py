@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from heapq import merge
 from itertools import islice
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from sortedcontainers import SortedDict
 
@@ -50,6 +50,18 @@ from rumor.server.updates import Clear, Update, make_delta, new_state
 from rumor.server.values import TYPES, check_binding, check_key, context_binding, read_context_of, render_value
 
 Listener = Callable[[str, str, Any, "bytes | None"], None]
+
+
+class DigestSink(Protocol):
+    """Who keeps a hash tree over the digests stored beside the states (`server.replication.digests.DigestIndex`):
+    told before a key's stored digest changes and once the change has committed (`merkle.StoredTree`)."""
+
+    def storing(self, key: str, digest: bytes, size: int) -> None:
+        """A write of ``digest`` (of the key's current state, whose anti-entropy blob is ``size`` bytes) is queued."""
+
+    def stored(self, rows: list[tuple[str, bytes]]) -> None:
+        """(key, digest) pairs now committed."""
+
 #: keys `__iter__` reads at a time (from disk and memory)
 ITER_PAGE_KEYS = 1024
 
@@ -122,6 +134,8 @@ class Keyspace:
             self.cache.forget = self._forget
         self._local_listeners: list[Listener] = []
         self._remote_listeners: list[Listener] = []
+        #: the hash tree over the stored digests, once replication attaches one
+        self.digest_sink: DigestSink | None = None
         #: counters that may hold op-keyed increments (`crdt.counter_ops`): what `server.op_folding` visits
         #: (a dict used as an ordered set: the folder takes keys from the front and puts back those still holding some)
         self.op_keyed: dict[str, None] = {}
@@ -142,6 +156,17 @@ class Keyspace:
             after = keys[-1]
 
     @property
+    def disk(self) -> StateReader | None:
+        return self._disk
+
+    def unsettled_keys(self) -> list[str]:
+        """Keys whose state may differ from what the `states` table holds (changed since their last committed
+        checkpoint: what a hash tree over the stored digests must rehash); every key without a disk."""
+        if self._disk is None:
+            return list(self)
+        return [key for key, entry in self._entries.items() if not entry.on_disk]
+
+    @property
     def resident(self) -> int:
         """Keys held in memory (all of them without a disk)."""
         return len(self._entries)
@@ -155,6 +180,9 @@ class Keyspace:
                 entry = self._entries[key] = Entry(row[0], blob=row[1], key=key, cache=self._tracking, on_disk=True)
                 self.cache.used(entry)  # tracked as bytes: eviction takes the key out of memory again
         return entry
+
+    def entry_in_memory(self, key: str) -> bool:
+        return key in self._entries
 
     def _peek(self, key: str) -> Entry | None:
         """The key's entry for a read that changes nothing: from disk, one that is not kept in memory."""
@@ -296,14 +324,22 @@ class Keyspace:
             taken.append((key, type_name, blob))
         return taken
 
-    def persisted(self, rows: Iterable[tuple[str, bytes]]) -> None:
-        """(key, stored bytes) pairs whose write to the `states` table has committed: an entry still holding exactly
-        those bytes may leave memory (at once when it is not decoded, else once the cache evicts it). Does nothing
-        without a disk."""
+    def storing(self, key: str, digest: bytes, size: int) -> None:
+        """A write of the key's current state with ``digest`` beside it is about to be queued (tells the sink)."""
+        if self.digest_sink is not None:
+            self.digest_sink.storing(key, digest, size)
+
+    def persisted(self, rows: Iterable[tuple[str, bytes, bytes | None]]) -> None:
+        """(key, stored bytes, digest) whose write to the `states` table has committed: an entry still holding
+        exactly those bytes may leave memory (at once when it is not decoded, else once the cache evicts it); the
+        digest sink hears of the digests. Does nothing without a disk."""
         if self._disk is None:
             return
+        rows = list(rows)
+        if self.digest_sink is not None:
+            self.digest_sink.stored([(key, digest) for key, _, digest in rows if digest is not None])
         cache = self.cache
-        for key, blob in rows:
+        for key, blob, _ in rows:
             entry = self._entries.get(key)
             if entry is None or entry.blob is not blob:  # changed since (or already gone): its next checkpoint
                 continue

@@ -31,7 +31,7 @@ from rumor.crdt.encoding import compressed
 from rumor.gossip.futures import retrieve_exception
 from rumor.server.config import ServerConfig
 from rumor.server.consistency import Consistency, Level
-from rumor.server.disk_index import StateReader
+from rumor.server.disk_index import StateReader, digest_columns
 from rumor.server.errors import (
     InvalidOperationError,
     NodeNotRunningError,
@@ -47,6 +47,7 @@ from rumor.server.loop_lag import LoopLagMonitor
 from rumor.server.metrics import Metrics
 from rumor.server.op_folding import OpFolder
 from rumor.server.replication.seam import Replication, Standalone
+from rumor.server.state_writes import CommitWatch, write_stored
 from rumor.server.storage import Recovered, Storage
 from rumor.server.supervisor import Supervisor
 from rumor.server.updates import Clear, Update, request_fingerprint
@@ -60,33 +61,10 @@ log = logging.getLogger(__name__)
 BIG_STATE_BYTES = 64 * 1024
 #: decoded states the checkpointer may drop a round to keep within `state_cache_bytes` (`server.state_cache`)
 EVICTIONS_PER_ROUND = 4096
+#: rows stored without digest columns that a checkpoint round gives them (`Node.backfill_digests`)
+BACKFILL_PER_ROUND = 1024
 
 _NOT_CACHED = object()
-
-
-class CommitWatch:
-    """The states a checkpoint queued, by the commit that writes them: once a commit settles well, the keyspace
-    hears which bytes are on disk (`Keyspace.persisted`), so it may let those keys go from memory."""
-
-    def __init__(self, keyspace: Keyspace) -> None:
-        self._keyspace = keyspace
-        self._by_commit: dict[int, tuple[asyncio.Future[None], list[tuple[str, bytes]]]] = {}
-        self.last: asyncio.Future[None] | None = None
-
-    def add(self, commit: asyncio.Future[None], key: str, stored: bytes) -> None:
-        held = self._by_commit.get(id(commit))
-        if held is None:
-            held = self._by_commit[id(commit)] = (commit, [])
-        held[1].append((key, stored))
-        self.last = commit
-
-    def watch(self) -> None:
-        for commit, rows in self._by_commit.values():
-            commit.add_done_callback(lambda done, rows=rows: self._settled(done, rows))  # type: ignore[misc]
-
-    def _settled(self, commit: asyncio.Future[None], rows: list[tuple[str, bytes]]) -> None:
-        if not commit.cancelled() and commit.exception() is None:
-            self._keyspace.persisted(rows)
 
 
 def derive_node_id() -> str:
@@ -120,6 +98,8 @@ class Node:
         self._keyspace: Keyspace | None = None
         #: the read side of the states table (None in memory): what the keyspace reads cold keys from
         self._disk: StateReader | None = None
+        #: where `backfill_digests` goes on from
+        self._backfill_after = ""
         self._feed: ChangeFeed | None = None
         #: the data directory's small named values as found at start (node id, known cluster members, ...)
         self.stored_meta: dict[str, str] = {}
@@ -562,7 +542,10 @@ class Node:
             state = entry.state
             blob = encode(state)
             stored = compressed(blob)  # big states deflated: a third of the disk
-            written.add(self.storage.checkpoint(key, entry.type_name, stored, empty=state.is_empty()), key, stored)
+            columns = digest_columns(key, entry.type_name, blob)
+            keyspace.storing(key, columns.digest, columns.size)
+            commit = self.storage.checkpoint(key, entry.type_name, stored, empty=state.is_empty(), **columns._asdict())
+            written.add(commit, key, stored, columns.digest)
             entry.stored(stored)  # clean now: the cache may drop its decoded form (and, once committed, the key)
             if len(blob) >= BIG_STATE_BYTES:
                 self._big_states[key] = [len(blob), 0]
@@ -585,18 +568,32 @@ class Node:
         taken = self.keyspace.install_stored(rows)
         if not taken:
             return None
-        written = CommitWatch(self.keyspace)
-        for key, type_name, blob in taken:
-            written.add(self.storage.checkpoint(key, type_name, blob), key, blob)
-        written.watch()
-        return written.last
+        return write_stored(self.storage, self.keyspace, taken)
+
+    def backfill_digests(self, max_keys: int) -> int:
+        """Stores the digest columns of up to ``max_keys`` rows written without them (a data directory from before
+        they existed, or raw rows), rewriting each row as it is, so that the hash tree counts them (see
+        `merkle.StoredTree`). A key held in memory is skipped: it may have a newer state, or a write of one under
+        way, and its next checkpoint writes the columns. Returns how many rows were queued."""
+        disk = self._disk
+        if disk is None:
+            return 0
+        keyspace = self.keyspace
+        rows = disk.undigested(self._backfill_after, max_keys)
+        self._backfill_after = rows[-1][0] if len(rows) == max_keys else ""  # from the start again when done
+        cold = [row for row in rows if not keyspace.entry_in_memory(row[0])]
+        write_stored(self.storage, keyspace, cold)
+        return len(cold)
 
     def checkpoint_round(self) -> int:
         """One round of the background checkpointer: `checkpoint_batch_keys` keys, or four times that while the log
         spans `checkpoint_max_log_records` records or more (writes touch more distinct keys than the rounds fold,
         and a restart would replay the whole span)."""
         self.keyspace.cache.shrink(EVICTIONS_PER_ROUND)
-        if not self._dirty or not self.storage.healthy:
+        if not self.storage.healthy:
+            return 0
+        self.backfill_digests(BACKFILL_PER_ROUND)
+        if not self._dirty:
             return 0
         keys = self.config.checkpoint_batch_keys
         if self.storage.last_seq - next(iter(self._dirty.values())) >= self.config.checkpoint_max_log_records:

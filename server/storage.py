@@ -51,6 +51,7 @@ from typing import NamedTuple
 
 import msgpack
 
+from rumor.gossip.anti_entropy.merkle import DIGEST_BYTES, entry_hash
 from rumor.gossip.futures import retrieve_exception
 from rumor.server.data_dir_lock import DataDirLock
 from rumor.server.errors import StorageError
@@ -66,6 +67,9 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 -- known (rows written before these columns existed, or raw installs): read from the state when needed.
 CREATE TABLE IF NOT EXISTS states (key TEXT PRIMARY KEY, type TEXT NOT NULL, state BLOB NOT NULL,
                                    empty INTEGER, digest BLOB, size INTEGER, leaf INTEGER);
+-- per hash-tree leaf: the XOR of `merkle.entry_hash(key, digest)` over its rows with a digest, and how many there
+-- are; written in the same transaction as those rows (`write_states`), so a restart has the tree's node hashes at once
+CREATE TABLE IF NOT EXISTS leaf_hashes (leaf INTEGER PRIMARY KEY, hash BLOB NOT NULL, keys INTEGER NOT NULL);
 -- one row per commit: last_seq is the seq of its last record; records is msgpack [[key, type, delta], ...]
 CREATE TABLE IF NOT EXISTS log (last_seq INTEGER PRIMARY KEY, records BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS op_results (
@@ -78,6 +82,8 @@ CREATE TABLE IF NOT EXISTS op_results (
 #: columns of `states` added after its first release, with their declarations (NULL = not known yet)
 _LATER_STATE_COLUMNS = {"empty": "INTEGER", "digest": "BLOB", "size": "INTEGER", "leaf": "INTEGER"}
 _STATE_INDEXES = "CREATE INDEX IF NOT EXISTS states_by_leaf ON states (leaf);"
+#: keys or leaves named in one `IN (...)` statement
+_IN_CHUNK = 500
 
 
 class StateRow(NamedTuple):
@@ -212,11 +218,8 @@ class _SQLiteFile:
                 conn.execute(
                     "DELETE FROM op_results WHERE id <= (SELECT MAX(id) FROM op_results) - ?", (self._op_retention,)
                 )
-            conn.executemany(
-                "INSERT OR REPLACE INTO states (key, type, state, empty, digest, size, leaf) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(key, *row) for key, row in batch.checkpoints.items()],
-            )
+            if batch.checkpoints:
+                write_states(conn, batch.checkpoints)
             if batch.truncate_below and self._may_truncate:
                 conn.execute("DELETE FROM log WHERE last_seq < ?", (batch.truncate_below,))
             conn.executemany("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", batch.meta.items())
@@ -454,6 +457,51 @@ class Storage:
                     return
         finally:
             file.close()
+
+
+def write_states(conn: sqlite3.Connection, rows: dict[str, StateRow]) -> None:
+    """Writes full states (inside the caller's transaction) and keeps `leaf_hashes` equal to what the rows' digests
+    make: the one way rows with a digest may be written. A row's old digest leaves its leaf's hash, its new one
+    joins; a row without a digest (None: not known) counts in no leaf until one is written for it."""
+    keys = list(rows)
+    old: dict[str, tuple[bytes, int]] = {}
+    for i in range(0, len(keys), _IN_CHUNK):
+        chunk = keys[i : i + _IN_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        for key, digest, leaf in conn.execute(
+                f"SELECT key, digest, leaf FROM states WHERE key IN ({marks}) AND digest IS NOT NULL", chunk):
+            old[key] = (digest, leaf)
+    changes: dict[int, list[int]] = {}  # leaf -> [xor, keys added]
+    for key, row in rows.items():
+        before = old.get(key)
+        if before is not None and before == (row.digest, row.leaf):
+            continue
+        name = key.encode("utf-8")
+        if before is not None:
+            change = changes.setdefault(before[1], [0, 0])
+            change[0] ^= entry_hash(name, before[0])
+            change[1] -= 1
+        if row.digest is not None and row.leaf is not None:
+            change = changes.setdefault(row.leaf, [0, 0])
+            change[0] ^= entry_hash(name, row.digest)
+            change[1] += 1
+    conn.executemany("INSERT OR REPLACE INTO states (key, type, state, empty, digest, size, leaf) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?)", [(key, *row) for key, row in rows.items()])
+    if not changes:
+        return
+    leaves = list(changes)
+    current: dict[int, tuple[int, int]] = {}
+    for i in range(0, len(leaves), _IN_CHUNK):
+        some = leaves[i : i + _IN_CHUNK]
+        marks = ",".join("?" * len(some))
+        for leaf, value, count in conn.execute(
+                f"SELECT leaf, hash, keys FROM leaf_hashes WHERE leaf IN ({marks})", some):
+            current[leaf] = (int.from_bytes(value, "big"), count)
+    updated = []
+    for leaf, (xor, added) in changes.items():
+        value, count = current.get(leaf, (0, 0))
+        updated.append((leaf, (value ^ xor).to_bytes(DIGEST_BYTES, "big"), count + added))
+    conn.executemany("INSERT OR REPLACE INTO leaf_hashes (leaf, hash, keys) VALUES (?, ?, ?)", updated)
 
 
 def read_log(conn: sqlite3.Connection) -> list[tuple[int, str, str, bytes]]:
