@@ -229,7 +229,9 @@ class Keyspace:
 
     def check_type(self, key: str, update: Update) -> None:
         """Raises what `apply_local` would raise for a type problem, without changing anything."""
-        entry = self.entry(key)
+        self._check_type(key, update, self.entry(key))
+
+    def _check_type(self, key: str, update: Update, entry: Entry | None) -> None:
         if isinstance(update, Clear):
             # with a client's context, a key that holds nothing here may still hold what that read saw elsewhere
             # (not received yet): the clear is then deferred until it arrives (see crdt.dot_kernel)
@@ -261,7 +263,7 @@ class Keyspace:
         """
         entry = self.entry(key)
         if entry is None or isinstance(update, Clear) or entry.type_name != update.type_name:
-            self.check_type(key, update)  # the usual case, a write to a key of its type, needs no more checks
+            self._check_type(key, update, entry)  # the usual case, a write to a key of its type, needs none
         type_name = entry.type_name if entry is not None else update.type_name
         if type_name is None:  # a clear of a key unknown here, with the context of a read elsewhere
             assert isinstance(update, Clear)
