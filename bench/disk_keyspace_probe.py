@@ -7,7 +7,7 @@ batch), in a fresh process; then, in fresh processes, restarts the node with --b
 (and with an unbounded cache, the baseline) and attaches the anti-entropy digest index as replication does
 (`digests.digest_index_for`). Each phase reports its RSS growth over a process that imported everything, and per
 key: after the load; after the restart (start to serving, and to the hash tree being ready); and after reading
---reads random keys (every key when 0), with the checkpoint round (which evicts) every 5,000 reads.
+--reads random keys (every key when 0), with the checkpoint round (which evicts) every 2,000 reads.
 
     .venv/bin/python bench/disk_keyspace_probe.py [--sizes 1000000] [--budget-mib 64] [--reads 200000] [--json]
 
@@ -38,6 +38,9 @@ from rumor.server.replication.digests import digest_index_for
 from rumor.server.updates import Increment, RegisterWrite, SetChange, make_delta, new_state
 
 BATCH = 5000
+#: reads between two checkpoint rounds (which evict): about what a node serving reads at this rate fits in the
+#: default 0.25 s between rounds
+READS_PER_ROUND = 2000
 TYPES = ("counter", "set", "register")
 MIB = 2**20
 
@@ -50,16 +53,27 @@ def key_of(i: int) -> str:
     return f"k{i:09d}"
 
 
-def rows(start: int, stop: int, hlc: HLCSource) -> list[tuple[str, str, bytes]]:
-    """Each key's own small state, as a node that wrote it would store it."""
-    out = []
-    for i in range(start, stop):
-        type_name = TYPES[i % 3]
-        update = (Increment(amount=i % 100 + 1), SetChange(add=(i % 7, "x")), RegisterWrite(value=f"v{i}"))[i % 3]
-        state = new_state(type_name)
-        state.merge(make_delta(state, update, "origin", hlc))
-        out.append((key_of(i), type_name, encode(state)))
-    return out
+class Rows:
+    """Small states as a node that wrote them would store them: a counter (100 amounts), a set (7 elements) or a
+    register (1,000 values) per key, each encoded once and shared by the keys of that shape (building a state per
+    key would make the load three times slower and change nothing here: memory and reads are per key)."""
+
+    def __init__(self) -> None:
+        self._hlc = HLCSource()
+        self._encoded: dict[tuple[int, int], bytes] = {}
+
+    def _state(self, kind: int, variant: int) -> bytes:
+        held = self._encoded.get((kind, variant))
+        if held is None:
+            update = (Increment(amount=variant + 1), SetChange(add=(variant, "x")),
+                      RegisterWrite(value=f"v{variant}"))[kind]
+            state = new_state(TYPES[kind])
+            state.merge(make_delta(state, update, "origin", self._hlc))
+            held = self._encoded[(kind, variant)] = encode(state)
+        return held
+
+    def __call__(self, start: int, stop: int) -> list[tuple[str, str, bytes]]:
+        return [(key_of(i), TYPES[i % 3], self._state(i % 3, i % (100, 7, 1000)[i % 3])) for i in range(start, stop)]
 
 
 def config(data_dir: Path, budget: int | None) -> ServerConfig:
@@ -68,12 +82,12 @@ def config(data_dir: Path, budget: int | None) -> ServerConfig:
 
 
 async def load(data_dir: Path, keys: int, budget: int) -> dict[str, Any]:
-    hlc = HLCSource()
+    rows = Rows()
     base = _rss_mib()
     async with Node(config(data_dir, budget)) as node:
         started = time.perf_counter()
         for start in range(0, keys, BATCH):
-            commit = node.install_stored(rows(start, min(start + BATCH, keys), hlc))
+            commit = node.install_stored(rows(start, min(start + BATCH, keys)))
             if commit is not None:
                 await commit
         await node.storage.flush()
@@ -103,7 +117,7 @@ async def restart(data_dir: Path, keys: int, budget: int | None, reads: int) -> 
     for n, i in enumerate(sample):
         item = await node.read(key_of(i))
         assert item is not None
-        if n % 5000 == 4999:
+        if n % READS_PER_ROUND == READS_PER_ROUND - 1:
             node.checkpoint_round()
     read_s = time.perf_counter() - read_started
     node.checkpoint_round()
