@@ -159,6 +159,18 @@ class StateReader:
                                   (key.decode("utf-8"),)).fetchall()
         return rows[0] if rows else None
 
+    def digest_rows(self, keys: list[bytes]) -> dict[bytes, tuple[bytes, int]]:
+        found: dict[bytes, tuple[bytes, int]] = {}
+        names = [key.decode("utf-8") for key in keys]
+        for i in range(0, len(names), EXISTING_CHUNK_KEYS):
+            chunk = names[i : i + EXISTING_CHUNK_KEYS]
+            marks = ",".join("?" * len(chunk))
+            for key, digest, size in self._conn.execute(
+                    f"SELECT key, digest, size FROM states WHERE key IN ({marks}) AND digest IS NOT NULL",
+                    chunk).fetchall():
+                found[key.encode("utf-8")] = (digest, size)
+        return found
+
     def leaf_rows(self, leaf: int) -> list[tuple[bytes, bytes, int]]:
         rows = self._conn.execute("SELECT key, digest, size FROM states WHERE leaf = ? AND digest IS NOT NULL",
                                   (leaf,)).fetchall()

@@ -56,8 +56,9 @@ class DigestSink(Protocol):
     """Who keeps a hash tree over the digests stored beside the states (`server.replication.digests.DigestIndex`):
     told before a key's stored digest changes and once the change has committed (`merkle.StoredTree`)."""
 
-    def storing(self, key: str, digest: bytes, size: int) -> None:
-        """A write of ``digest`` (of the key's current state, whose anti-entropy blob is ``size`` bytes) is queued."""
+    def storing(self, rows: list[tuple[str, bytes, int]]) -> None:
+        """Writes of (key, digest, size) are about to be queued: each digest of the key's current state, whose
+        anti-entropy blob is ``size`` bytes. Called before any of them is queued."""
 
     def stored(self, rows: list[tuple[str, bytes]]) -> None:
         """(key, digest) pairs now committed."""
@@ -326,10 +327,11 @@ class Keyspace:
             taken.append((key, type_name, blob))
         return taken
 
-    def storing(self, key: str, digest: bytes, size: int) -> None:
-        """A write of the key's current state with ``digest`` beside it is about to be queued (tells the sink)."""
-        if self.digest_sink is not None:
-            self.digest_sink.storing(key, digest, size)
+    def storing(self, rows: list[tuple[str, bytes, int]]) -> None:
+        """Writes of the current states of keys with (key, digest, size) beside them are about to be queued (tells
+        the digest sink; before the writes are queued, since once queued they may commit at any moment)."""
+        if self.digest_sink is not None and rows:
+            self.digest_sink.storing(rows)
 
     def persisted(self, rows: Iterable[tuple[str, bytes, bytes | None]]) -> None:
         """(key, stored bytes, digest) whose write to the `states` table has committed: an entry still holding

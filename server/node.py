@@ -31,7 +31,7 @@ from rumor.crdt.encoding import compressed
 from rumor.gossip.futures import retrieve_exception
 from rumor.server.config import ServerConfig
 from rumor.server.consistency import Consistency, Level
-from rumor.server.disk_index import StateReader, digest_columns
+from rumor.server.disk_index import DigestColumns, StateReader, digest_columns
 from rumor.server.errors import (
     InvalidOperationError,
     NodeNotRunningError,
@@ -47,6 +47,7 @@ from rumor.server.loop_lag import LoopLagMonitor
 from rumor.server.metrics import Metrics
 from rumor.server.op_folding import OpFolder
 from rumor.server.replication.seam import Replication, Standalone
+from rumor.server.state_cache import Entry
 from rumor.server.state_writes import CommitWatch, write_stored
 from rumor.server.storage import Recovered, Storage
 from rumor.server.supervisor import Supervisor
@@ -525,13 +526,12 @@ class Node:
         each round. So the bytes written by checkpoints stay within twice the bytes logged, and the log stays
         bounded (the waiting key holds the low-water mark meanwhile).
         """
-        done = 0
         keyspace = self.keyspace
         dirty = self._dirty
-        written = CommitWatch(keyspace)
         oldest_allowed = self.storage.last_seq - self.config.checkpoint_max_log_records
+        rows: list[tuple[str, Entry, bytes, bool, DigestColumns]] = []
         for key, first_seq in list(islice(dirty.items(), 4 * max_keys)):  # bounded, even past many waiting keys
-            if done == max_keys:
+            if len(rows) == max_keys:
                 break
             big = self._big_states.get(key)
             if big is not None and not everything and 2 * big[1] < big[0] and first_seq > oldest_allowed:
@@ -541,17 +541,20 @@ class Node:
             assert entry is not None, "a logged key is never dropped from the keyspace"
             state = entry.state
             blob = encode(state)
-            stored = compressed(blob)  # big states deflated: a third of the disk
-            columns = digest_columns(key, entry.type_name, blob)
-            keyspace.storing(key, columns.digest, columns.size)
-            commit = self.storage.checkpoint(key, entry.type_name, stored, empty=state.is_empty(), **columns._asdict())
-            written.add(commit, key, stored, columns.digest)
-            entry.stored(stored)  # clean now: the cache may drop its decoded form (and, once committed, the key)
+            rows.append((key, entry, compressed(blob), state.is_empty(), digest_columns(key, entry.type_name, blob)))
             if len(blob) >= BIG_STATE_BYTES:
                 self._big_states[key] = [len(blob), 0]
             elif big is not None:
                 del self._big_states[key]
-            done += 1
+        # the hash tree over the stored digests hears of them before any is queued (`state_writes`)
+        keyspace.storing([(key, columns.digest, columns.size) for key, _, _, _, columns in rows])
+        written = CommitWatch(keyspace)
+        for key, entry, stored, empty, columns in rows:  # stored: big states deflated, a third of the disk
+            commit = self.storage.checkpoint(key, entry.type_name, stored, empty=empty, digest=columns.digest,
+                                             size=columns.size, leaf=columns.leaf)
+            written.add(commit, key, stored, columns.digest)
+            entry.stored(stored)  # clean now: the cache may drop its decoded form (and, once committed, the key)
+        done = len(rows)
         if done:
             self.storage.truncate_log(next(iter(dirty.values()), self.storage.last_seq + 1))
         written.watch()

@@ -49,13 +49,13 @@ def write_stored(storage: Storage, keyspace: Keyspace, rows: Sequence[tuple[str,
     (found from the bytes: nothing is decoded unless they are of version 1); returns the last commit's future, None
     for no rows. The caller guarantees each row is the key's newest state and that none is in the keyspace with
     another (a raw install of keys unknown here, or a stored row rewritten as it is)."""
+    columns_of = [stored_digest_columns(key, type_name, blob) for key, type_name, blob in rows]
+    keyspace.storing([(row[0], columns.digest, columns.size) for row, columns in zip(rows, columns_of, strict=True)])
     written = CommitWatch(keyspace)
-    for key, type_name, blob in rows:
-        columns = stored_digest_columns(key, type_name, blob)
-        keyspace.storing(key, columns.digest, columns.size)
+    for (key, type_name, blob), columns in zip(rows, columns_of, strict=True):
         holds = holds_entries(blob)
         commit = storage.checkpoint(key, type_name, blob, empty=None if holds is None else not holds,
-                                    **columns._asdict())
+                                    digest=columns.digest, size=columns.size, leaf=columns.leaf)
         written.add(commit, key, blob, columns.digest)
     written.watch()
     return written.last

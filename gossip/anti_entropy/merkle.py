@@ -207,6 +207,11 @@ class MerkleTree:
         bucket[key] = digest
         self._apply(leaf, delta)
 
+    def set_many(self, items: list[tuple[bytes, bytes, int]]) -> None:
+        """`set` of each (key, digest, size), in order."""
+        for key, digest, size in items:
+            self.set(key, digest, size)
+
     def remove(self, key: bytes) -> bool:
         """Forget a key (e.g. after garbage collection); returns whether it was present."""
         leaf = self.leaf_of(key)
@@ -294,6 +299,9 @@ class LeafSource(Protocol):
     def digest_row(self, key: bytes) -> tuple[bytes, int] | None:
         """(digest, encoded size) stored for ``key``, or None."""
 
+    def digest_rows(self, keys: list[bytes]) -> dict[bytes, tuple[bytes, int]]:
+        """`digest_row` of many keys at once: those stored with a digest."""
+
     def leaf_rows(self, leaf: int) -> list[tuple[bytes, bytes, int]]:
         """(key, digest, encoded size) of every key stored with a digest in ``leaf``."""
 
@@ -338,9 +346,25 @@ class StoredTree(MerkleTree):
             self._leaf_sizes = (-1, {})
 
     def set(self, key: bytes, digest: bytes, size: int = 0) -> None:
+        self._set(key, digest, size, self.leaf_of(key), None)
+
+    def set_many(self, items: list[tuple[bytes, bytes, int]]) -> None:
+        """`set` of each (key, digest, size), in order, reading the stored digests they replace in one batch."""
+        leaves = [self.leaf_of(key) for key, _, _ in items]
+        overlay = self._overlay
+        unpinned = [key for (key, _, _), leaf in zip(items, leaves, strict=True) if key not in overlay.get(leaf, ())]
+        stored = self._source.digest_rows(unpinned) if unpinned else {}
+        for (key, digest, size), leaf in zip(items, leaves, strict=True):
+            self._set(key, digest, size, leaf, stored)
+
+    def _set(self, key: bytes, digest: bytes, size: int, leaf: int,
+             stored: dict[bytes, tuple[bytes, int]] | None) -> None:
         self._check_digest(digest)
-        leaf = self.leaf_of(key)
-        old = self._current(key, leaf)
+        bucket = self._overlay.get(leaf)
+        if bucket is not None and key in bucket:
+            old = bucket[key]
+        else:
+            old = self._source.digest_row(key) if stored is None else stored.get(key)
         self._put(key, leaf, (digest, size))
         if old is not None and old[0] == digest:
             return

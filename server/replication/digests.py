@@ -96,11 +96,13 @@ class DigestIndex:
         self.tree.set(key.encode("utf-8"), state_digest(blob), len(blob))
         self.rehashed += 1
 
-    def storing(self, key: str, digest: bytes, size: int) -> None:
-        """The checkpointer queues the key's current state with ``digest`` (`keyspace.DigestSink`): the tree takes
-        it now (a rehash, and the pin of the key while its stored digest changes)."""
-        self._dirty.pop(key, None)
-        self.tree.set(key.encode("utf-8"), digest, size)
+    def storing(self, rows: list[tuple[str, bytes, int]]) -> None:
+        """The checkpointer is about to queue these keys' current states with their (digest, size)
+        (`keyspace.DigestSink`): the tree takes them now (a rehash, and the pin of each key while its stored digest
+        changes)."""
+        for key, _, _ in rows:
+            self._dirty.pop(key, None)
+        self.tree.set_many([(key.encode("utf-8"), digest, size) for key, digest, size in rows])
 
     def stored(self, rows: list[tuple[str, bytes]]) -> None:
         """(key, digest) committed beside the states: a stored tree's overlay lets go of those it holds."""

@@ -35,6 +35,9 @@ class FakeStore:
     def digest_row(self, key: bytes) -> tuple[bytes, int] | None:
         return self.rows.get(key)
 
+    def digest_rows(self, keys: list[bytes]) -> dict[bytes, tuple[bytes, int]]:
+        return {key: self.rows[key] for key in keys if key in self.rows}
+
     def leaf_rows(self, leaf: int) -> list[tuple[bytes, bytes, int]]:
         return [(k, d, s) for k, (d, s) in self.rows.items() if leaf_of(k, len(self.leaves)) == leaf]
 
@@ -63,8 +66,8 @@ def test_a_stored_tree_equals_the_tree_in_memory(plan: list[tuple[int, int]]) ->
             counter += 1
             versions[key] = counter
             tree.set(key, digest(counter), counter)
-        elif action == 1 and key in versions:  # a checkpoint: told first, stored at commit
-            tree.set(key, digest(versions[key]), versions[key])
+        elif action == 1 and key in versions:  # a checkpoint: told first (in a batch), stored at commit
+            tree.set_many([(key, digest(versions[key]), versions[key])])
             queued.append((key, digest(versions[key])))
         elif queued:
             written, value = queued.pop(0)
