@@ -17,8 +17,12 @@ Why this shape:
   transaction), and `open` continues after the larger of it and the log's last seq. Without it a log emptied by the
   checkpointer would restart the numbering at 1 on the next start, and a change-feed cursor (`server.watch`), which
   names a change by its seq, would name another change.
-- Recovery loads the checkpointed states, then merges the logged deltas in order. Merge is idempotent, so a delta
-  that is both in a state and in the log is harmless.
+- Recovery reads the log and merges its deltas in order into states read from disk as needed (the checkpointed
+  states stay in the table, the store of record: `server.disk_index`). Merge is idempotent, so a delta that is both
+  in a state and in the log is harmless.
+- Beside each state: an ``empty`` flag (listings skip empty keys without decoding) and the key's anti-entropy digest,
+  size and hash-tree leaf, with a per-leaf hash table kept equal to them in the same transaction (`write_states`), so
+  a restart has the hash tree's node hashes without reading a key (`merkle.StoredTree`).
 - Group commit: records queue on the event loop into the pending batch; a dedicated writer thread owns the SQLite
   connection and commits one batch after another, taking whatever queued while the previous commit ran (the loop never
   blocks on fsync). Each caller awaits the future of the batch holding its record: resolved = on disk.
