@@ -3,7 +3,9 @@
 Layering, from the data up (each module is one concept):
 
 - `values`, `updates`: the API's JSON data model and typed updates, mapped to crdt's types; checked once, here.
-- `keyspace`: key -> CRDT state in memory, with the rendered read cached per key and change listeners.
+- `keyspace`: key -> CRDT state (on disk, memory as a cache), with the rendered read cached per key and change
+  listeners; `state_cache` (what stays decoded in memory), `disk_index` (reads of the states table), `state_writes`
+  (raw state writes that tell the keyspace and the hash tree).
 - `storage`, `data_dir_lock`: the durable delta log and checkpointed states in SQLite, written by group commit,
   in a data directory one process holds at a time.
 - `hlc_source`, `consistency`: the node's hybrid logical clock; the ``w``/``r`` levels and what each one needs.

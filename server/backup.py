@@ -1,7 +1,7 @@
 """Backup and restore on a live node: stream every key's state out (`export_chunks`), join a file back in
 (`import_export`). The file format is `server.backup_format`; the HTTP routes are `server.backup_http`.
 
-**Export** pages through the keyspace in key order (`Keyspace.keys_after`, emptied keys included), encoding each
+**Export** pages through the keyspace in key order (`Keyspace.stored_after`, emptied keys included), encoding each
 key's whole state as it reaches it, and gives the event loop back about every `LOOP_SLICE_S`: reads and writes
 keep being served, and a key written during the export appears with its state when its page was read (each record
 is one real state of its key, taken at one moment; the file as a whole is no snapshot of one instant, and need not
@@ -75,12 +75,10 @@ async def export_chunks(node: Node, *, chunk_bytes: int = CHUNK_BYTES) -> AsyncI
     out = bytearray(writer.header())
     slicer = _Slicer()
     after: str | None = None
-    while keys := keyspace.keys_after(after, PAGE_KEYS):
-        for key in keys:
-            entry = keyspace.entry(key)
-            if entry is not None:  # keys are never dropped; checked all the same, as the loop ran in between
-                out += writer.record(key, entry.type_name, compressed(entry.encoded()))
-        after = keys[-1]
+    while rows := keyspace.stored_after(after, PAGE_KEYS):
+        for key, type_name, encoded in rows:
+            out += writer.record(key, type_name, compressed(encoded))
+        after = rows[-1][0]
         if len(out) >= chunk_bytes:
             yield bytes(out)
             out.clear()

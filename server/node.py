@@ -31,6 +31,7 @@ from rumor.crdt.encoding import compressed
 from rumor.gossip.futures import retrieve_exception
 from rumor.server.config import ServerConfig
 from rumor.server.consistency import Consistency, Level
+from rumor.server.disk_index import DigestColumns, StateReader, digest_columns
 from rumor.server.errors import (
     InvalidOperationError,
     NodeNotRunningError,
@@ -46,6 +47,8 @@ from rumor.server.loop_lag import LoopLagMonitor
 from rumor.server.metrics import Metrics
 from rumor.server.op_folding import OpFolder
 from rumor.server.replication.seam import Replication, Standalone
+from rumor.server.state_cache import Entry
+from rumor.server.state_writes import CommitWatch, write_stored
 from rumor.server.storage import Recovered, Storage
 from rumor.server.supervisor import Supervisor
 from rumor.server.updates import Clear, Update, request_fingerprint
@@ -59,6 +62,8 @@ log = logging.getLogger(__name__)
 BIG_STATE_BYTES = 64 * 1024
 #: decoded states the checkpointer may drop a round to keep within `state_cache_bytes` (`server.state_cache`)
 EVICTIONS_PER_ROUND = 4096
+#: rows stored without digest columns that a checkpoint round gives them (`Node.backfill_digests`)
+BACKFILL_PER_ROUND = 1024
 
 _NOT_CACHED = object()
 
@@ -92,6 +97,10 @@ class Node:
         )
         self.node_id = config.node_id or ""
         self._keyspace: Keyspace | None = None
+        #: the read side of the states table (None in memory): what the keyspace reads cold keys from
+        self._disk: StateReader | None = None
+        #: where `backfill_digests` goes on from
+        self._backfill_after = ""
         self._feed: ChangeFeed | None = None
         #: the data directory's small named values as found at start (node id, known cluster members, ...)
         self.stored_meta: dict[str, str] = {}
@@ -154,8 +163,11 @@ class Node:
         self.node_id = self.config.node_id or stored_id or derive_node_id()
         if self.node_id != stored_id:
             await self.storage.put_meta("node_id", self.node_id)
+        database = self.storage.database
+        self._disk = None if database is None else StateReader(database)
         self._keyspace = Keyspace(self.node_id, self.hlc, op_keyed_increments=self.config.wire_version >= 2,
-                                  cache_bytes=self.config.state_cache_bytes if self.storage.durable else None)
+                                  cache_bytes=self.config.state_cache_bytes if self.storage.durable else None,
+                                  disk=self._disk)
         self._recover(recovered)
         self._feed = await ChangeFeed.open(self.node_id, self.storage, recovered, self._keyspace,
                                            uncommitted=self._uncommitted, on_failure=self.supervisor.report)
@@ -171,9 +183,8 @@ class Node:
         self.supervisor.supervise("loop_lag", LoopLagMonitor(self.metrics.loop_lag, self.metrics.loop_lag_max).run)
 
     def _recover(self, recovered: Recovered) -> None:
-        keyspace = self.keyspace
+        keyspace = self.keyspace  # checkpointed states stay on disk, read when used (`server.disk_index`)
         try:
-            keyspace.load_encoded(recovered.states)  # each state is decoded when first read, not now
             for seq, key, type_name, blob in recovered.deltas:
                 keyspace.load(key, type_name, decode(blob))
                 self._dirty.setdefault(key, seq)
@@ -188,8 +199,7 @@ class Node:
         if unreadable:
             log.warning("node %s: %d stored op_id results could not be read and were skipped", self.node_id,
                         unreadable)
-        log.info("node %s recovered %d keys (%d states, %d logged deltas)", self.node_id, len(keyspace),
-                 len(recovered.states), len(recovered.deltas))
+        log.info("node %s recovered %d keys (%d logged deltas)", self.node_id, len(keyspace), len(recovered.deltas))
 
     async def stop(self) -> None:
         """Stops replication and background work, folds every dirty key into a checkpoint, flushes and closes storage.
@@ -215,6 +225,9 @@ class Node:
                     log.exception("node %s: final checkpoint failed; the next start replays the log", self.node_id)
         finally:
             await self.storage.close()
+            if self._disk is not None:
+                self._disk.close()
+                self._disk = None
 
     async def __aenter__(self) -> Node:
         await self.start()
@@ -513,12 +526,12 @@ class Node:
         each round. So the bytes written by checkpoints stay within twice the bytes logged, and the log stays
         bounded (the waiting key holds the low-water mark meanwhile).
         """
-        done = 0
         keyspace = self.keyspace
         dirty = self._dirty
         oldest_allowed = self.storage.last_seq - self.config.checkpoint_max_log_records
+        rows: list[tuple[str, Entry, bytes, bool, DigestColumns]] = []
         for key, first_seq in list(islice(dirty.items(), 4 * max_keys)):  # bounded, even past many waiting keys
-            if done == max_keys:
+            if len(rows) == max_keys:
                 break
             big = self._big_states.get(key)
             if big is not None and not everything and 2 * big[1] < big[0] and first_seq > oldest_allowed:
@@ -526,26 +539,64 @@ class Node:
             del dirty[key]
             entry = keyspace.entry(key)
             assert entry is not None, "a logged key is never dropped from the keyspace"
-            blob = encode(entry.state)
-            stored = compressed(blob)  # big states deflated: a third of the disk
-            self.storage.checkpoint(key, entry.type_name, stored)
-            entry.stored(stored)  # clean now: the cache may drop its decoded form
+            state = entry.state
+            blob = encode(state)
+            rows.append((key, entry, compressed(blob), state.is_empty(), digest_columns(key, entry.type_name, blob)))
             if len(blob) >= BIG_STATE_BYTES:
                 self._big_states[key] = [len(blob), 0]
             elif big is not None:
                 del self._big_states[key]
-            done += 1
+        # the hash tree over the stored digests hears of them before any is queued (`state_writes`)
+        keyspace.storing([(key, columns.digest, columns.size) for key, _, _, _, columns in rows])
+        written = CommitWatch(keyspace)
+        for key, entry, stored, empty, columns in rows:  # stored: big states deflated, a third of the disk
+            commit = self.storage.checkpoint(key, entry.type_name, stored, empty=empty, digest=columns.digest,
+                                             size=columns.size, leaf=columns.leaf)
+            written.add(commit, key, stored, columns.digest)
+            entry.stored(stored)  # clean now: the cache may drop its decoded form (and, once committed, the key)
+        done = len(rows)
         if done:
             self.storage.truncate_log(next(iter(dirty.values()), self.storage.last_seq + 1))
+        written.watch()
         self.metrics.checkpoints.inc(amount=done)
         return done
+
+    def install_stored(self, rows: Sequence[tuple[str, str, bytes]]) -> asyncio.Future[None] | None:
+        """A bulk install of raw (key, type name, stored bytes) rows straight to the states table, for the keys this
+        node does not hold (`Keyspace.install_stored`; a row of a key held here is skipped: the caller merges it the
+        usual way). Returns the commit's future (None when no row was taken). Nothing is logged: each row is one
+        checkpointed state, written in one transaction with the others queued meanwhile; the keyspace holds the
+        bytes until the commit, then lets them go. No listener is told (the caller marks digests)."""
+        self._check_running()
+        taken = self.keyspace.install_stored(rows)
+        if not taken:
+            return None
+        return write_stored(self.storage, self.keyspace, taken)
+
+    def backfill_digests(self, max_keys: int) -> int:
+        """Stores the digest columns of up to ``max_keys`` rows written without them (a data directory from before
+        they existed, or raw rows), rewriting each row as it is, so that the hash tree counts them (see
+        `merkle.StoredTree`). A key held in memory is skipped: it may have a newer state, or a write of one under
+        way, and its next checkpoint writes the columns. Returns how many rows were queued."""
+        disk = self._disk
+        if disk is None:
+            return 0
+        keyspace = self.keyspace
+        rows = disk.undigested(self._backfill_after, max_keys)
+        self._backfill_after = rows[-1][0] if len(rows) == max_keys else ""  # from the start again when done
+        cold = [row for row in rows if not keyspace.entry_in_memory(row[0])]
+        write_stored(self.storage, keyspace, cold)
+        return len(cold)
 
     def checkpoint_round(self) -> int:
         """One round of the background checkpointer: `checkpoint_batch_keys` keys, or four times that while the log
         spans `checkpoint_max_log_records` records or more (writes touch more distinct keys than the rounds fold,
         and a restart would replay the whole span)."""
         self.keyspace.cache.shrink(EVICTIONS_PER_ROUND)
-        if not self._dirty or not self.storage.healthy:
+        if not self.storage.healthy:
+            return 0
+        self.backfill_digests(BACKFILL_PER_ROUND)
+        if not self._dirty:
             return 0
         keys = self.config.checkpoint_batch_keys
         if self.storage.last_seq - next(iter(self._dirty.values())) >= self.config.checkpoint_max_log_records:

@@ -17,6 +17,11 @@ their bytes, until the estimate is within the budget (`state_cache_bytes`); a st
 checkpointed has no bytes and stays. So decoded memory is bounded by the budget plus the dirty keys, and what is
 evicted comes back with one decode when it is next used.
 
+With a disk-backed keyspace (`server.keyspace`, `server.disk_index`) the cache also bounds which *keys* are in
+memory at all: an entry whose bytes are durable in the `states` table (``on_disk``) leaves the keyspace when it is
+evicted (`StateCache.forget`), and the next use reads it back from disk. An entry read from disk and not decoded is
+tracked too, at the cost of its bytes plus `RESIDENT_ENTRY_BYTES`.
+
 Nothing holds a decoded state across an await while it changes it: writes and merges run synchronously on the loop
 and eviction runs in the checkpoint round, also on the loop, so a change never lands on an evicted copy.
 """
@@ -24,6 +29,7 @@ and eviction runs in the checkpoint round, also on the loop, so a change never l
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from rumor.crdt import CRDTError, decode, encode
@@ -37,6 +43,8 @@ DECODED_BYTES_PER_ENCODED_BYTE = 24
 #: the estimate for a state whose size is not known yet (created here, not checkpointed)
 UNKNOWN_STATE_BYTES = 2048
 DEFLATED_HEADER = bytes((MAGIC, VERSION, FLAG_ZLIB))
+#: the estimate of an entry kept as bytes only (its object, its key and the keyspace's slot for it), plus the bytes
+RESIDENT_ENTRY_BYTES = 320
 
 
 class StateCache:
@@ -49,6 +57,9 @@ class StateCache:
         self._sizes: dict[str, int] = {}
         self.bytes = 0
         self.evictions = 0
+        #: called with a key whose entry is evicted while its bytes are durable on disk (``Entry.on_disk``): the
+        #: disk-backed keyspace drops the key from memory altogether. None: evicted entries keep their bytes.
+        self.forget: Callable[[str], None] | None = None
 
     def __len__(self) -> int:
         return len(self._lru)
@@ -68,6 +79,11 @@ class StateCache:
             new = self._sizes[entry.key] = entry.estimated_bytes()
             self.bytes += new - old
 
+    def discard(self, entry: Entry) -> None:
+        """Stops tracking ``entry`` (its key left the keyspace)."""
+        if self._lru.get(entry.key) is entry:
+            self._drop(entry.key)
+
     def shrink(self, max_evictions: int) -> int:
         """Drops decoded states, least recently used first, until within the budget; skips (and keeps) states that
         have no bytes to come back from. At most ``max_evictions`` states looked at; returns how many were dropped."""
@@ -78,24 +94,34 @@ class StateCache:
             if self.bytes <= self.limit_bytes:
                 break
             key, entry = next(iter(self._lru.items()))
-            if not entry.evict():
-                self._lru.move_to_end(key)  # changed since its last checkpoint: it stays until the next one
+            if entry.on_disk and self.forget is not None:  # durable on disk: the key leaves memory altogether
+                entry.evict()
+                self._drop(key)
+                self.forget(key)
+            elif entry.decoded and entry.evict():  # its bytes are at hand: keep them, drop the decoded form
+                self._drop(key)
+            else:  # changed since its last checkpoint (or that checkpoint not committed yet): it stays until then
+                self._lru.move_to_end(key)
                 continue
-            del self._lru[key]
-            self.bytes -= self._sizes.pop(key)
             dropped += 1
         self.evictions += dropped
         return dropped
+
+    def _drop(self, key: str) -> None:
+        del self._lru[key]
+        self.bytes -= self._sizes.pop(key)
 
 
 class Entry:
     """A key's type and state (see the module docstring for the two forms a state takes)."""
 
-    __slots__ = ("_blob", "_cache", "_estimate", "_state", "binding", "cached", "key", "type_name")
+    __slots__ = ("_blob", "_cache", "_estimate", "_state", "binding", "cached", "key", "on_disk", "type_name")
 
     def __init__(self, type_name: str, state: Any = None, *, blob: bytes | None = None, key: str = "",
-                 cache: StateCache | None = None) -> None:
+                 cache: StateCache | None = None, on_disk: bool = False) -> None:
         self.type_name = type_name
+        #: ``blob`` is what the `states` table holds for the key, committed: the entry may leave memory
+        self.on_disk = on_disk
         self.key = key
         self._state = state
         self._blob = blob
@@ -117,6 +143,8 @@ class Entry:
                 state = self._state = decode(self._blob)  # type: ignore[arg-type]
             except CRDTError as exc:
                 raise self._unreadable(exc) from exc
+            if self._cache is not None:
+                self._cache.resized(self)  # tracked as bytes until now (read from disk): now as a decoded state
         if self._cache is not None:
             self._cache.used(self)
         return state
@@ -125,14 +153,22 @@ class Entry:
     def decoded(self) -> bool:
         return self._state is not None
 
+    @property
+    def blob(self) -> bytes | None:
+        """The state's bytes as stored (None: changed since it was last stored)."""
+        return self._blob
+
     def changed(self) -> None:
         """The state changed: its rendered read and its bytes are stale."""
         self.cached = None
         self._blob = None
+        self.on_disk = False
 
     def stored(self, blob: bytes) -> None:
-        """The checkpointer wrote ``blob`` for the state as it is now: it may be evicted to those bytes."""
+        """The checkpointer wrote ``blob`` for the state as it is now: it may be evicted to those bytes (and, once
+        the write has committed, ``on_disk``, leave memory)."""
         self._blob = blob
+        self.on_disk = False
         self._estimate = _estimate(blob)
         if self._cache is not None:
             self._cache.resized(self)
@@ -146,7 +182,10 @@ class Entry:
         return True
 
     def estimated_bytes(self) -> int:
-        """Of the decoded state, from its bytes when they were last known (a change rarely moves it much)."""
+        """Of the decoded state, from its bytes when they were last known (a change rarely moves it much); of the
+        bytes alone while the state is not decoded."""
+        if self._state is None and self._blob is not None:
+            return RESIDENT_ENTRY_BYTES + len(self._blob)
         return self._estimate
 
     def _unreadable(self, exc: Exception) -> StorageCorruptError:

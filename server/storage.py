@@ -17,8 +17,12 @@ Why this shape:
   transaction), and `open` continues after the larger of it and the log's last seq. Without it a log emptied by the
   checkpointer would restart the numbering at 1 on the next start, and a change-feed cursor (`server.watch`), which
   names a change by its seq, would name another change.
-- Recovery loads the checkpointed states, then merges the logged deltas in order. Merge is idempotent, so a delta
-  that is both in a state and in the log is harmless.
+- Recovery reads the log and merges its deltas in order into states read from disk as needed (the checkpointed
+  states stay in the table, the store of record: `server.disk_index`). Merge is idempotent, so a delta that is both
+  in a state and in the log is harmless.
+- Beside each state: an ``empty`` flag (listings skip empty keys without decoding) and the key's anti-entropy digest,
+  size and hash-tree leaf, with a per-leaf hash table kept equal to them in the same transaction (`write_states`), so
+  a restart has the hash tree's node hashes without reading a key (`merkle.StoredTree`).
 - Group commit: records queue on the event loop into the pending batch; a dedicated writer thread owns the SQLite
   connection and commits one batch after another, taking whatever queued while the previous commit ran (the loop never
   blocks on fsync). Each caller awaits the future of the batch holding its record: resolved = on disk.
@@ -47,9 +51,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import msgpack
 
+from rumor.gossip.anti_entropy.merkle import DIGEST_BYTES, entry_hash
 from rumor.gossip.futures import retrieve_exception
 from rumor.server.data_dir_lock import DataDirLock
 from rumor.server.errors import StorageError
@@ -60,7 +66,14 @@ LOG_SEQ_META = "log_seq"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS states (key TEXT PRIMARY KEY, type TEXT NOT NULL, state BLOB NOT NULL);
+-- empty: whether the state holds no entry (listings skip it without decoding); digest, size, leaf: the key's
+-- anti-entropy digest, the size of what it hashes and its hash-tree leaf (`server.replication.digests`). NULL: not
+-- known (rows written before these columns existed, or raw installs): read from the state when needed.
+CREATE TABLE IF NOT EXISTS states (key TEXT PRIMARY KEY, type TEXT NOT NULL, state BLOB NOT NULL,
+                                   empty INTEGER, digest BLOB, size INTEGER, leaf INTEGER);
+-- per hash-tree leaf: the XOR of `merkle.entry_hash(key, digest)` over its rows with a digest, and how many there
+-- are; written in the same transaction as those rows (`write_states`), so a restart has the tree's node hashes at once
+CREATE TABLE IF NOT EXISTS leaf_hashes (leaf INTEGER PRIMARY KEY, hash BLOB NOT NULL, keys INTEGER NOT NULL);
 -- one row per commit: last_seq is the seq of its last record; records is msgpack [[key, type, delta], ...]
 CREATE TABLE IF NOT EXISTS log (last_seq INTEGER PRIMARY KEY, records BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS op_results (
@@ -70,13 +83,30 @@ CREATE TABLE IF NOT EXISTS op_results (
 """
 
 
+#: columns of `states` added after its first release, with their declarations (NULL = not known yet)
+_LATER_STATE_COLUMNS = {"empty": "INTEGER", "digest": "BLOB", "size": "INTEGER", "leaf": "INTEGER"}
+_STATE_INDEXES = "CREATE INDEX IF NOT EXISTS states_by_leaf ON states (leaf);"
+#: keys or leaves named in one `IN (...)` statement
+_IN_CHUNK = 500
+
+
+class StateRow(NamedTuple):
+    """What a checkpoint writes for one key: its state and what is known beside it (None: not known, see _SCHEMA)."""
+
+    type_name: str
+    state: bytes
+    empty: bool | None = None
+    digest: bytes | None = None
+    size: int | None = None
+    leaf: int | None = None
+
+
 @dataclass
 class Recovered:
-    """What was on disk at open, in the order recovery must apply it."""
+    """What was on disk at open, in the order recovery must apply it. Checkpointed states are not read: they stay
+    on disk, read on demand (`server.disk_index.StateReader`)."""
 
     meta: dict[str, str] = field(default_factory=dict)
-    #: (key, type name, encoded full state)
-    states: list[tuple[str, str, bytes]] = field(default_factory=list)
     #: (seq, key, type name, encoded delta), ascending seq
     deltas: list[tuple[int, str, str, bytes]] = field(default_factory=list)
     #: (key, op_id, encoded result), oldest first
@@ -89,7 +119,7 @@ class _Batch:
     deltas: list[tuple[str, str, bytes]] = field(default_factory=list)
     last_seq: int = 0
     op_results: list[tuple[str, str, bytes]] = field(default_factory=list)
-    checkpoints: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    checkpoints: dict[str, StateRow] = field(default_factory=dict)
     #: log rows whose records all have a seq below this are dropped (0: none)
     truncate_below: int = 0
     meta: dict[str, str] = field(default_factory=dict)
@@ -111,6 +141,7 @@ class _SQLiteFile:
 
     def __init__(self, data_dir: Path, op_retention: int) -> None:
         self._data_dir = data_dir
+        self.database = data_dir / DB_FILE
         self._op_retention = op_retention
         self._lock = DataDirLock(data_dir)
         self._conn: sqlite3.Connection | None = None
@@ -122,15 +153,16 @@ class _SQLiteFile:
         """Locks the data directory (one node per directory: `server.data_dir_lock`), then opens and reads it."""
         self._data_dir.mkdir(parents=True, exist_ok=True)
         self._lock.acquire()
-        conn = sqlite3.connect(self._data_dir / DB_FILE, isolation_level=None)
+        conn = sqlite3.connect(self.database, isolation_level=None)
         self._conn = conn
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.executescript(_SCHEMA)
         self._migrate_row_per_record_log(conn)
+        self._add_state_columns(conn)
+        conn.executescript(_STATE_INDEXES)
         return Recovered(
             meta=dict(conn.execute("SELECT name, value FROM meta")),
-            states=list(conn.execute("SELECT key, type, state FROM states")),
             deltas=read_log(conn),
             op_results=list(conn.execute("SELECT key, op_id, result FROM op_results ORDER BY id")),
         )
@@ -153,6 +185,16 @@ class _SQLiteFile:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise
+
+    @staticmethod
+    def _add_state_columns(conn: sqlite3.Connection) -> None:
+        """Data directories from before a column of `states` existed get it, NULL in every row (adding a column
+        with no default rewrites nothing, whatever the table's size): readers treat NULL as not known and read it
+        from the state itself, and the next checkpoint of each key fills it in."""
+        present = {row[1] for row in conn.execute("PRAGMA table_info(states)")}
+        for name, declaration in _LATER_STATE_COLUMNS.items():
+            if name not in present:
+                conn.execute(f"ALTER TABLE states ADD COLUMN {name} {declaration}")
 
     def write(self, batch: _Batch) -> None:
         try:
@@ -180,10 +222,8 @@ class _SQLiteFile:
                 conn.execute(
                     "DELETE FROM op_results WHERE id <= (SELECT MAX(id) FROM op_results) - ?", (self._op_retention,)
                 )
-            conn.executemany(
-                "INSERT OR REPLACE INTO states (key, type, state) VALUES (?, ?, ?)",
-                [(key, type_name, state) for key, (type_name, state) in batch.checkpoints.items()],
-            )
+            if batch.checkpoints:
+                write_states(conn, batch.checkpoints)
             if batch.truncate_below and self._may_truncate:
                 conn.execute("DELETE FROM log WHERE last_seq < ?", (batch.truncate_below,))
             conn.executemany("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", batch.meta.items())
@@ -235,6 +275,11 @@ class Storage:
     @property
     def durable(self) -> bool:
         return self._file is not None
+
+    @property
+    def database(self) -> Path | None:
+        """The SQLite file (None in memory): what `server.disk_index.StateReader` opens for reading."""
+        return None if self._file is None else self._file.database
 
     @property
     def healthy(self) -> bool:
@@ -291,12 +336,15 @@ class Storage:
             self._pending.op_results.append((key, op_id, result))
             return self._queued()
 
-    def checkpoint(self, key: str, type_name: str, state: bytes) -> asyncio.Future[None]:
-        """Stores `state` as `key`'s full state (the log keeps its records until `truncate_log` drops them)."""
+    def checkpoint(self, key: str, type_name: str, state: bytes, *, empty: bool | None = None,
+                   digest: bytes | None = None, size: int | None = None,
+                   leaf: int | None = None) -> asyncio.Future[None]:
+        """Stores `state` as `key`'s full state (the log keeps its records until `truncate_log` drops them), with what
+        is known beside it (`StateRow`; None: not known, found from the state when needed)."""
         if self._file is None:
             return self._resolved()
         with self._lock:
-            self._pending.checkpoints[key] = (type_name, state)
+            self._pending.checkpoints[key] = StateRow(type_name, state, empty, digest, size, leaf)
             return self._queued()
 
     def truncate_log(self, below_seq: int) -> asyncio.Future[None]:
@@ -413,6 +461,51 @@ class Storage:
                     return
         finally:
             file.close()
+
+
+def write_states(conn: sqlite3.Connection, rows: dict[str, StateRow]) -> None:
+    """Writes full states (inside the caller's transaction) and keeps `leaf_hashes` equal to what the rows' digests
+    make: the one way rows with a digest may be written. A row's old digest leaves its leaf's hash, its new one
+    joins; a row without a digest (None: not known) counts in no leaf until one is written for it."""
+    keys = list(rows)
+    old: dict[str, tuple[bytes, int]] = {}
+    for i in range(0, len(keys), _IN_CHUNK):
+        chunk = keys[i : i + _IN_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        for key, digest, leaf in conn.execute(
+                f"SELECT key, digest, leaf FROM states WHERE key IN ({marks}) AND digest IS NOT NULL", chunk):
+            old[key] = (digest, leaf)
+    changes: dict[int, list[int]] = {}  # leaf -> [xor, keys added]
+    for key, row in rows.items():
+        before = old.get(key)
+        if before is not None and before == (row.digest, row.leaf):
+            continue
+        name = key.encode("utf-8")
+        if before is not None:
+            change = changes.setdefault(before[1], [0, 0])
+            change[0] ^= entry_hash(name, before[0])
+            change[1] -= 1
+        if row.digest is not None and row.leaf is not None:
+            change = changes.setdefault(row.leaf, [0, 0])
+            change[0] ^= entry_hash(name, row.digest)
+            change[1] += 1
+    conn.executemany("INSERT OR REPLACE INTO states (key, type, state, empty, digest, size, leaf) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?)", [(key, *row) for key, row in rows.items()])
+    if not changes:
+        return
+    leaves = list(changes)
+    current: dict[int, tuple[int, int]] = {}
+    for i in range(0, len(leaves), _IN_CHUNK):
+        some = leaves[i : i + _IN_CHUNK]
+        marks = ",".join("?" * len(some))
+        for leaf, value, count in conn.execute(
+                f"SELECT leaf, hash, keys FROM leaf_hashes WHERE leaf IN ({marks})", some):
+            current[leaf] = (int.from_bytes(value, "big"), count)
+    updated = []
+    for leaf, (xor, added) in changes.items():
+        value, count = current.get(leaf, (0, 0))
+        updated.append((leaf, (value ^ xor).to_bytes(DIGEST_BYTES, "big"), count + added))
+    conn.executemany("INSERT OR REPLACE INTO leaf_hashes (leaf, hash, keys) VALUES (?, ?, ?)", updated)
 
 
 def read_log(conn: sqlite3.Connection) -> list[tuple[int, str, str, bytes]]:

@@ -21,6 +21,11 @@ Why this shape:
 Digests are computed by the caller with `state_digest` over the deterministic encoding of a state, so equal states
 have equal digests on every replica. A leaf holds a plain dict (a few keys each; sorted only when listed):
 32k `SortedDict`s cost 3x more to build than the whole tree otherwise does.
+
+`StoredTree` is the same tree when the per-key digests live on disk (a `LeafSource`: a database with each key's
+digest, size and leaf, and each leaf's XOR kept with them): it holds in memory only the node hashes and an
+*overlay* of the keys whose digest in the tree is not the stored one (set since, or pinned while a write of the
+stored one is under way), so its memory does not grow with the keyspace.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator
 from hashlib import blake2b
+from typing import Protocol
 
 from rumor.gossip.errors import ConfigError
 
@@ -64,9 +70,18 @@ def key_fingerprint(key: bytes, salt: int = 0) -> bytes:
     return key_hash(key)[offset : offset + KEY_HASH_BYTES]
 
 
-def _entry_hash(key: bytes, digest: bytes) -> int:
+def entry_hash(key: bytes, digest: bytes) -> int:
+    """What one key contributes to its leaf's hash (and every node above): XORed in, XORed out."""
     # digest has a fixed width, so key || digest is unambiguous.
     return int.from_bytes(blake2b(key + digest, digest_size=16, person=b"rumor-merkle-ent").digest(), "big")
+
+
+_entry_hash = entry_hash
+
+
+def leaf_of(key: bytes, leaf_count: int) -> int:
+    """The leaf bucket of ``key`` in a tree of ``leaf_count`` leaves (`MerkleTree.leaf_of`)."""
+    return int.from_bytes(key_hash(key)[:8], "big") % leaf_count
 
 
 def entry_tag(key: bytes, digest: bytes, salt: int = 0) -> bytes:
@@ -127,15 +142,20 @@ class MerkleTree:
                 tree._count += 1
             bucket[key] = digest
             leaf_level[leaf] ^= _entry_hash(key, digest)
-        for level in range(depth - 1, -1, -1):
-            below = tree._levels[level + 1]
-            here = tree._levels[level]
+        tree._fill_upper_levels()
+        return tree
+
+    def _fill_upper_levels(self) -> None:
+        """Every level above the leaves, from the leaves' hashes."""
+        fanout = self._fanout
+        for level in range(self._depth - 1, -1, -1):
+            below = self._levels[level + 1]
+            here = self._levels[level]
             for i in range(len(here)):
                 acc = 0
                 for child in below[i * fanout : (i + 1) * fanout]:
                     acc ^= child
                 here[i] = acc
-        return tree
 
     # -- shape -------------------------------------------------------------------------------------------------
 
@@ -157,7 +177,7 @@ class MerkleTree:
 
     def leaf_of(self, key: bytes) -> int:
         """The leaf bucket that holds ``key``; the same on every replica with the same shape."""
-        return int.from_bytes(key_hash(key)[:8], "big") % self._leaf_count
+        return leaf_of(key, self._leaf_count)
 
     # -- mutation ----------------------------------------------------------------------------------------------
 
@@ -186,6 +206,11 @@ class MerkleTree:
             delta ^= _entry_hash(key, old)
         bucket[key] = digest
         self._apply(leaf, delta)
+
+    def set_many(self, items: list[tuple[bytes, bytes, int]]) -> None:
+        """`set` of each (key, digest, size), in order."""
+        for key, digest, size in items:
+            self.set(key, digest, size)
 
     def remove(self, key: bytes) -> bool:
         """Forget a key (e.g. after garbage collection); returns whether it was present."""
@@ -263,6 +288,146 @@ class MerkleTree:
         return [list(level) for level in self._levels]
 
 
+class LeafSource(Protocol):
+    """Per-key digests kept on disk, as a `StoredTree` reads them. A key's stored digest changes only by a write
+    the tree was told of first (`StoredTree.set` before the write is queued, `StoredTree.release` once committed),
+    and each leaf's stored hash (the XOR of its keys' `entry_hash`) changes with them, in the same transaction."""
+
+    def leaf_hashes(self, leaf_count: int) -> tuple[list[int], int]:
+        """Every leaf's stored hash (``leaf_count`` of them) and how many keys have a stored digest."""
+
+    def digest_row(self, key: bytes) -> tuple[bytes, int] | None:
+        """(digest, encoded size) stored for ``key``, or None."""
+
+    def digest_rows(self, keys: list[bytes]) -> dict[bytes, tuple[bytes, int]]:
+        """`digest_row` of many keys at once: those stored with a digest."""
+
+    def leaf_rows(self, leaf: int) -> list[tuple[bytes, bytes, int]]:
+        """(key, digest, encoded size) of every key stored with a digest in ``leaf``."""
+
+
+class StoredTree(MerkleTree):
+    """A `MerkleTree` whose per-key digests are on disk (see the module docstring): memory holds the node hashes
+    (``fanout**depth`` leaves x 16 bytes and the levels above) and the overlay, nothing per stored key."""
+
+    __slots__ = ("_leaf_sizes", "_overlaid", "_overlay", "_source")
+
+    def __init__(self, source: LeafSource, fanout: int = 8, depth: int = 5) -> None:
+        super().__init__(fanout, depth)
+        self._source = source
+        leaves, self._count = source.leaf_hashes(self._leaf_count)
+        self._levels[depth] = list(leaves)
+        self._fill_upper_levels()
+        #: leaf -> key -> (digest, size) in the tree, or None for a key absent from the tree but stored
+        self._overlay: dict[int, dict[bytes, tuple[bytes, int] | None]] = {}
+        self._overlaid = 0
+        #: sizes of the leaf listed last: a session asks `size_of` for each key of the leaf it just listed
+        self._leaf_sizes: tuple[int, dict[bytes, int]] = (-1, {})
+
+    @property
+    def overlaid(self) -> int:
+        """Keys whose digest in the tree is not the stored one (what memory holds per key)."""
+        return self._overlaid
+
+    def _current(self, key: bytes, leaf: int) -> tuple[bytes, int] | None:
+        bucket = self._overlay.get(leaf)
+        if bucket is not None and key in bucket:
+            return bucket[key]
+        return self._source.digest_row(key)
+
+    def _put(self, key: bytes, leaf: int, value: tuple[bytes, int] | None) -> None:
+        bucket = self._overlay.get(leaf)
+        if bucket is None:
+            bucket = self._overlay[leaf] = {}
+        if key not in bucket:
+            self._overlaid += 1
+        bucket[key] = value
+        if self._leaf_sizes[0] == leaf:
+            self._leaf_sizes = (-1, {})
+
+    def set(self, key: bytes, digest: bytes, size: int = 0) -> None:
+        self._set(key, digest, size, self.leaf_of(key), None)
+
+    def set_many(self, items: list[tuple[bytes, bytes, int]]) -> None:
+        """`set` of each (key, digest, size), in order, reading the stored digests they replace in one batch."""
+        leaves = [self.leaf_of(key) for key, _, _ in items]
+        overlay = self._overlay
+        unpinned = [key for (key, _, _), leaf in zip(items, leaves, strict=True) if key not in overlay.get(leaf, ())]
+        stored = self._source.digest_rows(unpinned) if unpinned else {}
+        for (key, digest, size), leaf in zip(items, leaves, strict=True):
+            self._set(key, digest, size, leaf, stored)
+
+    def _set(self, key: bytes, digest: bytes, size: int, leaf: int,
+             stored: dict[bytes, tuple[bytes, int]] | None) -> None:
+        self._check_digest(digest)
+        bucket = self._overlay.get(leaf)
+        if bucket is not None and key in bucket:
+            old = bucket[key]
+        else:
+            old = self._source.digest_row(key) if stored is None else stored.get(key)
+        self._put(key, leaf, (digest, size))
+        if old is not None and old[0] == digest:
+            return
+        delta = _entry_hash(key, digest)
+        if old is None:
+            self._count += 1
+        else:
+            delta ^= _entry_hash(key, old[0])
+        self._apply(leaf, delta)
+
+    def remove(self, key: bytes) -> bool:
+        leaf = self.leaf_of(key)
+        old = self._current(key, leaf)
+        if old is None:
+            return False
+        self._put(key, leaf, None)
+        self._count -= 1
+        self._apply(leaf, _entry_hash(key, old[0]))
+        return True
+
+    def release(self, key: bytes, digest: bytes) -> None:
+        """``digest`` is now stored for ``key`` (committed): if the tree holds that digest, the overlay lets go."""
+        leaf = self.leaf_of(key)
+        bucket = self._overlay.get(leaf)
+        if bucket is None:
+            return
+        held = bucket.get(key)
+        if held is not None and held[0] == digest:
+            del bucket[key]
+            self._overlaid -= 1
+            if not bucket:
+                del self._overlay[leaf]
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, bytes) and self._current(key, self.leaf_of(key)) is not None
+
+    def get(self, key: bytes) -> bytes | None:
+        held = self._current(key, self.leaf_of(key))
+        return None if held is None else held[0]
+
+    def size_of(self, key: bytes) -> int:
+        leaf = self.leaf_of(key)
+        if self._leaf_sizes[0] == leaf and key in self._leaf_sizes[1]:
+            return self._leaf_sizes[1][key]
+        held = self._current(key, leaf)
+        return 0 if held is None else held[1]
+
+    def leaf_items(self, leaf: int) -> list[tuple[bytes, bytes]]:
+        rows = {key: (digest, size) for key, digest, size in self._source.leaf_rows(leaf)}
+        for key, held in self._overlay.get(leaf, {}).items():
+            if held is None:
+                rows.pop(key, None)
+            else:
+                rows[key] = held
+        self._leaf_sizes = (leaf, {key: size for key, (_, size) in rows.items()})
+        return sorted((key, digest) for key, (digest, _) in rows.items())
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every ``(key, digest)``, leaf by leaf (reads every leaf from disk: for tests and tools)."""
+        for leaf in range(self._leaf_count):
+            yield from self.leaf_items(leaf)
+
+
 def sketch_size(fanout: int) -> int:
     """Values in a children sketch: the XOR of all children, then one per bit of the child index."""
     return 1 + (fanout - 1).bit_length()
@@ -336,10 +501,14 @@ __all__ = [
     "DIGEST_BYTES",
     "KEY_HASH_BYTES",
     "MAX_LEAVES",
+    "LeafSource",
     "MerkleTree",
+    "StoredTree",
+    "entry_hash",
     "entry_tag",
     "key_fingerprint",
     "key_hash",
+    "leaf_of",
     "locate_child",
     "sketch_of",
     "sketch_pays_below",

@@ -16,6 +16,12 @@ copy one way and the merged result back (twice the state bytes).
 
 A stale digest is harmless for correctness (the session then just sees a spurious difference, and always sends the
 *current* state); it only matters for the vector claims in `sync`, which are made only when nothing is dirty.
+
+Over a disk-backed keyspace (`digest_index_for`) the tree is a `merkle.StoredTree`: each key's digest, size and leaf
+are stored beside its state by the checkpointer (`storing` before the write is queued: the checkpointed state is the
+current one, so that is also a rehash; `stored` once committed, which lets the tree's overlay go), and each leaf's
+hash with them. A start reads the leaf hashes, not the keys, and marks dirty only the keys whose state in memory is
+newer than the stored one (recovered from the log), so nothing that grows with the keyspace is replayed.
 """
 
 from __future__ import annotations
@@ -23,14 +29,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from rumor.gossip.anti_entropy import MerkleTree, state_digest
+from rumor.gossip.anti_entropy.merkle import LeafSource, StoredTree
+from rumor.server.disk_index import TREE_DEPTH, TREE_FANOUT
+from rumor.server.keyspace import Keyspace
 
 Encoder = Callable[[str], "bytes | None"]
 """key -> the key's anti-entropy blob (type name + encoded state), or None if the key does not exist."""
 
 
 class DigestIndex:
-    def __init__(self, encode_key: Encoder, fanout: int = 8, depth: int = 5) -> None:
-        self.tree = MerkleTree(fanout, depth)
+    """``source``: the stored digests the tree is built on (`StoredTree`); None: a tree in memory."""
+
+    def __init__(self, encode_key: Encoder, fanout: int = TREE_FANOUT, depth: int = TREE_DEPTH,
+                 source: LeafSource | None = None) -> None:
+        self.tree = MerkleTree(fanout, depth) if source is None else StoredTree(source, fanout, depth)
         self._encode_key = encode_key
         self._dirty: dict[str, float] = {}  # key -> `now` of the advance before its first mark (non-decreasing)
         self._now = 0.0
@@ -84,5 +96,31 @@ class DigestIndex:
         self.tree.set(key.encode("utf-8"), state_digest(blob), len(blob))
         self.rehashed += 1
 
+    def storing(self, rows: list[tuple[str, bytes, int]]) -> None:
+        """The checkpointer is about to queue these keys' current states with their (digest, size)
+        (`keyspace.DigestSink`): the tree takes them now (a rehash, and the pin of each key while its stored digest
+        changes)."""
+        for key, _, _ in rows:
+            self._dirty.pop(key, None)
+        self.tree.set_many([(key.encode("utf-8"), digest, size) for key, digest, size in rows])
 
-__all__ = ["DigestIndex", "Encoder"]
+    def stored(self, rows: list[tuple[str, bytes]]) -> None:
+        """(key, digest) committed beside the states: a stored tree's overlay lets go of those it holds."""
+        tree = self.tree
+        if isinstance(tree, StoredTree):
+            for key, digest in rows:
+                tree.release(key.encode("utf-8"), digest)
+
+
+def digest_index_for(keyspace: Keyspace, encode_key: Encoder) -> DigestIndex:
+    """The digest index of a keyspace: over its stored digests when it has a disk (attached, so the checkpointer
+    tells it of each write), else in memory; either way with every key whose digest it lacks marked."""
+    disk = keyspace.disk
+    index = DigestIndex(encode_key, source=disk)
+    index.mark_all(keyspace.unsettled_keys())
+    if disk is not None:
+        keyspace.digest_sink = index
+    return index
+
+
+__all__ = ["DigestIndex", "Encoder", "digest_index_for"]

@@ -25,7 +25,7 @@ from rumor.server.errors import InvalidKeyError, ServerError
 from rumor.server.keyspace import Keyspace
 from rumor.server.replication.config import ReplicationConfig
 from rumor.server.replication.coverage import Coverage
-from rumor.server.replication.digests import DigestIndex
+from rumor.server.replication.digests import DigestIndex, Encoder, digest_index_for
 from rumor.server.replication.disseminator import Disseminator
 from rumor.server.replication.errors import ReplicationProtocolError
 from rumor.server.replication.probe import RANGE_LEVEL, ProbeAnswer, parse_probe, probed_message
@@ -60,6 +60,9 @@ reply only once its store has committed what `handle_request` merged."""
 class Store(Protocol):
     def keys(self) -> Iterable[str]: ...
 
+    def digest_index(self, encode_key: Encoder) -> DigestIndex:
+        """The anti-entropy digests of the store's keys (`digests.digest_index_for`)."""
+
     def get(self, key: str) -> tuple[str, Any] | None:
         """(API type name, CRDT state) of ``key``, or None if it was never written here."""
 
@@ -84,13 +87,15 @@ class KeyspaceStore:
     def keys(self) -> Iterable[str]:
         return list(self.keyspace)
 
+    def digest_index(self, encode_key: Encoder) -> DigestIndex:
+        return digest_index_for(self.keyspace, encode_key)
+
     def get(self, key: str) -> tuple[str, Any] | None:
         entry = self.keyspace.entry(key)
         return None if entry is None else (entry.type_name, entry.state)
 
     def encoded(self, key: str) -> tuple[str, bytes] | None:
-        entry = self.keyspace.entry(key)
-        return None if entry is None else (entry.type_name, entry.encoded())
+        return self.keyspace.stored(key)
 
     def merge(self, key: str, type_name: str, state: Any, blob: bytes | None = None) -> None:
         self.keyspace.merge_remote(key, type_name, state)
@@ -135,8 +140,7 @@ class ReplicaCore:
         self.stats = CoreStats()
         self.coverage = Coverage(self.origin, now, config.dedupe_window)
         self.disseminator = Disseminator(node_id, self.origin, config, self.coverage)
-        self.digests = DigestIndex(self.encode_key)
-        self.digests.mark_all(store.keys())
+        self.digests = store.digest_index(self.encode_key)
         self.ae_config = AntiEntropyConfig(max_message_bytes=config.sync_message_bytes,
                                            hash_bytes=config.sync_hash_bytes, max_rounds=config.sync_max_rounds)
         # One budget for chunked states in flight, whichever role receives them (our session, a peer's session):

@@ -52,6 +52,7 @@ from rumor.gossip.memberlist import Memberlist, RequestRefusedError
 from rumor.gossip.seed_resolver import Resolver, SystemResolver, resolve_seeds
 from rumor.server.errors import ServerError
 from rumor.server.replication.config import ReplicationConfig
+from rumor.server.replication.digests import DigestIndex, Encoder, digest_index_for
 from rumor.server.replication.errors import ReplicationProtocolError
 from rumor.server.replication.member_meta import reads_context_rows
 from rumor.server.replication.quorum import Tally
@@ -83,13 +84,15 @@ class HostStore:
     def keys(self) -> list[str]:
         return list(self.host.keyspace)
 
+    def digest_index(self, encode_key: Encoder) -> DigestIndex:
+        return digest_index_for(self.host.keyspace, encode_key)
+
     def get(self, key: str) -> tuple[str, Any] | None:
         entry = self.host.keyspace.entry(key)
         return None if entry is None else (entry.type_name, entry.state)
 
     def encoded(self, key: str) -> tuple[str, bytes] | None:
-        entry = self.host.keyspace.entry(key)
-        return None if entry is None else (entry.type_name, entry.encoded())
+        return self.host.keyspace.stored(key)
 
     def merge(self, key: str, type_name: str, state: Any, blob: bytes | None = None) -> None:
         self.host.merge_remote_nowait(key, type_name, state, blob)

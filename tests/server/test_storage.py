@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from rumor.server.disk_index import StateReader
 from rumor.server.errors import StorageError
 from rumor.server.storage import DB_FILE, Storage
 from rumor.server.storage import read_log as logged_records
@@ -108,7 +109,7 @@ async def test_recovery_returns_states_then_log_in_order(tmp_path: Path) -> None
 
     reopened = Storage(tmp_path)
     recovered = await reopened.open()
-    assert recovered.states == [("a", "set", b"A-state")]
+    assert StateReader(tmp_path / DB_FILE).get("a") == ("set", b"A-state")  # states stay on disk, read on demand
     # the log is dropped only by truncate_log: a1 stays (merging it again into A-state changes nothing)
     assert recovered.deltas == [(1, "a", "set", b"a1"), (2, "b", "set", b"b1"), (3, "a", "set", b"a2")]
     assert recovered.op_results == [("a", "op", b"result")]
@@ -131,7 +132,7 @@ async def test_op_results_are_bounded(tmp_path: Path) -> None:
 async def test_in_memory_storage_resolves_at_once_and_writes_nothing(tmp_path: Path) -> None:
     storage = Storage(None)
     recovered = await storage.open()
-    assert recovered.states == [] and not storage.durable
+    assert recovered.deltas == [] and not storage.durable and storage.database is None
     future = storage.append_delta("k", "set", b"x")
     assert future.done()
     await storage.close()

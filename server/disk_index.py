@@ -1,0 +1,196 @@
+"""The read side of the `states` table: what a disk-backed keyspace reads cold keys, listings and counts from.
+
+Why a second connection: the storage writer thread owns the writing connection (group commit); reads happen on the
+event loop, where a point read of a key by its primary key on a read-only connection in WAL mode costs some 10-20 µs,
+cheaper than a thread hop. WAL readers never block the writer nor wait for it; each statement runs in its own read
+transaction and sees every commit settled before it started, which is what the keyspace relies on: a key leaves
+memory only once its bytes are committed (`state_cache.Entry.on_disk`), so a later read finds them here.
+
+Listings never decode a state: each row carries an ``empty`` flag written with it (NULL in rows written before the
+column existed, or installed as raw bytes that do not say: those are read from the bytes, `crdt.encoding.holds_entries`,
+and decoded only when even the bytes cannot tell).
+
+Every statement is read to its end (``fetchall``), so no read transaction stays open and holds back the WAL's
+checkpointing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+from rumor.crdt import CRDTError, decode, encode
+from rumor.crdt.encoding import as_written, holds_entries
+from rumor.gossip.anti_entropy.merkle import leaf_of, state_digest
+from rumor.server.errors import StorageCorruptError
+
+#: rows a listing reads from disk at a time while it looks for non-empty keys
+LISTING_CHUNK_ROWS = 256
+#: keys `StateReader.existing` asks about in one statement (SQLite allows 32,766 parameters since 3.32)
+EXISTING_CHUNK_KEYS = 500
+#: the shape of the anti-entropy hash tree whose leaf numbers the `states` table stores (`server.replication.digests`)
+TREE_FANOUT = 8
+TREE_DEPTH = 5
+TREE_LEAVES = TREE_FANOUT**TREE_DEPTH
+
+
+class DigestColumns(NamedTuple):
+    """What the `states` table stores beside a state for anti-entropy: the digest of the key's anti-entropy blob
+    (type name, a NUL, the plain encoding: what `ReplicaCore.encode_key` hands the digest index), its size, and the
+    key's leaf in the hash tree."""
+
+    digest: bytes
+    size: int
+    leaf: int
+
+
+def digest_columns(key: str, type_name: str, plain: bytes) -> DigestColumns:
+    """Of a state given as its plain encoding (`crdt.encode`)."""
+    blob = type_name.encode("ascii") + b"\0" + plain  # `server.replication.wire.state_blob`
+    return DigestColumns(state_digest(blob), len(blob), leaf_of(key.encode("utf-8"), TREE_LEAVES))
+
+
+def stored_digest_columns(key: str, type_name: str, stored: bytes) -> DigestColumns:
+    """Of a state given as its stored bytes (possibly deflated or of version 1)."""
+    try:
+        plain = as_written(stored)
+        if plain is None:
+            plain = encode(decode(stored))
+    except CRDTError as exc:
+        raise StorageCorruptError(f"the stored state of key {key!r} is unreadable: {exc}") from exc
+    return digest_columns(key, type_name, plain)
+
+
+def stored_is_empty(key: str, blob: bytes) -> bool:
+    """Whether the stored bytes of ``key`` hold an empty state: from their layout, decoding only when that cannot
+    tell (version-1 bytes)."""
+    try:
+        holds = holds_entries(blob)
+        if holds is None:
+            return bool(decode(blob).is_empty())
+    except CRDTError as exc:
+        raise StorageCorruptError(f"the stored state of key {key!r} is unreadable: {exc}") from exc
+    return not holds
+
+
+class StateReader:
+    """Reads of the `states` table on its own read-only connection (see the module docstring)."""
+
+    def __init__(self, database: Path) -> None:
+        # reads happen on the event loop; not tied to its thread so that work moved off the loop may read too
+        # (the sqlite3 module serializes calls on one connection)
+        self._conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True, isolation_level=None,
+                                     check_same_thread=False)
+        self._conn.execute("PRAGMA query_only=1")
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def count(self) -> int:
+        """Rows in the table (a scan of its smallest index: done once, at start)."""
+        return int(self._conn.execute("SELECT COUNT(*) FROM states").fetchall()[0][0])
+
+    def get(self, key: str) -> tuple[str, bytes] | None:
+        """(type name, stored bytes) of ``key``, or None."""
+        rows = self._conn.execute("SELECT type, state FROM states WHERE key = ?", (key,)).fetchall()
+        return rows[0] if rows else None
+
+    def existing(self, keys: list[str]) -> set[str]:
+        """Those of ``keys`` that have a row (a bulk check: one statement per `EXISTING_CHUNK_KEYS` keys)."""
+        found: set[str] = set()
+        for i in range(0, len(keys), EXISTING_CHUNK_KEYS):
+            chunk = keys[i : i + EXISTING_CHUNK_KEYS]
+            marks = ",".join("?" * len(chunk))
+            found.update(key for (key,) in self._conn.execute(
+                f"SELECT key FROM states WHERE key IN ({marks})", chunk).fetchall())
+        return found
+
+    def type_of(self, key: str) -> str | None:
+        rows = self._conn.execute("SELECT type FROM states WHERE key = ?", (key,)).fetchall()
+        return rows[0][0] if rows else None
+
+    def has_value(self, key: str) -> bool:
+        """Whether ``key`` is on disk with a non-empty state."""
+        rows = self._conn.execute("SELECT empty, CASE WHEN empty IS NULL THEN state END FROM states WHERE key = ?",
+                                  (key,)).fetchall()
+        if not rows:
+            return False
+        empty, blob = rows[0]
+        return not (stored_is_empty(key, blob) if empty is None else empty)
+
+    def keys_after(self, after: str | None, limit: int) -> list[str]:
+        """Up to ``limit`` keys strictly after ``after`` (from the first when None), in key order."""
+        if after is None:
+            rows = self._conn.execute("SELECT key FROM states ORDER BY key LIMIT ?", (limit,)).fetchall()
+        else:
+            rows = self._conn.execute("SELECT key FROM states WHERE key > ? ORDER BY key LIMIT ?",
+                                      (after, limit)).fetchall()
+        return [key for (key,) in rows]
+
+    def rows_after(self, after: str | None, limit: int) -> list[tuple[str, str, bytes]]:
+        """Up to ``limit`` (key, type name, stored bytes) strictly after ``after``, in key order (export)."""
+        if after is None:
+            return self._conn.execute("SELECT key, type, state FROM states ORDER BY key LIMIT ?", (limit,)).fetchall()
+        return self._conn.execute("SELECT key, type, state FROM states WHERE key > ? ORDER BY key LIMIT ?",
+                                  (after, limit)).fetchall()
+
+    def undigested(self, after: str, limit: int) -> list[tuple[str, str, bytes]]:
+        """Up to ``limit`` (key, type name, stored bytes) of rows stored without a digest (written before the column
+        existed, or raw), keys after ``after`` (the caller's cursor), through the leaf index."""
+        return self._conn.execute("SELECT key, type, state FROM states WHERE leaf IS NULL AND key > ? ORDER BY key "
+                                  "LIMIT ?", (after, limit)).fetchall()
+
+    # -- `merkle.LeafSource`: what a `StoredTree` reads ------------------------------------------------------------
+
+    def leaf_hashes(self, leaf_count: int) -> tuple[list[int], int]:
+        if leaf_count != TREE_LEAVES:
+            raise ValueError(f"the states table numbers {TREE_LEAVES} leaves, not {leaf_count}")
+        leaves = [0] * leaf_count
+        keys = 0
+        for leaf, value, count in self._conn.execute("SELECT leaf, hash, keys FROM leaf_hashes").fetchall():
+            leaves[leaf] = int.from_bytes(value, "big")
+            keys += count
+        return leaves, keys
+
+    def digest_row(self, key: bytes) -> tuple[bytes, int] | None:
+        rows = self._conn.execute("SELECT digest, size FROM states WHERE key = ? AND digest IS NOT NULL",
+                                  (key.decode("utf-8"),)).fetchall()
+        return rows[0] if rows else None
+
+    def digest_rows(self, keys: list[bytes]) -> dict[bytes, tuple[bytes, int]]:
+        found: dict[bytes, tuple[bytes, int]] = {}
+        names = [key.decode("utf-8") for key in keys]
+        for i in range(0, len(names), EXISTING_CHUNK_KEYS):
+            chunk = names[i : i + EXISTING_CHUNK_KEYS]
+            marks = ",".join("?" * len(chunk))
+            for key, digest, size in self._conn.execute(
+                    f"SELECT key, digest, size FROM states WHERE key IN ({marks}) AND digest IS NOT NULL",
+                    chunk).fetchall():
+                found[key.encode("utf-8")] = (digest, size)
+        return found
+
+    def leaf_rows(self, leaf: int) -> list[tuple[bytes, bytes, int]]:
+        rows = self._conn.execute("SELECT key, digest, size FROM states WHERE leaf = ? AND digest IS NOT NULL",
+                                  (leaf,)).fetchall()
+        return [(key.encode("utf-8"), digest, size) for key, digest, size in rows]
+
+    def listing(self, start: str, inclusive: bool, prefix: str) -> Iterator[tuple[str, str]]:
+        """(key, type name) of each key with a non-empty state from ``start`` on (``inclusive`` or not), in key
+        order, while keys start with ``prefix``; `LISTING_CHUNK_ROWS` rows are read at a time, as the caller asks."""
+        op = ">=" if inclusive else ">"
+        while True:
+            rows = self._conn.execute(
+                f"SELECT key, type, empty, CASE WHEN empty IS NULL THEN state END FROM states "
+                f"WHERE key {op} ? AND (empty IS NULL OR empty = 0) ORDER BY key LIMIT ?",
+                (start, LISTING_CHUNK_ROWS)).fetchall()
+            for key, type_name, empty, blob in rows:
+                if not key.startswith(prefix):
+                    return
+                if empty is None and stored_is_empty(key, blob):
+                    continue
+                yield key, type_name
+            if len(rows) < LISTING_CHUNK_ROWS:
+                return
+            start, op = rows[-1][0], ">"

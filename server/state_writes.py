@@ -1,0 +1,61 @@
+"""Writes of full states to the `states` table outside the log: what tells the keyspace (and through it the hash
+tree over the stored digests) of each write, before it is queued and once it has committed.
+
+Why this order matters (`server.keyspace`, `gossip.anti_entropy.merkle.StoredTree`): a key may leave memory only once
+its bytes are committed, or a read from disk would miss the newest state; and a key's stored digest may change only
+while the tree holds that key in its overlay, or the tree's node hashes would stop matching what is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from rumor.crdt.encoding import holds_entries
+from rumor.server.disk_index import stored_digest_columns
+from rumor.server.keyspace import Keyspace
+from rumor.server.storage import Storage
+
+
+class CommitWatch:
+    """The states a checkpoint queued, by the commit that writes them: once a commit settles well, the keyspace
+    hears which bytes (and digests) are on disk (`Keyspace.persisted`), so it may let those keys go from memory."""
+
+    def __init__(self, keyspace: Keyspace) -> None:
+        self._keyspace = keyspace
+        self._by_commit: dict[int, tuple[asyncio.Future[None], list[tuple[str, bytes, bytes | None]]]] = {}
+        self.last: asyncio.Future[None] | None = None
+
+    def add(self, commit: asyncio.Future[None], key: str, stored: bytes, digest: bytes | None) -> None:
+        held = self._by_commit.get(id(commit))
+        if held is None:
+            held = self._by_commit[id(commit)] = (commit, [])
+        held[1].append((key, stored, digest))
+        self.last = commit
+
+    def watch(self) -> None:
+        """Call once every write is added."""
+        for commit, rows in self._by_commit.values():
+            commit.add_done_callback(lambda done, rows=rows: self._settled(done, rows))  # type: ignore[misc]
+
+    def _settled(self, commit: asyncio.Future[None], rows: list[tuple[str, bytes, bytes | None]]) -> None:
+        if not commit.cancelled() and commit.exception() is None:
+            self._keyspace.persisted(rows)
+
+
+def write_stored(storage: Storage, keyspace: Keyspace, rows: Sequence[tuple[str, str, bytes]]) -> \
+        asyncio.Future[None] | None:
+    """Queues (key, type name, stored bytes) rows as checkpointed states with their digest columns and empty flag
+    (found from the bytes: nothing is decoded unless they are of version 1); returns the last commit's future, None
+    for no rows. The caller guarantees each row is the key's newest state and that none is in the keyspace with
+    another (a raw install of keys unknown here, or a stored row rewritten as it is)."""
+    columns_of = [stored_digest_columns(key, type_name, blob) for key, type_name, blob in rows]
+    keyspace.storing([(row[0], columns.digest, columns.size) for row, columns in zip(rows, columns_of, strict=True)])
+    written = CommitWatch(keyspace)
+    for (key, type_name, blob), columns in zip(rows, columns_of, strict=True):
+        holds = holds_entries(blob)
+        commit = storage.checkpoint(key, type_name, blob, empty=None if holds is None else not holds,
+                                    digest=columns.digest, size=columns.size, leaf=columns.leaf)
+        written.add(commit, key, blob, columns.digest)
+    written.watch()
+    return written.last

@@ -1,0 +1,85 @@
+"""`merkle.StoredTree`: a hash tree whose per-key digests are stored elsewhere (a `LeafSource`) equals the in-memory
+`MerkleTree` of the same keys through any interleaving of changes, stored writes and their commits, and keeps only
+the keys whose stored digest is not the tree's in memory."""
+
+from __future__ import annotations
+
+from hashlib import blake2b
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rumor.gossip.anti_entropy.merkle import MerkleTree, StoredTree, entry_hash, leaf_of
+
+FANOUT, DEPTH = 4, 3
+
+
+class FakeStore:
+    """A `LeafSource` with the contract the real one keeps: leaf hashes change with the digests they cover."""
+
+    def __init__(self) -> None:
+        self.rows: dict[bytes, tuple[bytes, int]] = {}
+        self.leaves = [0] * FANOUT**DEPTH
+
+    def write(self, key: bytes, digest: bytes, size: int) -> None:
+        leaf = leaf_of(key, len(self.leaves))
+        old = self.rows.get(key)
+        if old is not None:
+            self.leaves[leaf] ^= entry_hash(key, old[0])
+        self.leaves[leaf] ^= entry_hash(key, digest)
+        self.rows[key] = (digest, size)
+
+    def leaf_hashes(self, leaf_count: int) -> tuple[list[int], int]:
+        return list(self.leaves), len(self.rows)
+
+    def digest_row(self, key: bytes) -> tuple[bytes, int] | None:
+        return self.rows.get(key)
+
+    def digest_rows(self, keys: list[bytes]) -> dict[bytes, tuple[bytes, int]]:
+        return {key: self.rows[key] for key in keys if key in self.rows}
+
+    def leaf_rows(self, leaf: int) -> list[tuple[bytes, bytes, int]]:
+        return [(k, d, s) for k, (d, s) in self.rows.items() if leaf_of(k, len(self.leaves)) == leaf]
+
+
+def digest(version: int) -> bytes:
+    return blake2b(str(version).encode(), digest_size=16).digest()
+
+
+# each step: (key number, action) with action 0 = a change the tree hears of, 1 = the change stored (queued),
+# 2 = the oldest queued write commits
+steps = st.lists(st.tuples(st.integers(0, 12), st.integers(0, 2)), max_size=60)
+
+
+@given(steps)
+def test_a_stored_tree_equals_the_tree_in_memory(plan: list[tuple[int, int]]) -> None:
+    store = FakeStore()
+    for i in range(5):  # some keys stored before the tree is built
+        store.write(f"k{i}".encode(), digest(1000 + i), 10)
+    tree = StoredTree(store, FANOUT, DEPTH)
+    versions = {f"k{i}".encode(): 1000 + i for i in range(5)}
+    queued: list[tuple[bytes, bytes]] = []
+    counter = 0
+    for number, action in plan:
+        key = f"k{number}".encode()
+        if action == 0:  # changed (rehashed): the tree takes the new digest, nothing is stored yet
+            counter += 1
+            versions[key] = counter
+            tree.set(key, digest(counter), counter)
+        elif action == 1 and key in versions:  # a checkpoint: told first (in a batch), stored at commit
+            tree.set_many([(key, digest(versions[key]), versions[key])])
+            queued.append((key, digest(versions[key])))
+        elif queued:
+            written, value = queued.pop(0)
+            store.write(written, value, 0)
+            tree.release(written, value)
+        memory = MerkleTree.from_items([(k, digest(v)) for k, v in versions.items()], FANOUT, DEPTH)
+        assert tree.node_table() == memory.node_table() and len(tree) == len(memory)
+        leaf = tree.leaf_of(key)
+        assert tree.leaf_items(leaf) == memory.leaf_items(leaf)
+    while queued:
+        written, value = queued.pop(0)
+        store.write(written, value, 0)
+        tree.release(written, value)
+    unstored = sum(1 for k, v in versions.items() if store.rows.get(k, (None,))[0] != digest(v))
+    assert tree.overlaid == unstored, "memory holds exactly the keys whose stored digest is not the tree's"

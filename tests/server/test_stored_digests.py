@@ -1,0 +1,165 @@
+"""Per-key digests stored beside the states, and the anti-entropy hash tree built from them (`merkle.StoredTree`):
+the tree a restart reads from the stored leaf hashes equals the tree of a full rebuild, its overlay empties once
+checkpoints commit, rows without digests get them in the background, and anti-entropy between a restarted node
+whose keys are all cold and a peer repairs every difference."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+from pathlib import Path
+
+from rumor.crdt import ORSet, encode
+from rumor.gossip.anti_entropy import MerkleTree, state_digest
+from rumor.gossip.anti_entropy.merkle import StoredTree
+from rumor.server.config import ServerConfig, with_overrides
+from rumor.server.disk_index import TREE_DEPTH, TREE_FANOUT, StateReader
+from rumor.server.node import Node
+from rumor.server.replication import ReplicationConfig
+from rumor.server.replication.replica import ReplicaCore, sync_pair
+from rumor.server.replication.runtime import HostStore
+from rumor.server.replication.wire import state_blob
+from rumor.server.storage import DB_FILE
+from rumor.server.updates import Increment, RegisterWrite, SetChange, Update
+
+
+def _write(i: int, tag: str = "x") -> Update:
+    return (Increment(amount=i + 1), SetChange(add=(i, tag)), RegisterWrite(value=f"{tag}{i}"))[i % 3]
+
+
+def rebuilt(node: Node) -> MerkleTree:
+    """The tree of a full rebuild: every key's anti-entropy blob hashed from its state."""
+    keyspace = node.keyspace
+    items = []
+    for key in keyspace:
+        held = keyspace.stored(key)
+        assert held is not None
+        blob = state_blob(*held)
+        items.append((key.encode(), state_digest(blob), len(blob)))
+    return MerkleTree.from_items(items, TREE_FANOUT, TREE_DEPTH)
+
+
+def stored_tree(data_dir: Path) -> StoredTree:
+    return StoredTree(StateReader(data_dir / DB_FILE), TREE_FANOUT, TREE_DEPTH)
+
+
+def core_of(node: Node, seed: int) -> ReplicaCore:
+    core = ReplicaCore(node.node_id, HostStore(node), ReplicationConfig(), random.Random(seed), 0.0, epoch=seed)
+    node.keyspace.subscribe(core.on_local)
+    return core
+
+
+async def checkpoint_all(node: Node) -> None:
+    node.checkpoint(len(node._dirty) + 1, everything=True)
+    await node.storage.flush()
+    await asyncio.sleep(0)  # the commit callbacks
+
+
+async def test_the_tree_from_stored_digests_equals_a_full_rebuild(disk_config: ServerConfig) -> None:
+    config = with_overrides(disk_config, state_cache_bytes=0)
+    async with Node(config) as node:
+        await node.update_batch([(f"k{i:04d}", _write(i), None) for i in range(600)])
+        await node.delete("k0005")
+    assert disk_config.data_dir is not None
+    async with Node(config) as node:
+        tree = stored_tree(disk_config.data_dir)
+        full = rebuilt(node)
+        assert tree.node_table() == full.node_table() and len(tree) == len(full) == 600
+        leaf = full.leaf_of(b"k0007")
+        assert tree.leaf_items(leaf) == full.leaf_items(leaf) and tree.size_of(b"k0007") == full.size_of(b"k0007")
+        core = core_of(node, 1)  # attached: writes and checkpoints keep the tree current
+        assert core.digests.dirty == 0, "nothing replayed at start: the stored leaf hashes are the tree"
+        await node.update_batch([(f"k{i:04d}", _write(i, "y"), None) for i in range(0, 900, 7)])
+        core.digests.flush(10_000)
+        assert core.digests.tree.node_table() == rebuilt(node).node_table()
+        await checkpoint_all(node)
+        tree_now = core.digests.tree
+        assert isinstance(tree_now, StoredTree) and tree_now.overlaid == 0, "committed: memory holds no key"
+        assert tree_now.node_table() == stored_tree(disk_config.data_dir).node_table() == rebuilt(node).node_table()
+
+
+async def test_a_checkpoint_before_the_rehash_keeps_the_tree_right(disk_config: ServerConfig) -> None:
+    """A key's stored digest changes under a tree that has not rehashed it yet: the checkpoint itself tells it."""
+    async with Node(disk_config) as node:
+        await node.update_batch([(f"k{i}", _write(i), None) for i in range(50)])
+        await checkpoint_all(node)
+        core = core_of(node, 2)
+        await node.update("k1", _write(1, "z"))
+        node.checkpoint(10)  # queued, not committed
+        await node.update("k1", _write(1, "w"))  # changed again before the commit
+        await checkpoint_all(node)
+        core.digests.flush(100)
+        assert core.digests.tree.node_table() == rebuilt(node).node_table()
+
+
+async def test_rows_without_digests_get_them_in_the_background(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    conn = sqlite3.connect(data / DB_FILE)
+    conn.executescript("""
+        CREATE TABLE states (key TEXT PRIMARY KEY, type TEXT NOT NULL, state BLOB NOT NULL);
+        CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """)
+    rows = []
+    for i in range(40):
+        state = ORSet()
+        state.merge(state.add("old", f"e{i}"))
+        rows.append((f"old{i:02d}", "set", encode(state)))
+    conn.executemany("INSERT INTO states VALUES (?, ?, ?)", rows)
+    conn.commit()
+    conn.close()
+    config = ServerConfig(data_dir=data, node_id="old", checkpoint_interval_s=3600)
+    async with Node(config) as node:
+        core = core_of(node, 3)
+        assert len(core.digests.tree) == 0 and len(node.keyspace) == 40  # not counted until they have a digest
+        assert node.backfill_digests(25) == 25 and node.backfill_digests(25) == 15
+        assert core.digests.tree.node_table() == rebuilt(node).node_table()
+        await node.storage.flush()
+        await asyncio.sleep(0)
+        assert node.backfill_digests(25) == 0
+        assert core.digests.tree.overlaid == 0  # type: ignore[attr-defined]
+        assert stored_tree(data).node_table() == rebuilt(node).node_table()
+
+
+async def test_raw_installs_store_their_digests(disk_config: ServerConfig) -> None:
+    donor = ORSet()
+    donor.merge(donor.add("peer", "v"))
+    async with Node(disk_config) as node:
+        core = core_of(node, 4)
+        commit = node.install_stored([(f"raw{i}", "set", encode(donor)) for i in range(30)])
+        assert commit is not None
+        assert core.digests.tree.node_table() == rebuilt(node).node_table()
+        await commit
+        await asyncio.sleep(0)
+        assert core.digests.tree.overlaid == 0  # type: ignore[attr-defined]
+    assert disk_config.data_dir is not None
+    async with Node(disk_config) as node:
+        assert stored_tree(disk_config.data_dir).node_table() == rebuilt(node).node_table()
+
+
+async def test_anti_entropy_with_a_restarted_node_whose_keys_are_cold(tmp_path: Path) -> None:
+    cold_config = ServerConfig(data_dir=tmp_path / "a", node_id="a", checkpoint_interval_s=3600,
+                               state_cache_bytes=0)
+    peer_config = ServerConfig(data_dir=tmp_path / "b", node_id="b", checkpoint_interval_s=3600)
+    async with Node(cold_config) as a:
+        await a.update_batch([(f"k{i:04d}", _write(i, "a"), None) for i in range(400)])
+    async with Node(cold_config) as a, Node(peer_config) as b:
+        await b.update_batch([(f"k{i:04d}", _write(i, "b"), None) for i in range(200, 600)])
+        assert a.keyspace.resident == 0
+        core_a, core_b = core_of(a, 5), core_of(b, 6)
+        for round_ in range(30):
+            sync_pair(core_a, core_b, float(round_))
+            a.checkpoint_round()  # keeps evicting: the cold node stays cold while it repairs
+            core_a.digests.flush(10_000)
+            core_b.digests.flush(10_000)
+            if core_a.digests.tree.root() == core_b.digests.tree.root():
+                break
+        assert core_a.digests.tree.root() == core_b.digests.tree.root()
+        assert len(a.keyspace) == len(b.keyspace) == 600
+        for key in b.keyspace:
+            assert a.keyspace.encoded_state(key) == b.keyspace.encoded_state(key)
+        assert (await a.read("k0301")).value == [301, "a", "b"]  # type: ignore[union-attr]
+        assert core_a.digests.tree.node_table() == rebuilt(a).node_table()
+        await checkpoint_all(a)
+        assert stored_tree(tmp_path / "a").node_table() == rebuilt(b).node_table()
