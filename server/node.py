@@ -440,6 +440,16 @@ class Node:
         self.keyspace.merge_remote(key, type_name, state_or_delta)
         return self._log(key, type_name, blob, PEER)
 
+    def adopt_remote_nowait(self, key: str, type_name: str, joined: Any, blob: bytes) -> None:
+        """`merge_remote_nowait` of a received state whose join with the key's state (``joined``) replication made
+        off the event loop (`Keyspace.adopt_joined`). ``blob`` is the received state's bytes: what the log keeps,
+        since merged on top of the key's earlier records it makes ``joined`` again."""
+        self._check_running()
+        if type_name not in TYPES:
+            raise InvalidOperationError(f"unknown type {type_name!r}")
+        self.keyspace.adopt_joined(key, type_name, joined)
+        self._log(key, type_name, blob, PEER).add_done_callback(retrieve_exception)
+
     def join_imported(self, key: str, type_name: str, state: Any, blob: bytes) -> asyncio.Future[None] | None:
         """Joins a whole state read from a backup (`blob`, its bytes as read) into `key` as this node's own write:
         only what the node lacks of it (`delta_since` its context) is joined, logged and handed to replication, so

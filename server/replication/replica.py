@@ -23,6 +23,8 @@ from rumor.crdt import CRDTError, encode
 from rumor.gossip.anti_entropy import AntiEntropyConfig, AntiEntropyResponder, Reassembler
 from rumor.server.errors import InvalidKeyError, ServerError
 from rumor.server.keyspace import Keyspace
+from rumor.server.offload import ChangeCounter
+from rumor.server.replication.big_merges import BigMerge, BigMergeResult, OffloadedMerges
 from rumor.server.replication.config import ReplicationConfig
 from rumor.server.replication.coverage import Coverage
 from rumor.server.replication.digests import DigestIndex
@@ -51,6 +53,7 @@ from rumor.server.replication.wire import (
     step_message,
     unpack_push,
 )
+from rumor.server.values import TYPES
 
 ACKNOWLEDGED_WHEN_DURABLE = frozenset({Kind.REPL})
 """Requests whose reply says the merge is durable (what ``w`` > 1 counts): a driver over durable storage sends their
@@ -72,6 +75,13 @@ class Store(Protocol):
 
         ``blob`` is ``crdt.encode(state)`` when the caller holds it: the bytes it was decoded from (decoding checks
         they are canonical), so a store that logs the state need not encode it again."""
+
+    def cold(self, key: str) -> bool:
+        """Whether ``key``'s state is held only as its stored bytes (not decoded): `encoded` then costs no encoding."""
+
+    def adopt(self, key: str, type_name: str, joined: Any, blob: bytes) -> None:
+        """Install ``joined``, the join of ``key``'s state as it is and a received state (encoded: ``blob``), made
+        off the event loop (`big_merges`): `merge` of that state at the cost of an assignment."""
 
 
 class KeyspaceStore:
@@ -96,6 +106,15 @@ class KeyspaceStore:
         self.keyspace.merge_remote(key, type_name, state)
         if self.on_merge is not None:
             self.on_merge(key, type_name, state)
+
+    def cold(self, key: str) -> bool:
+        entry = self.keyspace.entry(key)
+        return entry is not None and not entry.decoded
+
+    def adopt(self, key: str, type_name: str, joined: Any, blob: bytes) -> None:
+        self.keyspace.adopt_joined(key, type_name, joined)
+        if self.on_merge is not None:
+            self.on_merge(key, type_name, joined)
 
 
 @dataclass(slots=True)
@@ -152,6 +171,12 @@ class ReplicaCore:
         self.last_outcome: SyncOutcome | None = None
         self.last_exchange: dict[str, float] = {}
         """member id -> `now` of the last complete anti-entropy session with it, whichever side started it."""
+        self.changes = ChangeCounter()
+        """Every change of a key this core sees (local updates, merges) is counted here: how an off-loop join tells
+        that its key changed meanwhile (`big_merges`)."""
+        self.big_merges: OffloadedMerges | None = None
+        """Set by a driver with an event loop: received states of its ``min_bytes`` and more are joined off the loop
+        (`big_merges`); None joins everything inline (the simulator, in-process pairs)."""
 
     # -- the store, as anti-entropy sees it ------------------------------------------------------------------------
 
@@ -202,6 +227,10 @@ class ReplicaCore:
         except UnicodeDecodeError:
             raise ReplicationProtocolError("bad_key", "not UTF-8") from None
         type_name, data = split_state_blob(blob)
+        big_merges = self.big_merges
+        if big_merges is not None and big_merges.wants(len(data)):
+            big_merges.submit(self.plan_big_merge(key, type_name, data))
+            return
         state = decode_state(type_name, data)
         fresh = self.store.get(key) is None
         self._merge(key, type_name, state, data)
@@ -211,7 +240,53 @@ class ReplicaCore:
         if merged is not None:
             self.digests.set_blob(key, merged)
 
+    def _merges_pending(self) -> bool:
+        return self.big_merges is not None and self.big_merges.pending > 0
+
+    def plan_big_merge(self, key: str, type_name: str, data: bytes) -> BigMerge:
+        """What the worker needs to join a received big state (see `big_merges`), taken on the loop without decoding
+        or encoding anything big: raises `ReplicationProtocolError` at once when the type name is unknown or is not
+        the key's (as the inline merge would), and changes nothing."""
+        if type_name not in TYPES:
+            raise ReplicationProtocolError("unknown_type_name", type_name)
+        store = self.store
+        if store.cold(key):
+            held = store.encoded(key)
+            assert held is not None
+            return self._big_merge_plan(key, type_name, data, held[0], held[1], None)
+        current = store.get(key)
+        if current is None:
+            return BigMerge(key, type_name, data, None, None)
+        if self.big_merges is None or not self.big_merges.wants(self.digests.tree.size_of(key.encode("utf-8"))):
+            return self._big_merge_plan(key, type_name, data, current[0], encode(current[1]), None)
+        return self._big_merge_plan(key, type_name, data, current[0], None, context_of(current[1]))
+
+    @staticmethod
+    def _big_merge_plan(key: str, type_name: str, data: bytes, held_type: str, ours: bytes | None,
+                        context: bytes | None) -> BigMerge:
+        if held_type != type_name:
+            raise ReplicationProtocolError("merge_refused", f"TypeConflictError: {key!r} is a {held_type}, "
+                                                            f"not a {type_name}"[:200])
+        return BigMerge(key, type_name, data, ours, context)
+
+    def finish_big_merge(self, job: BigMerge, result: BigMergeResult, *, unchanged: bool) -> None:
+        """The loop's part of a big merge (see `big_merges`): adopt the worker's join if the key did not change
+        meanwhile, else merge it (or the worker's diff) like any received state."""
+        key, type_name = job.key, job.type_name
+        if job.adopt and unchanged:
+            try:
+                self.store.adopt(key, type_name, result.state, job.data)
+            except (ServerError, CRDTError) as exc:
+                raise ReplicationProtocolError("merge_refused", f"{type(exc).__name__}: {exc}"[:200]) from None
+            self.changes.changed(key)
+            self.digests.set_blob(key, state_blob(type_name, result.blob))
+        else:
+            self._merge(key, type_name, result.state, result.blob)
+            self.digests.mark(key)
+        self.stats.states_merged += 1
+
     def _merge(self, key: str, type_name: str, state: Any, blob: bytes | None = None) -> None:
+        self.changes.changed(key)
         try:
             self.store.merge(key, type_name, state, blob)
         except InvalidKeyError as exc:  # no client could have written it: a forged or garbled message
@@ -225,6 +300,7 @@ class ReplicaCore:
         """Subscribed to the keyspace's local updates: join into this interval's batch and mark the digest stale."""
         self.disseminator.record_local(key, type_name, delta, blob)
         self.digests.mark(key)
+        self.changes.changed(key)
 
     def on_changed(self, key: str) -> None:
         self.digests.mark(key)
@@ -263,7 +339,7 @@ class ReplicaCore:
         session = SyncInitiator(peer, self.digests, self.coverage, self.get_blob, self.merge_blob, self.rng,
                                 self.ae_config, self.reassembler, self.get_blob_since,
                                 get_context=self.get_blob_context, get_state_for_context=self.get_blob_for_context,
-                                peer_reads_contexts=contexts)
+                                peer_reads_contexts=contexts, merges_pending=self._merges_pending)
         self.syncing = session
         self.stats.syncs_started += 1
         return session, session.open()
@@ -372,6 +448,10 @@ class ReplicaCore:
 
     def _reject(self, reason: str) -> None:
         self.stats.rejected[reason] = self.stats.rejected.get(reason, 0) + 1
+
+    def reject(self, reason: str) -> None:
+        """Count a refusal found outside `handle_request` (a big merge that failed off the loop)."""
+        self._reject(reason)
 
     # -- w / r levels ---------------------------------------------------------------------------------------------
 

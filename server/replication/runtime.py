@@ -51,6 +51,8 @@ from rumor.gossip.member import Member, MemberStatus
 from rumor.gossip.memberlist import Memberlist, RequestRefusedError
 from rumor.gossip.seed_resolver import Resolver, SystemResolver, resolve_seeds
 from rumor.server.errors import ServerError
+from rumor.server.offload import Offloader
+from rumor.server.replication.big_merges import OffloadedMerges, describe
 from rumor.server.replication.config import ReplicationConfig
 from rumor.server.replication.errors import ReplicationProtocolError
 from rumor.server.replication.member_meta import reads_context_rows
@@ -94,6 +96,13 @@ class HostStore:
     def merge(self, key: str, type_name: str, state: Any, blob: bytes | None = None) -> None:
         self.host.merge_remote_nowait(key, type_name, state, blob)
 
+    def cold(self, key: str) -> bool:
+        entry = self.host.keyspace.entry(key)
+        return entry is not None and not entry.decoded
+
+    def adopt(self, key: str, type_name: str, joined: Any, blob: bytes) -> None:
+        self.host.adopt_remote_nowait(key, type_name, joined, blob)
+
 
 class _Delegate(Delegate):
     def __init__(self, owner: GossipReplication) -> None:
@@ -122,14 +131,18 @@ class _Delegate(Delegate):
 
 class GossipReplication:
     """``join_backoff_s`` is (first, max) delay between join attempts; ``sleep`` is what waits them (tests);
-    ``resolver`` turns seed names into addresses (the system's by default; tests inject one)."""
+    ``resolver`` turns seed names into addresses (the system's by default; tests inject one); ``offloader`` runs the
+    CPU work of big received states (`big_merges`)."""
 
     def __init__(self, config: ReplicationConfig, memberlist_factory: MemberlistFactory, *,
                  rng: random.Random | None = None, clock: Clock | None = None,
                  join_backoff_s: tuple[float, float] = (JOIN_BACKOFF_INITIAL_S, JOIN_BACKOFF_MAX_S),
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 resolver: Resolver | None = None) -> None:
+                 resolver: Resolver | None = None, offloader: Offloader | None = None) -> None:
         self.config = config
+        #: where big received states are decoded and joined, off the event loop (`big_merges`); tests and benches pass
+        #: ``Offloader(enabled=False)`` for the inline baseline
+        self.offloader = offloader or Offloader()
         #: turns seed names into addresses on every join attempt (`gossip.seed_resolver`)
         self.resolver: Resolver = resolver or SystemResolver()
         self.clock = clock or MonotonicClock()
@@ -165,6 +178,8 @@ class GossipReplication:
         self.core = ReplicaCore(host.node_id, HostStore(host), self.config, self._rng, self.clock.now(),
                                 epoch=next_epoch(host), peer_reads_contexts=self.peer_reads_contexts)
         self._unsubscribe = host.keyspace.subscribe(self.core.on_local)
+        self.core.big_merges = OffloadedMerges(self.core, self.offloader,
+                                               lambda exc: self._report("replication", exc))
         self.memberlist = self._factory(self.delegate, host.node_id)
         self.memberlist.on_error = self._membership_failed
         await self.memberlist.start()
@@ -180,7 +195,10 @@ class GossipReplication:
         tasks = [t for t in (self._join_task, self._loop_task, self._sync_task, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
+        if self.core is not None and self.core.big_merges is not None:
+            self.core.big_merges.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self.offloader.close()
         if self._unsubscribe is not None:
             self._unsubscribe()
         if self.memberlist is not None:
@@ -365,10 +383,13 @@ class GossipReplication:
             while message is not None:
                 reply = await memberlist.request(peer, message, self.config.request_timeout_s)
                 message = session.receive(reply, self.clock.now())
+                if not await self._merges_settled(session):
+                    break
                 await asyncio.sleep(0)  # let other work run between round trips
         except _NETWORK_ERRORS as exc:
             if session is not None:
                 session.fail(f"{type(exc).__name__}: {exc}", self.clock.now())
+                await self._merges_settled(session)  # what it started is not left to fail the next session
         except Exception as exc:  # a bug: the session ends as failed, and the task reports it
             if session is not None:
                 session.fail(f"{type(exc).__name__}: {exc}", self.clock.now())
@@ -381,6 +402,17 @@ class GossipReplication:
             await self._request_quietly(peer, session.done_message)
         return session
 
+    async def _merges_settled(self, session: SyncInitiator) -> bool:
+        """Waits for the big merges the session's replies started (`big_merges`): False, and the session failed,
+        if one failed; else a session that ended meanwhile is concluded now."""
+        merges = self.core.big_merges if self.core is not None else None
+        failures = await merges.drain() if merges is not None else []
+        if failures:
+            session.fail(describe(failures), self.clock.now())
+            return False
+        session.merges_settled(self.clock.now())
+        return True
+
     # -- serving ----------------------------------------------------------------------------------------------------
 
     async def serve(self, payload: bytes, sender: str) -> bytes:
@@ -390,6 +422,11 @@ class GossipReplication:
         if core is None or host is None:
             raise ReplicationProtocolError("not_running")
         reply = core.handle_request(payload, sender, self.clock.now())
+        merges = core.big_merges
+        if merges is not None and merges.pending:  # answered once merged: the peer's DONE then claims no more
+            failures = await merges.drain()
+            if failures:
+                raise ReplicationProtocolError("merge_failed", describe(failures))
         if kind_of(payload) in ACKNOWLEDGED_WHEN_DURABLE:
             await host.storage.flush()
         return reply
