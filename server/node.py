@@ -44,6 +44,7 @@ from rumor.server.hlc_source import HLCSource, wall_clock_ms
 from rumor.server.keyspace import Item, KeyPage, Keyspace
 from rumor.server.loop_lag import LoopLagMonitor
 from rumor.server.metrics import Metrics
+from rumor.server.offload import ChangeCounter, Offloader
 from rumor.server.op_folding import OpFolder
 from rumor.server.replication.seam import Replication, Standalone
 from rumor.server.storage import Recovered, Storage
@@ -77,8 +78,17 @@ class Node:
         physical_ms: Callable[[], int] = wall_clock_ms,
         replication: Replication | None = None,
         supervisor: Supervisor | None = None,
+        offloader: Offloader | None = None,
     ) -> None:
         self.config = config
+        #: encodes big states for checkpoints off the event loop (`_checkpoint_off_loop`); ``enabled=False`` inline
+        self.offloader = offloader or Offloader()
+        # every logged change counts here: how an off-loop checkpoint tells that its key changed meanwhile
+        self._changes = ChangeCounter()
+        # keys whose checkpoint is being encoded off the loop -> its task; keys whose last encodes were discarded
+        # (changed meanwhile) -> how many in a row
+        self._encoding: dict[str, asyncio.Task[None]] = {}
+        self._discarded: dict[str, int] = {}
         self.metrics = Metrics()
         # Runs the checkpointer and the replication layer's background work: a failure there is logged, counted,
         # shown by /health and restarted, never silent (see `server.supervisor`).
@@ -208,6 +218,9 @@ class Node:
             except Exception:
                 log.exception("node %s: stopping replication failed; closing storage anyway", self.node_id)
             await self.supervisor.stop()
+            for task in self._encoding.values():
+                task.cancel()
+            self.offloader.close()
             if self.storage.durable and self.storage.healthy:
                 try:
                     self.checkpoint(len(self._dirty), everything=True)
@@ -438,6 +451,8 @@ class Node:
         if blob is None and self.storage.durable:
             blob = encode(state_or_delta)
         self.keyspace.merge_remote(key, type_name, state_or_delta)
+        if blob is not None and len(blob) >= BIG_STATE_BYTES and key not in self._big_states:
+            self._big_states[key] = [len(blob), 0]  # at least that big now: its checkpoint goes off the loop
         return self._log(key, type_name, blob, PEER)
 
     def adopt_remote_nowait(self, key: str, type_name: str, joined: Any, blob: bytes) -> None:
@@ -448,6 +463,8 @@ class Node:
         if type_name not in TYPES:
             raise InvalidOperationError(f"unknown type {type_name!r}")
         self.keyspace.adopt_joined(key, type_name, joined)
+        if len(blob) >= BIG_STATE_BYTES and self.storage.durable and key not in self._big_states:
+            self._big_states[key] = [len(blob), 0]  # at least that big now: its checkpoint goes off the loop
         self._log(key, type_name, blob, PEER).add_done_callback(retrieve_exception)
 
     def join_imported(self, key: str, type_name: str, state: Any, blob: bytes) -> asyncio.Future[None] | None:
@@ -488,6 +505,7 @@ class Node:
         """Queues an encoded delta and returns its commit's future (in memory, nothing is stored: already done).
         Every change goes through here, local or received (`origin`), so this is where the change feed hears of it."""
         future = self.storage.append_delta(key, type_name, blob or b"")
+        self._changes.changed(key)
         if self._feed is not None:
             self._feed.logged(key, self.storage.last_seq, origin, future)
         if blob is not None and self.storage.durable:
@@ -533,6 +551,8 @@ class Node:
             big = self._big_states.get(key)
             if big is not None and not everything and 2 * big[1] < big[0] and first_seq > oldest_allowed:
                 continue
+            if big is not None and not everything and (key in self._encoding or self._checkpoint_off_loop(key)):
+                continue
             del dirty[key]
             entry = keyspace.entry(key)
             assert entry is not None, "a logged key is never dropped from the keyspace"
@@ -568,3 +588,55 @@ class Node:
             await asyncio.sleep(self.config.checkpoint_interval_s)
             self._prune_settled_writes()
             self.checkpoint_round()
+
+    def _checkpoint_off_loop(self, key: str) -> bool:
+        """Starts encoding a big state's checkpoint on the offloader's worker (a million-element set costs half a
+        second to encode and deflate); False when it must be done inline now: offloading is off, or the key changed
+        under its last `MAX_DISCARDED_ENCODES` attempts (a key written without pause must still fold, or its log
+        records would pile up). The worker reads the live state while the loop may change it: any change logged
+        meanwhile (`_changes`) discards the result, so what is stored is always the state as one instant saw it."""
+        if not self.offloader.enabled or self._discarded.get(key, 0) >= MAX_DISCARDED_ENCODES:
+            self._discarded.pop(key, None)
+            return False
+        entry = self.keyspace.entry(key)
+        assert entry is not None, "a logged key is never dropped from the keyspace"
+        mark = self._changes.watch(key)
+        task = asyncio.get_running_loop().create_task(self._encode_checkpoint(key, entry.type_name, entry.state, mark))
+        self._encoding[key] = task
+        self.supervisor.watch("checkpointer", task)
+        return True
+
+    async def _encode_checkpoint(self, key: str, type_name: str, state: Any, mark: int) -> None:
+        try:
+            try:
+                blob, stored = await self.offloader.run(_encode_for_checkpoint, state)
+            except Exception:
+                if self._changes.changed_since(key, mark):  # the loop changed the state under the encoder
+                    blob = stored = b""
+                else:
+                    raise
+            if self._changes.changed_since(key, mark) or key not in self._dirty or not self._running:
+                self._discarded[key] = self._discarded.get(key, 0) + 1
+                return
+            self._discarded.pop(key, None)
+            del self._dirty[key]
+            self.storage.checkpoint(key, type_name, stored)
+            entry = self.keyspace.entry(key)
+            if entry is not None:
+                entry.stored(stored)
+            self._big_states[key] = [len(blob), 0]
+            self.storage.truncate_log(next(iter(self._dirty.values()), self.storage.last_seq + 1))
+            self.metrics.checkpoints.inc(amount=1)
+        finally:
+            self._changes.unwatch(key)
+            self._encoding.pop(key, None)
+
+
+#: an off-loop checkpoint encode discarded this many times in a row (its key kept changing) is done inline next
+MAX_DISCARDED_ENCODES = 3
+
+
+def _encode_for_checkpoint(state: Any) -> tuple[bytes, bytes]:
+    """The worker's part of a checkpoint: the state's bytes, and those deflated (what storage keeps)."""
+    blob = encode(state)
+    return blob, compressed(blob)
