@@ -25,8 +25,16 @@ from collections.abc import Callable, Iterable
 
 from rumor.gossip.anti_entropy import MerkleTree, state_digest
 
-Encoder = Callable[[str], "bytes | None"]
-"""key -> the key's anti-entropy blob (type name + encoded state), or None if the key does not exist."""
+
+class Deferred:
+    """What an encoder returns for a key whose blob is not at hand yet (being encoded off the event loop): the key
+    stays dirty, behind the others, and is asked for again by a later flush."""
+
+
+DEFERRED = Deferred()
+
+Encoder = Callable[[str], "bytes | Deferred | None"]
+"""key -> the key's anti-entropy blob (type name + encoded state), None if the key does not exist, or `DEFERRED`."""
 
 
 class DigestIndex:
@@ -64,24 +72,33 @@ class DigestIndex:
         done = 0
         dirty = self._dirty
         cutoff = self._now - settled_s
+        deferred: list[tuple[str, float]] = []
         while dirty and done < max_keys:
             key, marked = dirty.popitem(last=False)
             if marked > cutoff:
                 dirty[key] = marked
                 dirty.move_to_end(key, last=False)
                 break
-            self._rehash(key)
-            done += 1
+            if self._rehash(key):
+                done += 1
+            else:
+                deferred.append((key, marked))
+                max_keys -= 1  # bounded all the same
+        for key, marked in deferred:
+            dirty.setdefault(key, marked)
         return done
 
-    def _rehash(self, key: str) -> None:
+    def _rehash(self, key: str) -> bool:
         blob = self._encode_key(key)
+        if isinstance(blob, Deferred):
+            return False
         name = key.encode("utf-8")
         if blob is None:
             self.tree.remove(name)
         else:
             self.tree.set(name, state_digest(blob), len(blob))
         self.rehashed += 1
+        return True
 
     def set_blob(self, key: str, blob: bytes) -> None:
         """The key's current blob is known (just merged or just encoded): record its digest now."""
@@ -90,4 +107,4 @@ class DigestIndex:
         self.rehashed += 1
 
 
-__all__ = ["DigestIndex", "Encoder"]
+__all__ = ["DEFERRED", "Deferred", "DigestIndex", "Encoder"]

@@ -21,15 +21,18 @@ from typing import Any, Protocol
 
 from rumor.crdt import CRDTError, encode
 from rumor.gossip.anti_entropy import AntiEntropyConfig, AntiEntropyResponder, Reassembler
+from rumor.gossip.anti_entropy.wire import AntiEntropyMessageType, Exchange, decode_message
+from rumor.gossip.errors import GossipError
 from rumor.server.errors import InvalidKeyError, ServerError
 from rumor.server.keyspace import Keyspace
 from rumor.server.offload import ChangeCounter
 from rumor.server.replication.big_merges import BigMerge, BigMergeResult, OffloadedMerges
 from rumor.server.replication.config import ReplicationConfig
 from rumor.server.replication.coverage import Coverage
-from rumor.server.replication.digests import DigestIndex
+from rumor.server.replication.digests import DEFERRED, Deferred, DigestIndex
 from rumor.server.replication.disseminator import Disseminator
 from rumor.server.replication.errors import ReplicationProtocolError
+from rumor.server.replication.prepared import PreparedBlobs, PreparedDiffs, Slot
 from rumor.server.replication.probe import RANGE_LEVEL, ProbeAnswer, parse_probe, probed_message
 from rumor.server.replication.states import context_of, decode_state, diff_for, diff_for_context, read_context
 from rumor.server.replication.sync import SyncInitiator, SyncOutcome
@@ -154,7 +157,7 @@ class ReplicaCore:
         self.stats = CoreStats()
         self.coverage = Coverage(self.origin, now, config.dedupe_window)
         self.disseminator = Disseminator(node_id, self.origin, config, self.coverage)
-        self.digests = DigestIndex(self.encode_key)
+        self.digests = DigestIndex(self.digest_blob)
         self.digests.mark_all(store.keys())
         self.ae_config = AntiEntropyConfig(max_message_bytes=config.sync_message_bytes,
                                            hash_bytes=config.sync_hash_bytes, max_rounds=config.sync_max_rounds)
@@ -174,15 +177,41 @@ class ReplicaCore:
         self.changes = ChangeCounter()
         """Every change of a key this core sees (local updates, merges) is counted here: how an off-loop join tells
         that its key changed meanwhile (`big_merges`)."""
+        self.prepared: PreparedBlobs | None = None
+        """Set by a driver with an event loop: big keys' blobs are encoded off the loop (`prepared`)."""
         self.big_merges: OffloadedMerges | None = None
+        self.prepared_diffs: PreparedDiffs | None = None
+        """Set by a driver with an event loop: diffs of big keys made off the loop before a message needs them."""
         """Set by a driver with an event loop: received states of its ``min_bytes`` and more are joined off the loop
         (`big_merges`); None joins everything inline (the simulator, in-process pairs)."""
 
     # -- the store, as anti-entropy sees it ------------------------------------------------------------------------
 
     def encode_key(self, key: str) -> bytes | None:
+        prepared = self.prepared.blob(key) if self.prepared is not None else None
+        if prepared is not None:
+            return prepared
         held = self.store.encoded(key)
         return None if held is None else state_blob(*held)
+
+    def digest_blob(self, key: str) -> bytes | Deferred | None:
+        """`encode_key` for the digests: a big decoded state is encoded off the loop, the key's digest waiting
+        (`digests.DEFERRED`) until its blob is ready (see `prepared`)."""
+        prepared = self.prepared
+        if prepared is None:
+            return self.encode_key(key)
+        blob = prepared.blob(key)
+        if blob is not None:
+            return blob
+        if prepared.encoding(key):
+            return DEFERRED
+        if prepared.offloader.wants(self.digests.tree.size_of(key.encode("utf-8"))) and not self.store.cold(key):
+            held = self.store.get(key)
+            if held is None:
+                return None
+            prepared.start(key, held[0], held[1])
+            return DEFERRED
+        return self.encode_key(key)
 
     def get_blob(self, key: bytes) -> bytes | None:
         return self.encode_key(key.decode("utf-8"))
@@ -190,9 +219,17 @@ class ReplicaCore:
     def get_blob_since(self, key: bytes, peer_blob: bytes) -> bytes | None:
         """A pushback's state: the peer just sent ``peer_blob`` of ``key`` and holds at least that, so what it
         lacks of ours (`diff_for`) brings it to our merged state."""
+        if self.prepared_diffs is not None:
+            ready = self.prepared_diffs.take(("state", key.decode("utf-8", "replace"), peer_blob))
+            if ready is not None:
+                return ready
         held = self.store.get(key.decode("utf-8"))
         if held is None:
             return None
+        return self._blob_since(held, peer_blob)
+
+    @staticmethod
+    def _blob_since(held: tuple[str, Any], peer_blob: bytes) -> bytes:
         type_name, state = held
         try:
             peer_type, data = split_state_blob(peer_blob)
@@ -218,8 +255,49 @@ class ReplicaCore:
         if we do not hold the key. A garbled context (checked first, whether we hold the key or not) raises
         `ReplicationProtocolError`, which anti-entropy counts and answers with an ERROR; nothing changes."""
         peer_context = read_context(context)
+        if self.prepared_diffs is not None:
+            ready = self.prepared_diffs.take(("context", key.decode("utf-8", "replace"), context))
+            if ready is not None:
+                return ready
         held = self._held(key)
         return None if held is None else state_blob(held[0], diff_for_context(held[1], peer_context))
+
+    def big_state(self, key: str) -> tuple[str, Any] | None:
+        """(type name, state) of ``key`` if it is big (its last digest says so) and decoded, else None: what
+        `prepared.PreparedDiffs` works on off the loop."""
+        prepared = self.prepared
+        if prepared is None or not prepared.offloader.wants(self.digests.tree.size_of(key.encode("utf-8"))):
+            return None
+        if self.store.cold(key):
+            return None
+        return self.store.get(key)
+
+    def peer_diff_slots(self, ae: bytes) -> list[Slot]:
+        """The diffs a peer's anti-entropy message will ask of us (`prepared.PreparedDiffs`): a context row
+        answered with a diff, a pushed state answered with a pushback. Unreadable: none (the engine refuses it)."""
+        try:
+            kind, body = decode_message(ae, self.ae_config.max_message_bytes)
+            if kind != AntiEntropyMessageType.EXCHANGE:
+                return []
+            ex = Exchange.parse(body, self.digests.tree, self.ae_config.hash_bytes)
+        except GossipError:
+            return []
+        slots: list[Slot] = []
+        for key, context, _answer in ex.contexts:
+            if context:
+                slots.append(("context", key.decode("utf-8", "replace"), context))
+        for key, state, pushback in ex.states:
+            if pushback:
+                slots.append(("state", key.decode("utf-8", "replace"), state))
+        return slots
+
+    @classmethod
+    def diff_off_loop(cls, slot: Slot, held: tuple[str, Any]) -> bytes:
+        """The worker's part of a prepared diff (pure: reads ``held``'s state, makes new bytes)."""
+        what, _key, peer = slot
+        if what == "context":
+            return state_blob(held[0], diff_for_context(held[1], read_context(peer)))
+        return cls._blob_since(held, peer)
 
     def merge_blob(self, key_bytes: bytes, blob: bytes) -> None:
         try:
@@ -236,9 +314,14 @@ class ReplicaCore:
         self._merge(key, type_name, state, data)
         self.stats.states_merged += 1
         # A key we did not have now holds exactly the received state: its blob is the one we got.
-        merged = blob if fresh else self.encode_key(key)
-        if merged is not None:
-            self.digests.set_blob(key, merged)
+        if fresh:
+            self.digests.set_blob(key, blob)
+        elif self.prepared is not None and self.prepared.offloader.wants(self.digests.tree.size_of(key_bytes)):
+            self.digests.mark(key)  # a big state: encoded off the loop for its digest (`prepared`), not here
+        else:
+            merged = self.encode_key(key)
+            if merged is not None:
+                self.digests.set_blob(key, merged)
 
     def _merges_pending(self) -> bool:
         return self.big_merges is not None and self.big_merges.pending > 0

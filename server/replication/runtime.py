@@ -56,12 +56,21 @@ from rumor.server.replication.big_merges import OffloadedMerges, describe
 from rumor.server.replication.config import ReplicationConfig
 from rumor.server.replication.errors import ReplicationProtocolError
 from rumor.server.replication.member_meta import reads_context_rows
+from rumor.server.replication.prepared import PreparedBlobs, PreparedDiffs, Slot
 from rumor.server.replication.quorum import Tally
 from rumor.server.replication.replica import ACKNOWLEDGED_WHEN_DURABLE, ReplicaCore
 from rumor.server.replication.seam import ReplicaHost
 from rumor.server.replication.stored_meta import KnownMembers, next_epoch
 from rumor.server.replication.sync import SyncInitiator
-from rumor.server.replication.wire import is_ack, kind_of, read_message, repl_message
+from rumor.server.replication.wire import (
+    Kind,
+    is_ack,
+    kind_of,
+    parse_step,
+    read_message,
+    repl_message,
+    state_blob,
+)
 from rumor.server.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -180,6 +189,10 @@ class GossipReplication:
         self._unsubscribe = host.keyspace.subscribe(self.core.on_local)
         self.core.big_merges = OffloadedMerges(self.core, self.offloader,
                                                lambda exc: self._report("replication", exc))
+        self.core.prepared = PreparedBlobs(self.offloader, self.core.changes, state_blob, self.core.digests.set_blob,
+                                           lambda exc: self._report("replication", exc))
+        self.core.prepared_diffs = PreparedDiffs(self.offloader, self.core.changes, self.core.big_state,
+                                                 self.core.peer_diff_slots, ReplicaCore.diff_off_loop)
         self.memberlist = self._factory(self.delegate, host.node_id)
         self.memberlist.on_error = self._membership_failed
         await self.memberlist.start()
@@ -197,6 +210,8 @@ class GossipReplication:
             task.cancel()
         if self.core is not None and self.core.big_merges is not None:
             self.core.big_merges.cancel()
+        if self.core is not None and self.core.prepared is not None:
+            self.core.prepared.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.offloader.close()
         if self._unsubscribe is not None:
@@ -382,7 +397,11 @@ class GossipReplication:
             message: bytes | None = request
             while message is not None:
                 reply = await memberlist.request(peer, message, self.config.request_timeout_s)
-                message = session.receive(reply, self.clock.now())
+                slots = await self._prepare_diffs(reply)
+                try:
+                    message = session.receive(reply, self.clock.now())
+                finally:
+                    self._discard_diffs(slots)
                 if not await self._merges_settled(session):
                     break
                 await asyncio.sleep(0)  # let other work run between round trips
@@ -401,6 +420,24 @@ class GossipReplication:
         if session is not None and session.done_message is not None:
             await self._request_quietly(peer, session.done_message)
         return session
+
+    async def _prepare_diffs(self, message: bytes) -> list[Slot]:
+        """Before a peer's STEP (request or reply) is handled: the diffs it will ask of our big keys, made off the
+        loop (`prepared.PreparedDiffs`)."""
+        core = self.core
+        if core is None or core.prepared_diffs is None:
+            return []
+        try:
+            if kind_of(message) is not Kind.STEP:
+                return []
+            ae = parse_step(message)
+        except ReplicationProtocolError:  # the core refuses it, and counts it, when it handles it
+            return []
+        return await core.prepared_diffs.prepare(ae)
+
+    def _discard_diffs(self, slots: list[Slot]) -> None:
+        if slots and self.core is not None and self.core.prepared_diffs is not None:
+            self.core.prepared_diffs.discard(slots)
 
     async def _merges_settled(self, session: SyncInitiator) -> bool:
         """Waits for the big merges the session's replies started (`big_merges`): False, and the session failed,
@@ -421,7 +458,11 @@ class GossipReplication:
         core, host = self.core, self._host
         if core is None or host is None:
             raise ReplicationProtocolError("not_running")
-        reply = core.handle_request(payload, sender, self.clock.now())
+        slots = await self._prepare_diffs(payload)
+        try:
+            reply = core.handle_request(payload, sender, self.clock.now())
+        finally:
+            self._discard_diffs(slots)
         merges = core.big_merges
         if merges is not None and merges.pending:  # answered once merged: the peer's DONE then claims no more
             failures = await merges.drain()
