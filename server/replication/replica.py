@@ -25,7 +25,7 @@ from rumor.gossip.anti_entropy.wire import AntiEntropyMessageType, Exchange, dec
 from rumor.gossip.errors import GossipError
 from rumor.server.errors import InvalidKeyError, ServerError
 from rumor.server.keyspace import Keyspace
-from rumor.server.offload import ChangeCounter
+from rumor.server.offload import ChangeCounter, Offloader
 from rumor.server.replication.big_merges import BigMerge, BigMergeResult, OffloadedMerges
 from rumor.server.replication.config import ReplicationConfig
 from rumor.server.replication.coverage import Coverage
@@ -322,6 +322,15 @@ class ReplicaCore:
             merged = self.encode_key(key)
             if merged is not None:
                 self.digests.set_blob(key, merged)
+
+    def offload_to(self, offloader: Offloader, report: Callable[[BaseException], None]) -> None:
+        """Big states' CPU work goes to ``offloader`` from now on (a driver with a running event loop calls this):
+        received states joined there (`big_merges`), digests' blobs and peers' diffs made there (`prepared`).
+        ``report(exc)`` hears of failures that are bugs."""
+        self.big_merges = OffloadedMerges(self, offloader, report)
+        self.prepared = PreparedBlobs(offloader, self.changes, state_blob, self.digests.set_blob, report)
+        self.prepared_diffs = PreparedDiffs(offloader, self.changes, self.big_state, self.peer_diff_slots,
+                                            ReplicaCore.diff_off_loop)
 
     def _merges_pending(self) -> bool:
         return self.big_merges is not None and self.big_merges.pending > 0

@@ -52,11 +52,11 @@ from rumor.gossip.memberlist import Memberlist, RequestRefusedError
 from rumor.gossip.seed_resolver import Resolver, SystemResolver, resolve_seeds
 from rumor.server.errors import ServerError
 from rumor.server.offload import Offloader
-from rumor.server.replication.big_merges import OffloadedMerges, describe
+from rumor.server.replication.big_merges import describe
 from rumor.server.replication.config import ReplicationConfig
 from rumor.server.replication.errors import ReplicationProtocolError
 from rumor.server.replication.member_meta import reads_context_rows
-from rumor.server.replication.prepared import PreparedBlobs, PreparedDiffs, Slot
+from rumor.server.replication.prepared import Slot
 from rumor.server.replication.quorum import Tally
 from rumor.server.replication.replica import ACKNOWLEDGED_WHEN_DURABLE, ReplicaCore
 from rumor.server.replication.seam import ReplicaHost
@@ -69,7 +69,6 @@ from rumor.server.replication.wire import (
     parse_step,
     read_message,
     repl_message,
-    state_blob,
 )
 from rumor.server.supervisor import Supervisor
 
@@ -187,12 +186,7 @@ class GossipReplication:
         self.core = ReplicaCore(host.node_id, HostStore(host), self.config, self._rng, self.clock.now(),
                                 epoch=next_epoch(host), peer_reads_contexts=self.peer_reads_contexts)
         self._unsubscribe = host.keyspace.subscribe(self.core.on_local)
-        self.core.big_merges = OffloadedMerges(self.core, self.offloader,
-                                               lambda exc: self._report("replication", exc))
-        self.core.prepared = PreparedBlobs(self.offloader, self.core.changes, state_blob, self.core.digests.set_blob,
-                                           lambda exc: self._report("replication", exc))
-        self.core.prepared_diffs = PreparedDiffs(self.offloader, self.core.changes, self.core.big_state,
-                                                 self.core.peer_diff_slots, ReplicaCore.diff_off_loop)
+        self.core.offload_to(self.offloader, lambda exc: self._report("replication", exc))
         self.memberlist = self._factory(self.delegate, host.node_id)
         self.memberlist.on_error = self._membership_failed
         await self.memberlist.start()
