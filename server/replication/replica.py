@@ -174,6 +174,9 @@ class ReplicaCore:
         self.last_outcome: SyncOutcome | None = None
         self.last_exchange: dict[str, float] = {}
         """member id -> `now` of the last complete anti-entropy session with it, whichever side started it."""
+        self.digest_flush_keys = config.digest_batch_keys
+        """Dirty keys rehashed inline by a tick, a session's start, an OPEN or a PROBE: a driver that rehashes the
+        rest in slices between them, yielding to its loop, lowers it (see `runtime.DIGEST_SLICE_KEYS`)."""
         self.changes = ChangeCounter()
         """Every change of a key this core sees (local updates, merges) is counted here: how an off-loop join tells
         that its key changed meanwhile (`big_merges`)."""
@@ -409,7 +412,7 @@ class ReplicaCore:
         if self.disseminator.due(now):
             result.pushes = self.disseminator.tick(now, live, self.rng)
             self.digests.advance(now)
-            self.digests.flush(self.config.digest_batch_keys, settled_s=self.config.digest_settle_s)
+            self.digests.flush(self.digest_flush_keys, settled_s=self.config.digest_settle_s)
             self.coverage.observe_live(live_set, now)
             self.coverage.collect(live_set, now, self.config.gc_grace_s)
         peers = [m for m in live if m != self.node_id]
@@ -426,7 +429,7 @@ class ReplicaCore:
                    peer_reads_contexts: bool | None = None) -> tuple[SyncInitiator, bytes]:
         """Begin a session with ``peer``: flush digests (bounded) first, so claims are possible when idle.
         ``peer_reads_contexts`` overrides what `peer_reads_contexts` says of the peer (in-process pairs)."""
-        self.digests.flush(self.config.digest_batch_keys)
+        self.digests.flush(self.digest_flush_keys)
         contexts = self.peer_reads_contexts(peer) if peer_reads_contexts is None else peer_reads_contexts
         session = SyncInitiator(peer, self.digests, self.coverage, self.get_blob, self.merge_blob, self.rng,
                                 self.ae_config, self.reassembler, self.get_blob_since,
@@ -494,7 +497,7 @@ class ReplicaCore:
             if kind is Kind.OPEN:
                 ae, _claim, vector, retired = parse_open(payload, Kind.OPEN)
                 self.coverage.note_ack(sender, vector, retired)
-                self.digests.flush(self.config.digest_batch_keys)
+                self.digests.flush(self.digest_flush_keys)
                 claim = self.digests.dirty == 0
                 reply = self.responder.handle(ae)
                 return open_message(Kind.OPENED, reply, claim, self.coverage.vector(),
@@ -524,7 +527,7 @@ class ReplicaCore:
     def probe_answer(self, epoch: int, seq: int, now: float) -> ProbeAnswer:
         """Where this replica stands now (`server.replication.probe`), for a peer that holds groups 1..``seq`` of
         our origin's ``epoch``. Stale digests are rehashed first (bounded), as for a session's OPEN."""
-        self.digests.flush(self.config.digest_batch_keys)
+        self.digests.flush(self.digest_flush_keys)
         disseminator = self.disseminator
         held = seq if epoch == self.origin[1] else 0
         return ProbeAnswer(root=self.digests.tree.root(), ranges=self.range_hashes(), dirty=self.digests.dirty,

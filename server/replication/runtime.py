@@ -82,6 +82,9 @@ _REFUSALS = (ServerError, CRDTError)
 #: seconds between join attempts: the first retry, and the cap the doubling stops at
 JOIN_BACKOFF_INITIAL_S = 1.0
 JOIN_BACKOFF_MAX_S = 30.0
+#: dirty digests rehashed in one go before yielding to the loop: each costs 20-50 us (tree update, hash, the key's
+#: stored bytes), so a slice holds the loop a few ms where a whole `digest_batch_keys` batch held it 50-100 ms
+DIGEST_SLICE_KEYS = 256
 
 
 class HostStore:
@@ -187,6 +190,7 @@ class GossipReplication:
                                 epoch=next_epoch(host), peer_reads_contexts=self.peer_reads_contexts)
         self._unsubscribe = host.keyspace.subscribe(self.core.on_local)
         self.core.offload_to(self.offloader, lambda exc: self._report("replication", exc))
+        self.core.digest_flush_keys = DIGEST_SLICE_KEYS  # the rest of each batch: `_flush_digests`, sliced
         self.memberlist = self._factory(self.delegate, host.node_id)
         self.memberlist.on_error = self._membership_failed
         await self.memberlist.start()
@@ -338,6 +342,10 @@ class GossipReplication:
             except Exception as exc:  # a bug in one tick must not stop replication: report it and keep ticking
                 self._report("replication", exc)
                 result = None
+            try:
+                await self._flush_digests(self.config.digest_settle_s)
+            except Exception as exc:  # as for a tick: reported, and the loop goes on
+                self._report("replication", exc)
             if result is not None:
                 for member, payload in result.pushes:
                     self._push(member, payload)
@@ -387,6 +395,7 @@ class GossipReplication:
         assert core is not None and memberlist is not None
         session: SyncInitiator | None = None
         try:
+            await self._flush_digests(0.0)
             session, request = core.start_sync(peer, self.clock.now())
             message: bytes | None = request
             while message is not None:
@@ -414,6 +423,20 @@ class GossipReplication:
         if session is not None and session.done_message is not None:
             await self._request_quietly(peer, session.done_message)
         return session
+
+    async def _flush_digests(self, settled_s: float) -> None:
+        """Up to `digest_batch_keys` dirty digests (those dirty ``settled_s`` or longer), `DIGEST_SLICE_KEYS` at
+        a time with the loop free between slices."""
+        core = self.core
+        if core is None:
+            return
+        left = self.config.digest_batch_keys
+        while left > 0 and core.digests.dirty:
+            done = core.digests.flush(min(DIGEST_SLICE_KEYS, left), settled_s=settled_s)
+            if done == 0:
+                return
+            left -= done
+            await asyncio.sleep(0)
 
     async def _prepare_diffs(self, message: bytes) -> list[Slot]:
         """Before a peer's STEP (request or reply) is handled: the diffs it will ask of our big keys, made off the
@@ -452,6 +475,8 @@ class GossipReplication:
         core, host = self.core, self._host
         if core is None or host is None:
             raise ReplicationProtocolError("not_running")
+        if payload[:1] == bytes((Kind.OPEN,)):  # the core rehashes what is dirty before answering: most of it here
+            await self._flush_digests(0.0)
         slots = await self._prepare_diffs(payload)
         try:
             reply = core.handle_request(payload, sender, self.clock.now())
