@@ -131,7 +131,7 @@ async def run_mode(base: Path, offload: bool, elements: int, write_s: float, bou
     out: dict[str, Any] = {"offload": offload}
     try:
         for first in range(0, elements, LOAD_CHUNK):
-            await n1.update("big", SetChange(add=tuple(range(first, min(first + LOAD_CHUNK, elements)))))
+            await n1.update_batch([("big", SetChange(add=tuple(range(first, min(first + LOAD_CHUNK, elements)))), None)])
         await n1.update_batch([(f"k{i:05d}", Increment(amount=1), None) for i in range(SMALL_KEYS)])
         assert isinstance(n1.replication, GossipReplication) and n1.replication.memberlist is not None
         seed = n1.replication.memberlist.transport.local_address
@@ -140,7 +140,7 @@ async def run_mode(base: Path, offload: bool, elements: int, write_s: float, bou
         suspicions.take()
         started = time.monotonic()
         n2 = await start_node(base, "n2", offload, (seed,), suspicions)
-        await n2.update("big", SetChange(add=tuple(f"n2-{i}" for i in range(10))))
+        await n2.update_batch([("big", SetChange(add=tuple(f"n2-{i}" for i in range(10))), None)])
         while not same_set(n1, n2) and time.monotonic() - started < bound_s:
             await asyncio.sleep(0.05)
         synced = same_set(n1, n2)

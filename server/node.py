@@ -89,6 +89,7 @@ class Node:
         # (changed meanwhile) -> how many in a row
         self._encoding: dict[str, asyncio.Task[None]] = {}
         self._discarded: dict[str, int] = {}
+        self._retry_at: dict[str, float] = {}  # key -> loop time before which a discarded encode is not retried
         self.metrics = Metrics()
         # Runs the checkpointer and the replication layer's background work: a failure there is logged, counted,
         # shown by /health and restarted, never silent (see `server.supervisor`).
@@ -620,7 +621,11 @@ class Node:
         result, so what is stored is always the state as one instant saw it."""
         if not self.offloader.enabled or (pressed and self._discarded.get(key, 0) >= MAX_DISCARDED_ENCODES):
             self._discarded.pop(key, None)
+            self._retry_at.pop(key, None)
             return False
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._retry_at.get(key, 0.0):
+            return True  # its last encode was discarded lately: not again yet (see `_encode_checkpoint`)
         entry = self.keyspace.entry(key)
         assert entry is not None, "a logged key is never dropped from the keyspace"
         mark = self._changes.watch(key)
@@ -630,6 +635,8 @@ class Node:
         return True
 
     async def _encode_checkpoint(self, key: str, type_name: str, state: Any, mark: int) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             try:
                 blob, stored = await self.offloader.run(_encode_for_checkpoint, state)
@@ -639,9 +646,13 @@ class Node:
                 else:
                     raise
             if self._changes.changed_since(key, mark) or key not in self._dirty or not self._running:
+                # a key changing faster than it encodes: wait twice the encode's time before the next attempt, so
+                # the worker (and the GIL it holds) is not kept busy for nothing
                 self._discarded[key] = self._discarded.get(key, 0) + 1
+                self._retry_at[key] = loop.time() + 2 * (loop.time() - started)
                 return
             self._discarded.pop(key, None)
+            self._retry_at.pop(key, None)
             del self._dirty[key]
             self.storage.checkpoint(key, type_name, stored)
             entry = self.keyspace.entry(key)

@@ -34,6 +34,7 @@ class PreparedBlobs:
         self._report = report
         self._blobs: dict[str, tuple[int, bytes]] = {}  # key -> (change mark, blob), each holding a watch
         self._encoding: dict[str, asyncio.Task[None]] = {}
+        self._retry_at: dict[str, float] = {}  # key -> loop time before which a discarded encode is not restarted
         self.encoded = 0
         """Blobs encoded off the loop and kept (tests and benches)."""
 
@@ -53,15 +54,20 @@ class PreparedBlobs:
         return key in self._encoding
 
     def start(self, key: str, type_name: str, state: Any) -> None:
-        """Encode ``state`` (``key``'s live state, of ``type_name``) on the worker, unless that is under way."""
-        if key in self._encoding:
+        """Encode ``state`` (``key``'s live state, of ``type_name``) on the worker, unless that is under way, or
+        the last encode of the key was discarded lately: a key changing faster than it encodes would otherwise
+        keep the worker busy for nothing (it waits twice the discarded encode's time, so at most half the worker)."""
+        loop = asyncio.get_running_loop()
+        if key in self._encoding or loop.time() < self._retry_at.get(key, 0.0):
             return
         mark = self.changes.watch(key)
-        task = asyncio.get_running_loop().create_task(self._encode(key, type_name, state, mark))
+        task = loop.create_task(self._encode(key, type_name, state, mark))
         self._encoding[key] = task
 
     async def _encode(self, key: str, type_name: str, state: Any, mark: int) -> None:
         kept = False
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             try:
                 data = await self.offloader.run(encode, state)
@@ -70,7 +76,9 @@ class PreparedBlobs:
                     self._report(exc)
                 return
             if self.changes.changed_since(key, mark):
+                self._retry_at[key] = loop.time() + 2 * (loop.time() - started)
                 return
+            self._retry_at.pop(key, None)
             blob = self._blob_of(type_name, data)
             previous = self._blobs.pop(key, None)
             if previous is not None:
@@ -91,6 +99,10 @@ class PreparedBlobs:
 
 __all__ = ["PreparedBlobs"]
 
+
+#: a prepared diff discarded by a change of its key (the worker read a moving state) is made again this many times
+#: in all before the core makes it inline
+DIFF_ATTEMPTS = 3
 
 Slot = tuple[str, str, bytes]
 """``("context" | "state", key, the peer's context or state bytes)``: what a prepared diff answers."""
@@ -127,20 +139,31 @@ class PreparedDiffs:
             state = self._big_state(slot[1])
             if state is None or slot in self._ready:
                 continue
-            key = slot[1]
-            mark = self.changes.watch(key)
-            try:
-                diff = await self.offloader.run(self._work, slot, state)
-            except Exception:  # a garbled context or state, or the loop changing the state: the core decides inline
-                continue
-            finally:
-                changed = self.changes.changed_since(key, mark)
-                self.changes.unwatch(key)
-            if not changed:
+            diff = await self._attempts(slot, state)
+            if diff is not None:
                 self._ready[slot] = diff
                 slots.append(slot)
                 self.prepared += 1
         return slots
+
+    async def _attempts(self, slot: Slot, state: Any) -> bytes | None:
+        """The diff, made again (up to `DIFF_ATTEMPTS` times in all) while a change of the key discards it."""
+        key = slot[1]
+        for _ in range(DIFF_ATTEMPTS):
+            mark = self.changes.watch(key)
+            try:
+                diff = await self.offloader.run(self._work, slot, state)
+            except Exception:  # a garbled context or state, or the loop changing the state: retried, then inline
+                diff = None
+            finally:
+                changed = self.changes.changed_since(key, mark)
+                self.changes.unwatch(key)
+            if not changed:
+                return diff
+            state = self._big_state(key)  # the state may have been replaced (an adopted join)
+            if state is None:
+                return None
+        return None
 
     def take(self, slot: Slot) -> bytes | None:
         return self._ready.pop(slot, None)

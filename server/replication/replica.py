@@ -37,6 +37,7 @@ from rumor.server.replication.probe import RANGE_LEVEL, ProbeAnswer, parse_probe
 from rumor.server.replication.states import context_of, decode_state, diff_for, diff_for_context, read_context
 from rumor.server.replication.sync import SyncInitiator, SyncOutcome
 from rumor.server.replication.wire import (
+    DeltaEntry,
     DeltaGroup,
     Kind,
     OriginKey,
@@ -184,6 +185,8 @@ class ReplicaCore:
         """Set by a driver with an event loop: big keys' blobs are encoded off the loop (`prepared`)."""
         self.big_merges: OffloadedMerges | None = None
         self.prepared_diffs: PreparedDiffs | None = None
+        self.merging_pushes = 0
+        """Pushes a driver is merging in slices (`accept_push`, `merge_entries`): no vector is claimed meanwhile."""
         """Set by a driver with an event loop: diffs of big keys made off the loop before a message needs them."""
         """Set by a driver with an event loop: received states of its ``min_bytes`` and more are joined off the loop
         (`big_merges`); None joins everything inline (the simulator, in-process pairs)."""
@@ -434,7 +437,8 @@ class ReplicaCore:
         session = SyncInitiator(peer, self.digests, self.coverage, self.get_blob, self.merge_blob, self.rng,
                                 self.ae_config, self.reassembler, self.get_blob_since,
                                 get_context=self.get_blob_context, get_state_for_context=self.get_blob_for_context,
-                                peer_reads_contexts=contexts, merges_pending=self._merges_pending)
+                                peer_reads_contexts=contexts, merges_pending=self._merges_pending,
+                                claimable=self.claimable())
         self.syncing = session
         self.stats.syncs_started += 1
         return session, session.open()
@@ -467,17 +471,36 @@ class ReplicaCore:
         except ReplicationProtocolError as exc:
             self._reject(exc.reason)
 
+    def claimable(self) -> bool:
+        """Whether our vector may be claimed now (see `sync`): no digest is dirty, and no push whose groups the
+        vector already covers is still being merged (a driver may merge a big push in slices: `merging_pushes`)."""
+        return self.digests.dirty == 0 and not self.merging_pushes
+
+    def accept_push(self, payload: bytes, sender: str, now: float) -> list[DeltaGroup]:
+        """A PUSH's first half, for a driver that merges its groups itself (`merge_entries`, in slices): the groups
+        new to us. A garbled push is counted in `stats.rejected` and yields none."""
+        self.stats.requests_served += 1
+        try:
+            return self.disseminator.receive(unpack_push(payload), sender, now)
+        except ReplicationProtocolError as exc:
+            self._reject(exc.reason)
+            return []
+
     def merge_groups(self, groups: list[DeltaGroup]) -> None:
         for group in groups:
-            for entry in group.entries:
-                try:
-                    state = decode_state(entry.type_name, entry.delta)
-                    self._merge(entry.key, entry.type_name, state, entry.delta)
-                except ReplicationProtocolError as exc:
-                    self._reject(exc.reason)
-                    continue
-                self.digests.mark(entry.key)
-                self.stats.deltas_merged += 1
+            self.merge_entries(group.entries)
+
+    def merge_entries(self, entries: Iterable[DeltaEntry]) -> None:
+        """Merge pushed deltas (each refused one is counted and skipped)."""
+        for entry in entries:
+            try:
+                state = decode_state(entry.type_name, entry.delta)
+                self._merge(entry.key, entry.type_name, state, entry.delta)
+            except ReplicationProtocolError as exc:
+                self._reject(exc.reason)
+                continue
+            self.digests.mark(entry.key)
+            self.stats.deltas_merged += 1
 
     def _done(self, payload: bytes, sender: str, now: float) -> None:
         vector = parse_done(payload)
@@ -498,7 +521,7 @@ class ReplicaCore:
                 ae, _claim, vector, retired = parse_open(payload, Kind.OPEN)
                 self.coverage.note_ack(sender, vector, retired)
                 self.digests.flush(self.digest_flush_keys)
-                claim = self.digests.dirty == 0
+                claim = self.claimable()
                 reply = self.responder.handle(ae)
                 return open_message(Kind.OPENED, reply, claim, self.coverage.vector(),
                                     self.coverage.advertised_retired())

@@ -68,13 +68,14 @@ class SyncInitiator:
     """``get_context`` and ``get_state_for_context`` let big keys go as context rows (`gossip.anti_entropy`), sent
     only when ``peer_reads_contexts`` (the peer's member metadata says it reads them). ``merges_pending`` says
     whether received states are still being merged off the loop (`big_merges`): a session that ends meanwhile is
-    concluded by the driver's `merges_settled` once they are done."""
+    concluded by the driver's `merges_settled` once they are done. ``claimable`` overrides whether our vector may
+    be claimed (by default: no digest is dirty; `ReplicaCore.claimable` also waits for pushes being merged)."""
 
     def __init__(self, peer: str, digests: DigestIndex, coverage: Coverage, get_state: GetState, merge: Merge,
                  rng: random.Random, config: AntiEntropyConfig, reassembler: Reassembler,
                  get_state_since: GetStateSince | None = None, *, get_context: GetContext | None = None,
                  get_state_for_context: GetStateForContext | None = None, peer_reads_contexts: bool = False,
-                 merges_pending: Callable[[], bool] = _none_pending) -> None:
+                 merges_pending: Callable[[], bool] = _none_pending, claimable: bool | None = None) -> None:
         self.peer = peer
         self._merges_pending = merges_pending
         self._ended = False
@@ -83,7 +84,7 @@ class SyncInitiator:
                                            get_state_since=get_state_since, get_context=get_context,
                                            get_state_for_context=get_state_for_context,
                                            peer_reads_contexts=peer_reads_contexts)
-        self._claim = digests.dirty == 0
+        self._claim = digests.dirty == 0 if claimable is None else claimable
         self._snapshot: Vector = coverage.vector() if self._claim else {}
         self._peer_vector: Vector | None = None
         self.done_message: bytes | None = None

@@ -69,6 +69,9 @@ async def test_a_change_while_encoding_discards_the_blob_and_a_later_flush_gets_
     await finish_encoding(core)
     assert core.digests.dirty == 1 and core.prepared is not None and core.prepared.encoded == 0
     core.digests.flush(10)
+    assert not core.prepared.encoding("big")  # not restarted at once: it waits twice the discarded encode's time
+    core.prepared._retry_at.clear()  # as if that time had passed
+    core.digests.flush(10)
     await finish_encoding(core)
     assert core.digests.dirty == 0 and core.encode_key("big") == current_blob(a)
 
