@@ -26,6 +26,11 @@ Joining is background work too: `start` returns at once with the node alone, and
 (each attempt resolves their names again and tries every address once) with an exponential backoff until one
 answers. A node whose seeds are all down still serves, and joins when they come back.
 
+The loop never does a big state's CPU work: the core's `offload_to` sends it to the `Offloader`'s worker thread
+(received states joined, big digests' blobs, diffs of big keys, see `big_merges` and `prepared`), and what stays on
+the loop in bulk is done in slices with a yield between (`DIGEST_SLICE_KEYS` rehashes, `PUSH_SLICE_ENTRIES` pushed
+deltas). A session awaits the merges each reply started before it goes on, and a served request before it answers.
+
 Durability: deltas and states merged here go through the node's delta log (`ReplicaHost.merge_remote_nowait`). A
 REPL (``w`` > 1) is acknowledged only once the merged delta is durable: its reply waits for the storage's commit
 (`replica.ACKNOWLEDGED_WHEN_DURABLE`). Anti-entropy and push merges are logged without waiting (they are
@@ -85,9 +90,9 @@ JOIN_BACKOFF_INITIAL_S = 1.0
 JOIN_BACKOFF_MAX_S = 30.0
 #: dirty digests rehashed in one go before yielding to the loop: each costs 20-50 us (tree update, hash, the key's
 #: stored bytes), so a slice holds the loop a few ms where a whole `digest_batch_keys` batch held it 50-100 ms
-DIGEST_SLICE_KEYS = 256
+DIGEST_SLICE_KEYS = 128
 #: pushed deltas merged in one go before yielding: a stream push of 60 KiB holds hundreds, 50-250 ms under load
-PUSH_SLICE_ENTRIES = 64
+PUSH_SLICE_ENTRIES = 32
 
 
 class HostStore:
