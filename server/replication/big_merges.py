@@ -28,15 +28,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from rumor.crdt import encode
-from rumor.server.offload import Offloader
+from rumor.server.offload import ChangeCounter, Offloader
 from rumor.server.replication.errors import ReplicationProtocolError
 from rumor.server.replication.states import decode_state, read_context
-
-if TYPE_CHECKING:
-    from rumor.server.replication.replica import ReplicaCore
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +75,21 @@ def work(job: BigMerge) -> BigMergeResult:
     return BigMergeResult(received, job.data)
 
 
+class MergingCore(Protocol):
+    """What the merges need of `ReplicaCore` (named here so this module does not import it: it imports us)."""
+
+    changes: ChangeCounter
+
+    def finish_big_merge(self, job: BigMerge, result: BigMergeResult, *, unchanged: bool) -> None: ...
+
+    def reject(self, reason: str) -> None: ...
+
+
 class OffloadedMerges:
     """Runs the core's big merges on ``offloader`` as tasks of the loop; ``report(exc)`` hears of every failure that
     is not the peer's bad input (a bug: the supervisor logs, counts and shows it)."""
 
-    def __init__(self, core: ReplicaCore, offloader: Offloader, report: Callable[[BaseException], None]) -> None:
+    def __init__(self, core: MergingCore, offloader: Offloader, report: Callable[[BaseException], None]) -> None:
         self.core = core
         self.offloader = offloader
         self._report = report
@@ -138,4 +145,4 @@ def describe(failures: list[BaseException]) -> str:
     return f"{len(failures)} big merge(s) failed; first: {type(first).__name__}: {first}"[:200]
 
 
-__all__ = ["BigMerge", "BigMergeResult", "OffloadedMerges", "describe", "work"]
+__all__ = ["BigMerge", "BigMergeResult", "MergingCore", "OffloadedMerges", "describe", "work"]
