@@ -182,14 +182,14 @@ class ReplicaCore:
         """Every change of a key this core sees (local updates, merges) is counted here: how an off-loop join tells
         that its key changed meanwhile (`big_merges`)."""
         self.prepared: PreparedBlobs | None = None
-        """Set by a driver with an event loop: big keys' blobs are encoded off the loop (`prepared`)."""
+        """Set by a driver with an event loop (`offload_to`): big keys' blobs are encoded off the loop (`prepared`)."""
         self.big_merges: OffloadedMerges | None = None
+        """Set by `offload_to`: received states of the offloader's ``min_bytes`` and more are joined off the loop
+        (`big_merges`); None joins everything inline (the simulator, in-process pairs)."""
         self.prepared_diffs: PreparedDiffs | None = None
+        """Set by `offload_to`: diffs of big keys made off the loop before a peer's message needs them."""
         self.merging_pushes = 0
         """Pushes a driver is merging in slices (`accept_push`, `merge_entries`): no vector is claimed meanwhile."""
-        """Set by a driver with an event loop: diffs of big keys made off the loop before a message needs them."""
-        """Set by a driver with an event loop: received states of its ``min_bytes`` and more are joined off the loop
-        (`big_merges`); None joins everything inline (the simulator, in-process pairs)."""
 
     # -- the store, as anti-entropy sees it ------------------------------------------------------------------------
 

@@ -151,7 +151,7 @@ class _Delegate(Delegate):
 class GossipReplication:
     """``join_backoff_s`` is (first, max) delay between join attempts; ``sleep`` is what waits them (tests);
     ``resolver`` turns seed names into addresses (the system's by default; tests inject one); ``offloader`` runs the
-    CPU work of big received states (`big_merges`)."""
+    CPU work of big states (`ReplicaCore.offload_to`)."""
 
     def __init__(self, config: ReplicationConfig, memberlist_factory: MemberlistFactory, *,
                  rng: random.Random | None = None, clock: Clock | None = None,
@@ -159,8 +159,8 @@ class GossipReplication:
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  resolver: Resolver | None = None, offloader: Offloader | None = None) -> None:
         self.config = config
-        #: where big received states are decoded and joined, off the event loop (`big_merges`); tests and benches pass
-        #: ``Offloader(enabled=False)`` for the inline baseline
+        #: where big states are decoded, joined, diffed and encoded, off the event loop (`ReplicaCore.offload_to`);
+        #: benches pass ``Offloader(enabled=False)`` for the inline baseline
         self.offloader = offloader or Offloader()
         #: turns seed names into addresses on every join attempt (`gossip.seed_resolver`)
         self.resolver: Resolver = resolver or SystemResolver()
