@@ -482,3 +482,24 @@ class Keyspace:
             if not key.startswith(prefix):
                 return
             yield key
+
+    def adopt_joined(self, key: str, type_name: str, joined: Any) -> None:
+        """Installs ``joined`` as ``key``'s state: the caller computed it off the event loop as the join of a received
+        state and the key's state as it was then, and checked nothing changed the key since (`server.offload`). So
+        this is `merge_remote` of the received state at the cost of an assignment, where a merge of a million
+        elements holds the loop for a second. Listeners hear of ``joined`` as of a merged state."""
+        check_key(key)
+        entry = self.entry(key)
+        if entry is None:
+            if type_name not in TYPES:
+                raise TypeConflictError(key, "nothing", type_name)
+            entry = self._add(key, Entry(type_name, joined, key=key, cache=self._tracking))
+        elif entry.type_name != type_name:
+            raise TypeConflictError(key, entry.type_name, type_name)
+        else:
+            entry.replace(joined)
+        entry.changed()
+        if type_name == "counter" and joined.has_ops():
+            self.op_keyed[key] = None
+        for listener in self._remote_listeners:
+            listener(key, type_name, joined, None)

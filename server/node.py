@@ -45,6 +45,7 @@ from rumor.server.hlc_source import HLCSource, wall_clock_ms
 from rumor.server.keyspace import Item, KeyPage, Keyspace
 from rumor.server.loop_lag import LoopLagMonitor
 from rumor.server.metrics import Metrics
+from rumor.server.offload import ChangeCounter, Offloader
 from rumor.server.op_folding import OpFolder
 from rumor.server.replication.seam import Replication, Standalone
 from rumor.server.state_cache import Entry
@@ -82,8 +83,18 @@ class Node:
         physical_ms: Callable[[], int] = wall_clock_ms,
         replication: Replication | None = None,
         supervisor: Supervisor | None = None,
+        offloader: Offloader | None = None,
     ) -> None:
         self.config = config
+        #: encodes big states for checkpoints off the event loop (`_checkpoint_off_loop`); ``enabled=False`` inline
+        self.offloader = offloader or Offloader()
+        # every logged change counts here: how an off-loop checkpoint tells that its key changed meanwhile
+        self._changes = ChangeCounter()
+        # keys whose checkpoint is being encoded off the loop -> its task; keys whose last encodes were discarded
+        # (changed meanwhile) -> how many in a row
+        self._encoding: dict[str, asyncio.Task[None]] = {}
+        self._discarded: dict[str, int] = {}
+        self._retry_at: dict[str, float] = {}  # key -> loop time before which a discarded encode is not retried
         self.metrics = Metrics()
         # Runs the checkpointer and the replication layer's background work: a failure there is logged, counted,
         # shown by /health and restarted, never silent (see `server.supervisor`).
@@ -218,6 +229,9 @@ class Node:
             except Exception:
                 log.exception("node %s: stopping replication failed; closing storage anyway", self.node_id)
             await self.supervisor.stop()
+            for task in self._encoding.values():
+                task.cancel()
+            self.offloader.close()
             if self.storage.durable and self.storage.healthy:
                 try:
                     self.checkpoint(len(self._dirty), everything=True)
@@ -451,7 +465,21 @@ class Node:
         if blob is None and self.storage.durable:
             blob = encode(state_or_delta)
         self.keyspace.merge_remote(key, type_name, state_or_delta)
+        if blob is not None and len(blob) >= BIG_STATE_BYTES and key not in self._big_states:
+            self._big_states[key] = [len(blob), 0]  # at least that big now: its checkpoint goes off the loop
         return self._log(key, type_name, blob, PEER)
+
+    def adopt_remote_nowait(self, key: str, type_name: str, joined: Any, blob: bytes) -> None:
+        """`merge_remote_nowait` of a received state whose join with the key's state (``joined``) replication made
+        off the event loop (`Keyspace.adopt_joined`). ``blob`` is the received state's bytes: what the log keeps,
+        since merged on top of the key's earlier records it makes ``joined`` again."""
+        self._check_running()
+        if type_name not in TYPES:
+            raise InvalidOperationError(f"unknown type {type_name!r}")
+        self.keyspace.adopt_joined(key, type_name, joined)
+        if len(blob) >= BIG_STATE_BYTES and self.storage.durable and key not in self._big_states:
+            self._big_states[key] = [len(blob), 0]  # at least that big now: its checkpoint goes off the loop
+        self._log(key, type_name, blob, PEER).add_done_callback(retrieve_exception)
 
     def join_imported(self, key: str, type_name: str, state: Any, blob: bytes) -> asyncio.Future[None] | None:
         """Joins a whole state read from a backup (`blob`, its bytes as read) into `key` as this node's own write:
@@ -491,6 +519,7 @@ class Node:
         """Queues an encoded delta and returns its commit's future (in memory, nothing is stored: already done).
         Every change goes through here, local or received (`origin`), so this is where the change feed hears of it."""
         future = self.storage.append_delta(key, type_name, blob or b"")
+        self._changes.changed(key)
         if self._feed is not None:
             self._feed.logged(key, self.storage.last_seq, origin, future)
         if blob is not None and self.storage.durable:
@@ -535,6 +564,9 @@ class Node:
                 break
             big = self._big_states.get(key)
             if big is not None and not everything and 2 * big[1] < big[0] and first_seq > oldest_allowed:
+                continue
+            if big is not None and not everything and (
+                    key in self._encoding or self._checkpoint_off_loop(key, pressed=first_seq <= oldest_allowed)):
                 continue
             del dirty[key]
             entry = keyspace.entry(key)
@@ -596,16 +628,105 @@ class Node:
         if not self.storage.healthy:
             return 0
         self.backfill_digests(BACKFILL_PER_ROUND)
-        if not self._dirty:
+        keys = self._round_keys()
+        return self.checkpoint(keys) if keys else 0
+
+    def _round_keys(self) -> int:
+        """How many keys this round folds (see `checkpoint_round`); 0 when there is nothing it may fold."""
+        if not self._dirty or not self.storage.healthy:
             return 0
         keys = self.config.checkpoint_batch_keys
         if self.storage.last_seq - next(iter(self._dirty.values())) >= self.config.checkpoint_max_log_records:
             keys *= 4
-        return self.checkpoint(keys)
+        return keys
 
     async def _checkpoint_loop(self) -> None:
         """Runs under the supervisor until cancelled: an exception ends this run, and the supervisor restarts it."""
         while True:
             await asyncio.sleep(self.config.checkpoint_interval_s)
             self._prune_settled_writes()
-            self.checkpoint_round()
+            await self._checkpoint_round_in_slices()
+
+    async def _checkpoint_round_in_slices(self) -> int:
+        """`checkpoint_round`, `CHECKPOINT_SLICE_KEYS` keys at a time with the loop free between slices: a round
+        of 256 small keys (encode, deflate) held the loop 50-90 ms under a write load."""
+        self.keyspace.cache.shrink(EVICTIONS_PER_ROUND)
+        if self.storage.healthy:
+            self.backfill_digests(BACKFILL_PER_ROUND)
+        left = self._round_keys()
+        done = 0
+        while left > 0 and self._dirty and self.storage.healthy and self._running:
+            folded = self.checkpoint(min(CHECKPOINT_SLICE_KEYS, left))
+            if folded == 0:
+                break
+            done += folded
+            left -= folded
+            await asyncio.sleep(0)
+        return done
+
+    def _checkpoint_off_loop(self, key: str, *, pressed: bool) -> bool:
+        """Starts encoding a big state's checkpoint on the offloader's worker (a million-element set costs half a
+        second to encode and deflate); False when it must be done inline now: offloading is off, or the log is
+        ``pressed`` (the key's oldest record is `checkpoint_max_log_records` behind) and the key changed under its
+        last `MAX_DISCARDED_ENCODES` attempts (a key written more often than its encode takes must still fold, or
+        the log would grow without bound: that fold costs the loop what it did before this offloading). The worker
+        reads the live state while the loop may change it: any change logged meanwhile (`_changes`) discards the
+        result, so what is stored is always the state as one instant saw it."""
+        if not self.offloader.enabled or (pressed and self._discarded.get(key, 0) >= MAX_DISCARDED_ENCODES):
+            self._discarded.pop(key, None)
+            self._retry_at.pop(key, None)
+            return False
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._retry_at.get(key, 0.0):
+            return True  # its last encode was discarded lately: not again yet (see `_encode_checkpoint`)
+        entry = self.keyspace.entry(key)
+        assert entry is not None, "a logged key is never dropped from the keyspace"
+        mark = self._changes.watch(key)
+        task = asyncio.get_running_loop().create_task(self._encode_checkpoint(key, entry.type_name, entry.state, mark))
+        self._encoding[key] = task
+        self.supervisor.watch("checkpointer", task)
+        return True
+
+    async def _encode_checkpoint(self, key: str, type_name: str, state: Any, mark: int) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            try:
+                blob, stored = await self.offloader.run(_encode_for_checkpoint, state)
+            except Exception:
+                if self._changes.changed_since(key, mark):  # the loop changed the state under the encoder
+                    blob = stored = b""
+                else:
+                    raise
+            if self._changes.changed_since(key, mark) or key not in self._dirty or not self._running:
+                # a key changing faster than it encodes: wait twice the encode's time before the next attempt, so
+                # the worker (and the GIL it holds) is not kept busy for nothing
+                self._discarded[key] = self._discarded.get(key, 0) + 1
+                self._retry_at[key] = loop.time() + 2 * (loop.time() - started)
+                return
+            self._discarded.pop(key, None)
+            self._retry_at.pop(key, None)
+            del self._dirty[key]
+            self.storage.checkpoint(key, type_name, stored)
+            entry = self.keyspace.entry(key)
+            if entry is not None:
+                entry.stored(stored)
+            self._big_states[key] = [len(blob), 0]
+            self.storage.truncate_log(next(iter(self._dirty.values()), self.storage.last_seq + 1))
+            self.metrics.checkpoints.inc(amount=1)
+        finally:
+            self._changes.unwatch(key)
+            self._encoding.pop(key, None)
+
+
+#: an off-loop checkpoint encode discarded this many times in a row (its key kept changing) is done inline next,
+#: once the log is pressed
+MAX_DISCARDED_ENCODES = 3
+#: keys a checkpoint slice folds before yielding to the loop (a small state's encode and deflate: 50-300 us)
+CHECKPOINT_SLICE_KEYS = 16
+
+
+def _encode_for_checkpoint(state: Any) -> tuple[bytes, bytes]:
+    """The worker's part of a checkpoint: the state's bytes, and those deflated (what storage keeps)."""
+    blob = encode(state)
+    return blob, compressed(blob)

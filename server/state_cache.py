@@ -212,6 +212,13 @@ class Entry:
                 return not holds
         return bool(self.state.is_empty())
 
+    def replace(self, state: Any) -> None:
+        """The key's state is now ``state`` (a join computed off the loop: `Keyspace.adopt_joined`); the caller then
+        calls `changed`."""
+        self._state = state
+        if self._cache is not None:
+            self._cache.used(self)
+
 
 def _estimate(blob: bytes) -> int:
     deflated = blob[:3] == DEFLATED_HEADER  # deflating keeps about a third of a big state's bytes

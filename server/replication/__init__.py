@@ -12,6 +12,9 @@ Layering (each module is one concept; the pure ones take ``now`` and a ``random.
   that read them), and reading a peer's.
 - `quorum`: when to stop waiting for acknowledgements at ``w``/``r`` levels.
 - `replica`: `ReplicaCore`, the pure replica tying the above to a `Store`; drivers call ``tick``/``handle_*``.
+- `big_merges`, `prepared`: a big state's CPU work (decoding and joining a received one, encoding ours for its
+  digest, diffing ours against a peer's context) on `server.offload`'s worker thread, off the event loop; a driver
+  with a loop turns them on (`ReplicaCore.offload_to`), the simulator and in-process pairs work inline.
 - `seam`: what a node asks of replication (`Replication`), what replication asks of a node (`ReplicaHost`), and
   the cluster of one (`Standalone`).
 - `stored_meta`: what replication keeps in the data directory (known members, the last epoch).

@@ -21,17 +21,23 @@ from typing import Any, Protocol
 
 from rumor.crdt import CRDTError, encode
 from rumor.gossip.anti_entropy import AntiEntropyConfig, AntiEntropyResponder, Reassembler
+from rumor.gossip.anti_entropy.wire import AntiEntropyMessageType, Exchange, decode_message
+from rumor.gossip.errors import GossipError
 from rumor.server.errors import InvalidKeyError, ServerError
 from rumor.server.keyspace import Keyspace
+from rumor.server.offload import ChangeCounter, Offloader
+from rumor.server.replication.big_merges import BigMerge, BigMergeResult, OffloadedMerges
 from rumor.server.replication.config import ReplicationConfig
 from rumor.server.replication.coverage import Coverage
-from rumor.server.replication.digests import DigestIndex, Encoder, digest_index_for
+from rumor.server.replication.digests import DEFERRED, Deferred, DigestIndex, Encoder, digest_index_for
 from rumor.server.replication.disseminator import Disseminator
 from rumor.server.replication.errors import ReplicationProtocolError
+from rumor.server.replication.prepared import PreparedBlobs, PreparedDiffs, Slot
 from rumor.server.replication.probe import RANGE_LEVEL, ProbeAnswer, parse_probe, probed_message
 from rumor.server.replication.states import context_of, decode_state, diff_for, diff_for_context, read_context
 from rumor.server.replication.sync import SyncInitiator, SyncOutcome
 from rumor.server.replication.wire import (
+    DeltaEntry,
     DeltaGroup,
     Kind,
     OriginKey,
@@ -51,6 +57,7 @@ from rumor.server.replication.wire import (
     step_message,
     unpack_push,
 )
+from rumor.server.values import TYPES
 
 ACKNOWLEDGED_WHEN_DURABLE = frozenset({Kind.REPL})
 """Requests whose reply says the merge is durable (what ``w`` > 1 counts): a driver over durable storage sends their
@@ -75,6 +82,13 @@ class Store(Protocol):
 
         ``blob`` is ``crdt.encode(state)`` when the caller holds it: the bytes it was decoded from (decoding checks
         they are canonical), so a store that logs the state need not encode it again."""
+
+    def cold(self, key: str) -> bool:
+        """Whether ``key``'s state is held only as its stored bytes (not decoded): `encoded` then costs no encoding."""
+
+    def adopt(self, key: str, type_name: str, joined: Any, blob: bytes) -> None:
+        """Install ``joined``, the join of ``key``'s state as it is and a received state (encoded: ``blob``), made
+        off the event loop (`big_merges`): `merge` of that state at the cost of an assignment."""
 
 
 class KeyspaceStore:
@@ -101,6 +115,17 @@ class KeyspaceStore:
         self.keyspace.merge_remote(key, type_name, state)
         if self.on_merge is not None:
             self.on_merge(key, type_name, state)
+
+    def cold(self, key: str) -> bool:
+        if not self.keyspace.entry_in_memory(key):
+            return key in self.keyspace  # on disk only: its bytes are read, never a state encoded
+        entry = self.keyspace.entry(key)
+        return entry is not None and not entry.decoded
+
+    def adopt(self, key: str, type_name: str, joined: Any, blob: bytes) -> None:
+        self.keyspace.adopt_joined(key, type_name, joined)
+        if self.on_merge is not None:
+            self.on_merge(key, type_name, joined)
 
 
 @dataclass(slots=True)
@@ -140,7 +165,7 @@ class ReplicaCore:
         self.stats = CoreStats()
         self.coverage = Coverage(self.origin, now, config.dedupe_window)
         self.disseminator = Disseminator(node_id, self.origin, config, self.coverage)
-        self.digests = store.digest_index(self.encode_key)
+        self.digests = store.digest_index(self.digest_blob)
         self.ae_config = AntiEntropyConfig(max_message_bytes=config.sync_message_bytes,
                                            hash_bytes=config.sync_hash_bytes, max_rounds=config.sync_max_rounds)
         # One budget for chunked states in flight, whichever role receives them (our session, a peer's session):
@@ -156,12 +181,49 @@ class ReplicaCore:
         self.last_outcome: SyncOutcome | None = None
         self.last_exchange: dict[str, float] = {}
         """member id -> `now` of the last complete anti-entropy session with it, whichever side started it."""
+        self.digest_flush_keys = config.digest_batch_keys
+        """Dirty keys rehashed inline by a tick, a session's start, an OPEN or a PROBE: a driver that rehashes the
+        rest in slices between them, yielding to its loop, lowers it (see `runtime.DIGEST_SLICE_KEYS`)."""
+        self.changes = ChangeCounter()
+        """Every change of a key this core sees (local updates, merges) is counted here: how an off-loop join tells
+        that its key changed meanwhile (`big_merges`)."""
+        self.prepared: PreparedBlobs | None = None
+        """Set by a driver with an event loop (`offload_to`): big keys' blobs are encoded off the loop (`prepared`)."""
+        self.big_merges: OffloadedMerges | None = None
+        """Set by `offload_to`: received states of the offloader's ``min_bytes`` and more are joined off the loop
+        (`big_merges`); None joins everything inline (the simulator, in-process pairs)."""
+        self.prepared_diffs: PreparedDiffs | None = None
+        """Set by `offload_to`: diffs of big keys made off the loop before a peer's message needs them."""
+        self.merging_pushes = 0
+        """Pushes a driver is merging in slices (`accept_push`, `merge_entries`): no vector is claimed meanwhile."""
 
     # -- the store, as anti-entropy sees it ------------------------------------------------------------------------
 
     def encode_key(self, key: str) -> bytes | None:
+        prepared = self.prepared.blob(key) if self.prepared is not None else None
+        if prepared is not None:
+            return prepared
         held = self.store.encoded(key)
         return None if held is None else state_blob(*held)
+
+    def digest_blob(self, key: str) -> bytes | Deferred | None:
+        """`encode_key` for the digests: a big decoded state is encoded off the loop, the key's digest waiting
+        (`digests.DEFERRED`) until its blob is ready (see `prepared`)."""
+        prepared = self.prepared
+        if prepared is None:
+            return self.encode_key(key)
+        blob = prepared.blob(key)
+        if blob is not None:
+            return blob
+        if prepared.encoding(key):
+            return DEFERRED
+        if prepared.offloader.wants(self.digests.tree.size_of(key.encode("utf-8"))) and not self.store.cold(key):
+            held = self.store.get(key)
+            if held is None:
+                return None
+            prepared.start(key, held[0], held[1])
+            return DEFERRED
+        return self.encode_key(key)
 
     def get_blob(self, key: bytes) -> bytes | None:
         return self.encode_key(key.decode("utf-8"))
@@ -169,9 +231,17 @@ class ReplicaCore:
     def get_blob_since(self, key: bytes, peer_blob: bytes) -> bytes | None:
         """A pushback's state: the peer just sent ``peer_blob`` of ``key`` and holds at least that, so what it
         lacks of ours (`diff_for`) brings it to our merged state."""
+        if self.prepared_diffs is not None:
+            ready = self.prepared_diffs.take(("state", key.decode("utf-8", "replace"), peer_blob))
+            if ready is not None:
+                return ready
         held = self.store.get(key.decode("utf-8"))
         if held is None:
             return None
+        return self._blob_since(held, peer_blob)
+
+    @staticmethod
+    def _blob_since(held: tuple[str, Any], peer_blob: bytes) -> bytes:
         type_name, state = held
         try:
             peer_type, data = split_state_blob(peer_blob)
@@ -197,8 +267,49 @@ class ReplicaCore:
         if we do not hold the key. A garbled context (checked first, whether we hold the key or not) raises
         `ReplicationProtocolError`, which anti-entropy counts and answers with an ERROR; nothing changes."""
         peer_context = read_context(context)
+        if self.prepared_diffs is not None:
+            ready = self.prepared_diffs.take(("context", key.decode("utf-8", "replace"), context))
+            if ready is not None:
+                return ready
         held = self._held(key)
         return None if held is None else state_blob(held[0], diff_for_context(held[1], peer_context))
+
+    def big_state(self, key: str) -> tuple[str, Any] | None:
+        """(type name, state) of ``key`` if it is big (its last digest says so) and decoded, else None: what
+        `prepared.PreparedDiffs` works on off the loop."""
+        prepared = self.prepared
+        if prepared is None or not prepared.offloader.wants(self.digests.tree.size_of(key.encode("utf-8"))):
+            return None
+        if self.store.cold(key):
+            return None
+        return self.store.get(key)
+
+    def peer_diff_slots(self, ae: bytes) -> list[Slot]:
+        """The diffs a peer's anti-entropy message will ask of us (`prepared.PreparedDiffs`): a context row
+        answered with a diff, a pushed state answered with a pushback. Unreadable: none (the engine refuses it)."""
+        try:
+            kind, body = decode_message(ae, self.ae_config.max_message_bytes)
+            if kind != AntiEntropyMessageType.EXCHANGE:
+                return []
+            ex = Exchange.parse(body, self.digests.tree, self.ae_config.hash_bytes)
+        except GossipError:
+            return []
+        slots: list[Slot] = []
+        for key, context, _answer in ex.contexts:
+            if context:
+                slots.append(("context", key.decode("utf-8", "replace"), context))
+        for key, state, pushback in ex.states:
+            if pushback:
+                slots.append(("state", key.decode("utf-8", "replace"), state))
+        return slots
+
+    @classmethod
+    def diff_off_loop(cls, slot: Slot, held: tuple[str, Any]) -> bytes:
+        """The worker's part of a prepared diff (pure: reads ``held``'s state, makes new bytes)."""
+        what, _key, peer = slot
+        if what == "context":
+            return state_blob(held[0], diff_for_context(held[1], read_context(peer)))
+        return cls._blob_since(held, peer)
 
     def merge_blob(self, key_bytes: bytes, blob: bytes) -> None:
         try:
@@ -206,16 +317,80 @@ class ReplicaCore:
         except UnicodeDecodeError:
             raise ReplicationProtocolError("bad_key", "not UTF-8") from None
         type_name, data = split_state_blob(blob)
+        big_merges = self.big_merges
+        if big_merges is not None and big_merges.wants(len(data)):
+            big_merges.submit(self.plan_big_merge(key, type_name, data))
+            return
         state = decode_state(type_name, data)
         fresh = self.store.get(key) is None
         self._merge(key, type_name, state, data)
         self.stats.states_merged += 1
         # A key we did not have now holds exactly the received state: its blob is the one we got.
-        merged = blob if fresh else self.encode_key(key)
-        if merged is not None:
-            self.digests.set_blob(key, merged)
+        if fresh:
+            self.digests.set_blob(key, blob)
+        elif self.prepared is not None and self.prepared.offloader.wants(self.digests.tree.size_of(key_bytes)):
+            self.digests.mark(key)  # a big state: encoded off the loop for its digest (`prepared`), not here
+        else:
+            merged = self.encode_key(key)
+            if merged is not None:
+                self.digests.set_blob(key, merged)
+
+    def offload_to(self, offloader: Offloader, report: Callable[[BaseException], None]) -> None:
+        """Big states' CPU work goes to ``offloader`` from now on (a driver with a running event loop calls this):
+        received states joined there (`big_merges`), digests' blobs and peers' diffs made there (`prepared`).
+        ``report(exc)`` hears of failures that are bugs."""
+        self.big_merges = OffloadedMerges(self, offloader, report)
+        self.prepared = PreparedBlobs(offloader, self.changes, state_blob, self.digests.set_blob, report)
+        self.prepared_diffs = PreparedDiffs(offloader, self.changes, self.big_state, self.peer_diff_slots,
+                                            ReplicaCore.diff_off_loop)
+
+    def _merges_pending(self) -> bool:
+        return self.big_merges is not None and self.big_merges.pending > 0
+
+    def plan_big_merge(self, key: str, type_name: str, data: bytes) -> BigMerge:
+        """What the worker needs to join a received big state (see `big_merges`), taken on the loop without decoding
+        or encoding anything big: raises `ReplicationProtocolError` at once when the type name is unknown or is not
+        the key's (as the inline merge would), and changes nothing."""
+        if type_name not in TYPES:
+            raise ReplicationProtocolError("unknown_type_name", type_name)
+        store = self.store
+        if store.cold(key):
+            held = store.encoded(key)
+            assert held is not None
+            return self._big_merge_plan(key, type_name, data, held[0], held[1], None)
+        current = store.get(key)
+        if current is None:
+            return BigMerge(key, type_name, data, None, None)
+        if self.big_merges is None or not self.big_merges.wants(self.digests.tree.size_of(key.encode("utf-8"))):
+            return self._big_merge_plan(key, type_name, data, current[0], encode(current[1]), None)
+        return self._big_merge_plan(key, type_name, data, current[0], None, context_of(current[1]))
+
+    @staticmethod
+    def _big_merge_plan(key: str, type_name: str, data: bytes, held_type: str, ours: bytes | None,
+                        context: bytes | None) -> BigMerge:
+        if held_type != type_name:
+            raise ReplicationProtocolError("merge_refused", f"TypeConflictError: {key!r} is a {held_type}, "
+                                                            f"not a {type_name}"[:200])
+        return BigMerge(key, type_name, data, ours, context)
+
+    def finish_big_merge(self, job: BigMerge, result: BigMergeResult, *, unchanged: bool) -> None:
+        """The loop's part of a big merge (see `big_merges`): adopt the worker's join if the key did not change
+        meanwhile, else merge it (or the worker's diff) like any received state."""
+        key, type_name = job.key, job.type_name
+        if job.adopt and unchanged:
+            try:
+                self.store.adopt(key, type_name, result.state, job.data)
+            except (ServerError, CRDTError) as exc:
+                raise ReplicationProtocolError("merge_refused", f"{type(exc).__name__}: {exc}"[:200]) from None
+            self.changes.changed(key)
+            self.digests.set_blob(key, state_blob(type_name, result.blob))
+        else:
+            self._merge(key, type_name, result.state, result.blob)
+            self.digests.mark(key)
+        self.stats.states_merged += 1
 
     def _merge(self, key: str, type_name: str, state: Any, blob: bytes | None = None) -> None:
+        self.changes.changed(key)
         try:
             self.store.merge(key, type_name, state, blob)
         except InvalidKeyError as exc:  # no client could have written it: a forged or garbled message
@@ -229,6 +404,7 @@ class ReplicaCore:
         """Subscribed to the keyspace's local updates: join into this interval's batch and mark the digest stale."""
         self.disseminator.record_local(key, type_name, delta, blob)
         self.digests.mark(key)
+        self.changes.changed(key)
 
     def on_changed(self, key: str) -> None:
         self.digests.mark(key)
@@ -245,7 +421,7 @@ class ReplicaCore:
         if self.disseminator.due(now):
             result.pushes = self.disseminator.tick(now, live, self.rng)
             self.digests.advance(now)
-            self.digests.flush(self.config.digest_batch_keys, settled_s=self.config.digest_settle_s)
+            self.digests.flush(self.digest_flush_keys, settled_s=self.config.digest_settle_s)
             self.coverage.observe_live(live_set, now)
             self.coverage.collect(live_set, now, self.config.gc_grace_s)
         peers = [m for m in live if m != self.node_id]
@@ -262,12 +438,13 @@ class ReplicaCore:
                    peer_reads_contexts: bool | None = None) -> tuple[SyncInitiator, bytes]:
         """Begin a session with ``peer``: flush digests (bounded) first, so claims are possible when idle.
         ``peer_reads_contexts`` overrides what `peer_reads_contexts` says of the peer (in-process pairs)."""
-        self.digests.flush(self.config.digest_batch_keys)
+        self.digests.flush(self.digest_flush_keys)
         contexts = self.peer_reads_contexts(peer) if peer_reads_contexts is None else peer_reads_contexts
         session = SyncInitiator(peer, self.digests, self.coverage, self.get_blob, self.merge_blob, self.rng,
                                 self.ae_config, self.reassembler, self.get_blob_since,
                                 get_context=self.get_blob_context, get_state_for_context=self.get_blob_for_context,
-                                peer_reads_contexts=contexts)
+                                peer_reads_contexts=contexts, merges_pending=self._merges_pending,
+                                claimable=self.claimable())
         self.syncing = session
         self.stats.syncs_started += 1
         return session, session.open()
@@ -300,17 +477,36 @@ class ReplicaCore:
         except ReplicationProtocolError as exc:
             self._reject(exc.reason)
 
+    def claimable(self) -> bool:
+        """Whether our vector may be claimed now (see `sync`): no digest is dirty, and no push whose groups the
+        vector already covers is still being merged (a driver may merge a big push in slices: `merging_pushes`)."""
+        return self.digests.dirty == 0 and not self.merging_pushes
+
+    def accept_push(self, payload: bytes, sender: str, now: float) -> list[DeltaGroup]:
+        """A PUSH's first half, for a driver that merges its groups itself (`merge_entries`, in slices): the groups
+        new to us. A garbled push is counted in `stats.rejected` and yields none."""
+        self.stats.requests_served += 1
+        try:
+            return self.disseminator.receive(unpack_push(payload), sender, now)
+        except ReplicationProtocolError as exc:
+            self._reject(exc.reason)
+            return []
+
     def merge_groups(self, groups: list[DeltaGroup]) -> None:
         for group in groups:
-            for entry in group.entries:
-                try:
-                    state = decode_state(entry.type_name, entry.delta)
-                    self._merge(entry.key, entry.type_name, state, entry.delta)
-                except ReplicationProtocolError as exc:
-                    self._reject(exc.reason)
-                    continue
-                self.digests.mark(entry.key)
-                self.stats.deltas_merged += 1
+            self.merge_entries(group.entries)
+
+    def merge_entries(self, entries: Iterable[DeltaEntry]) -> None:
+        """Merge pushed deltas (each refused one is counted and skipped)."""
+        for entry in entries:
+            try:
+                state = decode_state(entry.type_name, entry.delta)
+                self._merge(entry.key, entry.type_name, state, entry.delta)
+            except ReplicationProtocolError as exc:
+                self._reject(exc.reason)
+                continue
+            self.digests.mark(entry.key)
+            self.stats.deltas_merged += 1
 
     def _done(self, payload: bytes, sender: str, now: float) -> None:
         vector = parse_done(payload)
@@ -330,8 +526,8 @@ class ReplicaCore:
             if kind is Kind.OPEN:
                 ae, _claim, vector, retired = parse_open(payload, Kind.OPEN)
                 self.coverage.note_ack(sender, vector, retired)
-                self.digests.flush(self.config.digest_batch_keys)
-                claim = self.digests.dirty == 0
+                self.digests.flush(self.digest_flush_keys)
+                claim = self.claimable()
                 reply = self.responder.handle(ae)
                 return open_message(Kind.OPENED, reply, claim, self.coverage.vector(),
                                     self.coverage.advertised_retired())
@@ -360,7 +556,7 @@ class ReplicaCore:
     def probe_answer(self, epoch: int, seq: int, now: float) -> ProbeAnswer:
         """Where this replica stands now (`server.replication.probe`), for a peer that holds groups 1..``seq`` of
         our origin's ``epoch``. Stale digests are rehashed first (bounded), as for a session's OPEN."""
-        self.digests.flush(self.config.digest_batch_keys)
+        self.digests.flush(self.digest_flush_keys)
         disseminator = self.disseminator
         held = seq if epoch == self.origin[1] else 0
         return ProbeAnswer(root=self.digests.tree.root(), ranges=self.range_hashes(), dirty=self.digests.dirty,
@@ -376,6 +572,10 @@ class ReplicaCore:
 
     def _reject(self, reason: str) -> None:
         self.stats.rejected[reason] = self.stats.rejected.get(reason, 0) + 1
+
+    def reject(self, reason: str) -> None:
+        """Count a refusal found outside `handle_request` (a big merge that failed off the loop)."""
+        self._reject(reason)
 
     # -- w / r levels ---------------------------------------------------------------------------------------------
 

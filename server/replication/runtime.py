@@ -26,6 +26,11 @@ Joining is background work too: `start` returns at once with the node alone, and
 (each attempt resolves their names again and tries every address once) with an exponential backoff until one
 answers. A node whose seeds are all down still serves, and joins when they come back.
 
+The loop never does a big state's CPU work: the core's `offload_to` sends it to the `Offloader`'s worker thread
+(received states joined, big digests' blobs, diffs of big keys, see `big_merges` and `prepared`), and what stays on
+the loop in bulk is done in slices with a yield between (`DIGEST_SLICE_KEYS` rehashes, `PUSH_SLICE_ENTRIES` pushed
+deltas). A session awaits the merges each reply started before it goes on, and a served request before it answers.
+
 Durability: deltas and states merged here go through the node's delta log (`ReplicaHost.merge_remote_nowait`). A
 REPL (``w`` > 1) is acknowledged only once the merged delta is durable: its reply waits for the storage's commit
 (`replica.ACKNOWLEDGED_WHEN_DURABLE`). Anti-entropy and push merges are logged without waiting (they are
@@ -51,16 +56,27 @@ from rumor.gossip.member import Member, MemberStatus
 from rumor.gossip.memberlist import Memberlist, RequestRefusedError
 from rumor.gossip.seed_resolver import Resolver, SystemResolver, resolve_seeds
 from rumor.server.errors import ServerError
+from rumor.server.offload import Offloader
+from rumor.server.replication.big_merges import describe
 from rumor.server.replication.config import ReplicationConfig
 from rumor.server.replication.digests import DigestIndex, Encoder, digest_index_for
 from rumor.server.replication.errors import ReplicationProtocolError
 from rumor.server.replication.member_meta import reads_context_rows
+from rumor.server.replication.prepared import Slot
 from rumor.server.replication.quorum import Tally
 from rumor.server.replication.replica import ACKNOWLEDGED_WHEN_DURABLE, ReplicaCore
 from rumor.server.replication.seam import ReplicaHost
 from rumor.server.replication.stored_meta import KnownMembers, next_epoch
 from rumor.server.replication.sync import SyncInitiator
-from rumor.server.replication.wire import is_ack, kind_of, read_message, repl_message
+from rumor.server.replication.wire import (
+    Kind,
+    ack_message,
+    is_ack,
+    kind_of,
+    parse_step,
+    read_message,
+    repl_message,
+)
 from rumor.server.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -73,6 +89,11 @@ _REFUSALS = (ServerError, CRDTError)
 #: seconds between join attempts: the first retry, and the cap the doubling stops at
 JOIN_BACKOFF_INITIAL_S = 1.0
 JOIN_BACKOFF_MAX_S = 30.0
+#: dirty digests rehashed in one go before yielding to the loop: each costs 20-50 us (tree update, hash, the key's
+#: stored bytes), so a slice holds the loop a few ms where a whole `digest_batch_keys` batch held it 50-100 ms
+DIGEST_SLICE_KEYS = 128
+#: pushed deltas merged in one go before yielding: a stream push of 60 KiB holds hundreds, 50-250 ms under load
+PUSH_SLICE_ENTRIES = 32
 
 
 class HostStore:
@@ -96,6 +117,13 @@ class HostStore:
 
     def merge(self, key: str, type_name: str, state: Any, blob: bytes | None = None) -> None:
         self.host.merge_remote_nowait(key, type_name, state, blob)
+
+    def cold(self, key: str) -> bool:
+        entry = self.host.keyspace.entry(key)
+        return entry is not None and not entry.decoded
+
+    def adopt(self, key: str, type_name: str, joined: Any, blob: bytes) -> None:
+        self.host.adopt_remote_nowait(key, type_name, joined, blob)
 
 
 class _Delegate(Delegate):
@@ -125,14 +153,18 @@ class _Delegate(Delegate):
 
 class GossipReplication:
     """``join_backoff_s`` is (first, max) delay between join attempts; ``sleep`` is what waits them (tests);
-    ``resolver`` turns seed names into addresses (the system's by default; tests inject one)."""
+    ``resolver`` turns seed names into addresses (the system's by default; tests inject one); ``offloader`` runs the
+    CPU work of big states (`ReplicaCore.offload_to`)."""
 
     def __init__(self, config: ReplicationConfig, memberlist_factory: MemberlistFactory, *,
                  rng: random.Random | None = None, clock: Clock | None = None,
                  join_backoff_s: tuple[float, float] = (JOIN_BACKOFF_INITIAL_S, JOIN_BACKOFF_MAX_S),
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 resolver: Resolver | None = None) -> None:
+                 resolver: Resolver | None = None, offloader: Offloader | None = None) -> None:
         self.config = config
+        #: where big states are decoded, joined, diffed and encoded, off the event loop (`ReplicaCore.offload_to`);
+        #: benches pass ``Offloader(enabled=False)`` for the inline baseline
+        self.offloader = offloader or Offloader()
         #: turns seed names into addresses on every join attempt (`gossip.seed_resolver`)
         self.resolver: Resolver = resolver or SystemResolver()
         self.clock = clock or MonotonicClock()
@@ -168,6 +200,8 @@ class GossipReplication:
         self.core = ReplicaCore(host.node_id, HostStore(host), self.config, self._rng, self.clock.now(),
                                 epoch=next_epoch(host), peer_reads_contexts=self.peer_reads_contexts)
         self._unsubscribe = host.keyspace.subscribe(self.core.on_local)
+        self.core.offload_to(self.offloader, lambda exc: self._report("replication", exc))
+        self.core.digest_flush_keys = DIGEST_SLICE_KEYS  # the rest of each batch: `_flush_digests`, sliced
         self.memberlist = self._factory(self.delegate, host.node_id)
         self.memberlist.on_error = self._membership_failed
         await self.memberlist.start()
@@ -183,7 +217,12 @@ class GossipReplication:
         tasks = [t for t in (self._join_task, self._loop_task, self._sync_task, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
+        if self.core is not None and self.core.big_merges is not None:
+            self.core.big_merges.cancel()
+        if self.core is not None and self.core.prepared is not None:
+            self.core.prepared.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self.offloader.close()
         if self._unsubscribe is not None:
             self._unsubscribe()
         if self.memberlist is not None:
@@ -314,6 +353,10 @@ class GossipReplication:
             except Exception as exc:  # a bug in one tick must not stop replication: report it and keep ticking
                 self._report("replication", exc)
                 result = None
+            try:
+                await self._flush_digests(self.config.digest_settle_s)
+            except Exception as exc:  # as for a tick: reported, and the loop goes on
+                self._report("replication", exc)
             if result is not None:
                 for member, payload in result.pushes:
                     self._push(member, payload)
@@ -363,15 +406,23 @@ class GossipReplication:
         assert core is not None and memberlist is not None
         session: SyncInitiator | None = None
         try:
+            await self._flush_digests(0.0)
             session, request = core.start_sync(peer, self.clock.now())
             message: bytes | None = request
             while message is not None:
                 reply = await memberlist.request(peer, message, self.config.request_timeout_s)
-                message = session.receive(reply, self.clock.now())
+                slots = await self._prepare_diffs(reply)
+                try:
+                    message = session.receive(reply, self.clock.now())
+                finally:
+                    self._discard_diffs(slots)
+                if not await self._merges_settled(session):
+                    break
                 await asyncio.sleep(0)  # let other work run between round trips
         except _NETWORK_ERRORS as exc:
             if session is not None:
                 session.fail(f"{type(exc).__name__}: {exc}", self.clock.now())
+                await self._merges_settled(session)  # what it started is not left to fail the next session
         except Exception as exc:  # a bug: the session ends as failed, and the task reports it
             if session is not None:
                 session.fail(f"{type(exc).__name__}: {exc}", self.clock.now())
@@ -384,6 +435,67 @@ class GossipReplication:
             await self._request_quietly(peer, session.done_message)
         return session
 
+    async def _merge_push(self, payload: bytes, sender: str) -> bytes:
+        """A PUSH over a stream (bigger than a datagram: up to `max_push_bytes` of deltas), merged
+        `PUSH_SLICE_ENTRIES` at a time with the loop free between; no vector is claimed until it is all merged
+        (`ReplicaCore.claimable`), since the vector covers its groups from the start."""
+        core = self.core
+        assert core is not None
+        groups = core.accept_push(payload, sender, self.clock.now())
+        core.merging_pushes += 1
+        entries = [entry for group in groups for entry in group.entries]
+        try:
+            for first in range(0, len(entries), PUSH_SLICE_ENTRIES):
+                if first:
+                    await asyncio.sleep(0)
+                core.merge_entries(entries[first:first + PUSH_SLICE_ENTRIES])
+        finally:
+            core.merging_pushes -= 1
+        return ack_message()
+
+    async def _flush_digests(self, settled_s: float) -> None:
+        """Up to `digest_batch_keys` dirty digests (those dirty ``settled_s`` or longer), `DIGEST_SLICE_KEYS` at
+        a time with the loop free between slices."""
+        core = self.core
+        if core is None:
+            return
+        left = self.config.digest_batch_keys
+        while left > 0 and core.digests.dirty:
+            done = core.digests.flush(min(DIGEST_SLICE_KEYS, left), settled_s=settled_s)
+            if done == 0:
+                return
+            left -= done
+            await asyncio.sleep(0)
+
+    async def _prepare_diffs(self, message: bytes) -> list[Slot]:
+        """Before a peer's STEP (request or reply) is handled: the diffs it will ask of our big keys, made off the
+        loop (`prepared.PreparedDiffs`)."""
+        core = self.core
+        if core is None or core.prepared_diffs is None:
+            return []
+        try:
+            if kind_of(message) is not Kind.STEP:
+                return []
+            ae = parse_step(message)
+        except ReplicationProtocolError:  # the core refuses it, and counts it, when it handles it
+            return []
+        return await core.prepared_diffs.prepare(ae)
+
+    def _discard_diffs(self, slots: list[Slot]) -> None:
+        if slots and self.core is not None and self.core.prepared_diffs is not None:
+            self.core.prepared_diffs.discard(slots)
+
+    async def _merges_settled(self, session: SyncInitiator) -> bool:
+        """Waits for the big merges the session's replies started (`big_merges`): False, and the session failed,
+        if one failed; else a session that ended meanwhile is concluded now."""
+        merges = self.core.big_merges if self.core is not None else None
+        failures = await merges.drain() if merges is not None else []
+        if failures:
+            session.fail(describe(failures), self.clock.now())
+            return False
+        session.merges_settled(self.clock.now())
+        return True
+
     # -- serving ----------------------------------------------------------------------------------------------------
 
     async def serve(self, payload: bytes, sender: str) -> bytes:
@@ -392,7 +504,20 @@ class GossipReplication:
         core, host = self.core, self._host
         if core is None or host is None:
             raise ReplicationProtocolError("not_running")
-        reply = core.handle_request(payload, sender, self.clock.now())
+        if payload[:1] == bytes((Kind.PUSH,)):
+            return await self._merge_push(payload, sender)
+        if payload[:1] == bytes((Kind.OPEN,)):  # the core rehashes what is dirty before answering: most of it here
+            await self._flush_digests(0.0)
+        slots = await self._prepare_diffs(payload)
+        try:
+            reply = core.handle_request(payload, sender, self.clock.now())
+        finally:
+            self._discard_diffs(slots)
+        merges = core.big_merges
+        if merges is not None and merges.pending:  # answered once merged: the peer's DONE then claims no more
+            failures = await merges.drain()
+            if failures:
+                raise ReplicationProtocolError("merge_failed", describe(failures))
         if kind_of(payload) in ACKNOWLEDGED_WHEN_DURABLE:
             await host.storage.flush()
         return reply

@@ -61,6 +61,10 @@ class ReplicaHost(Protocol):
     def merge_remote_nowait(self, key: str, type_name: str, state_or_delta: Any, blob: bytes | None = None) -> None:
         """Joins a received delta or state into ``key`` and queues it for the log (without waiting for the commit)."""
 
+    def adopt_remote_nowait(self, key: str, type_name: str, joined: Any, blob: bytes) -> None:
+        """Install ``joined``, the join of ``key``'s state as it is and a received state (``blob``: its bytes, what
+        the log keeps), made off the event loop: `merge_remote_nowait` of that state without the merge's cost."""
+
 
 class Replication(Protocol):
     async def start(self, host: ReplicaHost) -> None:

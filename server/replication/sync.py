@@ -19,6 +19,7 @@ abandon the session (`fail`), which changes nothing but statistics.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from rumor.gossip.anti_entropy import (
@@ -59,21 +60,31 @@ class SyncOutcome:
     error: str | None = None
 
 
+def _none_pending() -> bool:
+    return False
+
+
 class SyncInitiator:
     """``get_context`` and ``get_state_for_context`` let big keys go as context rows (`gossip.anti_entropy`), sent
-    only when ``peer_reads_contexts`` (the peer's member metadata says it reads them)."""
+    only when ``peer_reads_contexts`` (the peer's member metadata says it reads them). ``merges_pending`` says
+    whether received states are still being merged off the loop (`big_merges`): a session that ends meanwhile is
+    concluded by the driver's `merges_settled` once they are done. ``claimable`` overrides whether our vector may
+    be claimed (by default: no digest is dirty; `ReplicaCore.claimable` also waits for pushes being merged)."""
 
     def __init__(self, peer: str, digests: DigestIndex, coverage: Coverage, get_state: GetState, merge: Merge,
                  rng: random.Random, config: AntiEntropyConfig, reassembler: Reassembler,
                  get_state_since: GetStateSince | None = None, *, get_context: GetContext | None = None,
-                 get_state_for_context: GetStateForContext | None = None, peer_reads_contexts: bool = False) -> None:
+                 get_state_for_context: GetStateForContext | None = None, peer_reads_contexts: bool = False,
+                 merges_pending: Callable[[], bool] = _none_pending, claimable: bool | None = None) -> None:
         self.peer = peer
+        self._merges_pending = merges_pending
+        self._ended = False
         self.coverage = coverage
         self._session = AntiEntropySession(digests.tree, get_state, merge, rng, config, reassembler=reassembler,
                                            get_state_since=get_state_since, get_context=get_context,
                                            get_state_for_context=get_state_for_context,
                                            peer_reads_contexts=peer_reads_contexts)
-        self._claim = digests.dirty == 0
+        self._claim = digests.dirty == 0 if claimable is None else claimable
         self._snapshot: Vector = coverage.vector() if self._claim else {}
         self._peer_vector: Vector | None = None
         self.done_message: bytes | None = None
@@ -116,9 +127,27 @@ class SyncInitiator:
     def fail(self, reason: str, now: float) -> None:
         self._finish(now, reason)
 
+    def merges_settled(self, now: float) -> None:
+        """The driver awaited every merge the session started off the loop (`big_merges`) and none failed (else it
+        calls `fail`): conclude a session that ended meanwhile. A session is never concluded complete, and so never
+        raises a vector, while a merge it received is still running."""
+        if self._ended and self.outcome is None:
+            self._conclude(now, None)
+
+    @property
+    def settling(self) -> bool:
+        """Ended, but waiting for `merges_settled` (or `fail`) to conclude."""
+        return self._ended and self.outcome is None
+
     def _finish(self, now: float, error: str | None) -> None:
         if self.outcome is not None:
             return
+        self._ended = True
+        if error is None and self._merges_pending():
+            return  # concluded by `merges_settled` or `fail`
+        self._conclude(now, error)
+
+    def _conclude(self, now: float, error: str | None) -> None:
         session = self._session
         complete = error is None and session.done and session.aborted is None and not session.incomplete
         if complete:

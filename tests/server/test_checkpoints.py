@@ -8,6 +8,7 @@ from rumor.crdt import decode, encode
 from rumor.crdt.encoding import FLAG_ZLIB
 from rumor.server.config import ServerConfig, with_overrides
 from rumor.server.node import BIG_STATE_BYTES, Node
+from rumor.server.offload import Offloader
 from rumor.server.storage import DB_FILE, read_log
 from rumor.server.updates import Increment, SetChange
 
@@ -57,7 +58,8 @@ async def test_a_big_state_is_checkpointed_deflated_and_read_back_after_a_restar
 async def test_a_big_state_is_folded_again_only_once_its_deltas_add_up_to_half_of_it(
     disk_config: ServerConfig,
 ) -> None:
-    async with Node(disk_config) as node:
+    # the fold policy, with encodes inline (off the loop, the fold lands a task later: test_offloaded_checkpoints)
+    async with Node(disk_config, offloader=Offloader(enabled=False)) as node:
         await node.update("big", SetChange(add=BIG_SET))
         assert node.checkpoint(10) == 1
         await node.storage.flush()
@@ -89,7 +91,7 @@ async def test_a_waiting_big_key_is_folded_once_its_oldest_record_is_too_far_beh
     disk_config: ServerConfig,
 ) -> None:
     config = with_overrides(disk_config, checkpoint_max_log_records=5)
-    async with Node(config) as node:
+    async with Node(config, offloader=Offloader(enabled=False)) as node:  # inline: the fold counts in this round
         await node.update("big", SetChange(add=BIG_SET))
         node.checkpoint(10)
         await node.update("big", SetChange(add=("one-more",)))  # the big key's oldest unfolded record

@@ -46,17 +46,17 @@ async def test_a_failed_checkpointer_is_restarted_and_health_says_why_until_the_
     async with Node(config, supervisor=supervisor) as node, TestClient(TestServer(create_app(node))) as api:
         rounds = 0
         restarted = asyncio.Event()
-        real_round = node.checkpoint_round
+        real_round = node._checkpoint_round_in_slices
 
-        def flaky_round() -> int:
+        async def flaky_round() -> int:
             nonlocal rounds
             rounds += 1
             if rounds == 1:
                 raise RuntimeError("disk on fire")
             restarted.set()
-            return real_round()
+            return await real_round()
 
-        node.checkpoint_round = flaky_round  # type: ignore[method-assign]
+        node._checkpoint_round_in_slices = flaky_round  # type: ignore[method-assign]
         async with asyncio.timeout(5):
             await restarted.wait()
         response = await api.get("/health")
