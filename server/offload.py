@@ -25,6 +25,8 @@ import concurrent.futures
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from rumor.server.collector import collector_paused
+
 T = TypeVar("T")
 
 #: states this big (encoded bytes) and up are worked on off the loop: the work of 64 KiB of state is a few ms
@@ -55,13 +57,20 @@ class Offloader:
         if self._executor is None:
             self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="rumor-offload")
         self.jobs += 1
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, _collector_paused, fn, *args)
 
     def close(self) -> None:
         """Stops the worker once its current job ends (a job in flight is not interrupted: its result is dropped)."""
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+
+
+def _collector_paused(fn: Callable[..., T], *args: Any) -> T:
+    """A job builds big states that all live on (a decode, a join): the young collections it would trigger traverse
+    the half-built state again and again, each holding the GIL, so the loop would wait on them (`server.collector`)."""
+    with collector_paused():
+        return fn(*args)
 
 
 class ChangeCounter:
