@@ -47,7 +47,7 @@ from rumor.server.loop_lag import LoopLagMonitor
 from rumor.server.metrics import Metrics
 from rumor.server.op_folding import OpFolder
 from rumor.server.replication.seam import Replication, Standalone
-from rumor.server.state_cache import Entry
+from rumor.server.state_cache import UNKNOWN_STATE_BYTES, Entry
 from rumor.server.state_writes import CommitWatch, write_stored
 from rumor.server.storage import Recovered, Storage
 from rumor.server.supervisor import Supervisor
@@ -64,6 +64,11 @@ BIG_STATE_BYTES = 64 * 1024
 EVICTIONS_PER_ROUND = 4096
 #: rows stored without digest columns that a checkpoint round gives them (`Node.backfill_digests`)
 BACKFILL_PER_ROUND = 1024
+#: the share of `state_cache_bytes` that keys not checkpointed yet may take before the checkpointer works between
+#: its rounds too (`Node.drain_backlog`), and the evictions it makes after each slice of that work
+DIRTY_SHARE_OF_CACHE = 0.5
+EVICTIONS_PER_SLICE = 1024
+MAX_SLICE_S = 0.015
 
 _NOT_CACHED = object()
 
@@ -603,9 +608,44 @@ class Node:
             keys *= 4
         return self.checkpoint(keys)
 
+    def backlogged(self) -> bool:
+        """Whether the keys changed since their last checkpoint hold more memory than `DIRTY_SHARE_OF_CACHE` of the
+        cache's budget. Those stay decoded in memory whatever the budget (only a checkpointed key can leave), so a
+        write load faster than the rounds would otherwise grow memory with every key it touches."""
+        limit = self.keyspace.cache.limit_bytes
+        return limit is not None and len(self._dirty) * UNKNOWN_STATE_BYTES > limit * DIRTY_SHARE_OF_CACHE
+
+    async def drain_backlog(self) -> int:
+        """While `backlogged`, more checkpoints (and evictions) between the rounds, in slices that give the loop
+        back: a slice works as long as the rest of the loop ran since the previous one (the write load and the
+        checkpointer share the loop instead of the load outrunning it), at most `MAX_SLICE_S` (the stall a slice
+        may add), in steps of `checkpoint_batch_keys` keys. At most `checkpoint_interval_s` of this (then the next
+        round, with its other chores, comes first). Returns the keys checkpointed."""
+        done = 0
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self.config.checkpoint_interval_s
+        slice_end = loop.time()
+        while self.backlogged() and self.storage.healthy and loop.time() < until:
+            await asyncio.sleep(0)
+            started = loop.time()
+            slice_until = started + min(MAX_SLICE_S, max(started - slice_end, 0.001))
+            folded = 0
+            while True:
+                step = self.checkpoint(self.config.checkpoint_batch_keys)
+                folded += step
+                if not step or loop.time() >= slice_until or not self.backlogged():
+                    break
+            self.keyspace.cache.shrink(EVICTIONS_PER_SLICE)
+            slice_end = loop.time()
+            if not folded:  # only big states waiting for more of their deltas: the rounds take them in time
+                break
+            done += folded
+        return done
+
     async def _checkpoint_loop(self) -> None:
         """Runs under the supervisor until cancelled: an exception ends this run, and the supervisor restarts it."""
         while True:
             await asyncio.sleep(self.config.checkpoint_interval_s)
             self._prune_settled_writes()
             self.checkpoint_round()
+            await self.drain_backlog()

@@ -203,3 +203,19 @@ async def test_installed_rows_survive_a_crash_once_committed(disk_config: Server
 async def _chunks(data: bytes) -> AsyncIterator[bytes]:
     for i in range(0, len(data), 1000):
         yield data[i : i + 1000]
+
+
+async def test_a_write_load_faster_than_the_rounds_is_checkpointed_between_them(disk_config: ServerConfig) -> None:
+    config = with_overrides(disk_config, state_cache_bytes=64 * 1024, checkpoint_batch_keys=8)
+    async with Node(config) as node:
+        await _fill(node, 500)
+        assert node.backlogged() and len(node._dirty) == 500
+        assert await node.drain_backlog() >= 480
+        assert not node.backlogged() and len(node._dirty) * 2048 <= 32 * 1024
+        await _settle(node)
+        node.keyspace.cache.shrink(10_000)
+        assert node.keyspace.resident < 100
+        assert (await node.read("k0301")).value == _value(301)  # type: ignore[union-attr]
+    async with Node(ServerConfig(in_memory=True, node_id="mem")) as memory:
+        await _fill(memory, 50)
+        assert not memory.backlogged() and await memory.drain_backlog() == 0
