@@ -22,16 +22,16 @@ import secrets
 import socket
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from itertools import islice
 from types import TracebackType
 from typing import Any
 
 from rumor.crdt import CRDTError, decode, encode
 from rumor.crdt.encoding import compressed
 from rumor.gossip.futures import retrieve_exception
+from rumor.server.checkpointer import Checkpointer
 from rumor.server.config import ServerConfig
 from rumor.server.consistency import Consistency, Level
-from rumor.server.disk_index import DigestColumns, StateReader, digest_columns
+from rumor.server.disk_index import StateReader
 from rumor.server.errors import (
     InvalidOperationError,
     NodeNotRunningError,
@@ -45,11 +45,10 @@ from rumor.server.hlc_source import HLCSource, wall_clock_ms
 from rumor.server.keyspace import Item, KeyPage, Keyspace
 from rumor.server.loop_lag import LoopLagMonitor
 from rumor.server.metrics import Metrics
-from rumor.server.offload import ChangeCounter, Offloader
+from rumor.server.offload import Offloader
 from rumor.server.op_folding import OpFolder
 from rumor.server.replication.seam import Replication, Standalone
-from rumor.server.state_cache import Entry
-from rumor.server.state_writes import CommitWatch, write_stored
+from rumor.server.state_writes import write_stored
 from rumor.server.storage import Recovered, Storage
 from rumor.server.supervisor import Supervisor
 from rumor.server.updates import Clear, Update, request_fingerprint
@@ -58,13 +57,6 @@ from rumor.server.watch import LOCAL, PEER, ChangeFeed
 from rumor.server.write_results import AppliedWrite, OpRecord, Outcome, WriteResult
 
 log = logging.getLogger(__name__)
-
-#: a checkpointed state this big is not folded again on every round its key is dirty (see `Node.checkpoint`)
-BIG_STATE_BYTES = 64 * 1024
-#: decoded states the checkpointer may drop a round to keep within `state_cache_bytes` (`server.state_cache`)
-EVICTIONS_PER_ROUND = 4096
-#: rows stored without digest columns that a checkpoint round gives them (`Node.backfill_digests`)
-BACKFILL_PER_ROUND = 1024
 
 _NOT_CACHED = object()
 
@@ -86,15 +78,8 @@ class Node:
         offloader: Offloader | None = None,
     ) -> None:
         self.config = config
-        #: encodes big states for checkpoints off the event loop (`_checkpoint_off_loop`); ``enabled=False`` inline
+        #: encodes big states for checkpoints off the event loop (`server.checkpointer`); ``enabled=False`` inline
         self.offloader = offloader or Offloader()
-        # every logged change counts here: how an off-loop checkpoint tells that its key changed meanwhile
-        self._changes = ChangeCounter()
-        # keys whose checkpoint is being encoded off the loop -> its task; keys whose last encodes were discarded
-        # (changed meanwhile) -> how many in a row
-        self._encoding: dict[str, asyncio.Task[None]] = {}
-        self._discarded: dict[str, int] = {}
-        self._retry_at: dict[str, float] = {}  # key -> loop time before which a discarded encode is not retried
         self.metrics = Metrics()
         # Runs the checkpointer and the replication layer's background work: a failure there is logged, counted,
         # shown by /health and restarted, never silent (see `server.supervisor`).
@@ -110,18 +95,12 @@ class Node:
         self._keyspace: Keyspace | None = None
         #: the read side of the states table (None in memory): what the keyspace reads cold keys from
         self._disk: StateReader | None = None
-        #: where `backfill_digests` goes on from
-        self._backfill_after = ""
         self._feed: ChangeFeed | None = None
         #: the data directory's small named values as found at start (node id, known cluster members, ...)
         self.stored_meta: dict[str, str] = {}
         self._running = False
-        # key -> seq of its oldest logged record not yet folded into a checkpoint, oldest first: the first value is
-        # the log's low-water mark (every record below it is in a checkpointed state)
-        self._dirty: dict[str, int] = {}
-        # key -> [bytes of its last checkpointed state, bytes logged for it since], for states of BIG_STATE_BYTES
-        # and more only: such a key is folded again once what it logged adds up to half its state (see checkpoint)
-        self._big_states: dict[str, list[int]] = {}
+        #: folds changed keys into checkpoints, sharing the loop (`server.checkpointer`)
+        self.checkpointer = Checkpointer(self)
         self._last_write: dict[str, asyncio.Future[None]] = {}
         # op_id -> the request it named and its result; op_ids are unique across keys (see `update`)
         self._op_results: OrderedDict[str, OpRecord] = OrderedDict()
@@ -144,6 +123,11 @@ class Node:
         if self._feed is None:
             raise NodeNotRunningError("node not started")
         return self._feed
+
+    @property
+    def disk(self) -> StateReader | None:
+        """The read side of the states table (None in memory or before start)."""
+        return self._disk
 
     @property
     def running(self) -> bool:
@@ -198,7 +182,7 @@ class Node:
         try:
             for seq, key, type_name, blob in recovered.deltas:
                 keyspace.load(key, type_name, decode(blob))
-                self._dirty.setdefault(key, seq)
+                self.checkpointer.dirty.setdefault(key, seq)
         except (CRDTError, ValueError, TypeError) as exc:
             raise StorageCorruptError(f"cannot recover: {exc}") from exc
         unreadable = 0
@@ -229,12 +213,11 @@ class Node:
             except Exception:
                 log.exception("node %s: stopping replication failed; closing storage anyway", self.node_id)
             await self.supervisor.stop()
-            for task in self._encoding.values():
-                task.cancel()
+            self.checkpointer.stop()
             self.offloader.close()
             if self.storage.durable and self.storage.healthy:
                 try:
-                    self.checkpoint(len(self._dirty), everything=True)
+                    self.checkpoint(len(self.checkpointer.dirty), everything=True)
                 except Exception:  # the log still holds every record: the next start replays it
                     log.exception("node %s: final checkpoint failed; the next start replays the log", self.node_id)
         finally:
@@ -465,8 +448,8 @@ class Node:
         if blob is None and self.storage.durable:
             blob = encode(state_or_delta)
         self.keyspace.merge_remote(key, type_name, state_or_delta)
-        if blob is not None and len(blob) >= BIG_STATE_BYTES and key not in self._big_states:
-            self._big_states[key] = [len(blob), 0]  # at least that big now: its checkpoint goes off the loop
+        if blob is not None:
+            self.checkpointer.received_big(key, len(blob))
         return self._log(key, type_name, blob, PEER)
 
     def adopt_remote_nowait(self, key: str, type_name: str, joined: Any, blob: bytes) -> None:
@@ -477,8 +460,8 @@ class Node:
         if type_name not in TYPES:
             raise InvalidOperationError(f"unknown type {type_name!r}")
         self.keyspace.adopt_joined(key, type_name, joined)
-        if len(blob) >= BIG_STATE_BYTES and self.storage.durable and key not in self._big_states:
-            self._big_states[key] = [len(blob), 0]  # at least that big now: its checkpoint goes off the loop
+        if self.storage.durable:
+            self.checkpointer.received_big(key, len(blob))
         self._log(key, type_name, blob, PEER).add_done_callback(retrieve_exception)
 
     def join_imported(self, key: str, type_name: str, state: Any, blob: bytes) -> asyncio.Future[None] | None:
@@ -519,14 +502,11 @@ class Node:
         """Queues an encoded delta and returns its commit's future (in memory, nothing is stored: already done).
         Every change goes through here, local or received (`origin`), so this is where the change feed hears of it."""
         future = self.storage.append_delta(key, type_name, blob or b"")
-        self._changes.changed(key)
+        self.checkpointer.changes.changed(key)
         if self._feed is not None:
             self._feed.logged(key, self.storage.last_seq, origin, future)
         if blob is not None and self.storage.durable:
-            self._dirty.setdefault(key, self.storage.last_seq)
-            big = self._big_states.get(key)
-            if big is not None:
-                big[1] += len(blob)
+            self.checkpointer.logged(key, self.storage.last_seq, len(blob))
             self._last_write[key] = future  # settled entries are pruned by the checkpointer, not one callback each
         return future
 
@@ -546,52 +526,20 @@ class Node:
             self._op_results.popitem(last=False)
 
     def checkpoint(self, max_keys: int, *, everything: bool = False) -> int:
-        """Queues full states for up to `max_keys` dirty keys (those dirty longest first), then drops the log below
-        the new low-water mark. Bounded work per call; a state holds every delta logged for its key so far.
+        """`Checkpointer.checkpoint`: queues full states for up to `max_keys` dirty keys; returns how many."""
+        return self.checkpointer.checkpoint(max_keys, everything=everything)
 
-        A key with a big state waits (unless `everything`) until the deltas it logged since its last checkpoint add
-        up to half that state, or until its oldest unfolded record is `checkpoint_max_log_records` behind: folding
-        a million-element set costs a full encode on the event loop, and one add per round must not trigger it
-        each round. So the bytes written by checkpoints stay within twice the bytes logged, and the log stays
-        bounded (the waiting key holds the low-water mark meanwhile).
-        """
-        keyspace = self.keyspace
-        dirty = self._dirty
-        oldest_allowed = self.storage.last_seq - self.config.checkpoint_max_log_records
-        rows: list[tuple[str, Entry, bytes, bool, DigestColumns]] = []
-        for key, first_seq in list(islice(dirty.items(), 4 * max_keys)):  # bounded, even past many waiting keys
-            if len(rows) == max_keys:
-                break
-            big = self._big_states.get(key)
-            if big is not None and not everything and 2 * big[1] < big[0] and first_seq > oldest_allowed:
-                continue
-            if big is not None and not everything and (
-                    key in self._encoding or self._checkpoint_off_loop(key, pressed=first_seq <= oldest_allowed)):
-                continue
-            del dirty[key]
-            entry = keyspace.entry(key)
-            assert entry is not None, "a logged key is never dropped from the keyspace"
-            state = entry.state
-            blob = encode(state)
-            rows.append((key, entry, compressed(blob), state.is_empty(), digest_columns(key, entry.type_name, blob)))
-            if len(blob) >= BIG_STATE_BYTES:
-                self._big_states[key] = [len(blob), 0]
-            elif big is not None:
-                del self._big_states[key]
-        # the hash tree over the stored digests hears of them before any is queued (`state_writes`)
-        keyspace.storing([(key, columns.digest, columns.size) for key, _, _, _, columns in rows])
-        written = CommitWatch(keyspace)
-        for key, entry, stored, empty, columns in rows:  # stored: big states deflated, a third of the disk
-            commit = self.storage.checkpoint(key, entry.type_name, stored, empty=empty, digest=columns.digest,
-                                             size=columns.size, leaf=columns.leaf)
-            written.add(commit, key, stored, columns.digest)
-            entry.stored(stored)  # clean now: the cache may drop its decoded form (and, once committed, the key)
-        done = len(rows)
-        if done:
-            self.storage.truncate_log(next(iter(dirty.values()), self.storage.last_seq + 1))
-        written.watch()
-        self.metrics.checkpoints.inc(amount=done)
-        return done
+    def checkpoint_round(self) -> int:
+        """One round of the background checkpointer, all at once (`Checkpointer.checkpoint_round`)."""
+        return self.checkpointer.checkpoint_round()
+
+    async def _checkpoint_loop(self) -> None:
+        """Runs under the supervisor until cancelled: an exception ends this run, and the supervisor restarts it."""
+        while True:
+            await asyncio.sleep(self.config.checkpoint_interval_s)
+            self._prune_settled_writes()
+            await self.checkpointer.round_in_slices()
+            await self.checkpointer.drain_backlog()
 
     def install_stored(self, rows: Sequence[tuple[str, str, bytes]]) -> asyncio.Future[None] | None:
         """A bulk install of raw (key, type name, stored bytes) rows straight to the states table, for the keys this
@@ -604,129 +552,3 @@ class Node:
         if not taken:
             return None
         return write_stored(self.storage, self.keyspace, taken)
-
-    def backfill_digests(self, max_keys: int) -> int:
-        """Stores the digest columns of up to ``max_keys`` rows written without them (a data directory from before
-        they existed, or raw rows), rewriting each row as it is, so that the hash tree counts them (see
-        `merkle.StoredTree`). A key held in memory is skipped: it may have a newer state, or a write of one under
-        way, and its next checkpoint writes the columns. Returns how many rows were queued."""
-        disk = self._disk
-        if disk is None:
-            return 0
-        keyspace = self.keyspace
-        rows = disk.undigested(self._backfill_after, max_keys)
-        self._backfill_after = rows[-1][0] if len(rows) == max_keys else ""  # from the start again when done
-        cold = [row for row in rows if not keyspace.entry_in_memory(row[0])]
-        write_stored(self.storage, keyspace, cold)
-        return len(cold)
-
-    def checkpoint_round(self) -> int:
-        """One round of the background checkpointer: `checkpoint_batch_keys` keys, or four times that while the log
-        spans `checkpoint_max_log_records` records or more (writes touch more distinct keys than the rounds fold,
-        and a restart would replay the whole span)."""
-        self.keyspace.cache.shrink(EVICTIONS_PER_ROUND)
-        if not self.storage.healthy:
-            return 0
-        self.backfill_digests(BACKFILL_PER_ROUND)
-        keys = self._round_keys()
-        return self.checkpoint(keys) if keys else 0
-
-    def _round_keys(self) -> int:
-        """How many keys this round folds (see `checkpoint_round`); 0 when there is nothing it may fold."""
-        if not self._dirty or not self.storage.healthy:
-            return 0
-        keys = self.config.checkpoint_batch_keys
-        if self.storage.last_seq - next(iter(self._dirty.values())) >= self.config.checkpoint_max_log_records:
-            keys *= 4
-        return keys
-
-    async def _checkpoint_loop(self) -> None:
-        """Runs under the supervisor until cancelled: an exception ends this run, and the supervisor restarts it."""
-        while True:
-            await asyncio.sleep(self.config.checkpoint_interval_s)
-            self._prune_settled_writes()
-            await self._checkpoint_round_in_slices()
-
-    async def _checkpoint_round_in_slices(self) -> int:
-        """`checkpoint_round`, `CHECKPOINT_SLICE_KEYS` keys at a time with the loop free between slices: a round
-        of 256 small keys (encode, deflate) held the loop 50-90 ms under a write load."""
-        self.keyspace.cache.shrink(EVICTIONS_PER_ROUND)
-        if self.storage.healthy:
-            self.backfill_digests(BACKFILL_PER_ROUND)
-        left = self._round_keys()
-        done = 0
-        while left > 0 and self._dirty and self.storage.healthy and self._running:
-            folded = self.checkpoint(min(CHECKPOINT_SLICE_KEYS, left))
-            if folded == 0:
-                break
-            done += folded
-            left -= folded
-            await asyncio.sleep(0)
-        return done
-
-    def _checkpoint_off_loop(self, key: str, *, pressed: bool) -> bool:
-        """Starts encoding a big state's checkpoint on the offloader's worker (a million-element set costs half a
-        second to encode and deflate); False when it must be done inline now: offloading is off, or the log is
-        ``pressed`` (the key's oldest record is `checkpoint_max_log_records` behind) and the key changed under its
-        last `MAX_DISCARDED_ENCODES` attempts (a key written more often than its encode takes must still fold, or
-        the log would grow without bound: that fold costs the loop what it did before this offloading). The worker
-        reads the live state while the loop may change it: any change logged meanwhile (`_changes`) discards the
-        result, so what is stored is always the state as one instant saw it."""
-        if not self.offloader.enabled or (pressed and self._discarded.get(key, 0) >= MAX_DISCARDED_ENCODES):
-            self._discarded.pop(key, None)
-            self._retry_at.pop(key, None)
-            return False
-        loop = asyncio.get_running_loop()
-        if loop.time() < self._retry_at.get(key, 0.0):
-            return True  # its last encode was discarded lately: not again yet (see `_encode_checkpoint`)
-        entry = self.keyspace.entry(key)
-        assert entry is not None, "a logged key is never dropped from the keyspace"
-        mark = self._changes.watch(key)
-        task = asyncio.get_running_loop().create_task(self._encode_checkpoint(key, entry.type_name, entry.state, mark))
-        self._encoding[key] = task
-        self.supervisor.watch("checkpointer", task)
-        return True
-
-    async def _encode_checkpoint(self, key: str, type_name: str, state: Any, mark: int) -> None:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        try:
-            try:
-                blob, stored = await self.offloader.run(_encode_for_checkpoint, state)
-            except Exception:
-                if self._changes.changed_since(key, mark):  # the loop changed the state under the encoder
-                    blob = stored = b""
-                else:
-                    raise
-            if self._changes.changed_since(key, mark) or key not in self._dirty or not self._running:
-                # a key changing faster than it encodes: wait twice the encode's time before the next attempt, so
-                # the worker (and the GIL it holds) is not kept busy for nothing
-                self._discarded[key] = self._discarded.get(key, 0) + 1
-                self._retry_at[key] = loop.time() + 2 * (loop.time() - started)
-                return
-            self._discarded.pop(key, None)
-            self._retry_at.pop(key, None)
-            del self._dirty[key]
-            self.storage.checkpoint(key, type_name, stored)
-            entry = self.keyspace.entry(key)
-            if entry is not None:
-                entry.stored(stored)
-            self._big_states[key] = [len(blob), 0]
-            self.storage.truncate_log(next(iter(self._dirty.values()), self.storage.last_seq + 1))
-            self.metrics.checkpoints.inc(amount=1)
-        finally:
-            self._changes.unwatch(key)
-            self._encoding.pop(key, None)
-
-
-#: an off-loop checkpoint encode discarded this many times in a row (its key kept changing) is done inline next,
-#: once the log is pressed
-MAX_DISCARDED_ENCODES = 3
-#: keys a checkpoint slice folds before yielding to the loop (a small state's encode and deflate: 50-300 us)
-CHECKPOINT_SLICE_KEYS = 16
-
-
-def _encode_for_checkpoint(state: Any) -> tuple[bytes, bytes]:
-    """The worker's part of a checkpoint: the state's bytes, and those deflated (what storage keeps)."""
-    blob = encode(state)
-    return blob, compressed(blob)

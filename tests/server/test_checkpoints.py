@@ -6,8 +6,9 @@ import sqlite3
 
 from rumor.crdt import decode, encode
 from rumor.crdt.encoding import FLAG_ZLIB
+from rumor.server.checkpointer import BIG_STATE_BYTES
 from rumor.server.config import ServerConfig, with_overrides
-from rumor.server.node import BIG_STATE_BYTES, Node
+from rumor.server.node import Node
 from rumor.server.offload import Offloader
 from rumor.server.storage import DB_FILE, read_log
 from rumor.server.updates import Increment, SetChange

@@ -73,7 +73,7 @@ async def test_eviction_under_load_keeps_memory_bounded_and_answers_the_same(dis
             await node.update_batch([(f"k{i:04d}", _write(i), None) for i in range(batch * 50, batch * 50 + 50)])
             for i in range(0, batch * 50, 37):  # reads of older (evicted, cold) keys meanwhile
                 assert (await node.read(f"k{i:04d}")).value == _value(i)  # type: ignore[union-attr]
-            node.checkpoint(len(node._dirty))
+            node.checkpoint(len(node.checkpointer.dirty))
             await _settle(node)
             node.checkpoint_round()
             peak = max(peak, keyspace.resident)
@@ -203,3 +203,19 @@ async def test_installed_rows_survive_a_crash_once_committed(disk_config: Server
 async def _chunks(data: bytes) -> AsyncIterator[bytes]:
     for i in range(0, len(data), 1000):
         yield data[i : i + 1000]
+
+
+async def test_a_write_load_faster_than_the_rounds_is_checkpointed_between_them(disk_config: ServerConfig) -> None:
+    config = with_overrides(disk_config, state_cache_bytes=64 * 1024, checkpoint_batch_keys=8)
+    async with Node(config) as node:
+        await _fill(node, 500)
+        assert node.checkpointer.backlogged() and len(node.checkpointer.dirty) == 500
+        assert await node.checkpointer.drain_backlog() >= 480
+        assert not node.checkpointer.backlogged() and len(node.checkpointer.dirty) * 2048 <= 32 * 1024
+        await _settle(node)
+        node.keyspace.cache.shrink(10_000)
+        assert node.keyspace.resident < 100
+        assert (await node.read("k0301")).value == _value(301)  # type: ignore[union-attr]
+    async with Node(ServerConfig(in_memory=True, node_id="mem")) as memory:
+        await _fill(memory, 50)
+        assert not memory.checkpointer.backlogged() and await memory.checkpointer.drain_backlog() == 0

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rumor.server.checkpointer import MAX_DISCARDED_ENCODES
 from rumor.server.config import ServerConfig
-from rumor.server.node import MAX_DISCARDED_ENCODES, Node
+from rumor.server.node import Node
 from rumor.server.updates import SetChange
 
 ELEMENTS = 20_000  # about 100 KB encoded: past BIG_STATE_BYTES
@@ -25,10 +26,10 @@ async def test_a_big_checkpoint_is_encoded_off_the_loop_and_recovered(tmp_path: 
     config = ServerConfig(data_dir=tmp_path, node_id="n1", checkpoint_interval_s=3600)  # rounds run here only
     async with Node(config) as node:
         await big_node(node)
-        assert node.checkpoint(10) == 0 and "big" in node._encoding  # started, not done inline
-        await node._encoding["big"]
+        assert node.checkpoint(10) == 0 and "big" in node.checkpointer.encoding  # started, not done inline
+        await node.checkpointer.encoding["big"]
         assert node.offloader.jobs == 1
-        assert "big" not in node._dirty  # folded: the log below it may go
+        assert "big" not in node.checkpointer.dirty  # folded: the log below it may go
         await node.storage.flush()
     async with Node(config) as node:
         item = node.keyspace.item("big")
@@ -42,15 +43,15 @@ async def test_a_write_during_the_encode_discards_it_and_nothing_is_lost(tmp_pat
     async with Node(config) as node:
         await big_node(node)
         for attempt in range(MAX_DISCARDED_ENCODES):
-            node._retry_at.clear()  # as if the wait after a discarded encode had passed
+            node.checkpointer._retry_at.clear()  # as if the wait after a discarded encode had passed
             node.checkpoint(10)
-            task = node._encoding["big"]
+            task = node.checkpointer.encoding["big"]
             await node.update("big", SetChange(add=(f"during-{attempt}",)))  # lands while the worker encodes
             await task
-            assert "big" in node._dirty  # discarded: still dirty, its records still in the log
+            assert "big" in node.checkpointer.dirty  # discarded: still dirty, its records still in the log
             if attempt < MAX_DISCARDED_ENCODES - 1:
-                assert node.checkpoint(10) == 0 and "big" not in node._encoding  # and not retried at once
-        assert node.checkpoint(10) == 1 and "big" not in node._encoding  # then inline, so the key does fold
+                assert node.checkpoint(10) == 0 and "big" not in node.checkpointer.encoding  # and not retried at once
+        assert node.checkpoint(10) == 1 and "big" not in node.checkpointer.encoding  # then inline, so the key does fold
     async with Node(config) as node:
         item = node.keyspace.item("big")
         assert item is not None and {f"during-{i}" for i in range(MAX_DISCARDED_ENCODES)} <= set(item.value)

@@ -47,7 +47,7 @@ async def test_a_node_keeps_decoded_states_within_its_budget_and_answers_the_sam
         for i in range(200):
             await node.update(f"s{i:03d}", SetChange(add=(i, "x")))
             await node.update(f"c{i:03d}", Increment(amount=i + 1))
-        node.checkpoint(len(node._dirty))
+        node.checkpoint(len(node.checkpointer.dirty))
         node.checkpoint_round()
         cache = node.keyspace.cache
         assert cache.bytes <= 64 * 1024 and cache.evictions > 300

@@ -51,7 +51,7 @@ def core_of(node: Node, seed: int) -> ReplicaCore:
 
 
 async def checkpoint_all(node: Node) -> None:
-    node.checkpoint(len(node._dirty) + 1, everything=True)
+    node.checkpoint(len(node.checkpointer.dirty) + 1, everything=True)
     await node.storage.flush()
     await asyncio.sleep(0)  # the commit callbacks
 
@@ -113,11 +113,11 @@ async def test_rows_without_digests_get_them_in_the_background(tmp_path: Path) -
     async with Node(config) as node:
         core = core_of(node, 3)
         assert len(core.digests.tree) == 0 and len(node.keyspace) == 40  # not counted until they have a digest
-        assert node.backfill_digests(25) == 25 and node.backfill_digests(25) == 15
+        assert node.checkpointer.backfill_digests(25) == 25 and node.checkpointer.backfill_digests(25) == 15
         assert core.digests.tree.node_table() == rebuilt(node).node_table()
         await node.storage.flush()
         await asyncio.sleep(0)
-        assert node.backfill_digests(25) == 0
+        assert node.checkpointer.backfill_digests(25) == 0
         assert core.digests.tree.overlaid == 0  # type: ignore[attr-defined]
         assert stored_tree(data).node_table() == rebuilt(node).node_table()
 

@@ -46,7 +46,7 @@ async def test_a_failed_checkpointer_is_restarted_and_health_says_why_until_the_
     async with Node(config, supervisor=supervisor) as node, TestClient(TestServer(create_app(node))) as api:
         rounds = 0
         restarted = asyncio.Event()
-        real_round = node._checkpoint_round_in_slices
+        real_round = node.checkpointer.round_in_slices
 
         async def flaky_round() -> int:
             nonlocal rounds
@@ -56,7 +56,7 @@ async def test_a_failed_checkpointer_is_restarted_and_health_says_why_until_the_
             restarted.set()
             return await real_round()
 
-        node._checkpoint_round_in_slices = flaky_round  # type: ignore[method-assign]
+        node.checkpointer.round_in_slices = flaky_round  # type: ignore[method-assign]
         async with asyncio.timeout(5):
             await restarted.wait()
         response = await api.get("/health")
