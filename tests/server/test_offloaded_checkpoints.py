@@ -1,4 +1,4 @@
-"""Checkpoints of big states encoded off the event loop (`Node._checkpoint_off_loop`): stored as one instant saw
+"""Checkpoints of big states encoded off the event loop (`server.checkpointer`): stored as one instant saw
 the state, discarded when a write lands meanwhile (the key stays dirty, nothing logged is lost), inline after
 repeated discards once the log is pressed, recovered after a restart. The worker is a real thread; tests await
 its task, never sleep."""
@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rumor.crdt import encode
 from rumor.server.checkpointer import MAX_DISCARDED_ENCODES
+from rumor.server.disk_index import digest_columns
 from rumor.server.config import ServerConfig
 from rumor.server.node import Node
 from rumor.server.updates import SetChange
@@ -31,6 +33,12 @@ async def test_a_big_checkpoint_is_encoded_off_the_loop_and_recovered(tmp_path: 
         assert node.offloader.jobs == 1
         assert "big" not in node.checkpointer.dirty  # folded: the log below it may go
         await node.storage.flush()
+        # stored like an inline checkpoint: with the digest of the state it stored beside it
+        assert node.disk is not None
+        entry = node.keyspace.entry("big")
+        assert entry is not None
+        expected = digest_columns("big", entry.type_name, encode(entry.state))
+        assert node.disk.digest_row(b"big") == (expected.digest, expected.size)
     async with Node(config) as node:
         item = node.keyspace.item("big")
         assert item is not None and len(item.value) == 2 * ELEMENTS
