@@ -9,8 +9,8 @@ from pathlib import Path
 
 from rumor.crdt import encode
 from rumor.server.checkpointer import MAX_DISCARDED_ENCODES
-from rumor.server.disk_index import digest_columns
 from rumor.server.config import ServerConfig
+from rumor.server.disk_index import digest_columns
 from rumor.server.node import Node
 from rumor.server.updates import SetChange
 
