@@ -304,3 +304,23 @@ class Keyspace:
                 return KeyPage(keys, keys[-1][0])
             keys.append((key, entry.type_name))
         return KeyPage(keys, None)
+
+    def install_encoded(self, states: list[tuple[str, str, bytes]]) -> list[tuple[str, str, bytes]]:
+        """Installs states received whole for keys this keyspace does not hold (a bulk catch-up), each kept as its
+        bytes until first read, as `load_encoded` does at recovery, telling no listener (the caller stores them, and
+        their digests). Returns the rows it installed; it leaves keys it already holds alone (the caller merges
+        those), and a key's later rows in the same call. The caller checked the bytes (a validating decode); an
+        unknown type name refuses the whole call, changing nothing."""
+        for key, type_name, _blob in states:
+            if type_name not in TYPES:
+                raise TypeConflictError(key, "nothing", type_name)
+        entries, cache = self._entries, self._tracking
+        installed: list[tuple[str, str, bytes]] = []
+        fresh: dict[str, Entry] = {}
+        for row in states:
+            key, type_name, blob = row
+            if key not in entries and key not in fresh:
+                fresh[key] = Entry(type_name, blob=blob, key=key, cache=cache)
+                installed.append(row)
+        entries.update(fresh)
+        return installed

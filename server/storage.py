@@ -414,6 +414,19 @@ class Storage:
         finally:
             file.close()
 
+    def put_states(self, rows: list[tuple[str, str, bytes]]) -> asyncio.Future[None]:
+        """Stores ``(key, type name, encoded state)`` rows as the full states of keys the node did not hold (a bulk
+        catch-up: `server.replication.sync`), all in the transaction of one batch, so a crash keeps all of them or
+        none. A row never replaces a state already queued for its key here: that one was made later, from this
+        node's own state of the key. Returns the batch's future, like the other writes."""
+        if self._file is None:
+            return self._resolved()
+        with self._lock:
+            checkpoints = self._pending.checkpoints
+            for key, type_name, state in rows:
+                checkpoints.setdefault(key, (type_name, state))
+            return self._queued()
+
 
 def read_log(conn: sqlite3.Connection) -> list[tuple[int, str, str, bytes]]:
     """The log's records as (seq, key, type name, encoded delta), ascending seq."""

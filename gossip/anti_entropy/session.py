@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Callable
 
+from rumor.gossip.anti_entropy.bulk import BulkWalk, answer_bulk, should_walk
 from rumor.gossip.anti_entropy.chunking import Reassembler
 from rumor.gossip.anti_entropy.composer import Composer
 from rumor.gossip.anti_entropy.config import AntiEntropyConfig
@@ -22,9 +24,10 @@ from rumor.gossip.anti_entropy.engine import (
     GetState,
     GetStateForContext,
     GetStateSince,
+    Install,
     Merge,
 )
-from rumor.gossip.anti_entropy.merkle import DIGEST_BYTES, MerkleTree
+from rumor.gossip.anti_entropy.merkle import DIGEST_BYTES, MerkleTree, state_digest
 from rumor.gossip.anti_entropy.wire import (
     FEATURE_CONTEXTS,
     PROTOCOL_VERSION,
@@ -98,6 +101,13 @@ class AntiEntropyResponder:
             work = [ExpandNode(0, 0, False)]
             salt = hello.salt
             count: int | None = len(tree)
+        elif kind == AntiEntropyMessageType.BULK:
+            reply, count, size = answer_bulk(tree, replica.get_state, body, config.hash_bytes,
+                                             config.max_message_bytes)
+            replica.stats.walk_rounds += 1
+            replica.stats.states_sent += count
+            replica.stats.state_bytes_sent += size
+            return reply
         elif kind == AntiEntropyMessageType.EXCHANGE:
             ex = Exchange.parse(body, tree, config.hash_bytes)
             if ex.salt is None:
@@ -129,15 +139,24 @@ class AntiEntropySession:
     application knows the responder reads them (and ``ft``). Nothing in this protocol can tell: a responder that
     predates them refuses any message holding them, so without that knowledge none is sent, and the session runs
     exactly as before them.
+
+    A bulk walk (`bulk`) needs ``install`` and ``peer_reads_bulk`` (known the same way); ``check_install`` runs on
+    each state before it is installed unmerged (a state that is merged is checked by ``merge``, as ever). The first
+    reply tells the peer's key count: a session far behind walks, then descends from the root.
     """
 
     def __init__(self, tree: MerkleTree, get_state: GetState, merge: Merge, rng: random.Random,
                  config: AntiEntropyConfig | None = None, check: CheckState | None = None,
                  reassembler: Reassembler | None = None, get_state_since: GetStateSince | None = None,
                  get_context: GetContext | None = None, get_state_for_context: GetStateForContext | None = None,
-                 peer_reads_contexts: bool = False) -> None:
+                 peer_reads_contexts: bool = False, install: Install | None = None,
+                 check_install: CheckState | None = None, peer_reads_bulk: bool = False) -> None:
         self._replica = ExchangeEngine(tree, get_state, merge, config or AntiEntropyConfig(), check, reassembler,
                                        get_state_since, get_context, get_state_for_context)
+        self._install = install if peer_reads_bulk else None
+        self._check_install = check_install
+        self._walk: BulkWalk | None = None
+        self._prechecked: tuple[bytes, object, BaseException | None, set[bytes]] | None = None
         # Our requests say we read context rows (so the responder may send them) exactly when we may send them.
         self._replica.send_contexts = peer_reads_contexts and self._replica.answers_contexts
         self._features = FEATURE_CONTEXTS if self._replica.send_contexts else 0
@@ -172,18 +191,28 @@ class AntiEntropySession:
         stats.rounds += 1
         stats.bytes_received += len(reply)
         try:
-            kind, body = decode_message(reply, replica.config.max_message_bytes)
+            pre = self._prechecked
+            if pre is not None and pre[0] is reply:  # decoded already, off the loop (`offload_check`)
+                kind, body = AntiEntropyMessageType.BULK_STATES, pre[1]
+            else:
+                kind, body = decode_message(reply, replica.config.max_message_bytes)
             if kind == AntiEntropyMessageType.IN_SYNC:
                 self.done = True
                 return None
             if kind == AntiEntropyMessageType.ERROR:
                 reason = body.get("reason") if isinstance(body, dict) else None
                 raise AntiEntropyPeerError(reason if isinstance(reason, str) else "unreadable")
+            if kind == AntiEntropyMessageType.BULK_STATES and self._walk is not None:
+                return self._count_sent(self._absorb_walk(reply, body))
             if kind != AntiEntropyMessageType.EXCHANGE:
                 raise AntiEntropyProtocolError("unexpected_type", f"{kind!r} is not a reply")
             ex = Exchange.parse(body, replica.tree, replica.config.hash_bytes)
             if ex.count is not None:
                 replica.peer_keys = ex.count
+                if self._install is not None and should_walk(len(replica.tree), ex.count):
+                    # far behind: the first reply holds only hashes, which the walk makes moot
+                    self._walk = BulkWalk(replica.tree, self._salt, replica.config.hash_bytes)
+                    return self._count_sent(self._walk.request())
             work = replica.absorb(ex, self._salt)
         except GossipError as exc:
             self._abort(exc)
@@ -197,7 +226,7 @@ class AntiEntropySession:
         if not self._queue:
             self.done = True
             return None
-        if stats.rounds >= replica.config.max_rounds:
+        if stats.rounds - stats.walk_rounds >= replica.config.max_rounds:
             self.incomplete = True
             self.done = True
             return None
@@ -216,6 +245,100 @@ class AntiEntropySession:
             self.done = True
             return None
         return self._count_sent(composer.encode(AntiEntropyMessageType.EXCHANGE))
+
+    @property
+    def walking(self) -> bool:
+        """True while a bulk walk is under way (the application may refuse other sessions meanwhile)."""
+        return self._walk is not None and not self.done
+
+    def offload_check(self, reply: bytes) -> Callable[[], None] | None:
+        """For a bulk reply: its decoding and the ``check_install`` of its states as one function, for the caller to
+        run in a worker thread before `receive` (which then uses its results), so a slow check does not hold the
+        event loop. None when there is nothing to offload. The function never raises: a refused state makes the
+        following `receive` abort the session, nothing of that reply stored."""
+        walk, check = self._walk, self._check_install
+        if walk is None or check is None or self.done or not reply or reply[0] != AntiEntropyMessageType.BULK_STATES:
+            return None
+        tree, max_bytes = self._replica.tree, self._replica.config.max_message_bytes
+
+        def run() -> None:
+            try:
+                _kind, body = decode_message(reply, max_bytes)
+            except AntiEntropyProtocolError:
+                return  # `receive` decodes it again and fails the same way
+            checked: set[bytes] = set()
+            error: BaseException | None = None
+            rows = body.get("k") if isinstance(body, dict) else None
+            for row in rows if isinstance(rows, list) else ():
+                if not (isinstance(row, list) and len(row) == 2 and type(row[0]) is bytes and type(row[1]) is bytes):
+                    break  # malformed: `receive` refuses it
+                key, state = row
+                if tree.get(key) is None:  # held keys are merged (and checked) by `merge`; a key never leaves
+                    try:
+                        check(key, state)
+                    except Exception as exc:  # the caller's decoder: whatever it raises means "not a valid state"
+                        error = AntiEntropyMergeError(key, exc)
+                        break
+                    checked.add(key)
+            self._prechecked = (reply, body, error, checked)
+
+        return run
+
+    def _absorb_walk(self, reply: bytes, body: object) -> bytes:
+        """A bulk reply: store the states of keys we lack as they are, merge those we hold that differ; then the
+        next request, or (the walk over) the descent from our root."""
+        replica, walk = self._replica, self._walk
+        assert walk is not None
+        stats = replica.stats
+        stats.walk_rounds += 1
+        prechecked, self._prechecked = self._prechecked, None
+        checked: set[bytes] = set()
+        if prechecked is not None and prechecked[0] is reply:
+            if prechecked[2] is not None:
+                raise prechecked[2]
+            checked = prechecked[3]
+        got = walk.absorb(body)
+        tree = replica.tree
+        fresh: list[tuple[bytes, bytes]] = []
+        changed: list[tuple[bytes, bytes]] = []
+        for key, state in got.rows:
+            held = tree.get(key)
+            if held is None:
+                fresh.append((key, state))
+            elif held != state_digest(state):
+                changed.append((key, state))
+        if self._check_install is not None:
+            for key, state in fresh:
+                if key not in checked:
+                    try:
+                        self._check_install(key, state)
+                    except Exception as exc:  # the caller's decoder: whatever it raises means "not a valid state"
+                        raise AntiEntropyMergeError(key, exc) from exc
+        held_after_all: list[tuple[bytes, bytes]] = []
+        if fresh:
+            assert self._install is not None
+            try:
+                held_after_all = self._install(fresh)
+            except Exception as exc:
+                raise AntiEntropyMergeError(fresh[0][0], exc) from exc
+            changed.extend(held_after_all)
+        for key, state in changed:
+            try:
+                replica.merge(key, state)
+            except Exception as exc:
+                raise AntiEntropyMergeError(key, exc) from exc
+        stats.states_received += len(fresh) + len(changed)
+        stats.states_installed += len(fresh) - len(held_after_all)
+        stats.state_bytes_received += sum(len(s) for _, s in got.rows)
+        if not walk.done:
+            return walk.request()
+        # The walk is over: descend from the root, as if the peer had just said its root differs. What the walk
+        # could not bring (our keys it lacks, states too big for a reply, writes meanwhile) is found there.
+        self._walk = None
+        self._queue.append(ExpandNode(0, 0, False))
+        composer = Composer(replica.tree, replica.config, salt=self._salt, features=self._features)
+        replica.fill(composer, self._queue, self._salt)
+        return composer.encode(AntiEntropyMessageType.EXCHANGE)
 
     def _abort(self, exc: BaseException) -> None:
         self.done = True

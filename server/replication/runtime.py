@@ -39,6 +39,7 @@ import contextlib
 import dataclasses
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
@@ -53,12 +54,12 @@ from rumor.gossip.seed_resolver import Resolver, SystemResolver, resolve_seeds
 from rumor.server.errors import ServerError
 from rumor.server.replication.config import ReplicationConfig
 from rumor.server.replication.errors import ReplicationProtocolError
-from rumor.server.replication.member_meta import reads_context_rows
+from rumor.server.replication.member_meta import reads_bulk, reads_context_rows
 from rumor.server.replication.quorum import Tally
 from rumor.server.replication.replica import ACKNOWLEDGED_WHEN_DURABLE, ReplicaCore
 from rumor.server.replication.seam import ReplicaHost
 from rumor.server.replication.stored_meta import KnownMembers, next_epoch
-from rumor.server.replication.sync import SyncInitiator
+from rumor.server.replication.sync import SyncInitiator, serving_pause_s
 from rumor.server.replication.wire import is_ack, kind_of, read_message, repl_message
 from rumor.server.supervisor import Supervisor
 
@@ -93,6 +94,14 @@ class HostStore:
 
     def merge(self, key: str, type_name: str, state: Any, blob: bytes | None = None) -> None:
         self.host.merge_remote_nowait(key, type_name, state, blob)
+
+    def install(self, rows: list[tuple[str, str, bytes]]) -> list[tuple[str, str, bytes]]:
+        """A bulk catch-up's states of keys the node lacks: into the keyspace as bytes, and to storage as full
+        states in one batch (`Storage.put_states`), not awaited (like a merge: the peer still holds them)."""
+        installed = self.host.keyspace.install_encoded(rows)
+        if installed:
+            self.host.storage.put_states(installed)
+        return installed
 
 
 class _Delegate(Delegate):
@@ -164,6 +173,7 @@ class GossipReplication:
         self.known_members = KnownMembers(host)
         self.core = ReplicaCore(host.node_id, HostStore(host), self.config, self._rng, self.clock.now(),
                                 epoch=next_epoch(host), peer_reads_contexts=self.peer_reads_contexts)
+        self.core.peer_reads_bulk = self.peer_reads_bulk
         self._unsubscribe = host.keyspace.subscribe(self.core.on_local)
         self.memberlist = self._factory(self.delegate, host.node_id)
         self.memberlist.on_error = self._membership_failed
@@ -266,6 +276,13 @@ class GossipReplication:
         member = self.memberlist.member(member_id)
         return member is not None and reads_context_rows(member.meta)
 
+    def peer_reads_bulk(self, member_id: str) -> bool:
+        """Whether that member's metadata says it answers bulk walks (`member_meta.reads_bulk`)."""
+        if self.memberlist is None or not self._running:
+            return False
+        member = self.memberlist.member(member_id)
+        return member is not None and reads_bulk(member.meta)
+
     def note_members(self, seen: Iterable[str] = (), gone: Iterable[str] = ()) -> None:
         """Membership saw members join (``seen``) or leave for good (``gone``): see `stored_meta.KnownMembers`."""
         if self.known_members is not None:
@@ -364,6 +381,9 @@ class GossipReplication:
             message: bytes | None = request
             while message is not None:
                 reply = await memberlist.request(peer, message, self.config.request_timeout_s)
+                check = session.offload_check(reply)  # a bulk reply's validating decode: off the loop
+                if check is not None:
+                    await asyncio.to_thread(check)
                 message = session.receive(reply, self.clock.now())
                 await asyncio.sleep(0)  # let other work run between round trips
         except _NETWORK_ERRORS as exc:
@@ -389,7 +409,11 @@ class GossipReplication:
         core, host = self.core, self._host
         if core is None or host is None:
             raise ReplicationProtocolError("not_running")
+        started = time.perf_counter()
         reply = core.handle_request(payload, sender, self.clock.now())
+        pause = serving_pause_s(payload, time.perf_counter() - started)  # a bulk walk's pace: our clients first
+        if pause:
+            await asyncio.sleep(pause)
         if kind_of(payload) in ACKNOWLEDGED_WHEN_DURABLE:
             await host.storage.flush()
         return reply

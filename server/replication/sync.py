@@ -12,6 +12,11 @@ This module adds what the replication layer needs around it, in the same round t
   claim and sends DONE with its own claimed vector, so the responder raises too. Both states now include the other's
   state as it was at OPEN, hence every group the other's vector covered.
 
+A node far behind its peer catches up by a bulk walk (`gossip.anti_entropy.bulk`) inside the same session: states
+of keys it lacks are installed as received (`ReplicaCore.install_blobs`: no decode on the event loop, one storage
+transaction a reply), after a validating check the driver may run in a worker thread (`offload_check`). The peer
+paces those requests (`serving_pause_s`), so its own clients are served between them.
+
 Pure: the caller sends each request and feeds back each reply (`SyncInitiator.receive`); timeouts and failures just
 abandon the session (`fail`), which changes nothing but statistics.
 """
@@ -19,15 +24,19 @@ abandon the session (`fail`), which changes nothing but statistics.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from rumor.gossip.anti_entropy import (
     AntiEntropyConfig,
+    AntiEntropyMessageType,
     AntiEntropySession,
+    CheckState,
     GetContext,
     GetState,
     GetStateForContext,
     GetStateSince,
+    Install,
     Merge,
     Reassembler,
 )
@@ -46,6 +55,19 @@ from rumor.server.replication.wire import (
     step_message,
 )
 
+BULK_DUTY = 0.5
+"""The share of a responder's time bulk requests may take: after answering one in ``t`` seconds it waits
+``t * (1 - BULK_DUTY) / BULK_DUTY`` before replying, so a catching-up peer never holds its loop more than half the
+time, and requests from its own clients wait behind one bounded step at most."""
+
+
+def serving_pause_s(request: bytes, spent_s: float) -> float:
+    """How long to hold the reply to ``request`` (a replication request that took ``spent_s`` to answer): the
+    pacing of bulk walks (`BULK_DUTY`); 0 for anything else."""
+    if len(request) > 1 and request[0] == Kind.STEP and request[1] == AntiEntropyMessageType.BULK:
+        return spent_s * (1 - BULK_DUTY) / BULK_DUTY
+    return 0.0
+
 
 @dataclass(slots=True)
 class SyncOutcome:
@@ -57,22 +79,29 @@ class SyncOutcome:
     states_received: int
     rounds: int
     error: str | None = None
+    states_installed: int = 0
+    """States of keys we lacked, stored as received by a bulk walk (part of ``states_received``)."""
 
 
 class SyncInitiator:
     """``get_context`` and ``get_state_for_context`` let big keys go as context rows (`gossip.anti_entropy`), sent
-    only when ``peer_reads_contexts`` (the peer's member metadata says it reads them)."""
+    only when ``peer_reads_contexts`` (the peer's member metadata says it reads them); ``install`` and
+    ``check_install`` let a session far behind walk in bulk, only when ``peer_reads_bulk`` (the same way)."""
 
     def __init__(self, peer: str, digests: DigestIndex, coverage: Coverage, get_state: GetState, merge: Merge,
                  rng: random.Random, config: AntiEntropyConfig, reassembler: Reassembler,
                  get_state_since: GetStateSince | None = None, *, get_context: GetContext | None = None,
-                 get_state_for_context: GetStateForContext | None = None, peer_reads_contexts: bool = False) -> None:
+                 get_state_for_context: GetStateForContext | None = None, peer_reads_contexts: bool = False,
+                 install: Install | None = None, check_install: CheckState | None = None,
+                 peer_reads_bulk: bool = False) -> None:
         self.peer = peer
         self.coverage = coverage
         self._session = AntiEntropySession(digests.tree, get_state, merge, rng, config, reassembler=reassembler,
                                            get_state_since=get_state_since, get_context=get_context,
                                            get_state_for_context=get_state_for_context,
-                                           peer_reads_contexts=peer_reads_contexts)
+                                           peer_reads_contexts=peer_reads_contexts, install=install,
+                                           check_install=check_install, peer_reads_bulk=peer_reads_bulk)
+        self._unwrapped: tuple[bytes, bytes] | None = None  # (a STEP reply, its anti-entropy message)
         self._claim = digests.dirty == 0
         self._snapshot: Vector = coverage.vector() if self._claim else {}
         self._peer_vector: Vector | None = None
@@ -99,7 +128,8 @@ class SyncInitiator:
                 self.coverage.note_ack(self.peer, vector, retired)
                 self._peer_vector = vector if claim else None
             elif kind is Kind.STEP:
-                ae = parse_step(reply)
+                unwrapped, self._unwrapped = self._unwrapped, None
+                ae = unwrapped[1] if unwrapped is not None and unwrapped[0] is reply else parse_step(reply)
             else:
                 raise ReplicationProtocolError("unexpected_type", kind.name)
             inner = self._session.receive(ae)
@@ -112,6 +142,23 @@ class SyncInitiator:
         message = step_message(inner)
         self.wire_sent += len(message)
         return message
+
+    @property
+    def walking(self) -> bool:
+        """A bulk walk is under way: the peer's states are pouring in."""
+        return self._session.walking
+
+    def offload_check(self, reply: bytes) -> Callable[[], None] | None:
+        """The check of a bulk reply's states, for the driver to run in a worker thread before `receive` (see
+        `AntiEntropySession.offload_check`); None when there is none."""
+        if not self._session.walking or not reply or reply[0] != Kind.STEP:
+            return None
+        try:
+            ae = parse_step(reply)
+        except ReplicationProtocolError:
+            return None  # `receive` refuses it
+        self._unwrapped = (reply, ae)
+        return self._session.offload_check(ae)
 
     def fail(self, reason: str, now: float) -> None:
         self._finish(now, reason)
@@ -128,7 +175,7 @@ class SyncInitiator:
                 self.done_message = done_message(self._snapshot)
         stats = session.stats
         self.outcome = SyncOutcome(self.peer, complete, self.wire_sent, self.wire_received, stats.states_sent,
-                                   stats.states_received, stats.rounds, error)
+                                   stats.states_received, stats.rounds, error, stats.states_installed)
 
 
-__all__ = ["SyncInitiator", "SyncOutcome"]
+__all__ = ["BULK_DUTY", "SyncInitiator", "SyncOutcome", "serving_pause_s"]
