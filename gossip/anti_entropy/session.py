@@ -156,7 +156,8 @@ class AntiEntropySession:
         self._install = install if peer_reads_bulk else None
         self._check_install = check_install
         self._walk: BulkWalk | None = None
-        self._prechecked: tuple[bytes, object, BaseException | None, set[bytes]] | None = None
+        self._pending: list[tuple[bytes, bytes]] = []  # a walk's states received, not stored yet (`settle`)
+        self._pending_verdict: tuple[BaseException | None, set[bytes]] | None = None  # of `pending_check`
         # Our requests say we read context rows (so the responder may send them) exactly when we may send them.
         self._replica.send_contexts = peer_reads_contexts and self._replica.answers_contexts
         self._features = FEATURE_CONTEXTS if self._replica.send_contexts else 0
@@ -191,11 +192,9 @@ class AntiEntropySession:
         stats.rounds += 1
         stats.bytes_received += len(reply)
         try:
-            pre = self._prechecked
-            if pre is not None and pre[0] is reply:  # decoded already, off the loop (`offload_check`)
-                kind, body = AntiEntropyMessageType.BULK_STATES, pre[1]
-            else:
-                kind, body = decode_message(reply, replica.config.max_message_bytes)
+            if self._pending:  # the driver did not `settle` the last walk reply: do it now, before anything else
+                self._settle()
+            kind, body = decode_message(reply, replica.config.max_message_bytes)
             if kind == AntiEntropyMessageType.IN_SYNC:
                 self.done = True
                 return None
@@ -203,7 +202,7 @@ class AntiEntropySession:
                 reason = body.get("reason") if isinstance(body, dict) else None
                 raise AntiEntropyPeerError(reason if isinstance(reason, str) else "unreadable")
             if kind == AntiEntropyMessageType.BULK_STATES and self._walk is not None:
-                return self._count_sent(self._absorb_walk(reply, body))
+                return self._count_sent(self._absorb_walk(body))
             if kind != AntiEntropyMessageType.EXCHANGE:
                 raise AntiEntropyProtocolError("unexpected_type", f"{kind!r} is not a reply")
             ex = Exchange.parse(body, replica.tree, replica.config.hash_bytes)
@@ -251,28 +250,23 @@ class AntiEntropySession:
         """True while a bulk walk is under way (the application may refuse other sessions meanwhile)."""
         return self._walk is not None and not self.done
 
-    def offload_check(self, reply: bytes) -> Callable[[], None] | None:
-        """For a bulk reply: its decoding and the ``check_install`` of its states as one function, for the caller to
-        run in a worker thread before `receive` (which then uses its results), so a slow check does not hold the
-        event loop. None when there is nothing to offload. The function never raises: a refused state makes the
-        following `receive` abort the session, nothing of that reply stored."""
-        walk, check = self._walk, self._check_install
-        if walk is None or check is None or self.done or not reply or reply[0] != AntiEntropyMessageType.BULK_STATES:
+    @property
+    def has_pending(self) -> bool:
+        """A walk reply's states wait for `settle` (the next request is out meanwhile)."""
+        return bool(self._pending)
+
+    def pending_check(self) -> Callable[[], None] | None:
+        """The ``check_install`` of the states waiting for `settle`, as a function the caller may run in a worker
+        thread first (it reads only immutable bytes and our tree), so a validating decode does not hold the event
+        loop; None when there is nothing to check. It never raises: `settle` reports what it found."""
+        pending, check, tree = self._pending, self._check_install, self._replica.tree
+        if not pending or check is None:
             return None
-        tree, max_bytes = self._replica.tree, self._replica.config.max_message_bytes
 
         def run() -> None:
-            try:
-                _kind, body = decode_message(reply, max_bytes)
-            except AntiEntropyProtocolError:
-                return  # `receive` decodes it again and fails the same way
             checked: set[bytes] = set()
             error: BaseException | None = None
-            rows = body.get("k") if isinstance(body, dict) else None
-            for row in rows if isinstance(rows, list) else ():
-                if not (isinstance(row, list) and len(row) == 2 and type(row[0]) is bytes and type(row[1]) is bytes):
-                    break  # malformed: `receive` refuses it
-                key, state = row
+            for key, state in pending:
                 if tree.get(key) is None:  # held keys are merged (and checked) by `merge`; a key never leaves
                     try:
                         check(key, state)
@@ -280,28 +274,36 @@ class AntiEntropySession:
                         error = AntiEntropyMergeError(key, exc)
                         break
                     checked.add(key)
-            self._prechecked = (reply, body, error, checked)
+            self._pending_verdict = (error, checked)
 
         return run
 
-    def _absorb_walk(self, reply: bytes, body: object) -> bytes:
-        """A bulk reply: store the states of keys we lack as they are, merge those we hold that differ; then the
-        next request, or (the walk over) the descent from our root."""
-        replica, walk = self._replica, self._walk
-        assert walk is not None
-        stats = replica.stats
-        stats.walk_rounds += 1
-        prechecked, self._prechecked = self._prechecked, None
+    def settle(self) -> None:
+        """Store the states of the last walk reply (the caller ran `pending_check` first, or they are checked now):
+        those of keys we lack as they are, in one ``install``; those we hold and differ, merged. A refused state
+        aborts the session (raising) with nothing of that reply stored."""
+        if not self._pending or self.done:
+            self._pending = []
+            return
+        try:
+            self._settle()
+        except GossipError as exc:
+            self._abort(exc)
+            raise
+
+    def _settle(self) -> None:
+        rows, self._pending = self._pending, []
+        verdict, self._pending_verdict = self._pending_verdict, None
         checked: set[bytes] = set()
-        if prechecked is not None and prechecked[0] is reply:
-            if prechecked[2] is not None:
-                raise prechecked[2]
-            checked = prechecked[3]
-        got = walk.absorb(body)
-        tree = replica.tree
+        if verdict is not None:
+            if verdict[0] is not None:
+                raise verdict[0]
+            checked = verdict[1]
+        replica = self._replica
+        stats, tree = replica.stats, replica.tree
         fresh: list[tuple[bytes, bytes]] = []
         changed: list[tuple[bytes, bytes]] = []
-        for key, state in got.rows:
+        for key, state in rows:
             held = tree.get(key)
             if held is None:
                 fresh.append((key, state))
@@ -329,9 +331,19 @@ class AntiEntropySession:
                 raise AntiEntropyMergeError(key, exc) from exc
         stats.states_received += len(fresh) + len(changed)
         stats.states_installed += len(fresh) - len(held_after_all)
-        stats.state_bytes_received += sum(len(s) for _, s in got.rows)
+        stats.state_bytes_received += sum(len(state) for _, state in rows)
+
+    def _absorb_walk(self, body: object) -> bytes:
+        """A walk reply: its states wait for `settle` while the next request is out (it depends only on the cursor
+        and our hashes of the leaves past it, which those states do not touch); once the walk is over they are
+        stored at once and the session descends from our root."""
+        replica, walk = self._replica, self._walk
+        assert walk is not None
+        replica.stats.walk_rounds += 1
+        self._pending = walk.absorb(body).rows
         if not walk.done:
             return walk.request()
+        self._settle()
         # The walk is over: descend from the root, as if the peer had just said its root differs. What the walk
         # could not bring (our keys it lacks, states too big for a reply, writes meanwhile) is found there.
         self._walk = None

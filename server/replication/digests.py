@@ -57,17 +57,19 @@ class DigestIndex:
     def flush(self, max_keys: int, *, settled_s: float = 0.0) -> int:
         """Rehash up to ``max_keys`` dirty keys (oldest marks first), only those marked ``settled_s`` or more before
         the last `advance`; returns how many were done."""
-        done = 0
         dirty = self._dirty
         cutoff = self._now - settled_s
-        while dirty and done < max_keys:
-            key, marked = next(iter(dirty.items()))
-            if marked > cutoff:
+        # Taken in one pass, then deleted: `next(iter(dirty))` after deleting from the front rescans every deleted
+        # slot, which made rehashing a restarted node's whole keyspace quadratic (most of a serving node's CPU).
+        taken: list[str] = []
+        for key, marked in dirty.items():
+            if len(taken) >= max_keys or marked > cutoff:
                 break
+            taken.append(key)
+        for key in taken:
             del dirty[key]
             self._rehash(key)
-            done += 1
-        return done
+        return len(taken)
 
     def _rehash(self, key: str) -> None:
         blob = self._encode_key(key)

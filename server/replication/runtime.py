@@ -380,10 +380,13 @@ class GossipReplication:
             session, request = core.start_sync(peer, self.clock.now())
             message: bytes | None = request
             while message is not None:
-                reply = await memberlist.request(peer, message, self.config.request_timeout_s)
-                check = session.offload_check(reply)  # a bulk reply's validating decode: off the loop
-                if check is not None:
-                    await asyncio.to_thread(check)
+                asked = asyncio.ensure_future(memberlist.request(peer, message, self.config.request_timeout_s))
+                try:  # a bulk walk's last states are checked (off the loop) and stored while this request is out
+                    await session.settle(asyncio.to_thread, self.clock.now())
+                except BaseException:
+                    asked.cancel()
+                    raise
+                reply = await asked
                 message = session.receive(reply, self.clock.now())
                 await asyncio.sleep(0)  # let other work run between round trips
         except _NETWORK_ERRORS as exc:

@@ -14,7 +14,8 @@ This module adds what the replication layer needs around it, in the same round t
 
 A node far behind its peer catches up by a bulk walk (`gossip.anti_entropy.bulk`) inside the same session: states
 of keys it lacks are installed as received (`ReplicaCore.install_blobs`: no decode on the event loop, one storage
-transaction a reply), after a validating check the driver may run in a worker thread (`offload_check`). The peer
+transaction a reply), after a validating check the driver runs in a worker thread while its next request is out
+(`SyncInitiator.settle`). The peer
 paces those requests (`serving_pause_s`), so its own clients are served between them.
 
 Pure: the caller sends each request and feeds back each reply (`SyncInitiator.receive`); timeouts and failures just
@@ -24,7 +25,7 @@ abandon the session (`fail`), which changes nothing but statistics.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from rumor.gossip.anti_entropy import (
@@ -101,7 +102,6 @@ class SyncInitiator:
                                            get_state_for_context=get_state_for_context,
                                            peer_reads_contexts=peer_reads_contexts, install=install,
                                            check_install=check_install, peer_reads_bulk=peer_reads_bulk)
-        self._unwrapped: tuple[bytes, bytes] | None = None  # (a STEP reply, its anti-entropy message)
         self._claim = digests.dirty == 0
         self._snapshot: Vector = coverage.vector() if self._claim else {}
         self._peer_vector: Vector | None = None
@@ -120,6 +120,8 @@ class SyncInitiator:
 
     def receive(self, reply: bytes, now: float) -> bytes | None:
         """Feed the peer's reply; returns the next request, or None when the session is over (see `outcome`)."""
+        if self.outcome is not None:  # ended by `settle`
+            return None
         self.wire_received += len(reply)
         try:
             kind = kind_of(reply)
@@ -128,8 +130,7 @@ class SyncInitiator:
                 self.coverage.note_ack(self.peer, vector, retired)
                 self._peer_vector = vector if claim else None
             elif kind is Kind.STEP:
-                unwrapped, self._unwrapped = self._unwrapped, None
-                ae = unwrapped[1] if unwrapped is not None and unwrapped[0] is reply else parse_step(reply)
+                ae = parse_step(reply)
             else:
                 raise ReplicationProtocolError("unexpected_type", kind.name)
             inner = self._session.receive(ae)
@@ -148,17 +149,21 @@ class SyncInitiator:
         """A bulk walk is under way: the peer's states are pouring in."""
         return self._session.walking
 
-    def offload_check(self, reply: bytes) -> Callable[[], None] | None:
-        """The check of a bulk reply's states, for the driver to run in a worker thread before `receive` (see
-        `AntiEntropySession.offload_check`); None when there is none."""
-        if not self._session.walking or not reply or reply[0] != Kind.STEP:
-            return None
+    async def settle(self, offload: Callable[[Callable[[], None]], Awaitable[None]], now: float) -> None:
+        """Store what the last bulk reply brought, its validating check run through ``offload`` (the driver's
+        worker thread: `asyncio.to_thread`). The driver calls it while its next request is out, so storing one
+        batch overlaps fetching the next; a refused state ends the session here (``outcome`` set, and `receive`
+        then returns None)."""
+        session = self._session
+        if not session.has_pending or self.outcome is not None:
+            return
+        check = session.pending_check()
+        if check is not None:
+            await offload(check)
         try:
-            ae = parse_step(reply)
-        except ReplicationProtocolError:
-            return None  # `receive` refuses it
-        self._unwrapped = (reply, ae)
-        return self._session.offload_check(ae)
+            session.settle()
+        except GossipError as exc:
+            self._finish(now, f"{type(exc).__name__}: {exc}")
 
     def fail(self, reason: str, now: float) -> None:
         self._finish(now, reason)
