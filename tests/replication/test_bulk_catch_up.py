@@ -99,3 +99,46 @@ def test_a_bulk_reply_that_breaks_the_protocol_is_refused(garbage: object) -> No
     walk = BulkWalk(MerkleTree(), salt=0, width=3)
     with pytest.raises(AntiEntropyProtocolError):
         walk.absorb(garbage)
+
+
+def test_only_members_that_say_they_read_bulk_walks_are_sent_one() -> None:
+    import msgpack
+
+    from rumor.server.replication.member_meta import advertised, reads_bulk
+    assert reads_bulk(msgpack.packb(advertised()))
+    older = msgpack.packb({"reads": ["ae-cx", "cv-probe"]})  # what the previous release published
+    assert not reads_bulk(older) and not reads_bulk(b"") and not reads_bulk(b"\xc1garbage")
+    config = ReplicationConfig(sync_interval_s=1e9, sync_max_rounds=10_000)
+    full, empty = Replica("full", config, 1), Replica("empty", config, 2)
+    _fill(full, 1500)
+    asked: list[str] = []
+    empty.core.peer_reads_bulk = lambda member: asked.append(member) or False
+    session, message = empty.core.start_sync("full", 1.0)
+    sent: list[bytes] = []
+    while message is not None:
+        sent.append(message)
+        message = session.receive(full.core.handle_request(message, "empty", 1.0), 1.0)
+    assert asked == ["full"] and AntiEntropyMessageType.BULK not in _kinds(sent)
+    assert states(empty.keyspace) == states(full.keyspace)
+
+
+def test_a_walking_replica_turns_away_other_sessions_which_change_nothing() -> None:
+    config = ReplicationConfig(sync_interval_s=1e9)
+    full, empty, other = Replica("full", config, 1), Replica("empty", config, 2), Replica("other", config, 3)
+    _fill(full, 3000)
+    _fill(other, 3000)
+    session, message = empty.core.start_sync("full", 1.0, peer_reads_bulk=True)
+    for _ in range(3):  # OPEN, then the walk's first requests
+        assert message is not None
+        message = session.receive(full.core.handle_request(message, "empty", 1.0), 1.0)
+    assert session.walking
+    held = states(empty.keyspace)
+    turned = sync_pair(other.core, empty.core, 1.0)
+    assert turned.outcome is not None and not turned.outcome.complete
+    assert "catching_up" in (turned.outcome.error or "")
+    assert states(empty.keyspace) == held and turned.outcome.states_sent == 0
+    while message is not None:
+        message = session.receive(full.core.handle_request(message, "empty", 1.0), 1.0)
+    empty.core.sync_finished(session, 1.0)
+    assert session.outcome is not None and session.outcome.complete
+    assert not session.walking and sync_pair(other.core, empty.core, 2.0).outcome.complete  # type: ignore[union-attr]
