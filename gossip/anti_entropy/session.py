@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Callable
+from dataclasses import dataclass
 
 from rumor.gossip.anti_entropy.bulk import BulkWalk, answer_bulk, should_walk
 from rumor.gossip.anti_entropy.chunking import Reassembler
@@ -40,6 +40,17 @@ from rumor.gossip.anti_entropy.wire import (
 )
 from rumor.gossip.anti_entropy.work import ExpandNode, WorkItem
 from rumor.gossip.errors import GossipError
+
+
+@dataclass(slots=True, eq=False)
+class WaitingStates:
+    """A walk reply's states, waiting to be stored (`AntiEntropySession.settle`); ``verdict`` once the caller
+    checked them: (the refusal or None, the keys it checked)."""
+
+    rows: list[tuple[bytes, bytes]]
+    verdict: tuple[BaseException | None, set[bytes]] | None = None
+    handed_out: bool = False
+    """Handed to the caller for checking (`AntiEntropySession.unchecked`)."""
 
 
 class AntiEntropyPeerError(GossipError):
@@ -156,8 +167,10 @@ class AntiEntropySession:
         self._install = install if peer_reads_bulk else None
         self._check_install = check_install
         self._walk: BulkWalk | None = None
-        self._pending: list[tuple[bytes, bytes]] = []  # a walk's states received, not stored yet (`settle`)
-        self._pending_verdict: tuple[BaseException | None, set[bytes]] | None = None  # of `pending_check`
+        self._waiting: deque[WaitingStates] = deque()  # walk replies received, not stored yet (`settle`)
+        self.max_waiting = 0
+        """Walk replies whose states may wait for the driver's `settle` (beyond that a reply's states are stored
+        as it is received): a driver that settles while its next requests are out raises it."""
         # Our requests say we read context rows (so the responder may send them) exactly when we may send them.
         self._replica.send_contexts = peer_reads_contexts and self._replica.answers_contexts
         self._features = FEATURE_CONTEXTS if self._replica.send_contexts else 0
@@ -192,8 +205,6 @@ class AntiEntropySession:
         stats.rounds += 1
         stats.bytes_received += len(reply)
         try:
-            if self._pending:  # the driver did not `settle` the last walk reply: do it now, before anything else
-                self._settle()
             kind, body = decode_message(reply, replica.config.max_message_bytes)
             if kind == AntiEntropyMessageType.IN_SYNC:
                 self.done = True
@@ -251,54 +262,56 @@ class AntiEntropySession:
         return self._walk is not None and not self.done
 
     @property
-    def has_pending(self) -> bool:
-        """A walk reply's states wait for `settle` (the next request is out meanwhile)."""
-        return bool(self._pending)
+    def waiting(self) -> int:
+        """Walk replies whose states wait for `settle` (the next requests are out meanwhile)."""
+        return len(self._waiting)
 
-    def pending_check(self) -> Callable[[], None] | None:
-        """The ``check_install`` of the states waiting for `settle`, as a function the caller may run in a worker
-        thread first (it reads only immutable bytes and our tree), so a validating decode does not hold the event
-        loop; None when there is nothing to check. It never raises: `settle` reports what it found."""
-        pending, check, tree = self._pending, self._check_install, self._replica.tree
-        if not pending or check is None:
-            return None
+    @property
+    def oldest_waiting(self) -> WaitingStates | None:
+        return self._waiting[0] if self._waiting else None
 
-        def run() -> None:
-            checked: set[bytes] = set()
-            error: BaseException | None = None
-            for key, state in pending:
-                if tree.get(key) is None:  # held keys are merged (and checked) by `merge`; a key never leaves
-                    try:
-                        check(key, state)
-                    except Exception as exc:  # the caller's decoder: whatever it raises means "not a valid state"
-                        error = AntiEntropyMergeError(key, exc)
-                        break
-                    checked.add(key)
-            self._pending_verdict = (error, checked)
+    def unchecked(self) -> list[tuple[WaitingStates, list[tuple[bytes, bytes]]]]:
+        """The waiting replies not handed out for checking yet, each with its states that `settle` would check with
+        ``check_install`` (those of keys our tree lacks), for the caller to check elsewhere (worker processes, so
+        a validating decode does not hold the event loop) and report with `checked`. Each reply is handed out
+        once."""
+        tree, check = self._replica.tree, self._check_install
+        out = []
+        for batch in self._waiting:
+            if not batch.handed_out and batch.verdict is None:
+                batch.handed_out = True
+                rows = [(key, state) for key, state in batch.rows if tree.get(key) is None] if check else []
+                out.append((batch, rows))
+        return out
 
-        return run
+    def checked(self, batch: WaitingStates, rows: list[tuple[bytes, bytes]], refused: tuple[bytes, str] | None) -> None:
+        """The caller checked ``rows`` of ``batch`` (from `unchecked`): `settle` does not check them again, and if
+        ``refused`` names one (key, reason), `settle` refuses that reply, storing nothing of it."""
+        error = None if refused is None else AntiEntropyMergeError(refused[0], ValueError(refused[1]))
+        batch.verdict = (error, {key for key, _ in rows})
 
-    def settle(self) -> None:
-        """Store the states of the last walk reply (the caller ran `pending_check` first, or they are checked now):
-        those of keys we lack as they are, in one ``install``; those we hold and differ, merged. A refused state
-        aborts the session (raising) with nothing of that reply stored."""
-        if not self._pending or self.done:
-            self._pending = []
+    def settle(self, upto: WaitingStates | None = None) -> None:
+        """Store the states of the waiting replies, oldest first, up to ``upto`` (all when None), each checked by
+        the caller (`checked`) or now: those of keys we lack as they are, in one ``install`` a reply; those we hold
+        and differ, merged. A refused state aborts the session (raising) with nothing of its reply stored."""
+        if self.done:
+            self._waiting.clear()
             return
         try:
-            self._settle()
+            while self._waiting and (upto is None or upto in self._waiting):
+                self._settle_oldest()
         except GossipError as exc:
             self._abort(exc)
             raise
 
-    def _settle(self) -> None:
-        rows, self._pending = self._pending, []
-        verdict, self._pending_verdict = self._pending_verdict, None
+    def _settle_oldest(self) -> None:
+        batch = self._waiting.popleft()
         checked: set[bytes] = set()
-        if verdict is not None:
-            if verdict[0] is not None:
-                raise verdict[0]
-            checked = verdict[1]
+        if batch.verdict is not None:
+            if batch.verdict[0] is not None:
+                raise batch.verdict[0]
+            checked = batch.verdict[1]
+        rows = batch.rows
         replica = self._replica
         stats, tree = replica.stats, replica.tree
         fresh: list[tuple[bytes, bytes]] = []
@@ -340,10 +353,13 @@ class AntiEntropySession:
         replica, walk = self._replica, self._walk
         assert walk is not None
         replica.stats.walk_rounds += 1
-        self._pending = walk.absorb(body).rows
+        self._waiting.append(WaitingStates(walk.absorb(body).rows))
         if not walk.done:
+            while len(self._waiting) > self.max_waiting:  # a driver that does not keep up: store them now
+                self._settle_oldest()
             return walk.request()
-        self._settle()
+        while self._waiting:
+            self._settle_oldest()
         # The walk is over: descend from the root, as if the peer had just said its root differs. What the walk
         # could not bring (our keys it lacks, states too big for a reply, writes meanwhile) is found there.
         self._walk = None
@@ -373,5 +389,6 @@ __all__ = [
     "AntiEntropyPeerError",
     "AntiEntropyResponder",
     "AntiEntropySession",
+    "WaitingStates",
     "run_session",
 ]

@@ -31,7 +31,7 @@ from rumor.server.replication.disseminator import Disseminator
 from rumor.server.replication.errors import ReplicationProtocolError
 from rumor.server.replication.probe import RANGE_LEVEL, ProbeAnswer, parse_probe, probed_message
 from rumor.server.replication.states import context_of, decode_state, diff_for, diff_for_context, read_context
-from rumor.server.replication.sync import SyncInitiator, SyncOutcome
+from rumor.server.replication.sync import SyncInitiator, SyncOutcome, check_state_blob
 from rumor.server.replication.wire import (
     DeltaGroup,
     Kind,
@@ -52,7 +52,6 @@ from rumor.server.replication.wire import (
     step_message,
     unpack_push,
 )
-from rumor.server.values import check_key
 
 CATCHING_UP = encode_message(AntiEntropyMessageType.ERROR, {"reason": "catching_up"})
 """What a replica walking in bulk answers a peer's OPEN with: the peer's session ends (failed, nothing changed) and
@@ -435,15 +434,8 @@ class ReplicaCore:
     # -- bulk catch-up (`sync`) --------------------------------------------------------------------------------------
 
     def check_blob(self, key_bytes: bytes, blob: bytes) -> None:
-        """What a bulk walk installs unmerged must be what a merge would have accepted: a valid key, a known type,
-        and a validating decode of the state (canonical bytes of a state of that type). Thread-safe (pure), so the
-        driver may run it off the loop. Raises `ReplicationProtocolError`."""
-        try:
-            check_key(key_bytes.decode("utf-8"))
-        except (UnicodeDecodeError, InvalidKeyError):
-            raise ReplicationProtocolError("bad_key", "not a valid key") from None
-        type_name, data = split_state_blob(blob)
-        decode_state(type_name, data)
+        """What a bulk walk installs unmerged is checked as a merge would check it (`sync.check_state_blob`)."""
+        check_state_blob(key_bytes, blob)
 
     def install_blobs(self, rows: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         """Store checked states of keys we lack as they are (`Store.install`: one storage batch) and record their

@@ -39,9 +39,12 @@ import contextlib
 import dataclasses
 import gc
 import logging
+import multiprocessing
 import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from rumor.crdt import CRDTError, encode
@@ -60,7 +63,7 @@ from rumor.server.replication.quorum import Tally
 from rumor.server.replication.replica import ACKNOWLEDGED_WHEN_DURABLE, ReplicaCore
 from rumor.server.replication.seam import ReplicaHost
 from rumor.server.replication.stored_meta import KnownMembers, next_epoch
-from rumor.server.replication.sync import SyncInitiator, serving_pause_s
+from rumor.server.replication.sync import SyncInitiator, check_states, serving_pause_s
 from rumor.server.replication.wire import is_ack, kind_of, read_message, repl_message
 from rumor.server.supervisor import Supervisor
 
@@ -74,6 +77,10 @@ _REFUSALS = (ServerError, CRDTError)
 #: seconds between join attempts: the first retry, and the cap the doubling stops at
 JOIN_BACKOFF_INITIAL_S = 1.0
 JOIN_BACKOFF_MAX_S = 30.0
+#: worker processes checking a bulk walk's states (`_check_states`): the check is most of a catch-up's CPU
+CHECK_WORKERS = 2
+#: bulk walk replies whose states may wait to be checked and stored while the next requests are out (`sync`)
+BULK_REPLIES_AHEAD = 4
 
 
 class HostStore:
@@ -168,6 +175,9 @@ class GossipReplication:
         self._wakeup = asyncio.Event()
         self._unsubscribe: Callable[[], None] | None = None
         self._running = False
+        #: the worker process checking bulk catch-up states (`_check_states`), started at the first walk
+        self._checker: ProcessPoolExecutor | None = None
+        self._checker_failed = False
 
     # -- lifecycle (the Replication protocol) -------------------------------------------------------------------------
 
@@ -196,6 +206,9 @@ class GossipReplication:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._checker is not None:
+            self._checker.shutdown(wait=False, cancel_futures=True)
+            self._checker = None
         if self._unsubscribe is not None:
             self._unsubscribe()
         if self.memberlist is not None:
@@ -383,17 +396,29 @@ class GossipReplication:
         session: SyncInitiator | None = None
         try:
             session, request = core.start_sync(peer, self.clock.now())
+            session.max_waiting = BULK_REPLIES_AHEAD
             message: bytes | None = request
-            while message is not None:
-                asked = asyncio.ensure_future(memberlist.request(peer, message, self.config.request_timeout_s))
-                try:  # a bulk walk's last states are checked (off the loop) and stored while this request is out
-                    await session.settle(asyncio.to_thread, self.clock.now())
-                except BaseException:
-                    asked.cancel()
-                    raise
-                reply = await asked
-                message = session.receive(reply, self.clock.now())
-                await asyncio.sleep(0)  # let other work run between round trips
+            storing: asyncio.Future[None] | None = None  # a bulk walk's states, checked and stored beside requests
+            try:
+                while message is not None:
+                    if storing is not None and (storing.done() or session.waiting >= BULK_REPLIES_AHEAD):
+                        await storing  # done (a bug in it raises here), or the walk is that far ahead: wait
+                        storing = None
+                    asked = asyncio.ensure_future(memberlist.request(peer, message, self.config.request_timeout_s))
+                    if storing is None and session.waiting:
+                        storing = asyncio.ensure_future(session.settle(self._check_states, self.clock.now()))
+                    try:
+                        reply = await asked
+                    finally:
+                        asked.cancel()
+                    message = session.receive(reply, self.clock.now())
+                    await asyncio.sleep(0)  # let other work run between round trips
+                if storing is not None:
+                    await storing
+                    storing = None
+            finally:
+                if storing is not None:
+                    storing.cancel()
         except _NETWORK_ERRORS as exc:
             if session is not None:
                 session.fail(f"{type(exc).__name__}: {exc}", self.clock.now())
@@ -408,6 +433,25 @@ class GossipReplication:
         if session is not None and session.done_message is not None:
             await self._request_quietly(peer, session.done_message)
         return session
+
+    async def _check_states(self, rows: list[tuple[bytes, bytes]]) -> tuple[bytes, str] | None:
+        """A bulk reply's validating decode (`sync.check_states`) in a worker process, started at the first walk:
+        it is most of a catch-up's CPU, and there it runs beside the loop instead of taking turns with it. A worker
+        that cannot start or dies is replaced by a thread (the same check, sharing the loop's interpreter)."""
+        if self._checker is None and not self._checker_failed:
+            try:
+                self._checker = ProcessPoolExecutor(CHECK_WORKERS, mp_context=multiprocessing.get_context("forkserver"))
+            except (OSError, ValueError) as exc:
+                self._checker_failed = True
+                log.warning("bulk catch-up checks run in a thread: no worker process (%s)", exc)
+        if self._checker is not None:
+            try:
+                return await asyncio.get_running_loop().run_in_executor(self._checker, check_states, rows)
+            except (BrokenProcessPool, OSError) as exc:
+                self._checker.shutdown(wait=False, cancel_futures=True)
+                self._checker, self._checker_failed = None, True
+                log.warning("bulk catch-up checks run in a thread: the worker process failed (%s)", exc)
+        return await asyncio.to_thread(check_states, rows)
 
     # -- serving ----------------------------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ This module adds what the replication layer needs around it, in the same round t
 A node far behind its peer catches up by a bulk walk (`gossip.anti_entropy.bulk`) inside the same session: states
 of keys it lacks are installed as received (`ReplicaCore.install_blobs`: no decode on the event loop, one storage
 transaction a reply), after a validating check the driver runs in a worker thread while its next request is out
-(`SyncInitiator.settle`). The peer
+(`SyncInitiator.settle`: the driver's worker processes, `check_states`). The peer
 paces those requests (`serving_pause_s`), so its own clients are served between them.
 
 Pure: the caller sends each request and feeds back each reply (`SyncInitiator.receive`); timeouts and failures just
@@ -24,9 +24,11 @@ abandon the session (`fail`), which changes nothing but statistics.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from rumor.gossip.anti_entropy import (
     AntiEntropyConfig,
@@ -42,9 +44,11 @@ from rumor.gossip.anti_entropy import (
     Reassembler,
 )
 from rumor.gossip.errors import GossipError
+from rumor.server.errors import InvalidKeyError
 from rumor.server.replication.coverage import Coverage
 from rumor.server.replication.digests import DigestIndex
 from rumor.server.replication.errors import ReplicationProtocolError
+from rumor.server.replication.states import decode_state
 from rumor.server.replication.wire import (
     Kind,
     Vector,
@@ -53,13 +57,42 @@ from rumor.server.replication.wire import (
     open_message,
     parse_open,
     parse_step,
+    split_state_blob,
     step_message,
 )
+from rumor.server.values import check_key
 
 BULK_DUTY = 0.5
 """The share of a responder's time bulk requests may take: after answering one in ``t`` seconds it waits
 ``t * (1 - BULK_DUTY) / BULK_DUTY`` before replying, so a catching-up peer never holds its loop more than half the
 time, and requests from its own clients wait behind one bounded step at most."""
+
+
+CheckOffload = Callable[[list[tuple[bytes, bytes]]], Awaitable["tuple[bytes, str] | None"]]
+"""Checks a bulk reply's ``(key, state blob)`` rows (`check_states`) away from the event loop; the first refused
+``(key, reason)``, or None."""
+
+
+def check_state_blob(key: bytes, blob: bytes) -> None:
+    """What a bulk walk installs unmerged must be what a merge would have accepted: a valid key, a known type, and
+    a validating decode of the state (canonical bytes of a state of that type). Raises `ReplicationProtocolError`."""
+    try:
+        check_key(key.decode("utf-8"))
+    except (UnicodeDecodeError, InvalidKeyError):
+        raise ReplicationProtocolError("bad_key", "not a valid key") from None
+    type_name, data = split_state_blob(blob)
+    decode_state(type_name, data)
+
+
+def check_states(rows: list[tuple[bytes, bytes]]) -> tuple[bytes, str] | None:
+    """`check_state_blob` over rows, for a worker process (a module-level function: it pickles by name): the first
+    refused ``(key, reason)``, or None when every row passes."""
+    for key, blob in rows:
+        try:
+            check_state_blob(key, blob)
+        except ReplicationProtocolError as exc:
+            return key, str(exc)
+    return None
 
 
 def serving_pause_s(request: bytes, spent_s: float) -> float:
@@ -97,6 +130,8 @@ class SyncInitiator:
                  peer_reads_bulk: bool = False) -> None:
         self.peer = peer
         self.coverage = coverage
+        #: checks of waiting bulk replies under way (`settle`), by the reply's id
+        self._checking: dict[int, tuple[Any, list[tuple[bytes, bytes]], asyncio.Future[tuple[bytes, str] | None]]] = {}
         self._session = AntiEntropySession(digests.tree, get_state, merge, rng, config, reassembler=reassembler,
                                            get_state_since=get_state_since, get_context=get_context,
                                            get_state_for_context=get_state_for_context,
@@ -149,21 +184,47 @@ class SyncInitiator:
         """A bulk walk is under way: the peer's states are pouring in."""
         return self._session.walking
 
-    async def settle(self, offload: Callable[[Callable[[], None]], Awaitable[None]], now: float) -> None:
-        """Store what the last bulk reply brought, its validating check run through ``offload`` (the driver's
-        worker thread: `asyncio.to_thread`). The driver calls it while its next request is out, so storing one
-        batch overlaps fetching the next; a refused state ends the session here (``outcome`` set, and `receive`
-        then returns None)."""
-        session = self._session
-        if not session.has_pending or self.outcome is not None:
-            return
-        check = session.pending_check()
-        if check is not None:
-            await offload(check)
+    @property
+    def waiting(self) -> int:
+        """Bulk replies whose states wait for `settle`."""
+        return self._session.waiting
+
+    @property
+    def max_waiting(self) -> int:
+        """Bulk replies whose states may wait for `settle` (0, the default: each is stored as it is received)."""
+        return self._session.max_waiting
+
+    @max_waiting.setter
+    def max_waiting(self, replies: int) -> None:
+        self._session.max_waiting = replies
+
+    async def settle(self, offload: CheckOffload | None, now: float) -> None:
+        """Store what the bulk replies received so far brought, oldest first, each reply's validating check run by
+        ``offload`` (the driver's workers: `check_states` in other processes), or here without one. Every waiting
+        reply's check starts at once, so the workers check the next replies while this one is stored; the driver
+        runs it beside its next requests (up to ``max_waiting`` replies ahead), so checking and storing also
+        overlap fetching. A refused state ends the session here (``outcome`` set, nothing of that reply stored,
+        and `receive` then returns None)."""
+        session, checking = self._session, self._checking
         try:
-            session.settle()
-        except GossipError as exc:
-            self._finish(now, f"{type(exc).__name__}: {exc}")
+            while session.waiting and self.outcome is None:
+                if offload is not None:
+                    for batch, rows in session.unchecked():
+                        checking[id(batch)] = (batch, rows, asyncio.ensure_future(offload(rows)))
+                oldest = session.oldest_waiting
+                assert oldest is not None
+                found = checking.pop(id(oldest), None)
+                if found is not None:
+                    session.checked(oldest, found[1], await found[2])
+                try:
+                    session.settle(oldest)
+                except GossipError as exc:
+                    self._finish(now, f"{type(exc).__name__}: {exc}")
+        finally:
+            if self.outcome is not None or not session.waiting:  # nothing left to check: drop what was started
+                for _batch, _rows, check in checking.values():
+                    check.cancel()
+                checking.clear()
 
     def fail(self, reason: str, now: float) -> None:
         self._finish(now, reason)
@@ -183,4 +244,5 @@ class SyncInitiator:
                                    stats.states_received, stats.rounds, error, stats.states_installed)
 
 
-__all__ = ["BULK_DUTY", "SyncInitiator", "SyncOutcome", "serving_pause_s"]
+__all__ = ["BULK_DUTY", "CheckOffload", "SyncInitiator", "SyncOutcome", "check_state_blob", "check_states",
+           "serving_pause_s"]

@@ -23,7 +23,7 @@ from rumor.server.errors import StorageError
 from rumor.server.node import Node
 from rumor.server.replication import ReplicaCore, ReplicationConfig
 from rumor.server.replication.runtime import HostStore
-from rumor.server.replication.sync import SyncInitiator
+from rumor.server.replication.sync import SyncInitiator, check_states
 from rumor.server.updates import Increment, RegisterWrite, SetChange
 
 KEYS = 3000
@@ -51,8 +51,8 @@ async def _open(data_dir: Path) -> tuple[Node, ReplicaCore]:
     return node, core
 
 
-async def _offload(check: Any) -> None:
-    check()
+async def _offload(rows: list[tuple[bytes, bytes]]) -> tuple[bytes, str] | None:
+    return check_states(rows)  # the runtime runs it in a worker process
 
 
 async def _committed(node: Node) -> None:
@@ -65,6 +65,7 @@ async def _walk(core: ReplicaCore, source: Replica, node: Node, rounds: int | No
     """Drive a session as the runtime does (settle each reply's states while the next request is out), each batch
     committed before the next round; stop after `rounds` replies (None: to the end)."""
     session, message = core.start_sync("source", 1.0, peer_reads_bulk=True)
+    session.max_waiting = 1  # as the runtime: a reply's states wait for `settle`, checked by the offload
     done = 0
     while message is not None and (rounds is None or done < rounds):
         reply = source.core.handle_request(message, "fresh", 1.0)
