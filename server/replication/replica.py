@@ -20,8 +20,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from rumor.crdt import CRDTError, encode
-from rumor.gossip.anti_entropy import AntiEntropyConfig, AntiEntropyMessageType, AntiEntropyResponder, Reassembler
-from rumor.gossip.anti_entropy.wire import encode_message
+from rumor.gossip.anti_entropy import (
+    AntiEntropyConfig,
+    AntiEntropyMessageType,
+    AntiEntropyProtocolError,
+    AntiEntropyResponder,
+    Reassembler,
+    should_walk,
+)
+from rumor.gossip.anti_entropy.wire import Hello, decode_message, encode_message
 from rumor.server.errors import InvalidKeyError, ServerError
 from rumor.server.keyspace import Keyspace
 from rumor.server.replication.config import ReplicationConfig
@@ -342,8 +349,10 @@ class ReplicaCore:
             if kind is Kind.OPEN:
                 ae, _claim, vector, retired = parse_open(payload, Kind.OPEN)
                 self.coverage.note_ack(sender, vector, retired)
-                if self.syncing is not None and self.syncing.walking:
-                    # catching up in bulk from a peer: a session of another's would only send the same keys slowly
+                if (self.syncing is not None and self.syncing.walking) or self._would_walk(ae, sender):
+                    # catching up in bulk (now, or at once: our next session): a session of another's would only
+                    # send the same keys slowly
+                    self.next_sync_at = min(self.next_sync_at, now)
                     return open_message(Kind.OPENED, CATCHING_UP, False, self.coverage.vector(), [])
                 self.digests.flush(self.config.digest_batch_keys)
                 claim = self.digests.dirty == 0
@@ -436,6 +445,18 @@ class ReplicaCore:
     def check_blob(self, key_bytes: bytes, blob: bytes) -> None:
         """What a bulk walk installs unmerged is checked as a merge would check it (`sync.check_state_blob`)."""
         check_state_blob(key_bytes, blob)
+
+    def _would_walk(self, hello: bytes, sender: str) -> bool:
+        """Whether a session of ours with ``sender`` (whose HELLO this is) would walk in bulk: it reads walks and
+        holds far more keys than we do (counting keys whose digests are not built yet)."""
+        if not self.peer_reads_bulk(sender):
+            return False
+        try:
+            kind, body = decode_message(hello, self.ae_config.max_message_bytes)
+            peer_keys = Hello.parse(body).key_count if kind == AntiEntropyMessageType.HELLO else 0
+        except AntiEntropyProtocolError:
+            return False  # the responder refuses it as ever
+        return should_walk(len(self.digests.tree) + self.digests.dirty, peer_keys)
 
     def install_blobs(self, rows: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         """Store checked states of keys we lack as they are (`Store.install`: one storage batch) and record their

@@ -142,3 +142,22 @@ def test_a_walking_replica_turns_away_other_sessions_which_change_nothing() -> N
     empty.core.sync_finished(session, 1.0)
     assert session.outcome is not None and session.outcome.complete
     assert not session.walking and sync_pair(other.core, empty.core, 2.0).outcome.complete  # type: ignore[union-attr]
+
+
+def test_an_empty_replica_turns_away_a_far_ahead_peer_that_reads_walks_and_walks_itself_at_once() -> None:
+    config = ReplicationConfig(sync_interval_s=1e9)
+    full, empty = Replica("full", config, 1), Replica("empty", config, 2)
+    _fill(full, 3000)
+    empty.core.next_sync_at = 1e9
+    turned = sync_pair(full.core, empty.core, 5.0)  # the empty one's core knows nothing of full: it descends
+    assert turned.outcome is not None and turned.outcome.complete and turned.outcome.states_sent == 3000
+    again, other = Replica("again", config, 3), Replica("other", config, 4)
+    _fill(other, 3000)
+    again.core.next_sync_at = 1e9
+    again.core.peer_reads_bulk = lambda member: member == "other"
+    refused = sync_pair(other.core, again.core, 5.0)
+    assert refused.outcome is not None and not refused.outcome.complete
+    assert "catching_up" in (refused.outcome.error or "")
+    assert len(again.keyspace) == 0 and again.core.next_sync_at == 5.0  # its own session, a walk, comes next
+    walked = sync_pair(again.core, other.core, 6.0, bulk=True)
+    assert walked.outcome is not None and walked.outcome.complete and walked.outcome.states_installed == 3000
