@@ -290,28 +290,41 @@ class AntiEntropySession:
         error = None if refused is None else AntiEntropyMergeError(refused[0], ValueError(refused[1]))
         batch.verdict = (error, {key for key, _ in rows})
 
-    def settle(self, upto: WaitingStates | None = None) -> None:
+    def settle(self, upto: WaitingStates | None = None, max_rows: int | None = None) -> None:
         """Store the states of the waiting replies, oldest first, up to ``upto`` (all when None), each checked by
         the caller (`checked`) or now: those of keys we lack as they are, in one ``install`` a reply; those we hold
-        and differ, merged. A refused state aborts the session (raising) with nothing of its reply stored."""
+        and differ, merged. A refused state aborts the session (raising) with nothing of its reply stored.
+
+        ``max_rows``: store at most that many states of a reply the caller checked, leaving the rest waiting (the
+        caller yields to other work in between: a reply's ~1000 states take the loop ~15 ms). Each part is one
+        ``install``, so a crash keeps whole parts; a reply the caller did not check is stored whole, as its check
+        must see every state before any is stored."""
         if self.done:
             self._waiting.clear()
             return
         try:
             while self._waiting and (upto is None or upto in self._waiting):
-                self._settle_oldest()
+                if not self._settle_oldest(max_rows):
+                    return
         except GossipError as exc:
             self._abort(exc)
             raise
 
-    def _settle_oldest(self) -> None:
-        batch = self._waiting.popleft()
+    def _settle_oldest(self, max_rows: int | None = None) -> bool:
+        """Store the oldest waiting reply's states (or a part: see `settle`); True when it is all stored."""
+        batch = self._waiting[0]
         checked: set[bytes] = set()
         if batch.verdict is not None:
             if batch.verdict[0] is not None:
+                self._waiting.popleft()
                 raise batch.verdict[0]
             checked = batch.verdict[1]
         rows = batch.rows
+        whole = max_rows is None or batch.verdict is None or len(rows) <= max_rows
+        if whole:
+            self._waiting.popleft()
+        else:
+            rows, batch.rows = rows[:max_rows], rows[max_rows:]
         replica = self._replica
         stats, tree = replica.stats, replica.tree
         fresh: list[tuple[bytes, bytes]] = []
@@ -345,6 +358,7 @@ class AntiEntropySession:
         stats.states_received += len(fresh) + len(changed)
         stats.states_installed += len(fresh) - len(held_after_all)
         stats.state_bytes_received += sum(len(state) for _, state in rows)
+        return whole
 
     def _absorb_walk(self, body: object) -> bytes:
         """A walk reply: its states wait for `settle` while the next request is out (it depends only on the cursor
