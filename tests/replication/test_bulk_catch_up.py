@@ -161,3 +161,36 @@ def test_an_empty_replica_turns_away_a_far_ahead_peer_that_reads_walks_and_walks
     assert len(again.keyspace) == 0 and again.core.next_sync_at == 5.0  # its own session, a walk, comes next
     walked = sync_pair(again.core, other.core, 6.0, bulk=True)
     assert walked.outcome is not None and walked.outcome.complete and walked.outcome.states_installed == 3000
+
+
+async def test_a_state_refused_by_the_off_loop_check_ends_the_session_with_nothing_of_its_reply_stored() -> None:
+    from rumor.server.replication.sync import check_states
+    config = ReplicationConfig(sync_interval_s=1e9)
+    full, empty = Replica("full", config, 1), Replica("empty", config, 2)
+    _fill(full, 3000)
+    real = full.core.get_blob
+    forged_key = b"k002999"
+
+    def forged(key: bytes) -> bytes | None:
+        blob = real(key)
+        return blob[:-2] + b"\xff\xff" if blob is not None and key == forged_key else blob
+
+    full.core.responder._replica.get_state = forged
+    offloaded: list[int] = []
+
+    async def offload(rows: list[tuple[bytes, bytes]]) -> tuple[bytes, str] | None:
+        offloaded.append(len(rows))
+        return check_states(rows)  # what the runtime runs in a worker process
+
+    session, message = empty.core.start_sync("full", 1.0, peer_reads_bulk=True)
+    session.max_waiting = 1
+    while message is not None:
+        reply = full.core.handle_request(message, "empty", 1.0)
+        await session.settle(offload, 1.0)
+        message = session.receive(reply, 1.0)
+    await session.settle(offload, 1.0)
+    empty.core.sync_finished(session, 1.0)
+    assert offloaded and session.outcome is not None and not session.outcome.complete
+    assert "k002999" in (session.outcome.error or "")
+    assert "k002999" not in empty.keyspace and 0 < len(empty.keyspace) < 3000
+    assert len(empty.core.digests.tree) == len(empty.keyspace)
