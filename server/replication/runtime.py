@@ -178,6 +178,7 @@ class GossipReplication:
         #: the worker process checking bulk catch-up states (`_check_states`), started at the first walk
         self._checker: ProcessPoolExecutor | None = None
         self._checker_failed = False
+        self._checker_starting = asyncio.Lock()
 
     # -- lifecycle (the Replication protocol) -------------------------------------------------------------------------
 
@@ -438,12 +439,17 @@ class GossipReplication:
         """A bulk reply's validating decode (`sync.check_states`) in a worker process, started at the first walk:
         it is most of a catch-up's CPU, and there it runs beside the loop instead of taking turns with it. A worker
         that cannot start or dies is replaced by a thread (the same check, sharing the loop's interpreter)."""
-        if self._checker is None and not self._checker_failed:
-            try:
-                self._checker = ProcessPoolExecutor(CHECK_WORKERS, mp_context=multiprocessing.get_context("forkserver"))
-            except (OSError, ValueError) as exc:
-                self._checker_failed = True
-                log.warning("bulk catch-up checks run in a thread: no worker process (%s)", exc)
+        async with self._checker_starting:  # the checks of several replies start at once: one pool for all
+            if self._checker is None and not self._checker_failed:
+                try:
+                    checker = ProcessPoolExecutor(CHECK_WORKERS, mp_context=multiprocessing.get_context("forkserver"))
+                    # From a thread: the first submit forks the workers (and the fork server, a new interpreter
+                    # importing rumor), which would hold the loop for a good part of a second.
+                    await asyncio.to_thread(_start_workers, checker)
+                    self._checker = checker
+                except (OSError, ValueError, BrokenProcessPool) as exc:
+                    self._checker_failed = True
+                    log.warning("bulk catch-up checks run in a thread: no worker process (%s)", exc)
         if self._checker is not None:
             try:
                 return await asyncio.get_running_loop().run_in_executor(self._checker, check_states, rows)
@@ -521,6 +527,12 @@ class GossipReplication:
             if not task.done():
                 task.cancel()
         return {m: r for m, r in replies.items() if r is not None}
+
+
+def _start_workers(pool: ProcessPoolExecutor) -> None:
+    """Have every worker of ``pool`` started (each answers one trivial call)."""
+    for future in [pool.submit(check_states, []) for _ in range(CHECK_WORKERS)]:
+        future.result()
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:
