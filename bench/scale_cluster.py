@@ -190,9 +190,10 @@ async def _catch_up(cluster: LocalCluster, fresh: NodeProcess, n_keys: int, boun
     stop = asyncio.Event()
     keys = [key_name(i) for i in range(0, n_keys, max(1, n_keys // 100_000))]
     order = [keys[(i * 7919) % len(keys)] for i in range(len(keys))]  # spread over the keyspace, deterministic
+    # every node that may serve the walk (the joiner picks its peer at random) answers GETs meanwhile
     failed_gets: list[str] = []
-    reads = asyncio.create_task(_serving_latencies_ms(cluster["n1"].api(), order, started + bound_s, stop, 0.01,
-                                                      failed_gets))
+    reads = {node.name: asyncio.create_task(_serving_latencies_ms(node.api(), order, started + bound_s, stop, 0.01,
+                                                                  failed_gets)) for node in cluster.nodes}
     held, progress = 0, []
     try:
         while time.monotonic() - started < bound_s:
@@ -202,14 +203,16 @@ async def _catch_up(cluster: LocalCluster, fresh: NodeProcess, n_keys: int, boun
                 break
             await asyncio.sleep(0.5)
     finally:
+        elapsed = time.monotonic() - started
         stop.set()
-        latencies = await reads
-    elapsed = time.monotonic() - started
+        by_node = {name: await task for name, task in reads.items()}
+    latencies = [ms for node_latencies in by_node.values() for ms in node_latencies]
     figures = await phase.end()
     return {"keys": n_keys, "keys_caught_up": held, "complete": held >= n_keys, "seconds": round(elapsed, 1),
             "serving_digests_built_s": digests_s,
             "keys_per_s": round(held / elapsed), "bound_s": bound_s,
-            "serving_get_p99_ms": p99(latencies), "serving_gets": len(latencies),
+            "serving_get_p99_ms": max((p99(v) or 0.0 for v in by_node.values()), default=None),
+            "serving_get_p99_ms_by_node": {name: p99(v) for name, v in by_node.items()}, "serving_gets": len(latencies),
             "serving_get_max_ms": round(max(latencies, default=0.0), 2), "serving_get_failures": len(failed_gets),
             "serving_get_failure_examples": failed_gets[:5],
             "progress": progress[:: max(1, len(progress) // 20)], **figures}
