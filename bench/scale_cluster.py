@@ -8,6 +8,7 @@ stall long enough to miss probes shows as a false suspicion, as it would in prod
 from __future__ import annotations
 
 import asyncio
+import itertools
 import shutil
 import sqlite3
 import sys
@@ -15,16 +16,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from replication_bench import core, keyspace_of, sync_bytes
-from scale_probe import Phase, get_latencies_ms, key_name, p99, parse_metrics, write_rate
+from scale_probe import Phase, key_name, p99, parse_metrics, update_for, write_rate
 
 from rumor.crdt import ORSet, encode
 from rumor.server.client import RumorClient
+from rumor.server.hlc_source import HLCSource
 from rumor.server.local_cluster import LocalCluster, NodeProcess
 from rumor.server.replication import ReplicationConfig
-from rumor.server.storage import DB_FILE
-from rumor.server.updates import SetChange
+from rumor.server.storage import _SCHEMA, DB_FILE
+from rumor.server.updates import SetChange, make_delta, new_state, parse_update
 
 PRESET = "lan"
 #: after a heal, how long a probe sent during the partition may still fail (lan: probe interval plus timeout)
@@ -79,6 +83,26 @@ async def big_set_sync(base: Path, elements: int, bound_s: float, startup_s: flo
             "bound_s": bound_s, **figures}
 
 
+def build_source_db(db: Path, n_keys: int) -> None:
+    """A data directory's database holding `n_keys` checkpointed small mixed keys (phase 1's generator, written by
+    one replica), made in process and written straight to SQLite: the catch-up phase alone (`--catch-up-only`)
+    needs the data, not the minutes of loading it through HTTP."""
+    db.parent.mkdir(parents=True, exist_ok=True)
+    hlc = HLCSource()
+    with sqlite3.connect(db) as conn:
+        conn.executescript(_SCHEMA)
+        rows = []
+        for i in range(n_keys):
+            body = update_for(i)
+            update = parse_update(body, envelope=frozenset({"key"}))
+            state = new_state(body["type"])
+            state.merge(make_delta(state, update, "seed", hlc))
+            rows.append((body["key"], body["type"], encode(state)))
+            if len(rows) == 50_000 or i == n_keys - 1:
+                conn.executemany("INSERT INTO states (key, type, state) VALUES (?, ?, ?)", rows)
+                rows.clear()
+
+
 def seed_data_dir(source_db: Path, target_dir: Path) -> None:
     """A copy of a stopped node's database for another node: the same keys and states, none of its identity (node
     id, known members, feed epoch: the whole meta table goes)."""
@@ -119,7 +143,45 @@ async def catch_up_and_write(base: Path, source_db: Path, n_keys: int, bound_s: 
     return catch
 
 
+async def _serving_latencies_ms(client: RumorClient, keys: list[str], deadline: float, stop: asyncio.Event,
+                                pause_s: float, timeouts: list[str]) -> list[float]:
+    """One GET after another (with `pause_s` between) until `stop` or the deadline. A GET that times out (the
+    client's 5 s) or fails is a figure, not the end of the phase: its time counts as a latency and it is listed in
+    `timeouts` (a stalled node shows as such instead of failing the bench)."""
+    latencies: list[float] = []
+    for key in itertools.cycle(keys):
+        if time.monotonic() >= deadline or stop.is_set():
+            break
+        started = time.perf_counter()
+        try:
+            if await client.get(key) is None:
+                raise RuntimeError(f"GET {key}: not found")
+        except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+            timeouts.append(f"{key}: {type(exc).__name__}")
+        latencies.append(1000 * (time.perf_counter() - started))
+        await asyncio.sleep(pause_s)
+    return latencies
+
+
+async def _digests_built(cluster: LocalCluster, bound_s: float) -> float:
+    """Seconds until every node's anti-entropy digests are all built (`dirty_digests` 0 in /v1/cluster), polled
+    every 0.5 s, bounded. A node started on a copied database rehashes every key first, in bounded batches a tick;
+    a joiner meanwhile would sync against half-built trees, which is that restart's cost, not the catch-up's."""
+    started = time.monotonic()
+    for node in cluster.nodes:
+        while time.monotonic() - started < bound_s:
+            try:
+                info = (await node.api().request("GET", "/v1/cluster"))[1]
+                if info["anti_entropy"]["dirty_digests"] == 0:
+                    break
+            except (TimeoutError, OSError, aiohttp.ClientError):
+                pass
+            await asyncio.sleep(0.5)
+    return round(time.monotonic() - started, 1)
+
+
 async def _catch_up(cluster: LocalCluster, fresh: NodeProcess, n_keys: int, bound_s: float) -> dict[str, Any]:
+    digests_s = await _digests_built(cluster, bound_s)
     phase = Phase("catch_up")
     await phase.begin(cluster.nodes)
     started = time.monotonic()
@@ -128,8 +190,10 @@ async def _catch_up(cluster: LocalCluster, fresh: NodeProcess, n_keys: int, boun
     stop = asyncio.Event()
     keys = [key_name(i) for i in range(0, n_keys, max(1, n_keys // 100_000))]
     order = [keys[(i * 7919) % len(keys)] for i in range(len(keys))]  # spread over the keyspace, deterministic
-    reads = asyncio.create_task(get_latencies_ms(cluster["n1"].api(), order * 10, started + bound_s,
-                                                 pause_s=0.01, stop=stop))
+    # every node that may serve the walk (the joiner picks its peer at random) answers GETs meanwhile
+    failed_gets: list[str] = []
+    reads = {node.name: asyncio.create_task(_serving_latencies_ms(node.api(), order, started + bound_s, stop, 0.01,
+                                                                  failed_gets)) for node in cluster.nodes}
     held, progress = 0, []
     try:
         while time.monotonic() - started < bound_s:
@@ -139,13 +203,18 @@ async def _catch_up(cluster: LocalCluster, fresh: NodeProcess, n_keys: int, boun
                 break
             await asyncio.sleep(0.5)
     finally:
+        elapsed = time.monotonic() - started
         stop.set()
-        latencies = await reads
-    elapsed = time.monotonic() - started
+        by_node = {name: await task for name, task in reads.items()}
+    latencies = [ms for node_latencies in by_node.values() for ms in node_latencies]
     figures = await phase.end()
     return {"keys": n_keys, "keys_caught_up": held, "complete": held >= n_keys, "seconds": round(elapsed, 1),
+            "serving_digests_built_s": digests_s,
             "keys_per_s": round(held / elapsed), "bound_s": bound_s,
-            "serving_get_p99_ms": p99(latencies), "serving_gets": len(latencies),
+            "serving_get_p99_ms": max((p99(v) or 0.0 for v in by_node.values()), default=None),
+            "serving_get_p99_ms_by_node": {name: p99(v) for name, v in by_node.items()}, "serving_gets": len(latencies),
+            "serving_get_max_ms": round(max(latencies, default=0.0), 2), "serving_get_failures": len(failed_gets),
+            "serving_get_failure_examples": failed_gets[:5],
             "progress": progress[:: max(1, len(progress) // 20)], **figures}
 
 
@@ -177,4 +246,25 @@ def repair_bytes(elements: int, diff: int = 10) -> dict[str, Any]:
     return out
 
 
-__all__ = ["big_set_sync", "catch_up_and_write", "repair_bytes", "seed_data_dir"]
+async def catch_up_only(base: Path, n_keys: int, bound_s: float, startup_s: float) -> dict[str, Any]:
+    """The catch-up phase alone, from a database built in process (`build_source_db`): three nodes hold `n_keys`
+    keys, a fourth joins empty (see `catch_up_and_write`)."""
+    source = base / "source" / DB_FILE
+    built = time.monotonic()
+    build_source_db(source, n_keys)
+    build_s = time.monotonic() - built
+    for name in ("n1", "n2", "n3"):
+        seed_data_dir(source, base / name)
+    async with LocalCluster(3, base, preset=PRESET, fault_injection=False, startup_timeout_s=startup_s) as cluster:
+        await cluster.wait_members(timeout_s=120)
+        fresh = NodeProcess("n4", base / "n4", base / "n4.log", (), startup_timeout_s=startup_s)
+        try:
+            catch = await _catch_up(cluster, fresh, n_keys, bound_s)
+        finally:
+            await fresh.terminate(timeout_s=120)
+            await fresh.close_client()
+    return {**catch, "source_build_s": round(build_s, 1)}
+
+
+__all__ = ["big_set_sync", "build_source_db", "catch_up_and_write", "catch_up_only", "repair_bytes",
+           "seed_data_dir"]

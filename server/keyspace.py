@@ -315,14 +315,15 @@ class Keyspace:
         memory as bytes. A key known here is left out: its row must be merged the usual way (`merge_remote`).
         Tells no listener. Rows are trusted to be checked (keys, types and bytes) by the caller."""
         rows = list(rows)
+        for key, type_name, _ in rows:  # all or nothing
+            if type_name not in TYPES:
+                raise TypeConflictError(key, "nothing", type_name)
         entries = self._entries
         known = set() if self._disk is None else self._disk.existing([key for key, _, _ in rows])
         taken: list[tuple[str, str, bytes]] = []
         for key, type_name, blob in rows:
             if key in entries or key in known:
-                continue
-            if type_name not in TYPES:
-                raise TypeConflictError(key, "nothing", type_name)
+                continue  # held here (or earlier in these rows): merged the usual way
             self._add(key, Entry(type_name, blob=blob, key=key, cache=self._tracking))
             taken.append((key, type_name, blob))
         return taken

@@ -24,7 +24,9 @@ Shape of a session (initiator ``I``, responder ``R``; ``R`` keeps **no per-sessi
    side diffing the listing is the newer one; two otherwise. The initiator lists (the responder diffs) unless a
    deferral moved the listing: a lagging node tends to be the one starting sessions, and is then the older side.
 3. States too big for one message go as `chunking` chunks, reassembled in a bounded `Reassembler`.
-4. Where the application gives a context (``get_context``, ``get_state_for_context``: a CRDT's causal context,
+4. A node far behind its peer (far fewer keys: an empty node joining, one away for long) walks the leaves in bulk
+   instead (`bulk`): whole leaves of states a message, stored unmerged where it lacks the key, then the descent.
+5. Where the application gives a context (``get_context``, ``get_state_for_context``: a CRDT's causal context,
    opaque here) and knows the peer reads them, a flagged push of a big key (``context_min_bytes``) goes as a
    *context row* instead: the receiver answers with what that context lacks of its state and its own context as an
    answer row, which is answered with a diff only. Both directions then cost the difference, not a whole state
@@ -76,10 +78,19 @@ Garbage from the peer (bad type, bad msgpack, wrong shapes, out-of-range ids, ba
 Modules, each importing only those listed before it: `merkle` (the hash tree), `chunking` (big states in bounded
 pieces), `config` (`AntiEntropyConfig`), `wire` (message types, record layouts, strict decoding), `work` (the work
 items a side queues), `descent` (where two trees differ: hash comparison, listing diffs), `composer` (one message
-within its bounds), `engine` (what one message does on either side: merge, answer, compose), `session` (the two
-roles and the message flow).
+within its bounds), `bulk` (the walk of a node far behind), `engine` (what one message does on either side: merge,
+answer, compose), `session` (the two roles and the message flow).
 """
 
+from rumor.gossip.anti_entropy.bulk import (
+    BULK_BEHIND_RATIO,
+    BULK_MIN_PEER_KEYS,
+    MAX_BULK_LEAVES,
+    BulkReply,
+    BulkWalk,
+    answer_bulk,
+    should_walk,
+)
 from rumor.gossip.anti_entropy.chunking import (
     CHUNK_MESSAGE_TYPE,
     CHUNK_OVERHEAD_BYTES,
@@ -103,6 +114,7 @@ from rumor.gossip.anti_entropy.engine import (
     GetState,
     GetStateForContext,
     GetStateSince,
+    Install,
     Merge,
 )
 from rumor.gossip.anti_entropy.merkle import (
@@ -134,11 +146,14 @@ from rumor.gossip.anti_entropy.wire import (
 )
 
 __all__ = [
+    "BULK_BEHIND_RATIO",
+    "BULK_MIN_PEER_KEYS",
     "CHUNK_MESSAGE_TYPE",
     "CHUNK_OVERHEAD_BYTES",
     "DIGEST_BYTES",
     "FEATURE_CONTEXTS",
     "KEY_HASH_BYTES",
+    "MAX_BULK_LEAVES",
     "MAX_LEAVES",
     "PROTOCOL_VERSION",
     "AntiEntropyConfig",
@@ -150,6 +165,8 @@ __all__ = [
     "AntiEntropyResponder",
     "AntiEntropySession",
     "AntiEntropyStats",
+    "BulkReply",
+    "BulkWalk",
     "CheckState",
     "Chunk",
     "ChunkError",
@@ -157,10 +174,12 @@ __all__ = [
     "GetState",
     "GetStateForContext",
     "GetStateSince",
+    "Install",
     "Merge",
     "MerkleTree",
     "Reassembler",
     "SentValues",
+    "answer_bulk",
     "chunk_data_bytes",
     "decode_chunk",
     "encode_chunk",
@@ -169,6 +188,7 @@ __all__ = [
     "key_hash",
     "locate_child",
     "run_session",
+    "should_walk",
     "sketch_of",
     "sketch_pays_below",
     "sketch_size",

@@ -75,6 +75,10 @@ Merge = Callable[[bytes, bytes], None]
 """(key, state) -> join the state into the store and update the tree (``tree.set(key, digest, size)``)."""
 CheckState = Callable[[bytes, bytes], None]
 """(key, state) -> raise if the state is not valid; runs on every state of a message before any is merged."""
+Install = Callable[[list[tuple[bytes, bytes]]], "list[tuple[bytes, bytes]]"]
+"""``rows of (key, state)`` of keys the tree does not hold -> store each state as it is (no merge: the caller
+checked it) and set the tree (``tree.set(key, state_digest(state), len(state))``), all or nothing; returns the rows
+whose key the store held after all (not stored: the caller merges them)."""
 
 
 class AntiEntropyMergeError(GossipError, ValueError):
@@ -115,6 +119,11 @@ class AntiEntropyStats:
     contexts_received: int = 0
     dropped_items: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    walk_rounds: int = 0
+    """Round trips of a bulk walk (`bulk`): not counted against ``max_rounds``, which bounds the descent."""
+    states_installed: int = 0
+    """States of keys this side did not hold, stored as received by a bulk walk (the rest of states_received were
+    merged)."""
 
 
 class ExchangeEngine:
@@ -396,5 +405,6 @@ __all__ = [
     "GetState",
     "GetStateForContext",
     "GetStateSince",
+    "Install",
     "Merge",
 ]

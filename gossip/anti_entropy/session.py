@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from dataclasses import dataclass
 
+from rumor.gossip.anti_entropy.bulk import BulkWalk, answer_bulk, should_walk
 from rumor.gossip.anti_entropy.chunking import Reassembler
 from rumor.gossip.anti_entropy.composer import Composer
 from rumor.gossip.anti_entropy.config import AntiEntropyConfig
@@ -22,9 +24,10 @@ from rumor.gossip.anti_entropy.engine import (
     GetState,
     GetStateForContext,
     GetStateSince,
+    Install,
     Merge,
 )
-from rumor.gossip.anti_entropy.merkle import DIGEST_BYTES, MerkleTree
+from rumor.gossip.anti_entropy.merkle import DIGEST_BYTES, MerkleTree, state_digest
 from rumor.gossip.anti_entropy.wire import (
     FEATURE_CONTEXTS,
     PROTOCOL_VERSION,
@@ -37,6 +40,17 @@ from rumor.gossip.anti_entropy.wire import (
 )
 from rumor.gossip.anti_entropy.work import ExpandNode, WorkItem
 from rumor.gossip.errors import GossipError
+
+
+@dataclass(slots=True, eq=False)
+class WaitingStates:
+    """A walk reply's states, waiting to be stored (`AntiEntropySession.settle`); ``verdict`` once the caller
+    checked them: (the refusal or None, the keys it checked)."""
+
+    rows: list[tuple[bytes, bytes]]
+    verdict: tuple[BaseException | None, set[bytes]] | None = None
+    handed_out: bool = False
+    """Handed to the caller for checking (`AntiEntropySession.unchecked`)."""
 
 
 class AntiEntropyPeerError(GossipError):
@@ -98,6 +112,13 @@ class AntiEntropyResponder:
             work = [ExpandNode(0, 0, False)]
             salt = hello.salt
             count: int | None = len(tree)
+        elif kind == AntiEntropyMessageType.BULK:
+            reply, count, size = answer_bulk(tree, replica.get_state, body, config.hash_bytes,
+                                             config.max_message_bytes)
+            replica.stats.walk_rounds += 1
+            replica.stats.states_sent += count
+            replica.stats.state_bytes_sent += size
+            return reply
         elif kind == AntiEntropyMessageType.EXCHANGE:
             ex = Exchange.parse(body, tree, config.hash_bytes)
             if ex.salt is None:
@@ -129,15 +150,27 @@ class AntiEntropySession:
     application knows the responder reads them (and ``ft``). Nothing in this protocol can tell: a responder that
     predates them refuses any message holding them, so without that knowledge none is sent, and the session runs
     exactly as before them.
+
+    A bulk walk (`bulk`) needs ``install`` and ``peer_reads_bulk`` (known the same way); ``check_install`` runs on
+    each state before it is installed unmerged (a state that is merged is checked by ``merge``, as ever). The first
+    reply tells the peer's key count: a session far behind walks, then descends from the root.
     """
 
     def __init__(self, tree: MerkleTree, get_state: GetState, merge: Merge, rng: random.Random,
                  config: AntiEntropyConfig | None = None, check: CheckState | None = None,
                  reassembler: Reassembler | None = None, get_state_since: GetStateSince | None = None,
                  get_context: GetContext | None = None, get_state_for_context: GetStateForContext | None = None,
-                 peer_reads_contexts: bool = False) -> None:
+                 peer_reads_contexts: bool = False, install: Install | None = None,
+                 check_install: CheckState | None = None, peer_reads_bulk: bool = False) -> None:
         self._replica = ExchangeEngine(tree, get_state, merge, config or AntiEntropyConfig(), check, reassembler,
                                        get_state_since, get_context, get_state_for_context)
+        self._install = install if peer_reads_bulk else None
+        self._check_install = check_install
+        self._walk: BulkWalk | None = None
+        self._waiting: deque[WaitingStates] = deque()  # walk replies received, not stored yet (`settle`)
+        self.max_waiting = 0
+        """Walk replies whose states may wait for the driver's `settle` (beyond that a reply's states are stored
+        as it is received): a driver that settles while its next requests are out raises it."""
         # Our requests say we read context rows (so the responder may send them) exactly when we may send them.
         self._replica.send_contexts = peer_reads_contexts and self._replica.answers_contexts
         self._features = FEATURE_CONTEXTS if self._replica.send_contexts else 0
@@ -179,11 +212,17 @@ class AntiEntropySession:
             if kind == AntiEntropyMessageType.ERROR:
                 reason = body.get("reason") if isinstance(body, dict) else None
                 raise AntiEntropyPeerError(reason if isinstance(reason, str) else "unreadable")
+            if kind == AntiEntropyMessageType.BULK_STATES and self._walk is not None:
+                return self._count_sent(self._absorb_walk(body))
             if kind != AntiEntropyMessageType.EXCHANGE:
                 raise AntiEntropyProtocolError("unexpected_type", f"{kind!r} is not a reply")
             ex = Exchange.parse(body, replica.tree, replica.config.hash_bytes)
             if ex.count is not None:
                 replica.peer_keys = ex.count
+                if self._install is not None and should_walk(len(replica.tree), ex.count):
+                    # far behind: the first reply holds only hashes, which the walk makes moot
+                    self._walk = BulkWalk(replica.tree, self._salt, replica.config.hash_bytes)
+                    return self._count_sent(self._walk.request())
             work = replica.absorb(ex, self._salt)
         except GossipError as exc:
             self._abort(exc)
@@ -197,7 +236,7 @@ class AntiEntropySession:
         if not self._queue:
             self.done = True
             return None
-        if stats.rounds >= replica.config.max_rounds:
+        if stats.rounds - stats.walk_rounds >= replica.config.max_rounds:
             self.incomplete = True
             self.done = True
             return None
@@ -216,6 +255,132 @@ class AntiEntropySession:
             self.done = True
             return None
         return self._count_sent(composer.encode(AntiEntropyMessageType.EXCHANGE))
+
+    @property
+    def walking(self) -> bool:
+        """True while a bulk walk is under way (the application may refuse other sessions meanwhile)."""
+        return self._walk is not None and not self.done
+
+    @property
+    def waiting(self) -> int:
+        """Walk replies whose states wait for `settle` (the next requests are out meanwhile)."""
+        return len(self._waiting)
+
+    @property
+    def oldest_waiting(self) -> WaitingStates | None:
+        return self._waiting[0] if self._waiting else None
+
+    def unchecked(self) -> list[tuple[WaitingStates, list[tuple[bytes, bytes]]]]:
+        """The waiting replies not handed out for checking yet, each with its states that `settle` would check with
+        ``check_install`` (those of keys our tree lacks), for the caller to check elsewhere (worker processes, so
+        a validating decode does not hold the event loop) and report with `checked`. Each reply is handed out
+        once."""
+        tree, check = self._replica.tree, self._check_install
+        out = []
+        for batch in self._waiting:
+            if not batch.handed_out and batch.verdict is None:
+                batch.handed_out = True
+                rows = [(key, state) for key, state in batch.rows if tree.get(key) is None] if check else []
+                out.append((batch, rows))
+        return out
+
+    def checked(self, batch: WaitingStates, rows: list[tuple[bytes, bytes]], refused: tuple[bytes, str] | None) -> None:
+        """The caller checked ``rows`` of ``batch`` (from `unchecked`): `settle` does not check them again, and if
+        ``refused`` names one (key, reason), `settle` refuses that reply, storing nothing of it."""
+        error = None if refused is None else AntiEntropyMergeError(refused[0], ValueError(refused[1]))
+        batch.verdict = (error, {key for key, _ in rows})
+
+    def settle(self, upto: WaitingStates | None = None, max_rows: int | None = None) -> None:
+        """Store the states of the waiting replies, oldest first, up to ``upto`` (all when None), each checked by
+        the caller (`checked`) or now: those of keys we lack as they are, in one ``install`` a reply; those we hold
+        and differ, merged. A refused state aborts the session (raising) with nothing of its reply stored.
+
+        ``max_rows``: store at most that many states of a reply the caller checked, leaving the rest waiting (the
+        caller yields to other work in between: a reply's ~1000 states take the loop ~15 ms). Each part is one
+        ``install``, so a crash keeps whole parts; a reply the caller did not check is stored whole, as its check
+        must see every state before any is stored."""
+        if self.done:
+            self._waiting.clear()
+            return
+        try:
+            while self._waiting and (upto is None or upto in self._waiting):
+                if not self._settle_oldest(max_rows):
+                    return
+        except GossipError as exc:
+            self._abort(exc)
+            raise
+
+    def _settle_oldest(self, max_rows: int | None = None) -> bool:
+        """Store the oldest waiting reply's states (or a part: see `settle`); True when it is all stored."""
+        batch = self._waiting[0]
+        checked: set[bytes] = set()
+        if batch.verdict is not None:
+            if batch.verdict[0] is not None:
+                self._waiting.popleft()
+                raise batch.verdict[0]
+            checked = batch.verdict[1]
+        rows = batch.rows
+        whole = max_rows is None or batch.verdict is None or len(rows) <= max_rows
+        if whole:
+            self._waiting.popleft()
+        else:
+            rows, batch.rows = rows[:max_rows], rows[max_rows:]
+        replica = self._replica
+        stats, tree = replica.stats, replica.tree
+        fresh: list[tuple[bytes, bytes]] = []
+        changed: list[tuple[bytes, bytes]] = []
+        for key, state in rows:
+            held = tree.get(key)
+            if held is None:
+                fresh.append((key, state))
+            elif held != state_digest(state):
+                changed.append((key, state))
+        if self._check_install is not None:
+            for key, state in fresh:
+                if key not in checked:
+                    try:
+                        self._check_install(key, state)
+                    except Exception as exc:  # the caller's decoder: whatever it raises means "not a valid state"
+                        raise AntiEntropyMergeError(key, exc) from exc
+        held_after_all: list[tuple[bytes, bytes]] = []
+        if fresh:
+            assert self._install is not None
+            try:
+                held_after_all = self._install(fresh)
+            except Exception as exc:
+                raise AntiEntropyMergeError(fresh[0][0], exc) from exc
+            changed.extend(held_after_all)
+        for key, state in changed:
+            try:
+                replica.merge(key, state)
+            except Exception as exc:
+                raise AntiEntropyMergeError(key, exc) from exc
+        stats.states_received += len(fresh) + len(changed)
+        stats.states_installed += len(fresh) - len(held_after_all)
+        stats.state_bytes_received += sum(len(state) for _, state in rows)
+        return whole
+
+    def _absorb_walk(self, body: object) -> bytes:
+        """A walk reply: its states wait for `settle` while the next request is out (it depends only on the cursor
+        and our hashes of the leaves past it, which those states do not touch); once the walk is over they are
+        stored at once and the session descends from our root."""
+        replica, walk = self._replica, self._walk
+        assert walk is not None
+        replica.stats.walk_rounds += 1
+        self._waiting.append(WaitingStates(walk.absorb(body).rows))
+        if not walk.done:
+            while len(self._waiting) > self.max_waiting:  # a driver that does not keep up: store them now
+                self._settle_oldest()
+            return walk.request()
+        while self._waiting:
+            self._settle_oldest()
+        # The walk is over: descend from the root, as if the peer had just said its root differs. What the walk
+        # could not bring (our keys it lacks, states too big for a reply, writes meanwhile) is found there.
+        self._walk = None
+        self._queue.append(ExpandNode(0, 0, False))
+        composer = Composer(replica.tree, replica.config, salt=self._salt, features=self._features)
+        replica.fill(composer, self._queue, self._salt)
+        return composer.encode(AntiEntropyMessageType.EXCHANGE)
 
     def _abort(self, exc: BaseException) -> None:
         self.done = True
@@ -238,5 +403,6 @@ __all__ = [
     "AntiEntropyPeerError",
     "AntiEntropyResponder",
     "AntiEntropySession",
+    "WaitingStates",
     "run_session",
 ]

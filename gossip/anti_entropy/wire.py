@@ -37,6 +37,8 @@ no message here has room an older peer would ignore), and a responder sends ``cx
 
 HELLO is a map of the initiator's tree shape and root (``D`` depth, ``f`` fanout, ``n`` key count, ``r`` root, ``s``
 slice offset, ``v`` `PROTOCOL_VERSION`, ``w`` slice width); IN_SYNC an empty map; ERROR ``{"reason": str}``.
+BULK and BULK_STATES (appended later, for a node far behind its peer) are `bulk`'s: a peer that predates them
+answers ERROR, so they too go only to a peer the application knows reads them.
 """
 
 from __future__ import annotations
@@ -63,6 +65,10 @@ class AntiEntropyMessageType(IntEnum):
     IN_SYNC = 0x42
     EXCHANGE = 0x43
     ERROR = 0x44
+    BULK = 0x45
+    """A request for every state in a range of leaves (`bulk`): only to a peer known to read it."""
+    BULK_STATES = 0x46
+    """The answer to BULK: states in leaf order and where to go on."""
 
 
 _MESSAGE_TYPES = {int(kind): kind for kind in AntiEntropyMessageType}

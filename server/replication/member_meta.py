@@ -10,6 +10,9 @@ A node lists ``ae-cx`` under ``reads``: it reads anti-entropy context rows (`gos
 sends them only to a peer whose metadata lists them. A peer of an older version, or one whose metadata has not
 reached us yet, gets the protocol it knows: a big key's whole state, and the diff back.
 
+It lists ``ae-bulk`` too: it answers a bulk walk's BULK requests (`gossip.anti_entropy.bulk`), which older
+versions refuse; a node far behind walks only with a peer that lists it, and descends with any other.
+
 It lists ``cv-probe`` too: it answers the PROBE of convergence reports (`server.replication.probe`), a message type
 older versions refuse; a report shows a member that does not list it as ``unknown`` instead of asking it.
 """
@@ -28,11 +31,13 @@ CONTEXT_ROWS = "ae-cx"
 """In ``reads``: anti-entropy context rows (``cx``) and the request field saying so (``ft``)."""
 ROOT_PROBE = "cv-probe"
 """In ``reads``: the PROBE request (`server.replication.probe`), asked by convergence reports."""
+BULK_WALK = "ae-bulk"
+"""In ``reads``: anti-entropy BULK requests (a far-behind peer's catch-up walk)."""
 
 
 def advertised() -> dict[str, Any]:
     """What this version adds to its metadata map."""
-    return {READS: [CONTEXT_ROWS, ROOT_PROBE]}
+    return {READS: [CONTEXT_ROWS, ROOT_PROBE, BULK_WALK]}
 
 
 def decode_meta(meta: bytes) -> dict[str, Any]:
@@ -51,6 +56,11 @@ def reads_context_rows(meta: bytes) -> bool:
     return _reads(meta, CONTEXT_ROWS)
 
 
+def reads_bulk(meta: bytes) -> bool:
+    """Whether the member that published ``meta`` answers a bulk walk's requests."""
+    return _reads(meta, BULK_WALK)
+
+
 def reads_probe(meta: bytes) -> bool:
     """Whether the member that published ``meta`` answers a PROBE (older versions refuse the unknown type)."""
     return _reads(meta, ROOT_PROBE)
@@ -61,4 +71,5 @@ def _reads(meta: bytes, name: str) -> bool:
     return isinstance(reads, list) and name in reads
 
 
-__all__ = ["CONTEXT_ROWS", "READS", "ROOT_PROBE", "advertised", "decode_meta", "reads_context_rows", "reads_probe"]
+__all__ = ["BULK_WALK", "CONTEXT_ROWS", "READS", "ROOT_PROBE", "advertised", "decode_meta", "reads_bulk",
+           "reads_context_rows", "reads_probe"]

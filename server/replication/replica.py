@@ -20,8 +20,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from rumor.crdt import CRDTError, encode
-from rumor.gossip.anti_entropy import AntiEntropyConfig, AntiEntropyResponder, Reassembler
-from rumor.gossip.anti_entropy.wire import AntiEntropyMessageType, Exchange, decode_message
+from rumor.gossip.anti_entropy import (
+    AntiEntropyConfig,
+    AntiEntropyMessageType,
+    AntiEntropyProtocolError,
+    AntiEntropyResponder,
+    Reassembler,
+    should_walk,
+)
+from rumor.gossip.anti_entropy.wire import Exchange, Hello, decode_message, encode_message
 from rumor.gossip.errors import GossipError
 from rumor.server.errors import InvalidKeyError, ServerError
 from rumor.server.keyspace import Keyspace
@@ -35,7 +42,7 @@ from rumor.server.replication.errors import ReplicationProtocolError
 from rumor.server.replication.prepared import PreparedBlobs, PreparedDiffs, Slot
 from rumor.server.replication.probe import RANGE_LEVEL, ProbeAnswer, parse_probe, probed_message
 from rumor.server.replication.states import context_of, decode_state, diff_for, diff_for_context, read_context
-from rumor.server.replication.sync import SyncInitiator, SyncOutcome
+from rumor.server.replication.sync import SyncInitiator, SyncOutcome, check_state_blob
 from rumor.server.replication.wire import (
     DeltaEntry,
     DeltaGroup,
@@ -58,6 +65,10 @@ from rumor.server.replication.wire import (
     unpack_push,
 )
 from rumor.server.values import TYPES
+
+CATCHING_UP = encode_message(AntiEntropyMessageType.ERROR, {"reason": "catching_up"})
+"""What a replica walking in bulk answers a peer's OPEN with: the peer's session ends (failed, nothing changed) and
+its next one, once the walk is over, finds little left to do."""
 
 ACKNOWLEDGED_WHEN_DURABLE = frozenset({Kind.REPL})
 """Requests whose reply says the merge is durable (what ``w`` > 1 counts): a driver over durable storage sends their
@@ -127,6 +138,10 @@ class KeyspaceStore:
         if self.on_merge is not None:
             self.on_merge(key, type_name, joined)
 
+    def install(self, rows: list[tuple[str, str, bytes]]) -> list[tuple[str, str, bytes]]:
+        """States of keys the keyspace lacks, kept as their bytes (`Keyspace.install_stored`); the rows installed."""
+        return self.keyspace.install_stored(rows)
+
 
 @dataclass(slots=True)
 class TickResult:
@@ -143,6 +158,8 @@ class CoreStats:
     syncs_complete: int = 0
     sync_bytes: int = 0
     requests_served: int = 0
+    states_installed: int = 0
+    """States of keys this replica lacked, stored as received by bulk walks (`install_blobs`)."""
 
 
 def _nobody(_peer: str) -> bool:
@@ -158,6 +175,8 @@ class ReplicaCore:
                  epoch: int, peer_reads_contexts: Callable[[str], bool] = _nobody) -> None:
         self.node_id = node_id
         self.peer_reads_contexts = peer_reads_contexts
+        #: whether a member reads bulk walks (`member_meta.reads_bulk`); the driver sets it, like the above
+        self.peer_reads_bulk: Callable[[str], bool] = _nobody
         self.store = store
         self.config = config
         self.rng = rng
@@ -434,17 +453,20 @@ class ReplicaCore:
                 result.sync_with = self.rng.choice(sorted(peers))
         return result
 
-    def start_sync(self, peer: str, now: float, *,
-                   peer_reads_contexts: bool | None = None) -> tuple[SyncInitiator, bytes]:
+    def start_sync(self, peer: str, now: float, *, peer_reads_contexts: bool | None = None,
+                   peer_reads_bulk: bool | None = None) -> tuple[SyncInitiator, bytes]:
         """Begin a session with ``peer``: flush digests (bounded) first, so claims are possible when idle.
-        ``peer_reads_contexts`` overrides what `peer_reads_contexts` says of the peer (in-process pairs)."""
+        ``peer_reads_contexts`` and ``peer_reads_bulk`` override what the driver says of the peer (in-process
+        pairs)."""
         self.digests.flush(self.digest_flush_keys)
         contexts = self.peer_reads_contexts(peer) if peer_reads_contexts is None else peer_reads_contexts
+        bulk = self.peer_reads_bulk(peer) if peer_reads_bulk is None else peer_reads_bulk
         session = SyncInitiator(peer, self.digests, self.coverage, self.get_blob, self.merge_blob, self.rng,
                                 self.ae_config, self.reassembler, self.get_blob_since,
                                 get_context=self.get_blob_context, get_state_for_context=self.get_blob_for_context,
                                 peer_reads_contexts=contexts, merges_pending=self._merges_pending,
-                                claimable=self.claimable())
+                                claimable=self.claimable(), install=self.install_blobs,
+                                check_install=self.check_blob, peer_reads_bulk=bulk)
         self.syncing = session
         self.stats.syncs_started += 1
         return session, session.open()
@@ -526,6 +548,11 @@ class ReplicaCore:
             if kind is Kind.OPEN:
                 ae, _claim, vector, retired = parse_open(payload, Kind.OPEN)
                 self.coverage.note_ack(sender, vector, retired)
+                if (self.syncing is not None and self.syncing.walking) or self._would_walk(ae, sender):
+                    # catching up in bulk (now, or at once: our next session): a session of another's would only
+                    # send the same keys slowly
+                    self.next_sync_at = min(self.next_sync_at, now)
+                    return open_message(Kind.OPENED, CATCHING_UP, False, self.coverage.vector(), [])
                 self.digests.flush(self.digest_flush_keys)
                 claim = self.claimable()
                 reply = self.responder.handle(ae)
@@ -616,12 +643,52 @@ class ReplicaCore:
         return requests
 
 
+    # -- bulk catch-up (`sync`) --------------------------------------------------------------------------------------
+
+    def check_blob(self, key_bytes: bytes, blob: bytes) -> None:
+        """What a bulk walk installs unmerged is checked as a merge would check it (`sync.check_state_blob`)."""
+        check_state_blob(key_bytes, blob)
+
+    def _would_walk(self, hello: bytes, sender: str) -> bool:
+        """Whether a session of ours with ``sender`` (whose HELLO this is) would walk in bulk: it reads walks and
+        holds far more keys than we do (counting keys whose digests are not built yet)."""
+        if not self.peer_reads_bulk(sender):
+            return False
+        try:
+            kind, body = decode_message(hello, self.ae_config.max_message_bytes)
+            peer_keys = Hello.parse(body).key_count if kind == AntiEntropyMessageType.HELLO else 0
+        except AntiEntropyProtocolError:
+            return False  # the responder refuses it as ever
+        return should_walk(len(self.digests.tree) + self.digests.dirty, peer_keys)
+
+    def install_blobs(self, rows: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """Store checked states of keys we lack as they are (`Store.install`: one storage batch) and record their
+        digests; returns the rows whose key the store held after all (the session merges those). A store without
+        ``install`` holds everything: every row is merged."""
+        install = getattr(self.store, "install", None)
+        if install is None:
+            return rows
+        parsed = [(key.decode("utf-8"), *split_state_blob(blob)) for key, blob in rows]
+        installed = {row[0] for row in install(parsed)}
+        held: list[tuple[bytes, bytes]] = []
+        for (key, _type_name, _data), (key_bytes, blob) in zip(parsed, rows, strict=True):
+            if key in installed:
+                self.digests.set_blob(key, blob)
+            else:
+                held.append((key_bytes, blob))
+        self.stats.states_installed += len(installed)
+        return held
+
+
 def sync_pair(initiator: ReplicaCore, responder: ReplicaCore, now: float,
-              observe: Callable[[bytes], None] | None = None, contexts: bool = True) -> SyncInitiator:
+              observe: Callable[[bytes], None] | None = None, contexts: bool = True,
+              bulk: bool = False) -> SyncInitiator:
     """Run one whole session between two in-process cores (tests, benches, local catch-up); ``observe`` sees
     every message both ways. Returns the finished session (see ``outcome``). Both run this code, so each reads
-    context rows; ``contexts=False`` runs the session as with a peer not known to (an older version)."""
-    session, request = initiator.start_sync(responder.node_id, now, peer_reads_contexts=contexts)
+    context rows; ``contexts=False`` runs the session as with a peer not known to (an older version); ``bulk``
+    lets a far-behind initiator walk in bulk."""
+    session, request = initiator.start_sync(responder.node_id, now, peer_reads_contexts=contexts,
+                                            peer_reads_bulk=bulk)
     message: bytes | None = request
     while message is not None:
         if observe is not None:

@@ -43,8 +43,12 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import multiprocessing
 import random
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from rumor.crdt import CRDTError, encode
@@ -61,13 +65,13 @@ from rumor.server.replication.big_merges import describe
 from rumor.server.replication.config import ReplicationConfig
 from rumor.server.replication.digests import DigestIndex, Encoder, digest_index_for
 from rumor.server.replication.errors import ReplicationProtocolError
-from rumor.server.replication.member_meta import reads_context_rows
+from rumor.server.replication.member_meta import reads_bulk, reads_context_rows
 from rumor.server.replication.prepared import Slot
 from rumor.server.replication.quorum import Tally
 from rumor.server.replication.replica import ACKNOWLEDGED_WHEN_DURABLE, ReplicaCore
 from rumor.server.replication.seam import ReplicaHost
 from rumor.server.replication.stored_meta import KnownMembers, next_epoch
-from rumor.server.replication.sync import SyncInitiator
+from rumor.server.replication.sync import SyncInitiator, check_states, serving_pause_s
 from rumor.server.replication.wire import (
     Kind,
     ack_message,
@@ -77,6 +81,7 @@ from rumor.server.replication.wire import (
     read_message,
     repl_message,
 )
+from rumor.server.state_writes import write_stored
 from rumor.server.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -94,6 +99,10 @@ JOIN_BACKOFF_MAX_S = 30.0
 DIGEST_SLICE_KEYS = 128
 #: pushed deltas merged in one go before yielding: a stream push of 60 KiB holds hundreds, 50-250 ms under load
 PUSH_SLICE_ENTRIES = 32
+#: worker processes checking a bulk walk's states (`_check_states`): the check is most of a catch-up's CPU
+CHECK_WORKERS = 2
+#: bulk walk replies whose states may wait to be checked and stored while the next requests are out (`sync`)
+BULK_REPLIES_AHEAD = 4
 
 
 class HostStore:
@@ -119,11 +128,24 @@ class HostStore:
         self.host.merge_remote_nowait(key, type_name, state, blob)
 
     def cold(self, key: str) -> bool:
-        entry = self.host.keyspace.entry(key)
+        keyspace = self.host.keyspace
+        if not keyspace.entry_in_memory(key):
+            return key in keyspace  # on disk only: its bytes are read, never a state encoded
+        entry = keyspace.entry(key)
         return entry is not None and not entry.decoded
 
     def adopt(self, key: str, type_name: str, joined: Any, blob: bytes) -> None:
         self.host.adopt_remote_nowait(key, type_name, joined, blob)
+
+    def install(self, rows: list[tuple[str, str, bytes]]) -> list[tuple[str, str, bytes]]:
+        """A bulk catch-up's states of keys the node lacks: into the keyspace as bytes (`Keyspace.install_stored`)
+        and to storage as checkpointed states with their digests, all in one batch (`state_writes.write_stored`),
+        not awaited (like a merge: the peer still holds them). Once committed they leave memory."""
+        keyspace = self.host.keyspace
+        installed = keyspace.install_stored(rows)
+        if installed:
+            write_stored(self.host.storage, keyspace, installed)
+        return installed
 
 
 class _Delegate(Delegate):
@@ -189,6 +211,10 @@ class GossipReplication:
         self._wakeup = asyncio.Event()
         self._unsubscribe: Callable[[], None] | None = None
         self._running = False
+        #: the worker process checking bulk catch-up states (`_check_states`), started at the first walk
+        self._checker: ProcessPoolExecutor | None = None
+        self._checker_failed = False
+        self._checker_starting = asyncio.Lock()
 
     # -- lifecycle (the Replication protocol) -------------------------------------------------------------------------
 
@@ -199,6 +225,7 @@ class GossipReplication:
         self.known_members = KnownMembers(host)
         self.core = ReplicaCore(host.node_id, HostStore(host), self.config, self._rng, self.clock.now(),
                                 epoch=next_epoch(host), peer_reads_contexts=self.peer_reads_contexts)
+        self.core.peer_reads_bulk = self.peer_reads_bulk
         self._unsubscribe = host.keyspace.subscribe(self.core.on_local)
         self.core.offload_to(self.offloader, lambda exc: self._report("replication", exc))
         self.core.digest_flush_keys = DIGEST_SLICE_KEYS  # the rest of each batch: `_flush_digests`, sliced
@@ -223,6 +250,9 @@ class GossipReplication:
             self.core.prepared.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.offloader.close()
+        if self._checker is not None:
+            self._checker.shutdown(wait=False, cancel_futures=True)
+            self._checker = None
         if self._unsubscribe is not None:
             self._unsubscribe()
         if self.memberlist is not None:
@@ -307,6 +337,13 @@ class GossipReplication:
             return False
         member = self.memberlist.member(member_id)
         return member is not None and reads_context_rows(member.meta)
+
+    def peer_reads_bulk(self, member_id: str) -> bool:
+        """Whether that member's metadata says it answers bulk walks (`member_meta.reads_bulk`)."""
+        if self.memberlist is None or not self._running:
+            return False
+        member = self.memberlist.member(member_id)
+        return member is not None and reads_bulk(member.meta)
 
     def note_members(self, seen: Iterable[str] = (), gone: Iterable[str] = ()) -> None:
         """Membership saw members join (``seen``) or leave for good (``gone``): see `stored_meta.KnownMembers`."""
@@ -408,17 +445,35 @@ class GossipReplication:
         try:
             await self._flush_digests(0.0)
             session, request = core.start_sync(peer, self.clock.now())
+            session.max_waiting = BULK_REPLIES_AHEAD
             message: bytes | None = request
-            while message is not None:
-                reply = await memberlist.request(peer, message, self.config.request_timeout_s)
-                slots = await self._prepare_diffs(reply)
-                try:
-                    message = session.receive(reply, self.clock.now())
-                finally:
-                    self._discard_diffs(slots)
-                if not await self._merges_settled(session):
-                    break
-                await asyncio.sleep(0)  # let other work run between round trips
+            storing: asyncio.Future[None] | None = None  # a bulk walk's states, checked and stored beside requests
+            try:
+                while message is not None:
+                    if storing is not None and (storing.done() or session.waiting >= BULK_REPLIES_AHEAD):
+                        await storing  # done (a bug in it raises here), or the walk is that far ahead: wait
+                        storing = None
+                    asked = asyncio.ensure_future(memberlist.request(peer, message, self.config.request_timeout_s))
+                    if storing is None and session.waiting:
+                        storing = asyncio.ensure_future(session.settle(self._check_states, self.clock.now()))
+                    try:
+                        reply = await asked
+                    finally:
+                        asked.cancel()
+                    slots = await self._prepare_diffs(reply)
+                    try:
+                        message = session.receive(reply, self.clock.now())
+                    finally:
+                        self._discard_diffs(slots)
+                    if not await self._merges_settled(session):
+                        break
+                    await asyncio.sleep(0)  # let other work run between round trips
+                if storing is not None:
+                    await storing
+                    storing = None
+            finally:
+                if storing is not None:
+                    storing.cancel()
         except _NETWORK_ERRORS as exc:
             if session is not None:
                 session.fail(f"{type(exc).__name__}: {exc}", self.clock.now())
@@ -496,6 +551,30 @@ class GossipReplication:
         session.merges_settled(self.clock.now())
         return True
 
+    async def _check_states(self, rows: list[tuple[bytes, bytes]]) -> tuple[bytes, str] | None:
+        """A bulk reply's validating decode (`sync.check_states`) in a worker process, started at the first walk:
+        it is most of a catch-up's CPU, and there it runs beside the loop instead of taking turns with it. A worker
+        that cannot start or dies is replaced by a thread (the same check, sharing the loop's interpreter)."""
+        async with self._checker_starting:  # the checks of several replies start at once: one pool for all
+            if self._checker is None and not self._checker_failed:
+                try:
+                    checker = ProcessPoolExecutor(CHECK_WORKERS, mp_context=multiprocessing.get_context("forkserver"))
+                    # From a thread: the first submit forks the workers (and the fork server, a new interpreter
+                    # importing rumor), which would hold the loop for a good part of a second.
+                    await asyncio.to_thread(_start_workers, checker)
+                    self._checker = checker
+                except (OSError, ValueError, BrokenProcessPool) as exc:
+                    self._checker_failed = True
+                    log.warning("bulk catch-up checks run in a thread: no worker process (%s)", exc)
+        if self._checker is not None:
+            try:
+                return await asyncio.get_running_loop().run_in_executor(self._checker, check_states, rows)
+            except (BrokenProcessPool, OSError) as exc:
+                self._checker.shutdown(wait=False, cancel_futures=True)
+                self._checker, self._checker_failed = None, True
+                log.warning("bulk catch-up checks run in a thread: the worker process failed (%s)", exc)
+        return await asyncio.to_thread(check_states, rows)
+
     # -- serving ----------------------------------------------------------------------------------------------------
 
     async def serve(self, payload: bytes, sender: str) -> bytes:
@@ -509,15 +588,19 @@ class GossipReplication:
         if payload[:1] == bytes((Kind.OPEN,)):  # the core rehashes what is dirty before answering: most of it here
             await self._flush_digests(0.0)
         slots = await self._prepare_diffs(payload)
+        started = time.perf_counter()
         try:
             reply = core.handle_request(payload, sender, self.clock.now())
         finally:
             self._discard_diffs(slots)
+        pause = serving_pause_s(payload, time.perf_counter() - started)  # a bulk walk's pace: our clients first
         merges = core.big_merges
         if merges is not None and merges.pending:  # answered once merged: the peer's DONE then claims no more
             failures = await merges.drain()
             if failures:
                 raise ReplicationProtocolError("merge_failed", describe(failures))
+        if pause:
+            await asyncio.sleep(pause)
         if kind_of(payload) in ACKNOWLEDGED_WHEN_DURABLE:
             await host.storage.flush()
         return reply
@@ -573,6 +656,12 @@ class GossipReplication:
             if not task.done():
                 task.cancel()
         return {m: r for m, r in replies.items() if r is not None}
+
+
+def _start_workers(pool: ProcessPoolExecutor) -> None:
+    """Have every worker of ``pool`` started (each answers one trivial call)."""
+    for future in [pool.submit(check_states, []) for _ in range(CHECK_WORKERS)]:
+        future.result()
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:

@@ -12,30 +12,43 @@ This module adds what the replication layer needs around it, in the same round t
   claim and sends DONE with its own claimed vector, so the responder raises too. Both states now include the other's
   state as it was at OPEN, hence every group the other's vector covered.
 
+A node far behind its peer catches up by a bulk walk (`gossip.anti_entropy.bulk`) inside the same session: states
+of keys it lacks are installed as received (`ReplicaCore.install_blobs`: no decode on the event loop, one storage
+transaction a reply), after a validating check the driver runs in a worker thread while its next request is out
+(`SyncInitiator.settle`: the driver's worker processes, `check_states`). The peer
+paces those requests (`serving_pause_s`), so its own clients are served between them.
+
 Pure: the caller sends each request and feeds back each reply (`SyncInitiator.receive`); timeouts and failures just
 abandon the session (`fail`), which changes nothing but statistics.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from rumor.gossip.anti_entropy import (
     AntiEntropyConfig,
+    AntiEntropyMessageType,
     AntiEntropySession,
+    CheckState,
     GetContext,
     GetState,
     GetStateForContext,
     GetStateSince,
+    Install,
     Merge,
     Reassembler,
 )
 from rumor.gossip.errors import GossipError
+from rumor.server.errors import InvalidKeyError
 from rumor.server.replication.coverage import Coverage
 from rumor.server.replication.digests import DigestIndex
 from rumor.server.replication.errors import ReplicationProtocolError
+from rumor.server.replication.states import decode_state
 from rumor.server.replication.wire import (
     Kind,
     Vector,
@@ -44,8 +57,53 @@ from rumor.server.replication.wire import (
     open_message,
     parse_open,
     parse_step,
+    split_state_blob,
     step_message,
 )
+from rumor.server.values import check_key
+
+BULK_DUTY = 0.5
+"""The share of a responder's time bulk requests may take: after answering one in ``t`` seconds it waits
+``t * (1 - BULK_DUTY) / BULK_DUTY`` before replying, so a catching-up peer never holds its loop more than half the
+time, and requests from its own clients wait behind one bounded step at most."""
+
+
+STORE_ROWS_AT_ONCE = 250
+"""States of a checked bulk reply stored in one go (`settle`): about 4 ms of the event loop, then other work."""
+
+CheckOffload = Callable[[list[tuple[bytes, bytes]]], Awaitable["tuple[bytes, str] | None"]]
+"""Checks a bulk reply's ``(key, state blob)`` rows (`check_states`) away from the event loop; the first refused
+``(key, reason)``, or None."""
+
+
+def check_state_blob(key: bytes, blob: bytes) -> None:
+    """What a bulk walk installs unmerged must be what a merge would have accepted: a valid key, a known type, and
+    a validating decode of the state (canonical bytes of a state of that type). Raises `ReplicationProtocolError`."""
+    try:
+        check_key(key.decode("utf-8"))
+    except (UnicodeDecodeError, InvalidKeyError):
+        raise ReplicationProtocolError("bad_key", "not a valid key") from None
+    type_name, data = split_state_blob(blob)
+    decode_state(type_name, data)
+
+
+def check_states(rows: list[tuple[bytes, bytes]]) -> tuple[bytes, str] | None:
+    """`check_state_blob` over rows, for a worker process (a module-level function: it pickles by name): the first
+    refused ``(key, reason)``, or None when every row passes."""
+    for key, blob in rows:
+        try:
+            check_state_blob(key, blob)
+        except ReplicationProtocolError as exc:
+            return key, str(exc)
+    return None
+
+
+def serving_pause_s(request: bytes, spent_s: float) -> float:
+    """How long to hold the reply to ``request`` (a replication request that took ``spent_s`` to answer): the
+    pacing of bulk walks (`BULK_DUTY`); 0 for anything else."""
+    if len(request) > 1 and request[0] == Kind.STEP and request[1] == AntiEntropyMessageType.BULK:
+        return spent_s * (1 - BULK_DUTY) / BULK_DUTY
+    return 0.0
 
 
 @dataclass(slots=True)
@@ -58,6 +116,8 @@ class SyncOutcome:
     states_received: int
     rounds: int
     error: str | None = None
+    states_installed: int = 0
+    """States of keys we lacked, stored as received by a bulk walk (part of ``states_received``)."""
 
 
 def _none_pending() -> bool:
@@ -69,21 +129,28 @@ class SyncInitiator:
     only when ``peer_reads_contexts`` (the peer's member metadata says it reads them). ``merges_pending`` says
     whether received states are still being merged off the loop (`big_merges`): a session that ends meanwhile is
     concluded by the driver's `merges_settled` once they are done. ``claimable`` overrides whether our vector may
-    be claimed (by default: no digest is dirty; `ReplicaCore.claimable` also waits for pushes being merged)."""
+    be claimed (by default: no digest is dirty; `ReplicaCore.claimable` also waits for pushes being merged).
+    ``install`` and ``check_install`` let a session far behind walk in bulk, only when ``peer_reads_bulk`` (the
+    same way as context rows)."""
 
     def __init__(self, peer: str, digests: DigestIndex, coverage: Coverage, get_state: GetState, merge: Merge,
                  rng: random.Random, config: AntiEntropyConfig, reassembler: Reassembler,
                  get_state_since: GetStateSince | None = None, *, get_context: GetContext | None = None,
                  get_state_for_context: GetStateForContext | None = None, peer_reads_contexts: bool = False,
-                 merges_pending: Callable[[], bool] = _none_pending, claimable: bool | None = None) -> None:
+                 merges_pending: Callable[[], bool] = _none_pending, claimable: bool | None = None,
+                 install: Install | None = None, check_install: CheckState | None = None,
+                 peer_reads_bulk: bool = False) -> None:
         self.peer = peer
         self._merges_pending = merges_pending
         self._ended = False
         self.coverage = coverage
+        #: checks of waiting bulk replies under way (`settle`), by the reply's id
+        self._checking: dict[int, tuple[Any, list[tuple[bytes, bytes]], asyncio.Future[tuple[bytes, str] | None]]] = {}
         self._session = AntiEntropySession(digests.tree, get_state, merge, rng, config, reassembler=reassembler,
                                            get_state_since=get_state_since, get_context=get_context,
                                            get_state_for_context=get_state_for_context,
-                                           peer_reads_contexts=peer_reads_contexts)
+                                           peer_reads_contexts=peer_reads_contexts, install=install,
+                                           check_install=check_install, peer_reads_bulk=peer_reads_bulk)
         self._claim = digests.dirty == 0 if claimable is None else claimable
         self._snapshot: Vector = coverage.vector() if self._claim else {}
         self._peer_vector: Vector | None = None
@@ -102,6 +169,8 @@ class SyncInitiator:
 
     def receive(self, reply: bytes, now: float) -> bytes | None:
         """Feed the peer's reply; returns the next request, or None when the session is over (see `outcome`)."""
+        if self.outcome is not None:  # ended by `settle`
+            return None
         self.wire_received += len(reply)
         try:
             kind = kind_of(reply)
@@ -123,6 +192,56 @@ class SyncInitiator:
         message = step_message(inner)
         self.wire_sent += len(message)
         return message
+
+    @property
+    def walking(self) -> bool:
+        """A bulk walk is under way: the peer's states are pouring in."""
+        return self._session.walking
+
+    @property
+    def waiting(self) -> int:
+        """Bulk replies whose states wait for `settle`."""
+        return self._session.waiting
+
+    @property
+    def max_waiting(self) -> int:
+        """Bulk replies whose states may wait for `settle` (0, the default: each is stored as it is received)."""
+        return self._session.max_waiting
+
+    @max_waiting.setter
+    def max_waiting(self, replies: int) -> None:
+        self._session.max_waiting = replies
+
+    async def settle(self, offload: CheckOffload | None, now: float) -> None:
+        """Store what the bulk replies received so far brought, oldest first, each reply's validating check run by
+        ``offload`` (the driver's workers: `check_states` in other processes), or here without one. Every waiting
+        reply's check starts at once, so the workers check the next replies while this one is stored; the driver
+        runs it beside its next requests (up to ``max_waiting`` replies ahead), so checking and storing also
+        overlap fetching. A refused state ends the session here (``outcome`` set, nothing of that reply stored,
+        and `receive` then returns None)."""
+        session, checking = self._session, self._checking
+        try:
+            while session.waiting and self.outcome is None:
+                if offload is not None:
+                    for batch, rows in session.unchecked():
+                        checking[id(batch)] = (batch, rows, asyncio.ensure_future(offload(rows)))
+                oldest = session.oldest_waiting
+                assert oldest is not None
+                found = checking.pop(id(oldest), None)
+                if found is not None:
+                    session.checked(oldest, found[1], await found[2])
+                while session.oldest_waiting is oldest and self.outcome is None:
+                    try:
+                        session.settle(oldest, max_rows=STORE_ROWS_AT_ONCE)
+                    except GossipError as exc:
+                        self._finish(now, f"{type(exc).__name__}: {exc}")
+                    if session.oldest_waiting is oldest:
+                        await asyncio.sleep(0)  # a part stored: the loop's other work goes first
+        finally:
+            if self.outcome is not None or not session.waiting:  # nothing left to check: drop what was started
+                for _batch, _rows, check in checking.values():
+                    check.cancel()
+                checking.clear()
 
     def fail(self, reason: str, now: float) -> None:
         self._finish(now, reason)
@@ -157,7 +276,8 @@ class SyncInitiator:
                 self.done_message = done_message(self._snapshot)
         stats = session.stats
         self.outcome = SyncOutcome(self.peer, complete, self.wire_sent, self.wire_received, stats.states_sent,
-                                   stats.states_received, stats.rounds, error)
+                                   stats.states_received, stats.rounds, error, stats.states_installed)
 
 
-__all__ = ["SyncInitiator", "SyncOutcome"]
+__all__ = ["BULK_DUTY", "CheckOffload", "SyncInitiator", "SyncOutcome", "check_state_blob", "check_states",
+           "serving_pause_s"]

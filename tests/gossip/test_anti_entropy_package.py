@@ -14,7 +14,7 @@ from rumor.gossip.anti_entropy.wire import decode_message
 from rumor.gossip.errors import ConfigError, GossipError
 
 PACKAGE_DIR = Path(package.__file__).parent
-LAYERS = ["merkle", "chunking", "config", "wire", "work", "descent", "composer", "engine", "session"]
+LAYERS = ["merkle", "chunking", "config", "wire", "work", "descent", "composer", "bulk", "engine", "session"]
 """Each module may import only the modules before it (the order the package docstring gives)."""
 
 
@@ -42,7 +42,7 @@ def test_the_package_names_everything_it_exports() -> None:
 
 def test_message_type_values_are_append_only() -> None:
     assert {t.name: t.value for t in AntiEntropyMessageType} == {
-        "HELLO": 0x41, "IN_SYNC": 0x42, "EXCHANGE": 0x43, "ERROR": 0x44,
+        "HELLO": 0x41, "IN_SYNC": 0x42, "EXCHANGE": 0x43, "ERROR": 0x44, "BULK": 0x45, "BULK_STATES": 0x46,
     }
 
 
@@ -52,7 +52,7 @@ def test_the_decoder_accepts_exactly_the_enum(kind: AntiEntropyMessageType) -> N
     assert decoded is kind and body == {}
 
 
-@pytest.mark.parametrize("first", [0x00, 0x40, 0x45, 0xFF])
+@pytest.mark.parametrize("first", [0x00, 0x40, 0x47, 0xFF])
 def test_the_decoder_rejects_bytes_outside_the_enum(first: int) -> None:
     with pytest.raises(AntiEntropyProtocolError, match="unknown_type"):
         decode_message(bytes([first]) + msgpack.packb({}), 4096)

@@ -7,8 +7,8 @@ and parsed with `Exchange.parse` into the records written out below. Bytes in th
 
 A change to a pinned vector is a wire format change: bump ``PROTOCOL_VERSION`` and regenerate on purpose with
     .venv/bin/python tests/gossip/test_anti_entropy_vectors.py --regenerate
-Appending a field is not (the ``exchange_context_*`` vectors pin ``ft`` and ``cx``, added so): it adds vectors and
-leaves every existing one byte for byte as it was.
+Appending a field is not (the ``exchange_context_*`` vectors pin ``ft`` and ``cx``, added so), nor is appending a
+message type (``bulk_*``): it adds vectors and leaves every existing one byte for byte as it was.
 """
 
 from __future__ import annotations
@@ -22,8 +22,11 @@ import pytest
 from rumor.gossip.anti_entropy import (
     AntiEntropyConfig,
     AntiEntropyMessageType,
+    BulkWalk,
     Chunk,
     MerkleTree,
+    answer_bulk,
+    state_digest,
     transfer_id_of,
 )
 from rumor.gossip.anti_entropy.composer import Composer
@@ -95,6 +98,21 @@ def exchange_context_reply() -> bytes:
     return composer.encode(AntiEntropyMessageType.EXCHANGE)
 
 
+SMALL_TREE = MerkleTree(8, 2)  # 64 leaves: a whole walk's hashes in one short vector
+BULK_STATES = {b"k1": b"{1,2}", b"k2": b"v"}
+for _key, _state in BULK_STATES.items():
+    SMALL_TREE.set(_key, state_digest(_state), len(_state))
+
+
+def bulk_request() -> bytes:
+    return BulkWalk(MerkleTree(8, 2), SALT, WIDTH).request()
+
+
+def bulk_reply() -> bytes:
+    _, body = decode_message(bulk_request(), CONFIG.max_message_bytes)
+    return answer_bulk(SMALL_TREE, BULK_STATES.get, body, WIDTH, CONFIG.max_message_bytes)[0]
+
+
 def simple(kind: AntiEntropyMessageType, body: dict[str, object]) -> bytes:
     return encode_message(kind, body)
 
@@ -108,6 +126,8 @@ MESSAGES = {
     "exchange_context_request": exchange_context_request,
     "exchange_context_reply": exchange_context_reply,
     "error": lambda: simple(AntiEntropyMessageType.ERROR, {"reason": "shape_mismatch"}),
+    "bulk_request": bulk_request,
+    "bulk_reply": bulk_reply,
 }
 
 PARSED = {

@@ -1,0 +1,57 @@
+"""The bulk walk on its own (`gossip.anti_entropy.bulk`): a stateless responder answering cursor requests, leaves
+both hold alike skipped, a leaf split across replies resumed where it stopped, and a state too big for any reply
+left to the descent."""
+
+from __future__ import annotations
+
+from rumor.gossip.anti_entropy import BulkWalk, MerkleTree, answer_bulk, should_walk, state_digest
+from rumor.gossip.anti_entropy.wire import decode_message
+
+MAX = 4096  # the smallest message: leaves split across replies
+
+
+def _tree(states: dict[bytes, bytes]) -> MerkleTree:
+    tree = MerkleTree(8, 3)
+    for key, state in states.items():
+        tree.set(key, state_digest(state), len(state))
+    return tree
+
+
+def _walk(mine: MerkleTree, theirs: MerkleTree, states: dict[bytes, bytes]) -> tuple[list[bytes], int]:
+    walk = BulkWalk(mine, salt=5, width=3)
+    got: list[bytes] = []
+    while not walk.done:
+        _, request = decode_message(walk.request(), MAX)
+        reply, count, _size = answer_bulk(theirs, states.get, request, 3, MAX)
+        assert len(reply) <= MAX
+        _, body = decode_message(reply, MAX)
+        rows = walk.absorb(body).rows
+        assert len(rows) == count
+        got += [key for key, _ in rows]
+    return got, walk.requests
+
+
+def test_a_walk_brings_every_key_of_every_leaf_that_differs_once() -> None:
+    states = {f"k{i:04d}".encode(): bytes(40 + i % 50) for i in range(3000)}
+    theirs = _tree(states)
+    got, requests = _walk(MerkleTree(8, 3), theirs, states)
+    assert sorted(got) == sorted(states) and requests > 3000 * 50 // MAX
+
+
+def test_leaves_held_alike_are_skipped() -> None:
+    states = {f"k{i:04d}".encode(): bytes(40) for i in range(2000)}
+    theirs = _tree(states)
+    half = {key: state for key, state in states.items() if theirs.leaf_of(key) % 2 == 0}
+    got, _ = _walk(_tree(half), theirs, states)
+    assert sorted(got) == sorted(set(states) - set(half))
+
+
+def test_a_state_too_big_for_any_reply_is_left_to_the_descent() -> None:
+    states = {b"small": b"s" * 10, b"huge": b"h" * (2 * MAX)}
+    got, _ = _walk(MerkleTree(8, 3), _tree(states), states)
+    assert got == [b"small"]
+
+
+def test_only_a_node_far_behind_a_big_enough_peer_walks() -> None:
+    assert should_walk(0, 1000) and should_walk(499, 1000)
+    assert not should_walk(500, 1000) and not should_walk(0, 999)
