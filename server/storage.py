@@ -48,10 +48,10 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -463,18 +463,22 @@ class Storage:
             file.close()
 
 
+def _select_in(conn: sqlite3.Connection, query: str, values: list[Any]) -> Iterator[Any]:
+    """The rows of ``query``, whose ``{marks}`` is an IN list, over ``values`` in chunks of `_IN_CHUNK` (SQLite bounds
+    the parameters of one statement)."""
+    for i in range(0, len(values), _IN_CHUNK):
+        chunk = values[i : i + _IN_CHUNK]
+        yield from conn.execute(query.format(marks=",".join("?" * len(chunk))), chunk)
+
+
 def write_states(conn: sqlite3.Connection, rows: dict[str, StateRow]) -> None:
     """Writes full states (inside the caller's transaction) and keeps `leaf_hashes` equal to what the rows' digests
     make: the one way rows with a digest may be written. A row's old digest leaves its leaf's hash, its new one
     joins; a row without a digest (None: not known) counts in no leaf until one is written for it."""
     keys = list(rows)
-    old: dict[str, tuple[bytes, int]] = {}
-    for i in range(0, len(keys), _IN_CHUNK):
-        chunk = keys[i : i + _IN_CHUNK]
-        marks = ",".join("?" * len(chunk))
-        for key, digest, leaf in conn.execute(
-                f"SELECT key, digest, leaf FROM states WHERE key IN ({marks}) AND digest IS NOT NULL", chunk):
-            old[key] = (digest, leaf)
+    old: dict[str, tuple[bytes, int]] = {
+        key: (digest, leaf) for key, digest, leaf in _select_in(
+            conn, "SELECT key, digest, leaf FROM states WHERE key IN ({marks}) AND digest IS NOT NULL", keys)}
     changes: dict[int, list[int]] = {}  # leaf -> [xor, keys added]
     for key, row in rows.items():
         before = old.get(key)
@@ -494,13 +498,9 @@ def write_states(conn: sqlite3.Connection, rows: dict[str, StateRow]) -> None:
     if not changes:
         return
     leaves = list(changes)
-    current: dict[int, tuple[int, int]] = {}
-    for i in range(0, len(leaves), _IN_CHUNK):
-        some = leaves[i : i + _IN_CHUNK]
-        marks = ",".join("?" * len(some))
-        for leaf, value, count in conn.execute(
-                f"SELECT leaf, hash, keys FROM leaf_hashes WHERE leaf IN ({marks})", some):
-            current[leaf] = (int.from_bytes(value, "big"), count)
+    current: dict[int, tuple[int, int]] = {
+        leaf: (int.from_bytes(value, "big"), count) for leaf, value, count in _select_in(
+            conn, "SELECT leaf, hash, keys FROM leaf_hashes WHERE leaf IN ({marks})", leaves)}
     updated = []
     for leaf, (xor, added) in changes.items():
         value, count = current.get(leaf, (0, 0))

@@ -6,7 +6,7 @@ does only I/O: it calls `tick(now, live)` each interval and sends what it return
 `start_sync`. The core never reads a clock, never draws global randomness, never touches a socket. Every input is
 checked here, so whatever a peer sends that is refused is counted in `CoreStats.rejected`, by reason.
 
-It reaches the data through a `Store` (key -> (API type name, CRDT state), plus a synchronous `merge`): a
+It reaches the data through a `Store` (`stores`: key -> (API type name, CRDT state), plus a synchronous `merge`): a
 `KeyspaceStore` over `server.keyspace.Keyspace` for tests and the simulator, the runtime's `HostStore` in production
 (which also makes merges durable). Local deltas enter through `on_local` (the driver subscribes it to the
 keyspace), so local and received deltas take the same dissemination path.
@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from rumor.crdt import CRDTError, encode
 from rumor.gossip.anti_entropy import (
@@ -31,17 +31,17 @@ from rumor.gossip.anti_entropy import (
 from rumor.gossip.anti_entropy.wire import Exchange, Hello, decode_message, encode_message
 from rumor.gossip.errors import GossipError
 from rumor.server.errors import InvalidKeyError, ServerError
-from rumor.server.keyspace import Keyspace
 from rumor.server.offload import ChangeCounter, Offloader
 from rumor.server.replication.big_merges import BigMerge, BigMergeResult, OffloadedMerges
 from rumor.server.replication.config import ReplicationConfig
 from rumor.server.replication.coverage import Coverage
-from rumor.server.replication.digests import DEFERRED, Deferred, DigestIndex, Encoder, digest_index_for
+from rumor.server.replication.digests import DEFERRED, Deferred
 from rumor.server.replication.disseminator import Disseminator
 from rumor.server.replication.errors import ReplicationProtocolError
 from rumor.server.replication.prepared import PreparedBlobs, PreparedDiffs, Slot
 from rumor.server.replication.probe import RANGE_LEVEL, ProbeAnswer, parse_probe, probed_message
 from rumor.server.replication.states import context_of, decode_state, diff_for, diff_for_context, read_context
+from rumor.server.replication.stores import KeyspaceStore, Store
 from rumor.server.replication.sync import SyncInitiator, SyncOutcome, check_state_blob
 from rumor.server.replication.wire import (
     DeltaEntry,
@@ -73,74 +73,6 @@ its next one, once the walk is over, finds little left to do."""
 ACKNOWLEDGED_WHEN_DURABLE = frozenset({Kind.REPL})
 """Requests whose reply says the merge is durable (what ``w`` > 1 counts): a driver over durable storage sends their
 reply only once its store has committed what `handle_request` merged."""
-
-
-class Store(Protocol):
-    def keys(self) -> Iterable[str]: ...
-
-    def digest_index(self, encode_key: Encoder) -> DigestIndex:
-        """The anti-entropy digests of the store's keys (`digests.digest_index_for`)."""
-
-    def get(self, key: str) -> tuple[str, Any] | None:
-        """(API type name, CRDT state) of ``key``, or None if it was never written here."""
-
-    def encoded(self, key: str) -> tuple[str, bytes] | None:
-        """(API type name, `crdt.encode` of its state) of ``key``, or None: what digests hash (a store may have the
-        bytes at hand without building the state)."""
-
-    def merge(self, key: str, type_name: str, state: Any, blob: bytes | None = None) -> None:
-        """Join a received delta or state into ``key`` (synchronously; durability may complete later).
-
-        ``blob`` is ``crdt.encode(state)`` when the caller holds it: the bytes it was decoded from (decoding checks
-        they are canonical), so a store that logs the state need not encode it again."""
-
-    def cold(self, key: str) -> bool:
-        """Whether ``key``'s state is held only as its stored bytes (not decoded): `encoded` then costs no encoding."""
-
-    def adopt(self, key: str, type_name: str, joined: Any, blob: bytes) -> None:
-        """Install ``joined``, the join of ``key``'s state as it is and a received state (encoded: ``blob``), made
-        off the event loop (`big_merges`): `merge` of that state at the cost of an assignment."""
-
-
-class KeyspaceStore:
-    """`Store` over a `Keyspace`; ``on_merge(key, type_name, state)`` runs after each merge (e.g. durable logging)."""
-
-    def __init__(self, keyspace: Keyspace, on_merge: Callable[[str, str, Any], None] | None = None) -> None:
-        self.keyspace = keyspace
-        self.on_merge = on_merge
-
-    def keys(self) -> Iterable[str]:
-        return list(self.keyspace)
-
-    def digest_index(self, encode_key: Encoder) -> DigestIndex:
-        return digest_index_for(self.keyspace, encode_key)
-
-    def get(self, key: str) -> tuple[str, Any] | None:
-        entry = self.keyspace.entry(key)
-        return None if entry is None else (entry.type_name, entry.state)
-
-    def encoded(self, key: str) -> tuple[str, bytes] | None:
-        return self.keyspace.stored(key)
-
-    def merge(self, key: str, type_name: str, state: Any, blob: bytes | None = None) -> None:
-        self.keyspace.merge_remote(key, type_name, state)
-        if self.on_merge is not None:
-            self.on_merge(key, type_name, state)
-
-    def cold(self, key: str) -> bool:
-        if not self.keyspace.entry_in_memory(key):
-            return key in self.keyspace  # on disk only: its bytes are read, never a state encoded
-        entry = self.keyspace.entry(key)
-        return entry is not None and not entry.decoded
-
-    def adopt(self, key: str, type_name: str, joined: Any, blob: bytes) -> None:
-        self.keyspace.adopt_joined(key, type_name, joined)
-        if self.on_merge is not None:
-            self.on_merge(key, type_name, joined)
-
-    def install(self, rows: list[tuple[str, str, bytes]]) -> list[tuple[str, str, bytes]]:
-        """States of keys the keyspace lacks, kept as their bytes (`Keyspace.install_stored`); the rows installed."""
-        return self.keyspace.install_stored(rows)
 
 
 @dataclass(slots=True)

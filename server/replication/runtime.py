@@ -63,7 +63,6 @@ from rumor.server.errors import ServerError
 from rumor.server.offload import Offloader
 from rumor.server.replication.big_merges import describe
 from rumor.server.replication.config import ReplicationConfig
-from rumor.server.replication.digests import DigestIndex, Encoder, digest_index_for
 from rumor.server.replication.errors import ReplicationProtocolError
 from rumor.server.replication.member_meta import reads_bulk, reads_context_rows
 from rumor.server.replication.prepared import Slot
@@ -71,6 +70,7 @@ from rumor.server.replication.quorum import Tally
 from rumor.server.replication.replica import ACKNOWLEDGED_WHEN_DURABLE, ReplicaCore
 from rumor.server.replication.seam import ReplicaHost
 from rumor.server.replication.stored_meta import KnownMembers, next_epoch
+from rumor.server.replication.stores import HostStore
 from rumor.server.replication.sync import SyncInitiator, check_states, serving_pause_s
 from rumor.server.replication.wire import (
     Kind,
@@ -81,7 +81,6 @@ from rumor.server.replication.wire import (
     read_message,
     repl_message,
 )
-from rumor.server.state_writes import write_stored
 from rumor.server.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -103,49 +102,6 @@ PUSH_SLICE_ENTRIES = 32
 CHECK_WORKERS = 2
 #: bulk walk replies whose states may wait to be checked and stored while the next requests are out (`sync`)
 BULK_REPLIES_AHEAD = 4
-
-
-class HostStore:
-    """`Store` over a running `ReplicaHost`: merges go into its keyspace and its durable delta log."""
-
-    def __init__(self, host: ReplicaHost) -> None:
-        self.host = host
-
-    def keys(self) -> list[str]:
-        return list(self.host.keyspace)
-
-    def digest_index(self, encode_key: Encoder) -> DigestIndex:
-        return digest_index_for(self.host.keyspace, encode_key)
-
-    def get(self, key: str) -> tuple[str, Any] | None:
-        entry = self.host.keyspace.entry(key)
-        return None if entry is None else (entry.type_name, entry.state)
-
-    def encoded(self, key: str) -> tuple[str, bytes] | None:
-        return self.host.keyspace.stored(key)
-
-    def merge(self, key: str, type_name: str, state: Any, blob: bytes | None = None) -> None:
-        self.host.merge_remote_nowait(key, type_name, state, blob)
-
-    def cold(self, key: str) -> bool:
-        keyspace = self.host.keyspace
-        if not keyspace.entry_in_memory(key):
-            return key in keyspace  # on disk only: its bytes are read, never a state encoded
-        entry = keyspace.entry(key)
-        return entry is not None and not entry.decoded
-
-    def adopt(self, key: str, type_name: str, joined: Any, blob: bytes) -> None:
-        self.host.adopt_remote_nowait(key, type_name, joined, blob)
-
-    def install(self, rows: list[tuple[str, str, bytes]]) -> list[tuple[str, str, bytes]]:
-        """A bulk catch-up's states of keys the node lacks: into the keyspace as bytes (`Keyspace.install_stored`)
-        and to storage as checkpointed states with their digests, all in one batch (`state_writes.write_stored`),
-        not awaited (like a merge: the peer still holds them). Once committed they leave memory."""
-        keyspace = self.host.keyspace
-        installed = keyspace.install_stored(rows)
-        if installed:
-            write_stored(self.host.storage, keyspace, installed)
-        return installed
 
 
 class _Delegate(Delegate):
