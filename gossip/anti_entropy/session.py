@@ -280,7 +280,8 @@ class AntiEntropySession:
         for batch in self._waiting:
             if not batch.handed_out and batch.verdict is None:
                 batch.handed_out = True
-                rows = [(key, state) for key, state in batch.rows if tree.get(key) is None] if check else []
+                held = tree.get_many([key for key, _ in batch.rows]) if check else {}
+                rows = [(key, state) for key, state in batch.rows if key not in held] if check else []
                 out.append((batch, rows))
         return out
 
@@ -329,8 +330,9 @@ class AntiEntropySession:
         stats, tree = replica.stats, replica.tree
         fresh: list[tuple[bytes, bytes]] = []
         changed: list[tuple[bytes, bytes]] = []
+        digests = tree.get_many([key for key, _ in rows])
         for key, state in rows:
-            held = tree.get(key)
+            held = digests.get(key)
             if held is None:
                 fresh.append((key, state))
             elif held != state_digest(state):

@@ -77,6 +77,8 @@ def test_a_stored_tree_equals_the_tree_in_memory(plan: list[tuple[int, int]]) ->
         assert tree.node_table() == memory.node_table() and len(tree) == len(memory)
         leaf = tree.leaf_of(key)
         assert tree.leaf_items(leaf) == memory.leaf_items(leaf)
+        asked = [f"k{n}".encode() for n in range(0, 40, 3)]  # some held, some stored, some never written
+        assert tree.get_many(asked) == memory.get_many(asked) == {k: memory.get(k) for k in asked if k in versions}
     while queued:
         written, value = queued.pop(0)
         store.write(written, value, 0)
