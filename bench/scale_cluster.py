@@ -125,7 +125,7 @@ async def catch_up_and_write(base: Path, source_db: Path, n_keys: int, bound_s: 
                              startup_s: float) -> dict[str, Any]:
     """Three nodes start from copies of `source_db` (n_keys keys each, identical); a fourth, empty, joins through
     n1 and is polled (its `rumor_keys`, every 0.5 s) until it holds n_keys or `bound_s` passed, while n1 answers
-    GETs of random keys (one every 10 ms, sequential). Then a write load of `write_s` through n1."""
+    GETs of random keys (one every 10 ms, sequential). Then a write load of `write_s` through n1 (none when 0)."""
     for name in ("n1", "n2", "n3"):
         seed_data_dir(source_db, base / name)
     async with LocalCluster(3, base, preset=PRESET, fault_injection=False, startup_timeout_s=startup_s) as cluster:
@@ -133,10 +133,11 @@ async def catch_up_and_write(base: Path, source_db: Path, n_keys: int, bound_s: 
         fresh = NodeProcess("n4", base / "n4", base / "n4.log", (), startup_timeout_s=startup_s)
         try:
             catch = await _catch_up(cluster, fresh, n_keys, bound_s)
-            writes = Phase("write_load")
-            await writes.begin([*cluster.nodes, fresh])
-            rate = await write_rate(cluster["n1"].api(), n_keys, write_s, seed=7)
-            catch["write_load_cluster"] = {**rate, "keys": n_keys, **await writes.end()}
+            if write_s > 0:
+                writes = Phase("write_load")
+                await writes.begin([*cluster.nodes, fresh])
+                rate = await write_rate(cluster["n1"].api(), n_keys, write_s, seed=7)
+                catch["write_load_cluster"] = {**rate, "keys": n_keys, **await writes.end()}
         finally:
             await fresh.terminate(timeout_s=120)
             await fresh.close_client()
@@ -253,16 +254,7 @@ async def catch_up_only(base: Path, n_keys: int, bound_s: float, startup_s: floa
     built = time.monotonic()
     build_source_db(source, n_keys)
     build_s = time.monotonic() - built
-    for name in ("n1", "n2", "n3"):
-        seed_data_dir(source, base / name)
-    async with LocalCluster(3, base, preset=PRESET, fault_injection=False, startup_timeout_s=startup_s) as cluster:
-        await cluster.wait_members(timeout_s=120)
-        fresh = NodeProcess("n4", base / "n4", base / "n4.log", (), startup_timeout_s=startup_s)
-        try:
-            catch = await _catch_up(cluster, fresh, n_keys, bound_s)
-        finally:
-            await fresh.terminate(timeout_s=120)
-            await fresh.close_client()
+    catch = await catch_up_and_write(base, source, n_keys, bound_s, 0.0, startup_s)
     return {**catch, "source_build_s": round(build_s, 1)}
 
 
