@@ -185,6 +185,14 @@ class Keyspace:
     def entry_in_memory(self, key: str) -> bool:
         return key in self._entries
 
+    def cold(self, key: str) -> bool:
+        """Whether ``key`` exists with its state held only as stored bytes (on disk only, or in memory undecoded):
+        its encoding then costs a read, never an encode."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return self._disk is not None and self._disk.type_of(key) is not None
+        return not entry.decoded
+
     def _peek(self, key: str) -> Entry | None:
         """The key's entry for a read that changes nothing: from disk, one that is not kept in memory."""
         entry = self._entries.get(key)

@@ -72,10 +72,7 @@ class KeyspaceStore:
             self.on_merge(key, type_name, state)
 
     def cold(self, key: str) -> bool:
-        if not self.keyspace.entry_in_memory(key):
-            return key in self.keyspace  # on disk only: its bytes are read, never a state encoded
-        entry = self.keyspace.entry(key)
-        return entry is not None and not entry.decoded
+        return self.keyspace.cold(key)
 
     def adopt(self, key: str, type_name: str, joined: Any, blob: bytes) -> None:
         self.keyspace.adopt_joined(key, type_name, joined)
@@ -110,11 +107,7 @@ class HostStore:
         self.host.merge_remote_nowait(key, type_name, state, blob)
 
     def cold(self, key: str) -> bool:
-        keyspace = self.host.keyspace
-        if not keyspace.entry_in_memory(key):
-            return key in keyspace  # on disk only: its bytes are read, never a state encoded
-        entry = keyspace.entry(key)
-        return entry is not None and not entry.decoded
+        return self.host.keyspace.cold(key)
 
     def adopt(self, key: str, type_name: str, joined: Any, blob: bytes) -> None:
         self.host.adopt_remote_nowait(key, type_name, joined, blob)
