@@ -48,7 +48,7 @@ from rumor.server.metrics import Metrics
 from rumor.server.offload import Offloader
 from rumor.server.op_folding import OpFolder
 from rumor.server.replication.seam import Replication, Standalone
-from rumor.server.state_writes import write_stored
+from rumor.server.state_writes import install_stored
 from rumor.server.storage import Recovered, Storage
 from rumor.server.supervisor import Supervisor
 from rumor.server.updates import Clear, Update, request_fingerprint
@@ -548,7 +548,4 @@ class Node:
         checkpointed state, written in one transaction with the others queued meanwhile; the keyspace holds the
         bytes until the commit, then lets them go. No listener is told (the caller marks digests)."""
         self._check_running()
-        taken = self.keyspace.install_stored(rows)
-        if not taken:
-            return None
-        return write_stored(self.storage, self.keyspace, taken)
+        return install_stored(self.storage, self.keyspace, rows)[1]

@@ -59,3 +59,12 @@ def write_stored(storage: Storage, keyspace: Keyspace, rows: Sequence[tuple[str,
         written.add(commit, key, blob, columns.digest)
     written.watch()
     return written.last
+
+
+def install_stored(storage: Storage, keyspace: Keyspace, rows: Sequence[tuple[str, str, bytes]]) -> \
+        tuple[list[tuple[str, str, bytes]], asyncio.Future[None] | None]:
+    """A bulk install of raw (key, type name, stored bytes) rows for the keys ``keyspace`` does not hold
+    (`Keyspace.install_stored`), queued with their digests in one batch (`write_stored`): the rows taken, and the
+    commit's future (None when none was taken)."""
+    taken = keyspace.install_stored(rows)
+    return taken, write_stored(storage, keyspace, taken) if taken else None

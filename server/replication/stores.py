@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from rumor.server.keyspace import Keyspace
 from rumor.server.replication.digests import DigestIndex, Encoder, digest_index_for
 from rumor.server.replication.seam import ReplicaHost
-from rumor.server.state_writes import write_stored
+from rumor.server.state_writes import install_stored
 
 
 class Store(Protocol):
@@ -116,11 +116,7 @@ class HostStore:
         """A bulk catch-up's states of keys the node lacks: into the keyspace as bytes (`Keyspace.install_stored`)
         and to storage as checkpointed states with their digests, all in one batch (`state_writes.write_stored`),
         not awaited (like a merge: the peer still holds them). Once committed they leave memory."""
-        keyspace = self.host.keyspace
-        installed = keyspace.install_stored(rows)
-        if installed:
-            write_stored(self.host.storage, keyspace, installed)
-        return installed
+        return install_stored(self.host.storage, self.host.keyspace, rows)[0]
 
 
 __all__ = ["HostStore", "KeyspaceStore", "Store"]
