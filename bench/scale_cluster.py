@@ -24,10 +24,11 @@ from scale_probe import Phase, key_name, p99, parse_metrics, update_for, write_r
 
 from rumor.crdt import ORSet, encode
 from rumor.server.client import RumorClient
+from rumor.server.disk_index import stored_digest_columns
 from rumor.server.hlc_source import HLCSource
 from rumor.server.local_cluster import LocalCluster, NodeProcess
 from rumor.server.replication import ReplicationConfig
-from rumor.server.storage import _SCHEMA, DB_FILE
+from rumor.server.storage import _SCHEMA, DB_FILE, StateRow, write_states
 from rumor.server.updates import SetChange, make_delta, new_state, parse_update
 
 PRESET = "lan"
@@ -85,21 +86,24 @@ async def big_set_sync(base: Path, elements: int, bound_s: float, startup_s: flo
 
 def build_source_db(db: Path, n_keys: int) -> None:
     """A data directory's database holding `n_keys` checkpointed small mixed keys (phase 1's generator, written by
-    one replica), made in process and written straight to SQLite: the catch-up phase alone (`--catch-up-only`)
-    needs the data, not the minutes of loading it through HTTP."""
+    one replica), made in process and written straight to SQLite with their digest columns and leaf hashes, as a
+    node's checkpoints write them: the catch-up phase alone (`--catch-up-only`) needs the data, not the minutes of
+    loading it through HTTP (nor the serving nodes' digest backfill of every row, which a node's own rows never need)."""
     db.parent.mkdir(parents=True, exist_ok=True)
     hlc = HLCSource()
     with sqlite3.connect(db) as conn:
         conn.executescript(_SCHEMA)
-        rows = []
+        rows: dict[str, StateRow] = {}
         for i in range(n_keys):
             body = update_for(i)
             update = parse_update(body, envelope=frozenset({"key"}))
             state = new_state(body["type"])
             state.merge(make_delta(state, update, "seed", hlc))
-            rows.append((body["key"], body["type"], encode(state)))
+            blob = encode(state)
+            columns = stored_digest_columns(body["key"], body["type"], blob)
+            rows[body["key"]] = StateRow(body["type"], blob, False, columns.digest, columns.size, columns.leaf)
             if len(rows) == 50_000 or i == n_keys - 1:
-                conn.executemany("INSERT INTO states (key, type, state) VALUES (?, ?, ?)", rows)
+                write_states(conn, rows)
                 rows.clear()
 
 

@@ -97,6 +97,17 @@ class StateReader:
         rows = self._conn.execute("SELECT type, state FROM states WHERE key = ?", (key,)).fetchall()
         return rows[0] if rows else None
 
+    def get_many(self, keys: list[str]) -> dict[str, tuple[str, bytes]]:
+        """`get` of many keys at once (one statement per `EXISTING_CHUNK_KEYS` keys): those that have a row."""
+        found: dict[str, tuple[str, bytes]] = {}
+        for i in range(0, len(keys), EXISTING_CHUNK_KEYS):
+            chunk = keys[i : i + EXISTING_CHUNK_KEYS]
+            marks = ",".join("?" * len(chunk))
+            for key, type_name, blob in self._conn.execute(
+                    f"SELECT key, type, state FROM states WHERE key IN ({marks})", chunk).fetchall():
+                found[key] = (type_name, blob)
+        return found
+
     def existing(self, keys: list[str]) -> set[str]:
         """Those of ``keys`` that have a row (a bulk check: one statement per `EXISTING_CHUNK_KEYS` keys)."""
         found: set[str] = set()

@@ -43,7 +43,7 @@ from sortedcontainers import SortedDict
 
 from rumor.crdt import CRDTError, encode
 from rumor.server.disk_index import StateReader
-from rumor.server.errors import InvalidOperationError, KeyNotFoundError, TypeConflictError
+from rumor.server.errors import InvalidKeyError, InvalidOperationError, KeyNotFoundError, TypeConflictError
 from rumor.server.hlc_source import HLCSource
 from rumor.server.state_cache import Entry, StateCache
 from rumor.server.updates import Clear, Update, make_delta, new_state
@@ -113,6 +113,14 @@ class KeyPage:
     next: str | None
 
 
+def _valid_key(key: str) -> bool:
+    try:
+        check_key(key)
+    except InvalidKeyError:
+        return False
+    return True
+
+
 class Keyspace:
     def __init__(self, replica: str, hlc: HLCSource, *, op_keyed_increments: bool = True,
                  cache_bytes: int | None = None, disk: StateReader | None = None) -> None:
@@ -178,12 +186,34 @@ class Keyspace:
         if entry is None and self._disk is not None:
             row = self._disk.get(key)
             if row is not None:
-                entry = self._entries[key] = Entry(row[0], blob=row[1], key=key, cache=self._tracking, on_disk=True)
-                self.cache.used(entry)  # tracked as bytes: eviction takes the key out of memory again
+                entry = self._brought(key, row[0], row[1])
         return entry
+
+    def _brought(self, key: str, type_name: str, blob: bytes) -> Entry:
+        entry = self._entries[key] = Entry(type_name, blob=blob, key=key, cache=self._tracking, on_disk=True)
+        self.cache.used(entry)  # tracked as bytes: eviction takes the key out of memory again
+        return entry
+
+    def prefetch(self, keys: Iterable[str]) -> None:
+        """Brings those of ``keys`` that are on disk only into memory in one batch read (what `entry` would do for
+        each with a point read): a batch of writes to cold keys reads their rows in a few statements. Keys that
+        are not valid (`check_key`) are left out: their writes are refused anyway."""
+        if self._disk is None:
+            return
+        entries = self._entries
+        cold = [key for key in dict.fromkeys(keys) if key not in entries and _valid_key(key)]
+        if cold:
+            for key, (type_name, blob) in self._disk.get_many(cold).items():
+                self._brought(key, type_name, blob)
 
     def entry_in_memory(self, key: str) -> bool:
         return key in self._entries
+
+    def checkpoint_due(self, key: str) -> bool:
+        """Whether ``key`` changed since its state was last stored, so that the checkpointer will write its current
+        state (with its digest columns) to disk."""
+        entry = self._entries.get(key)
+        return entry is not None and entry.unstored
 
     def cold(self, key: str) -> bool:
         """Whether ``key`` exists with its state held only as stored bytes (on disk only, or in memory undecoded):

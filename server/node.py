@@ -289,6 +289,7 @@ class Node:
         started: list[Awaitable[WriteResult] | AppliedWrite | ServerError] = []
         commits: dict[int, asyncio.Future[None]] = {}
         waits: list[Awaitable[WriteResult]] = []
+        self.keyspace.prefetch(key for key, _, _ in writes)  # cold keys in one read, not a point read each
         for key, update, op_id in writes:
             try:
                 if op_id is None and bulk:

@@ -164,6 +164,11 @@ class Entry:
         self._blob = None
         self.on_disk = False
 
+    @property
+    def unstored(self) -> bool:
+        """Changed since its bytes were last stored (or never stored): the next checkpoint of the key writes it."""
+        return self._blob is None
+
     def stored(self, blob: bytes) -> None:
         """The checkpointer wrote ``blob`` for the state as it is now: it may be evicted to those bytes (and, once
         the write has committed, ``on_disk``, leave memory)."""

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from hashlib import blake2b
 from typing import Protocol
 
@@ -179,6 +180,11 @@ class MerkleTree:
         """The leaf bucket that holds ``key``; the same on every replica with the same shape."""
         return leaf_of(key, self._leaf_count)
 
+    def reading(self, keys: list[bytes]) -> AbstractContextManager[None]:
+        """Within the block, lookups of ``keys`` are served from one batch read (a `StoredTree` over disk); a tree in
+        memory has nothing to read ahead."""
+        return nullcontext()
+
     # -- mutation ----------------------------------------------------------------------------------------------
 
     def set(self, key: bytes, digest: bytes, size: int = 0) -> None:
@@ -319,7 +325,7 @@ class StoredTree(MerkleTree):
     """A `MerkleTree` whose per-key digests are on disk (see the module docstring): memory holds the node hashes
     (``fanout**depth`` leaves x 16 bytes and the levels above) and the overlay, nothing per stored key."""
 
-    __slots__ = ("_leaf_sizes", "_overlaid", "_overlay", "_source")
+    __slots__ = ("_leaf_sizes", "_overlaid", "_overlay", "_read_ahead", "_source")
 
     def __init__(self, source: LeafSource, fanout: int = 8, depth: int = 5) -> None:
         super().__init__(fanout, depth)
@@ -332,6 +338,8 @@ class StoredTree(MerkleTree):
         self._overlaid = 0
         #: sizes of the leaf listed last: a session asks `size_of` for each key of the leaf it just listed
         self._leaf_sizes: tuple[int, dict[bytes, int]] = (-1, {})
+        #: stored rows read in one batch for the keys of a `reading` block (None outside one)
+        self._read_ahead: dict[bytes, tuple[bytes, int] | None] | None = None
 
     @property
     def overlaid(self) -> int:
@@ -342,7 +350,29 @@ class StoredTree(MerkleTree):
         bucket = self._overlay.get(leaf)
         if bucket is not None and key in bucket:
             return bucket[key]
+        return self._stored(key)
+
+    def _stored(self, key: bytes) -> tuple[bytes, int] | None:
+        ahead = self._read_ahead
+        if ahead is not None and key in ahead:
+            return ahead[key]
         return self._source.digest_row(key)
+
+    @contextmanager
+    def reading(self, keys: list[bytes]) -> Iterator[None]:
+        """The stored rows of ``keys`` not in the overlay, read in one batch for the block (a flush of hundreds of
+        dirty keys asks each one's stored digest and size: a point read each otherwise). Writes within the block go
+        to the overlay, which is asked first, so the rows read ahead never hide them."""
+        overlay = self._overlay
+        unpinned = [key for key in keys if key not in overlay.get(self.leaf_of(key), ())]
+        found = self._source.digest_rows(unpinned) if unpinned else {}
+        ahead: dict[bytes, tuple[bytes, int] | None] = dict.fromkeys(unpinned)
+        ahead.update(found)
+        self._read_ahead = ahead
+        try:
+            yield
+        finally:
+            self._read_ahead = None
 
     def _put(self, key: bytes, leaf: int, value: tuple[bytes, int] | None) -> None:
         bucket = self._overlay.get(leaf)
@@ -373,7 +403,7 @@ class StoredTree(MerkleTree):
         if bucket is not None and key in bucket:
             old = bucket[key]
         else:
-            old = self._source.digest_row(key) if stored is None else stored.get(key)
+            old = self._stored(key) if stored is None else stored.get(key)
         self._put(key, leaf, (digest, size))
         if old is not None and old[0] == digest:
             return

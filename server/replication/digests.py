@@ -50,9 +50,13 @@ class DigestIndex:
     """``source``: the stored digests the tree is built on (`StoredTree`); None: a tree in memory."""
 
     def __init__(self, encode_key: Encoder, fanout: int = TREE_FANOUT, depth: int = TREE_DEPTH,
-                 source: LeafSource | None = None) -> None:
+                 source: LeafSource | None = None, checkpoint_due: Callable[[str], bool] | None = None) -> None:
         self.tree = MerkleTree(fanout, depth) if source is None else StoredTree(source, fanout, depth)
         self._encode_key = encode_key
+        #: whether a checkpoint will store the key's current digest (`storing`): the background flush leaves such
+        #: keys to it (in `_awaiting`) instead of encoding and hashing them a second time
+        self._checkpoint_due = checkpoint_due
+        self._awaiting: OrderedDict[str, float] = OrderedDict()
         # key -> `now` of the advance before its first mark (non-decreasing). An OrderedDict, not a dict: `flush`
         # takes keys from the front one by one, and a dict's first item after many deletes from its front is found
         # by walking past every deleted slot (quadratic: 40k dirty keys cost 270 ms a flush of 2000)
@@ -62,13 +66,15 @@ class DigestIndex:
         """Keys rehashed so far (tests use it to prove work stays proportional to what changed)."""
 
     def mark(self, key: str) -> None:
-        """The key's state changed: rehash it before the next session (O(1) now)."""
-        self._dirty.setdefault(key, self._now)
+        """The key's state changed: rehash it before the next session (O(1) now). A key already left to a checkpoint
+        stays there: the checkpoint stores the key's state as it is then."""
+        if key not in self._awaiting:
+            self._dirty.setdefault(key, self._now)
 
     def mark_all(self, keys: Iterable[str]) -> None:
         """E.g. when attaching to a keyspace that already holds data: its digests get built batch by batch."""
         for key in keys:
-            self._dirty.setdefault(key, self._now)
+            self.mark(key)
 
     def advance(self, now: float) -> None:
         """The driver's clock, once a tick: marks made from now on are dated `now`."""
@@ -76,26 +82,43 @@ class DigestIndex:
 
     @property
     def dirty(self) -> int:
-        return len(self._dirty)
+        """Keys whose digest in the tree may be stale (those left to a checkpoint included)."""
+        return len(self._dirty) + len(self._awaiting)
 
     def flush(self, max_keys: int, *, settled_s: float = 0.0) -> int:
         """Rehash up to ``max_keys`` dirty keys (oldest marks first), only those marked ``settled_s`` or more before
-        the last `advance`; returns how many were done."""
-        done = 0
+        the last `advance`; returns how many were taken care of.
+
+        A background flush (``settled_s`` > 0) leaves the keys a checkpoint will store to it (`checkpoint_due`):
+        the checkpoint encodes and hashes them anyway, and tells the tree (`storing`). A flush before a session
+        (``settled_s`` 0) rehashes those too, first: the session needs every digest now."""
         dirty = self._dirty
         cutoff = self._now - settled_s
-        deferred: list[tuple[str, float]] = []
-        while dirty and done < max_keys:
+        taken: list[tuple[str, float]] = []
+        if settled_s <= 0:
+            while self._awaiting and len(taken) < max_keys:
+                taken.append(self._awaiting.popitem(last=False))
+        due = self._checkpoint_due if settled_s > 0 else None
+        left = 0
+        while dirty and len(taken) + left < max_keys:
             key, marked = dirty.popitem(last=False)
             if marked > cutoff:
                 dirty[key] = marked
                 dirty.move_to_end(key, last=False)
                 break
-            if self._rehash(key):
-                done += 1
+            if due is not None and due(key):
+                self._awaiting[key] = marked
+                left += 1
             else:
-                deferred.append((key, marked))
-                max_keys -= 1  # bounded all the same
+                taken.append((key, marked))
+        done = left
+        deferred: list[tuple[str, float]] = []
+        with self.tree.reading([key.encode("utf-8") for key, _ in taken]):
+            for key, marked in taken:
+                if self._rehash(key):
+                    done += 1
+                else:
+                    deferred.append((key, marked))
         for key, marked in deferred:
             dirty.setdefault(key, marked)
         return done
@@ -115,6 +138,7 @@ class DigestIndex:
     def set_blob(self, key: str, blob: bytes) -> None:
         """The key's current blob is known (just merged or just encoded): record its digest now."""
         self._dirty.pop(key, None)
+        self._awaiting.pop(key, None)
         self.tree.set(key.encode("utf-8"), state_digest(blob), len(blob))
         self.rehashed += 1
 
@@ -124,6 +148,7 @@ class DigestIndex:
         changes)."""
         for key, _, _ in rows:
             self._dirty.pop(key, None)
+            self._awaiting.pop(key, None)
         self.tree.set_many([(key.encode("utf-8"), digest, size) for key, digest, size in rows])
 
     def stored(self, rows: list[tuple[str, bytes]]) -> None:
@@ -138,7 +163,7 @@ def digest_index_for(keyspace: Keyspace, encode_key: Encoder) -> DigestIndex:
     """The digest index of a keyspace: over its stored digests when it has a disk (attached, so the checkpointer
     tells it of each write), else in memory; either way with every key whose digest it lacks marked."""
     disk = keyspace.disk
-    index = DigestIndex(encode_key, source=disk)
+    index = DigestIndex(encode_key, source=disk, checkpoint_due=None if disk is None else keyspace.checkpoint_due)
     index.mark_all(keyspace.unsettled_keys())
     if disk is not None:
         keyspace.digest_sink = index

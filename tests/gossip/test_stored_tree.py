@@ -65,7 +65,9 @@ def test_a_stored_tree_equals_the_tree_in_memory(plan: list[tuple[int, int]]) ->
         if action == 0:  # changed (rehashed): the tree takes the new digest, nothing is stored yet
             counter += 1
             versions[key] = counter
-            tree.set(key, digest(counter), counter)
+            with tree.reading([key, b"k1", b"k7"]):  # a flush's batch read ahead: lookups within see the sets
+                tree.set(key, digest(counter), counter)
+                assert tree.get(key) == digest(counter)
         elif action == 1 and key in versions:  # a checkpoint: told first (in a batch), stored at commit
             tree.set_many([(key, digest(versions[key]), versions[key])])
             queued.append((key, digest(versions[key])))
@@ -85,3 +87,18 @@ def test_a_stored_tree_equals_the_tree_in_memory(plan: list[tuple[int, int]]) ->
         tree.release(written, value)
     unstored = sum(1 for k, v in versions.items() if store.rows.get(k, (None,))[0] != digest(v))
     assert tree.overlaid == unstored, "memory holds exactly the keys whose stored digest is not the tree's"
+
+
+def test_a_reading_block_reads_its_keys_once() -> None:
+    store = FakeStore()
+    for i in range(4):
+        store.write(f"k{i}".encode(), digest(i), 10 + i)
+    tree = StoredTree(store, FANOUT, DEPTH)
+    point_reads: list[bytes] = []
+    store.digest_row = lambda key: point_reads.append(key) or store.rows.get(key)  # type: ignore[method-assign]
+    with tree.reading([b"k1", b"k2", b"absent"]):
+        assert tree.size_of(b"k1") == 11 and tree.get(b"absent") is None
+        tree.set(b"k2", digest(99), 5)
+        assert tree.get(b"k2") == digest(99) and tree.size_of(b"k2") == 5
+    assert point_reads == []
+    assert tree.get(b"k3") == digest(3) and point_reads == [b"k3"], "outside a block: a point read"

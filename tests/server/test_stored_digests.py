@@ -163,3 +163,26 @@ async def test_anti_entropy_with_a_restarted_node_whose_keys_are_cold(tmp_path: 
         assert core_a.digests.tree.node_table() == rebuilt(a).node_table()
         await checkpoint_all(a)
         assert stored_tree(tmp_path / "a").node_table() == rebuilt(b).node_table()
+
+
+async def test_the_background_flush_leaves_keys_to_their_checkpoint(disk_config: ServerConfig) -> None:
+    """A key a checkpoint will store is encoded and hashed once, by the checkpoint, not again by the background
+    flush; a flush before a session still rehashes it at once."""
+    config = with_overrides(disk_config, checkpoint_interval_s=3600)
+    async with Node(config) as node:
+        await node.update_batch([(f"k{i}", _write(i), None) for i in range(30)])
+        await checkpoint_all(node)
+        core = core_of(node, 5)
+        await node.update_batch([(f"k{i}", _write(i, "n"), None) for i in range(10)])
+        core.digests.advance(100.0)  # every mark settled
+        before = core.digests.rehashed
+        assert core.digests.flush(100, settled_s=1.0) == 10 and core.digests.rehashed == before
+        assert core.digests.dirty == 10, "left to the checkpoint, still stale until it runs"
+        await checkpoint_all(node)
+        assert core.digests.dirty == 0 and core.digests.rehashed == before
+        assert core.digests.tree.node_table() == rebuilt(node).node_table()
+        await node.update_batch([(f"k{i}", _write(i, "m"), None) for i in range(5)])
+        core.digests.advance(200.0)
+        assert core.digests.flush(100, settled_s=1.0) == 5 and core.digests.dirty == 5
+        assert core.digests.flush(100) == 5 and core.digests.dirty == 0 and core.digests.rehashed == before + 5
+        assert core.digests.tree.node_table() == rebuilt(node).node_table()
