@@ -8,7 +8,7 @@
 1. Cache churn, one subprocess per policy: a cache of `--states` small decoded states (a third each counters, sets and
    registers, decoded from their bytes as a node decodes cold keys) turns over: each step decodes a state, adds
    it and evicts the oldest. Every collection is timed (`CollectionPauses`), by generation. "cpython" is the
-   interpreter's policy with the node's young threshold (20,000): a full collection whenever the survivors since the
+   interpreter's policy with the node's young threshold (4,000): a full collection whenever the survivors since the
    last one exceed a quarter of the long-lived objects. "served" is `tune_collector`: full collections never start
    by themselves. Then one full collection is timed: what the hourly one (`gc_full_interval_s`) holds the loop for.
 2. Leftover garbage, in process: a served node (`rumor serve`'s code, in memory, loopback) answers `--requests`

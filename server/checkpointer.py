@@ -51,7 +51,7 @@ BACKFILL_PER_ROUND = 1024
 #: its rounds too (`Checkpointer.drain_backlog`), and the evictions it makes after each slice of that work
 DIRTY_SHARE_OF_CACHE = 0.5
 EVICTIONS_PER_SLICE = 1024
-MAX_SLICE_S = 0.015
+MAX_SLICE_S = 0.005
 
 
 class CheckpointHost(Protocol):

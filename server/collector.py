@@ -11,10 +11,13 @@ about a second, far past the 200 ms a loop may ever be held (issue 14) and long 
 
 So, once the keyspace is recovered (`tune_collector`):
 - what lives now is frozen (moved out of the collector's reach for good: imported code, what recovery built);
-- young collections run every 20,000 net allocations, not every 700 (a request allocates many short-lived objects,
+- young collections run every 4,000 net allocations, not every 700 (a request allocates many short-lived objects,
   nearly all freed by reference counting: collecting every 700 spent about 6% of a write's CPU finding nothing), and
-  the middle generation is collected every second young collection, so it never holds more than about three young
-  generations' survivors;
+  the middle generation is collected every fourth young collection, so it never holds more than about five young
+  generations' survivors. A collection's pause grows with what it scans: under a write load that keeps what it
+  allocates (decoded states joining the cache), young collections every 20,000 with the middle one every second
+  held the loop 20-40 ms each; every 4,000 and fourth, 10-16 ms at the same write rate (measured with a
+  per-collection timer on a `rumor serve` under bench/scale_bench.py's write load);
 - full collections never start by themselves. What they would find is little: cyclic garbage that outlived its
   young collections first (measured under an HTTP load whose clients open and close connections: a few hundred
   objects after 10,000 requests). `FullCollections` collects it at a fixed interval (`gc_full_interval_s`, an hour
@@ -43,9 +46,9 @@ from typing import Any
 from rumor.server.metrics import GC_PAUSES, Histogram
 
 #: net allocations between young collections
-YOUNG_THRESHOLD = 20_000
-#: young collections between collections of the middle generation (CPython's default)
-MIDDLE_THRESHOLD = 2
+YOUNG_THRESHOLD = 4_000
+#: young collections between collections of the middle generation (CPython: 10)
+MIDDLE_THRESHOLD = 4
 #: "never": more middle-generation collections than a process makes in its life
 NEVER = (1 << 31) - 1  # the largest threshold CPython takes (a C int)
 DEFAULT_FULL_INTERVAL_S = 3600.0

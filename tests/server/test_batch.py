@@ -1,8 +1,10 @@
 """Batches (`POST /v1/batch`, `POST /v1/batch/get`): many updates applied in order with a result each, refused
-entries changing nothing while the others go ahead, one group commit for the lot, op_id replays, reads of many keys."""
+entries changing nothing while the others go ahead, durable before the answer and applied in slices that leave the
+loop free between them, op_id replays, reads of many keys."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Callable
 from typing import Any
@@ -11,9 +13,13 @@ import msgpack
 import pytest
 from aiohttp.test_utils import TestClient
 
+from rumor.server import node as node_module
 from rumor.server.batch import MAX_BATCH
 from rumor.server.config import ServerConfig
+from rumor.server.node import Node
 from rumor.server.storage import DB_FILE, read_log
+from rumor.server.updates import Increment
+from rumor.server.write_results import WriteResult
 
 
 async def batch(api: TestClient, updates: Any, status: int = 200, **params: str) -> Any:
@@ -108,14 +114,29 @@ async def test_op_ids_in_a_batch_replay_the_first_result_and_refuse_another_requ
     assert await value(api, "c") == 5 and await value(api, "other") is None
 
 
-async def test_a_batch_is_durable_in_one_group_commit(make_api: Callable[..., Any], disk_config: ServerConfig) -> None:
+async def test_a_batch_is_durable_before_its_answer(make_api: Callable[..., Any], disk_config: ServerConfig) -> None:
     _node, api = await make_api(data_dir=disk_config.data_dir, in_memory=False, checkpoint_interval_s=3600)
     answer = await batch(api, [{"key": f"k{i}", "type": "counter", "increment": i + 1} for i in range(200)])
     assert not answer["errors"]
     with sqlite3.connect(disk_config.data_dir / DB_FILE) as db:
-        rows = db.execute("SELECT COUNT(*) FROM log").fetchone()[0]
         records = read_log(db)
-    assert rows == 1 and [key for _, key, _, _ in records] == [f"k{i}" for i in range(200)]
+    assert [key for _, key, _, _ in records] == [f"k{i}" for i in range(200)], "every record committed, in order"
+
+
+async def test_a_big_batch_leaves_the_loop_free_between_its_slices(
+        disk_config: ServerConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Other work (a probe answer, a timer, another request) runs between a batch's slices, seeing the writes
+    applied so far; the batch's answer waits for every one of them to commit."""
+    monkeypatch.setattr(node_module, "BATCH_SLICE_S", 0.0)  # every chunk a slice of its own
+    async with Node(disk_config) as node:
+        seen: list[int] = []
+        loop = asyncio.get_running_loop()
+        loop.call_soon(lambda: seen.append(len(node.keyspace)))
+        writes = [(f"k{i:03d}", Increment(amount=1), None) for i in range(3 * node_module.BATCH_CHUNK_WRITES)]
+        results = await node.update_batch(writes)
+        assert seen == [node_module.BATCH_CHUNK_WRITES], "the callback ran after the first slice, not after all"
+        assert len(results) == len(writes) and all(isinstance(r, WriteResult) for r in results)
+        assert len(node.keyspace) == len(writes) and node.storage.last_seq >= len(writes)
 
 
 async def test_w_applies_to_every_update_and_msgpack_works_both_ways(api: TestClient) -> None:

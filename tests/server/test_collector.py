@@ -26,7 +26,7 @@ class Cycle:
 
 #: a fresh interpreter (the test process's own objects would change when CPython's policy goes full) runs a workload
 #: that keeps some of what it allocates, as a node keeps decoded states, under the policy named by argv[1], and prints
-#: the generations the collector started by itself. Young collections every 1000 allocations instead of 20,000: the
+#: the generations the collector started by itself. Young collections every 1000 allocations instead of 4,000: the
 #: same policy, faster.
 WORKLOAD = """
 import gc, sys
