@@ -9,7 +9,7 @@ from typing import Any
 import msgpack
 import pytest
 from crdt_strategies import registered_type_names, replays
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from rumor import crdt
@@ -195,3 +195,55 @@ def test_the_one_entry_fast_path_gives_the_general_layout(data: st.DataObject) -
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(wire_v2, "_one_entry_body", lambda _state: None)
             assert wire_v2.state_body(state) == fast
+
+
+# -- the one-run fast path reads exactly what the general path reads --------------------------------------------------
+
+_near = st.one_of(st.integers(-2, 6), st.sampled_from([True, 0.0, "a", None]))
+_other = st.one_of(_near, st.lists(_near, max_size=3), st.lists(st.sampled_from(["a", "b", 0, b"a"]), max_size=2))
+
+
+@st.composite
+def _near_one_run(draw: st.DrawFn) -> tuple[Any, ...]:
+    """The one-run shape's five fields, and often one field, or one item of one, swapped for something else (a
+    counter out of range, another type, another length); the test's ``limit`` is near the run's length."""
+    top = draw(st.integers(1, 5))
+    start = draw(st.integers(1, top))
+    length = draw(st.integers(1, top - start + 1))
+    fields: list[Any] = [["a"], [0, top], [], [0, 1], [start, length]]
+    swap = draw(st.integers(0, 15))
+    if swap < 5:
+        fields[swap] = draw(_other)
+    elif swap < 8 and fields[swap - 4]:
+        at = draw(st.integers(0, len(fields[swap - 4]) - 1))
+        fields[swap - 4] = [*fields[swap - 4][:at], draw(_near), *fields[swap - 4][at + 1:]]
+    return tuple(fields)
+
+
+@settings(max_examples=500)
+@given(_near_one_run(), st.integers(-1, 3))
+def test_the_one_run_shape_is_read_as_the_general_path_reads_it(fields: tuple[Any, ...], slack: int) -> None:
+    runs = fields[4]
+    limit = max(0, (runs[1] if type(runs) is list and len(runs) == 2 and type(runs[1]) is int else 2) + slack)
+    fast = wire_v2.one_run_dots(*fields, limit)
+    event(f"fast path read it: {fast is not None}")
+    if fast is None:
+        return  # the general path decides (and is what every other test of this module exercises)
+    ctx, dots = wire_v2.context_and_dots(*fields, limit)  # never raises on what the fast path read
+    assert fast[0] == ctx and fast[1] == dots
+
+
+def test_every_small_state_takes_the_one_run_path() -> None:
+    """A key's first writes by one replica (a counter's increment, a set's adds, a register's value) are the shape
+    the fast path reads; a second replica's write is not."""
+    counter, names = PNCounter(), ORSet()
+    counter.merge(counter.increment("r", 3))
+    names.merge(names.add_all("r", ["x", "y"]))
+    register = LWWRegister()
+    register.merge(register.write("r", "v", HLCTimestamp(5, 0)))
+    for state in (counter, names, register):
+        body = body_of(encode(state))
+        assert wire_v2.one_run_dots(*body[1:6], 2) is not None
+        assert encode(decode(encode(state))) == encode(state)
+    names.merge(names.add("s", "z"))
+    assert wire_v2.one_run_dots(*body_of(encode(names))[1:6], 3) is None
