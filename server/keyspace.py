@@ -467,6 +467,23 @@ class Keyspace:
         entry = self._peek(key)
         return None if entry is None else (entry.type_name, entry.encoded())
 
+    def stored_many(self, keys: list[str]) -> dict[str, tuple[str, bytes]]:
+        """`stored` of many keys: those in memory from it, the cold ones read from disk in one batch (a bulk walk's
+        reply carries hundreds of keys, a point read each otherwise). Keys that do not exist are left out."""
+        found: dict[str, tuple[str, bytes]] = {}
+        cold: list[str] = []
+        entries = self._entries
+        for key in keys:
+            entry = entries.get(key)
+            if entry is None:
+                cold.append(key)
+            else:
+                found[key] = (entry.type_name, entry.encoded())
+        if cold and self._disk is not None:
+            for key, (type_name, blob) in self._disk.get_many(cold).items():
+                found[key] = (type_name, Entry(type_name, blob=blob, key=key, on_disk=True).encoded())
+        return found
+
     def _memory_after(self, after: str | None) -> Iterator[str]:
         return self._entries.irange(minimum=after, inclusive=(after is None, True))  # type: ignore[no-any-return]
 

@@ -52,6 +52,8 @@ _ROW_OVERHEAD = 12  # row array header + two bin headers, upper bound
 _REPLY_OVERHEAD = 64  # type byte, map header, cursor fields, list header
 
 GetStateFn = Callable[[bytes], "bytes | None"]
+GetStatesFn = Callable[[list[bytes]], dict[bytes, bytes]]
+"""``get_state`` of many keys at once: those that exist."""
 
 
 def should_walk(my_keys: int, peer_keys: int) -> bool:
@@ -136,9 +138,9 @@ class BulkWalk:
 
 
 def answer_bulk(tree: MerkleTree, get_state: GetStateFn, body: object, width: int,
-                max_message_bytes: int) -> tuple[bytes, int, int]:
+                max_message_bytes: int, get_states: GetStatesFn | None = None) -> tuple[bytes, int, int]:
     """The responder's BULK_STATES for a BULK body (stateless: everything it needs is in the request), with the
-    count and bytes of the states it carries."""
+    count and bytes of the states it carries. With ``get_states`` each leaf's states are read in one batch."""
     if not isinstance(body, dict) or set(body) != {"c", "h", "i", "s"}:
         raise _fail("a request is {c, h, i, s}")
     leaf, skip = _cursor(body, tree.leaf_count)
@@ -161,12 +163,13 @@ def answer_bulk(tree: MerkleTree, get_state: GetStateFn, body: object, width: in
                 leaf += 1
                 continue
         items = tree.leaf_items(leaf)
+        fits = [key for key, _ in items[skip:] if _fits(tree.size_of(key), key, limit)]
+        batch = get_states(fits) if get_states is not None else None
         for index in range(skip, len(items)):
             key = items[index][0]
-            hint = tree.size_of(key)
-            if hint and hint + len(key) + _ROW_OVERHEAD > limit - _REPLY_OVERHEAD:
+            if not _fits(tree.size_of(key), key, limit):
                 continue  # too big for any reply: the descent after the walk sends it in chunks
-            state = get_state(key)
+            state = get_state(key) if batch is None else batch.get(key)
             if state is None:
                 continue
             cost = len(key) + len(state) + _ROW_OVERHEAD
@@ -181,6 +184,11 @@ def answer_bulk(tree: MerkleTree, get_state: GetStateFn, body: object, width: in
     return _reply(rows, leaf, 0, max_message_bytes, limit - _REPLY_OVERHEAD - room)
 
 
+def _fits(hint: int, key: bytes, limit: int) -> bool:
+    """Whether a state of ``hint`` bytes (0: not known) may fit a reply at all."""
+    return not hint or hint + len(key) + _ROW_OVERHEAD <= limit - _REPLY_OVERHEAD
+
+
 def _reply(rows: list[list[bytes]], leaf: int, skip: int, max_message_bytes: int,
            used: int) -> tuple[bytes, int, int]:
     message = encode_message(AntiEntropyMessageType.BULK_STATES, {"c": leaf, "i": skip, "k": rows})
@@ -189,5 +197,5 @@ def _reply(rows: list[list[bytes]], leaf: int, skip: int, max_message_bytes: int
     return message, len(rows), used - _ROW_OVERHEAD * len(rows)
 
 
-__all__ = ["BULK_BEHIND_RATIO", "BULK_MIN_PEER_KEYS", "MAX_BULK_LEAVES", "BulkReply", "BulkWalk", "answer_bulk",
-           "should_walk"]
+__all__ = ["BULK_BEHIND_RATIO", "BULK_MIN_PEER_KEYS", "MAX_BULK_LEAVES", "BulkReply", "BulkWalk", "GetStatesFn",
+           "answer_bulk", "should_walk"]

@@ -11,7 +11,7 @@ import random
 from collections import deque
 from dataclasses import dataclass
 
-from rumor.gossip.anti_entropy.bulk import BulkWalk, answer_bulk, should_walk
+from rumor.gossip.anti_entropy.bulk import BulkWalk, GetStatesFn, answer_bulk, should_walk
 from rumor.gossip.anti_entropy.chunking import Reassembler
 from rumor.gossip.anti_entropy.composer import Composer
 from rumor.gossip.anti_entropy.config import AntiEntropyConfig
@@ -69,16 +69,19 @@ class AntiEntropyResponder:
     Pass ``reassembler`` to share one reassembly budget with other sessions and responders of the same store,
     ``get_state_since`` to answer a pushback with what the peer lacks rather than the whole state, and
     ``get_context`` with ``get_state_for_context`` to answer context rows with diffs, and to send context rows for
-    big keys in reply to requests that say (``ft``) they read them.
+    big keys in reply to requests that say (``ft``) they read them, and ``get_states`` (``get_state`` of many keys
+    at once) to read each leaf of a bulk walk's reply in one batch.
     """
 
     def __init__(self, tree: MerkleTree, get_state: GetState, merge: Merge,
                  config: AntiEntropyConfig | None = None, check: CheckState | None = None,
                  reassembler: Reassembler | None = None, get_state_since: GetStateSince | None = None,
                  get_context: GetContext | None = None,
-                 get_state_for_context: GetStateForContext | None = None) -> None:
+                 get_state_for_context: GetStateForContext | None = None,
+                 get_states: GetStatesFn | None = None) -> None:
         self._replica = ExchangeEngine(tree, get_state, merge, config or AntiEntropyConfig(), check, reassembler,
                                        get_state_since, get_context, get_state_for_context)
+        self._get_states = get_states
 
     @property
     def stats(self) -> AntiEntropyStats:
@@ -114,7 +117,7 @@ class AntiEntropyResponder:
             count: int | None = len(tree)
         elif kind == AntiEntropyMessageType.BULK:
             reply, count, size = answer_bulk(tree, replica.get_state, body, config.hash_bytes,
-                                             config.max_message_bytes)
+                                             config.max_message_bytes, self._get_states)
             replica.stats.walk_rounds += 1
             replica.stats.states_sent += count
             replica.stats.state_bytes_sent += size

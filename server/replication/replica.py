@@ -126,7 +126,8 @@ class ReplicaCore:
         self.responder = AntiEntropyResponder(self.digests.tree, self.get_blob, self.merge_blob, self.ae_config,
                                               reassembler=self.reassembler, get_state_since=self.get_blob_since,
                                               get_context=self.get_blob_context,
-                                              get_state_for_context=self.get_blob_for_context)
+                                              get_state_for_context=self.get_blob_for_context,
+                                              get_states=self.get_blobs)
         self.next_sync_at = now + rng.uniform(0, config.sync_interval_s)
         self.syncing: SyncInitiator | None = None
         self.last_outcome: SyncOutcome | None = None
@@ -178,6 +179,21 @@ class ReplicaCore:
 
     def get_blob(self, key: bytes) -> bytes | None:
         return self.encode_key(key.decode("utf-8"))
+
+    def get_blobs(self, keys: list[bytes]) -> dict[bytes, bytes]:
+        """`get_blob` of many keys (a bulk walk's reply): the cold ones read from the store in one batch."""
+        found: dict[bytes, bytes] = {}
+        names: list[str] = []
+        prepared = self.prepared
+        for key in keys:
+            blob = prepared.blob(key.decode("utf-8")) if prepared is not None else None
+            if blob is None:
+                names.append(key.decode("utf-8"))
+            else:
+                found[key] = blob
+        for name, held in self.store.encoded_many(names).items():
+            found[name.encode("utf-8")] = state_blob(*held)
+        return found
 
     def get_blob_since(self, key: bytes, peer_blob: bytes) -> bytes | None:
         """A pushback's state: the peer just sent ``peer_blob`` of ``key`` and holds at least that, so what it

@@ -32,6 +32,9 @@ class Store(Protocol):
         """(API type name, `crdt.encode` of its state) of ``key``, or None: what digests hash (a store may have the
         bytes at hand without building the state)."""
 
+    def encoded_many(self, keys: list[str]) -> dict[str, tuple[str, bytes]]:
+        """`encoded` of many keys at once (those that exist): one batch read of the cold ones."""
+
     def merge(self, key: str, type_name: str, state: Any, blob: bytes | None = None) -> None:
         """Join a received delta or state into ``key`` (synchronously; durability may complete later).
 
@@ -65,6 +68,9 @@ class KeyspaceStore:
 
     def encoded(self, key: str) -> tuple[str, bytes] | None:
         return self.keyspace.stored(key)
+
+    def encoded_many(self, keys: list[str]) -> dict[str, tuple[str, bytes]]:
+        return self.keyspace.stored_many(keys)
 
     def merge(self, key: str, type_name: str, state: Any, blob: bytes | None = None) -> None:
         self.keyspace.merge_remote(key, type_name, state)
@@ -102,6 +108,9 @@ class HostStore:
 
     def encoded(self, key: str) -> tuple[str, bytes] | None:
         return self.host.keyspace.stored(key)
+
+    def encoded_many(self, keys: list[str]) -> dict[str, tuple[str, bytes]]:
+        return self.host.keyspace.stored_many(keys)
 
     def merge(self, key: str, type_name: str, state: Any, blob: bytes | None = None) -> None:
         self.host.merge_remote_nowait(key, type_name, state, blob)

@@ -52,6 +52,29 @@ def test_a_state_too_big_for_any_reply_is_left_to_the_descent() -> None:
     assert got == [b"small"]
 
 
+def test_a_reply_read_in_batches_is_the_reply_read_key_by_key() -> None:
+    """The responder's batch read (`get_states`, one per leaf) answers exactly as its one-key read, and replaces it."""
+    states = {f"k{i:04d}".encode(): bytes(30 + i % 70) for i in range(1500)}
+    states[b"huge"] = b"h" * (2 * MAX)
+    theirs = _tree(states)
+    walk = BulkWalk(_tree({k: v for k, v in states.items() if theirs.leaf_of(k) % 3 == 0}), salt=2, width=3)
+    batches: list[int] = []
+
+    def one_key_read(key: bytes) -> bytes | None:
+        raise AssertionError("the batch read answers every key")
+
+    def batch_read(keys: list[bytes]) -> dict[bytes, bytes]:
+        batches.append(len(keys))
+        return {key: states[key] for key in keys if key in states}
+
+    while not walk.done:
+        _, request = decode_message(walk.request(), MAX)
+        expected = answer_bulk(theirs, states.get, request, 3, MAX)
+        assert answer_bulk(theirs, one_key_read, request, 3, MAX, batch_read) == expected
+        walk.absorb(decode_message(expected[0], MAX)[1])
+    assert batches and max(batches) < 200, "a batch a leaf, not the keyspace"
+
+
 def test_only_a_node_far_behind_a_big_enough_peer_walks() -> None:
     assert should_walk(0, 1000) and should_walk(499, 1000)
     assert not should_walk(500, 1000) and not should_walk(0, 999)

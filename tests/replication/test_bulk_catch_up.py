@@ -3,6 +3,9 @@ merge), those it holds are merged, and the session then descends, so it ends com
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 from replication_helpers import Replica, states
 
@@ -11,6 +14,21 @@ from rumor.server.replication import ReplicationConfig
 from rumor.server.replication.replica import sync_pair
 from rumor.server.updates import Increment, RegisterWrite, SetChange
 
+
+def serve_forged(replica: Replica, forged_key: bytes, forge: Callable[[bytes], bytes]) -> tuple[Any, Any]:
+    """From now on ``replica`` answers with ``forge(state)`` for ``forged_key``, through its one-key and its batch
+    reads alike; returns the real pair, to put back."""
+    responder = replica.core.responder
+    real = (responder._replica.get_state, responder._get_states)
+    read = replica.core.get_blob
+
+    def forged(key: bytes) -> bytes | None:
+        blob = read(key)
+        return forge(blob) if blob is not None and key == forged_key else blob
+
+    responder._replica.get_state = forged
+    responder._get_states = lambda keys: {key: blob for key in keys if (blob := forged(key)) is not None}
+    return real
 
 def _fill(replica: Replica, count: int, start: int = 0, salt: str = "") -> None:
     for i in range(start, start + count):
@@ -70,13 +88,7 @@ def test_a_forged_state_in_a_bulk_reply_is_refused_and_changes_nothing() -> None
     config = ReplicationConfig(sync_interval_s=1e9)
     full, empty = Replica("full", config, 1), Replica("empty", config, 2)
     _fill(full, 2000)
-    real = full.core.get_blob
-
-    def forged(key: bytes) -> bytes | None:
-        blob = real(key)
-        return None if blob is None else blob[:-1] + bytes([blob[-1] ^ 0x55]) if key == b"k001234" else blob
-
-    full.core.responder._replica.get_state = forged
+    real_reads = serve_forged(full, b"k001234", lambda blob: blob[:-1] + bytes([blob[-1] ^ 0x55]))
     before = empty.core.digests.tree.root()
     session = sync_pair(empty.core, full.core, 1.0, bulk=True)
     assert session.outcome is not None and not session.outcome.complete
@@ -86,7 +98,7 @@ def test_a_forged_state_in_a_bulk_reply_is_refused_and_changes_nothing() -> None
     held = len(empty.keyspace)
     assert held < 2000 and len(empty.core.digests.tree) == held
     assert held == 0 or empty.core.digests.tree.root() != before
-    full.core.responder._replica.get_state = real
+    full.core.responder._replica.get_state, full.core.responder._get_states = real_reads
     again = sync_pair(empty.core, full.core, 2.0, bulk=True)
     assert again.outcome is not None and again.outcome.complete
     assert states(empty.keyspace) == states(full.keyspace)
@@ -168,14 +180,7 @@ async def test_a_state_refused_by_the_off_loop_check_ends_the_session_with_nothi
     config = ReplicationConfig(sync_interval_s=1e9)
     full, empty = Replica("full", config, 1), Replica("empty", config, 2)
     _fill(full, 3000)
-    real = full.core.get_blob
-    forged_key = b"k002999"
-
-    def forged(key: bytes) -> bytes | None:
-        blob = real(key)
-        return blob[:-2] + b"\xff\xff" if blob is not None and key == forged_key else blob
-
-    full.core.responder._replica.get_state = forged
+    serve_forged(full, b"k002999", lambda blob: blob[:-2] + b"\xff\xff")
     offloaded: list[int] = []
 
     async def offload(rows: list[tuple[bytes, bytes]]) -> tuple[bytes, str] | None:

@@ -52,6 +52,8 @@ async def test_cold_keys_answer_every_read_after_a_restart(disk_config: ServerCo
         assert "k0007" in keyspace and "nope" not in keyspace and keyspace.resident == 0
         assert keyspace.type_of("k0007") == "set" and keyspace.has_value("k0007") and not keyspace.has_value("k0003")
         assert {key: keyspace.encoded_state(key) for key in keyspace} == encoded
+        some = ["k0001", "k0002", "k0003", "nope", "k0299"]
+        assert keyspace.stored_many(some) == {key: held for key in some if (held := keyspace.stored(key))}
         assert keyspace.resident == 0, "reads that change nothing keep nothing in memory"
         assert node.keys(limit=1000) == listed and "k0003" not in dict(listed.keys)
         assert [row[0] for row in keyspace.stored_after("k0290", 100)] == [f"k{i:04d}" for i in range(291, 300)]
@@ -61,6 +63,7 @@ async def test_cold_keys_answer_every_read_after_a_restart(disk_config: ServerCo
         assert await node.read("k0200") is None
         await node.update("k0011", RegisterWrite(value="after"))
         assert (await node.read("k0011")).value == "after"  # type: ignore[union-attr]
+        assert keyspace.stored_many(["k0011", "k0012"]) == {key: keyspace.stored(key) for key in ("k0011", "k0012")}
         assert len(keyspace) == 300
 
 
