@@ -187,6 +187,16 @@ class StateReader:
                                   (leaf,)).fetchall()
         return [(key.encode("utf-8"), digest, size) for key, digest, size in rows]
 
+    def leaves_rows(self, leaves: list[int]) -> list[tuple[int, bytes, bytes, int]]:
+        found: list[tuple[int, bytes, bytes, int]] = []
+        for i in range(0, len(leaves), EXISTING_CHUNK_KEYS):
+            chunk = leaves[i : i + EXISTING_CHUNK_KEYS]
+            marks = ",".join("?" * len(chunk))
+            found += [(leaf, key.encode("utf-8"), digest, size) for leaf, key, digest, size in self._conn.execute(
+                f"SELECT leaf, key, digest, size FROM states WHERE leaf IN ({marks}) AND digest IS NOT NULL",
+                chunk).fetchall()]
+        return found
+
     def listing(self, start: str, inclusive: bool, prefix: str) -> Iterator[tuple[str, str]]:
         """(key, type name) of each key with a non-empty state from ``start`` on (``inclusive`` or not), in key
         order, while keys start with ``prefix``; `LISTING_CHUNK_ROWS` rows are read at a time, as the caller asks."""

@@ -293,6 +293,10 @@ class MerkleTree:
         bucket = self._leaves.get(leaf)
         return [] if bucket is None else sorted(bucket.items())
 
+    def leaves_items(self, leaves: list[int]) -> dict[int, list[tuple[bytes, bytes]]]:
+        """`leaf_items` of each of ``leaves`` (a `StoredTree` reads them in one batch)."""
+        return {leaf: self.leaf_items(leaf) for leaf in leaves}
+
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         """Every ``(key, digest)``, leaf by leaf (the order is deterministic for a given key set)."""
         for leaf in sorted(self._leaves):
@@ -320,6 +324,9 @@ class LeafSource(Protocol):
     def leaf_rows(self, leaf: int) -> list[tuple[bytes, bytes, int]]:
         """(key, digest, encoded size) of every key stored with a digest in ``leaf``."""
 
+    def leaves_rows(self, leaves: list[int]) -> list[tuple[int, bytes, bytes, int]]:
+        """(leaf, key, digest, encoded size) of every key stored with a digest in any of ``leaves``."""
+
 
 class StoredTree(MerkleTree):
     """A `MerkleTree` whose per-key digests are on disk (see the module docstring): memory holds the node hashes
@@ -336,8 +343,9 @@ class StoredTree(MerkleTree):
         #: leaf -> key -> (digest, size) in the tree, or None for a key absent from the tree but stored
         self._overlay: dict[int, dict[bytes, tuple[bytes, int] | None]] = {}
         self._overlaid = 0
-        #: sizes of the leaf listed last: a session asks `size_of` for each key of the leaf it just listed
-        self._leaf_sizes: tuple[int, dict[bytes, int]] = (-1, {})
+        #: sizes of the keys of the leaves listed last: a session asks `size_of` for each key of the leaves it just
+        #: listed (a write to one of those leaves forgets them)
+        self._leaf_sizes: tuple[frozenset[int], dict[bytes, int]] = (frozenset(), {})
         #: stored rows read in one batch for the keys of a `reading` block (None outside one)
         self._read_ahead: dict[bytes, tuple[bytes, int] | None] | None = None
 
@@ -381,8 +389,8 @@ class StoredTree(MerkleTree):
         if key not in bucket:
             self._overlaid += 1
         bucket[key] = value
-        if self._leaf_sizes[0] == leaf:
-            self._leaf_sizes = (-1, {})
+        if leaf in self._leaf_sizes[0]:
+            self._leaf_sizes = (frozenset(), {})
 
     def set(self, key: bytes, digest: bytes, size: int = 0) -> None:
         self._set(key, digest, size, self.leaf_of(key), None)
@@ -465,20 +473,34 @@ class StoredTree(MerkleTree):
 
     def size_of(self, key: bytes) -> int:
         leaf = self.leaf_of(key)
-        if self._leaf_sizes[0] == leaf and key in self._leaf_sizes[1]:
+        if leaf in self._leaf_sizes[0] and key in self._leaf_sizes[1]:
             return self._leaf_sizes[1][key]
         held = self._current(key, leaf)
         return 0 if held is None else held[1]
 
     def leaf_items(self, leaf: int) -> list[tuple[bytes, bytes]]:
-        rows = {key: (digest, size) for key, digest, size in self._source.leaf_rows(leaf)}
-        for key, held in self._overlay.get(leaf, {}).items():
-            if held is None:
-                rows.pop(key, None)
-            else:
-                rows[key] = held
-        self._leaf_sizes = (leaf, {key: size for key, (_, size) in rows.items()})
-        return sorted((key, digest) for key, (digest, _) in rows.items())
+        return self.leaves_items([leaf])[leaf]
+
+    def leaves_items(self, leaves: list[int]) -> dict[int, list[tuple[bytes, bytes]]]:
+        by_leaf: dict[int, dict[bytes, tuple[bytes, int]]] = {leaf: {} for leaf in leaves}
+        rows = self._source.leaf_rows(leaves[0]) if len(leaves) == 1 else None
+        if rows is not None:
+            by_leaf[leaves[0]] = {key: (digest, size) for key, digest, size in rows}
+        elif leaves:
+            for leaf, key, digest, size in self._source.leaves_rows(leaves):
+                by_leaf[leaf][key] = (digest, size)
+        sizes: dict[bytes, int] = {}
+        out: dict[int, list[tuple[bytes, bytes]]] = {}
+        for leaf, held_here in by_leaf.items():
+            for key, held in self._overlay.get(leaf, {}).items():
+                if held is None:
+                    held_here.pop(key, None)
+                else:
+                    held_here[key] = held
+            sizes.update((key, size) for key, (_, size) in held_here.items())
+            out[leaf] = sorted((key, digest) for key, (digest, _) in held_here.items())
+        self._leaf_sizes = (frozenset(leaves), sizes)
+        return out
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         """Every ``(key, digest)``, leaf by leaf (reads every leaf from disk: for tests and tools)."""

@@ -41,6 +41,9 @@ class FakeStore:
     def leaf_rows(self, leaf: int) -> list[tuple[bytes, bytes, int]]:
         return [(k, d, s) for k, (d, s) in self.rows.items() if leaf_of(k, len(self.leaves)) == leaf]
 
+    def leaves_rows(self, leaves: list[int]) -> list[tuple[int, bytes, bytes, int]]:
+        return [(leaf, *row) for leaf in leaves for row in self.leaf_rows(leaf)]
+
 
 def digest(version: int) -> bytes:
     return blake2b(str(version).encode(), digest_size=16).digest()
@@ -79,6 +82,10 @@ def test_a_stored_tree_equals_the_tree_in_memory(plan: list[tuple[int, int]]) ->
         assert tree.node_table() == memory.node_table() and len(tree) == len(memory)
         leaf = tree.leaf_of(key)
         assert tree.leaf_items(leaf) == memory.leaf_items(leaf)
+        some = sorted({leaf, tree.leaf_of(b"k1"), tree.leaf_of(b"k7")})
+        assert tree.leaves_items(some) == memory.leaves_items(some)
+        for k in versions:  # the sizes listed with the leaves are the sizes a lookup finds
+            assert tree.size_of(k) == (tree._current(k, tree.leaf_of(k)) or (b"", 0))[1]
         asked = [f"k{n}".encode() for n in range(0, 40, 3)]  # some held, some stored, some never written
         assert tree.get_many(asked) == memory.get_many(asked) == {k: memory.get(k) for k in asked if k in versions}
     while queued:
