@@ -110,7 +110,8 @@ async def restart(data_dir: Path, keys: int, budget: int | None, reads: int) -> 
     serving_s = time.perf_counter() - started
     digests = digest_index_for(node.keyspace, lambda key: None)  # what replication attaches at its start
     tree_s = time.perf_counter() - started
-    after_start = _rss_mib() - base
+    total_after_start = _rss_mib()
+    after_start = total_after_start - base
     assert len(node.keyspace) == keys and len(digests.tree) == keys, (len(node.keyspace), len(digests.tree))
     sample = random.Random(1).sample(range(keys), min(reads or keys, keys))
     read_started = time.perf_counter()
@@ -122,8 +123,10 @@ async def restart(data_dir: Path, keys: int, budget: int | None, reads: int) -> 
     read_s = time.perf_counter() - read_started
     node.checkpoint_round()
     gc.collect()
-    grown = _rss_mib() - base
+    total = _rss_mib()
+    grown = total - base
     figures = {"serving_s": round(serving_s, 2), "tree_ready_s": round(tree_s, 2),
+               "rss_mib_total_after_start": round(total_after_start, 1), "rss_mib_total_after_reads": round(total, 1),
                "rss_mib_after_start": round(after_start, 1),
                "rss_bytes_per_key_after_start": round(after_start * MIB / keys),
                "reads": len(sample), "read_us": round(read_s / len(sample) * 1e6, 1),

@@ -4,6 +4,7 @@ that the same script measures again once the design lands.
     .venv/bin/python bench/scale_bench.py --quick          # smoke run, ~3 minutes, small sizes (flagged)
     .venv/bin/python bench/scale_bench.py --json           # one JSON object; full sizes, bounded to ~30 minutes
     .venv/bin/python bench/scale_bench.py --catch-up-only --keys 1000000   # phase 3's catch-up alone (~5 minutes)
+    .venv/bin/python bench/scale_bench.py --json --ten-million   # also rss_mib_10m_keys (bulk-loaded; ~15 min more)
 
 Last --catch-up-only runs (2-core box shared with other work; the figures move with its load): 100k keys 8,184
 keys/s (load 1.7-2.4), serving GET p99 <= 16 ms on every node; 1M keys 10,444 keys/s (load 1.2-2.7), complete in
@@ -12,7 +13,8 @@ keys/s (load 1.7-2.4), serving GET p99 <= 16 ms on every node; 1M keys 10,444 ke
 Phases, each bounded in count and time (`Scale`):
 1. one `rumor serve` process, fresh data dir: keys loaded through `POST /v1/batch` (1000 small mixed updates a
    request, 2 in flight): RSS at each size of the trend; a write load (`/v1/batch`, 100 updates a request, 4 in
-   flight, random existing keys) at 10k keys and again at the largest size; a graceful stop, then a restart timed
+   flight, random existing keys) at 10k keys and again at the largest size, each once the checkpoints of the load
+   before it are written (`rumor_checkpoint_backlog_keys` 0); a graceful stop, then a restart timed
    from process start to `/health` 200 and a GET answering; then 1000 never-read keys read one by one.
 2. two nodes, partitioned: n1's set gets the big set's elements, n2's 10 others; the heal; anti-entropy until
    both convergence reports say converged.
@@ -31,6 +33,7 @@ import argparse
 import asyncio
 import json
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,15 +45,18 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scale_cluster import big_set_sync, catch_up_and_write, catch_up_only, repair_bytes
-from scale_probe import Phase, get_latencies_ms, key_name, load_keys, p99, rss_mib, write_rate
+from scale_probe import Phase, get_latencies_ms, key_name, load_keys, p99, parse_metrics, rss_mib, write_rate
 
 from rumor.server.client import RumorClient
+from rumor.server.config import ServerConfig
 from rumor.server.local_cluster import NodeProcess
 from rumor.server.storage import DB_FILE
 
 MIB = 1024 * 1024
 TARGET_KEYS = 1_000_000
 TEN_MILLION = 10_000_000
+#: how long a write phase waits at most for the node's checkpoint backlog to drain before it starts
+SETTLE_BOUND_S = 180.0
 
 
 @dataclass(frozen=True)
@@ -58,7 +64,7 @@ class Scale:
     small_keys: int = 10_000
     trend: tuple[int, ...] = (100_000, 300_000, 1_000_000)
     load_bound_s: float = 420.0       # all loading of phase 1
-    write_s: float = 8.0              # each write load
+    write_s: float = 15.0             # each write load
     startup_bound_s: float = 300.0    # one process start (recovery included)
     set_elements: int = 1_000_000
     sync_bound_s: float = 240.0
@@ -125,11 +131,22 @@ async def single_node(base: Path, scale: Scale) -> dict[str, Any]:
     return out
 
 
+async def _backlog(node: NodeProcess) -> int:
+    return int(parse_metrics(await node.api().metrics())["rumor_checkpoint_backlog_keys"][""])
+
+
 async def _write_phase(node: NodeProcess, client: RumorClient, keys: int, seconds: float) -> dict[str, Any]:
+    """The write load on a settled node: first (bounded, polled every 0.5 s) until the checkpoints of what the
+    load before it wrote are all written, so both sizes start alike; the backlog it leaves is reported."""
+    waited = time.monotonic()
+    while await _backlog(node) and time.monotonic() - waited < SETTLE_BOUND_S:
+        await asyncio.sleep(0.5)
+    settled_s = round(time.monotonic() - waited, 1)
     phase = Phase("write_load")
     await phase.begin([node])
     rate = await write_rate(client, keys, seconds)
-    return {"keys": keys, **rate, **await phase.end()}
+    return {"keys": keys, "settled_before_s": settled_s, **rate, "checkpoint_backlog_after": await _backlog(node),
+            **await phase.end()}
 
 
 def trend_per_key(rss: dict[int, float], empty: float) -> float | None:
@@ -183,7 +200,9 @@ def figures(single: dict[str, Any], big: dict[str, Any], catch: dict[str, Any], 
                                          "ops_per_s": single["write_large"]["ops_per_s"]}
     how["write_ops_per_s_1m_keys"] = (f"updates of random existing keys through POST /v1/batch (100 a request, 4 in "
                                       f"flight) for {scale.write_s} s, durable node, the same generator at "
-                                      f"{single['write_small']['keys']} and {single['write_large']['keys']} keys")
+                                      f"{single['write_small']['keys']} and {single['write_large']['keys']} keys, "
+                                      "each started once the node's checkpoint backlog (rumor_checkpoint_backlog_keys)"
+                                      " from the loading was written")
     n_catch = catch["keys"]
     out["catch_up_keys_per_s"] = catch["keys_per_s"]
     out["catch_up_keys"] = n_catch
@@ -299,6 +318,30 @@ async def run_catch_up(keys: int, bound_s: float, startup_s: float) -> dict[str,
             "details": catch}
 
 
+def ten_million(out: dict[str, Any]) -> None:
+    """rss_mib_10m_keys (bench/disk_keyspace_probe.py, default cache), with 1M keys the same way as its baseline."""
+    budget_mib = ServerConfig().state_cache_bytes // MIB
+    probe = Path(__file__).resolve().parent / "disk_keyspace_probe.py"
+    run = subprocess.run([sys.executable, str(probe), "--sizes", f"{TARGET_KEYS},{TEN_MILLION}", "--budget-mib",
+                          str(budget_mib), "--reads", "200000", "--json"],
+                         check=True, timeout=7200, capture_output=True, text=True)
+    sizes = json.loads(run.stdout)["sizes"]
+    one, ten = sizes[str(TARGET_KEYS)]["bounded"], sizes[str(TEN_MILLION)]["bounded"]
+    out["rss_mib_10m_keys"] = ten["rss_mib_total_after_reads"]
+    out["rss_mib_1m_keys_same_path"] = one["rss_mib_total_after_reads"]
+    out["how"]["rss_mib_10m_keys"] = (
+        "bench/disk_keyspace_probe.py with the default cache: 10M small mixed keys loaded through the bulk path (raw "
+        "rows straight to the states table with their digests, 5,000 a batch), then a fresh node process started "
+        "on them, the hash tree attached and 200,000 random keys read (the cache fills and evicts); the whole RSS of "
+        "that process. rss_mib_1m_keys_same_path: the same at 1M keys")
+    out["why_null"].pop("rss_mib_10m_keys", None)
+    out["details"]["ten_million"] = sizes
+    growth = ten["rss_mib_total_after_reads"] - one["rss_mib_total_after_reads"]
+    out["targets"]["rss_mib_10m_keys"] = {
+        "want": f"bounded by the cache ({budget_mib} MiB), not the keys: 9M more keys add under a tenth of it",
+        "value": out["rss_mib_10m_keys"], "growth_over_1m_mib": round(growth, 1), "met": growth < budget_mib / 10}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -307,6 +350,8 @@ def main() -> None:
                         help="run only the catch-up phase, on a database of --keys keys built in process")
     parser.add_argument("--keys", type=int, default=100_000, help="keys for --catch-up-only (default 100000)")
     parser.add_argument("--bound-s", type=float, default=600.0, help="time bound of --catch-up-only's catch-up")
+    parser.add_argument("--ten-million", action="store_true",
+                        help="also measure rss_mib_10m_keys: 10M keys loaded through the bulk path (about 15 min)")
     args = parser.parse_args()
     if args.catch_up_only:
         out = asyncio.run(run_catch_up(args.keys, args.bound_s, startup_s=300.0))
@@ -315,6 +360,8 @@ def main() -> None:
         return
     scale = QUICK if args.quick else Scale()
     out = asyncio.run(run(scale, args.quick))
+    if args.ten_million:
+        ten_million(out)
     print(json.dumps(out) if args.json else table(out))
 
 

@@ -202,6 +202,8 @@ class Metrics:
         self.storage_commit_records = Counter("rumor_storage_commit_records_total",
                                               "Records (deltas, states, op results) written by group commits.")
         self.checkpoints = Counter("rumor_storage_checkpoints_total", "Full states written by the checkpointer.")
+        self.checkpoint_backlog = Gauge("rumor_checkpoint_backlog_keys",
+                                        "Keys changed since their last checkpoint (in memory until it is written).")
         self.members = Gauge("rumor_members", "Cluster members by status, as this node sees them.", ("status",))
         self.gossip_bytes = Counter("rumor_gossip_bytes_total", "Gossip bytes sent/received.", ("direction",))
         self.gossip_packets = Counter("rumor_gossip_packets_total", "Gossip packets sent/received.", ("direction",))

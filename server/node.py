@@ -122,6 +122,7 @@ class Node:
         self._op_results: OrderedDict[str, OpRecord] = OrderedDict()
         self._op_inflight: dict[str, tuple[str, str, asyncio.Future[WriteResult]]] = {}
         self.metrics.keys.set_source(lambda: {(): len(self._keyspace) if self._keyspace is not None else 0})
+        self.metrics.checkpoint_backlog.set_source(lambda: {(): len(self.checkpointer.dirty)})
         self.metrics.background_failures.set_source(
             lambda: {(name,): n for name, n in self.supervisor.failure_counts().items()})
 

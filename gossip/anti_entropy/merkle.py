@@ -472,10 +472,10 @@ class StoredTree(MerkleTree):
         return found
 
     def size_of(self, key: bytes) -> int:
-        leaf = self.leaf_of(key)
-        if leaf in self._leaf_sizes[0] and key in self._leaf_sizes[1]:
-            return self._leaf_sizes[1][key]
-        held = self._current(key, leaf)
+        listed = self._leaf_sizes[1].get(key)  # a write to any leaf listed forgets them all: what is here holds
+        if listed is not None:
+            return listed
+        held = self._current(key, self.leaf_of(key))
         return 0 if held is None else held[1]
 
     def leaf_items(self, leaf: int) -> list[tuple[bytes, bytes]]:

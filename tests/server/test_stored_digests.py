@@ -178,8 +178,10 @@ async def test_the_background_flush_leaves_keys_to_their_checkpoint(disk_config:
         before = core.digests.rehashed
         assert core.digests.flush(100, settled_s=1.0) == 10 and core.digests.rehashed == before
         assert core.digests.dirty == 10, "left to the checkpoint, still stale until it runs"
+        assert "rumor_checkpoint_backlog_keys 10" in node.metrics.render()
         await checkpoint_all(node)
         assert core.digests.dirty == 0 and core.digests.rehashed == before
+        assert "rumor_checkpoint_backlog_keys 0" in node.metrics.render()
         assert core.digests.tree.node_table() == rebuilt(node).node_table()
         await node.update_batch([(f"k{i}", _write(i, "m"), None) for i in range(5)])
         core.digests.advance(200.0)
