@@ -146,10 +146,12 @@ class ConvergenceMonitor:
         # shielded: a caller that goes away does not cancel the round others wait for
         return await asyncio.shield(self._round)
 
-    def _own(self) -> OwnState:
+    async def _own(self) -> OwnState:
+        """This node's root, range hashes and dirty count, once its dirty digests are rehashed (in slices with the
+        loop free between them: a write load leaves thousands, and rehashing them at once held the loop 130-360 ms)."""
         core = self.replication.core
         assert core is not None
-        core.digests.flush(core.config.digest_batch_keys)
+        await self.replication.flush_digests()
         return OwnState(core.digests.tree.root(), core.range_hashes(), core.digests.dirty)
 
     async def _make_report(self) -> dict[str, Any]:
@@ -157,9 +159,9 @@ class ConvergenceMonitor:
         if core is None or memberlist is None:
             return {"node": None, "verdict": "unknown", "summary": "replication is not running", "peers": []}
         members = [m for m in memberlist.members() if m.id != core.node_id and m.status is not MemberStatus.LEFT]
-        before = self._own()
+        before = await self._own()
         answers = await asyncio.gather(*(self._probe(m) for m in members))
-        after = self._own()
+        after = await self._own()
         now = replication.clock.now()
         peers = [self._view(member, answer, after, now) for member, answer in zip(members, answers, strict=True)]
         verdict, summary = judge(before, after, peers)

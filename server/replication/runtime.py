@@ -464,6 +464,10 @@ class GossipReplication:
             core.merging_pushes -= 1
         return ack_message()
 
+    async def flush_digests(self) -> None:
+        """Rehashes up to `digest_batch_keys` dirty digests, whenever marked, in slices (`_flush_digests`)."""
+        await self._flush_digests(0.0)
+
     async def _flush_digests(self, settled_s: float) -> None:
         """Up to `digest_batch_keys` dirty digests (those dirty ``settled_s`` or longer), `DIGEST_SLICE_KEYS` at
         a time with the loop free between slices."""

@@ -213,6 +213,9 @@ class FakeReplication:
     def spawn(self, coro: Coroutine[Any, Any, Any], component: str) -> asyncio.Task[Any]:
         return asyncio.get_running_loop().create_task(coro)
 
+    async def flush_digests(self) -> None:
+        self.core.digests.flush(self.core.config.digest_batch_keys)
+
 
 def member(name: str, status: MemberStatus = MemberStatus.ALIVE, meta: bytes | None = None) -> Member:
     return Member(name, ("127.0.0.1", 7000 + ord(name[0])), 0, status,
