@@ -35,6 +35,7 @@ class Composer:
         self._idw = id_width(tree)
         self._fanout = tree.fanout
         self._max = config.max_message_bytes
+        self._states_left = config.max_states_per_message
         reply_limit = reply_content_limit(self._max)
         self._deferral_budget = self._max - reply_limit - 256 if salt is not None else None
         self._expansion_budget = reply_limit - 512
@@ -139,12 +140,19 @@ class Composer:
         return self._work(self._idw) and self._append_blob("w", None, leaf.to_bytes(self._idw, "big") + fingerprint)
 
     def fits_state(self, key: bytes, state: bytes) -> bool:
+        """Whether the message has room for the state, in bytes and in its count (`max_states_per_message`)."""
+        if self._states_left <= 0:
+            self.full = True
+            return False
         return self._room(len(key) + len(state) + _ROW_OVERHEAD + 8 + _LIST_OVERHEAD, False)
 
     def add_state(self, key: bytes, state: bytes, pushback: bool) -> bool:
         if not self.fits_state(key, state) or not self._work(self._idw if pushback else 0):
             return False
-        return self._append_row("k", [key, state, pushback], len(key) + len(state))
+        if not self._append_row("k", [key, state, pushback], len(key) + len(state)):
+            return False
+        self._states_left -= 1
+        return True
 
     def add_context(self, key: bytes, context: bytes, answer: bool) -> bool:
         """A context row: the reply is at most a diff and (unless ``answer``) a row back, or a leaf note if neither

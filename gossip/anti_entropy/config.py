@@ -24,6 +24,10 @@ class AntiEntropyConfig:
     """Work items the initiator queues at most; beyond it work is dropped and the session marked incomplete."""
     max_rounds: int = 10_000
     """Round trips one session makes at most before it stops, marked incomplete."""
+    max_states_per_message: int = 200
+    """Whole states one message carries at most, however small: the receiver merges each (decode, join, log,
+    re-encode for its digest) before it answers, so this bounds a step's work as ``max_message_bytes`` bounds its
+    bytes (a reply of 1,000 small states held the merging side's event loop 100-450 ms)."""
     context_min_bytes: int = 4096
     """A key both sides hold differently whose state (the tree's size hint) is at least this big goes first as a
     context row instead of its state, when the peer reads them: each side then sends only what the other lacks,
@@ -38,6 +42,8 @@ class AntiEntropyConfig:
             raise ConfigError("max_pending", self.max_pending, "must be >= 1")
         if self.max_rounds < 1:
             raise ConfigError("max_rounds", self.max_rounds, "must be >= 1")
+        if self.max_states_per_message < 1:
+            raise ConfigError("max_states_per_message", self.max_states_per_message, "must be >= 1")
         if self.context_min_bytes < 0:
             raise ConfigError("context_min_bytes", self.context_min_bytes, "must be >= 0")
 

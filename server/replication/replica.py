@@ -467,7 +467,10 @@ class ReplicaCore:
             self.merge_entries(group.entries)
 
     def merge_entries(self, entries: Iterable[DeltaEntry]) -> None:
-        """Merge pushed deltas (each refused one is counted and skipped)."""
+        """Merge pushed deltas (each refused one is counted and skipped), the cold keys among them read in one batch
+        first (a point read a key was a tenth of a receiving node's loop under a cluster write load)."""
+        entries = list(entries)
+        self.store.prefetch([entry.key for entry in entries if type(entry.key) is str])
         for entry in entries:
             try:
                 state = decode_state(entry.type_name, entry.delta)

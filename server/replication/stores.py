@@ -35,6 +35,9 @@ class Store(Protocol):
     def encoded_many(self, keys: list[str]) -> dict[str, tuple[str, bytes]]:
         """`encoded` of many keys at once (those that exist): one batch read of the cold ones."""
 
+    def prefetch(self, keys: list[str]) -> None:
+        """Merges into these keys follow: bring the cold ones into memory in one batch read (a hint)."""
+
     def merge(self, key: str, type_name: str, state: Any, blob: bytes | None = None) -> None:
         """Join a received delta or state into ``key`` (synchronously; durability may complete later).
 
@@ -71,6 +74,9 @@ class KeyspaceStore:
 
     def encoded_many(self, keys: list[str]) -> dict[str, tuple[str, bytes]]:
         return self.keyspace.stored_many(keys)
+
+    def prefetch(self, keys: list[str]) -> None:
+        self.keyspace.prefetch(keys)
 
     def merge(self, key: str, type_name: str, state: Any, blob: bytes | None = None) -> None:
         self.keyspace.merge_remote(key, type_name, state)
@@ -111,6 +117,9 @@ class HostStore:
 
     def encoded_many(self, keys: list[str]) -> dict[str, tuple[str, bytes]]:
         return self.host.keyspace.stored_many(keys)
+
+    def prefetch(self, keys: list[str]) -> None:
+        self.host.keyspace.prefetch(keys)
 
     def merge(self, key: str, type_name: str, state: Any, blob: bytes | None = None) -> None:
         self.host.merge_remote_nowait(key, type_name, state, blob)

@@ -189,3 +189,27 @@ def test_read_repair_sends_only_what_the_replier_lacks() -> None:
     assert member == "b" and len(payload) < 256 < len(full)
     b.core.handle_request(payload, "a", 1.0)
     assert states(a.keyspace) == states(b.keyspace)
+
+
+def test_a_message_carries_at_most_max_states_per_message_states() -> None:
+    """Each step's merging work is bounded like its bytes: 1,000 small states that would fit one message by size
+    travel in messages of at most `max_states_per_message` (200), and the session still repairs everything."""
+    a, b = _loaded_pair(3_000)
+    for i in range(0, 3_000, 3):
+        a.keyspace.apply_local(f"k{i:06d}", Increment(amount=5))
+    a.core.digests.flush(10**9)
+    cap = b.core.ae_config.max_states_per_message
+    assert cap == 200
+    merged_per_step: list[int] = [0]
+    merge = b.core.merge_blob
+
+    def counting(key: bytes, blob: bytes) -> None:
+        merged_per_step[-1] += 1
+        merge(key, blob)
+
+    b.core.merge_blob = counting  # type: ignore[method-assign]
+    b.core.responder._replica.merge = counting
+    session = sync_pair(b.core, a.core, 1.0, observe=lambda _: merged_per_step.append(0))
+    assert session.outcome is not None and session.outcome.complete and session.outcome.states_received == 1_000
+    assert max(merged_per_step) <= cap and sum(merged_per_step) == 1_000
+    assert states(a.keyspace) == states(b.keyspace)

@@ -10,7 +10,7 @@ import random
 import sqlite3
 from pathlib import Path
 
-from rumor.crdt import ORSet, encode
+from rumor.crdt import ORSet, PNCounter, encode
 from rumor.gossip.anti_entropy import MerkleTree, state_digest
 from rumor.gossip.anti_entropy.merkle import StoredTree
 from rumor.server.config import ServerConfig, with_overrides
@@ -19,7 +19,7 @@ from rumor.server.node import Node
 from rumor.server.replication import ReplicationConfig
 from rumor.server.replication.replica import ReplicaCore, sync_pair
 from rumor.server.replication.runtime import HostStore
-from rumor.server.replication.wire import state_blob
+from rumor.server.replication.wire import DeltaEntry, state_blob
 from rumor.server.storage import DB_FILE
 from rumor.server.updates import Increment, RegisterWrite, SetChange, Update
 
@@ -188,3 +188,25 @@ async def test_the_background_flush_leaves_keys_to_their_checkpoint(disk_config:
         assert core.digests.flush(100, settled_s=1.0) == 5 and core.digests.dirty == 5
         assert core.digests.flush(100) == 5 and core.digests.dirty == 0 and core.digests.rehashed == before + 5
         assert core.digests.tree.node_table() == rebuilt(node).node_table()
+
+
+async def test_pushed_deltas_into_cold_keys_read_them_in_one_batch(disk_config: ServerConfig) -> None:
+    """A push's deltas for keys held only on disk: their rows are read in one statement, not one each, and every
+    delta lands."""
+    config = with_overrides(disk_config, state_cache_bytes=0)
+    async with Node(config) as node:
+        await node.update_batch([(f"k{i:03d}", Increment(amount=1), None) for i in range(40)])
+    async with Node(config) as node:
+        core = core_of(node, 6)
+        point_reads: list[str] = []
+        disk = node.keyspace.disk
+        assert disk is not None and node.keyspace.resident == 0
+        real_get = disk.get
+        disk.get = lambda key: point_reads.append(key) or real_get(key)  # type: ignore[method-assign]
+        peer = PNCounter()
+        delta = peer.increment("peer", 5)
+        entries = [DeltaEntry(f"k{i:03d}", "counter", encode(delta)) for i in range(40)]
+        core.merge_entries(entries)
+        assert point_reads == []
+        values = [(await node.read(f"k{i:03d}")).value for i in range(40)]  # type: ignore[union-attr]
+        assert values == [6] * 40
