@@ -19,7 +19,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from rumor.crdt import CRDTError, decode, encode
 from rumor.crdt.encoding import as_written, holds_entries
@@ -28,12 +28,20 @@ from rumor.server.errors import StorageCorruptError
 
 #: rows a listing reads from disk at a time while it looks for non-empty keys
 LISTING_CHUNK_ROWS = 256
-#: keys `StateReader.existing` asks about in one statement (SQLite allows 32,766 parameters since 3.32)
-EXISTING_CHUNK_KEYS = 500
+#: keys or leaves named in one `IN (...)` statement (`select_in`; SQLite allows 32,766 parameters since 3.32)
+IN_CHUNK = 500
 #: the shape of the anti-entropy hash tree whose leaf numbers the `states` table stores (`server.replication.digests`)
 TREE_FANOUT = 8
 TREE_DEPTH = 5
 TREE_LEAVES = TREE_FANOUT**TREE_DEPTH
+
+
+def select_in(conn: sqlite3.Connection, query: str, values: list[Any]) -> Iterator[Any]:
+    """The rows of ``query``, whose ``{marks}`` is an IN list, over ``values`` in chunks of `IN_CHUNK` (SQLite bounds
+    the parameters of one statement); each chunk is read whole before the next is asked."""
+    for i in range(0, len(values), IN_CHUNK):
+        chunk = values[i : i + IN_CHUNK]
+        yield from conn.execute(query.format(marks=",".join("?" * len(chunk))), chunk).fetchall()
 
 
 class DigestColumns(NamedTuple):
@@ -98,25 +106,13 @@ class StateReader:
         return rows[0] if rows else None
 
     def get_many(self, keys: list[str]) -> dict[str, tuple[str, bytes]]:
-        """`get` of many keys at once (one statement per `EXISTING_CHUNK_KEYS` keys): those that have a row."""
-        found: dict[str, tuple[str, bytes]] = {}
-        for i in range(0, len(keys), EXISTING_CHUNK_KEYS):
-            chunk = keys[i : i + EXISTING_CHUNK_KEYS]
-            marks = ",".join("?" * len(chunk))
-            for key, type_name, blob in self._conn.execute(
-                    f"SELECT key, type, state FROM states WHERE key IN ({marks})", chunk).fetchall():
-                found[key] = (type_name, blob)
-        return found
+        """`get` of many keys at once (one statement per `IN_CHUNK` keys): those that have a row."""
+        return {key: (type_name, blob) for key, type_name, blob in select_in(
+            self._conn, "SELECT key, type, state FROM states WHERE key IN ({marks})", keys)}
 
     def existing(self, keys: list[str]) -> set[str]:
-        """Those of ``keys`` that have a row (a bulk check: one statement per `EXISTING_CHUNK_KEYS` keys)."""
-        found: set[str] = set()
-        for i in range(0, len(keys), EXISTING_CHUNK_KEYS):
-            chunk = keys[i : i + EXISTING_CHUNK_KEYS]
-            marks = ",".join("?" * len(chunk))
-            found.update(key for (key,) in self._conn.execute(
-                f"SELECT key FROM states WHERE key IN ({marks})", chunk).fetchall())
-        return found
+        """Those of ``keys`` that have a row (a bulk check: one statement per `IN_CHUNK` keys)."""
+        return {key for (key,) in select_in(self._conn, "SELECT key FROM states WHERE key IN ({marks})", keys)}
 
     def type_of(self, key: str) -> str | None:
         rows = self._conn.execute("SELECT type FROM states WHERE key = ?", (key,)).fetchall()
@@ -171,31 +167,14 @@ class StateReader:
         return rows[0] if rows else None
 
     def digest_rows(self, keys: list[bytes]) -> dict[bytes, tuple[bytes, int]]:
-        found: dict[bytes, tuple[bytes, int]] = {}
-        names = [key.decode("utf-8") for key in keys]
-        for i in range(0, len(names), EXISTING_CHUNK_KEYS):
-            chunk = names[i : i + EXISTING_CHUNK_KEYS]
-            marks = ",".join("?" * len(chunk))
-            for key, digest, size in self._conn.execute(
-                    f"SELECT key, digest, size FROM states WHERE key IN ({marks}) AND digest IS NOT NULL",
-                    chunk).fetchall():
-                found[key.encode("utf-8")] = (digest, size)
-        return found
-
-    def leaf_rows(self, leaf: int) -> list[tuple[bytes, bytes, int]]:
-        rows = self._conn.execute("SELECT key, digest, size FROM states WHERE leaf = ? AND digest IS NOT NULL",
-                                  (leaf,)).fetchall()
-        return [(key.encode("utf-8"), digest, size) for key, digest, size in rows]
+        return {key.encode("utf-8"): (digest, size) for key, digest, size in select_in(
+            self._conn, "SELECT key, digest, size FROM states WHERE key IN ({marks}) AND digest IS NOT NULL",
+            [key.decode("utf-8") for key in keys])}
 
     def leaves_rows(self, leaves: list[int]) -> list[tuple[int, bytes, bytes, int]]:
-        found: list[tuple[int, bytes, bytes, int]] = []
-        for i in range(0, len(leaves), EXISTING_CHUNK_KEYS):
-            chunk = leaves[i : i + EXISTING_CHUNK_KEYS]
-            marks = ",".join("?" * len(chunk))
-            found += [(leaf, key.encode("utf-8"), digest, size) for leaf, key, digest, size in self._conn.execute(
-                f"SELECT leaf, key, digest, size FROM states WHERE leaf IN ({marks}) AND digest IS NOT NULL",
-                chunk).fetchall()]
-        return found
+        return [(leaf, key.encode("utf-8"), digest, size) for leaf, key, digest, size in select_in(
+            self._conn, "SELECT leaf, key, digest, size FROM states WHERE leaf IN ({marks}) AND digest IS NOT NULL",
+            leaves)]
 
     def listing(self, start: str, inclusive: bool, prefix: str) -> Iterator[tuple[str, str]]:
         """(key, type name) of each key with a non-empty state from ``start`` on (``inclusive`` or not), in key

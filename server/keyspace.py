@@ -121,6 +121,11 @@ def _valid_key(key: str) -> bool:
     return True
 
 
+def _unkept(key: str, type_name: str, blob: bytes) -> Entry:
+    """An entry for a read of a cold key that changes nothing: not cached, not kept in memory."""
+    return Entry(type_name, blob=blob, key=key, on_disk=True)
+
+
 class Keyspace:
     def __init__(self, replica: str, hlc: HLCSource, *, op_keyed_increments: bool = True,
                  cache_bytes: int | None = None, disk: StateReader | None = None) -> None:
@@ -229,7 +234,7 @@ class Keyspace:
         if entry is None and self._disk is not None:
             row = self._disk.get(key)
             if row is not None:
-                return Entry(row[0], blob=row[1], key=key, on_disk=True)
+                return _unkept(key, *row)
         return entry
 
     def _add(self, key: str, entry: Entry) -> Entry:
@@ -481,7 +486,7 @@ class Keyspace:
                 found[key] = (entry.type_name, entry.encoded())
         if cold and self._disk is not None:
             for key, (type_name, blob) in self._disk.get_many(cold).items():
-                found[key] = (type_name, Entry(type_name, blob=blob, key=key, on_disk=True).encoded())
+                found[key] = (type_name, _unkept(key, type_name, blob).encoded())
         return found
 
     def _memory_after(self, after: str | None) -> Iterator[str]:

@@ -48,16 +48,17 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import msgpack
 
 from rumor.gossip.anti_entropy.merkle import DIGEST_BYTES, entry_hash
 from rumor.gossip.futures import retrieve_exception
 from rumor.server.data_dir_lock import DataDirLock
+from rumor.server.disk_index import select_in
 from rumor.server.errors import StorageError
 
 DB_FILE = "rumor.sqlite3"
@@ -86,8 +87,6 @@ CREATE TABLE IF NOT EXISTS op_results (
 #: columns of `states` added after its first release, with their declarations (NULL = not known yet)
 _LATER_STATE_COLUMNS = {"empty": "INTEGER", "digest": "BLOB", "size": "INTEGER", "leaf": "INTEGER"}
 _STATE_INDEXES = "CREATE INDEX IF NOT EXISTS states_by_leaf ON states (leaf);"
-#: keys or leaves named in one `IN (...)` statement
-_IN_CHUNK = 500
 
 
 class StateRow(NamedTuple):
@@ -463,21 +462,13 @@ class Storage:
             file.close()
 
 
-def _select_in(conn: sqlite3.Connection, query: str, values: list[Any]) -> Iterator[Any]:
-    """The rows of ``query``, whose ``{marks}`` is an IN list, over ``values`` in chunks of `_IN_CHUNK` (SQLite bounds
-    the parameters of one statement)."""
-    for i in range(0, len(values), _IN_CHUNK):
-        chunk = values[i : i + _IN_CHUNK]
-        yield from conn.execute(query.format(marks=",".join("?" * len(chunk))), chunk)
-
-
 def write_states(conn: sqlite3.Connection, rows: dict[str, StateRow]) -> None:
     """Writes full states (inside the caller's transaction) and keeps `leaf_hashes` equal to what the rows' digests
     make: the one way rows with a digest may be written. A row's old digest leaves its leaf's hash, its new one
     joins; a row without a digest (None: not known) counts in no leaf until one is written for it."""
     keys = list(rows)
     old: dict[str, tuple[bytes, int]] = {
-        key: (digest, leaf) for key, digest, leaf in _select_in(
+        key: (digest, leaf) for key, digest, leaf in select_in(
             conn, "SELECT key, digest, leaf FROM states WHERE key IN ({marks}) AND digest IS NOT NULL", keys)}
     changes: dict[int, list[int]] = {}  # leaf -> [xor, keys added]
     for key, row in rows.items():
@@ -499,7 +490,7 @@ def write_states(conn: sqlite3.Connection, rows: dict[str, StateRow]) -> None:
         return
     leaves = list(changes)
     current: dict[int, tuple[int, int]] = {
-        leaf: (int.from_bytes(value, "big"), count) for leaf, value, count in _select_in(
+        leaf: (int.from_bytes(value, "big"), count) for leaf, value, count in select_in(
             conn, "SELECT leaf, hash, keys FROM leaf_hashes WHERE leaf IN ({marks})", leaves)}
     updated = []
     for leaf, (xor, added) in changes.items():

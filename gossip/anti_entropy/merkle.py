@@ -321,9 +321,6 @@ class LeafSource(Protocol):
     def digest_rows(self, keys: list[bytes]) -> dict[bytes, tuple[bytes, int]]:
         """`digest_row` of many keys at once: those stored with a digest."""
 
-    def leaf_rows(self, leaf: int) -> list[tuple[bytes, bytes, int]]:
-        """(key, digest, encoded size) of every key stored with a digest in ``leaf``."""
-
     def leaves_rows(self, leaves: list[int]) -> list[tuple[int, bytes, bytes, int]]:
         """(leaf, key, digest, encoded size) of every key stored with a digest in any of ``leaves``."""
 
@@ -483,12 +480,8 @@ class StoredTree(MerkleTree):
 
     def leaves_items(self, leaves: list[int]) -> dict[int, list[tuple[bytes, bytes]]]:
         by_leaf: dict[int, dict[bytes, tuple[bytes, int]]] = {leaf: {} for leaf in leaves}
-        rows = self._source.leaf_rows(leaves[0]) if len(leaves) == 1 else None
-        if rows is not None:
-            by_leaf[leaves[0]] = {key: (digest, size) for key, digest, size in rows}
-        elif leaves:
-            for leaf, key, digest, size in self._source.leaves_rows(leaves):
-                by_leaf[leaf][key] = (digest, size)
+        for leaf, key, digest, size in self._source.leaves_rows(leaves) if leaves else ():
+            by_leaf[leaf][key] = (digest, size)
         sizes: dict[bytes, int] = {}
         out: dict[int, list[tuple[bytes, bytes]]] = {}
         for leaf, held_here in by_leaf.items():

@@ -38,11 +38,9 @@ class FakeStore:
     def digest_rows(self, keys: list[bytes]) -> dict[bytes, tuple[bytes, int]]:
         return {key: self.rows[key] for key in keys if key in self.rows}
 
-    def leaf_rows(self, leaf: int) -> list[tuple[bytes, bytes, int]]:
-        return [(k, d, s) for k, (d, s) in self.rows.items() if leaf_of(k, len(self.leaves)) == leaf]
-
     def leaves_rows(self, leaves: list[int]) -> list[tuple[int, bytes, bytes, int]]:
-        return [(leaf, *row) for leaf in leaves for row in self.leaf_rows(leaf)]
+        return [(leaf_of(k, len(self.leaves)), k, d, s) for k, (d, s) in self.rows.items()
+                if leaf_of(k, len(self.leaves)) in leaves]
 
 
 def digest(version: int) -> bytes:
