@@ -36,12 +36,13 @@ TREE_DEPTH = 5
 TREE_LEAVES = TREE_FANOUT**TREE_DEPTH
 
 
-def select_in(conn: sqlite3.Connection, query: str, values: list[Any]) -> Iterator[Any]:
+def select_in(conn: sqlite3.Connection, query: str, values: list[Any], before: tuple[Any, ...] = ()) -> Iterator[Any]:
     """The rows of ``query``, whose ``{marks}`` is an IN list, over ``values`` in chunks of `IN_CHUNK` (SQLite bounds
-    the parameters of one statement); each chunk is read whole before the next is asked."""
+    the parameters of one statement); each chunk is read whole before the next is asked. ``before``: the parameters
+    of the query that come before its IN list."""
     for i in range(0, len(values), IN_CHUNK):
         chunk = values[i : i + IN_CHUNK]
-        yield from conn.execute(query.format(marks=",".join("?" * len(chunk))), chunk).fetchall()
+        yield from conn.execute(query.format(marks=",".join("?" * len(chunk))), (*before, *chunk)).fetchall()
 
 
 class DigestColumns(NamedTuple):
@@ -54,21 +55,30 @@ class DigestColumns(NamedTuple):
     leaf: int
 
 
+def anti_entropy_blob(type_name: str, plain: bytes) -> bytes:
+    """What anti-entropy sends of a key and its digest hashes: the type name, a NUL, the plain encoding (the layout
+    of `server.replication.wire.state_blob`)."""
+    return type_name.encode("ascii") + b"\0" + plain
+
+
 def digest_columns(key: str, type_name: str, plain: bytes) -> DigestColumns:
     """Of a state given as its plain encoding (`crdt.encode`)."""
-    blob = type_name.encode("ascii") + b"\0" + plain  # `server.replication.wire.state_blob`
+    blob = anti_entropy_blob(type_name, plain)
     return DigestColumns(state_digest(blob), len(blob), leaf_of(key.encode("utf-8"), TREE_LEAVES))
+
+
+def plain_encoding(key: str, stored: bytes) -> bytes:
+    """The plain encoding (`crdt.encode`) of a state given as its stored bytes (possibly deflated or of version 1)."""
+    try:
+        plain = as_written(stored)
+        return encode(decode(stored)) if plain is None else plain
+    except CRDTError as exc:
+        raise StorageCorruptError(f"the stored state of key {key!r} is unreadable: {exc}") from exc
 
 
 def stored_digest_columns(key: str, type_name: str, stored: bytes) -> DigestColumns:
     """Of a state given as its stored bytes (possibly deflated or of version 1)."""
-    try:
-        plain = as_written(stored)
-        if plain is None:
-            plain = encode(decode(stored))
-    except CRDTError as exc:
-        raise StorageCorruptError(f"the stored state of key {key!r} is unreadable: {exc}") from exc
-    return digest_columns(key, type_name, plain)
+    return digest_columns(key, type_name, plain_encoding(key, stored))
 
 
 def stored_is_empty(key: str, blob: bytes) -> bool:
@@ -171,10 +181,15 @@ class StateReader:
             self._conn, "SELECT key, digest, size FROM states WHERE key IN ({marks}) AND digest IS NOT NULL",
             [key.decode("utf-8") for key in keys])}
 
-    def leaves_rows(self, leaves: list[int]) -> list[tuple[int, bytes, bytes, int]]:
-        return [(leaf, key.encode("utf-8"), digest, size) for leaf, key, digest, size in select_in(
-            self._conn, "SELECT leaf, key, digest, size FROM states WHERE leaf IN ({marks}) AND digest IS NOT NULL",
-            leaves)]
+    def leaves_rows(self, leaves: list[int],
+                    states_up_to: int = 0) -> list[tuple[int, bytes, bytes, int, bytes | None]]:
+        """`merkle.LeafSource.leaves_rows`: a state is read (with its row: a bulk walk's reply costs one random read
+        a key, not three) only when its size says it may be sent."""
+        return [(leaf, key.encode("utf-8"), digest, size,
+                 None if stored is None else anti_entropy_blob(type_name, plain_encoding(key, stored)))
+                for leaf, key, digest, size, type_name, stored in select_in(
+                    self._conn, "SELECT leaf, key, digest, size, type, CASE WHEN size <= ? THEN state END FROM states "
+                                "WHERE leaf IN ({marks}) AND digest IS NOT NULL", leaves, (states_up_to,))]
 
     def listing(self, start: str, inclusive: bool, prefix: str) -> Iterator[tuple[str, str]]:
         """(key, type name) of each key with a non-empty state from ``start`` on (``inclusive`` or not), in key

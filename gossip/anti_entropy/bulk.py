@@ -40,7 +40,11 @@ from rumor.gossip.anti_entropy.wire import (
 from rumor.gossip.errors import PacketTooLargeError
 
 LEAVES_A_READ = 64
-"""Leaves a responder lists in one read of its tree (a reply of small states spans 30-200 leaves)."""
+"""Leaves a responder lists in one read of its tree at most (a reply of small states spans 20-200 leaves)."""
+FIRST_LEAVES_A_READ = 8
+"""Leaves of a reply's first read: the next reads take about as many leaves as the room left needs at the bytes a
+leaf brought so far (each read brings its leaves' states too: reading 64 leaves for a reply that takes 25 made
+the responder read and convert 2.5 times the rows it sends)."""
 STATES_A_READ = 256
 """States a responder reads at once for a reply (about a quarter of a reply of small states)."""
 MAX_BULK_LEAVES = 2048
@@ -144,10 +148,11 @@ class BulkWalk:
 def answer_bulk(tree: MerkleTree, get_state: GetStateFn, body: object, width: int,
                 max_message_bytes: int, get_states: GetStatesFn | None = None) -> tuple[bytes, int, int]:
     """The responder's BULK_STATES for a BULK body (stateless: everything it needs is in the request), with the
-    count and bytes of the states it carries. The leaves that differ are listed `LEAVES_A_READ` at a time
-    (`MerkleTree.leaves_items`: one read over disk); with ``get_states`` their states are read `STATES_A_READ` at
-    a time, ahead of the reply (a point read a key and a listing a leaf made answering a 200k-key walk's request
-    take 30-120 ms)."""
+    count and bytes of the states it carries. The leaves that differ are listed `LEAVES_A_READ` at a time, with
+    their stored states (`MerkleTree.leaves_states`: one read over disk); the states not read with them (those
+    of keys changed since stored, or of a tree in memory) through ``get_states`` `STATES_A_READ` at a time, ahead
+    of the reply (a point read a key and a listing a leaf made answering a 200k-key walk's request take 30-120 ms;
+    a listing and then a batch read of the states, two more random reads a key, 40 µs a key served)."""
     if not isinstance(body, dict) or set(body) != {"c", "h", "i", "s"}:
         raise _fail("a request is {c, h, i, s}")
     leaf, skip = _cursor(body, tree.leaf_count)
@@ -164,20 +169,22 @@ def answer_bulk(tree: MerkleTree, get_state: GetStateFn, body: object, width: in
     room = limit - _REPLY_OVERHEAD
     rows: list[list[bytes]] = []
     depth = tree.depth
+    want = FIRST_LEAVES_A_READ
     while leaf < end:
         group: list[int] = []  # the next leaves that differ (the cursor's own, part-sent, always does)
         scanned = leaf
-        while scanned < end and len(group) < LEAVES_A_READ:
+        while scanned < end and len(group) < want:
             at = (scanned - first) * width
             if (skip and scanned == leaf) or \
                     slice_hash(tree.node_int(depth, scanned), salt, width) != hashes[at : at + width]:
                 group.append(scanned)
             scanned += 1
-        listed = tree.leaves_items(group) if group else {}
+        listed, ready = tree.leaves_states(group, limit - _REPLY_OVERHEAD) if group else ({}, {})
         keys = [(g, index, key) for g in group
                 for index, (key, _) in enumerate(listed[g]) if (index >= skip or g != leaf)
                 and _fits(tree.size_of(key), key, limit)]  # too big for any reply: the descent sends it in chunks
-        states = _ReadAhead([key for _, _, key in keys], get_state, get_states)
+        states = _ReadAhead([key for _, _, key in keys if key not in ready], get_state, get_states, ready)
+        room_before = room
         for g, index, key in keys:
             state = states.get(key)
             if state is None:
@@ -190,14 +197,19 @@ def answer_bulk(tree: MerkleTree, get_state: GetStateFn, body: object, width: in
             rows.append([key, state])
             room -= cost
         leaf, skip = scanned, 0
+        spent = room_before - room
+        want = LEAVES_A_READ if spent <= 0 else min(LEAVES_A_READ, room * len(group) // spent + 2)
     return _reply(rows, leaf, 0, max_message_bytes, limit - _REPLY_OVERHEAD - room)
 
 
 class _ReadAhead:
     """The states of ``keys``, asked in their order: read `STATES_A_READ` at a time through ``get_states`` (only
-    as far as the reply gets), or one by one through ``get_state`` when there is no batch read."""
+    as far as the reply gets), or one by one through ``get_state`` when there is no batch read; those in ``ready``
+    (read with the listing: `MerkleTree.leaves_states`) are not read again."""
 
-    def __init__(self, keys: list[bytes], get_state: GetStateFn, get_states: GetStatesFn | None) -> None:
+    def __init__(self, keys: list[bytes], get_state: GetStateFn, get_states: GetStatesFn | None,
+                 ready: dict[bytes, bytes]) -> None:
+        self._ready = ready
         self._keys = keys
         self._get_state = get_state
         self._get_states = get_states
@@ -206,6 +218,9 @@ class _ReadAhead:
         self._batch: dict[bytes, bytes] = {}
 
     def get(self, key: bytes) -> bytes | None:
+        held = self._ready.get(key)
+        if held is not None:
+            return held
         if self._get_states is None:
             return self._get_state(key)
         if key not in self._chunk:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from functools import lru_cache
 from hashlib import blake2b
 from typing import Protocol
 
@@ -40,6 +41,9 @@ from rumor.gossip.errors import ConfigError
 
 DIGEST_BYTES = 16
 """Width of a state digest and of a full node hash."""
+
+KEY_HASHES_KEPT = 8192
+"""Key hashes kept (`key_hash`): a few bulk replies' keys, about 1 MB."""
 
 KEY_HASH_BYTES = 3
 """Width of the key fingerprint used to name a key inside one leaf on the wire.
@@ -56,8 +60,11 @@ def state_digest(state: bytes) -> bytes:
     return blake2b(state, digest_size=DIGEST_BYTES).digest()
 
 
+@lru_cache(maxsize=KEY_HASHES_KEPT)
 def key_hash(key: bytes) -> bytes:
-    """16 bytes derived from the key alone: bytes 0..7 choose the leaf, bytes 8..15 hold the wire fingerprint."""
+    """16 bytes derived from the key alone: bytes 0..7 choose the leaf, bytes 8..15 hold the wire fingerprint.
+    The latest are kept: a key stored by a bulk install had its leaf asked six times on the way (when its reply
+    is checked, settled, written, committed), each a new hash."""
     return blake2b(key, digest_size=16, person=b"rumor-merkle-key").digest()
 
 
@@ -297,6 +304,11 @@ class MerkleTree:
         """`leaf_items` of each of ``leaves`` (a `StoredTree` reads them in one batch)."""
         return {leaf: self.leaf_items(leaf) for leaf in leaves}
 
+    def leaves_states(self, leaves: list[int], up_to: int) -> \
+            tuple[dict[int, list[tuple[bytes, bytes]]], dict[bytes, bytes]]:
+        """`leaves_items`, and the states (of at most ``up_to`` bytes) read with them: a tree in memory reads none."""
+        return self.leaves_items(leaves), {}
+
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         """Every ``(key, digest)``, leaf by leaf (the order is deterministic for a given key set)."""
         for leaf in sorted(self._leaves):
@@ -321,8 +333,11 @@ class LeafSource(Protocol):
     def digest_rows(self, keys: list[bytes]) -> dict[bytes, tuple[bytes, int]]:
         """`digest_row` of many keys at once: those stored with a digest."""
 
-    def leaves_rows(self, leaves: list[int]) -> list[tuple[int, bytes, bytes, int]]:
-        """(leaf, key, digest, encoded size) of every key stored with a digest in any of ``leaves``."""
+    def leaves_rows(self, leaves: list[int],
+                    states_up_to: int = 0) -> list[tuple[int, bytes, bytes, int, bytes | None]]:
+        """(leaf, key, digest, encoded size, state) of every key stored with a digest in any of ``leaves``; the
+        state (what anti-entropy sends of the key, the bytes the digest hashes) only for sizes of at most
+        ``states_up_to``, else None."""
 
 
 class StoredTree(MerkleTree):
@@ -355,7 +370,23 @@ class StoredTree(MerkleTree):
         bucket = self._overlay.get(leaf)
         if bucket is not None and key in bucket:
             return bucket[key]
-        return self._stored(key)
+        return None if self._empty_leaf(leaf) else self._stored(key)
+
+    def _empty_leaf(self, leaf: int) -> bool:
+        """Whether the tree holds no key in ``leaf`` (its hash is 0: the XOR of one or more entry hashes is 0 with
+        odds of 2**-128, the odds every equal-hash comparison of the tree takes). Then no key of it outside the
+        overlay is stored either, so there is nothing to read: a node catching up installs into empty leaves."""
+        return not self._levels[self._depth][leaf]
+
+    def _maybe_stored(self, keys: list[bytes]) -> list[bytes]:
+        """Those of ``keys`` not in the overlay whose stored row may exist (in a leaf that is not empty)."""
+        overlay, leaf_of, empty = self._overlay, self.leaf_of, self._empty_leaf
+        out = []
+        for key in keys:
+            leaf = leaf_of(key)
+            if key not in overlay.get(leaf, ()) and not empty(leaf):
+                out.append(key)
+        return out
 
     def _stored(self, key: bytes) -> tuple[bytes, int] | None:
         ahead = self._read_ahead
@@ -368,10 +399,9 @@ class StoredTree(MerkleTree):
         """The stored rows of ``keys`` not in the overlay, read in one batch for the block (a flush of hundreds of
         dirty keys asks each one's stored digest and size: a point read each otherwise). Writes within the block go
         to the overlay, which is asked first, so the rows read ahead never hide them."""
-        overlay = self._overlay
-        unpinned = [key for key in keys if key not in overlay.get(self.leaf_of(key), ())]
+        unpinned = self._maybe_stored(keys)
         found = self._source.digest_rows(unpinned) if unpinned else {}
-        ahead: dict[bytes, tuple[bytes, int] | None] = dict.fromkeys(unpinned)
+        ahead: dict[bytes, tuple[bytes, int] | None] = dict.fromkeys(keys)  # asked only outside the overlay
         ahead.update(found)
         self._read_ahead = ahead
         try:
@@ -395,8 +425,7 @@ class StoredTree(MerkleTree):
     def set_many(self, items: list[tuple[bytes, bytes, int]]) -> None:
         """`set` of each (key, digest, size), in order, reading the stored digests they replace in one batch."""
         leaves = [self.leaf_of(key) for key, _, _ in items]
-        overlay = self._overlay
-        unpinned = [key for (key, _, _), leaf in zip(items, leaves, strict=True) if key not in overlay.get(leaf, ())]
+        unpinned = self._maybe_stored([key for key, _, _ in items])
         stored = self._source.digest_rows(unpinned) if unpinned else {}
         for (key, digest, size), leaf in zip(items, leaves, strict=True):
             self._set(key, digest, size, leaf, stored)
@@ -408,7 +437,7 @@ class StoredTree(MerkleTree):
         if bucket is not None and key in bucket:
             old = bucket[key]
         else:
-            old = self._stored(key) if stored is None else stored.get(key)
+            old = None if self._empty_leaf(leaf) else self._stored(key) if stored is None else stored.get(key)
         self._put(key, leaf, (digest, size))
         if old is not None and old[0] == digest:
             return
@@ -454,14 +483,15 @@ class StoredTree(MerkleTree):
         a few statements, not a point read each)."""
         found: dict[bytes, bytes] = {}
         unpinned: list[bytes] = []
-        overlay = self._overlay
+        overlay, empty = self._overlay, self._empty_leaf
         for key in keys:
-            bucket = overlay.get(self.leaf_of(key))
+            leaf = self.leaf_of(key)
+            bucket = overlay.get(leaf)
             if bucket is not None and key in bucket:
                 held = bucket[key]
                 if held is not None:
                     found[key] = held[0]
-            else:
+            elif not empty(leaf):
                 unpinned.append(key)
         if unpinned:
             for key, (digest, _size) in self._source.digest_rows(unpinned).items():
@@ -479,13 +509,24 @@ class StoredTree(MerkleTree):
         return self.leaves_items([leaf])[leaf]
 
     def leaves_items(self, leaves: list[int]) -> dict[int, list[tuple[bytes, bytes]]]:
+        return self.leaves_states(leaves, 0)[0]
+
+    def leaves_states(self, leaves: list[int], up_to: int) -> \
+            tuple[dict[int, list[tuple[bytes, bytes]]], dict[bytes, bytes]]:
+        """The stored states of size at most ``up_to`` come with the listing, in the same read (a bulk walk's
+        reply): a key outside the overlay is in the tree with its stored digest, so its stored state is the one
+        the tree's hashes stand for. Keys in the overlay are left to the caller's reads (their state is newer)."""
         by_leaf: dict[int, dict[bytes, tuple[bytes, int]]] = {leaf: {} for leaf in leaves}
-        for leaf, key, digest, size in self._source.leaves_rows(leaves) if leaves else ():
+        states: dict[bytes, bytes] = {}
+        for leaf, key, digest, size, state in self._source.leaves_rows(leaves, up_to) if leaves else ():
             by_leaf[leaf][key] = (digest, size)
+            if state is not None:
+                states[key] = state
         sizes: dict[bytes, int] = {}
         out: dict[int, list[tuple[bytes, bytes]]] = {}
         for leaf, held_here in by_leaf.items():
             for key, held in self._overlay.get(leaf, {}).items():
+                states.pop(key, None)
                 if held is None:
                     held_here.pop(key, None)
                 else:
@@ -493,7 +534,7 @@ class StoredTree(MerkleTree):
             sizes.update((key, size) for key, (_, size) in held_here.items())
             out[leaf] = sorted((key, digest) for key, (digest, _) in held_here.items())
         self._leaf_sizes = (frozenset(leaves), sizes)
-        return out
+        return out, states
 
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         """Every ``(key, digest)``, leaf by leaf (reads every leaf from disk: for tests and tools)."""

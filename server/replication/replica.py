@@ -621,12 +621,13 @@ class ReplicaCore:
             return rows
         parsed = [(key.decode("utf-8"), *split_state_blob(blob)) for key, blob in rows]
         installed = {row[0] for row in install(parsed)}
+        records = getattr(self.store, "install_records_digests", False)  # else the tree learns them here
         held: list[tuple[bytes, bytes]] = []
         for (key, _type_name, _data), (key_bytes, blob) in zip(parsed, rows, strict=True):
-            if key in installed:
-                self.digests.set_blob(key, blob)
-            else:
+            if key not in installed:
                 held.append((key_bytes, blob))
+            elif not records:
+                self.digests.set_blob(key, blob)
         self.stats.states_installed += len(installed)
         return held
 

@@ -406,8 +406,13 @@ class GossipReplication:
             storing: asyncio.Future[None] | None = None  # a bulk walk's states, checked and stored beside requests
             try:
                 while message is not None:
-                    if storing is not None and (storing.done() or session.waiting >= BULK_REPLIES_AHEAD):
-                        await storing  # done (a bug in it raises here), or the walk is that far ahead: wait
+                    if storing is not None and not storing.done() and session.waiting >= BULK_REPLIES_AHEAD:
+                        # the walk is that far ahead: the next request waits for one reply to be stored
+                        stored = asyncio.ensure_future(session.reply_stored())
+                        await asyncio.wait((storing, stored), return_when=asyncio.FIRST_COMPLETED)
+                        stored.cancel()
+                    if storing is not None and storing.done():
+                        await storing  # a bug in it raises here
                         storing = None
                     asked = asyncio.ensure_future(memberlist.request(peer, message, self.config.request_timeout_s))
                     if storing is None and session.waiting:

@@ -130,6 +130,12 @@ class HostStore:
     def adopt(self, key: str, type_name: str, joined: Any, blob: bytes) -> None:
         self.host.adopt_remote_nowait(key, type_name, joined, blob)
 
+    @property
+    def install_records_digests(self) -> bool:
+        """Whether `install` tells the digest index of each row it takes: over a disk, the index hears of every
+        write's digest columns (`write_stored`, `Keyspace.storing`)."""
+        return self.host.keyspace.digest_sink is not None
+
     def install(self, rows: list[tuple[str, str, bytes]]) -> list[tuple[str, str, bytes]]:
         """A bulk catch-up's states of keys the node lacks: into the keyspace as bytes (`Keyspace.install_stored`)
         and to storage as checkpointed states with their digests, all in one batch (`state_writes.write_stored`),

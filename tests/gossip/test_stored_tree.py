@@ -38,9 +38,10 @@ class FakeStore:
     def digest_rows(self, keys: list[bytes]) -> dict[bytes, tuple[bytes, int]]:
         return {key: self.rows[key] for key in keys if key in self.rows}
 
-    def leaves_rows(self, leaves: list[int]) -> list[tuple[int, bytes, bytes, int]]:
-        return [(leaf_of(k, len(self.leaves)), k, d, s) for k, (d, s) in self.rows.items()
-                if leaf_of(k, len(self.leaves)) in leaves]
+    def leaves_rows(self, leaves: list[int],
+                    states_up_to: int = 0) -> list[tuple[int, bytes, bytes, int, bytes | None]]:
+        return [(leaf_of(k, len(self.leaves)), k, d, s, b"state of " + k if s <= states_up_to else None)
+                for k, (d, s) in self.rows.items() if leaf_of(k, len(self.leaves)) in leaves]
 
 
 def digest(version: int) -> bytes:
@@ -82,6 +83,10 @@ def test_a_stored_tree_equals_the_tree_in_memory(plan: list[tuple[int, int]]) ->
         assert tree.leaf_items(leaf) == memory.leaf_items(leaf)
         some = sorted({leaf, tree.leaf_of(b"k1"), tree.leaf_of(b"k7")})
         assert tree.leaves_items(some) == memory.leaves_items(some)
+        listed, states = tree.leaves_states(some, 500)  # states read with the listing: only the stored current ones
+        assert listed == memory.leaves_items(some)
+        assert states == {k: b"state of " + k for k, (d, s) in store.rows.items() if tree.leaf_of(k) in some
+                          and s <= 500 and k not in tree._overlay.get(tree.leaf_of(k), {}) and tree.get(k) == d}
         for k in versions:  # the sizes listed with the leaves are the sizes a lookup finds
             assert tree.size_of(k) == (tree._current(k, tree.leaf_of(k)) or (b"", 0))[1]
         asked = [f"k{n}".encode() for n in range(0, 40, 3)]  # some held, some stored, some never written
@@ -107,3 +112,29 @@ def test_a_reading_block_reads_its_keys_once() -> None:
         assert tree.get(b"k2") == digest(99) and tree.size_of(b"k2") == 5
     assert point_reads == []
     assert tree.get(b"k3") == digest(3) and point_reads == [b"k3"], "outside a block: a point read"
+
+
+def test_keys_of_empty_leaves_are_not_looked_up() -> None:
+    """A node catching up installs into leaves it holds nothing of: asking for those keys' stored digests would
+    read the disk for nothing, a batch per reply, twice."""
+    store = FakeStore()
+    store.write(b"k1", digest(1), 10)
+    tree = StoredTree(store, FANOUT, DEPTH)
+    asked: list[bytes] = []
+    store.digest_rows = lambda keys: asked.extend(keys) or {k: store.rows[k] for k in keys if k in store.rows}  # type: ignore[method-assign]
+    store.digest_row = lambda key: asked.append(key) or store.rows.get(key)  # type: ignore[method-assign]
+    by_leaf: dict[int, list[bytes]] = {}
+    for i in range(2000):
+        by_leaf.setdefault(tree.leaf_of(f"new{i}".encode()), []).append(f"new{i}".encode())
+    del by_leaf[tree.leaf_of(b"k1")]
+    fresh = [keys[0] for keys in by_leaf.values()][:40]  # one key a leaf, each leaf empty
+    assert tree.get_many([b"k1", *fresh]) == {b"k1": digest(1)} and asked == [b"k1"]
+    asked.clear()
+    tree.set_many([(key, digest(7), 7) for key in fresh[:20]])
+    with tree.reading(fresh[20:]):
+        for key in fresh[20:]:
+            tree.set(key, digest(8), 8)
+    assert asked == [], "every key lay in a leaf the tree held nothing of"
+    neighbours = [by_leaf[tree.leaf_of(key)][1] for key in fresh]
+    assert tree.get_many(neighbours) == {} and asked == neighbours, "a leaf that holds keys now is read"
+    assert len(tree) == 41

@@ -199,3 +199,38 @@ async def test_a_state_refused_by_the_off_loop_check_ends_the_session_with_nothi
     assert "k002999" in (session.outcome.error or "")
     assert "k002999" not in empty.keyspace and 0 < len(empty.keyspace) < 3000
     assert len(empty.core.digests.tree) == len(empty.keyspace)
+
+
+async def test_settle_says_when_each_reply_is_stored_so_the_walk_goes_on_before_all_are() -> None:
+    """A driver that is `max_waiting` replies ahead waits for one of them to be stored (`reply_stored`), not for
+    all: the walk's next request goes out while the others are still being stored."""
+    import asyncio
+
+    from rumor.server.replication.sync import STORE_ROWS_AT_ONCE, check_states
+    config = ReplicationConfig(sync_interval_s=1e9)
+    full, empty = Replica("full", config, 1), Replica("empty", config, 2)
+    _fill(full, 20_000)
+    session, message = empty.core.start_sync("full", 1.0, peer_reads_bulk=True)
+    for replies in range(8):  # the OPENED and four replies stored as they come (the walk's span grows), then three
+        session.max_waiting = 0 if replies < 5 else 3
+        assert message is not None
+        message = session.receive(full.core.handle_request(message, "empty", 1.0), 1.0)
+    assert session.waiting == 3 and session.walking
+
+    sizes: list[int] = []
+
+    async def offload(rows: list[tuple[bytes, bytes]]) -> tuple[bytes, str] | None:
+        sizes.append(len(rows))
+        return check_states(rows)
+
+    async def next_stored() -> None:
+        stored = asyncio.ensure_future(session.reply_stored())
+        await asyncio.wait((stored, storing), timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        assert stored.done(), "settle ended (or hung) without saying a reply was stored"
+
+    storing = asyncio.ensure_future(session.settle(offload, 1.0))
+    await next_stored()
+    assert min(sizes) > STORE_ROWS_AT_ONCE, "each reply is stored in several parts, the loop free between them"
+    assert session.waiting == 2 and not storing.done(), "one reply stored, the rest still under way"
+    await storing
+    assert session.waiting == 0 and len(empty.keyspace) == empty.core.stats.states_installed > 0

@@ -133,6 +133,8 @@ class _FailingCommit:
         self.failed = False
 
     def execute(self, sql: str, *args: Any) -> Any:
+        if sql.startswith("INSERT OR REPLACE INTO states"):
+            self._in_states = True
         if sql == "COMMIT" and self._in_states and not self.failed:
             self._in_states = False
             if self._left == 0:
@@ -140,12 +142,6 @@ class _FailingCommit:
                 raise sqlite3.OperationalError("disk I/O error (injected inside the transaction)")
             self._left -= 1
         return self._conn.execute(sql, *args)
-
-    def executemany(self, sql: str, rows: Any) -> Any:
-        rows = list(rows)
-        if sql.startswith("INSERT OR REPLACE INTO states") and rows:
-            self._in_states = True
-        return self._conn.executemany(sql, rows)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)

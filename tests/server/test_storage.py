@@ -12,7 +12,7 @@ import pytest
 
 from rumor.server.disk_index import StateReader
 from rumor.server.errors import StorageError
-from rumor.server.storage import DB_FILE, Storage
+from rumor.server.storage import DB_FILE, ROWS_A_STATEMENT, Storage, insert_rows
 from rumor.server.storage import read_log as logged_records
 
 
@@ -225,3 +225,20 @@ async def test_a_row_per_record_log_from_an_older_version_is_migrated_in_order(t
     reopened = Storage(tmp_path)
     assert [key for _, key, _, _ in (await reopened.open()).deltas] == ["a", "b", "c"]
     await reopened.close()
+
+
+def test_multi_row_inserts_write_what_one_row_at_a_time_writes() -> None:
+    """`insert_rows` (the writer's statements of `ROWS_A_STATEMENT` rows, so it gives up the GIL once a statement,
+    not once a row) leaves the table as `executemany` does: every row, later rows replacing earlier ones."""
+    rows = [(f"k{i % 1100}", i) for i in range(2 * ROWS_A_STATEMENT + 201)]
+    tables = []
+    for write in ("one row at a time", "multi-row"):
+        conn = sqlite3.connect(":memory:")
+        conn.execute("CREATE TABLE t (key TEXT PRIMARY KEY, v INTEGER)")
+        if write == "multi-row":
+            insert_rows(conn, "INSERT OR REPLACE INTO t (key, v)", rows)
+            insert_rows(conn, "INSERT OR REPLACE INTO t (key, v)", [])
+        else:
+            conn.executemany("INSERT OR REPLACE INTO t (key, v) VALUES (?, ?)", rows)
+        tables.append(conn.execute("SELECT key, v FROM t ORDER BY key").fetchall())
+    assert tables[0] == tables[1] and len(tables[1]) == 1100 and ("k0", 1100) in tables[1]

@@ -11,8 +11,9 @@ import sqlite3
 from pathlib import Path
 
 from rumor.crdt import ORSet, PNCounter, encode
-from rumor.gossip.anti_entropy import MerkleTree, state_digest
+from rumor.gossip.anti_entropy import BulkWalk, MerkleTree, answer_bulk, state_digest
 from rumor.gossip.anti_entropy.merkle import StoredTree
+from rumor.gossip.anti_entropy.wire import decode_message
 from rumor.server.config import ServerConfig, with_overrides
 from rumor.server.disk_index import TREE_DEPTH, TREE_FANOUT, StateReader
 from rumor.server.node import Node
@@ -210,3 +211,34 @@ async def test_pushed_deltas_into_cold_keys_read_them_in_one_batch(disk_config: 
         assert point_reads == []
         values = [(await node.read(f"k{i:03d}")).value for i in range(40)]  # type: ignore[union-attr]
         assert values == [6] * 40
+
+
+async def test_a_bulk_reply_takes_stored_states_with_the_listing(disk_config: ServerConfig) -> None:
+    """A responder's bulk reply over disk reads each stored state with its leaf's listing (one read a key): only
+    keys changed since stored (in the tree's overlay) are read through the keyspace, and every row carries the
+    key's current state."""
+    config = with_overrides(disk_config, state_cache_bytes=0)
+    async with Node(config) as node:
+        await node.update_batch([(f"k{i:04d}", _write(i), None) for i in range(900)])
+        await checkpoint_all(node)
+    async with Node(config) as node:
+        core = core_of(node, 7)
+        await node.update_batch([(f"k{i:04d}", _write(i, "new"), None) for i in range(0, 900, 50)])
+        core.digests.flush(10_000)  # in the tree, not stored yet
+        changed = {f"k{i:04d}".encode() for i in range(0, 900, 50)}
+        asked: list[bytes] = []
+
+        def get_states(keys: list[bytes]) -> dict[bytes, bytes]:
+            asked.extend(keys)
+            return core.get_blobs(keys)
+
+        config_ae = core.ae_config
+        walk = BulkWalk(MerkleTree(TREE_FANOUT, TREE_DEPTH), salt=1, width=config_ae.hash_bytes)
+        rows: dict[bytes, bytes] = {}
+        while not walk.done:
+            _, request = decode_message(walk.request(), config_ae.max_message_bytes)
+            reply, _, _ = answer_bulk(core.digests.tree, core.get_blob, request, config_ae.hash_bytes,
+                                      config_ae.max_message_bytes, get_states)
+            rows.update(walk.absorb(decode_message(reply, config_ae.max_message_bytes)[1]).rows)
+        assert set(asked) == changed, "the rest came with the listing"
+        assert rows == {key.encode(): state_blob(*node.keyspace.stored(key)) for key in node.keyspace}  # type: ignore[misc]
