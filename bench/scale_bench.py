@@ -6,12 +6,12 @@ that the same script measures again once the design lands.
     .venv/bin/python bench/scale_bench.py --catch-up-only --keys 1000000   # phase 3's catch-up alone (~5 minutes)
     .venv/bin/python bench/scale_bench.py --json --ten-million   # also rss_mib_10m_keys (bulk-loaded; ~15 min more)
 
-Last full run (`--json --ten-million`, 2026-12-03, 2-core box, nothing else running): RSS 338 MiB at 1M keys,
-329 MiB at 10M (bulk-loaded; 345 MiB at 1M the same way); restart 1.23 s; cold read p99 4.6 ms; writes 7,937/s at
-10k keys and 3,473/s at 1M (2.29x); catch-up 6,163 keys/s (1M keys in 162 s), serving GET p99 63 ms; loop lag p99
-(worst node, worst phase) 593 ms in the cluster write load, 89 ms in the single node's at 1M; no false suspicion;
-repair bytes 2.88x the difference. With four node processes on two cores, the multi-node phases' lag is mostly
-waiting for a core (see the closing note of the session that took these).
+Last full run (`--json --ten-million`, 2026-12-03 13:20-13:50, 2-core box, nothing else running): RSS 346 MiB at
+1M keys, 329 MiB at 10M (bulk-loaded; 345 MiB at 1M the same way); restart 1.07 s; cold read p99 2.4 ms; writes
+9,102/s at 10k keys and 4,119/s at 1M (2.21x); catch-up 7,986 keys/s (1M keys in 125 s), serving GET p99 25 ms;
+loop lag p99 (worst node, worst phase) 487 ms in the cluster write load, 82 ms (the joiner) in the catch-up, 65 ms
+in the single node's writes at 1M; no false suspicion; repair bytes 2.88x the difference. With four node processes
+on two cores, the multi-node phases' lag is mostly waiting for a core (see the closing notes of issue 14).
 
 Phases, each bounded in count and time (`Scale`):
 1. one `rumor serve` process, fresh data dir: keys loaded through `POST /v1/batch` (1000 small mixed updates a
