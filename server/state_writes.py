@@ -9,10 +9,10 @@ while the tree holds that key in its overlay, or the tree's node hashes would st
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from rumor.crdt.encoding import holds_entries
-from rumor.server.disk_index import stored_digest_columns
+from rumor.server.disk_index import DigestColumns, stored_digest_columns
 from rumor.server.keyspace import Keyspace
 from rumor.server.storage import Storage
 
@@ -43,28 +43,31 @@ class CommitWatch:
             self._keyspace.persisted(rows)
 
 
-def write_stored(storage: Storage, keyspace: Keyspace, rows: Sequence[tuple[str, str, bytes]]) -> \
-        asyncio.Future[None] | None:
+def write_stored(storage: Storage, keyspace: Keyspace, rows: Sequence[tuple[str, str, bytes]],
+                 columns: Mapping[str, DigestColumns] | None = None) -> asyncio.Future[None] | None:
     """Queues (key, type name, stored bytes) rows as checkpointed states with their digest columns and empty flag
     (found from the bytes: nothing is decoded unless they are of version 1); returns the last commit's future, None
     for no rows. The caller guarantees each row is the key's newest state and that none is in the keyspace with
-    another (a raw install of keys unknown here, or a stored row rewritten as it is)."""
-    columns_of = [stored_digest_columns(key, type_name, blob) for key, type_name, blob in rows]
-    keyspace.storing([(row[0], columns.digest, columns.size) for row, columns in zip(rows, columns_of, strict=True)])
+    another (a raw install of keys unknown here, or a stored row rewritten as it is). ``columns``: the digest
+    columns of some rows, made from the same bytes elsewhere (`sync.check_and_hash_states`)."""
+    known = columns or {}
+    columns_of = [known.get(key) or stored_digest_columns(key, type_name, blob) for key, type_name, blob in rows]
+    keyspace.storing([(row[0], made.digest, made.size) for row, made in zip(rows, columns_of, strict=True)])
     written = CommitWatch(keyspace)
-    for (key, type_name, blob), columns in zip(rows, columns_of, strict=True):
+    for (key, type_name, blob), made in zip(rows, columns_of, strict=True):
         holds = holds_entries(blob)
         commit = storage.checkpoint(key, type_name, blob, empty=None if holds is None else not holds,
-                                    digest=columns.digest, size=columns.size, leaf=columns.leaf)
-        written.add(commit, key, blob, columns.digest)
+                                    digest=made.digest, size=made.size, leaf=made.leaf)
+        written.add(commit, key, blob, made.digest)
     written.watch()
     return written.last
 
 
-def install_stored(storage: Storage, keyspace: Keyspace, rows: Sequence[tuple[str, str, bytes]]) -> \
+def install_stored(storage: Storage, keyspace: Keyspace, rows: Sequence[tuple[str, str, bytes]],
+                   columns: Mapping[str, DigestColumns] | None = None) -> \
         tuple[list[tuple[str, str, bytes]], asyncio.Future[None] | None]:
     """A bulk install of raw (key, type name, stored bytes) rows for the keys ``keyspace`` does not hold
-    (`Keyspace.install_stored`), queued with their digests in one batch (`write_stored`): the rows taken, and the
-    commit's future (None when none was taken)."""
+    (`Keyspace.install_stored`), queued with their digests in one batch (`write_stored`, with ``columns``): the
+    rows taken, and the commit's future (None when none was taken)."""
     taken = keyspace.install_stored(rows)
-    return taken, write_stored(storage, keyspace, taken) if taken else None
+    return taken, write_stored(storage, keyspace, taken, columns) if taken else None

@@ -30,6 +30,7 @@ from rumor.gossip.anti_entropy import (
 )
 from rumor.gossip.anti_entropy.wire import Exchange, Hello, decode_message, encode_message
 from rumor.gossip.errors import GossipError
+from rumor.server.disk_index import DigestColumns
 from rumor.server.errors import InvalidKeyError, ServerError
 from rumor.server.offload import ChangeCounter, Offloader
 from rumor.server.replication.big_merges import BigMerge, BigMergeResult, OffloadedMerges
@@ -140,6 +141,8 @@ class ReplicaCore:
         """Every change of a key this core sees (local updates, merges) is counted here: how an off-loop join tells
         that its key changed meanwhile (`big_merges`)."""
         self.prepared: PreparedBlobs | None = None
+        #: digest columns of checked bulk rows (key -> (blob, columns)), made with their check (`runtime`)
+        self.hashed_installs: dict[bytes, tuple[bytes, DigestColumns]] = {}
         """Set by a driver with an event loop (`offload_to`): big keys' blobs are encoded off the loop (`prepared`)."""
         self.big_merges: OffloadedMerges | None = None
         """Set by `offload_to`: received states of the offloader's ``min_bytes`` and more are joined off the loop
@@ -423,6 +426,7 @@ class ReplicaCore:
         """``now`` dates a complete session in `last_exchange` (drivers pass it; without it, it is not dated)."""
         if self.syncing is session:
             self.syncing = None
+            self.hashed_installs.clear()
         outcome = session.outcome
         self.last_outcome = outcome
         if outcome is not None:
@@ -620,7 +624,10 @@ class ReplicaCore:
         if install is None:
             return rows
         parsed = [(key.decode("utf-8"), *split_state_blob(blob)) for key, blob in rows]
-        installed = {row[0] for row in install(parsed)}
+        hashed = self.hashed_installs
+        columns = {name: made[1] for (name, _, _), (key, blob) in zip(parsed, rows, strict=True)
+                   if (made := hashed.pop(key, None)) is not None and made[0] == blob}
+        installed = {row[0] for row in install(parsed, columns)}
         records = getattr(self.store, "install_records_digests", False)  # else the tree learns them here
         held: list[tuple[bytes, bytes]] = []
         for (key, _type_name, _data), (key_bytes, blob) in zip(parsed, rows, strict=True):

@@ -71,7 +71,7 @@ from rumor.server.replication.replica import ACKNOWLEDGED_WHEN_DURABLE, ReplicaC
 from rumor.server.replication.seam import ReplicaHost
 from rumor.server.replication.stored_meta import KnownMembers, next_epoch
 from rumor.server.replication.stores import HostStore
-from rumor.server.replication.sync import SyncInitiator, check_states, serving_pause_s
+from rumor.server.replication.sync import SyncInitiator, check_and_hash_states, check_states, serving_pause_s
 from rumor.server.replication.wire import (
     Kind,
     ack_message,
@@ -531,14 +531,21 @@ class GossipReplication:
                 except (OSError, ValueError, BrokenProcessPool) as exc:
                     self._checker_failed = True
                     log.warning("bulk catch-up checks run in a thread: no worker process (%s)", exc)
+        result = None
         if self._checker is not None:
             try:
-                return await asyncio.get_running_loop().run_in_executor(self._checker, check_states, rows)
+                result = await asyncio.get_running_loop().run_in_executor(self._checker, check_and_hash_states, rows)
             except (BrokenProcessPool, OSError) as exc:
                 self._checker.shutdown(wait=False, cancel_futures=True)
                 self._checker, self._checker_failed = None, True
                 log.warning("bulk catch-up checks run in a thread: the worker process failed (%s)", exc)
-        return await asyncio.to_thread(check_states, rows)
+        if result is None:
+            result = await asyncio.to_thread(check_and_hash_states, rows)
+        refused, columns = result
+        if refused is None and self.core is not None:  # what their install stores, made beside the check
+            hashed = self.core.hashed_installs
+            hashed.update((key, (blob, made)) for (key, blob), made in zip(rows, columns, strict=True))
+        return refused
 
     # -- serving ----------------------------------------------------------------------------------------------------
 

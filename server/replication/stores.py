@@ -10,9 +10,10 @@ and exports of cold keys cost no encoding.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
+from rumor.server.disk_index import DigestColumns
 from rumor.server.keyspace import Keyspace
 from rumor.server.replication.digests import DigestIndex, Encoder, digest_index_for
 from rumor.server.replication.seam import ReplicaHost
@@ -91,8 +92,10 @@ class KeyspaceStore:
         if self.on_merge is not None:
             self.on_merge(key, type_name, joined)
 
-    def install(self, rows: list[tuple[str, str, bytes]]) -> list[tuple[str, str, bytes]]:
-        """States of keys the keyspace lacks, kept as their bytes (`Keyspace.install_stored`); the rows installed."""
+    def install(self, rows: list[tuple[str, str, bytes]],
+                columns: Mapping[str, DigestColumns] | None = None) -> list[tuple[str, str, bytes]]:
+        """States of keys the keyspace lacks, kept as their bytes (`Keyspace.install_stored`); the rows installed.
+        (``columns``: nothing is stored, so there is nothing to use them for.)"""
         return self.keyspace.install_stored(rows)
 
 
@@ -136,11 +139,13 @@ class HostStore:
         write's digest columns (`write_stored`, `Keyspace.storing`)."""
         return self.host.keyspace.digest_sink is not None
 
-    def install(self, rows: list[tuple[str, str, bytes]]) -> list[tuple[str, str, bytes]]:
+    def install(self, rows: list[tuple[str, str, bytes]],
+                columns: Mapping[str, DigestColumns] | None = None) -> list[tuple[str, str, bytes]]:
         """A bulk catch-up's states of keys the node lacks: into the keyspace as bytes (`Keyspace.install_stored`)
         and to storage as checkpointed states with their digests, all in one batch (`state_writes.write_stored`),
-        not awaited (like a merge: the peer still holds them). Once committed they leave memory."""
-        return install_stored(self.host.storage, self.host.keyspace, rows)[0]
+        not awaited (like a merge: the peer still holds them). Once committed they leave memory. ``columns``: the
+        digest columns of some rows, already made from the same bytes."""
+        return install_stored(self.host.storage, self.host.keyspace, rows, columns)[0]
 
 
 __all__ = ["HostStore", "KeyspaceStore", "Store"]

@@ -44,6 +44,7 @@ from rumor.gossip.anti_entropy import (
     Reassembler,
 )
 from rumor.gossip.errors import GossipError
+from rumor.server.disk_index import DigestColumns, stored_digest_columns
 from rumor.server.errors import InvalidKeyError
 from rumor.server.replication.coverage import Coverage
 from rumor.server.replication.digests import DigestIndex
@@ -100,6 +101,20 @@ def check_states(rows: list[tuple[bytes, bytes]]) -> tuple[bytes, str] | None:
         except ReplicationProtocolError as exc:
             return key, str(exc)
     return None
+
+
+def check_and_hash_states(rows: list[tuple[bytes, bytes]]) -> tuple[tuple[bytes, str] | None, list[DigestColumns]]:
+    """`check_states`, and when every row passes, the digest columns each one's install stores (`write_stored`),
+    made here beside the check (a worker process that has just read each state) instead of on the event loop, where
+    they were a fifth of what a catch-up's install cost a key."""
+    columns: list[DigestColumns] = []
+    for key, blob in rows:
+        try:
+            check_state_blob(key, blob)
+        except ReplicationProtocolError as exc:
+            return (key, str(exc)), []
+        columns.append(stored_digest_columns(key.decode("utf-8"), *split_state_blob(blob)))
+    return None, columns
 
 
 def serving_pause_s(request: bytes, spent_s: float) -> float:
@@ -291,5 +306,6 @@ class SyncInitiator:
                                    stats.states_received, stats.rounds, error, stats.states_installed)
 
 
-__all__ = ["BULK_DUTY", "CheckOffload", "SyncInitiator", "SyncOutcome", "check_state_blob", "check_states",
+__all__ = ["BULK_DUTY", "CheckOffload", "SyncInitiator", "SyncOutcome", "check_and_hash_states", "check_state_blob",
+           "check_states",
            "serving_pause_s"]

@@ -10,16 +10,20 @@ import random
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from rumor.crdt import ORSet, PNCounter, encode
 from rumor.gossip.anti_entropy import BulkWalk, MerkleTree, answer_bulk, state_digest
 from rumor.gossip.anti_entropy.merkle import StoredTree
 from rumor.gossip.anti_entropy.wire import decode_message
+from rumor.server import state_writes
 from rumor.server.config import ServerConfig, with_overrides
-from rumor.server.disk_index import TREE_DEPTH, TREE_FANOUT, StateReader
+from rumor.server.disk_index import TREE_DEPTH, TREE_FANOUT, DigestColumns, StateReader, stored_digest_columns
 from rumor.server.node import Node
 from rumor.server.replication import ReplicationConfig
 from rumor.server.replication.replica import ReplicaCore, sync_pair
 from rumor.server.replication.runtime import HostStore
+from rumor.server.replication.sync import check_and_hash_states, check_states
 from rumor.server.replication.wire import DeltaEntry, state_blob
 from rumor.server.storage import DB_FILE
 from rumor.server.updates import Increment, RegisterWrite, SetChange, Update
@@ -242,3 +246,37 @@ async def test_a_bulk_reply_takes_stored_states_with_the_listing(disk_config: Se
             rows.update(walk.absorb(decode_message(reply, config_ae.max_message_bytes)[1]).rows)
         assert set(asked) == changed, "the rest came with the listing"
         assert rows == {key.encode(): state_blob(*node.keyspace.stored(key)) for key in node.keyspace}  # type: ignore[misc]
+
+
+async def test_a_bulk_install_takes_the_digest_columns_made_with_its_check(
+        disk_config: ServerConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The workers that check a bulk reply's states also make their digest columns (`check_and_hash_states`): the
+    install stores those instead of hashing on the loop, only for the very bytes they were made from, and the
+    tree and the stored digests come out as a full rebuild's."""
+    rows = []
+    for i in range(40):
+        state = ORSet()
+        state.merge(state.add("peer", f"v{i}"))
+        rows.append((f"raw{i:02d}".encode(), state_blob("set", encode(state))))
+    refused, columns = check_and_hash_states(rows)
+    assert refused is None and len(columns) == len(rows)
+    assert check_and_hash_states([*rows[:3], (b"bad", b"set\0garbage")])[0] == check_states([(b"bad", b"set\0garbage")])
+    hashed_on_the_loop: list[str] = []
+
+    def counted(key: str, type_name: str, stored: bytes) -> DigestColumns:
+        hashed_on_the_loop.append(key)
+        return stored_digest_columns(key, type_name, stored)
+
+    monkeypatch.setattr(state_writes, "stored_digest_columns", counted)
+    async with Node(disk_config) as node:
+        core = core_of(node, 8)
+        for (key, blob), made in zip(rows[:-1], columns[:-1], strict=True):
+            core.hashed_installs[key] = (blob, made)
+        core.hashed_installs[rows[0][0]] = (rows[1][1], columns[1])  # made from other bytes: not taken
+        assert core.install_blobs(rows) == []
+        assert sorted(hashed_on_the_loop) == ["raw00", "raw39"], "the rest came with their check"
+        assert core.digests.tree.node_table() == rebuilt(node).node_table()
+        await node.storage.flush()
+    assert disk_config.data_dir is not None
+    async with Node(disk_config) as node:
+        assert stored_tree(disk_config.data_dir).node_table() == rebuilt(node).node_table()
