@@ -56,8 +56,8 @@ class DigestColumns(NamedTuple):
 
 
 def anti_entropy_blob(type_name: str, plain: bytes) -> bytes:
-    """What anti-entropy sends of a key and its digest hashes: the type name, a NUL, the plain encoding (the layout
-    of `server.replication.wire.state_blob`)."""
+    """What anti-entropy sends of a key and its digest hashes: the type name, a NUL, the plain encoding
+    (`server.replication.wire.state_blob`, split by `split_state_blob`)."""
     return type_name.encode("ascii") + b"\0" + plain
 
 

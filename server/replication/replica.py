@@ -141,9 +141,9 @@ class ReplicaCore:
         """Every change of a key this core sees (local updates, merges) is counted here: how an off-loop join tells
         that its key changed meanwhile (`big_merges`)."""
         self.prepared: PreparedBlobs | None = None
-        #: digest columns of checked bulk rows (key -> (blob, columns)), made with their check (`runtime`)
-        self.hashed_installs: dict[bytes, tuple[bytes, DigestColumns]] = {}
         """Set by a driver with an event loop (`offload_to`): big keys' blobs are encoded off the loop (`prepared`)."""
+        self.hashed_installs: dict[bytes, tuple[bytes, DigestColumns]] = {}
+        """Digest columns of checked bulk rows (key -> (blob, columns)), made with their check (`runtime`)."""
         self.big_merges: OffloadedMerges | None = None
         """Set by `offload_to`: received states of the offloader's ``min_bytes`` and more are joined off the loop
         (`big_merges`); None joins everything inline (the simulator, in-process pairs)."""

@@ -107,14 +107,10 @@ def check_and_hash_states(rows: list[tuple[bytes, bytes]]) -> tuple[tuple[bytes,
     """`check_states`, and when every row passes, the digest columns each one's install stores (`write_stored`),
     made here beside the check (a worker process that has just read each state) instead of on the event loop, where
     they were a fifth of what a catch-up's install cost a key."""
-    columns: list[DigestColumns] = []
-    for key, blob in rows:
-        try:
-            check_state_blob(key, blob)
-        except ReplicationProtocolError as exc:
-            return (key, str(exc)), []
-        columns.append(stored_digest_columns(key.decode("utf-8"), *split_state_blob(blob)))
-    return None, columns
+    refused = check_states(rows)
+    if refused is not None:
+        return refused, []
+    return None, [stored_digest_columns(key.decode("utf-8"), *split_state_blob(blob)) for key, blob in rows]
 
 
 def serving_pause_s(request: bytes, spent_s: float) -> float:

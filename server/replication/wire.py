@@ -36,6 +36,7 @@ from typing import Any
 import msgpack
 
 from rumor.gossip.msgpack_wire import UNPACK_ERRORS, unpack_error_reason
+from rumor.server.disk_index import anti_entropy_blob as state_blob
 from rumor.server.replication.errors import ReplicationProtocolError
 
 OriginKey = tuple[str, int]
@@ -291,10 +292,6 @@ def split_state_blob(blob: bytes) -> tuple[str, bytes]:
         return blob[:cut].decode("ascii"), blob[cut + 1 :]
     except UnicodeDecodeError:
         raise ReplicationProtocolError("malformed", "type name") from None
-
-
-def state_blob(type_name: str, encoded: bytes) -> bytes:
-    return type_name.encode("ascii") + b"\0" + encoded
 
 
 __all__ = [
