@@ -184,7 +184,11 @@ class StateReader:
     def leaves_rows(self, leaves: list[int],
                     states_up_to: int = 0) -> list[tuple[int, bytes, bytes, int, bytes | None]]:
         """`merkle.LeafSource.leaves_rows`: a state is read (with its row: a bulk walk's reply costs one random read
-        a key, not three) only when its size says it may be sent."""
+        a key, not three) only when its size says it may be sent; a listing alone reads the index of leaves."""
+        if not states_up_to:
+            return [(leaf, key.encode("utf-8"), digest, size, None) for leaf, key, digest, size in select_in(
+                self._conn, "SELECT leaf, key, digest, size FROM states WHERE leaf IN ({marks}) AND digest IS NOT NULL",
+                leaves)]
         return [(leaf, key.encode("utf-8"), digest, size,
                  None if stored is None else anti_entropy_blob(type_name, plain_encoding(key, stored)))
                 for leaf, key, digest, size, type_name, stored in select_in(

@@ -86,7 +86,13 @@ CREATE TABLE IF NOT EXISTS op_results (
 
 #: columns of `states` added after its first release, with their declarations (NULL = not known yet)
 _LATER_STATE_COLUMNS = {"empty": "INTEGER", "digest": "BLOB", "size": "INTEGER", "leaf": "INTEGER"}
-_STATE_INDEXES = "CREATE INDEX IF NOT EXISTS states_by_leaf ON states (leaf);"
+#: the hash tree's leaf listings (anti-entropy's descent lists hundreds of leaves a step) read this index alone: a
+#: listing of 6k rows at 1M keys took 30 ms through an index of leaves and the table, 11 ms from this one. It
+#: replaces the index of leaf alone (one-time: 1.3 s to build at 1M keys)
+_STATE_INDEXES = """
+CREATE INDEX IF NOT EXISTS states_by_leaf_listing ON states (leaf, key, digest, size);
+DROP INDEX IF EXISTS states_by_leaf;
+"""
 #: rows one INSERT statement writes (`insert_rows`): 3,500 parameters for `states`, within SQLite's 32,766
 ROWS_A_STATEMENT = 500
 

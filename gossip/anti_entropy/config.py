@@ -28,6 +28,10 @@ class AntiEntropyConfig:
     """Whole states one message carries at most, however small: the receiver merges each (decode, join, log,
     re-encode for its digest) before it answers, so this bounds a step's work as ``max_message_bytes`` bounds its
     bytes (a reply of 1,000 small states held the merging side's event loop 100-450 ms)."""
+    max_listed_keys: int = 2048
+    """Keys the leaf listings of one message (ours, and those we compare with the peer's) read at most, once the
+    message holds something: a leaf holds about 30 keys at 1M, and a message full of listings read and hashed 8,000
+    of them, a step of 100-250 ms (the rest of the listings waits for the next round)."""
     context_min_bytes: int = 4096
     """A key both sides hold differently whose state (the tree's size hint) is at least this big goes first as a
     context row instead of its state, when the peer reads them: each side then sends only what the other lacks,
@@ -44,6 +48,8 @@ class AntiEntropyConfig:
             raise ConfigError("max_rounds", self.max_rounds, "must be >= 1")
         if self.max_states_per_message < 1:
             raise ConfigError("max_states_per_message", self.max_states_per_message, "must be >= 1")
+        if self.max_listed_keys < 1:
+            raise ConfigError("max_listed_keys", self.max_listed_keys, "must be >= 1")
         if self.context_min_bytes < 0:
             raise ConfigError("context_min_bytes", self.context_min_bytes, "must be >= 0")
 

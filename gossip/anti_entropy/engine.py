@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import islice
 
 from rumor.gossip.anti_entropy.chunking import Chunk, ChunkError, Reassembler, SentValues, transfer_id_of
 from rumor.gossip.anti_entropy.composer import Composer, reply_content_limit
@@ -124,6 +125,34 @@ class AntiEntropyStats:
     states_installed: int = 0
     """States of keys this side did not hold, stored as received by a bulk walk (the rest of states_received were
     merged)."""
+
+
+FIRST_LISTINGS_AHEAD = 16
+"""Leaves a fill reads ahead first (`ExchangeEngine.fill`): a message of listings holds a few hundred, one of
+states a few."""
+MAX_LISTINGS_AHEAD = 256
+"""Leaves read ahead at most in one batch (about 8k rows at 1M keys)."""
+
+
+def listed_leaf(item: WorkItem, depth: int) -> int | None:
+    """The leaf whose listing placing ``item`` reads, if any."""
+    if type(item) is DiffListing or type(item) is AnswerWant:
+        return item.leaf
+    if type(item) is ExpandNode and item.level == depth:
+        return item.node
+    return None
+
+
+def leaves_listed_first(queue: deque[WorkItem], depth: int, count: int) -> list[int]:
+    """The first ``count`` leaves the items at the front of ``queue`` list (a scan of at most 4x ``count`` items)."""
+    leaves: dict[int, None] = {}
+    for item in islice(queue, 4 * count):
+        leaf = listed_leaf(item, depth)
+        if leaf is not None:
+            leaves[leaf] = None
+            if len(leaves) >= count:
+                break
+    return list(leaves)
 
 
 class ExchangeEngine:
@@ -237,12 +266,38 @@ class ExchangeEngine:
         return value
 
     def fill(self, composer: Composer, queue: deque[WorkItem], salt: int) -> None:
-        """Place work from the front of ``queue`` until the message is full; what is left stays queued, in order."""
-        while queue:
+        """Place work from the front of ``queue`` until the message is full; what is left stays queued, in order.
+        The leaves it lists are read ahead in batches (`MerkleTree.list_ahead`): `FIRST_LISTINGS_AHEAD`, then twice
+        as many each time the listings run past those read, so a fill reads at most about twice what it lists.
+        Listings stop at ``max_listed_keys`` keys a message (once the message holds something): the rest waits
+        for the next round."""
+        ahead: dict[int, int] = {}
+        tree, listed, budget = self.tree, 0, self.config.max_listed_keys
+        depth, most = tree.depth, budget // max(1, len(tree) // tree.leaf_count) + 1  # leaves the budget lists
+        batch = min(FIRST_LISTINGS_AHEAD, most)
+        try:
+            while queue:
+                leaf = listed_leaf(queue[0], depth)
+                if leaf is not None:
+                    if leaf not in ahead:
+                        ahead = tree.list_ahead(leaves_listed_first(queue, depth, batch))
+                        batch = min(MAX_LISTINGS_AHEAD, most, 2 * batch)
+                    listed += ahead[leaf]
+                    if listed > budget and not composer.empty:
+                        return
+                if not self._fill_one(composer, queue, salt):
+                    return
+        finally:
+            if ahead:
+                tree.list_ahead(())
+
+    def _fill_one(self, composer: Composer, queue: deque[WorkItem], salt: int) -> bool:
+        """Place (or expand) the work item at the front of ``queue``: False once the message is full."""
+        if queue:
             item = queue[0]
             if type(item) is DiffListing or type(item) is AnswerWant:  # `type() is`: the cheapest test, per item
                 if composer.full:
-                    return
+                    return False
                 queue.popleft()
                 if type(item) is DiffListing:
                     expanded = diff_leaf(self.tree, item.leaf, item.entries, item.form, salt, self.config.hash_bytes)
@@ -250,13 +305,14 @@ class ExchangeEngine:
                     keys = wanted_keys(self.tree, item.leaf, item.name, salt, self._just_received)
                     expanded = [SendState(key, True) for key in keys]
                 queue.extendleft(reversed(expanded))
-                continue
+                return True
             left = self.place(composer, item, salt)
             if left is None:
                 queue.popleft()
             else:
                 queue[0] = left
-                return
+                return False
+        return True
 
     def entry_reply_estimate(self, my_keys_in_leaf: int) -> int:
         """Bytes the peer may answer a listing of one of our leaves with (states we probably lack)."""
