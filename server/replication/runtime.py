@@ -71,7 +71,13 @@ from rumor.server.replication.replica import ACKNOWLEDGED_WHEN_DURABLE, ReplicaC
 from rumor.server.replication.seam import ReplicaHost
 from rumor.server.replication.stored_meta import KnownMembers, next_epoch
 from rumor.server.replication.stores import HostStore
-from rumor.server.replication.sync import SyncInitiator, check_and_hash_states, check_states, serving_pause_s
+from rumor.server.replication.sync import (
+    BulkPacer,
+    SyncInitiator,
+    check_and_hash_states,
+    check_states,
+    is_bulk_request,
+)
 from rumor.server.replication.wire import (
     Kind,
     ack_message,
@@ -170,6 +176,8 @@ class GossipReplication:
         #: the worker process checking bulk catch-up states (`_check_states`), started at the first walk
         self._checker: ProcessPoolExecutor | None = None
         self._checker_failed = False
+        #: the pace of the bulk walks we answer (`BulkPacer`): walltime, as the work it paces is
+        self._bulk_pacer = BulkPacer(time.perf_counter, asyncio.sleep)
         self._checker_starting = asyncio.Lock()
 
     # -- lifecycle (the Replication protocol) -------------------------------------------------------------------------
@@ -560,19 +568,19 @@ class GossipReplication:
         if payload[:1] == bytes((Kind.OPEN,)):  # the core rehashes what is dirty before answering: most of it here
             await self._flush_digests(0.0)
         slots = await self._prepare_diffs(payload)
-        started = time.perf_counter()
+        bulk = is_bulk_request(payload)
+        started = await self._bulk_pacer.turn() if bulk else 0.0  # a bulk walk's pace: our clients first
         try:
             reply = core.handle_request(payload, sender, self.clock.now())
         finally:
             self._discard_diffs(slots)
-        pause = serving_pause_s(payload, time.perf_counter() - started)  # a bulk walk's pace: our clients first
+            if bulk:
+                self._bulk_pacer.answered(started)
         merges = core.big_merges
         if merges is not None and merges.pending:  # answered once merged: the peer's DONE then claims no more
             failures = await merges.drain()
             if failures:
                 raise ReplicationProtocolError("merge_failed", describe(failures))
-        if pause:
-            await asyncio.sleep(pause)
         if kind_of(payload) in ACKNOWLEDGED_WHEN_DURABLE:
             await host.storage.flush()
         return reply

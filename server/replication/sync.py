@@ -16,7 +16,7 @@ A node far behind its peer catches up by a bulk walk (`gossip.anti_entropy.bulk`
 of keys it lacks are installed as received (`ReplicaCore.install_blobs`: no decode on the event loop, one storage
 transaction a reply), after a validating check the driver runs in a worker thread while its next request is out
 (`SyncInitiator.settle`: the driver's worker processes, `check_states`). The peer
-paces those requests (`serving_pause_s`), so its own clients are served between them.
+paces those requests (`BulkPacer`), so its own clients are served between them.
 
 Pure: the caller sends each request and feeds back each reply (`SyncInitiator.receive`); timeouts and failures just
 abandon the session (`fail`), which changes nothing but statistics.
@@ -65,8 +65,8 @@ from rumor.server.values import check_key
 
 BULK_DUTY = 0.5
 """The share of a responder's time bulk requests may take: after answering one in ``t`` seconds it waits
-``t * (1 - BULK_DUTY) / BULK_DUTY`` before replying, so a catching-up peer never holds its loop more than half the
-time, and requests from its own clients wait behind one bounded step at most."""
+``t * (1 - BULK_DUTY) / BULK_DUTY`` before it answers the next (`BulkPacer`), so catching-up peers never hold its
+loop more than half the time, and requests from its own clients wait behind one bounded step at most."""
 
 
 STORE_ROWS_AT_ONCE = 100
@@ -113,12 +113,42 @@ def check_and_hash_states(rows: list[tuple[bytes, bytes]]) -> tuple[tuple[bytes,
     return None, [stored_digest_columns(key.decode("utf-8"), *split_state_blob(blob)) for key, blob in rows]
 
 
-def serving_pause_s(request: bytes, spent_s: float) -> float:
-    """How long to hold the reply to ``request`` (a replication request that took ``spent_s`` to answer): the
-    pacing of bulk walks (`BULK_DUTY`); 0 for anything else."""
-    if len(request) > 1 and request[0] == Kind.STEP and request[1] == AntiEntropyMessageType.BULK:
-        return spent_s * (1 - BULK_DUTY) / BULK_DUTY
-    return 0.0
+def is_bulk_request(request: bytes) -> bool:
+    """Whether ``request`` (a replication request) is a step of a peer's bulk walk (`BulkPacer` paces those)."""
+    return len(request) > 1 and request[0] == Kind.STEP and request[1] == AntiEntropyMessageType.BULK
+
+
+class BulkPacer:
+    """The responder's pace for bulk walk requests, whoever sends them: an answer that took ``t`` seconds keeps the
+    next one from starting for ``t * (1 - BULK_DUTY) / BULK_DUTY`` after it, so walks take at most `BULK_DUTY` of
+    the loop and its own clients are served between answers. The wait is before an answer, one request at a time,
+    not after it: holding each reply for the pause instead (as before) made every round trip of a walk longer by
+    the pause, and let two walkers take the loop all the time between them."""
+
+    def __init__(self, clock: Callable[[], float], sleep: Callable[[float], Awaitable[None]]) -> None:
+        self._clock = clock
+        self._sleep = sleep
+        self._opens_at = 0.0
+        self._turn = asyncio.Lock()
+
+    async def turn(self) -> float:
+        """Wait for the gate, then hold it until `answered` (call it whether the answer succeeded or not); the
+        clock's time the answer starts."""
+        await self._turn.acquire()
+        try:
+            wait = self._opens_at - self._clock()
+            if wait > 0:
+                await self._sleep(wait)
+        except BaseException:
+            self._turn.release()
+            raise
+        return self._clock()
+
+    def answered(self, started: float) -> None:
+        """The answer begun at ``started`` is done: the gate opens after its share of rest, for the next one."""
+        spent = self._clock() - started
+        self._opens_at = started + spent + spent * (1 - BULK_DUTY) / BULK_DUTY
+        self._turn.release()
 
 
 @dataclass(slots=True)
@@ -302,6 +332,5 @@ class SyncInitiator:
                                    stats.states_received, stats.rounds, error, stats.states_installed)
 
 
-__all__ = ["BULK_DUTY", "CheckOffload", "SyncInitiator", "SyncOutcome", "check_and_hash_states", "check_state_blob",
-           "check_states",
-           "serving_pause_s"]
+__all__ = ["BULK_DUTY", "BulkPacer", "CheckOffload", "SyncInitiator", "SyncOutcome", "check_and_hash_states",
+           "check_state_blob", "check_states", "is_bulk_request"]

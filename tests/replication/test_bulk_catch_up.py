@@ -3,6 +3,7 @@ merge), those it holds are merged, and the session then descends, so it ends com
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,7 @@ from replication_helpers import Replica, states
 from rumor.gossip.anti_entropy import AntiEntropyMessageType, MerkleTree
 from rumor.server.replication import ReplicationConfig
 from rumor.server.replication.replica import sync_pair
+from rumor.server.replication.sync import BULK_DUTY, BulkPacer
 from rumor.server.updates import Increment, RegisterWrite, SetChange
 
 
@@ -234,3 +236,41 @@ async def test_settle_says_when_each_reply_is_stored_so_the_walk_goes_on_before_
     assert session.waiting == 2 and not storing.done(), "one reply stored, the rest still under way"
     await storing
     assert session.waiting == 0 and len(empty.keyspace) == empty.core.stats.states_installed > 0
+
+
+async def test_bulk_answers_are_paced_before_the_next_one_whoever_asks_not_after_the_reply() -> None:
+    """A responder answers bulk walks at most `BULK_DUTY` of the time: an answer that took t keeps the next one from
+    starting for the rest of its share, while the reply itself goes out at once (a pause after each reply made
+    every round trip of a walk that much longer, and two walkers took the loop all the time between them)."""
+    now = [0.0]
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    pacer = BulkPacer(lambda: now[0], sleep)
+    log: list[tuple[str, float]] = []
+
+    async def answer(name: str, spent: float) -> None:
+        started = await pacer.turn()
+        log.append((f"{name} starts", now[0]))
+        now[0] += spent  # the answer's work
+        pacer.answered(started)
+        log.append((f"{name} replies", now[0]))
+
+    await asyncio.gather(answer("a", 0.016), answer("b", 0.010))
+    rest = 0.016 * (1 - BULK_DUTY) / BULK_DUTY
+    assert log == [("a starts", 0.0), ("a replies", 0.016), ("b starts", pytest.approx(0.016 + rest)),
+                   ("b replies", pytest.approx(0.026 + rest))]
+    assert slept == [pytest.approx(rest)]
+    now[0] += 1.0  # a request that comes after the rest is answered at once
+    await answer("c", 0.01)
+    assert slept == [pytest.approx(rest)]
+    with pytest.raises(RuntimeError):  # an answer that fails still opens the gate for the next
+        started = await pacer.turn()
+        try:
+            raise RuntimeError("the answer failed")
+        finally:
+            pacer.answered(started)
+    await asyncio.wait_for(pacer.turn(), 1.0)
