@@ -116,6 +116,7 @@ from rumor.gossip.anti_entropy.engine import (
     GetStateSince,
     Install,
     Merge,
+    Prefetch,
 )
 from rumor.gossip.anti_entropy.merkle import (
     DIGEST_BYTES,
@@ -177,6 +178,7 @@ __all__ = [
     "Install",
     "Merge",
     "MerkleTree",
+    "Prefetch",
     "Reassembler",
     "SentValues",
     "answer_bulk",

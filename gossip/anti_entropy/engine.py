@@ -74,6 +74,9 @@ state), or None if the key is unknown; raises if the context is not valid (the s
 changed by it)."""
 Merge = Callable[[bytes, bytes], None]
 """(key, state) -> join the state into the store and update the tree (``tree.set(key, digest, size)``)."""
+Prefetch = Callable[[list[bytes]], None]
+"""Merges of these keys follow (one message's states): read what they need in one batch (a hint; the point reads
+of up to `AntiEntropyConfig.max_states_per_message` cold keys held a step's loop 100 ms and more)."""
 CheckState = Callable[[bytes, bytes], None]
 """(key, state) -> raise if the state is not valid; runs on every state of a message before any is merged."""
 Install = Callable[[list[tuple[bytes, bytes]]], "list[tuple[bytes, bytes]]"]
@@ -161,8 +164,9 @@ class ExchangeEngine:
     def __init__(self, tree: MerkleTree, get_state: GetState, merge: Merge, config: AntiEntropyConfig,
                  check: CheckState | None, reassembler: Reassembler | None,
                  get_state_since: GetStateSince | None = None, get_context: GetContext | None = None,
-                 get_state_for_context: GetStateForContext | None = None) -> None:
+                 get_state_for_context: GetStateForContext | None = None, prefetch: Prefetch | None = None) -> None:
         self.tree = tree
+        self.prefetch = prefetch
         self.get_state = get_state
         self.get_state_since = get_state_since
         self.get_context = get_context
@@ -212,16 +216,20 @@ class ExchangeEngine:
         # Keys whose answer is already on its way: a flagged state (the push-back) or a context row (our diff). Not
         # an unflagged state: a diff of ours it may be, and a want of that key in the same message must be answered.
         self._just_received = {key for key, _, pushback in states if pushback} | {key for key, _, _ in ex.contexts}
-        for key, state, pushback in states:
-            try:
-                self.merge(key, state)
-            except Exception as exc:
-                raise AntiEntropyMergeError(key, exc) from exc
-            self.stats.states_received += 1
-            self.stats.state_bytes_received += len(state)
-            if pushback and tree.get(key) != state_digest(state):
-                self.stats.pushbacks += 1
-                work.append(SendState(key, False, state if self.get_state_since is not None else None))
+        keys = [key for key, _, _ in states]
+        if keys and self.prefetch is not None:
+            self.prefetch(keys)
+        with tree.reading(keys):  # the digests the merges replace, read in one batch too
+            for key, state, pushback in states:
+                try:
+                    self.merge(key, state)
+                except Exception as exc:
+                    raise AntiEntropyMergeError(key, exc) from exc
+                self.stats.states_received += 1
+                self.stats.state_bytes_received += len(state)
+                if pushback and tree.get(key) != state_digest(state):
+                    self.stats.pushbacks += 1
+                    work.append(SendState(key, False, state if self.get_state_since is not None else None))
         for tid in ex.gone:
             self.reassembler.abandon(tid)
         work.extend(compare_nodes(tree, ex, salt, self.config.hash_bytes, self.sketch_below))
@@ -463,4 +471,5 @@ __all__ = [
     "GetStateSince",
     "Install",
     "Merge",
+    "Prefetch",
 ]

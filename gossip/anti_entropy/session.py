@@ -26,6 +26,7 @@ from rumor.gossip.anti_entropy.engine import (
     GetStateSince,
     Install,
     Merge,
+    Prefetch,
 )
 from rumor.gossip.anti_entropy.merkle import DIGEST_BYTES, MerkleTree, state_digest
 from rumor.gossip.anti_entropy.wire import (
@@ -78,9 +79,9 @@ class AntiEntropyResponder:
                  reassembler: Reassembler | None = None, get_state_since: GetStateSince | None = None,
                  get_context: GetContext | None = None,
                  get_state_for_context: GetStateForContext | None = None,
-                 get_states: GetStatesFn | None = None) -> None:
+                 get_states: GetStatesFn | None = None, prefetch: Prefetch | None = None) -> None:
         self._replica = ExchangeEngine(tree, get_state, merge, config or AntiEntropyConfig(), check, reassembler,
-                                       get_state_since, get_context, get_state_for_context)
+                                       get_state_since, get_context, get_state_for_context, prefetch)
         self._get_states = get_states
 
     @property
@@ -164,9 +165,10 @@ class AntiEntropySession:
                  reassembler: Reassembler | None = None, get_state_since: GetStateSince | None = None,
                  get_context: GetContext | None = None, get_state_for_context: GetStateForContext | None = None,
                  peer_reads_contexts: bool = False, install: Install | None = None,
-                 check_install: CheckState | None = None, peer_reads_bulk: bool = False) -> None:
+                 check_install: CheckState | None = None, peer_reads_bulk: bool = False,
+                 prefetch: Prefetch | None = None) -> None:
         self._replica = ExchangeEngine(tree, get_state, merge, config or AntiEntropyConfig(), check, reassembler,
-                                       get_state_since, get_context, get_state_for_context)
+                                       get_state_since, get_context, get_state_for_context, prefetch)
         self._install = install if peer_reads_bulk else None
         self._check_install = check_install
         self._walk: BulkWalk | None = None

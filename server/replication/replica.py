@@ -128,7 +128,7 @@ class ReplicaCore:
                                               reassembler=self.reassembler, get_state_since=self.get_blob_since,
                                               get_context=self.get_blob_context,
                                               get_state_for_context=self.get_blob_for_context,
-                                              get_states=self.get_blobs)
+                                              get_states=self.get_blobs, prefetch=self.prefetch_blobs)
         self.next_sync_at = now + rng.uniform(0, config.sync_interval_s)
         self.syncing: SyncInitiator | None = None
         self.last_outcome: SyncOutcome | None = None
@@ -417,7 +417,7 @@ class ReplicaCore:
                                 get_context=self.get_blob_context, get_state_for_context=self.get_blob_for_context,
                                 peer_reads_contexts=contexts, merges_pending=self._merges_pending,
                                 claimable=self.claimable(), install=self.install_blobs,
-                                check_install=self.check_blob, peer_reads_bulk=bulk)
+                                check_install=self.check_blob, peer_reads_bulk=bulk, prefetch=self.prefetch_blobs)
         self.syncing = session
         self.stats.syncs_started += 1
         return session, session.open()
@@ -615,6 +615,16 @@ class ReplicaCore:
         except AntiEntropyProtocolError:
             return False  # the responder refuses it as ever
         return should_walk(len(self.digests.tree) + self.digests.dirty, peer_keys)
+
+    def prefetch_blobs(self, keys: list[bytes]) -> None:
+        """Merges of these keys follow (an anti-entropy message's states): the cold ones are read in one batch."""
+        names = []
+        for key in keys:
+            try:
+                names.append(key.decode("utf-8"))
+            except UnicodeDecodeError:
+                continue  # refused by its merge
+        self.store.prefetch(names)
 
     def install_blobs(self, rows: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         """Store checked states of keys we lack as they are (`Store.install`: one storage batch) and record their

@@ -41,6 +41,7 @@ from rumor.gossip.anti_entropy import (
     GetStateSince,
     Install,
     Merge,
+    Prefetch,
     Reassembler,
 )
 from rumor.gossip.errors import GossipError
@@ -184,7 +185,7 @@ class SyncInitiator:
                  get_state_for_context: GetStateForContext | None = None, peer_reads_contexts: bool = False,
                  merges_pending: Callable[[], bool] = _none_pending, claimable: bool | None = None,
                  install: Install | None = None, check_install: CheckState | None = None,
-                 peer_reads_bulk: bool = False) -> None:
+                 peer_reads_bulk: bool = False, prefetch: Prefetch | None = None) -> None:
         self.peer = peer
         self._merges_pending = merges_pending
         self._ended = False
@@ -195,7 +196,8 @@ class SyncInitiator:
                                            get_state_since=get_state_since, get_context=get_context,
                                            get_state_for_context=get_state_for_context,
                                            peer_reads_contexts=peer_reads_contexts, install=install,
-                                           check_install=check_install, peer_reads_bulk=peer_reads_bulk)
+                                           check_install=check_install, peer_reads_bulk=peer_reads_bulk,
+                                           prefetch=prefetch)
         self._claim = digests.dirty == 0 if claimable is None else claimable
         self._snapshot: Vector = coverage.vector() if self._claim else {}
         self._peer_vector: Vector | None = None

@@ -280,3 +280,31 @@ async def test_a_bulk_install_takes_the_digest_columns_made_with_its_check(
     assert disk_config.data_dir is not None
     async with Node(disk_config) as node:
         assert stored_tree(disk_config.data_dir).node_table() == rebuilt(node).node_table()
+
+
+async def test_anti_entropy_merges_into_cold_keys_read_them_in_one_batch(tmp_path: Path) -> None:
+    """A session's states for keys held only on disk: the merges' reads of those keys (the state, and the digest
+    and size the tree replaces) come in a batch a message, not a point read each (a message of 200 cold keys held a
+    step's loop 100 ms and more), and every state lands."""
+    cold_config = ServerConfig(data_dir=tmp_path / "a", node_id="a", checkpoint_interval_s=3600, state_cache_bytes=0)
+    async with Node(cold_config) as a:
+        await a.update_batch([(f"k{i:03d}", _write(i, "a"), None) for i in range(120)])
+    async with Node(cold_config) as a, Node(ServerConfig(data_dir=tmp_path / "b", node_id="b")) as b:
+        await b.update_batch([(f"k{i:03d}", _write(i, "b"), None) for i in range(120)])
+        disk = a.keyspace.disk
+        assert disk is not None and a.keyspace.resident == 0
+        core_a, core_b = core_of(a, 5), core_of(b, 6)
+        core_b.digests.flush(10_000)
+        point_reads: list[str] = []
+        real_get, real_digest_row = disk.get, disk.digest_row
+        disk.get = lambda key: point_reads.append(key) or real_get(key)  # type: ignore[method-assign]
+        disk.digest_row = lambda key: point_reads.append(key.decode()) or real_digest_row(key)  # type: ignore[method-assign]
+        merged: list[str] = []
+        real_merge = core_a.merge_blob
+        core_a.merge_blob = lambda key, blob: merged.append(key.decode()) or real_merge(key, blob)  # type: ignore[method-assign]
+        session = sync_pair(core_a, core_b, 1.0)
+        assert session.outcome is not None and session.outcome.error is None
+        assert len(merged) >= 100, "b's states came to a"
+        assert [key for key in point_reads if key in merged] == [], "no merge read its key alone"
+        for i in range(120):
+            assert a.keyspace.encoded_state(f"k{i:03d}") == b.keyspace.encoded_state(f"k{i:03d}")
