@@ -6,12 +6,13 @@ that the same script measures again once the design lands.
     .venv/bin/python bench/scale_bench.py --catch-up-only --keys 1000000   # phase 3's catch-up alone (~5 minutes)
     .venv/bin/python bench/scale_bench.py --json --ten-million   # also rss_mib_10m_keys (bulk-loaded; ~15 min more)
 
-Last full run (`--json --ten-million`, 2026-12-03 13:20-13:50, 2-core box, nothing else running): RSS 346 MiB at
-1M keys, 329 MiB at 10M (bulk-loaded; 345 MiB at 1M the same way); restart 1.07 s; cold read p99 2.4 ms; writes
-9,102/s at 10k keys and 4,119/s at 1M (2.21x); catch-up 7,986 keys/s (1M keys in 125 s), serving GET p99 25 ms;
-loop lag p99 (worst node, worst phase) 487 ms in the cluster write load, 82 ms (the joiner) in the catch-up, 65 ms
-in the single node's writes at 1M; no false suspicion; repair bytes 2.88x the difference. With four node processes
-on two cores, the multi-node phases' lag is mostly waiting for a core (see the closing notes of issue 14).
+Last full run (`--json --ten-million`, 2026-12-03 15:42-16:11, 2-core box, nothing else running): RSS 350 MiB at
+1M keys, 329 MiB at 10M (bulk-loaded; 345 MiB at 1M the same way); restart 1.38 s; cold read p99 7.8 ms; writes
+8,840/s at 10k keys and 3,882/s at 1M (2.28x); catch-up 8,816 keys/s (1M keys in 113 s), serving GET p99 23 ms;
+loop lag p99 (worst node, worst phase) 291 ms in the cluster write load (487 ms the run before the batched leaf
+listings), 80 ms (the joiner) in the catch-up, 50 ms in the single node's writes at 1M; no false suspicion; repair
+bytes 2.88x the difference. The multi-node phases saturate the two cores (vmstat during the catch-up: 7-9% idle,
+run queue 3-7), so their lag is partly waiting for a core (see the closing notes of issue 14).
 
 Phases, each bounded in count and time (`Scale`):
 1. one `rumor serve` process, fresh data dir: keys loaded through `POST /v1/batch` (1000 small mixed updates a
