@@ -175,6 +175,26 @@ async def test_an_old_data_directory_gains_the_new_columns_and_lists_without_the
     assert flags == {"full": None, "gone": 0}, "filled in by the next checkpoint of the key, left alone otherwise"
 
 
+async def test_a_data_directory_with_the_index_of_leaves_alone_gets_the_listing_index(tmp_path: Path) -> None:
+    """Leaf listings read a covering index (leaf, key, digest, size); a data directory from before it has the index
+    of leaf alone, which goes, and its listings then read the index only."""
+    config = ServerConfig(data_dir=tmp_path / "data", node_id="n", checkpoint_interval_s=3600)
+    async with Node(config) as node:
+        await _fill(node, 30)
+    conn = sqlite3.connect(tmp_path / "data" / DB_FILE)
+    conn.executescript("DROP INDEX states_by_leaf_listing; CREATE INDEX states_by_leaf ON states (leaf);")
+    conn.close()
+    async with Node(config) as node:
+        assert len(node.keyspace) == 30
+    conn = sqlite3.connect(tmp_path / "data" / DB_FILE)
+    indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    plan = " ".join(str(row) for row in conn.execute(
+        "EXPLAIN QUERY PLAN SELECT leaf, key, digest, size FROM states WHERE leaf IN (1, 2) AND digest IS NOT NULL"))
+    conn.close()
+    assert "states_by_leaf" not in indexes and "states_by_leaf_listing" in indexes
+    assert "COVERING INDEX states_by_leaf_listing" in plan
+
+
 async def test_an_export_of_cold_keys_pages_from_disk_and_imports_whole(disk_config: ServerConfig) -> None:
     config = with_overrides(disk_config, state_cache_bytes=0)
     async with Node(config) as node:
