@@ -300,26 +300,24 @@ class ExchangeEngine:
                 tree.list_ahead(())
 
     def _fill_one(self, composer: Composer, queue: deque[WorkItem], salt: int) -> bool:
-        """Place (or expand) the work item at the front of ``queue``: False once the message is full."""
-        if queue:
-            item = queue[0]
-            if type(item) is DiffListing or type(item) is AnswerWant:  # `type() is`: the cheapest test, per item
-                if composer.full:
-                    return False
-                queue.popleft()
-                if type(item) is DiffListing:
-                    expanded = diff_leaf(self.tree, item.leaf, item.entries, item.form, salt, self.config.hash_bytes)
-                else:
-                    keys = wanted_keys(self.tree, item.leaf, item.name, salt, self._just_received)
-                    expanded = [SendState(key, True) for key in keys]
-                queue.extendleft(reversed(expanded))
-                return True
-            left = self.place(composer, item, salt)
-            if left is None:
-                queue.popleft()
-            else:
-                queue[0] = left
+        """Place (or expand) the work item at the front of a non-empty ``queue``: False once the message is full."""
+        item = queue[0]
+        if type(item) is DiffListing or type(item) is AnswerWant:  # `type() is`: the cheapest test, per item
+            if composer.full:
                 return False
+            queue.popleft()
+            if type(item) is DiffListing:
+                expanded = diff_leaf(self.tree, item.leaf, item.entries, item.form, salt, self.config.hash_bytes)
+            else:
+                keys = wanted_keys(self.tree, item.leaf, item.name, salt, self._just_received)
+                expanded = [SendState(key, True) for key in keys]
+            queue.extendleft(reversed(expanded))
+            return True
+        left = self.place(composer, item, salt)
+        if left is not None:
+            queue[0] = left
+            return False
+        queue.popleft()
         return True
 
     def entry_reply_estimate(self, my_keys_in_leaf: int) -> int:
