@@ -9,8 +9,8 @@ the set each round).
 
 How it shares the loop (`Node` runs `round_in_slices` then `drain_backlog` every `checkpoint_interval_s`):
 - a round folds `checkpoint_batch_keys` keys (four times that while the log spans `checkpoint_max_log_records`
-  records), `CHECKPOINT_SLICE_KEYS` at a time with the loop free between slices, and more while its slices have
-  taken less than `ROUND_BUDGET_S`;
+  records), in time slices (`loop_slices.TimeSlices`) with the loop free between them, and more while its slices
+  have taken less than `ROUND_BUDGET_S`;
 - a big state is encoded and deflated on the offloader's worker (`_off_loop`): the worker reads the live state, and
   a change logged meanwhile (``changes``) discards the result, so what is stored is always the state as one instant
   saw it;
@@ -27,6 +27,8 @@ is queued, and the keyspace lets a key go once its row has committed (`server.st
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from itertools import islice
 from typing import Any, Protocol
 
@@ -35,6 +37,7 @@ from rumor.crdt.encoding import compressed
 from rumor.server.config import ServerConfig
 from rumor.server.disk_index import DigestColumns, StateReader, digest_columns
 from rumor.server.keyspace import Keyspace
+from rumor.server.loop_slices import TimeSlices
 from rumor.server.metrics import Metrics
 from rumor.server.offload import ChangeCounter, Offloader
 from rumor.server.state_cache import UNKNOWN_STATE_BYTES, Entry
@@ -91,6 +94,8 @@ class Checkpointer:
         self._discarded: dict[str, int] = {}  # key -> its last encodes discarded (changed meanwhile) in a row
         self._retry_at: dict[str, float] = {}  # key -> loop time before which a discarded encode is not retried
         self._backfill_after = ""  # where `backfill_digests` goes on from
+        #: what times the slices of a round (`loop_slices.TimeSlices`): walltime, as the loop's is; tests set their own
+        self.slice_clock: Callable[[], float] = time.perf_counter
 
     def logged(self, key: str, seq: int, size: int) -> None:
         """A durable record of ``size`` bytes for ``key`` was queued at ``seq``."""
@@ -210,7 +215,7 @@ class Checkpointer:
         """While `backlogged`, more checkpoints (and evictions) between the rounds, in slices that give the loop
         back: a slice works as long as the rest of the loop ran since the previous one (the write load and the
         checkpointer share the loop instead of the load outrunning it), at most `MAX_SLICE_S` (the stall a slice
-        may add), in steps of `checkpoint_batch_keys` keys. At most `checkpoint_interval_s` of this (then the next
+        may add), in steps of `CHECKPOINT_STEP_KEYS` keys. At most `checkpoint_interval_s` of this (then the next
         round, with its other chores, comes first). Returns the keys checkpointed."""
         done = 0
         loop = asyncio.get_running_loop()
@@ -222,11 +227,11 @@ class Checkpointer:
             slice_until = started + min(MAX_SLICE_S, max(started - slice_end, 0.001))
             folded = 0
             while True:
-                step = self.checkpoint(self._host.config.checkpoint_batch_keys)
+                step = self.checkpoint(CHECKPOINT_STEP_KEYS)
                 folded += step
                 if not step or loop.time() >= slice_until or not self.backlogged():
                     break
-            self._host.keyspace.cache.shrink(EVICTIONS_PER_SLICE)
+            await self._shrink(EVICTIONS_PER_SLICE, TimeSlices(clock=self.slice_clock))
             slice_end = loop.time()
             if not folded:  # only big states waiting for more of their deltas: the rounds take them in time
                 break
@@ -234,28 +239,40 @@ class Checkpointer:
         return done
 
     async def round_in_slices(self) -> int:
-        """`checkpoint_round`, `CHECKPOINT_SLICE_KEYS` keys at a time with the loop free between slices (a round
-        of 256 small keys (encode, deflate) held the loop 50-90 ms under a write load), and on past its count
-        while its slices have taken less than `ROUND_BUDGET_S` of the loop: 64 keys a round drained what a bulk
-        load of 40k keys left at 250 keys/s, leaving an idle node minutes of log to replay and keys to hold."""
-        self._host.keyspace.cache.shrink(EVICTIONS_PER_ROUND)
+        """`checkpoint_round` in time slices (`loop_slices.TimeSlices`, `CHECKPOINT_STEP_KEYS` keys a step) with the
+        loop free between them, and on past its count while its slices have taken less than `ROUND_BUDGET_S` of the
+        loop: 64 keys a round drained what a bulk load of 40k keys left at 250 keys/s, leaving an idle node minutes
+        of log to replay and keys to hold. (A round of 256 small keys held the loop 50-90 ms under a write load;
+        slices of a fixed 16 keys, 20-30 ms at 1M keys.) Its evictions go in steps too."""
+        slices = TimeSlices(clock=self.slice_clock)
+        await self._shrink(EVICTIONS_PER_ROUND, slices)
         if self._host.storage.healthy:
             self.backfill_digests(BACKFILL_PER_ROUND)
         left = self._round_keys()
         done = 0
         spent = 0.0
-        loop = asyncio.get_running_loop()
+        clock = self.slice_clock
         while (left > 0 or spent < ROUND_BUDGET_S) and self.dirty and self._host.storage.healthy \
                 and self._host.running:
-            started = loop.time()
-            folded = self.checkpoint(min(CHECKPOINT_SLICE_KEYS, left) if left > 0 else CHECKPOINT_SLICE_KEYS)
-            spent += loop.time() - started
+            await slices.checkpoint()
+            started = clock()
+            folded = self.checkpoint(min(CHECKPOINT_STEP_KEYS, left) if left > 0 else CHECKPOINT_STEP_KEYS)
+            spent += clock() - started
             if folded == 0:
                 break
             done += folded
             left -= folded
-            await asyncio.sleep(0)
         return done
+
+    async def _shrink(self, evictions: int, slices: TimeSlices) -> None:
+        """Up to ``evictions`` of the cache's (`StateCache.shrink`), `EVICTION_STEP` a step, in ``slices``."""
+        cache = self._host.keyspace.cache
+        while evictions > 0:
+            await slices.checkpoint()
+            step = min(EVICTION_STEP, evictions)
+            if cache.shrink(step) < step:
+                return
+            evictions -= step
 
     def _off_loop(self, key: str, *, pressed: bool) -> bool:
         """Starts encoding a big state's checkpoint on the offloader's worker (a million-element set costs half a
@@ -311,8 +328,11 @@ class Checkpointer:
 #: an off-loop checkpoint encode discarded this many times in a row (its key kept changing) is done inline next,
 #: once the log is pressed
 MAX_DISCARDED_ENCODES = 3
-#: keys a checkpoint slice folds before yielding to the loop (a small state's encode and deflate: 50-300 us)
-CHECKPOINT_SLICE_KEYS = 16
+#: keys a checkpoint step folds between two looks at the clock (a small state's encode and deflate: 50-300 us; each
+#: step also reads the stored digests its keys replace in one statement)
+CHECKPOINT_STEP_KEYS = 8
+#: decoded states the cache drops in one step between two looks at the clock (a key leaving memory: 5-10 us)
+EVICTION_STEP = 256
 
 
 def _encode_for_checkpoint(key: str, type_name: str, state: Any) -> tuple[bytes, bytes, DigestColumns]:

@@ -44,6 +44,7 @@ from rumor.server.errors import (
 from rumor.server.hlc_source import HLCSource, wall_clock_ms
 from rumor.server.keyspace import Item, KeyPage, Keyspace
 from rumor.server.loop_lag import LoopLagMonitor
+from rumor.server.loop_slices import SLICE_S, TimeSlices
 from rumor.server.metrics import Metrics
 from rumor.server.offload import Offloader
 from rumor.server.op_folding import OpFolder
@@ -60,8 +61,9 @@ log = logging.getLogger(__name__)
 
 _NOT_CACHED = object()
 #: how long `update_batch` applies writes before it lets the loop run other work (a slice of 100 small writes to
-#: cold keys took 20-50 ms on the loop, and so delayed every timer and probe answer by as much)
-BATCH_SLICE_S = 0.002
+#: cold keys took 20-50 ms on the loop, and so delayed every timer and probe answer by as much): the same budget
+#: as the node's background work (`loop_slices`)
+BATCH_SLICE_S = SLICE_S
 #: writes `update_batch` applies between two looks at the clock, their cold keys read in one statement
 BATCH_CHUNK_WRITES = 8
 
@@ -308,13 +310,11 @@ class Node:
         started: list[Awaitable[WriteResult] | AppliedWrite | ServerError] = []
         commits: dict[int, asyncio.Future[None]] = {}
         waits: list[Awaitable[WriteResult]] = []
-        loop = asyncio.get_running_loop()
-        slice_began = loop.time()
+        slices = TimeSlices(BATCH_SLICE_S)
         for key, update, op_id, first_of_chunk in _chunked(writes):
             if first_of_chunk is not None:
-                if started and loop.time() - slice_began >= BATCH_SLICE_S:
-                    await asyncio.sleep(0)
-                    slice_began = loop.time()
+                if started:
+                    await slices.checkpoint()
                 self.keyspace.prefetch(first_of_chunk)  # cold keys in one read, not a point read each
             try:
                 if op_id is None and bulk:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import random
 from collections import deque
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 from rumor.crdt import encode
@@ -78,10 +79,17 @@ class LocalBatch:
         held.blob = None
         self.joins += 1
 
-    def take(self) -> list[tuple[str, str, bytes]]:
-        """(key, type name, encoded joined delta) for every key written since the last take."""
-        out = [(key, p.type_name, p.blob if p.blob is not None else encode(p.delta)) for key, p in self._deltas.items()]
-        self._deltas = {}
+    def take(self, limit: int | None = None) -> list[tuple[str, str, bytes]]:
+        """(key, type name, encoded joined delta) for every key written since the last take, or for the ``limit``
+        written first of them (the others stay for the next take)."""
+        deltas = self._deltas
+        if limit is None or limit >= len(deltas):
+            self._deltas = {}
+            return [(key, p.type_name, p.blob if p.blob is not None else encode(p.delta)) for key, p in deltas.items()]
+        out = [(key, p.type_name, p.blob if p.blob is not None else encode(p.delta))
+               for key, p in islice(deltas.items(), limit)]
+        for key, _, _ in out:
+            del deltas[key]
         return out
 
 
@@ -145,10 +153,11 @@ class Disseminator:
 
     # -- output ----------------------------------------------------------------------------------------------------
 
-    def seal(self, now: float) -> list[DeltaGroup]:
-        """Turn the open batch into groups (each fits one push message) and queue them; returns them."""
+    def seal(self, now: float, max_entries: int | None = None) -> list[DeltaGroup]:
+        """Turn the open batch (or its ``max_entries`` oldest keys: a driver seals a big batch in steps) into groups
+        (each fits one push message) and queue them; returns them."""
         entries = []
-        for key, type_name, data in self.batch.take():
+        for key, type_name, data in self.batch.take(max_entries):
             if len(data) + len(key) + len(type_name) + _ENTRY_OVERHEAD + _GROUP_OVERHEAD + len(self.node_id) \
                     + PUSH_OVERHEAD > self.config.max_push_bytes:
                 self.stats.oversized_deltas += 1

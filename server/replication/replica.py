@@ -136,7 +136,7 @@ class ReplicaCore:
         """member id -> `now` of the last complete anti-entropy session with it, whichever side started it."""
         self.digest_flush_keys = config.digest_batch_keys
         """Dirty keys rehashed inline by a tick, a session's start, an OPEN or a PROBE: a driver that rehashes the
-        rest in slices between them, yielding to its loop, lowers it (see `runtime.DIGEST_SLICE_KEYS`)."""
+        rest in slices between them, yielding to its loop, lowers it (see `runtime.INLINE_FLUSH_KEYS`)."""
         self.changes = ChangeCounter()
         """Every change of a key this core sees (local updates, merges) is counted here: how an off-loop join tells
         that its key changed meanwhile (`big_merges`)."""

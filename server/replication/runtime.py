@@ -28,8 +28,9 @@ answers. A node whose seeds are all down still serves, and joins when they come 
 
 The loop never does a big state's CPU work: the core's `offload_to` sends it to the `Offloader`'s worker thread
 (received states joined, big digests' blobs, diffs of big keys, see `big_merges` and `prepared`), and what stays on
-the loop in bulk is done in slices with a yield between (`DIGEST_SLICE_KEYS` rehashes, `PUSH_SLICE_ENTRIES` pushed
-deltas). A session awaits the merges each reply started before it goes on, and a served request before it answers.
+the loop in bulk is done in slices bounded by time with a yield between (`loop_slices.TimeSlices`: rehashes of dirty
+digests, pushed deltas). A session awaits the merges each reply started before it goes on, and a served request
+before it answers.
 
 Durability: deltas and states merged here go through the node's delta log (`ReplicaHost.merge_remote_nowait`). A
 REPL (``w`` > 1) is acknowledged only once the merged delta is durable: its reply waits for the storage's commit
@@ -60,6 +61,7 @@ from rumor.gossip.member import Member, MemberStatus
 from rumor.gossip.memberlist import Memberlist, RequestRefusedError
 from rumor.gossip.seed_resolver import Resolver, SystemResolver, resolve_seeds
 from rumor.server.errors import ServerError
+from rumor.server.loop_slices import TimeSlices
 from rumor.server.offload import Offloader
 from rumor.server.replication.big_merges import describe
 from rumor.server.replication.config import ReplicationConfig
@@ -99,11 +101,19 @@ _REFUSALS = (ServerError, CRDTError)
 #: seconds between join attempts: the first retry, and the cap the doubling stops at
 JOIN_BACKOFF_INITIAL_S = 1.0
 JOIN_BACKOFF_MAX_S = 30.0
-#: dirty digests rehashed in one go before yielding to the loop: each costs 20-50 us (tree update, hash, the key's
-#: stored bytes), so a slice holds the loop a few ms where a whole `digest_batch_keys` batch held it 50-100 ms
-DIGEST_SLICE_KEYS = 128
-#: pushed deltas merged in one go before yielding: a stream push of 60 KiB holds hundreds, 50-250 ms under load
-PUSH_SLICE_ENTRIES = 32
+#: dirty digests rehashed in one step (their stored rows read in one statement) between two looks at the clock: a
+#: rehash costs 20-150 us (the key's bytes, the hash, the tree; a stored digest read first), so slices of a fixed 128
+#: held the loop 15-60 ms under a write load; steps of 16 within a `TimeSlices` budget hold it about that budget
+DIGEST_STEP_KEYS = 16
+#: dirty digests a tick, a session's start, an OPEN or a PROBE rehashes inline (`ReplicaCore.digest_flush_keys`):
+#: enough that an idle node's few are all done before it claims its vector; the rest are `_flush_digests`'
+INLINE_FLUSH_KEYS = 128
+#: pushed deltas merged in one step between two looks at the clock (a stream push of 60 KiB holds hundreds: slices
+#: of a fixed 32 held a receiving node's loop 25-55 ms each under a cluster write load)
+PUSH_STEP_ENTRIES = 8
+#: local writes sealed into delta groups in one step between two looks at the clock (`_seal_in_slices`): a push
+#: round's seal of the ~2,000 keys a 10k/s write load batches in 0.2 s held the loop 15-20 ms in one go
+SEAL_STEP_ENTRIES = 128
 #: worker processes checking a bulk walk's states (`_check_states`): the check is most of a catch-up's CPU
 CHECK_WORKERS = 2
 #: bulk walk replies whose states may wait to be checked and stored while the next requests are out (`sync`)
@@ -178,6 +188,9 @@ class GossipReplication:
         self._checker_failed = False
         #: the pace of the bulk walks we answer (`BulkPacer`): walltime, as the work it paces is
         self._bulk_pacer = BulkPacer(time.perf_counter, asyncio.sleep)
+        #: what times the slices of loop work here (`loop_slices.TimeSlices`): walltime, as the loop's is; tests
+        #: set a clock of their own
+        self.slice_clock: Callable[[], float] = time.perf_counter
         self._checker_starting = asyncio.Lock()
 
     # -- lifecycle (the Replication protocol) -------------------------------------------------------------------------
@@ -192,7 +205,7 @@ class GossipReplication:
         self.core.peer_reads_bulk = self.peer_reads_bulk
         self._unsubscribe = host.keyspace.subscribe(self.core.on_local)
         self.core.offload_to(self.offloader, lambda exc: self._report("replication", exc))
-        self.core.digest_flush_keys = DIGEST_SLICE_KEYS  # the rest of each batch: `_flush_digests`, sliced
+        self.core.digest_flush_keys = INLINE_FLUSH_KEYS  # the rest of each batch: `_flush_digests`, sliced
         self.memberlist = self._factory(self.delegate, host.node_id)
         self.memberlist.on_error = self._membership_failed
         await self.memberlist.start()
@@ -348,6 +361,10 @@ class GossipReplication:
         core, memberlist = self.core, self.memberlist
         assert core is not None and memberlist is not None
         while True:  # ends by cancellation (stop): a return would be a failure to the supervisor
+            try:
+                await self._seal_in_slices()
+            except Exception as exc:  # as for a tick: reported, and the loop goes on
+                self._report("replication", exc)
             now = self.clock.now()
             try:
                 result = core.tick(now, self.live_ids())
@@ -370,6 +387,17 @@ class GossipReplication:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(delay, 0.001)):
                     await self._wakeup.wait()
+
+    async def _seal_in_slices(self) -> None:
+        """Seals the local writes batched since the last push round (`Disseminator.seal`) in time slices,
+        `SEAL_STEP_ENTRIES` keys a step, leaving the tick fewer than that to seal."""
+        core = self.core
+        assert core is not None
+        disseminator = core.disseminator
+        slices = TimeSlices(clock=self.slice_clock)
+        while len(disseminator.batch) > SEAL_STEP_ENTRIES:
+            disseminator.seal(self.clock.now(), SEAL_STEP_ENTRIES)
+            await slices.checkpoint()
 
     def _push(self, member: str, payload: bytes) -> None:
         assert self.memberlist is not None
@@ -460,19 +488,20 @@ class GossipReplication:
         return session
 
     async def _merge_push(self, payload: bytes, sender: str) -> bytes:
-        """A PUSH over a stream (bigger than a datagram: up to `max_push_bytes` of deltas), merged
-        `PUSH_SLICE_ENTRIES` at a time with the loop free between; no vector is claimed until it is all merged
+        """A PUSH over a stream (bigger than a datagram: up to `max_push_bytes` of deltas), merged in time slices
+        (`PUSH_STEP_ENTRIES` a step) with the loop free between; no vector is claimed until it is all merged
         (`ReplicaCore.claimable`), since the vector covers its groups from the start."""
         core = self.core
         assert core is not None
         groups = core.accept_push(payload, sender, self.clock.now())
         core.merging_pushes += 1
         entries = [entry for group in groups for entry in group.entries]
+        slices = TimeSlices(clock=self.slice_clock)
         try:
-            for first in range(0, len(entries), PUSH_SLICE_ENTRIES):
+            for first in range(0, len(entries), PUSH_STEP_ENTRIES):
                 if first:
-                    await asyncio.sleep(0)
-                core.merge_entries(entries[first:first + PUSH_SLICE_ENTRIES])
+                    await slices.checkpoint()
+                core.merge_entries(entries[first:first + PUSH_STEP_ENTRIES])
         finally:
             core.merging_pushes -= 1
         return ack_message()
@@ -482,18 +511,19 @@ class GossipReplication:
         await self._flush_digests(0.0)
 
     async def _flush_digests(self, settled_s: float) -> None:
-        """Up to `digest_batch_keys` dirty digests (those dirty ``settled_s`` or longer), `DIGEST_SLICE_KEYS` at
-        a time with the loop free between slices."""
+        """Up to `digest_batch_keys` dirty digests (those dirty ``settled_s`` or longer), in time slices
+        (`DIGEST_STEP_KEYS` a step) with the loop free between."""
         core = self.core
         if core is None:
             return
         left = self.config.digest_batch_keys
+        slices = TimeSlices(clock=self.slice_clock)
         while left > 0 and core.digests.dirty:
-            done = core.digests.flush(min(DIGEST_SLICE_KEYS, left), settled_s=settled_s)
+            done = core.digests.flush(min(DIGEST_STEP_KEYS, left), settled_s=settled_s)
             if done == 0:
-                return
+                break
             left -= done
-            await asyncio.sleep(0)
+            await slices.checkpoint()
 
     async def _prepare_diffs(self, message: bytes) -> list[Slot]:
         """Before a peer's STEP (request or reply) is handled: the diffs it will ask of our big keys, made off the
