@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -102,6 +103,8 @@ class StateReader:
         self._conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True, isolation_level=None,
                                      check_same_thread=False)
         self._conn.execute("PRAGMA query_only=1")
+        #: the rows of the keys of a `rows_of` block, read as it opened: (the keys asked, key -> (digest, size))
+        self._rows_read: tuple[set[str], dict[str, tuple[bytes | None, int | None]]] | None = None
 
     def close(self) -> None:
         self._conn.close()
@@ -121,8 +124,26 @@ class StateReader:
             self._conn, "SELECT key, type, state FROM states WHERE key IN ({marks})", keys)}
 
     def existing(self, keys: list[str]) -> set[str]:
-        """Those of ``keys`` that have a row (a bulk check: one statement per `IN_CHUNK` keys)."""
+        """Those of ``keys`` that have a row (a bulk check: one statement per `IN_CHUNK` keys, or none inside a
+        `rows_of` block that read them)."""
+        read = self._rows_read
+        if read is not None and read[0].issuperset(keys):
+            return {key for key in keys if key in read[1]}
         return {key for (key,) in select_in(self._conn, "SELECT key FROM states WHERE key IN ({marks})", keys)}
+
+    @contextmanager
+    def rows_of(self, keys: list[bytes]) -> Iterator[None]:
+        """Within the block, `existing` and `digest_rows` of any of ``keys`` are answered from one read of their rows
+        made as it opens (`merkle.LeafSource.rows_of`: a bulk install asked for the same keys' rows three times, a
+        statement each time, a fifth of a catch-up's event loop)."""
+        names = [key.decode("utf-8") for key in keys]
+        found: dict[str, tuple[bytes | None, int | None]] = {key: (digest, size) for key, digest, size in select_in(
+            self._conn, "SELECT key, digest, size FROM states WHERE key IN ({marks})", names)}
+        outer, self._rows_read = self._rows_read, (set(names), found)
+        try:
+            yield
+        finally:
+            self._rows_read = outer
 
     def type_of(self, key: str) -> str | None:
         rows = self._conn.execute("SELECT type FROM states WHERE key = ?", (key,)).fetchall()
@@ -177,6 +198,13 @@ class StateReader:
         return rows[0] if rows else None
 
     def digest_rows(self, keys: list[bytes]) -> dict[bytes, tuple[bytes, int]]:
+        read = self._rows_read
+        if read is not None:
+            names = [key.decode("utf-8") for key in keys]
+            if read[0].issuperset(names):
+                rows = read[1]
+                return {key: (held[0], held[1] or 0) for key, name in zip(keys, names, strict=True)
+                        if (held := rows.get(name)) is not None and held[0] is not None}
         return {key.encode("utf-8"): (digest, size) for key, digest, size in select_in(
             self._conn, "SELECT key, digest, size FROM states WHERE key IN ({marks}) AND digest IS NOT NULL",
             [key.decode("utf-8") for key in keys])}

@@ -44,12 +44,14 @@ class CommitWatch:
 
 
 def write_stored(storage: Storage, keyspace: Keyspace, rows: Sequence[tuple[str, str, bytes]],
-                 columns: Mapping[str, DigestColumns] | None = None) -> asyncio.Future[None] | None:
+                 columns: Mapping[str, DigestColumns] | None = None, *,
+                 fresh: bool = False) -> asyncio.Future[None] | None:
     """Queues (key, type name, stored bytes) rows as checkpointed states with their digest columns and empty flag
     (found from the bytes: nothing is decoded unless they are of version 1); returns the last commit's future, None
     for no rows. The caller guarantees each row is the key's newest state and that none is in the keyspace with
     another (a raw install of keys unknown here, or a stored row rewritten as it is). ``columns``: the digest
-    columns of some rows, made from the same bytes elsewhere (`sync.check_and_hash_states`)."""
+    columns of some rows, made from the same bytes elsewhere (`sync.check_and_hash_states`). ``fresh``: no key
+    has a row yet (`Storage.checkpoint`)."""
     known = columns or {}
     columns_of = [known.get(key) or stored_digest_columns(key, type_name, blob) for key, type_name, blob in rows]
     keyspace.storing([(row[0], made.digest, made.size) for row, made in zip(rows, columns_of, strict=True)])
@@ -57,7 +59,7 @@ def write_stored(storage: Storage, keyspace: Keyspace, rows: Sequence[tuple[str,
     for (key, type_name, blob), made in zip(rows, columns_of, strict=True):
         holds = holds_entries(blob)
         commit = storage.checkpoint(key, type_name, blob, empty=None if holds is None else not holds,
-                                    digest=made.digest, size=made.size, leaf=made.leaf)
+                                    digest=made.digest, size=made.size, leaf=made.leaf, fresh=fresh)
         written.add(commit, key, blob, made.digest)
     written.watch()
     return written.last
@@ -69,5 +71,5 @@ def install_stored(storage: Storage, keyspace: Keyspace, rows: Sequence[tuple[st
     """A bulk install of raw (key, type name, stored bytes) rows for the keys ``keyspace`` does not hold
     (`Keyspace.install_stored`), queued with their digests in one batch (`write_stored`, with ``columns``): the
     rows taken, and the commit's future (None when none was taken)."""
-    taken = keyspace.install_stored(rows)
-    return taken, write_stored(storage, keyspace, taken, columns) if taken else None
+    taken = keyspace.install_stored(rows)  # keys with no row, committed or queued (their keyspace entry is new)
+    return taken, write_stored(storage, keyspace, taken, columns, fresh=True) if taken else None

@@ -48,7 +48,7 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -127,6 +127,8 @@ class _Batch:
     last_seq: int = 0
     op_results: list[tuple[str, str, bytes]] = field(default_factory=list)
     checkpoints: dict[str, StateRow] = field(default_factory=dict)
+    #: keys of ``checkpoints`` the caller knows have no row yet (a bulk install's): their old digests are not read
+    fresh: set[str] = field(default_factory=set)
     #: log rows whose records all have a seq below this are dropped (0: none)
     truncate_below: int = 0
     meta: dict[str, str] = field(default_factory=dict)
@@ -228,7 +230,7 @@ class _SQLiteFile:
                     "DELETE FROM op_results WHERE id <= (SELECT MAX(id) FROM op_results) - ?", (self._op_retention,)
                 )
             if batch.checkpoints:
-                write_states(conn, batch.checkpoints)
+                write_states(conn, batch.checkpoints, batch.fresh)
             if batch.truncate_below and self._may_truncate:
                 conn.execute("DELETE FROM log WHERE last_seq < ?", (batch.truncate_below,))
             conn.executemany("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", batch.meta.items())
@@ -343,13 +345,20 @@ class Storage:
 
     def checkpoint(self, key: str, type_name: str, state: bytes, *, empty: bool | None = None,
                    digest: bytes | None = None, size: int | None = None,
-                   leaf: int | None = None) -> asyncio.Future[None]:
+                   leaf: int | None = None, fresh: bool = False) -> asyncio.Future[None]:
         """Stores `state` as `key`'s full state (the log keeps its records until `truncate_log` drops them), with what
-        is known beside it (`StateRow`; None: not known, found from the state when needed)."""
+        is known beside it (`StateRow`; None: not known, found from the state when needed). ``fresh``: the caller
+        guarantees the key has no row, committed or queued before this one (a bulk install of keys the node
+        lacks), so the write reads no old digest for it."""
         if self._file is None:
             return self._resolved()
         with self._lock:
-            self._pending.checkpoints[key] = StateRow(type_name, state, empty, digest, size, leaf)
+            pending = self._pending
+            pending.checkpoints[key] = StateRow(type_name, state, empty, digest, size, leaf)
+            if fresh:
+                pending.fresh.add(key)
+            else:
+                pending.fresh.discard(key)  # written again since: its row may be there by now
             return self._queued()
 
     def truncate_log(self, below_seq: int) -> asyncio.Future[None]:
@@ -468,11 +477,13 @@ class Storage:
             file.close()
 
 
-def write_states(conn: sqlite3.Connection, rows: dict[str, StateRow]) -> None:
+def write_states(conn: sqlite3.Connection, rows: dict[str, StateRow], fresh: Set[str] = frozenset()) -> None:
     """Writes full states (inside the caller's transaction) and keeps `leaf_hashes` equal to what the rows' digests
     make: the one way rows with a digest may be written. A row's old digest leaves its leaf's hash, its new one
-    joins; a row without a digest (None: not known) counts in no leaf until one is written for it."""
-    keys = list(rows)
+    joins; a row without a digest (None: not known) counts in no leaf until one is written for it. Keys in
+    ``fresh`` have no row (the caller's word): their old digests are not looked up (a random read each, a tenth of
+    a catch-up's writer)."""
+    keys = [key for key in rows if key not in fresh] if fresh else list(rows)
     old: dict[str, tuple[bytes, int]] = {
         key: (digest, leaf) for key, digest, leaf in select_in(
             conn, "SELECT key, digest, leaf FROM states WHERE key IN ({marks}) AND digest IS NOT NULL", keys)}

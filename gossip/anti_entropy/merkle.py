@@ -87,8 +87,11 @@ def entry_hash(key: bytes, digest: bytes) -> int:
 _entry_hash = entry_hash
 
 
+@lru_cache(maxsize=KEY_HASHES_KEPT)
 def leaf_of(key: bytes, leaf_count: int) -> int:
-    """The leaf bucket of ``key`` in a tree of ``leaf_count`` leaves (`MerkleTree.leaf_of`)."""
+    """The leaf bucket of ``key`` in a tree of ``leaf_count`` leaves (`MerkleTree.leaf_of`). The latest are kept,
+    as the key hashes are: a key a bulk install stores is placed five or six times on its way (0.2 µs a time kept,
+    0.7 µs worked out again)."""
     return int.from_bytes(key_hash(key)[:8], "big") % leaf_count
 
 
@@ -339,6 +342,10 @@ class LeafSource(Protocol):
     def digest_rows(self, keys: list[bytes]) -> dict[bytes, tuple[bytes, int]]:
         """`digest_row` of many keys at once: those stored with a digest."""
 
+    def rows_of(self, keys: list[bytes]) -> AbstractContextManager[None]:
+        """Within the block, lookups of the rows of ``keys`` (`digest_rows`, and the application's own) may be
+        answered from one read made as it opens: what `StoredTree.reading` opens."""
+
     def leaves_rows(self, leaves: list[int],
                     states_up_to: int = 0) -> list[tuple[int, bytes, bytes, int, bytes | None]]:
         """(leaf, key, digest, encoded size, state) of every key stored with a digest in any of ``leaves``; the
@@ -406,17 +413,19 @@ class StoredTree(MerkleTree):
     @contextmanager
     def reading(self, keys: list[bytes]) -> Iterator[None]:
         """The stored rows of ``keys`` not in the overlay, read in one batch for the block (a flush of hundreds of
-        dirty keys asks each one's stored digest and size: a point read each otherwise). Writes within the block go
-        to the overlay, which is asked first, so the rows read ahead never hide them."""
-        unpinned = self._maybe_stored(keys)
-        found = self._source.digest_rows(unpinned) if unpinned else {}
-        ahead: dict[bytes, tuple[bytes, int] | None] = dict.fromkeys(keys)  # asked only outside the overlay
-        ahead.update(found)
-        self._read_ahead = ahead
-        try:
-            yield
-        finally:
-            self._read_ahead = None
+        dirty keys asks each one's stored digest and size: a point read each otherwise), in the source's `rows_of`
+        block (so other reads of those rows in it read nothing). Writes within the block go to the overlay, which is
+        asked first, so the rows read ahead never hide them."""
+        with self._source.rows_of(keys):
+            unpinned = self._maybe_stored(keys)
+            found = self._source.digest_rows(unpinned) if unpinned else {}
+            ahead: dict[bytes, tuple[bytes, int] | None] = dict.fromkeys(keys)  # asked only outside the overlay
+            ahead.update(found)
+            outer, self._read_ahead = self._read_ahead, ahead
+            try:
+                yield
+            finally:
+                self._read_ahead = outer
 
     def _put(self, key: bytes, leaf: int, value: tuple[bytes, int] | None) -> None:
         bucket = self._overlay.get(leaf)

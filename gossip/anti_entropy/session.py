@@ -331,6 +331,11 @@ class AntiEntropySession:
             self._waiting.popleft()
         else:
             rows, batch.rows = rows[:max_rows], rows[max_rows:]
+        with self._replica.tree.reading([key for key, _ in rows]):  # one read of their rows serves every lookup
+            return self._store(rows, checked, whole)
+
+    def _store(self, rows: list[tuple[bytes, bytes]], checked: set[bytes], whole: bool) -> bool:
+        """`_settle_oldest`'s part inside its read of the rows' stored digests."""
         replica = self._replica
         stats, tree = replica.stats, replica.tree
         fresh: list[tuple[bytes, bytes]] = []

@@ -14,7 +14,7 @@ import pytest
 
 from rumor.crdt import ORSet, PNCounter, encode
 from rumor.gossip.anti_entropy import BulkWalk, MerkleTree, answer_bulk, state_digest
-from rumor.gossip.anti_entropy.merkle import StoredTree
+from rumor.gossip.anti_entropy.merkle import StoredTree, entry_hash
 from rumor.gossip.anti_entropy.wire import decode_message
 from rumor.server import state_writes
 from rumor.server.config import ServerConfig, with_overrides
@@ -25,7 +25,7 @@ from rumor.server.replication.replica import ReplicaCore, sync_pair
 from rumor.server.replication.runtime import HostStore
 from rumor.server.replication.sync import check_and_hash_states, check_states
 from rumor.server.replication.wire import DeltaEntry, state_blob
-from rumor.server.storage import DB_FILE
+from rumor.server.storage import DB_FILE, Storage
 from rumor.server.updates import Increment, RegisterWrite, SetChange, Update
 
 
@@ -308,3 +308,52 @@ async def test_anti_entropy_merges_into_cold_keys_read_them_in_one_batch(tmp_pat
         assert [key for key in point_reads if key in merged] == [], "no merge read its key alone"
         for i in range(120):
             assert a.keyspace.encoded_state(f"k{i:03d}") == b.keyspace.encoded_state(f"k{i:03d}")
+
+
+async def test_a_bulk_walk_reads_each_parts_rows_once_and_stores_right_leaf_hashes(tmp_path: Path) -> None:
+    """A walk's part (the keys we lack installed raw, those we hold merged): one read of the part's rows answers
+    whether each key is held, its stored digest, and the digest its install replaces (three statements a part
+    before); the installs, whose old digests the writer does not look up, leave the stored leaf hashes a full
+    rebuild's."""
+    joiner_config = ServerConfig(data_dir=tmp_path / "a", node_id="a", checkpoint_interval_s=3600)
+    async with Node(joiner_config) as a:
+        await a.update_batch([(f"k{i:04d}", _write(i, "a"), None) for i in range(0, 1200, 30)])
+    async with Node(joiner_config) as a, Node(ServerConfig(data_dir=tmp_path / "b", node_id="b")) as b:
+        await b.update_batch([(f"k{i:04d}", _write(i, "b"), None) for i in range(1200)])
+        core_a, core_b = core_of(a, 9), core_of(b, 10)
+        core_b.digests.flush(10_000)
+        disk = a.keyspace.disk
+        assert disk is not None
+        statements: list[str] = []
+        disk._conn.set_trace_callback(statements.append)
+        session = sync_pair(core_a, core_b, 1.0, bulk=True)
+        disk._conn.set_trace_callback(None)
+        assert session.outcome is not None and session.outcome.complete
+        assert session.outcome.states_installed >= 1000, "the keys a lacked came by the walk"
+        assert any(s.startswith("SELECT key, digest, size FROM states WHERE key IN") and "digest IS NOT NULL" not in s
+                   for s in statements), "the parts' rows were read"
+        assert not [s for s in statements if s.startswith("SELECT key FROM states WHERE key IN")], \
+            "no part asked again whether its keys are held"
+        for i in range(1200):
+            assert a.keyspace.encoded_state(f"k{i:04d}") == b.keyspace.encoded_state(f"k{i:04d}")
+        assert core_a.digests.tree.node_table() == rebuilt(a).node_table()
+        await checkpoint_all(a)
+    async with Node(joiner_config) as a:
+        assert stored_tree(tmp_path / "a").node_table() == rebuilt(a).node_table()
+
+
+async def test_a_key_written_again_after_a_fresh_install_gets_its_old_digest_looked_up(tmp_path: Path) -> None:
+    """`Storage.checkpoint(fresh=True)` skips the lookup of the key's old digest; a later write of the key in the
+    same batch is not fresh any more, so the leaf's stored hash loses the old digest and gains the new one."""
+    storage = Storage(tmp_path)
+    await storage.open()
+    first, second, third = (state_digest(bytes([n])) for n in range(3))
+    leaf = 7
+    await storage.checkpoint("k", "set", b"s1", digest=first, size=2, leaf=leaf)
+    storage.checkpoint("k", "set", b"s2", digest=second, size=2, leaf=leaf, fresh=True)  # not true: k has a row
+    await storage.checkpoint("k", "set", b"s3", digest=third, size=2, leaf=leaf)
+    await storage.close()
+    reader = StateReader(tmp_path / DB_FILE)
+    leaves, keys = reader.leaf_hashes(TREE_FANOUT**TREE_DEPTH)
+    reader.close()
+    assert keys == 1 and leaves[leaf] == entry_hash(b"k", third)
