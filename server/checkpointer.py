@@ -42,7 +42,7 @@ from rumor.server.metrics import Metrics
 from rumor.server.offload import ChangeCounter, Offloader
 from rumor.server.state_cache import UNKNOWN_STATE_BYTES, Entry
 from rumor.server.state_writes import CommitWatch, write_stored
-from rumor.server.storage import Storage
+from rumor.server.storage import StateRow, Storage
 from rumor.server.supervisor import Supervisor
 
 #: a checkpointed state this big is not folded again on every round its key is dirty (see `Checkpointer.checkpoint`)
@@ -157,14 +157,17 @@ class Checkpointer:
         keyspace = self._host.keyspace
         # the hash tree over the stored digests hears of them before any is queued (`state_writes`)
         keyspace.storing([(key, columns.digest, columns.size) for key, _, _, _, columns in rows])
+        if not rows:
+            return
+        # stored: big states deflated, a third of the disk
+        commit = self._host.storage.checkpoint_many([(key, StateRow(entry.type_name, stored, empty, columns.digest,
+                                                                    columns.size, columns.leaf))
+                                                     for key, entry, stored, empty, columns in rows])
         written = CommitWatch(keyspace)
-        for key, entry, stored, empty, columns in rows:  # stored: big states deflated, a third of the disk
-            commit = self._host.storage.checkpoint(key, entry.type_name, stored, empty=empty, digest=columns.digest,
-                                             size=columns.size, leaf=columns.leaf)
-            written.add(commit, key, stored, columns.digest)
+        written.add_many(commit, [(key, stored, columns.digest) for key, _, stored, _, columns in rows])
+        for _, entry, stored, _, _ in rows:
             entry.stored(stored)  # clean now: the cache may drop its decoded form (and, once committed, the key)
-        if rows:
-            self._host.storage.truncate_log(next(iter(self.dirty.values()), self._host.storage.last_seq + 1))
+        self._host.storage.truncate_log(next(iter(self.dirty.values()), self._host.storage.last_seq + 1))
         written.watch()
         self._host.metrics.checkpoints.inc(amount=len(rows))
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from rumor.crdt.encoding import holds_entries
 from rumor.server.disk_index import DigestColumns, stored_digest_columns
 from rumor.server.keyspace import Keyspace
-from rumor.server.storage import Storage
+from rumor.server.storage import StateRow, Storage
 
 
 class CommitWatch:
@@ -26,11 +26,12 @@ class CommitWatch:
         self._by_commit: dict[int, tuple[asyncio.Future[None], list[tuple[str, bytes, bytes | None]]]] = {}
         self.last: asyncio.Future[None] | None = None
 
-    def add(self, commit: asyncio.Future[None], key: str, stored: bytes, digest: bytes | None) -> None:
+    def add_many(self, commit: asyncio.Future[None], rows: list[tuple[str, bytes, bytes | None]]) -> None:
+        """(key, stored bytes, digest) of writes that ``commit`` makes."""
         held = self._by_commit.get(id(commit))
         if held is None:
             held = self._by_commit[id(commit)] = (commit, [])
-        held[1].append((key, stored, digest))
+        held[1].extend(rows)
         self.last = commit
 
     def watch(self) -> None:
@@ -52,17 +53,21 @@ def write_stored(storage: Storage, keyspace: Keyspace, rows: Sequence[tuple[str,
     another (a raw install of keys unknown here, or a stored row rewritten as it is). ``columns``: the digest
     columns of some rows, made from the same bytes elsewhere (`sync.check_and_hash_states`). ``fresh``: no key
     has a row yet (`Storage.checkpoint`)."""
+    if not rows:
+        return None
     known = columns or {}
     columns_of = [known.get(key) or stored_digest_columns(key, type_name, blob) for key, type_name, blob in rows]
     keyspace.storing([(row[0], made.digest, made.size) for row, made in zip(rows, columns_of, strict=True)])
-    written = CommitWatch(keyspace)
+    states = []
     for (key, type_name, blob), made in zip(rows, columns_of, strict=True):
         holds = holds_entries(blob)
-        commit = storage.checkpoint(key, type_name, blob, empty=None if holds is None else not holds,
-                                    digest=made.digest, size=made.size, leaf=made.leaf, fresh=fresh)
-        written.add(commit, key, blob, made.digest)
+        states.append((key, StateRow(type_name, blob, None if holds is None else not holds, made.digest, made.size,
+                                     made.leaf)))
+    commit = storage.checkpoint_many(states, fresh=fresh)
+    written = CommitWatch(keyspace)
+    written.add_many(commit, [(key, row.state, row.digest) for key, row in states])
     written.watch()
-    return written.last
+    return commit
 
 
 def install_stored(storage: Storage, keyspace: Keyspace, rows: Sequence[tuple[str, str, bytes]],

@@ -95,6 +95,11 @@ DROP INDEX IF EXISTS states_by_leaf;
 """
 #: rows one INSERT statement writes (`insert_rows`): 3,500 parameters for `states`, within SQLite's 32,766
 ROWS_A_STATEMENT = 500
+#: pages the WAL grows to before a commit copies them into the database (SQLite's default: 1000, 4 MB). Rows of
+#: random keys dirty a page of the key index each, and a page rewritten by many commits between two such copies is
+#: copied once: 1M rows of a catch-up in 1000-row commits went in at 22k rows/s with the default, 32k with 10,000
+#: pages (34.7k with 40,000), at 17% less CPU a row. The WAL takes up to 40 MB of disk for it.
+WAL_CHECKPOINT_PAGES = 10_000
 
 
 class StateRow(NamedTuple):
@@ -166,6 +171,7 @@ class _SQLiteFile:
         self._conn = conn
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
         conn.executescript(_SCHEMA)
         self._migrate_row_per_record_log(conn)
         self._add_state_columns(conn)
@@ -350,15 +356,20 @@ class Storage:
         is known beside it (`StateRow`; None: not known, found from the state when needed). ``fresh``: the caller
         guarantees the key has no row, committed or queued before this one (a bulk install of keys the node
         lacks), so the write reads no old digest for it."""
-        if self._file is None:
+        return self.checkpoint_many([(key, StateRow(type_name, state, empty, digest, size, leaf))], fresh=fresh)
+
+    def checkpoint_many(self, rows: Sequence[tuple[str, StateRow]], *, fresh: bool = False) -> asyncio.Future[None]:
+        """`checkpoint` of each (key, row), all in the same batch (one commit's future, one hold of the lock). No
+        rows: nothing is queued."""
+        if self._file is None or not rows:
             return self._resolved()
         with self._lock:
             pending = self._pending
-            pending.checkpoints[key] = StateRow(type_name, state, empty, digest, size, leaf)
+            pending.checkpoints.update(rows)
             if fresh:
-                pending.fresh.add(key)
-            else:
-                pending.fresh.discard(key)  # written again since: its row may be there by now
+                pending.fresh.update(key for key, _ in rows)
+            elif pending.fresh:
+                pending.fresh.difference_update(key for key, _ in rows)  # written again since: their rows may be there
             return self._queued()
 
     def truncate_log(self, below_seq: int) -> asyncio.Future[None]:
@@ -458,8 +469,8 @@ class Storage:
                 with self._wake:
                     while not (self._submitted or self._stopping):
                         self._wake.wait()
-                    if self._pending.empty:
-                        return
+                    if self._pending.empty and self._stopping:
+                        return  # an empty batch submitted while running commits nothing, and the writer goes on
                     batch, future = self._pending, self._pending_future
                     self._pending, self._pending_future, self._submitted = _Batch(), None, False
                 assert future is not None

@@ -357,3 +357,15 @@ async def test_a_key_written_again_after_a_fresh_install_gets_its_old_digest_loo
     leaves, keys = reader.leaf_hashes(TREE_FANOUT**TREE_DEPTH)
     reader.close()
     assert keys == 1 and leaves[leaf] == entry_hash(b"k", third)
+
+
+async def test_no_rows_to_checkpoint_queue_nothing_and_the_writer_goes_on(tmp_path: Path) -> None:
+    storage = Storage(tmp_path)
+    await storage.open()
+    await storage.checkpoint_many([])
+    await storage.checkpoint("k", "set", b"s", digest=state_digest(b"s"), size=1, leaf=3)
+    assert storage.healthy
+    await storage.close()
+    reader = StateReader(tmp_path / DB_FILE)
+    assert reader.existing(["k"]) == {"k"}
+    reader.close()
