@@ -95,11 +95,6 @@ DROP INDEX IF EXISTS states_by_leaf;
 """
 #: rows one INSERT statement writes (`insert_rows`): 3,500 parameters for `states`, within SQLite's 32,766
 ROWS_A_STATEMENT = 500
-#: pages the WAL grows to before a commit copies them into the database (SQLite's default: 1000, 4 MB). Rows of
-#: random keys dirty a page of the key index each, and a page rewritten by many commits between two such copies is
-#: copied once: 1M rows of a catch-up in 1000-row commits went in at 22k rows/s with the default, 32k with 10,000
-#: pages (34.7k with 40,000), at 17% less CPU a row. The WAL takes up to 40 MB of disk for it.
-WAL_CHECKPOINT_PAGES = 10_000
 
 
 class StateRow(NamedTuple):
@@ -171,7 +166,6 @@ class _SQLiteFile:
         self._conn = conn
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
-        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
         conn.executescript(_SCHEMA)
         self._migrate_row_per_record_log(conn)
         self._add_state_columns(conn)
