@@ -12,7 +12,11 @@ Last full run (`--json --ten-million`, 2026-12-03 15:42-16:11, 2-core box, nothi
 loop lag p99 (worst node, worst phase) 291 ms in the cluster write load (487 ms the run before the batched leaf
 listings), 80 ms (the joiner) in the catch-up, 50 ms in the single node's writes at 1M; no false suspicion; repair
 bytes 2.88x the difference. The multi-node phases saturate the two cores (vmstat during the catch-up: 7-9% idle,
-run queue 3-7), so their lag is partly waiting for a core (see the closing notes of issue 14).
+run queue 3-7), so their lag is partly waiting for a core (see the closing notes of issue 14). Rerun on 24f647b
+(`--json`, 18:33-18:46): RSS 354 MiB at 1M; restart 1.06 s; cold read p99 1.96 ms; writes 9,585/s and 3,884/s
+(2.47x); catch-up 8,717 keys/s, serving GET p99 22 ms; loop lag p99/max 339/407 ms in the big-set sync, 76/282 ms
+(the joiner) in the catch-up, 329/329 ms in the cluster write load, 42/42 and 50/100 ms in the single node's
+writes; no false suspicion; repair 2.88x.
 
 Phases, each bounded in count and time (`Scale`):
 1. one `rumor serve` process, fresh data dir: keys loaded through `POST /v1/batch` (1000 small mixed updates a
