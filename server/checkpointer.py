@@ -268,13 +268,13 @@ class Checkpointer:
         return done
 
     async def _shrink(self, evictions: int, slices: TimeSlices) -> None:
-        """Up to ``evictions`` of the cache's (`StateCache.shrink`), `EVICTION_STEP` a step, in ``slices``."""
+        """`StateCache.shrink` looking at up to ``evictions`` states, `EVICTION_STEP` a step, in ``slices``, while the
+        cache is over its budget."""
         cache = self._host.keyspace.cache
-        while evictions > 0:
+        while evictions > 0 and cache.limit_bytes is not None and cache.bytes > cache.limit_bytes:
             await slices.checkpoint()
             step = min(EVICTION_STEP, evictions)
-            if cache.shrink(step) < step:
-                return
+            cache.shrink(step)
             evictions -= step
 
     def _off_loop(self, key: str, *, pressed: bool) -> bool:

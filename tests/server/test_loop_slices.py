@@ -9,11 +9,11 @@ import itertools
 from collections.abc import Callable
 from functools import partial
 
-from rumor.server.checkpointer import CHECKPOINT_STEP_KEYS
-from rumor.server.config import ServerConfig
+from rumor.server.checkpointer import CHECKPOINT_STEP_KEYS, EVICTION_STEP
+from rumor.server.config import ServerConfig, with_overrides
 from rumor.server.loop_slices import SLICE_S, TimeSlices
 from rumor.server.node import Node
-from rumor.server.updates import Increment
+from rumor.server.updates import Increment, SetChange
 
 
 class ManualClock:
@@ -73,3 +73,28 @@ async def test_a_checkpoint_round_on_a_quick_clock_takes_one_slice(disk_config: 
         rounds = asyncio.get_running_loop().create_task(node.checkpointer.round_in_slices())
         await asyncio.sleep(0)
         assert rounds.done() and rounds.result() == keys
+
+
+async def test_a_rounds_evictions_go_in_slices_past_states_that_must_stay(disk_config: ServerConfig) -> None:
+    """The cache over its budget: a round drops decoded states a step at a time with the loop free between, and goes
+    on past a step that could drop few (states changed since their checkpoint stay, and those are first in line)."""
+    config = with_overrides(disk_config, state_cache_bytes=16 * 1024)
+    async with Node(config) as node:
+        keys = [f"k{i:04d}" for i in range(3 * EVICTION_STEP)]
+        await node.update_batch([(key, SetChange(add=("x" * 40,)), None) for key in keys])
+        checkpointer, cache = node.checkpointer, node.keyspace.cache
+        checkpointer.checkpoint(len(keys), everything=True)
+        await node.storage.flush()
+        await asyncio.sleep(0)
+        for key in keys:
+            assert node.keyspace.item(key) is not None  # decoded into the cache, oldest first
+        await node.update_batch([(key, SetChange(add=("y",)), None) for key in keys[:EVICTION_STEP // 2]])
+        for key in keys[EVICTION_STEP // 2:]:
+            assert node.keyspace.item(key) is not None  # the changed ones are now the least recently used
+        assert cache.limit_bytes is not None and cache.bytes > cache.limit_bytes
+        slices = TimeSlices(clock=slice_long_clock())
+        await checkpointer._shrink(10 * EVICTION_STEP, slices)
+        assert slices.pauses >= 2, "the loop ran between the steps"
+        assert not any(node.keyspace.entry_in_memory(key) for key in keys[EVICTION_STEP // 2:]), \
+            "every unchanged state left"
+        assert all(node.keyspace.entry_in_memory(key) for key in keys[:EVICTION_STEP // 2]), "changed: they stay"
