@@ -41,7 +41,7 @@ from rumor.server.loop_slices import TimeSlices
 from rumor.server.metrics import Metrics
 from rumor.server.offload import ChangeCounter, Offloader
 from rumor.server.state_cache import UNKNOWN_STATE_BYTES, Entry
-from rumor.server.state_writes import CommitWatch, write_stored
+from rumor.server.state_writes import when_committed, write_stored
 from rumor.server.storage import StateRow, Storage
 from rumor.server.supervisor import Supervisor
 
@@ -154,21 +154,19 @@ class Checkpointer:
     def _queue_checkpoints(self, rows: list[tuple[str, Entry, bytes, bool, DigestColumns]]) -> None:
         """Queues each (key, entry, stored bytes, empty, digest columns), whose key has left `_dirty`, and drops the
         log below the new low-water mark."""
+        if not rows:
+            return
         keyspace = self._host.keyspace
         # the hash tree over the stored digests hears of them before any is queued (`state_writes`)
         keyspace.storing([(key, columns.digest, columns.size) for key, _, _, _, columns in rows])
-        if not rows:
-            return
         # stored: big states deflated, a third of the disk
         commit = self._host.storage.checkpoint_many([(key, StateRow(entry.type_name, stored, empty, columns.digest,
                                                                     columns.size, columns.leaf))
                                                      for key, entry, stored, empty, columns in rows])
-        written = CommitWatch(keyspace)
-        written.add_many(commit, [(key, stored, columns.digest) for key, _, stored, _, columns in rows])
+        when_committed(keyspace, commit, [(key, stored, columns.digest) for key, _, stored, _, columns in rows])
         for _, entry, stored, _, _ in rows:
             entry.stored(stored)  # clean now: the cache may drop its decoded form (and, once committed, the key)
         self._host.storage.truncate_log(next(iter(self.dirty.values()), self._host.storage.last_seq + 1))
-        written.watch()
         self._host.metrics.checkpoints.inc(amount=len(rows))
 
     def backfill_digests(self, max_keys: int) -> int:

@@ -17,31 +17,16 @@ from rumor.server.keyspace import Keyspace
 from rumor.server.storage import StateRow, Storage
 
 
-class CommitWatch:
-    """The states a checkpoint queued, by the commit that writes them: once a commit settles well, the keyspace
-    hears which bytes (and digests) are on disk (`Keyspace.persisted`), so it may let those keys go from memory."""
+def when_committed(keyspace: Keyspace, commit: asyncio.Future[None],
+                   rows: list[tuple[str, bytes, bytes | None]]) -> None:
+    """(key, stored bytes, digest) of the states ``commit`` writes: once it settles well, the keyspace hears which
+    bytes (and digests) are on disk (`Keyspace.persisted`), so it may let those keys go from memory."""
 
-    def __init__(self, keyspace: Keyspace) -> None:
-        self._keyspace = keyspace
-        self._by_commit: dict[int, tuple[asyncio.Future[None], list[tuple[str, bytes, bytes | None]]]] = {}
-        self.last: asyncio.Future[None] | None = None
+    def settled(done: asyncio.Future[None]) -> None:
+        if not done.cancelled() and done.exception() is None:
+            keyspace.persisted(rows)
 
-    def add_many(self, commit: asyncio.Future[None], rows: list[tuple[str, bytes, bytes | None]]) -> None:
-        """(key, stored bytes, digest) of writes that ``commit`` makes."""
-        held = self._by_commit.get(id(commit))
-        if held is None:
-            held = self._by_commit[id(commit)] = (commit, [])
-        held[1].extend(rows)
-        self.last = commit
-
-    def watch(self) -> None:
-        """Call once every write is added."""
-        for commit, rows in self._by_commit.values():
-            commit.add_done_callback(lambda done, rows=rows: self._settled(done, rows))  # type: ignore[misc]
-
-    def _settled(self, commit: asyncio.Future[None], rows: list[tuple[str, bytes, bytes | None]]) -> None:
-        if not commit.cancelled() and commit.exception() is None:
-            self._keyspace.persisted(rows)
+    commit.add_done_callback(settled)
 
 
 def write_stored(storage: Storage, keyspace: Keyspace, rows: Sequence[tuple[str, str, bytes]],
@@ -64,9 +49,7 @@ def write_stored(storage: Storage, keyspace: Keyspace, rows: Sequence[tuple[str,
         states.append((key, StateRow(type_name, blob, None if holds is None else not holds, made.digest, made.size,
                                      made.leaf)))
     commit = storage.checkpoint_many(states, fresh=fresh)
-    written = CommitWatch(keyspace)
-    written.add_many(commit, [(key, row.state, row.digest) for key, row in states])
-    written.watch()
+    when_committed(keyspace, commit, [(key, row.state, row.digest) for key, row in states])
     return commit
 
 

@@ -84,13 +84,12 @@ class LocalBatch:
         written first of them (the others stay for the next take)."""
         deltas = self._deltas
         if limit is None or limit >= len(deltas):
-            self._deltas = {}
-            return [(key, p.type_name, p.blob if p.blob is not None else encode(p.delta)) for key, p in deltas.items()]
-        out = [(key, p.type_name, p.blob if p.blob is not None else encode(p.delta))
-               for key, p in islice(deltas.items(), limit)]
-        for key, _, _ in out:
-            del deltas[key]
-        return out
+            self._deltas, taken = {}, list(deltas.items())
+        else:
+            taken = list(islice(deltas.items(), limit))
+            for key, _ in taken:
+                del deltas[key]
+        return [(key, p.type_name, p.blob if p.blob is not None else encode(p.delta)) for key, p in taken]
 
 
 @dataclass(slots=True)
