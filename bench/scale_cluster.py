@@ -34,6 +34,9 @@ from rumor.server.updates import SetChange, make_delta, new_state, parse_update
 PRESET = "lan"
 #: after a heal, how long a probe sent during the partition may still fail (lan: probe interval plus timeout)
 PROBE_SETTLE_S = 2.0
+#: a quiet pause before a phase's first reading: every node's loop-lag monitor (50 ms ticks) has recorded what came
+#: before it
+LAG_SETTLE_S = 0.5
 SET_CHUNK = 20_000  # elements a request while loading the big set: ~200 KB of JSON, under the 1 MiB body limit
 
 
@@ -62,6 +65,9 @@ async def big_set_sync(base: Path, elements: int, bound_s: float, startup_s: flo
                 slowest = max(slowest, time.monotonic() - sent)
         await cluster["n2"].api().update("big", {"type": "set", "add": [f"n2-{i}" for i in range(10)]})
         load_s = time.monotonic() - started
+        # the last add's stall (a write to a big set holds n1's loop ~150 ms) is recorded by n1's next lag tick,
+        # which may run after the phase's first reading: let it land first, so the phase measures the sync only
+        await asyncio.sleep(LAG_SETTLE_S)
         phase = Phase("big_set_sync")
         await phase.begin(cluster.nodes)
         await cluster.heal()

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rumor.crdt import CausalContext
 from rumor.server.config import ServerConfig, load_config
@@ -24,6 +26,7 @@ from rumor.server.values import (
     decode_read_context,
     encode_read_context,
     from_element,
+    json_sort_key,
     sorted_json,
     to_element,
 )
@@ -101,6 +104,15 @@ def test_sorted_json_is_a_total_deterministic_order() -> None:
     assert sorted_json(values) == expected
     assert sorted_json(reversed(values)) == expected
     assert [type(v) for v in sorted_json(values)] == [type(v) for v in expected]
+
+
+@given(st.one_of(st.lists(st.integers(min_value=-2**70, max_value=2**70)), st.lists(st.text()),
+                 st.lists(st.one_of(st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.text(),
+                                    st.booleans(), st.none()))))
+def test_sorted_json_of_one_kind_keeps_the_keyed_order(values: list[Any]) -> None:
+    """Values of one plain kind are sorted without keys (a big set's render): the same order, ties and all."""
+    assert sorted_json(values) == sorted(values, key=json_sort_key)
+    assert [type(v) for v in sorted_json(values)] == [type(v) for v in sorted(values, key=json_sort_key)]
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), b"x", {1: 2}, (1, 2), {"a": {3}}])
