@@ -179,7 +179,10 @@ def sorted_json(values: Iterable[Any]) -> list[Any]:
 def render_value(type_name: str, state: Any) -> Any:
     """The JSON shape a read shows for a state of `type_name`."""
     if type_name == "set":
-        return sorted_json(from_element(e) for e in state.value())
+        elements = state.value()
+        if tuple in set(map(type, elements)):  # some element is JSON text: plain ints and strings show as they are
+            return sorted_json(map(from_element, elements))
+        return sorted_json(elements)
     if type_name == "map":
         return dict(state.value())
     if type_name == "mvregister":
