@@ -41,7 +41,14 @@ from rumor.server.replication.disseminator import Disseminator
 from rumor.server.replication.errors import ReplicationProtocolError
 from rumor.server.replication.prepared import PreparedBlobs, PreparedDiffs, Slot
 from rumor.server.replication.probe import RANGE_LEVEL, ProbeAnswer, parse_probe, probed_message
-from rumor.server.replication.states import context_of, decode_state, diff_for, diff_for_context, read_context
+from rumor.server.replication.states import (
+    context_of,
+    decode_state,
+    diff_for,
+    diff_for_context,
+    is_bottom,
+    read_context,
+)
 from rumor.server.replication.stores import KeyspaceStore, Store
 from rumor.server.replication.sync import SyncInitiator, SyncOutcome, check_state_blob
 from rumor.server.replication.wire import (
@@ -93,6 +100,8 @@ class CoreStats:
     requests_served: int = 0
     states_installed: int = 0
     """States of keys this replica lacked, stored as received by bulk walks (`install_blobs`)."""
+    bottoms_skipped: int = 0
+    """Received empty states of keys held here, not merged (`states.is_bottom`)."""
 
 
 def _nobody(_peer: str) -> bool:
@@ -293,7 +302,8 @@ class ReplicaCore:
             return
         state = decode_state(type_name, data)
         fresh = self.store.get(key) is None
-        self._merge(key, type_name, state, data)
+        if not self._merge(key, type_name, state, data):
+            return
         self.stats.states_merged += 1
         # A key we did not have now holds exactly the received state: its blob is the one we got.
         if fresh:
@@ -355,11 +365,17 @@ class ReplicaCore:
             self.changes.changed(key)
             self.digests.set_blob(key, state_blob(type_name, result.blob))
         else:
-            self._merge(key, type_name, result.state, result.blob)
-            self.digests.mark(key)
+            if self._merge(key, type_name, result.state, result.blob):
+                self.digests.mark(key)
         self.stats.states_merged += 1
 
-    def _merge(self, key: str, type_name: str, state: Any, blob: bytes | None = None) -> None:
+    def _merge(self, key: str, type_name: str, state: Any, blob: bytes | None = None) -> bool:
+        """Join a received state or delta into ``key``; False when it is the bottom of the key's own type
+        (`states.is_bottom`): nothing to join, so the key is not changed, nor its digest marked (callers skip that
+        too). A bottom of a key we lack still makes the key, as any merge does, and a conflicting type is refused."""
+        if blob is not None and is_bottom(type_name, blob) and self.store.type_of(key) == type_name:
+            self.stats.bottoms_skipped += 1
+            return False
         self.changes.changed(key)
         try:
             self.store.merge(key, type_name, state, blob)
@@ -367,6 +383,7 @@ class ReplicaCore:
             raise ReplicationProtocolError("bad_key", exc.reason) from None
         except (ServerError, CRDTError) as exc:  # type conflict between replicas: count, keep ours
             raise ReplicationProtocolError("merge_refused", f"{type(exc).__name__}: {exc}"[:200]) from None
+        return True
 
     # -- local changes ----------------------------------------------------------------------------------------------
 
@@ -478,12 +495,13 @@ class ReplicaCore:
         for entry in entries:
             try:
                 state = decode_state(entry.type_name, entry.delta)
-                self._merge(entry.key, entry.type_name, state, entry.delta)
+                merged = self._merge(entry.key, entry.type_name, state, entry.delta)
             except ReplicationProtocolError as exc:
                 self._reject(exc.reason)
                 continue
-            self.digests.mark(entry.key)
-            self.stats.deltas_merged += 1
+            if merged:
+                self.digests.mark(entry.key)
+                self.stats.deltas_merged += 1
 
     def _done(self, payload: bytes, sender: str, now: float) -> None:
         vector = parse_done(payload)
@@ -520,8 +538,8 @@ class ReplicaCore:
                 return ack_message()
             if kind is Kind.REPL:
                 key, type_name, delta = parse_repl(payload)
-                self._merge(key, type_name, decode_state(type_name, delta), delta)
-                self.digests.mark(key)
+                if self._merge(key, type_name, decode_state(type_name, delta), delta):
+                    self.digests.mark(key)
                 return ack_message()
             if kind is Kind.READ:
                 return self.state_reply(parse_read(payload))
@@ -576,8 +594,8 @@ class ReplicaCore:
         if held is None:
             return None
         type_name, data = held
-        self._merge(key, type_name, decode_state(type_name, data), data)
-        self.digests.mark(key)
+        if self._merge(key, type_name, decode_state(type_name, data), data):
+            self.digests.mark(key)
         return data
 
     def repair_requests(self, key: str, replies: dict[str, bytes | None]) -> list[tuple[str, bytes]]:

@@ -39,6 +39,9 @@ class Store(Protocol):
     def prefetch(self, keys: list[str]) -> None:
         """Merges into these keys follow: bring the cold ones into memory in one batch read (a hint)."""
 
+    def type_of(self, key: str) -> str | None:
+        """The API type name of ``key`` (a point read of a cold key's row, no decode), or None if never written."""
+
     def merge(self, key: str, type_name: str, state: Any, blob: bytes | None = None) -> None:
         """Join a received delta or state into ``key`` (synchronously; durability may complete later).
 
@@ -78,6 +81,9 @@ class KeyspaceStore:
 
     def prefetch(self, keys: list[str]) -> None:
         self.keyspace.prefetch(keys)
+
+    def type_of(self, key: str) -> str | None:
+        return self.keyspace.type_of(key)
 
     def merge(self, key: str, type_name: str, state: Any, blob: bytes | None = None) -> None:
         self.keyspace.merge_remote(key, type_name, state)
@@ -123,6 +129,9 @@ class HostStore:
 
     def prefetch(self, keys: list[str]) -> None:
         self.host.keyspace.prefetch(keys)
+
+    def type_of(self, key: str) -> str | None:
+        return self.host.keyspace.type_of(key)
 
     def merge(self, key: str, type_name: str, state: Any, blob: bytes | None = None) -> None:
         self.host.merge_remote_nowait(key, type_name, state, blob)
