@@ -16,7 +16,12 @@ run queue 3-7), so their lag is partly waiting for a core (see the closing notes
 (`--json`, 18:33-18:46): RSS 354 MiB at 1M; restart 1.06 s; cold read p99 1.96 ms; writes 9,585/s and 3,884/s
 (2.47x); catch-up 8,717 keys/s, serving GET p99 22 ms; loop lag p99/max 339/407 ms in the big-set sync, 76/282 ms
 (the joiner) in the catch-up, 329/329 ms in the cluster write load, 42/42 and 50/100 ms in the single node's
-writes; no false suspicion; repair 2.88x.
+writes; no false suspicion; repair 2.88x. Two runs on 2026-12-03 evening (`--json`), the same 2-core VM at two
+speeds (its neighbours'): on e33a94a (20:02) RSS 360 MiB, restart 0.48 s, cold read p99 0.75 ms, writes 24,590/s
+and 9,511/s (2.59x), catch-up 24,721 keys/s (serving GET p99 11 ms), lag p99/max 248/248 ms in the big-set sync,
+45/51 (the joiner) in the catch-up, 126/126 in the cluster writes, 19/19 and 39/50 in the single node's; on
+5a23a4b (20:52) RSS 358 MiB, restart 0.86 s, cold read p99 2.6 ms, writes 14,557/s and 6,014/s (2.42x), catch-up
+14,588 keys/s (GET p99 19 ms), lag 179/<=200, 49/111, 174/195, 33/33 and 49/71 ms; no false suspicion, repair 2.88x.
 
 Phases, each bounded in count and time (`Scale`):
 1. one `rumor serve` process, fresh data dir: keys loaded through `POST /v1/batch` (1000 small mixed updates a
