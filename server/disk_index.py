@@ -126,9 +126,9 @@ class StateReader:
     def existing(self, keys: list[str]) -> set[str]:
         """Those of ``keys`` that have a row (a bulk check: one statement per `IN_CHUNK` keys, or none inside a
         `rows_of` block that read them)."""
-        read = self._rows_read
-        if read is not None and read[0].issuperset(keys):
-            return {key for key in keys if key in read[1]}
+        read = self._read_rows(keys)
+        if read is not None:
+            return {key for key in keys if key in read}
         return {key for (key,) in select_in(self._conn, "SELECT key FROM states WHERE key IN ({marks})", keys)}
 
     @contextmanager
@@ -144,6 +144,11 @@ class StateReader:
             yield
         finally:
             self._rows_read = outer
+
+    def _read_rows(self, names: list[str]) -> dict[str, tuple[bytes | None, int | None]] | None:
+        """The rows the open `rows_of` block read, if it read every one of ``names``; else None (ask SQLite)."""
+        read = self._rows_read
+        return read[1] if read is not None and read[0].issuperset(names) else None
 
     def type_of(self, key: str) -> str | None:
         rows = self._conn.execute("SELECT type FROM states WHERE key = ?", (key,)).fetchall()
@@ -198,16 +203,13 @@ class StateReader:
         return rows[0] if rows else None
 
     def digest_rows(self, keys: list[bytes]) -> dict[bytes, tuple[bytes, int]]:
-        read = self._rows_read
+        names = [key.decode("utf-8") for key in keys]
+        read = self._read_rows(names)
         if read is not None:
-            names = [key.decode("utf-8") for key in keys]
-            if read[0].issuperset(names):
-                rows = read[1]
-                return {key: (held[0], held[1] or 0) for key, name in zip(keys, names, strict=True)
-                        if (held := rows.get(name)) is not None and held[0] is not None}
+            return {key: (held[0], held[1] or 0) for key, name in zip(keys, names, strict=True)
+                    if (held := read.get(name)) is not None and held[0] is not None}
         return {key.encode("utf-8"): (digest, size) for key, digest, size in select_in(
-            self._conn, "SELECT key, digest, size FROM states WHERE key IN ({marks}) AND digest IS NOT NULL",
-            [key.decode("utf-8") for key in keys])}
+            self._conn, "SELECT key, digest, size FROM states WHERE key IN ({marks}) AND digest IS NOT NULL", names)}
 
     def leaves_rows(self, leaves: list[int],
                     states_up_to: int = 0) -> list[tuple[int, bytes, bytes, int, bytes | None]]:

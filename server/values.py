@@ -168,21 +168,26 @@ def sorted_json(values: Iterable[Any]) -> list[Any]:
     natural order is that order, ties included (both sorts are stable), so they are sorted without a key a value:
     the keys of a million-element set cost two seconds of the event loop."""
     items = list(values)
-    kinds = set(map(type, items))
+    return _sorted_in_place(items, set(map(type, items)))
+
+
+def _sorted_in_place(items: list[Any], kinds: set[type]) -> list[Any]:
+    """`sorted_json` of ``items``, whose value types are ``kinds``."""
     if len(kinds) == 1 and (int in kinds or str in kinds):
         items.sort()
-        return items
-    items.sort(key=json_sort_key)
+    else:
+        items.sort(key=json_sort_key)
     return items
 
 
 def render_value(type_name: str, state: Any) -> Any:
     """The JSON shape a read shows for a state of `type_name`."""
     if type_name == "set":
-        elements = state.value()
-        if tuple in set(map(type, elements)):  # some element is JSON text: plain ints and strings show as they are
+        elements = list(state.value())
+        kinds = set(map(type, elements))
+        if tuple in kinds:  # some element is JSON text: plain ints and strings show as they are
             return sorted_json(map(from_element, elements))
-        return sorted_json(elements)
+        return _sorted_in_place(elements, kinds)
     if type_name == "map":
         return dict(state.value())
     if type_name == "mvregister":
