@@ -9,8 +9,8 @@
    registers, decoded from their bytes as a node decodes cold keys) turns over: each step decodes a state, adds
    it and evicts the oldest. Every collection is timed (`CollectionPauses`), by generation. "cpython" is the
    interpreter's policy with the node's young threshold (4,000): a full collection whenever the survivors since the
-   last one exceed a quarter of the long-lived objects. "served" is `tune_collector`: full collections never start
-   by themselves. Then one full collection is timed: what the hourly one (`gc_full_interval_s`) holds the loop for.
+   last one exceed a quarter of the long-lived objects. "served" is `tune_collector`: middle and full collections
+   never start by themselves. Then one full collection is timed: what the hourly one (`gc_full_interval_s`) holds the loop for.
 2. Leftover garbage, in process: a served node (`rumor serve`'s code, in memory, loopback) answers `--requests`
    requests from clients that open and close connections, under the served policy; then a full collection counts
    what young collections left (cyclic garbage that only a full collection frees) and how long it took.

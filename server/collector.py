@@ -12,16 +12,17 @@ about a second, far past the 200 ms a loop may ever be held (issue 14) and long 
 So, once the keyspace is recovered (`tune_collector`):
 - what lives now is frozen (moved out of the collector's reach for good: imported code, what recovery built);
 - young collections run every 4,000 net allocations, not every 700 (a request allocates many short-lived objects,
-  nearly all freed by reference counting: collecting every 700 spent about 6% of a write's CPU finding nothing), and
-  the middle generation is collected every fourth young collection, so it never holds more than about five young
-  generations' survivors. A collection's pause grows with what it scans: under a write load that keeps what it
-  allocates (decoded states joining the cache), young collections every 20,000 with the middle one every second
-  held the loop 20-40 ms each; every 4,000 and fourth, 10-16 ms at the same write rate (measured with a
-  per-collection timer on a `rumor serve` under bench/scale_bench.py's write load);
-- full collections never start by themselves. What they would find is little: cyclic garbage that outlived its
-  young collections first (measured under an HTTP load whose clients open and close connections: a few hundred
-  objects after 10,000 requests). `FullCollections` collects it at a fixed interval (`gc_full_interval_s`, an hour
-  by default; 0 never), so it stays bounded, at the price of one full collection's pause an hour;
+  nearly all freed by reference counting: collecting every 700 spent about 6% of a write's CPU finding nothing);
+- the middle generation is never collected by itself either: what survives one young collection stays until the
+  next full one. Each object a node keeps (a decoded state joining the cache, its entry, its delta) is then scanned
+  once, not twice: a middle collection every fourth young one held the loop 3-12 ms each at 1M keys under
+  bench/scale_bench.py's write load (a per-collection timer on `rumor serve`), and the churn of a 300k-state cache
+  took 9.8 s of CPU against 11.6 s (`bench/gc_pause_probe.py`). What that leaves for the full collection is cyclic
+  garbage that outlived one young collection: 202 objects after 10,000 requests from clients that open and close
+  connections (21 with the middle generation collected), the same probe;
+- full collections never start by themselves. What they would find is little (above). `FullCollections` collects
+  it at a fixed interval (`gc_full_interval_s`, an hour by default; 0 never), so it stays bounded, at the price of
+  one full collection's pause an hour;
 - `CollectionPauses` times every collection by generation into `rumor_gc_pause_seconds`, so an operator sees what
   the collector costs, the hourly collection included.
 
@@ -47,10 +48,9 @@ from rumor.server.metrics import GC_PAUSES, Histogram
 
 #: net allocations between young collections
 YOUNG_THRESHOLD = 4_000
-#: young collections between collections of the middle generation (CPython: 10)
-MIDDLE_THRESHOLD = 4
-#: "never": more middle-generation collections than a process makes in its life
-NEVER = (1 << 31) - 1  # the largest threshold CPython takes (a C int)
+#: "never": more collections than a process makes in its life (the largest threshold CPython takes, a C int); the
+#: middle generation's threshold (young collections between two of its own; CPython: 10) and the full one's
+NEVER = (1 << 31) - 1
 DEFAULT_FULL_INTERVAL_S = 3600.0
 
 
@@ -81,7 +81,7 @@ def collector_paused() -> Iterator[None]:
 def tune_collector() -> None:
     """The serving node's policy (module docstring), applied once the keyspace is recovered."""
     gc.freeze()
-    gc.set_threshold(YOUNG_THRESHOLD, MIDDLE_THRESHOLD, NEVER)
+    gc.set_threshold(YOUNG_THRESHOLD, NEVER, NEVER)
 
 
 class CollectionPauses:
