@@ -1,27 +1,18 @@
-"""Issue 14's figures ("SQLite as the store of record, memory as a cache") for the design as it stands: the baseline
-that the same script measures again once the design lands.
+"""Issue 14's figures ("SQLite as the store of record, memory as a cache"), measured on the node as built: first the
+baseline before the design, now the design itself (bench/README.md has every run).
 
     .venv/bin/python bench/scale_bench.py --quick          # smoke run, ~3 minutes, small sizes (flagged)
     .venv/bin/python bench/scale_bench.py --json           # one JSON object; full sizes, bounded to ~30 minutes
     .venv/bin/python bench/scale_bench.py --catch-up-only --keys 1000000   # phase 3's catch-up alone (~5 minutes)
     .venv/bin/python bench/scale_bench.py --json --ten-million   # also rss_mib_10m_keys (bulk-loaded; ~15 min more)
 
-Last full run (`--json --ten-million`, 2026-12-03 15:42-16:11, 2-core box, nothing else running): RSS 350 MiB at
-1M keys, 329 MiB at 10M (bulk-loaded; 345 MiB at 1M the same way); restart 1.38 s; cold read p99 7.8 ms; writes
-8,840/s at 10k keys and 3,882/s at 1M (2.28x); catch-up 8,816 keys/s (1M keys in 113 s), serving GET p99 23 ms;
-loop lag p99 (worst node, worst phase) 291 ms in the cluster write load (487 ms the run before the batched leaf
-listings), 80 ms (the joiner) in the catch-up, 50 ms in the single node's writes at 1M; no false suspicion; repair
-bytes 2.88x the difference. The multi-node phases saturate the two cores (vmstat during the catch-up: 7-9% idle,
-run queue 3-7), so their lag is partly waiting for a core (see the closing notes of issue 14). Rerun on 24f647b
-(`--json`, 18:33-18:46): RSS 354 MiB at 1M; restart 1.06 s; cold read p99 1.96 ms; writes 9,585/s and 3,884/s
-(2.47x); catch-up 8,717 keys/s, serving GET p99 22 ms; loop lag p99/max 339/407 ms in the big-set sync, 76/282 ms
-(the joiner) in the catch-up, 329/329 ms in the cluster write load, 42/42 and 50/100 ms in the single node's
-writes; no false suspicion; repair 2.88x. Two runs on 2026-12-03 evening (`--json`), the same 2-core VM at two
-speeds (its neighbours'): on e33a94a (20:02) RSS 360 MiB, restart 0.48 s, cold read p99 0.75 ms, writes 24,590/s
-and 9,511/s (2.59x), catch-up 24,721 keys/s (serving GET p99 11 ms), lag p99/max 248/248 ms in the big-set sync,
-45/51 (the joiner) in the catch-up, 126/126 in the cluster writes, 19/19 and 39/50 in the single node's; on
-5a23a4b (20:52) RSS 358 MiB, restart 0.86 s, cold read p99 2.6 ms, writes 14,557/s and 6,014/s (2.42x), catch-up
-14,588 keys/s (GET p99 19 ms), lag 179/<=200, 49/111, 174/195, 33/33 and 49/71 ms; no false suspicion, repair 2.88x.
+Last full run (`--json --ten-million`, 2026-12-03 22:59-23:12, on 294569e; the 2-core VM in one of its fast
+stretches, nothing else of ours running): RSS 364 MiB at 1M keys (324 B a key), 327 MiB at 10M (bulk-loaded; 344
+MiB at 1M the same way); restart 0.54 s; cold read p99 1.7 ms; writes 23,100/s at 10k keys and 8,296/s at 1M
+(2.78x); catch-up 24,566 keys/s (1M keys in 41 s), serving GET p99 10.8 ms; loop lag p99/max (worst node) 70/100 ms
+in the big-set sync, 39/42 (the joiner) in the catch-up, 95/114 in the cluster write load, 18.8/19.6 and 43.6/50 in
+the single node's writes at 10k and 1M; no false suspicion; repair bytes 2.88x the difference. Earlier full runs,
+and what each session found, are in bench/README.md.
 
 Phases, each bounded in count and time (`Scale`):
 1. one `rumor serve` process, fresh data dir: keys loaded through `POST /v1/batch` (1000 small mixed updates a
